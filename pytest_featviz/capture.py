@@ -1,0 +1,167 @@
+"""Capture: forward hooks as a context manager that copies only what is kept, and always cleans up (torch).
+
+While the context is open the model is in eval mode and every selected module has a forward hook; on exit the hooks
+are removed and every module's training flag is restored, also when the forward pass raised. A hook copies batch
+item 0 and the selected channels at hook time, so an in-place operation that follows (``ReLU(inplace=True)``,
+``out += identity``) cannot change what was captured.
+
+A module called several times in one forward pass produces one capture per call: the first is named like the module
+(``block``), the later ones get the call index (``block@1``, ``block@2``, ...). ``block@1`` can also be selected
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_featviz.layout import ChannelSpec, channel_count, first_tensor, keep_maps, select_channels
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A module to hook: its user-facing name and which call to keep (``None``: every call)."""
+
+    name: str
+    module: nn.Module
+    call: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCapture:
+    """What was kept of one call of one module."""
+
+    name: str
+    shape: tuple[int, ...]
+    channels: tuple[int, ...]
+    maps: torch.Tensor  # float32, CPU, (len(channels), H, W)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerTrace:
+    """The output shape of one call of one module, recorded without copying anything."""
+
+    name: str
+    shape: tuple[int, ...] | None
+
+
+def call_name(name: str, call: int) -> str:
+    """The name of the ``call``-th call (0-based) of module ``name``."""
+    return name if call == 0 else f"{name}@{call}"
+
+
+def run_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` with ``inputs``: a tuple is unpacked as positional, a dict as keyword arguments."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, tuple):
+        return model(*inputs)
+    return model(inputs)
+
+
+class _Hooked:
+    """Eval mode, inference mode and hooks for the duration of a ``with`` block; everything restored on exit."""
+
+    def __init__(self, model: nn.Module, hooks: Sequence[tuple[nn.Module, Callable[..., None]]]) -> None:
+        self._model = model
+        self._hooks = hooks
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._training: list[tuple[nn.Module, bool]] = []
+
+    def __enter__(self) -> _Hooked:
+        self._training = [(module, module.training) for module in self._model.modules()]
+        try:
+            for module, hook in self._hooks:
+                self._handles.append(module.register_forward_hook(hook))
+            self._model.eval()
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module, training in self._training:
+            module.training = training
+
+    def run(self, inputs: Any) -> None:
+        with torch.inference_mode():
+            run_model(self._model, inputs)
+
+
+def capture(
+    model: nn.Module,
+    inputs: Any,
+    targets: Sequence[Target],
+    channels: ChannelSpec | Callable[[str], ChannelSpec],
+) -> list[LayerCapture]:
+    """Run ``model`` once and return what was kept of each target call, in the order the calls happened.
+
+    ``channels`` is one spec for every layer, or a function from capture name to spec.
+    """
+    captured: list[LayerCapture] = []
+    errors: list[BaseException] = []
+
+    def make_hook(target: Target) -> Callable[..., None]:
+        calls = 0
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            nonlocal calls
+            call, calls = calls, calls + 1
+            if target.call is not None and call != target.call:
+                return
+            name = call_name(target.name, call)
+            tensor = first_tensor(output)
+            if tensor is None:
+                errors.append(ValueError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
+                return
+            try:
+                spec = channels(name) if callable(channels) else channels
+                selected = select_channels(spec, channel_count(tensor.shape))
+                maps = keep_maps(tensor, selected)
+            except ValueError as exc:
+                errors.append(ValueError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
+                return
+            captured.append(LayerCapture(name, tuple(tensor.shape), selected, maps))
+
+        return hook
+
+    with _Hooked(model, [(t.module, make_hook(t)) for t in targets]) as hooked:
+        hooked.run(inputs)
+    if errors:
+        raise errors[0]
+    return captured
+
+
+def trace(model: nn.Module, inputs: Any) -> list[LayerTrace]:
+    """Run ``model`` once with shape-only hooks on every submodule; one record per call, in call order."""
+    records: list[LayerTrace] = []
+
+    def make_hook(name: str) -> Callable[..., None]:
+        calls = 0
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            nonlocal calls
+            tensor = first_tensor(output)
+            shape = tuple(tensor.shape) if tensor is not None else None
+            records.append(LayerTrace(call_name(name, calls), shape))
+            calls += 1
+
+        return hook
+
+    hooks = [(module, make_hook(name)) for name, module in model.named_modules() if name]
+    with _Hooked(model, hooks) as hooked:
+        hooked.run(inputs)
+    return records

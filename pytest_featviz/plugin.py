@@ -1,0 +1,145 @@
+"""pytest wiring: options and ini keys, the ``featviz`` marker, the ``feature_snapshot`` fixture, report hooks.
+
+Everything heavy (torch, numpy, scikit-image, Pillow) is imported inside the fixture, never at pytest start-up.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Generator
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_featviz.config import Settings, add_options, from_pytest
+from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, UPDATED, FeatvizError, SnapshotResult
+
+if TYPE_CHECKING:
+    from pytest_featviz.snapshot import FeatureSnapshot
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
+TRACKER_KEY = pytest.StashKey["SessionTracker"]()
+MARKER_HELP = (
+    "featviz(threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=): feature snapshot settings for"
+    " this test; a keyword of the feature_snapshot() call wins over the marker, the marker over CLI and ini."
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    config.stash[SETTINGS_KEY] = from_pytest(config)
+    tracker = SessionTracker(config.stash[SETTINGS_KEY])
+    config.stash[TRACKER_KEY] = tracker
+    config.pluginmanager.register(tracker, "featviz-session")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS_KEY]
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    mode = "update (goldens are written)" if settings.update else "check"
+    lines = [
+        f"featviz: torch {torch_version}, mode {mode}, golden dir {settings.golden_dir},"
+        f" threshold {settings.threshold:g}, stat tolerance {settings.stat_tolerance:g},"
+        f" rms tolerance {settings.rms_tolerance:g}"
+    ]
+    torch = sys.modules.get("torch")
+    if torch is None:
+        lines.append("featviz: determinism flags are read when torch is first imported (not imported yet)")
+    else:
+        flags = {
+            "matmul TF32": torch.backends.cuda.matmul.allow_tf32,
+            "cuDNN TF32": torch.backends.cudnn.allow_tf32,
+            "cudnn.benchmark": torch.backends.cudnn.benchmark,
+            "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+            "threads": torch.get_num_threads(),
+        }
+        lines.append("featviz: " + ", ".join(f"{key} {value}" for key, value in flags.items()))
+    return lines
+
+
+def _test_location(node: pytest.Item) -> tuple[str, str]:
+    module = node.getparent(pytest.Module)
+    if module is None:
+        file_part, _, rest = node.nodeid.partition("::")
+        return file_part, rest.replace("::", ".") or node.name
+    chain = node.listchain()
+    below = chain[chain.index(module) + 1 :]
+    return module.nodeid, ".".join(n.name for n in below)
+
+
+@pytest.fixture
+def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
+    """Snapshot the feature maps of a model: ``feature_snapshot(model, inputs, layers=..., channels=...)``.
+
+    Compares them with the goldens under the golden directory and fails the test on drift; with
+    ``--featviz-update`` it writes the goldens instead. See ``pytest_featviz.snapshot.FeatureSnapshot``.
+    """
+    from pytest_featviz.snapshot import FeatureSnapshot, TestIdentity, update_command
+
+    settings = request.config.stash[SETTINGS_KEY]
+    marker = request.node.get_closest_marker("featviz")
+    if marker is not None:
+        if marker.args:
+            raise FeatvizError("@pytest.mark.featviz takes keyword arguments only, e.g. featviz(threshold=0.95)")
+        settings = settings.override(marker.kwargs, "@pytest.mark.featviz")
+    item = request.node
+    assert isinstance(item, pytest.Item)
+    test_file, test_name = _test_location(item)
+    extra = []
+    if request.config.getoption("featviz_golden_dir"):
+        extra = ["--featviz-golden-dir", str(request.config.getoption("featviz_golden_dir"))]
+    identity = TestIdentity(item.nodeid, test_file, test_name, update_command(item.nodeid, extra))
+    results = item.stash.setdefault(RESULTS_KEY, [])
+    return FeatureSnapshot(identity, settings, results.append)
+
+
+class SessionTracker:
+    """Collects the result records of every test (also from xdist workers) and prints the summary."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.results: list[SnapshotResult] = []
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        outcome = yield
+        report = outcome.get_result()
+        records = item.stash.get(RESULTS_KEY, None)
+        if call.when == "call" and records:
+            # A plain JSON-able attribute travels with the report from an xdist worker to the controller.
+            report.featviz = [record.to_dict() for record in records]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        records = getattr(report, "featviz", None)
+        if report.when == "call" and records:
+            self.results.extend(SnapshotResult.from_dict(record) for record in records)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.results:
+            return
+        counts = Counter(result.outcome for result in self.results)
+        drifted = [r for r in self.results if r.outcome == DRIFTED]
+        drifted_tests = len({r.test_id for r in drifted})
+        drifted_layers = sum(len(r.drifted_layers) for r in drifted)
+        terminalreporter.section("featviz")
+        terminalreporter.write_line(
+            f"{len(self.results)} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
+            f" ({drifted_tests} test(s), {drifted_layers} layer(s)), {counts[MISSING]} missing"
+        )
+        if self.settings.update:
+            terminalreporter.write_line(
+                f"goldens: {counts[CREATED]} created, {counts[UPDATED]} updated, {counts[MATCHED]} unchanged"
+                f" (in {self.settings.golden_dir})"
+            )
+        elif counts[MISSING]:
+            terminalreporter.write_line("create missing goldens with: pytest --featviz-update")

@@ -1,0 +1,226 @@
+"""Result records and errors: the only link between comparing, updating and reporting.
+
+A check produces one :class:`SnapshotResult` holding one :class:`LayerResult` per layer. The records are frozen,
+hold only plain Python values and round-trip through JSON (``to_dict`` / ``from_dict``), so xdist workers can send
+them to the controller and the report can be written without importing torch, numpy or the comparison code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+# Verdicts of one layer.
+MATCH = "match"
+DRIFT = "drift"
+NEW = "new"  # selected now, absent from the golden
+GONE = "gone"  # in the golden, not captured now
+
+# Outcomes of one snapshot.
+MATCHED = "matched"
+DRIFTED = "drifted"
+MISSING = "missing"
+CREATED = "created"
+UPDATED = "updated"
+OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED)
+
+NORMALIZE_MODES = ("minmax", "sigmoid", "percentile")
+
+
+class FeatvizError(Exception):
+    """A snapshot call that cannot be carried out as written (bad layer name, bad option, damaged golden)."""
+
+
+class FeatureDriftError(AssertionError):
+    """Raised when the current feature maps drifted from the golden ones.
+
+    ``result`` holds the full :class:`SnapshotResult`, so a test can inspect scores after catching the error.
+    """
+
+    def __init__(self, message: str, result: SnapshotResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class GoldenMissingError(AssertionError):
+    """Raised in check mode when a snapshot has no golden yet; the message gives the command that creates it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerResult:
+    """How one layer compares with its golden.
+
+    ``ssim``, ``stat_delta`` and ``rms_error`` hold one value per compared channel (same order as ``channels``);
+    they are empty when the layer could not be compared channel by channel (new, gone or reshaped layer).
+    """
+
+    name: str
+    verdict: str
+    shape: tuple[int, ...] | None
+    golden_shape: tuple[int, ...] | None
+    channels: tuple[int, ...] = ()
+    ssim: tuple[float, ...] = ()
+    stat_delta: tuple[float, ...] = ()
+    rms_error: tuple[float, ...] = ()
+    threshold: float = 0.0
+    stat_tolerance: float = 0.0
+    rms_tolerance: float = 0.0
+    reason: str = ""
+
+    @property
+    def drifted(self) -> bool:
+        return self.verdict != MATCH
+
+    @property
+    def min_ssim(self) -> float:
+        return min(self.ssim) if self.ssim else math.nan
+
+    @property
+    def mean_ssim(self) -> float:
+        return sum(self.ssim) / len(self.ssim) if self.ssim else math.nan
+
+    @property
+    def max_stat_delta(self) -> float:
+        return max(self.stat_delta) if self.stat_delta else math.nan
+
+    @property
+    def max_rms_error(self) -> float:
+        return max(self.rms_error) if self.rms_error else math.nan
+
+    def channel_failed(self, position: int) -> bool:
+        """Whether the channel at ``position`` (an index into ``channels``) breaks one of the tolerances."""
+        return (
+            self.ssim[position] < self.threshold
+            or self.stat_delta[position] > self.stat_tolerance
+            or self.rms_error[position] > self.rms_tolerance
+        )
+
+    def worst_channels(self, count: int = 5) -> list[int]:
+        """Positions (into ``channels``) of the failing channels, worst SSIM first, at most ``count``."""
+        failing = [i for i in range(len(self.ssim)) if self.channel_failed(i)]
+        failing.sort(key=lambda i: (self.ssim[i], -self.rms_error[i], -self.stat_delta[i]))
+        return failing[:count]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "golden_shape": list(self.golden_shape) if self.golden_shape is not None else None,
+            "channels": list(self.channels),
+            "ssim": list(self.ssim),
+            "stat_delta": list(self.stat_delta),
+            "rms_error": list(self.rms_error),
+            "threshold": self.threshold,
+            "stat_tolerance": self.stat_tolerance,
+            "rms_tolerance": self.rms_tolerance,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerResult:
+        def shape(value: Any) -> tuple[int, ...] | None:
+            return None if value is None else tuple(int(v) for v in value)
+
+        return cls(
+            name=str(data["name"]),
+            verdict=str(data["verdict"]),
+            shape=shape(data.get("shape")),
+            golden_shape=shape(data.get("golden_shape")),
+            channels=tuple(int(c) for c in data.get("channels", ())),
+            ssim=tuple(float(v) for v in data.get("ssim", ())),
+            stat_delta=tuple(float(v) for v in data.get("stat_delta", ())),
+            rms_error=tuple(float(v) for v in data.get("rms_error", ())),
+            threshold=float(data.get("threshold", 0.0)),
+            stat_tolerance=float(data.get("stat_tolerance", 0.0)),
+            rms_tolerance=float(data.get("rms_tolerance", 0.0)),
+            reason=str(data.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResult:
+    """The outcome of one ``feature_snapshot`` call.
+
+    ``outcome`` is one of ``matched``, ``drifted``, ``missing`` (check mode, no golden), ``created`` or
+    ``updated`` (update mode). ``layers`` are in forward order. ``artifacts`` maps a role (for example
+    ``"mosaic:layer1"``) to a file the report wrote for this snapshot.
+    """
+
+    test_id: str
+    name: str
+    golden_dir: str
+    outcome: str
+    layers: tuple[LayerResult, ...] = ()
+    message: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def drifted_layers(self) -> list[LayerResult]:
+        return [layer for layer in self.layers if layer.drifted]
+
+    @property
+    def first_drifted(self) -> str | None:
+        drifted = self.drifted_layers
+        return drifted[0].name if drifted else None
+
+    def layer(self, name: str) -> LayerResult:
+        """The result of layer ``name``; ``KeyError`` lists the layers when there is no such layer."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer {name!r} in snapshot {self.name!r}; layers: {[lr.name for lr in self.layers]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test_id": self.test_id,
+            "name": self.name,
+            "golden_dir": self.golden_dir,
+            "outcome": self.outcome,
+            "first_drifted": self.first_drifted,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "message": self.message,
+            "artifacts": dict(sorted(self.artifacts.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SnapshotResult:
+        return cls(
+            test_id=str(data["test_id"]),
+            name=str(data["name"]),
+            golden_dir=str(data["golden_dir"]),
+            outcome=str(data["outcome"]),
+            layers=tuple(LayerResult.from_dict(d) for d in data.get("layers", ())),
+            message=str(data.get("message", "")),
+            artifacts={str(k): str(v) for k, v in data.get("artifacts", {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LayerEvidence:
+    """The pictures behind one layer's verdict, for the report (never written to the golden directory).
+
+    ``golden_tiles`` and ``current_tiles`` are (C, H, W) integer tiles of the compared channels, the current ones
+    rendered in the golden's frame; either is ``None`` when the layer could not be compared (new, gone, reshaped).
+    """
+
+    name: str
+    golden_tiles: npt.NDArray[np.unsignedinteger[Any]] | None
+    current_tiles: npt.NDArray[np.unsignedinteger[Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A result with its pictures; ``fresh`` renders what ``--featviz-update`` would write (sidecar text and
+    PNG bytes by file name), computed only when called."""
+
+    result: SnapshotResult
+    layers: tuple[LayerEvidence, ...]
+    bit_depth: int
+    fresh: Callable[[], tuple[str, dict[str, bytes]]]

@@ -1,0 +1,124 @@
+"""Rendering: activation maps -> normalized channel tiles -> one mosaic image per layer (numpy only).
+
+A layer arrives as float maps of shape ``(channels, height, width)``. Each channel gets a *frame*, the two numbers
+that map its values to grey levels (``[low, high]`` for ``minmax`` and ``percentile``, ``[center, scale]`` for
+``sigmoid``). Frames are stored in the golden's sidecar, so the current activation can be rendered in the golden's
+frame and a change of scale shows instead of being normalized away. Tiles are laid out row by row in a mosaic
+with a one-pixel separator, which is what the golden PNG holds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from pytest_featviz.records import NORMALIZE_MODES
+
+PERCENTILES = (0.5, 99.5)
+# A channel whose spread is tiny next to the layer's widest channel is rendered with a widened frame: otherwise
+# float noise (TF32, another CPU) would be stretched to full contrast and fail the check. 2% of the widest channel.
+SCALE_FLOOR = 0.02
+SEPARATOR_LEVEL = 128
+STATISTICS = ("mean", "std", "min", "max")
+
+FloatArray = npt.NDArray[np.float64]
+TileArray = npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
+
+
+def max_level(bit_depth: int) -> int:
+    """The brightest grey level of a tile of ``bit_depth`` bits (8 or 16)."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit depth must be 8 or 16, not {bit_depth}")
+    return (1 << bit_depth) - 1
+
+
+def _round_frame(values: FloatArray) -> FloatArray:
+    # Frames are stored as JSON; rounding them to 9 significant digits before use keeps the rendered golden and a
+    # later rendering in the stored frame bit-identical, and the JSON free of float noise.
+    return np.array([float(f"{v:.9g}") for v in values.ravel()], dtype=np.float64).reshape(values.shape)
+
+
+def channel_statistics(maps: npt.NDArray[np.floating]) -> FloatArray:
+    """Per-channel ``mean, std, min, max`` of ``maps`` (C, H, W) as a float64 array of shape (C, 4)."""
+    flat = np.asarray(maps, dtype=np.float64).reshape(maps.shape[0], -1)
+    stats = np.stack([flat.mean(axis=1), flat.std(axis=1), flat.min(axis=1), flat.max(axis=1)], axis=1)
+    return _round_frame(stats)
+
+
+def channel_frames(maps: npt.NDArray[np.floating], mode: str) -> FloatArray:
+    """The frame of each channel of ``maps`` (C, H, W) for normalization ``mode``: float64 array (C, 2)."""
+    flat = np.asarray(maps, dtype=np.float64).reshape(maps.shape[0], -1)
+    if mode == "minmax":
+        low, high = flat.min(axis=1), flat.max(axis=1)
+    elif mode == "percentile":
+        low, high = np.percentile(flat, PERCENTILES, axis=1)
+    elif mode == "sigmoid":
+        center, scale = flat.mean(axis=1), flat.std(axis=1)
+        floor = max(SCALE_FLOOR * float(scale.max(initial=0.0)), 1e-6 * float(np.abs(flat).max(initial=0.0)), 1e-12)
+        return _round_frame(np.stack([center, np.maximum(scale, floor)], axis=1))
+    else:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {mode!r}")
+    span = high - low
+    floor = max(SCALE_FLOOR * float(span.max(initial=0.0)), 1e-6 * float(np.abs(flat).max(initial=0.0)), 1e-12)
+    # A flat channel keeps its level at the bottom of the frame: a dead ReLU channel renders black.
+    return _round_frame(np.stack([low, low + np.maximum(span, floor)], axis=1))
+
+
+def render_tiles(maps: npt.NDArray[np.floating], frames: FloatArray, mode: str, bit_depth: int = 8) -> TileArray:
+    """Render ``maps`` (C, H, W) through ``frames`` (C, 2) into integer tiles of ``bit_depth`` bits."""
+    values = np.asarray(maps, dtype=np.float64)
+    first = frames[:, 0, None, None]
+    second = frames[:, 1, None, None]
+    if mode == "sigmoid":
+        unit = 0.5 * (1.0 + np.tanh(0.5 * (values - first) / second))  # a sigmoid that never overflows
+    elif mode in ("minmax", "percentile"):
+        unit = np.clip((values - first) / (second - first), 0.0, 1.0)
+    else:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {mode!r}")
+    levels = np.rint(unit * max_level(bit_depth))
+    return levels.astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """Rows and columns of the mosaic of ``count`` tiles: as square as possible, filled row by row."""
+    if count <= 0:
+        raise ValueError("a mosaic needs at least one tile")
+    columns = math.ceil(math.sqrt(count))
+    return math.ceil(count / columns), columns
+
+
+def mosaic_size(count: int, tile_shape: tuple[int, int]) -> tuple[int, int]:
+    """Height and width in pixels of the mosaic of ``count`` tiles of ``tile_shape``."""
+    rows, columns = grid_shape(count)
+    height, width = tile_shape
+    return rows * (height + 1) - 1, columns * (width + 1) - 1
+
+
+def build_mosaic(tiles: TileArray) -> TileArray:
+    """Lay ``tiles`` (C, H, W) out on the grid of :func:`grid_shape` with one separator pixel between tiles."""
+    count, height, width = tiles.shape
+    _, columns = grid_shape(count)
+    separator = SEPARATOR_LEVEL * 257 if tiles.dtype == np.uint16 else SEPARATOR_LEVEL
+    out = np.full(mosaic_size(count, (height, width)), separator, dtype=tiles.dtype)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = row * (height + 1), column * (width + 1)
+        out[top : top + height, left : left + width] = tiles[index]
+    return out
+
+
+def split_mosaic(mosaic: TileArray, count: int, tile_shape: tuple[int, int]) -> TileArray:
+    """Cut the ``count`` tiles of ``tile_shape`` back out of a mosaic made by :func:`build_mosaic`."""
+    expected = mosaic_size(count, tile_shape)
+    if mosaic.shape != expected:
+        raise ValueError(f"mosaic is {mosaic.shape[0]}x{mosaic.shape[1]} pixels, expected {expected[0]}x{expected[1]}")
+    _, columns = grid_shape(count)
+    height, width = tile_shape
+    tiles = np.empty((count, height, width), dtype=mosaic.dtype)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = row * (height + 1), column * (width + 1)
+        tiles[index] = mosaic[top : top + height, left : left + width]
+    return tiles

@@ -1,0 +1,414 @@
+"""The snapshot policy: capture -> render -> compare -> matched, drifted, missing, created or updated.
+
+:class:`FeatureSnapshot` is the object behind the ``feature_snapshot`` fixture. Each call resolves its settings
+(call over marker over CLI over ini), finds the golden directory, and hands the work to :func:`check_snapshot`,
+which is the one place that decides what happens. It owns every message a user reads on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pytest_featviz import golden
+from pytest_featviz.capture import LayerCapture, call_name, capture, trace
+from pytest_featviz.compare import compare_layer
+from pytest_featviz.config import Settings
+from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
+from pytest_featviz.layers import LayerSpec, default_layers, resolve_layers
+from pytest_featviz.records import (
+    CREATED,
+    DRIFT,
+    DRIFTED,
+    GONE,
+    MATCH,
+    MATCHED,
+    MISSING,
+    NEW,
+    UPDATED,
+    Evidence,
+    FeatureDriftError,
+    FeatvizError,
+    GoldenMissingError,
+    LayerEvidence,
+    LayerResult,
+    SnapshotResult,
+)
+from pytest_featviz.render import (
+    build_mosaic,
+    channel_frames,
+    channel_statistics,
+    max_level,
+    render_tiles,
+    split_mosaic,
+)
+
+BIT_DEPTH = 8
+WORST_CHANNELS_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TestIdentity:
+    """Where a snapshot belongs: the test's node id, its file (relative to the rootdir) and its name."""
+
+    __test__ = False  # not a pytest test class
+
+    node_id: str
+    test_file: str
+    test_name: str
+    update_command: str
+
+
+def update_command(node_id: str, extra_args: Sequence[str] = ()) -> str:
+    """The command line that creates or refreshes the goldens of one test."""
+    return shlex.join(["pytest", "--featviz-update", *extra_args, node_id])
+
+
+class FeatureSnapshot:
+    """``feature_snapshot(model, inputs, *, layers=None, channels=16, name=None, threshold=None, ...)``.
+
+    Captures the selected layers of ``model`` on ``inputs`` (a tensor; a tuple is unpacked as positional arguments,
+    a dict as keyword arguments), compares each channel with the golden and returns a :class:`SnapshotResult`.
+    Raises :class:`FeatureDriftError` on drift and an ``AssertionError`` with the command to run when the golden is
+    missing; under ``--featviz-update`` it writes goldens instead. Several calls in one test get the names
+    ``0, 1, ...`` unless ``name=`` is given; a name used twice in one test is an error.
+    """
+
+    def __init__(
+        self,
+        identity: TestIdentity,
+        settings: Settings,
+        record: Callable[[SnapshotResult], None],
+        reporter: Callable[[Evidence], SnapshotResult] | None = None,
+    ) -> None:
+        self._identity = identity
+        self._settings = settings
+        self._record = record
+        self._reporter = reporter
+        self._names: set[str] = set()
+        self._unnamed = 0
+
+    def _next_name(self, name: str | None) -> str:
+        if name is None:
+            while str(self._unnamed) in self._names:
+                self._unnamed += 1
+            name = str(self._unnamed)
+            self._unnamed += 1
+        elif not isinstance(name, str) or not name:
+            raise FeatvizError(f"name must be a non-empty string; got {name!r}")
+        elif name in self._names:
+            raise FeatvizError(
+                f"snapshot name {name!r} is used twice in {self._identity.node_id}; give each call its own name="
+            )
+        self._names.add(name)
+        return name
+
+    def __call__(
+        self,
+        model: nn.Module,
+        inputs: Any,
+        *,
+        layers: LayerSpec = None,
+        channels: int | Sequence[int] | str | None = None,
+        name: str | None = None,
+        threshold: float | None = None,
+        normalize: str | None = None,
+        stat_tolerance: float | None = None,
+        rms_tolerance: float | None = None,
+    ) -> SnapshotResult:
+        __tracebackhide__ = True
+        if not isinstance(model, nn.Module):
+            raise FeatvizError(f"feature_snapshot needs a torch.nn.Module as model; got {type(model).__name__}")
+        settings = self._settings.override(
+            {
+                "threshold": threshold,
+                "channels": channels,
+                "normalize": normalize,
+                "stat_tolerance": stat_tolerance,
+                "rms_tolerance": rms_tolerance,
+            },
+            "feature_snapshot()",
+        )
+        snapshot_name = self._next_name(name)
+        directory = golden.snapshot_dir(
+            settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
+        )
+        evidence = check_snapshot(model, inputs, layers, settings, directory, self._identity, snapshot_name)
+        result = self._reporter(evidence) if self._reporter is not None else evidence.result
+        self._record(result)
+        if result.outcome == MISSING:
+            raise GoldenMissingError(result.message)
+        if result.outcome == DRIFTED:
+            raise FeatureDriftError(result.message, result)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    """One captured layer as numbers: maps, statistics, and what it would be written as."""
+
+    capture: LayerCapture
+    maps: np.ndarray[Any, np.dtype[np.float32]]
+    stats: np.ndarray[Any, np.dtype[np.float64]]
+
+    def as_golden(self, normalize: str) -> tuple[LayerGolden, bytes]:
+        frames = channel_frames(self.maps, normalize)
+        png = golden.encode_png(build_mosaic(render_tiles(self.maps, frames, normalize, BIT_DEPTH)))
+        layer = LayerGolden(
+            name=self.capture.name,
+            file=golden.sanitize_name(self.capture.name) + ".png",
+            shape=self.capture.shape,
+            tile_shape=(int(self.maps.shape[1]), int(self.maps.shape[2])),
+            channels=self.capture.channels,
+            frames=tuple((float(a), float(b)) for a, b in frames),
+            stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in self.stats),
+            sha256=golden.sha256_hex(png),
+        )
+        return layer, png
+
+
+def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: SnapshotGolden | None) -> LayerSpec:
+    if layers is not None:
+        return layers
+    if stored is not None:
+        # The golden records which layers the default choice took, so a later change of the default (or of the
+        # model) shows as drift instead of silently comparing other layers.
+        return [layer.name for layer in stored.layers]
+    return default_layers(trace(model, inputs))
+
+
+def _capture(
+    model: nn.Module, inputs: Any, spec: LayerSpec, settings: Settings, stored: SnapshotGolden | None
+) -> tuple[list[_Current], list[str]]:
+    """Capture the selection; names from a golden that the model no longer has are returned, not raised."""
+    gone: list[str] = []
+    if spec is not None and stored is not None and [layer.name for layer in stored.layers] == spec:
+        targets = []
+        for layer_name in spec:
+            try:
+                targets.extend(resolve_layers(model, [layer_name]))
+            except FeatvizError:
+                gone.append(layer_name)
+    else:
+        targets = resolve_layers(model, spec)
+    captures = capture(model, inputs, targets, settings.channels)  # type: ignore[arg-type]
+    seen = {c.name for c in captures}
+    silent = [call_name(t.name, t.call or 0) for t in targets if call_name(t.name, t.call or 0) not in seen]
+    if silent:
+        raise FeatvizError(
+            f"selected layer(s) {', '.join(repr(s) for s in silent)} never ran in the forward pass of"
+            f" {type(model).__name__}, so there is nothing to compare; select layers that the forward pass calls"
+        )
+    current = []
+    for item in captures:
+        bad = int((~torch.isfinite(item.maps)).sum())
+        if bad:
+            raise FeatvizError(
+                f"layer {item.name!r} produced {bad} NaN or Inf value(s) among the {item.maps.numel()} values kept"
+                f" (output shape {item.shape}); a snapshot of a non-finite activation cannot be compared"
+            )
+        maps = item.maps.numpy()
+        current.append(_Current(item, maps, channel_statistics(maps)))
+    return current, gone
+
+
+def _compare(
+    item: _Current, stored: SnapshotGolden, layer: LayerGolden, directory: Path, settings: Settings
+) -> tuple[LayerResult, LayerEvidence]:
+    shape = item.capture.shape
+    reason = ""
+    if shape[1:] != layer.shape[1:]:
+        reason = f"shape changed from {layer.shape} to {shape}"
+    elif item.capture.channels != layer.channels:
+        reason = f"channel selection changed from {list(layer.channels)} to {list(item.capture.channels)}"
+    elif settings.normalize != stored.normalize:
+        reason = f"normalize changed from {stored.normalize!r} to {settings.normalize!r}"
+    if reason:
+        drift = LayerResult(item.capture.name, DRIFT, shape, layer.shape, item.capture.channels, reason=reason)
+        return drift, LayerEvidence(item.capture.name, None, None)
+    golden_tiles = split_mosaic(
+        golden.read_layer(directory, layer, stored.bit_depth), len(layer.channels), layer.tile_shape
+    )
+    current_tiles = render_tiles(item.maps, layer.frames_array(), stored.normalize, stored.bit_depth)
+    result = compare_layer(
+        item.capture.name,
+        shape=shape,
+        golden_shape=layer.shape,
+        channels=layer.channels,
+        golden_tiles=golden_tiles,
+        current_tiles=current_tiles,
+        golden_stats=layer.stats_array(),
+        current_stats=item.stats,
+        data_range=float(max_level(stored.bit_depth)),
+        threshold=settings.threshold,
+        stat_tolerance=settings.stat_tolerance,
+        rms_tolerance=settings.rms_tolerance,
+    )
+    return result, LayerEvidence(item.capture.name, golden_tiles, current_tiles)
+
+
+def check_snapshot(
+    model: nn.Module,
+    inputs: Any,
+    layers: LayerSpec,
+    settings: Settings,
+    directory: Path,
+    identity: TestIdentity,
+    snapshot_name: str,
+) -> Evidence:
+    """Capture, compare with the golden in ``directory`` and, in update mode, write; never raises on drift.
+
+    Returns the result record with the pictures behind it, for the report.
+    """
+    __tracebackhide__ = True
+    try:
+        stored = golden.read_sidecar(directory)
+    except GoldenError:
+        if not settings.update:
+            raise
+        stored = None  # update mode re-creates a damaged golden
+    spec = _selection(model, inputs, layers, stored)
+    current, gone = _capture(model, inputs, spec, settings, stored)
+
+    def fresh() -> tuple[str, dict[str, bytes]]:
+        written = dict(item.as_golden(settings.normalize) for item in current)
+        sidecar = golden.sidecar_text(SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(written)))
+        return sidecar, {layer.file: png for layer, png in written.items()}
+
+    def evidence(
+        outcome: str, results: Sequence[LayerResult], pictures: Sequence[LayerEvidence], message: str = ""
+    ) -> Evidence:
+        result = SnapshotResult(identity.node_id, snapshot_name, str(directory), outcome, tuple(results), message)
+        return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
+
+    if stored is None:
+        results = [LayerResult(i.capture.name, NEW, i.capture.shape, None, i.capture.channels) for i in current]
+        pictures = [LayerEvidence(i.capture.name, None, None) for i in current]
+        if settings.update:
+            sidecar, files = fresh()
+            golden.write_files(directory, sidecar, files)
+            return evidence(CREATED, results, pictures)
+        message = (
+            f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
+            f" (looked for {_display_path(directory / golden.SIDECAR)})\n"
+            f"create it with:  {identity.update_command}"
+        )
+        return evidence(MISSING, results, pictures, message)
+
+    results = []
+    pictures = []
+    for item in current:
+        layer = stored.layer(item.capture.name)
+        if layer is None:
+            results.append(
+                LayerResult(
+                    item.capture.name,
+                    NEW,
+                    item.capture.shape,
+                    None,
+                    item.capture.channels,
+                    reason="selected now but not in the golden",
+                )
+            )
+            pictures.append(LayerEvidence(item.capture.name, None, None))
+        else:
+            result, picture = _compare(item, stored, layer, directory, settings)
+            results.append(result)
+            pictures.append(picture)
+    captured = {item.capture.name for item in current}
+    for layer in stored.layers:
+        if layer.name not in captured:
+            reason = "no longer in the model" if layer.name in gone else "in the golden but not captured now"
+            results.append(LayerResult(layer.name, GONE, None, layer.shape, layer.channels, reason=reason))
+            pictures.append(LayerEvidence(layer.name, None, None))
+    if not any(r.drifted for r in results):
+        return evidence(MATCHED, results, pictures)
+    if settings.update:
+        _rewrite(directory, stored, current, results, settings)
+        return evidence(UPDATED, results, pictures)
+    return evidence(DRIFTED, results, pictures, drift_message(identity, snapshot_name, directory, results))
+
+
+def _rewrite(
+    directory: Path,
+    stored: SnapshotGolden,
+    current: list[_Current],
+    results: Sequence[LayerResult],
+    settings: Settings,
+) -> None:
+    """Rewrite the drifted layers of a golden; layers that still match keep their picture and sidecar entry."""
+    verdicts = {r.name: r.verdict for r in results}
+    mode_changed = settings.normalize != stored.normalize
+    layers: list[LayerGolden] = []
+    pictures: dict[str, bytes] = {}
+    for item in current:
+        kept = stored.layer(item.capture.name)
+        if kept is not None and verdicts[item.capture.name] == MATCH and not mode_changed:
+            layers.append(kept)
+            continue
+        layer, png = item.as_golden(settings.normalize)
+        layers.append(layer)
+        pictures[layer.file] = png
+    golden.write_files(
+        directory, golden.sidecar_text(SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers))), pictures
+    )
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def _format_shape(shape: tuple[int, ...] | None) -> str:
+    return "x".join(str(s) for s in shape) if shape else "?"
+
+
+def _channel_line(layer: LayerResult, position: int) -> str:
+    ssim, rms, stat = layer.ssim[position], layer.rms_error[position], layer.stat_delta[position]
+    parts = [
+        f"SSIM {ssim:.4f}" + (f" < {layer.threshold:g}" if ssim < layer.threshold else ""),
+        f"picture change {rms:.3f}" + (f" > {layer.rms_tolerance:g}" if rms > layer.rms_tolerance else ""),
+        f"statistics change {stat:.3f}" + (f" > {layer.stat_tolerance:g}" if stat > layer.stat_tolerance else ""),
+    ]
+    return f"      channel {layer.channels[position]}: " + ", ".join(parts)
+
+
+def layer_summary(layer: LayerResult) -> list[str]:
+    """The lines that describe one drifted layer in a failure message."""
+    if layer.reason or not layer.ssim:
+        return [f"  {layer.name}: {layer.reason or layer.verdict}"]
+    worst = layer.worst_channels(WORST_CHANNELS_SHOWN)
+    failing = sum(1 for i in range(len(layer.ssim)) if layer.channel_failed(i))
+    head = (
+        f"  {layer.name} ({_format_shape(layer.shape)}): {failing} of {len(layer.channels)} channels drifted;"
+        f" min SSIM {layer.min_ssim:.4f} (threshold {layer.threshold:g}), mean SSIM {layer.mean_ssim:.4f}"
+    )
+    lines = [head, *(_channel_line(layer, i) for i in worst)]
+    if failing > len(worst):
+        lines.append(f"      ... and {failing - len(worst)} more channel(s)")
+    return lines
+
+
+def drift_message(identity: TestIdentity, snapshot_name: str, directory: Path, results: Sequence[LayerResult]) -> str:
+    """The failure message of a drifted snapshot: drifted layers in forward order, the first named as the start."""
+    drifted = [r for r in results if r.drifted]
+    lines = [
+        f"feature drift in snapshot {snapshot_name!r} of {identity.node_id}:"
+        f" {len(drifted)} of {len(results)} layer(s) drifted",
+        f"drift starts at layer {drifted[0].name!r} (first drifted layer in forward order)",
+    ]
+    for layer in drifted:
+        lines.extend(layer_summary(layer))
+    lines.append(f"golden: {_display_path(directory)}")
+    lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
+    return "\n".join(lines)
