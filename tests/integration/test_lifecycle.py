@@ -1,0 +1,75 @@
+"""The golden lifecycle through real pytest runs, plain and under pytest-xdist (``-n 2``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from integration.lifecycle import Lifecycle, run_lifecycle
+
+# Two tests: under ``-n 2`` each worker runs one, so the summary only adds up if records travel from both workers.
+SOURCE = """
+import pytest
+
+SCALE = 1.0
+
+
+def build():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1), nn.ReLU())
+    with torch.no_grad():
+        model[2].weight[:, :3] *= SCALE
+    return model, torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(1))
+
+
+def test_changing(feature_snapshot):
+    model, x = build()
+    feature_snapshot(model, x, layers=["0", "2"])
+
+
+def test_stable(feature_snapshot):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Tanh())
+    feature_snapshot(model, torch.ones(1, 3, 9, 9), layers=["0"])
+"""
+# Half of the second conv's weights scaled: the first layer still matches, so the drift starts at layer '2'.
+CHANGED = SOURCE.replace("SCALE = 1.0", "SCALE = 1.5")
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["plain", "xdist"])
+def test_lifecycle(featviz_pytester: pytest.Pytester, args: tuple[str, ...]) -> None:
+    lifecycle = run_lifecycle(
+        featviz_pytester, SOURCE, CHANGED, args=args, tests=2, drifting_tests=1, drift_layer="2"
+    )
+    # The one drifted snapshot was rewritten; the stable test's golden was left alone by the accepting update.
+    accept = lifecycle.runs["accept"].stdout.str()
+    assert "goldens: 0 created, 1 updated, 1 unchanged" in accept
+    drift = lifecycle.runs["drift"].stdout.str()
+    assert "2 snapshot(s) checked: 1 matched, 1 drifted (1 test(s), 1 layer(s)), 0 missing" in drift
+
+
+def test_single_snapshot_lifecycle_counts_one_created(featviz_pytester: pytest.Pytester) -> None:
+    source = SOURCE.split("def test_stable")[0]
+    lifecycle = run_lifecycle(featviz_pytester, source, source.replace("SCALE = 1.0", "SCALE = 0.5"), drift_layer="2")
+    lifecycle.runs["create"].stdout.fnmatch_lines(["goldens: 1 created, 0 updated, 0 unchanged (in *golden)"])
+    assert sorted(lifecycle.golden_files()) == [
+        "test_subject/test_changing/0/0.png",
+        "test_subject/test_changing/0/2.png",
+        "test_subject/test_changing/0/snapshot.json",
+    ]
+
+
+def test_steps_can_be_walked_one_by_one(featviz_pytester: pytest.Pytester) -> None:
+    source = SOURCE.split("def test_stable")[0]
+    lifecycle = Lifecycle(featviz_pytester, source, source, module="test_other")
+    lifecycle.missing()
+    lifecycle.create()
+    assert [name.split("/")[0] for name in lifecycle.golden_files()] == ["test_other"] * 3
+    # A changed source that does not change the model is no drift: the drift step must notice.
+    with pytest.raises(AssertionError):
+        lifecycle.drift()

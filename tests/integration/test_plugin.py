@@ -1,0 +1,209 @@
+"""pytest wiring seen from the command line: options, precedence of settings, help, header, lazy start-up."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+import integration.lifecycle  # noqa: F401  (imports torch before any in-process run; see lifecycle.py)
+from pytest_featviz.config import DEFAULT_THRESHOLD
+
+HEAVY = ("torch", "numpy", "skimage", "PIL")
+
+# Each test asserts the threshold its snapshot was checked with; EXPECT_* come from the run's environment.
+PRECEDENCE = """
+import os
+
+import pytest
+import torch
+from torch import nn
+
+
+def snap(feature_snapshot, **kwargs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    x = torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    result = feature_snapshot(model, x, **kwargs)
+    if result.outcome == "created":
+        pytest.skip("golden created")
+    assert result.outcome == "matched"
+    return result
+
+
+@pytest.mark.featviz(threshold=0.7)
+def test_call_beats_marker(feature_snapshot):
+    result = snap(feature_snapshot, threshold=0.8)
+    assert result.layers[0].threshold == 0.8
+
+
+@pytest.mark.featviz(threshold=0.7)
+def test_marker_beats_cli(feature_snapshot):
+    result = snap(feature_snapshot)
+    assert result.layers[0].threshold == 0.7
+
+
+def test_cli_ini_default(feature_snapshot):
+    result = snap(feature_snapshot)
+    assert result.layers[0].threshold == float(os.environ["EXPECT_THRESHOLD"])
+"""
+
+
+def test_threshold_precedence_call_marker_cli_ini_default(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(test_precedence=PRECEDENCE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(skipped=3)
+
+    monkeypatch.setenv("EXPECT_THRESHOLD", repr(DEFAULT_THRESHOLD))
+    featviz_pytester.runpytest("-k", "default").assert_outcomes(passed=1)  # default, nothing set
+    # The marker (0.7) beats CLI (0.6); the call (0.8) beats the marker; CLI (0.6) beats ini (0.5).
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_threshold = 0.5\n")
+    monkeypatch.setenv("EXPECT_THRESHOLD", "0.5")
+    featviz_pytester.runpytest().assert_outcomes(passed=3)  # ini beats the default
+    monkeypatch.setenv("EXPECT_THRESHOLD", "0.6")
+    result = featviz_pytester.runpytest("--featviz-threshold", "0.6")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["featviz: torch *, mode check, golden dir *, threshold 0.6, *"])
+    # A wrong expectation fails: the assertion inside the test is live.
+    monkeypatch.setenv("EXPECT_THRESHOLD", "0.5")
+    featviz_pytester.runpytest("--featviz-threshold", "0.6", "-k", "default").assert_outcomes(failed=1)
+
+
+def test_a_stricter_call_threshold_turns_a_match_into_drift(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(
+        test_strict="""
+        import os
+
+        import torch
+        from torch import nn
+
+        def test_it(feature_snapshot):
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Conv2d(1, 2, 3))
+            x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+            if os.environ.get("NOISE"):
+                x = x + 0.05 * torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+            threshold = float(os.environ.get("T", "-1"))
+            result = feature_snapshot(model, x, threshold=threshold, stat_tolerance=100, rms_tolerance=100)
+            print("MIN_SSIM", result.layers[0].min_ssim)
+        """
+    )
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NOISE", "1")
+        loose = featviz_pytester.runpytest("-s")
+        loose.assert_outcomes(passed=1)
+        min_ssim = float(re.search(r"MIN_SSIM (\S+)", loose.stdout.str()).group(1))  # type: ignore[union-attr]
+        assert min_ssim < 1.0
+        patch.setenv("T", repr(min(1.0, min_ssim + 0.01)))
+        strict = featviz_pytester.runpytest()
+        strict.assert_outcomes(failed=1)
+        strict.stdout.fnmatch_lines(["*FeatureDriftError: feature drift in snapshot '0'*", "*min SSIM * (threshold *"])
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("cli", "1.5"), ("ini", "-2"), ("marker", "1.01"), ("call", "-1.5")],
+)
+def test_threshold_outside_ssim_range_is_rejected(featviz_pytester: pytest.Pytester, where: str, value: str) -> None:
+    marker = f"@pytest.mark.featviz(threshold={value})" if where == "marker" else ""
+    call = f", threshold={value}" if where == "call" else ""
+    featviz_pytester.makepyfile(
+        test_bad=f"""
+        import pytest
+        import torch
+        from torch import nn
+
+        {marker}
+        def test_it(feature_snapshot):
+            feature_snapshot(nn.Sequential(nn.Conv2d(1, 1, 1)), torch.ones(1, 1, 4, 4){call})
+        """
+    )
+    args: list[str] = []
+    if where == "cli":
+        args = ["--featviz-threshold", value]
+    if where == "ini":
+        featviz_pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\nfeatviz_threshold = {value}\n")
+    result = featviz_pytester.runpytest(*args)
+    text = result.stdout.str() + result.stderr.str()
+    shown = repr(value) if where in ("cli", "ini") else value  # text from the command line, a number from code
+    assert f"threshold is an SSIM score and must lie in [-1, 1]; got {shown}" in text
+    if where in ("cli", "ini"):
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert ("featviz CLI" if where == "cli" else "featviz ini") in text
+    else:
+        result.assert_outcomes(**({"errors": 1} if where == "marker" else {"failed": 1}))
+    assert not (featviz_pytester.path / "golden").exists()
+
+
+def test_help_shows_every_option_in_one_featviz_group(featviz_pytester: pytest.Pytester) -> None:
+    result = featviz_pytester.runpytest("--help")
+    assert result.ret == 0
+    lines = result.outlines
+    start = lines.index("feature-map snapshots (pytest-featviz):")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith(" "))
+    inside = {m for line in lines[start:end] for m in re.findall(r"^  (--featviz-[a-z-]+)", line)}
+    everywhere = {m for line in lines for m in re.findall(r"^  (--featviz-[a-z-]+)", line)}
+    assert everywhere == inside
+    core = {"--featviz-update", "--featviz-golden-dir", "--featviz-threshold", "--featviz-stat-tolerance"}
+    core |= {"--featviz-rms-tolerance", "--featviz-channels", "--featviz-normalize"}
+    assert core <= inside
+    assert sum(line.strip().startswith("feature-map snapshots") for line in lines) == 1
+    for key in ("featviz_golden_dir", "featviz_threshold", "featviz_channels", "featviz_normalize"):
+        assert any(line.strip().startswith(f"{key} (string)") for line in lines), key
+
+
+def test_disabled_with_p_no_featviz(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_off="def test_it(feature_snapshot):\n    pass\n")
+    assert featviz_pytester.runpytest().ret == 0  # the fixture exists while the plugin is on
+    result = featviz_pytester.runpytest("-p", "no:featviz")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'feature_snapshot' not found*"])
+    assert "featviz:" not in result.stdout.str()
+    assert featviz_pytester.runpytest("-p", "no:featviz", "--featviz-update").ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_report_header_shows_torch_version(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_plain="def test_it():\n    pass\n")
+    result = featviz_pytester.runpytest()
+    version = metadata.version("torch")
+    import torch
+
+    assert torch.__version__.startswith(version)
+    result.stdout.fnmatch_lines([f"featviz: torch {version}, mode check, golden dir *golden, threshold *"])
+
+
+def _heavy_modules(output: str) -> list[str]:
+    match = re.search(r"HEAVY=\[(.*?)\]", output)
+    assert match is not None, output
+    return [name.strip().strip("'") for name in match.group(1).split(",") if name.strip()]
+
+
+def test_importing_the_plugin_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, pytest_featviz, pytest_featviz.plugin;"
+        f"print('HEAVY=' + repr(sorted(m for m in {HEAVY!r} if m in sys.modules)).replace(' ', ''))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert _heavy_modules(done.stdout) == []
+
+
+def test_pytest_start_with_the_plugin_imports_nothing_heavy(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_plain="def test_it():\n    pass\n")
+    featviz_pytester.makeconftest(
+        f"""
+        import sys
+
+        def pytest_collection_finish(session):
+            assert "featviz-session" in [name for name, _ in session.config.pluginmanager.list_name_plugin()]
+            heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
+            print("HEAVY=" + repr(heavy).replace(" ", ""))
+        """
+    )
+    result = featviz_pytester.runpytest_subprocess("--collect-only", "-s")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert _heavy_modules(result.stdout.str()) == []
