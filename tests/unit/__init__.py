@@ -1,0 +1,25 @@
+"""Unit tests of pytest-featviz, one module per package module; :func:`snapshotter` builds the fixture's object
+without pytest, writing goldens under a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_featviz.records import SnapshotResult
+    from pytest_featviz.snapshot import FeatureSnapshot
+
+NODE_ID = "tests/test_model.py::test_features"
+
+
+def snapshotter(
+    golden_dir: Path, *, update: bool = False, records: list[SnapshotResult] | None = None, **settings: object
+) -> FeatureSnapshot:
+    """A ``feature_snapshot`` as the fixture builds it for ``NODE_ID``, with ``settings`` applied as by a marker."""
+    from pytest_featviz.config import Settings
+    from pytest_featviz.snapshot import FeatureSnapshot, TestIdentity, update_command
+
+    resolved = Settings(golden_dir=golden_dir, update=update).override(settings, "test")
+    identity = TestIdentity(NODE_ID, "tests/test_model.py", "test_features", update_command(NODE_ID))
+    return FeatureSnapshot(identity, resolved, (records if records is not None else []).append)

@@ -1,0 +1,230 @@
+"""capture: what the hooks keep, and that the model is always left as it was found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pytest_featviz.capture import Target, capture, run_model
+from pytest_featviz.records import FeatvizError, GoldenMissingError
+from unit import snapshotter
+
+
+def _targets(model: nn.Module, *names: str) -> list[Target]:
+    modules = dict(model.named_modules())
+    return [Target(name, modules[name]) for name in names]
+
+
+def _x(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def test_in_place_relu_after_a_hooked_conv_does_not_change_the_capture() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True))
+    x = _x(2, 3, 10, 10)
+    with torch.no_grad():
+        expected = model[0](x)[0]
+    (conv,) = capture(model, x, _targets(model, "0"), "all")
+    assert (expected < 0).any()  # the in-place ReLU would have zeroed these
+    torch.testing.assert_close(conv.maps, expected, rtol=0, atol=0)
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        out += x  # in place on the hooked module's output
+        return out
+
+
+def test_in_place_residual_add_does_not_change_the_capture() -> None:
+    torch.manual_seed(0)
+    model = Residual()
+    x = _x(1, 2, 6, 6)
+    with torch.no_grad():
+        expected = model.conv(x)[0]
+    (conv,) = capture(model, x, _targets(model, "conv"), "all")
+    torch.testing.assert_close(conv.maps, expected, rtol=0, atol=0)
+
+
+def test_capture_keeps_item_zero_and_selected_channels_as_a_float32_copy() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1)).to(torch.float64)
+    x = _x(3, 3, 5, 5).to(torch.float64)
+    (conv,) = capture(model, x, _targets(model, "0"), [6, 1])
+    assert conv.shape == (3, 8, 5, 5)
+    assert conv.channels == (6, 1)
+    assert conv.maps.dtype == torch.float32 and conv.maps.shape == (2, 5, 5)
+    assert not conv.maps.requires_grad
+    with torch.no_grad():
+        out = model(x)
+    torch.testing.assert_close(conv.maps, out[0, [6, 1]].float())
+
+
+class Boom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.norm = nn.BatchNorm2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.norm(self.conv(x))
+        raise RuntimeError("forward exploded on purpose")
+
+
+def test_hooks_removed_and_training_flags_restored_when_forward_raises() -> None:
+    model = Boom().train()
+    model.conv.eval()  # a mixed state must come back exactly
+    with pytest.raises(RuntimeError, match="forward exploded on purpose"):
+        capture(model, _x(1, 1, 4, 4), _targets(model, "conv", "norm"), 1)
+    assert [m.training for m in (model, model.conv, model.norm)] == [True, False, True]
+    assert not model.conv._forward_hooks and not model.norm._forward_hooks
+
+
+def test_the_original_exception_reaches_the_test(tmp_path: Path) -> None:
+    model = Boom()
+    with pytest.raises(RuntimeError, match="forward exploded on purpose"):
+        snapshotter(tmp_path)(model, _x(1, 1, 4, 4), layers=["conv"])
+    assert not model.conv._forward_hooks
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_model_in_train_mode_runs_in_eval_and_comes_back_in_train_mode(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5)).train()
+    running = model[1].running_mean.clone()
+    snapshotter(tmp_path, update=True)(model, _x(1, 3, 8, 8), layers=["2"])
+    assert all(m.training for m in model.modules())
+    torch.testing.assert_close(model[1].running_mean, running)  # eval mode: statistics not updated
+    # Dropout off and running statistics used: the same result as in eval mode.
+    assert snapshotter(tmp_path)(model.eval(), _x(1, 3, 8, 8), layers=["2"]).outcome == "matched"
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+
+    def forward(self, image: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.conv(image) * scale
+
+
+def test_tuple_is_unpacked_as_args_and_dict_as_kwargs() -> None:
+    model = TwoInputs()
+    image, scale = _x(1, 1, 3, 3), torch.tensor(2.0)
+    by_tuple = run_model(model, (image, scale))
+    by_dict = run_model(model, {"scale": scale, "image": image})
+    torch.testing.assert_close(by_tuple, model(image, scale))
+    torch.testing.assert_close(by_dict, by_tuple)
+    (conv,) = capture(model, {"image": image, "scale": scale}, _targets(model, "conv"), "all")
+    assert conv.shape == (1, 2, 3, 3)
+    with pytest.raises(TypeError):
+        run_model(model, [image, scale])  # a list is one positional argument, as documented
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(torch.relu(self.block(x)))
+
+
+def test_a_module_called_twice_keeps_both_calls_as_block_and_block_at_1() -> None:
+    torch.manual_seed(0)
+    model = Twice()
+    x = _x(1, 2, 5, 5)
+    first, second = capture(model, x, _targets(model, "block"), "all")
+    assert (first.name, second.name) == ("block", "block@1")
+    with torch.no_grad():
+        torch.testing.assert_close(second.maps, model.block(torch.relu(model.block(x)))[0])
+    (only,) = capture(model, x, [Target("block", model.block, call=1)], "all")
+    assert only.name == "block@1"
+    torch.testing.assert_close(only.maps, second.maps)
+
+
+def test_call_index_through_the_fixture(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    records: list = []
+    result = snapshotter(tmp_path, update=True, records=records)(Twice(), _x(1, 2, 5, 5), layers=["block"])
+    assert [layer.name for layer in result.layers] == ["block", "block@1"]
+    files = sorted(p.name for p in tmp_path.rglob("*.png"))
+    assert files == ["block.png", "block@1.png"]
+    second = snapshotter(tmp_path, update=True)(Twice(), _x(1, 2, 5, 5), layers=["block@1"], name="second")
+    assert [layer.name for layer in second.layers] == ["block@1"]
+    with pytest.raises(FeatvizError, match=r"'block@2' never ran in the forward pass of Twice"):
+        snapshotter(tmp_path)(Twice(), _x(1, 2, 5, 5), layers=["block@2"])
+
+
+# --- channels ------------------------------------------------------------------------------------------------------
+
+
+def _conv8() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 1))
+
+
+@pytest.mark.parametrize(
+    ("channels", "kept"),
+    [(3, (0, 1, 2)), (100, tuple(range(8))), ([7, 0, 3], (7, 0, 3)), ("all", tuple(range(8))), ("1,2", (1, 2))],
+)
+def test_channel_selection(tmp_path: Path, channels: object, kept: tuple[int, ...]) -> None:
+    result = snapshotter(tmp_path, update=True)(_conv8(), _x(1, 1, 4, 4), layers=["0"], channels=channels)  # type: ignore[arg-type]
+    assert result.layer("0").channels == kept
+
+
+def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None:
+    from pytest_featviz.config import DEFAULT_CHANNELS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, DEFAULT_CHANNELS + 3, 1))
+    result = snapshotter(tmp_path, update=True)(model, _x(1, 1, 4, 4), layers=["0"])
+    assert result.layer("0").channels == tuple(range(DEFAULT_CHANNELS))
+
+
+@pytest.mark.parametrize(
+    ("channels", "message"),
+    [
+        ([2, 8], r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices \[8\] are out of range for a layer with 8"),
+        ([1, 1], r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices repeat"),
+        ([-1], r"channel indices must be zero or more"),
+        (0, r"channels must be at least 1"),
+        ("some", r"channels must be"),
+        ([], r"channels is an empty list"),
+    ],
+)
+def test_bad_channel_selection_is_a_clear_error(tmp_path: Path, channels: object, message: str) -> None:
+    # Errors found against the layer's real channel count come from the hook (ValueError); the others are caught
+    # when the settings are read (FeatvizError).
+    with pytest.raises((FeatvizError, ValueError), match=message):
+        snapshotter(tmp_path, update=True)(_conv8(), _x(1, 1, 4, 4), layers=["0"], channels=channels)  # type: ignore[arg-type]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+# --- NaN / Inf ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("update", [False, True])
+def test_nan_or_inf_fails_naming_the_layer_and_the_count(tmp_path: Path, value: float, update: bool) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())
+    x = _x(1, 1, 4, 4)
+    x[0, 0, :2, :3] = value  # six positions, in both channels of the 1x1 conv
+    with pytest.raises(FeatvizError, match=r"layer '0' produced 12 NaN or Inf value\(s\) among the 32 values kept"):
+        snapshotter(tmp_path, update=update)(model, x, layers=["0", "1"])
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_missing_golden_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(GoldenMissingError, match="create it with:  pytest --featviz-update tests/test_model.py::"):
+        snapshotter(tmp_path / "golden")(_conv8(), _x(1, 1, 4, 4), layers=["0"])
+    assert not (tmp_path / "golden").exists()

@@ -1,0 +1,173 @@
+"""compare: SSIM equal to scikit-image, the two numeric scores, verdicts; and what a check sees on real changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+from skimage.metrics import structural_similarity
+from torch import nn
+
+from pytest_featviz.compare import compare_layer, rms_error, ssim_batch, statistic_delta, upscale_to_window
+from pytest_featviz.records import DRIFT, MATCH, FeatureDriftError
+from unit import snapshotter
+
+
+def _skimage(golden: np.ndarray, current: np.ndarray, data_range: float) -> np.ndarray:
+    return np.array(
+        [structural_similarity(g, c, data_range=data_range, win_size=7) for g, c in zip(golden, current, strict=True)]
+    )
+
+
+def test_ssim_equals_skimage_on_random_tiles() -> None:
+    rng = np.random.default_rng(0)
+    golden = rng.integers(0, 256, size=(6, 23, 17), dtype=np.uint8)
+    noise = rng.integers(-40, 41, size=golden.shape)
+    current = np.clip(golden.astype(int) + noise, 0, 255).astype(np.uint8)
+    current[0] = golden[0]  # one identical pair
+    current[1] = 255 - golden[1]  # one inverted pair
+    ours = ssim_batch(golden, current, 255.0)
+    np.testing.assert_allclose(ours, _skimage(golden, current, 255.0), atol=1e-6, rtol=0)
+    assert ours[0] == pytest.approx(1.0, abs=1e-12)
+    assert ours[1] < 0
+
+
+def test_ssim_equals_skimage_on_real_photo_tiles() -> None:
+    photos = [data.astronaut().mean(axis=2), data.coffee().mean(axis=2), data.chelsea().mean(axis=2)]
+    golden = np.stack([photo[100:164, 120:184] for photo in photos]).astype(np.uint8)
+    shifted = np.stack([photo[102:166, 121:185] for photo in photos]).astype(np.uint8)
+    ours = ssim_batch(golden, shifted, 255.0)
+    np.testing.assert_allclose(ours, _skimage(golden, shifted, 255.0), atol=1e-6, rtol=0)
+    assert (ours < 0.99).all()  # a two-pixel shift of a photo is visible
+    wide = golden.astype(np.uint16) * 257  # 16-bit tiles
+    np.testing.assert_allclose(
+        ssim_batch(wide, shifted.astype(np.uint16) * 257, 65535.0),
+        _skimage(wide, shifted.astype(np.uint16) * 257, 65535.0),
+        atol=1e-6,
+        rtol=0,
+    )
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (7, 7), (2, 9)])
+def test_ssim_works_on_maps_smaller_than_the_window(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(1)
+    golden = rng.integers(0, 256, size=(2, *shape), dtype=np.uint8)
+    current = golden.copy()
+    current[1] = 255 - current[1]
+    ours = ssim_batch(golden, current, 255.0)
+    assert ours[0] == pytest.approx(1.0)
+    assert ours[1] < 0.5
+    big_g, big_c = upscale_to_window(golden), upscale_to_window(current)
+    assert min(big_g.shape[1:]) >= 7
+    np.testing.assert_allclose(ours, _skimage(big_g, big_c, 255.0), atol=1e-6, rtol=0)
+
+
+def test_ssim_rejects_stacks_of_different_shape() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        ssim_batch(np.zeros((1, 8, 8)), np.zeros((1, 8, 9)), 255.0)
+
+
+def test_rms_error_is_in_units_of_the_golden_spread() -> None:
+    golden = np.tile(np.arange(0, 200, 10, dtype=np.uint8), (1, 20, 1))
+    assert rms_error(golden, golden, 255.0)[0] == 0.0
+    brighter = (golden + 5).astype(np.uint8)
+    assert rms_error(golden, brighter, 255.0)[0] == pytest.approx(5.0 / golden.std())
+    flat = np.zeros((1, 4, 4), np.uint8)  # a flat golden uses the floor, so one grey level is a small error
+    assert rms_error(flat, flat + 1, 255.0)[0] == pytest.approx(1.0 / (0.02 * 255.0))
+
+
+def test_statistic_delta_is_in_units_of_the_golden_std() -> None:
+    golden = np.array([[0.0, 2.0, -3.0, 3.0], [1.0, 1e-9, 1.0, 1.0]])
+    current = golden.copy()
+    current[0, 0] = 0.5  # mean moved by a quarter std
+    current[1, 0] = 1.0 + 1e-6  # a flat channel: its tiny std does not blow the change up
+    delta = statistic_delta(golden, current)
+    assert delta[0] == pytest.approx(0.25)
+    assert delta[1] < 1e-4
+
+
+def _layer(golden: np.ndarray, current: np.ndarray, threshold: float, stats_delta: float = 0.0) -> str:
+    stats = np.array([[0.0, 1.0, -1.0, 1.0]] * golden.shape[0])
+    moved = stats + np.array([stats_delta, 0, 0, 0])
+    result = compare_layer(
+        "layer1",
+        shape=(1, golden.shape[0], *golden.shape[1:]),
+        golden_shape=(1, golden.shape[0], *golden.shape[1:]),
+        channels=tuple(range(golden.shape[0])),
+        golden_tiles=golden,
+        current_tiles=current,
+        golden_stats=stats,
+        current_stats=moved,
+        data_range=255.0,
+        threshold=threshold,
+        stat_tolerance=0.05,
+        rms_tolerance=1.0,
+    )
+    return result.verdict
+
+
+def test_verdict_follows_each_tolerance() -> None:
+    rng = np.random.default_rng(2)
+    golden = rng.integers(0, 256, size=(2, 12, 12), dtype=np.uint8)
+    current = np.clip(golden.astype(int) + rng.integers(-8, 9, size=golden.shape), 0, 255).astype(np.uint8)
+    score = float(ssim_batch(golden, current, 255.0).min())
+    assert _layer(golden, current, threshold=score - 1e-3) == MATCH
+    assert _layer(golden, current, threshold=score + 1e-3) == DRIFT
+    assert _layer(golden, golden, threshold=0.99, stats_delta=0.1) == DRIFT  # numbers moved, picture did not
+
+
+# --- what a check sees, through the snapshot policy ---------------------------------------------------------------
+
+
+def _model(out_channels: int = 4) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, out_channels, 3, padding=1), nn.ReLU(), nn.Conv2d(out_channels, 4, 1))
+
+
+def _input(size: int = 16) -> torch.Tensor:
+    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_doubled_activations_drift_although_minmax_would_hide_them(tmp_path: Path) -> None:
+    model = _model()
+    snapshotter(tmp_path, update=True)(model, _input(), layers=["0"])
+    with torch.no_grad():
+        model[0].weight *= 2.0
+        model[0].bias *= 2.0
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, _input(), layers=["0"])
+    assert "drift starts at layer '0'" in str(caught.value)
+    assert caught.value.result is not None
+    layer = caught.value.result.layer("0")
+    assert layer.verdict == DRIFT and len(layer.worst_channels()) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("input size", "shape changed from (1, 4, 16, 16) to (1, 4, 20, 20)"),
+        ("channel count", "shape changed from (1, 4, 16, 16) to (1, 6, 16, 16)"),
+    ],
+)
+def test_shape_and_channel_count_changes_are_drift_from_to(tmp_path: Path, change: str, expected: str) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0"], channels="all")
+    model, x = (_model(), _input(20)) if change == "input size" else (_model(6), _input())
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, x, layers=["0"], channels="all")
+    assert f"  0: {expected}" in str(caught.value)
+    assert "drift starts at layer '0'" in str(caught.value)
+
+
+def test_a_changed_batch_size_is_no_drift(tmp_path: Path) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0"])
+    batch = torch.cat([_input(), torch.zeros(2, 3, 16, 16)])
+    assert snapshotter(tmp_path)(_model(), batch, layers=["0"]).outcome == "matched"
+
+
+def test_a_new_selection_of_channels_is_drift_from_to(tmp_path: Path) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0"], channels=[0, 1])
+    with pytest.raises(FeatureDriftError, match=r"channel selection changed from \[0, 1\] to \[0, 2\]"):
+        snapshotter(tmp_path)(_model(), _input(), layers=["0"], channels=[0, 2])

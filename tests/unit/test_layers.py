@@ -1,0 +1,143 @@
+"""layers: exact names, globs, module classes, call indices, unknown names, layers that never run; several
+snapshots in one test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pytest_featviz.layers import resolve_layers
+from pytest_featviz.records import FeatvizError
+from unit import snapshotter
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.layer1 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.unused = nn.Conv2d(4, 4, 1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.stem(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def _net() -> Net:
+    torch.manual_seed(0)
+    return Net()
+
+
+def _x() -> torch.Tensor:
+    return torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def _names(spec: object) -> list[str]:
+    return [target.name for target in resolve_layers(_net(), spec)]  # type: ignore[arg-type]
+
+
+def test_exact_dotted_names() -> None:
+    assert _names(["layer1.0", "stem"]) == ["layer1.0", "stem"]
+    assert _names("layer2") == ["layer2"]
+
+
+def test_glob_patterns() -> None:
+    assert _names("layer*.0") == ["layer1.0", "layer2.0"]
+    assert _names(["layer?", "stem"]) == ["layer1", "layer2", "stem"]
+
+
+def test_module_classes() -> None:
+    assert _names(nn.Conv2d) == ["stem", "layer1.0", "layer2.0", "unused"]
+    assert _names([nn.ReLU, "stem"]) == ["layer1.1", "layer2.1", "stem"]
+
+
+def test_a_layer_selected_twice_is_captured_once() -> None:
+    assert _names(["stem", "ste*", nn.Conv2d]) == ["stem", "layer1.0", "layer2.0", "unused"]
+
+
+def test_unknown_name_lists_the_closest_names() -> None:
+    with pytest.raises(FeatvizError, match=r"unknown layer 'layer1.O' in Net; closest names: ") as caught:
+        _names("layer1.O")
+    closest = str(caught.value).split("closest names: ")[1]
+    assert "'layer1.0'" in closest and "'layer1.1'" in closest and "'head'" not in closest
+    with pytest.raises(FeatvizError, match=r"layer pattern 'layr\*' matches no layer; closest names: .*'layer1'"):
+        _names("layr*")
+    with pytest.raises(FeatvizError, match="no layer of type BatchNorm2d in Net"):
+        _names(nn.BatchNorm2d)
+    with pytest.raises(FeatvizError, match="layers is an empty list"):
+        _names([])
+
+
+def test_unknown_name_through_the_fixture_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FeatvizError, match="closest names: 'stem'"):
+        snapshotter(tmp_path, update=True)(_net(), _x(), layers=["stme"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_selected_layer_that_never_runs_fails(tmp_path: Path) -> None:
+    with pytest.raises(FeatvizError, match=r"selected layer\(s\) 'unused' never ran in the forward pass of Net"):
+        snapshotter(tmp_path, update=True)(_net(), _x(), layers=["stem", "unused"])
+    assert not any(tmp_path.iterdir())
+    # a glob that also matches a silent layer fails the same way: never a silent pass
+    with pytest.raises(FeatvizError, match="'unused' never ran"):
+        snapshotter(tmp_path, update=True)(_net(), _x(), layers=nn.Conv2d)
+
+
+def test_layers_are_reported_in_forward_order(tmp_path: Path) -> None:
+    result = snapshotter(tmp_path, update=True)(_net(), _x(), layers=["layer2.0", "stem", "layer1.0"])
+    assert [layer.name for layer in result.layers] == ["stem", "layer1.0", "layer2.0"]
+
+
+def test_default_choice_is_deterministic_and_recorded(tmp_path: Path) -> None:
+    first = snapshotter(tmp_path, update=True)(_net(), _x())
+    assert first.layers, "the default choice took no layer"
+    again = snapshotter(tmp_path)(_net(), _x())
+    assert [layer.name for layer in again.layers] == [layer.name for layer in first.layers]
+    assert again.outcome == "matched"
+
+
+# --- several snapshots in one test ----------------------------------------------------------------------------------
+
+
+def test_several_snapshots_get_automatic_names_and_explicit_ones(tmp_path: Path) -> None:
+    snap = snapshotter(tmp_path, update=True)
+    names = [snap(_net(), _x(), layers="stem").name, snap(_net(), _x(), layers="layer1").name]
+    names.append(snap(_net(), _x(), layers="layer2", name="late").name)
+    names.append(snap(_net(), _x(), layers="layer2").name)
+    assert names == ["0", "1", "late", "2"]
+    test_dir = tmp_path / "tests" / "test_model" / "test_features"
+    assert sorted(p.name for p in test_dir.iterdir()) == ["0", "1", "2", "late"]
+
+
+def test_an_explicit_name_like_an_automatic_one_is_not_reused(tmp_path: Path) -> None:
+    snap = snapshotter(tmp_path, update=True)
+    assert snap(_net(), _x(), layers="stem", name="0").name == "0"
+    assert snap(_net(), _x(), layers="stem").name == "1"
+
+
+def test_the_same_explicit_name_twice_is_a_clear_error(tmp_path: Path) -> None:
+    snap = snapshotter(tmp_path, update=True)
+    snap(_net(), _x(), layers="stem", name="stem")
+    with pytest.raises(FeatvizError, match=r"snapshot name 'stem' is used twice in tests/test_model.py::test_features"):
+        snap(_net(), _x(), layers="layer1", name="stem")
+    with pytest.raises(FeatvizError, match="name must be a non-empty string"):
+        snap(_net(), _x(), layers="layer1", name="")
+
+
+def test_snapshots_of_one_test_are_checked_separately(tmp_path: Path) -> None:
+    snap = snapshotter(tmp_path, update=True)
+    snap(_net(), _x(), layers="stem")
+    snap(_net(), 2 * _x(), layers="stem")
+    check = snapshotter(tmp_path)
+    assert check(_net(), _x(), layers="stem").outcome == "matched"
+    assert check(_net(), 2 * _x(), layers="stem").outcome == "matched"
+
+
+def test_model_must_be_a_module(tmp_path: Path) -> None:
+    with pytest.raises(FeatvizError, match="needs a torch.nn.Module as model; got function"):
+        snapshotter(tmp_path)(lambda x: x, _x())  # type: ignore[arg-type]

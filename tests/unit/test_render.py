@@ -1,0 +1,153 @@
+"""render: frames per normalization mode, tiles, mosaics (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_featviz.render import (
+    SCALE_FLOOR,
+    SEPARATOR_LEVEL,
+    build_mosaic,
+    channel_frames,
+    channel_statistics,
+    grid_shape,
+    mosaic_size,
+    render_tiles,
+    split_mosaic,
+)
+
+
+def _maps(seed: int = 0, shape: tuple[int, int, int] = (3, 8, 10)) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def test_minmax_spans_the_full_grey_range_per_channel() -> None:
+    maps = _maps()
+    maps[1] *= 10.0  # a channel ten times brighter than the others: each still gets its own full range
+    frames = channel_frames(maps, "minmax")
+    np.testing.assert_allclose(frames[:, 0], maps.reshape(3, -1).min(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(frames[:, 1], maps.reshape(3, -1).max(axis=1), rtol=1e-6)
+    tiles = render_tiles(maps, frames, "minmax")
+    assert tiles.dtype == np.uint8 and tiles.shape == (3, 8, 10)
+    for tile in tiles:
+        assert tile.min() == 0 and tile.max() == 255
+
+
+def test_a_nearly_flat_channel_is_not_stretched_to_full_contrast() -> None:
+    maps = _maps(shape=(2, 6, 6))
+    maps[1] = 1e-6 * maps[1] + 3.0  # float noise around a constant
+    frames = channel_frames(maps, "minmax")
+    widest = float(maps[0].max() - maps[0].min())
+    assert frames[1, 1] - frames[1, 0] >= SCALE_FLOOR * widest * (1 - 1e-9)
+    assert render_tiles(maps, frames, "minmax")[1].max() <= 1
+
+
+def test_sigmoid_maps_the_mean_to_mid_grey_and_never_overflows() -> None:
+    maps = _maps()
+    maps[0, 0, 0] = 1e30
+    frames = channel_frames(maps, "sigmoid")
+    tiles = render_tiles(maps, frames, "sigmoid")
+    centered = render_tiles(frames[:, 0, None, None] * np.ones((3, 1, 1)), frames, "sigmoid")
+    assert set(np.unique(centered)) == {128}
+    assert tiles[0, 0, 0] == 255
+    assert tiles.dtype == np.uint8
+
+
+def test_percentile_ignores_outliers_that_minmax_lets_dominate() -> None:
+    maps = _maps(shape=(1, 40, 40))
+    maps[0, 0, 0] = 1000.0
+    minmax = render_tiles(maps, channel_frames(maps, "minmax"), "minmax")
+    robust = render_tiles(maps, channel_frames(maps, "percentile"), "percentile")
+    # Under min-max one hot pixel squeezes everything else into a few grey levels; percentile keeps contrast.
+    assert len(np.unique(minmax[0])) < 10
+    assert len(np.unique(robust[0])) > 100
+    assert robust[0, 0, 0] == 255
+    high = channel_frames(maps, "percentile")[0, 1]
+    assert high < 10.0
+
+
+@pytest.mark.parametrize("mode", ["minmax", "sigmoid", "percentile"])
+@pytest.mark.parametrize("level", [0.0, 3.5, -1e6])
+def test_constant_channel_renders_without_division_by_zero(mode: str, level: float) -> None:
+    maps = np.stack([np.full((5, 6), level, np.float32), _maps(shape=(1, 5, 6))[0]])
+    with np.errstate(all="raise"):
+        frames = channel_frames(maps, mode)
+        tiles = render_tiles(maps, frames, mode)
+    assert np.isfinite(frames).all()
+    assert len(np.unique(tiles[0])) == 1  # flat stays flat
+    if mode != "sigmoid":
+        assert tiles[0, 0, 0] == 0  # a dead channel renders black
+
+
+@pytest.mark.parametrize("mode", ["minmax", "sigmoid", "percentile"])
+def test_all_zero_layer_renders(mode: str) -> None:
+    maps = np.zeros((2, 3, 3), np.float32)
+    with np.errstate(all="raise"):
+        tiles = render_tiles(maps, channel_frames(maps, mode), mode)
+    assert tiles.shape == (2, 3, 3)
+
+
+def test_rendering_in_a_stored_frame_shows_a_change_of_scale() -> None:
+    maps = _maps()
+    frames = channel_frames(maps, "minmax")
+    golden = render_tiles(maps, frames, "minmax")
+    doubled = maps * 2.0
+    assert np.array_equal(render_tiles(doubled, channel_frames(doubled, "minmax"), "minmax"), golden)
+    in_golden_frame = render_tiles(doubled, frames, "minmax")
+    assert not np.array_equal(in_golden_frame, golden)
+    assert (in_golden_frame == 255).sum() > (golden == 255).sum()  # values beyond the stored range saturate
+
+
+def test_rendering_in_the_own_frame_is_reproducible_through_rounding() -> None:
+    maps = _maps(seed=4)
+    frames = channel_frames(maps, "minmax")
+    assert np.array_equal(render_tiles(maps, frames, "minmax"), render_tiles(maps.copy(), frames.copy(), "minmax"))
+
+
+def test_sixteen_bit_tiles() -> None:
+    maps = _maps()
+    tiles = render_tiles(maps, channel_frames(maps, "minmax"), "minmax", bit_depth=16)
+    assert tiles.dtype == np.uint16 and tiles.max() == 65535
+    with pytest.raises(ValueError, match="bit depth must be 8 or 16"):
+        render_tiles(maps, channel_frames(maps, "minmax"), "minmax", bit_depth=12)
+
+
+def test_unknown_mode_is_an_error() -> None:
+    with pytest.raises(ValueError, match="normalize must be one of minmax, sigmoid, percentile"):
+        channel_frames(_maps(), "zscore")
+
+
+def test_channel_statistics_are_mean_std_min_max() -> None:
+    maps = _maps()
+    stats = channel_statistics(maps)
+    flat = maps.reshape(3, -1).astype(np.float64)
+    expected = np.stack([flat.mean(1), flat.std(1), flat.min(1), flat.max(1)], axis=1)
+    np.testing.assert_allclose(stats, expected, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("count", "grid"), [(1, (1, 1)), (2, (1, 2)), (3, (2, 2)), (4, (2, 2)), (5, (2, 3)), (16, (4, 4)), (17, (4, 5))]
+)
+def test_grid_is_as_square_as_possible(count: int, grid: tuple[int, int]) -> None:
+    assert grid_shape(count) == grid
+
+
+def test_mosaic_geometry_and_round_trip() -> None:
+    tiles = np.random.default_rng(0).integers(0, 256, size=(5, 4, 7), dtype=np.uint8)
+    mosaic = build_mosaic(tiles)
+    # 2 rows x 3 columns of 4x7 tiles with one separator pixel between them.
+    assert mosaic.shape == mosaic_size(5, (4, 7)) == (2 * 5 - 1, 3 * 8 - 1)
+    assert (mosaic[4, :] == SEPARATOR_LEVEL).all() and (mosaic[:, 7] == SEPARATOR_LEVEL).all()
+    assert (mosaic[5:, 16:] == SEPARATOR_LEVEL).all()  # the unused sixth cell
+    assert np.array_equal(mosaic[5:9, 8:15], tiles[4])
+    assert np.array_equal(split_mosaic(mosaic, 5, (4, 7)), tiles)
+    with pytest.raises(ValueError, match="expected 9x23"):
+        split_mosaic(mosaic[:-1], 5, (4, 7))
+
+
+def test_sixteen_bit_mosaic_round_trip() -> None:
+    tiles = np.random.default_rng(0).integers(0, 65536, size=(3, 2, 2), dtype=np.uint16)
+    mosaic = build_mosaic(tiles)
+    assert mosaic.dtype == np.uint16
+    assert np.array_equal(split_mosaic(mosaic, 3, (2, 2)), tiles)
