@@ -1,14 +1,21 @@
-"""Layer selection: dotted names, globs, module classes, call indices, wrapper prefixes and the default choice.
+"""Layer selection: dotted names, globs, module classes, call indices, leaf selectors, wrappers, the default choice.
 
 Names are those of ``model.named_modules()``. The prefixes that wrappers add (``_orig_mod.`` from
 ``torch.compile``, ``module.`` from ``DataParallel`` / ``DistributedDataParallel``) are optional: ``layer1`` and
-``module.layer1`` select the same module, and goldens record the name without the prefix.
+``module.layer1`` select the same module, and goldens record the name without the prefix. A name may end in a leaf
+selector (``backbone+out``, see :mod:`pytest_featviz.layout`) and then in a call index (``block+0@2``). TorchScript
+modules (scripted or traced, the root or any submodule) are refused: hooks on them can silently never fire.
 
 The default choice (``layers=None``) runs one shape-only forward pass and takes the *output of each stage*: for
-every spatial resolution that a 4-D feature map takes in the network, the shallowest module producing it, the last
-one in forward order. For a ResNet that is ``relu, layer1, layer2, layer3, layer4``; for a VGG the last ReLU
-before each pooling. Maps of 1 x 1 are skipped when larger ones exist, and at most eight stages are taken, spread
-evenly over the depth. Without any 4-D output, the direct children of the model that return a tensor are taken.
+every spatial grid that an output takes in the network (H x W of an NCHW or NHWC map or of patch tokens, T x H x W
+of a video), the shallowest module producing it, the last one in forward order. For a ResNet that is ``relu,
+layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. Of a module
+that runs several times (RAFT's update block) only the last call counts. Grids of 1 x 1 are skipped when larger ones
+exist. When that gives fewer than four layers (isotropic networks such as ViT, dilated
+segmentation backbones, RAFT), it adds four evenly spaced blocks of the network's longest run of siblings with a
+spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for ViT-B/16). At most eight layers are taken,
+spread evenly over the forward order. Without any spatial output, the direct children of the model that return a
+tensor are taken.
 """
 
 from __future__ import annotations
@@ -17,16 +24,20 @@ import difflib
 import re
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import Union
+from typing import Any, Union
 
+import torch
 from torch import nn
 
-from pytest_featviz.capture import LayerTrace, Target
+from pytest_featviz.capture import LayerTrace, Target, trace
+from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, hints, plan
 from pytest_featviz.records import FeatvizError
 
 LayerSpec = Union[None, str, type, Sequence[Union[str, type]]]  # noqa: UP007 (a runtime alias on 3.10)
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 MAX_DEFAULT_LAYERS = 8
+MIN_DEFAULT_LAYERS = 4
+STAGE_DEPTH_WINDOW = 2
 _CALL_SUFFIX = re.compile(r"^(?P<name>.+)@(?P<call>\d+)$")
 
 
@@ -41,14 +52,44 @@ def canonical_name(name: str) -> str:
     return name
 
 
+def _is_wrapper_name(canonical: str) -> bool:
+    return not canonical or canonical + "." in WRAPPER_PREFIXES or canonical in WRAPPER_PREFIXES
+
+
 def module_index(model: nn.Module) -> dict[str, nn.Module]:
     """Every selectable module by its canonical name, in ``named_modules`` order (the root is not selectable)."""
     index: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         canonical = canonical_name(name)
-        if canonical and canonical not in WRAPPER_PREFIXES and canonical + "." not in WRAPPER_PREFIXES:
+        if not _is_wrapper_name(canonical):
             index.setdefault(canonical, module)
     return index
+
+
+def refuse_torchscript(model: nn.Module) -> None:
+    """Raise when ``model`` or a submodule is TorchScript: forward hooks on those can silently never fire."""
+    # Only the outermost scripted modules: everything inside a scripted module is scripted too.
+    scripted: list[str] = []
+    for name, module in model.named_modules():
+        inside = any(name == s or name.startswith(s + ".") for s in scripted if s) or (scripted and not scripted[0])
+        if isinstance(module, torch.jit.ScriptModule) and not inside:
+            scripted.append(name)
+    if scripted:
+        shown = "the model itself" if scripted == [""] else ", ".join(repr(n) for n in scripted[:5])
+        if len(scripted) > 5:
+            shown += f" and {len(scripted) - 5} more"
+        raise FeatvizError(
+            f"{type(model).__name__} holds TorchScript modules ({shown}): forward hooks on scripted or traced modules"
+            " can silently never fire, so feature_snapshot refuses them. Snapshot the eager nn.Module instead (the"
+            " one you passed to torch.jit.script / torch.jit.trace)."
+        )
+
+
+def module_hints(model: nn.Module, index: dict[str, nn.Module], name: str) -> Hints:
+    """The layout hints of the module ``name``: its own, else its nearest ancestor's (the model last)."""
+    parts = name.split(".")
+    ancestors = [index[p] for p in (".".join(parts[:k]) for k in range(len(parts) - 1, 0, -1)) if p in index]
+    return hints(index.get(name), [*ancestors, model])
 
 
 def _closest(name: str, names: Sequence[str]) -> str:
@@ -58,10 +99,19 @@ def _closest(name: str, names: Sequence[str]) -> str:
     return ", ".join(repr(n) for n in close)
 
 
+def _split_leaf(text: str, index: dict[str, nn.Module]) -> tuple[str, str | None]:
+    """``"backbone+out"`` -> ``("backbone", "out")``; a module name that itself holds ``+`` wins."""
+    if text in index or LEAF_SEPARATOR not in text:
+        return text, None
+    name, leaf = text.split(LEAF_SEPARATOR, 1)
+    return name, leaf or None
+
+
 def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
     """The targets selected by ``spec``; an unknown name or a pattern that matches nothing is an error."""
     if spec is None:
         raise ValueError("resolve_layers needs a selection; use default_layers for layers=None")
+    refuse_torchscript(model)
     index = module_index(model)
     names = list(index)
     items: list[str | type] = [spec] if isinstance(spec, (str, type)) else list(spec)
@@ -74,7 +124,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
             if not matched:
                 raise FeatvizError(f"no layer of type {item.__name__} in {type(model).__name__}")
             for name in matched:
-                targets.setdefault((name, None), Target(name, index[name]))
+                targets.setdefault((name, None), Target(name, index[name], hints=module_hints(model, index, name)))
             continue
         if not isinstance(item, str):
             raise FeatvizError(f"layers must hold names, glob patterns or module classes; got {item!r}")
@@ -83,6 +133,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
         suffix = _CALL_SUFFIX.match(text)
         if suffix:
             text, call = suffix["name"], int(suffix["call"])
+        text, leaf = _split_leaf(text, index)
         if any(ch in text for ch in "*?["):
             matched = [n for n in names if fnmatchcase(n, text)]
             if not matched:
@@ -95,32 +146,94 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
                 " (list them all with `featviz layers` or model.named_modules())"
             )
         for name in matched:
-            targets.setdefault((name, call), Target(name, index[name], call))
-    return list(targets.values())
+            full = name if leaf is None else f"{name}{LEAF_SEPARATOR}{leaf}"
+            found = module_hints(model, index, name)
+            targets.setdefault((full, call), Target(full, index[name], call, leaf, found))
+    # ``block`` selects every call, so a ``block@2`` next to it would capture that call twice.
+    every_call = {name for name, call in targets if call is None}
+    return [t for (name, call), t in targets.items() if call is None or name not in every_call]
 
 
-def default_layers(traces: Sequence[LayerTrace]) -> list[str]:
-    """The default choice (see the module doc) from a shape trace; names are canonical, with ``@k`` call suffixes."""
+def default_selection(model: nn.Module, inputs: Any) -> list[str]:
+    """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
+    refuse_torchscript(model)
+    return default_layers(trace(model, inputs), model)
+
+
+def spatial_grid(shape: tuple[int, ...] | None, module_hints: Hints | None = None) -> tuple[int, ...] | None:
+    """The spatial grid of an output for the default choice: H x W, T x H x W, or ``None`` when not spatial."""
+    if shape is None:
+        return None
+    try:
+        return plan(shape, module_hints).grid
+    except LayoutError:
+        return None
+
+
+def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None) -> list[str]:
+    """The default choice (see the module doc) from a shape trace; names are canonical, with ``@k`` call suffixes.
+
+    ``model`` gives the module types that tell NHWC maps and tokens apart; without it every 4-D output is NCHW.
+    """
+    index = module_index(model) if model is not None else {}
+    found: dict[str, Hints] = {}
+
+    def module_name(item: LayerTrace) -> str:
+        return canonical_name(item.name).split("@")[0]
+
+    def grid(item: LayerTrace) -> tuple[int, ...] | None:
+        name = module_name(item)
+        if name not in found:
+            found[name] = module_hints(model, index, name) if model is not None else Hints()
+        return spatial_grid(item.shape, found[name])
 
     def depth(item: LayerTrace) -> int:
-        return canonical_name(item.name).count(".") + 1
+        return module_name(item).count(".") + 1
 
-    traces = [t for t in traces if canonical_name(t.name).split("@")[0] + "." not in WRAPPER_PREFIXES]
-    maps = [t for t in traces if t.shape is not None and len(t.shape) == 4]
-    if not maps:
+    traces = [t for t in traces if not _is_wrapper_name(module_name(t))]
+    # Of a module that runs several times only the last call is eligible: a golden records ``step`` for the first
+    # call, and ``step`` selects every call when the golden is checked again.
+    last_call = {module_name(t): t for t in traces}
+    traces = [t for t in traces if last_call[module_name(t)] is t]
+    order = {id(t): i for i, t in enumerate(traces)}
+    spatial = [(t, g) for t in traces if (g := grid(t)) is not None]
+    if not spatial:
         return [canonical_name(t.name) for t in traces if depth(t) == 1 and t.shape is not None]
-    if any(t.shape is not None and t.shape[2:] != (1, 1) for t in maps):
-        maps = [t for t in maps if t.shape is not None and t.shape[2:] != (1, 1)]
+    # Deep inside a block, reshapes (window partitions, attention heads) make grids that are no stage of the network.
+    shallowest = min(depth(t) for t, _ in spatial)
+    spatial = [(t, g) for t, g in spatial if depth(t) <= shallowest + STAGE_DEPTH_WINDOW]
+    if any(any(side != 1 for side in g) for _, g in spatial):
+        spatial = [(t, g) for t, g in spatial if any(side != 1 for side in g)]
     best: dict[tuple[int, ...], LayerTrace] = {}
-    for item in maps:
-        assert item.shape is not None
-        key = item.shape[2:]
+    for item, key in spatial:
         held = best.get(key)
         if held is None or depth(item) <= depth(held):
             best[key] = item
-    order = {id(t): i for i, t in enumerate(traces)}
-    chosen = sorted(best.values(), key=lambda t: order[id(t)])
-    if len(chosen) > MAX_DEFAULT_LAYERS:
-        step = (len(chosen) - 1) / (MAX_DEFAULT_LAYERS - 1)
-        chosen = [chosen[round(i * step)] for i in range(MAX_DEFAULT_LAYERS)]
-    return [canonical_name(t.name) for t in chosen]
+    chosen = {id(t): t for t in best.values()}
+    if len(chosen) < MIN_DEFAULT_LAYERS:
+        for item in _blocks([t for t, _ in spatial]):
+            chosen.setdefault(id(item), item)
+    ordered = sorted(chosen.values(), key=lambda t: order[id(t)])
+    names = list(dict.fromkeys(canonical_name(t.name) for t in ordered))
+    if len(names) > MAX_DEFAULT_LAYERS:
+        step = (len(names) - 1) / (MAX_DEFAULT_LAYERS - 1)
+        names = [names[round(i * step)] for i in range(MAX_DEFAULT_LAYERS)]
+    return names
+
+
+def _blocks(spatial: Sequence[LayerTrace]) -> list[LayerTrace]:
+    """Evenly spaced members of the longest run of sibling modules with a spatial output."""
+    children: dict[str, list[LayerTrace]] = {}
+    for item in spatial:
+        parent = canonical_name(item.name).split("@")[0].rpartition(".")[0]
+        children.setdefault(parent, []).append(item)
+    if not children:
+        return []
+    # The most siblings wins; among equals the shallowest parent, then the first in forward order.
+    parent = max(children, key=lambda p: (len(children[p]), -p.count(".") - bool(p)))
+    run = children[parent]
+    if len(run) < 2:
+        return []
+    count = min(MIN_DEFAULT_LAYERS, len(run))
+    step = (len(run) - 1) / (count - 1)
+    return [run[round(i * step)] for i in range(count)]

@@ -1,62 +1,245 @@
-"""Output layouts: how a layer's output becomes channel maps ``(channels, height, width)`` (torch).
+"""Output layouts: how one module output becomes channel maps ``(channels, height, width)`` (torch).
 
-Only batch item 0 and the selected channels are copied, at hook time, to float32 on the CPU. The rules:
+A hook hands :func:`keep` the module and its output. The output's *leaf* is picked (see below), its *layout* is
+decided from its shape and the module's type, the channels are selected, and only batch item 0 and the selected
+channels are copied, at hook time, to float32 on the CPU. The layout decision is a pure function of the output shape
+and the module, so it is the same on every run; its label is stored in the golden's sidecar.
 
-* ``(B, C, H, W)``: C maps of H x W.
-* ``(B, C, L)``: C maps of 1 x L.
-* ``(B, F)``: one map of 1 x F (channel selection does not apply).
-* ``(B, C, T, H, W)``: C maps of H x (T * W), the T frames side by side.
-* Tuple, list or dict outputs: the first tensor leaf.
+Layouts (``label``: rule -> maps):
+
+* ``nchw``: ``(B, C, H, W)`` -> C maps of H x W.
+* ``nhwc``: ``(B, H, W, C)`` -> C maps of H x W. Taken when the module is not a convolution, norm or pooling layer
+  and its last dimension is one of the module's feature sizes while its dimension 1 is not (see :func:`own_hints`;
+  a module that tells nothing, such as a GELU or a permute, takes the hints of its nearest ancestor that does).
+  torchvision's Swin stages give ``(1, 56, 56, 96)``.
+* ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above) and whose ``N``
+  minus ``P`` prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and
+  fewer than a grid row) is a square ``H x H`` with ``H >= 2`` -> C maps of H x H, the prefix tokens dropped.
+* ``token-image``: ``(B, N, C)`` from such a module when no square grid fits, or from an RNN -> one map of N x C
+  (token rows, channel columns; channel selection does not apply).
+* ``ncl``: any other ``(B, C, L)`` -> C maps of 1 x L.
+* ``features``: ``(B, F)`` -> one map of 1 x F (channel selection does not apply).
+* ``ncthw``: ``(B, C, T, H, W)`` video -> C maps of H x (T * W), the T frames side by side.
+
+Leaves. A tuple, list, dict or namedtuple output is a tree; each tensor leaf has a *selector*, its path of keys
+joined with ``+``: list/tuple positions (``lstm+0``, ``lstm+1+0`` for ``h_n`` of ``(output, (h_n, c_n))``), dict keys
+(``model+out``, ``backbone.fpn+p3``) and namedtuple field names. A layer name without a selector takes the first
+tensor leaf in that order; non-tensor leaves are skipped. ``+`` is safe in file names and means nothing to fnmatch.
+
+Channels: a count N (the first N), a list of indices, ``"all"``, or ``"top:N"``: the N channels of highest activation
+energy (mean square over the kept positions of batch item 0; ties to the lower index), listed in index order. The
+chosen indices are stored in the sidecar and reused by later checks (:class:`StoredChannels`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import torch
+from torch import nn
 
-ChannelSpec = Union[int, Sequence[int], Literal["all"]]  # noqa: UP007 (a runtime alias on 3.10)
+ChannelSpec = Union[int, Sequence[int], Literal["all"], str, "StoredChannels"]  # noqa: UP007 (runtime alias, 3.10)
+
+LEAF_SEPARATOR = "+"
+MAX_PREFIX_TOKENS = 8
+TOP_PREFIX = "top:"
+
+_CHANNELS_FIRST = (
+    nn.modules.conv._ConvNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.GroupNorm,
+)
 
 
 class LayoutError(ValueError):
-    """An output that cannot be rendered as channel maps."""
+    """An output that cannot be rendered as channel maps, or a leaf selector that names nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChannels:
+    """Channels recorded in a golden, reused when they still fit the layer; else ``fallback`` selects anew."""
+
+    indices: tuple[int, ...]
+    fallback: ChannelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How an output of one shape is read: its kind, channel count, spatial grid and dropped prefix tokens."""
+
+    kind: str  # nchw, nhwc, tokens, token-image, ncl, features, ncthw
+    channels: int
+    grid: tuple[int, ...] | None  # (H, W) or (T, H, W) for spatial layouts, else None
+    prefix: int = 0
+
+    @property
+    def label(self) -> str:
+        """The name stored in the sidecar, e.g. ``nhwc`` or ``tokens:1+14x14``."""
+        if self.kind == "tokens" and self.grid is not None:
+            return f"tokens:{self.prefix}+{self.grid[0]}x{self.grid[1]}"
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """What a module says about its output: channels first (conv-like), feature sizes of its last dim, RNN."""
+
+    channels_first: bool = False
+    feature_sizes: frozenset[int] = frozenset()
+    recurrent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What a hook keeps of one output: the leaf's shape, the channels, the maps (float32, CPU) and the layout."""
+
+    shape: tuple[int, ...]
+    channels: tuple[int, ...]
+    maps: torch.Tensor
+    layout: str
+
+
+def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
+    sizes: set[int] = set()
+    for inner in modules:
+        if isinstance(inner, nn.LayerNorm) and inner.normalized_shape:
+            sizes.add(int(inner.normalized_shape[-1]))
+        elif isinstance(inner, nn.Linear):
+            sizes.add(int(inner.out_features))
+        elif isinstance(inner, nn.MultiheadAttention):
+            sizes.add(int(inner.embed_dim))
+        elif isinstance(inner, nn.RNNBase):
+            sizes.add(int(inner.hidden_size) * (2 if inner.bidirectional else 1))
+    return frozenset(sizes)
+
+
+def own_hints(module: nn.Module) -> Hints | None:
+    """What ``module`` itself tells, or ``None`` when it tells nothing (an activation, dropout, a reshape...).
+
+    A convolution, norm or pooling layer is channels first. A ``Linear`` or ``LayerNorm`` gives its own size. A
+    module holding a ``LayerNorm``, attention or RNN gives the sizes of every ``LayerNorm``, ``Linear``, attention
+    and RNN inside it. A module holding only ``Linear`` layers (a CNN's classifier head) tells nothing: a 4-D map
+    whose width happens to equal a head's size must stay NCHW.
+    """
+    if isinstance(module, _CHANNELS_FIRST):
+        return Hints(channels_first=True)
+    if isinstance(module, (nn.Linear, nn.LayerNorm)):
+        return Hints(feature_sizes=_sizes([module]))
+    inner = list(module.modules())
+    if any(isinstance(m, (nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase)) for m in inner):
+        return Hints(feature_sizes=_sizes(inner), recurrent=isinstance(module, nn.RNNBase))
+    return None
+
+
+def hints(module: nn.Module | None, ancestors: Sequence[nn.Module] = ()) -> Hints:
+    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first)."""
+    for candidate in ([module] if module is not None else []) + list(ancestors):
+        found = own_hints(candidate)
+        if found is not None:
+            return found
+    return Hints()
+
+
+def _square_grid(tokens: int) -> tuple[int, int] | None:
+    """The smallest prefix P and side H with ``tokens - P == H * H``, ``2 <= H``, ``P < H``; ``None`` if none fits."""
+    for prefix in range(min(MAX_PREFIX_TOKENS, tokens) + 1):
+        side = math.isqrt(tokens - prefix)
+        if side >= 2 and prefix < side and side * side == tokens - prefix:
+            return prefix, side
+    return None
+
+
+def plan(shape: Sequence[int], module_hints: Hints | None = None) -> Layout:
+    """The layout of an output of ``shape`` from a module with ``module_hints`` (see the module doc)."""
+    shape = tuple(int(s) for s in shape)
+    found = module_hints or Hints()
+    last_is_feature = (
+        not found.channels_first
+        and len(shape) >= 3
+        and shape[-1] in found.feature_sizes
+        and shape[1] not in found.feature_sizes
+    )
+    if len(shape) == 2:
+        return Layout("features", 1, None)
+    if len(shape) == 3:
+        if found.recurrent:
+            return Layout("token-image", 1, None)
+        if last_is_feature:
+            grid = _square_grid(shape[1])
+            if grid is None:
+                return Layout("token-image", 1, None)
+            return Layout("tokens", shape[2], (grid[1], grid[1]), grid[0])
+        return Layout("ncl", shape[1], None)
+    if len(shape) == 4:
+        if last_is_feature:
+            return Layout("nhwc", shape[3], (shape[1], shape[2]))
+        return Layout("nchw", shape[1], shape[2:])
+    if len(shape) == 5:
+        return Layout("ncthw", shape[1], shape[2:])
+    raise LayoutError(
+        f"an output of shape {shape} cannot be rendered as feature maps;"
+        " expected (B, F), (B, C, L), (B, N, C), (B, C, H, W), (B, H, W, C) or (B, C, T, H, W)"
+    )
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
     """The first tensor leaf of a module output (tensor, tuple, list, dict, namedtuple), or ``None``."""
+    return next((tensor for _, tensor in tensor_leaves(output)), None)
+
+
+def tensor_leaves(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor leaf of ``output`` with its selector (``""`` for a bare tensor), depth first, in order."""
     if isinstance(output, torch.Tensor):
-        return output
+        yield path, output
+        return
     if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
+        items: list[tuple[str, Any]] = [(str(key), value) for key, value in output.items()]
+    elif isinstance(output, tuple) and hasattr(output, "_fields"):
+        items = [(str(field), getattr(output, field)) for field in output._fields]
+    elif isinstance(output, (tuple, list)):
+        items = [(str(position), value) for position, value in enumerate(output)]
+    else:
+        return
+    for key, value in items:
+        yield from tensor_leaves(value, f"{path}{LEAF_SEPARATOR}{key}" if path else key)
 
 
-def channel_count(shape: Sequence[int]) -> int:
-    """How many channels an output of ``shape`` has under the rules above."""
-    if len(shape) == 2:
-        return 1
-    if len(shape) in (3, 4, 5):
-        return int(shape[1])
-    raise LayoutError(
-        f"an output of shape {tuple(shape)} cannot be rendered as feature maps;"
-        " expected (B, F), (B, C, L), (B, C, H, W) or (B, C, T, H, W)"
-    )
+def pick(output: Any, leaf: str | None) -> torch.Tensor:
+    """The tensor leaf of ``output`` named by ``leaf`` (a selector without the layer name; ``None``: the first)."""
+    leaves = list(tensor_leaves(output))
+    if not leaves:
+        raise LayoutError(f"the output is a {type(output).__name__}, which holds no tensor")
+    if leaf is None:
+        return leaves[0][1]
+    for selector, tensor in leaves:
+        if selector == leaf:
+            return tensor
+    known = ", ".join(repr(LEAF_SEPARATOR + s) for s, _ in leaves if s) or "none: the output is a single tensor"
+    raise LayoutError(f"the output has no leaf {LEAF_SEPARATOR + leaf!r}; its tensor leaves: {known}")
 
 
 def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
     """Resolve a channel spec (first N, a list of indices, or ``"all"``) against ``count`` channels."""
+    if isinstance(spec, StoredChannels):
+        if spec.indices and all(0 <= i < count for i in spec.indices):
+            return spec.indices
+        return select_channels(spec.fallback, count)
     if isinstance(spec, str):
+        if spec.startswith(TOP_PREFIX):  # without the activation, the first N is all there is to go on
+            return tuple(range(min(top_count(spec), count)))
         if spec != "all":
-            raise ValueError(f"channels must be an int, a list of indices or 'all'; got {spec!r}")
+            raise ValueError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
         return tuple(range(count))
     if isinstance(spec, bool):
-        raise ValueError(f"channels must be an int, a list of indices or 'all'; got {spec!r}")
+        raise ValueError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
     if isinstance(spec, int):
         if spec < 1:
             raise ValueError(f"channels must be at least 1; got {spec}")
@@ -72,19 +255,84 @@ def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
     return indices
 
 
-def keep_maps(output: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
-    """Copy batch item 0 and ``channels`` of ``output`` to a new float32 CPU tensor of shape (k, H, W)."""
-    item = output.detach()[0]
-    if output.dim() == 2:
+def top_count(spec: str) -> int:
+    """N of a ``"top:N"`` spec; ``ValueError`` when it is not one."""
+    text = spec[len(TOP_PREFIX) :] if spec.startswith(TOP_PREFIX) else ""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"channels 'top:N' needs a count N of at least 1; got {spec!r}")
+    return int(text)
+
+
+def _channel_view(item: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Batch item 0 as (C, ...) with channels first, without copying (prefix tokens dropped)."""
+    if layout.kind == "nhwc":
+        return item.permute(2, 0, 1)
+    if layout.kind == "tokens":
+        return item[layout.prefix :].transpose(0, 1)
+    return item
+
+
+def energies(tensor: torch.Tensor, layout: Layout) -> list[float]:
+    """Mean square activation of each channel of batch item 0 (computed where the tensor lives)."""
+    view = _channel_view(tensor.detach()[0], layout)
+    energy = view.reshape(view.shape[0], -1).float().square().mean(dim=1)
+    return [float(e) for e in energy.cpu().tolist()]
+
+
+def choose_channels(spec: ChannelSpec, tensor: torch.Tensor, layout: Layout) -> tuple[int, ...]:
+    """The channels ``spec`` selects in ``tensor`` read with ``layout`` (``top:N`` ranks by energy)."""
+    if isinstance(spec, StoredChannels):
+        if spec.indices and all(0 <= i < layout.channels for i in spec.indices):
+            return spec.indices
+        return choose_channels(spec.fallback, tensor, layout)
+    if isinstance(spec, str) and spec.startswith(TOP_PREFIX) and layout.channels > 1:
+        count = min(top_count(spec), layout.channels)
+        # NaN ranks first, so that a broken channel is kept and reported rather than hidden.
+        ranked = sorted(
+            enumerate(energies(tensor, layout)), key=lambda item: -(math.inf if math.isnan(item[1]) else item[1])
+        )
+        return tuple(sorted(index for index, _ in ranked[:count]))
+    return select_channels(spec, layout.channels)
+
+
+def extract(tensor: torch.Tensor, layout: Layout, channels: tuple[int, ...]) -> torch.Tensor:
+    """Copy batch item 0 and ``channels`` of ``tensor`` to a new float32 CPU tensor of shape (k, H, W)."""
+    item = tensor.detach()[0]
+    if layout.kind == "features":
         return item.reshape(1, 1, -1).to(device="cpu", dtype=torch.float32, copy=True)
-    contiguous = channels == tuple(range(channels[0], channels[0] + len(channels)))
-    if contiguous:
-        kept = item[channels[0] : channels[0] + len(channels)]
+    if layout.kind == "token-image":
+        return item.reshape(1, item.shape[0], -1).to(device="cpu", dtype=torch.float32, copy=True)
+    view = _channel_view(item, layout)
+    if channels == tuple(range(channels[0], channels[0] + len(channels))):
+        kept = view[channels[0] : channels[0] + len(channels)]
     else:
-        kept = item.index_select(0, torch.tensor(channels, device=item.device))
-    if output.dim() == 3:
+        kept = view.index_select(0, torch.tensor(channels, device=view.device))
+    if layout.kind == "ncl":
         kept = kept.unsqueeze(1)
-    elif output.dim() == 5:
+    elif layout.kind == "tokens":
+        assert layout.grid is not None
+        kept = kept.reshape(len(channels), *layout.grid)
+    elif layout.kind == "ncthw":
         count, frames, height, width = kept.shape
         kept = kept.permute(0, 2, 1, 3).reshape(count, height, frames * width)
-    return kept.to(device="cpu", dtype=torch.float32, copy=True)
+    # Only the kept channels travel to the CPU; the conversion to float32 happens there.
+    return kept.to(device="cpu", copy=True).to(dtype=torch.float32)
+
+
+def keep(output: Any, module: Hints | nn.Module | None, leaf: str | None, spec: ChannelSpec) -> Kept:
+    """What a hook keeps of ``output`` of ``module`` (or of a module with these hints): the leaf, its layout, its
+    selected channels as maps."""
+    tensor = pick(output, leaf)
+    layout = plan(tuple(tensor.shape), module if isinstance(module, Hints) else hints(module))
+    channels = choose_channels(spec, tensor, layout)
+    return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label)
+
+
+def channel_count(shape: Sequence[int]) -> int:
+    """How many channels an output of ``shape`` has when nothing is known of its module."""
+    return plan(shape).channels
+
+
+def keep_maps(output: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
+    """:func:`extract` for an output of a module of unknown type."""
+    return extract(output, plan(tuple(output.shape)), channels)

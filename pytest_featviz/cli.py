@@ -1,0 +1,317 @@
+"""The ``featviz`` command: look at a model's layers and at stored goldens, outside pytest.
+
+``featviz layers PACKAGE.MODULE:FACTORY [--input-shape 1,3,224,224]`` builds the model (seeded, in eval mode), runs
+one forward pass on a seeded random input with shape-only hooks, and lists every name the fixture accepts: module
+type, output shape (and layout), how often it ran, the leaf selectors of tuple/dict outputs, and which layers the
+default choice (``layers=None``) takes. ``featviz show GOLDEN_DIR`` prints what a stored snapshot (or every snapshot
+under a directory) holds. Subcommands register themselves in :data:`COMMANDS`, so adding one is one function and
+one entry. This module never imports pytest; torch is imported only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from pytest_featviz import __version__
+from pytest_featviz.records import FeatvizError
+
+DEFAULT_INPUT_SHAPE = "1,3,224,224"
+SEED = 0
+
+
+class CommandError(Exception):
+    """A usage problem the command reports in one line (exit status 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand: its help line, how it adds its arguments, and what it runs (returns the exit status)."""
+
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, TextIO], int]
+
+
+# ----------------------------------------------------------------------------------------------------------- layers
+
+
+def _layers_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("factory", metavar="PACKAGE.MODULE:FACTORY", help="a callable that returns the nn.Module")
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="N,C,H,W",
+        help="shape of a seeded random input tensor; repeat it for several positional inputs"
+        f" (default {DEFAULT_INPUT_SHAPE})",
+    )
+    parser.add_argument(
+        "--inputs",
+        metavar="PACKAGE.MODULE:FUNCTION",
+        help="a callable that returns the inputs instead (a tensor; a tuple is unpacked, a dict passed as keywords)",
+    )
+    parser.add_argument("--all", action="store_true", help="also list modules that never ran")
+
+
+def load_callable(reference: str) -> Callable[..., Any]:
+    """The object named by ``PACKAGE.MODULE:NAME`` (the current directory is importable)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise CommandError(f"expected PACKAGE.MODULE:NAME, got {reference!r}")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandError(f"cannot import {module_name!r}: {exc}") from exc
+    found: Any = module
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise CommandError(f"{module_name!r} has no attribute {attribute!r}")
+        found = getattr(found, part)
+    if not callable(found):
+        raise CommandError(f"{reference} is a {type(found).__name__}, not a callable")
+    return found  # type: ignore[no-any-return]
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``."""
+    parts = [part.strip() for part in text.strip().replace("x", ",").split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise CommandError(f"--input-shape must be comma-separated integers like {DEFAULT_INPUT_SHAPE}; got {text!r}")
+    shape = tuple(int(part) for part in parts)
+    if not shape or any(s < 1 for s in shape):
+        raise CommandError(f"--input-shape must be positive integers like {DEFAULT_INPUT_SHAPE}; got {text!r}")
+    return shape
+
+
+@dataclass
+class _Layer:
+    name: str
+    kind: str
+    shapes: list[tuple[int, ...] | None] = field(default_factory=list)
+    layouts: list[str] = field(default_factory=list)
+    leaves: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+
+
+def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
+    """Every module of ``model`` with its calls (shape-only hooks, one forward pass), and the default choice."""
+    import torch
+
+    from pytest_featviz.capture import LayerTrace, call_name, run_model
+    from pytest_featviz.layers import canonical_name, default_layers, module_hints, module_index, refuse_torchscript
+    from pytest_featviz.layout import LayoutError, plan, tensor_leaves
+
+    refuse_torchscript(model)
+    index = module_index(model)
+    found = {name: _Layer(name, type(module).__name__) for name, module in index.items()}
+    traces: list[LayerTrace] = []
+
+    def make_hook(name: str) -> Callable[..., None]:
+        layer = found[name]
+        found_hints = module_hints(model, index, name)
+
+        def hook(module: Any, args: Any, output: Any) -> None:
+            leaves = list(tensor_leaves(output))
+            shape = tuple(leaves[0][1].shape) if leaves else None
+            traces.append(LayerTrace(call_name(name, len(layer.shapes)), shape))
+            layer.shapes.append(shape)
+            try:
+                layer.layouts.append(plan(shape, found_hints).label if shape is not None else "")
+            except LayoutError:
+                layer.layouts.append("-")
+            if not layer.leaves and leaves and leaves[0][0]:  # a tuple/list/dict output
+                layer.leaves = [(selector, tuple(t.shape)) for selector, t in leaves]
+
+        return hook
+
+    handles = []
+    training = [(m, m.training) for m in model.modules()]
+    try:
+        for raw, module in model.named_modules():
+            name = canonical_name(raw)
+            if name in found and index[name] is module:
+                handles.append(module.register_forward_hook(make_hook(name)))
+        model.eval()
+        with torch.inference_mode():
+            run_model(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in training:
+            module.training = flag
+    return list(found.values()), default_layers(traces, model)
+
+
+def _format_shape(shape: tuple[int, ...] | None) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")" if shape is not None else "-"
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _run_layers(args: argparse.Namespace, out: TextIO) -> int:
+    import torch
+
+    factory = load_callable(args.factory)
+    torch.manual_seed(SEED)
+    try:
+        model = factory()
+    except Exception as exc:
+        raise CommandError(f"{args.factory}() raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise CommandError(f"{args.factory}() returned a {type(model).__name__}, not a torch.nn.Module")
+    if args.inputs:
+        inputs = load_callable(args.inputs)()
+        described = args.inputs + "()"
+    else:
+        shapes = [parse_shape(text) for text in (args.input_shape or [DEFAULT_INPUT_SHAPE])]
+        generator = torch.Generator().manual_seed(SEED)
+        tensors = tuple(torch.randn(shape, generator=generator) for shape in shapes)
+        inputs = tensors[0] if len(tensors) == 1 else tensors
+        described = " + ".join(_format_shape(s) for s in shapes)
+    try:
+        layers, default = survey(model, inputs)
+    except FeatvizError:
+        raise
+    except Exception as exc:
+        raise CommandError(
+            f"the forward pass of {type(model).__name__} on {described} raised {type(exc).__name__}: {exc}"
+            " (give the input it expects with --input-shape or --inputs)"
+        ) from exc
+    chosen = set(default)
+    rows = [["default", "name", "type", "output shape", "layout", "calls"]]
+    for layer in layers:
+        if not layer.shapes and not args.all:
+            continue
+        name_mark = "*" if layer.name in chosen else ""
+        seen = sorted({_format_shape(s) for s in layer.shapes})
+        shape_text = " | ".join(seen) if seen else "never ran"
+        layouts = sorted(set(layer.layouts)) or [""]
+        rows.append([name_mark, layer.name, layer.kind, shape_text, "|".join(layouts), str(len(layer.shapes))])
+        for call in range(1, len(layer.shapes)):
+            name = f"{layer.name}@{call}"
+            if name in chosen:
+                rows.append(["*", name, "", _format_shape(layer.shapes[call]), layer.layouts[call], ""])
+        for selector, shape in layer.leaves:
+            rows.append(["", f"{layer.name}+{selector}", "(leaf)", _format_shape(shape), "", ""])
+    ran = sum(1 for layer in layers if layer.shapes)
+    out.write(f"{type(model).__name__} on input {described}: {ran} of {len(layers)} modules ran\n")
+    _table(rows, out)
+    out.write(f"\ndefault choice (layers=None), {len(default)} layers: {', '.join(default)}\n")
+    out.write(
+        "names take glob patterns (layer*), a call index (block@1) and a leaf selector for tuple/dict outputs"
+        " (backbone+out)\n"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------- show
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("golden_dir", metavar="GOLDEN_DIR", help="a snapshot directory, or a directory above several")
+
+
+def _channel_ranges(channels: Sequence[int]) -> str:
+    parts: list[str] = []
+    start = previous = channels[0]
+    for index in [*channels[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+        if index is not None:
+            start = previous = index
+    return ",".join(parts)
+
+
+def _run_show(args: argparse.Namespace, out: TextIO) -> int:
+    from pytest_featviz import golden
+    from pytest_featviz.render import mosaic_size
+
+    root = Path(args.golden_dir)
+    if not root.is_dir():
+        raise CommandError(f"{root} is not a directory")
+    sidecars = [root / golden.SIDECAR] if (root / golden.SIDECAR).is_file() else sorted(root.rglob(golden.SIDECAR))
+    if not sidecars:
+        raise CommandError(f"no {golden.SIDECAR} under {root}: not a golden directory")
+    total = 0
+    for count, sidecar in enumerate(sidecars):
+        directory = sidecar.parent
+        stored = golden.read_sidecar(directory)
+        assert stored is not None
+        files = sorted(p for p in directory.iterdir() if p.is_file())
+        size = sum(p.stat().st_size for p in files)
+        total += size
+        label = directory.relative_to(root).as_posix() if directory != root else str(directory)
+        out.write(("\n" if count else "") + f"{label}\n")
+        out.write(
+            f"  normalize {stored.normalize}, {stored.bit_depth}-bit, format {stored.format},"
+            f" {len(stored.layers)} layers, {len(files)} files, {size} bytes\n"
+        )
+        rows = [["layer", "shape", "layout", "tile", "channels", "mosaic", "bytes"]]
+        for layer in stored.layers:
+            picture = directory / layer.file
+            height, width = mosaic_size(len(layer.channels), layer.tile_shape)
+            rows.append(
+                [
+                    layer.name,
+                    _format_shape(layer.shape),
+                    layer.layout or "-",
+                    f"{layer.tile_shape[0]}x{layer.tile_shape[1]}",
+                    f"{len(layer.channels)}: {_channel_ranges(layer.channels)}",
+                    f"{width}x{height}",
+                    str(picture.stat().st_size) if picture.is_file() else "missing",
+                ]
+            )
+        _table([["  " + row[0], *row[1:]] for row in rows], out)
+    if len(sidecars) > 1:
+        out.write(f"\n{len(sidecars)} snapshots, {total} bytes\n")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "layers": Command("list the layer names a model offers, and the default choice", _layers_arguments, _run_layers),
+    "show": Command("show what a stored golden snapshot holds", _show_arguments, _run_show),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``featviz`` with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="featviz", description="pytest-featviz: look at layers and goldens.")
+    parser.add_argument("--version", action="version", version=f"pytest-featviz {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        command.arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run ``featviz``; returns the exit status (0 fine, 1 a featviz error, 2 a usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stream = out if out is not None else sys.stdout
+    try:
+        status: int = args.run(args, stream)
+    except CommandError as exc:
+        sys.stderr.write(f"featviz {args.command}: error: {exc}\n")
+        return 2
+    except FeatvizError as exc:
+        sys.stderr.write(f"featviz {args.command}: {exc}\n")
+        return 1
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

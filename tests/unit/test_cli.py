@@ -1,0 +1,184 @@
+"""The ``featviz`` command: ``layers`` lists what the fixture accepts, ``show`` what a golden holds."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_featviz.cli import COMMANDS, main
+
+FACTORIES = """
+import torch
+from torch import nn
+
+
+class Seg(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.step = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+        self.unused = nn.ReLU()
+
+    def forward(self, x):
+        x = self.backbone(x)
+        for _ in range(3):
+            x = self.step(x)
+        return {"out": x, "pooled": self.head(x.mean(dim=(2, 3)))}
+
+
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Conv2d(6, 2, 1)
+
+    def forward(self, a, b):
+        return self.mix(torch.cat([a, b], dim=1))
+
+
+def seg():
+    return Seg()
+
+
+def pair():
+    return Pair()
+
+
+def scripted():
+    return torch.jit.script(nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+def not_a_model():
+    return 42
+
+
+def pair_inputs():
+    return (torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4))
+"""
+
+
+@pytest.fixture
+def factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "featviz_cli_models.py").write_text(textwrap.dedent(FACTORIES))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "featviz_cli_models"
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
+    out = io.StringIO()
+    status = main(args, out)
+    return status, out.getvalue().splitlines(), capsys.readouterr().err
+
+
+def row(lines: list[str], name: str) -> list[str]:
+    """The cells of the table row of ``name`` (the default mark is the first cell when present)."""
+    found = [line.split() for line in lines if name in line.split()]
+    assert found, f"no row for {name!r} in:\n" + "\n".join(lines)
+    return found[0]
+
+
+def test_layers_lists_type_shape_layout_calls_leaves_and_the_default(
+    factories: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, lines, _ = run(["layers", f"{factories}:seg", "--input-shape", "1,3,16,16"], capsys)
+    assert status == 0
+    assert lines[0] == "Seg on input (1, 3, 16, 16): 3 of 4 modules ran"
+    assert row(lines, "backbone") == ["*", "backbone", "Conv2d", "(1,", "4,", "8,", "8)", "nchw", "1"]
+    assert row(lines, "step") == ["step", "Conv2d", "(1,", "4,", "8,", "8)", "nchw", "3"]
+    assert row(lines, "step@2") == ["*", "step@2", "(1,", "4,", "8,", "8)", "nchw"]
+    assert row(lines, "head") == ["head", "Linear", "(1,", "2)", "features", "1"]
+    assert not any("unused" in line for line in lines)  # never ran
+    assert lines[-2] == "default choice (layers=None), 2 layers: backbone, step@2"
+
+
+def test_layers_shows_leaf_selectors_and_modules_that_never_ran_with_all(
+    factories: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    wrapper = tmp_path / "featviz_cli_wrap.py"
+    wrapper.write_text(
+        "from torch import nn\nimport featviz_cli_models as m\n\n"
+        "class Outer(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.seg = m.Seg()\n\n"
+        "    def forward(self, x):\n        return self.seg(x)['out']\n"
+    )
+    status, lines, _ = run(["layers", "featviz_cli_wrap:Outer", "--input-shape", "1,3,16,16", "--all"], capsys)
+    assert status == 0
+    assert row(lines, "seg+out") == ["seg+out", "(leaf)", "(1,", "4,", "8,", "8)"]
+    assert row(lines, "seg+pooled") == ["seg+pooled", "(leaf)", "(1,", "2)"]
+    assert row(lines, "seg.unused") == ["seg.unused", "ReLU", "never", "ran", "0"]
+
+
+def test_layers_takes_several_inputs_or_an_input_function(factories: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines, _ = run(
+        ["layers", f"{factories}:pair", "--input-shape", "1,3,4,4", "--input-shape", "1x3x4x4"], capsys
+    )
+    assert status == 0 and row(lines, "mix")[-3:] == ["4)", "nchw", "1"]
+    status, lines, _ = run(["layers", f"{factories}:pair", "--inputs", f"{factories}:pair_inputs"], capsys)
+    assert status == 0 and lines[0] == "Pair on input featviz_cli_models:pair_inputs(): 1 of 1 modules ran"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["nowhere:seg"], 2, "featviz layers: error: cannot import 'nowhere'"),
+        (["{m}"], 2, "expected PACKAGE.MODULE:NAME, got 'featviz_cli_models'"),
+        (["{m}:missing"], 2, "'featviz_cli_models' has no attribute 'missing'"),
+        (["{m}:not_a_model"], 2, "returned a int, not a torch.nn.Module"),
+        (["{m}:seg", "--input-shape", "1,3,x"], 2, "--input-shape must be comma-separated integers"),
+        (["{m}:pair"], 2, "raised TypeError"),
+        (["{m}:scripted"], 1, "TorchScript"),
+    ],
+)
+def test_layers_errors_say_what_went_wrong(
+    factories: str, capsys: pytest.CaptureFixture[str], args: list[str], status: int, message: str
+) -> None:
+    got, lines, err = run(["layers", *(a.format(m=factories) for a in args)], capsys)
+    assert (got, lines) == (status, [])
+    assert message in err
+
+
+def test_show_prints_what_a_golden_holds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from torch import nn
+
+    from pytest_featviz.config import Settings
+    from pytest_featviz.snapshot import TestIdentity, check_snapshot
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 36, 3))
+    identity = TestIdentity("t.py::t", "t.py", "t", "pytest --featviz-update t.py::t")
+    for name, layers, channels in (("first", ["1"], [0, 1, 2, 4]), ("second", ["1", "3"], "all")):
+        settings = Settings(golden_dir=tmp_path, update=True).override({"channels": channels}, "test")
+        check_snapshot(model, torch.randn(1, 3, 6, 6), layers, settings, tmp_path / name, identity, name)
+    status, lines, _ = run(["show", str(tmp_path / "first")], capsys)
+    assert status == 0
+    assert lines[1].startswith("  normalize minmax, 8-bit, format ") and ", 1 layers, 2 files, " in lines[1]
+    header, relu = (line.split() for line in lines[2:4])
+    assert header == ["layer", "shape", "layout", "tile", "channels", "mosaic", "bytes"]
+    size = (tmp_path / "first" / "1.png").stat().st_size
+    assert relu[:9] == ["1", "(1,", "5,", "6,", "6)", "nchw", "6x6", "4:", "0-2,4"] and relu[10] == str(size)
+    status, lines, _ = run(["show", str(tmp_path)], capsys)
+    assert status == 0 and lines[0] == "first" and "second" in lines and lines[-1].startswith("2 snapshots, ")
+    head = next(line.split() for line in lines if line.split()[:1] == ["3"])
+    assert head[:7] == ["3", "(1,", "3)", "features", "1x3", "1:", "0"]
+
+
+def test_show_refuses_a_directory_without_goldens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines, err = run(["show", str(tmp_path)], capsys)
+    assert (status, lines) == (2, [])
+    assert "no snapshot.json under" in err
+
+
+def test_every_command_is_registered_and_python_m_runs_it() -> None:
+    assert set(COMMANDS) >= {"layers", "show"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_featviz", "--help"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0
+    assert "layers" in done.stdout and "show" in done.stdout and done.stdout.startswith("usage: featviz")

@@ -1,0 +1,192 @@
+"""Layer names across architectures: wrappers, TorchScript, leaf selectors, the default choice, top:N in goldens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import SwinTransformer, VisionTransformer, resnet18
+
+from pytest_featviz.capture import capture
+from pytest_featviz.config import Settings
+from pytest_featviz.layers import default_selection, resolve_layers
+from pytest_featviz.records import CREATED, DRIFTED, MATCHED, FeatvizError
+from pytest_featviz.snapshot import TestIdentity, check_snapshot
+
+
+def tiny_cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+
+
+class DictNet(nn.Module):
+    """A segmentation-style model: a backbone that returns a dict, like torchvision's IntermediateLayerGetter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.conv(x)
+        return {"aux": features, "out": self.head(features)}
+
+
+class Outer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seg = DictNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seg(x)["out"]
+
+
+IMAGE = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+class Compiled(nn.Module):
+    """The module tree of ``torch.compile(model)`` (an OptimizedModule holds the model as ``_orig_mod``), without
+    importing dynamo, which costs seconds."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = model
+
+
+@pytest.mark.parametrize("wrap", [Compiled, nn.DataParallel], ids=["compile", "dataparallel"])
+def test_names_resolve_with_and_without_the_wrapper_prefix(wrap: type[nn.Module]) -> None:
+    model = tiny_cnn()
+    wrapped = wrap(model)
+    prefix = "_orig_mod." if isinstance(wrapped, Compiled) else "module."
+    for name in ("2", prefix + "2"):
+        (target,) = resolve_layers(wrapped, name)
+        assert target.name == "2" and target.module is model[2]
+
+
+def test_a_dataparallel_model_captures_under_the_plain_name() -> None:
+    model = nn.DataParallel(tiny_cnn())  # on CPU it calls the module itself
+    (layer,) = capture(model, IMAGE, resolve_layers(model, ["module.2"]), 16)
+    assert layer.name == "2" and layer.shape == (1, 6, 4, 4)
+    # two stages (8 x 8, 4 x 4) are fewer than four: the run of four sibling layers fills up
+    assert default_selection(model, IMAGE) == ["0", "1", "2", "3"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_a_scripted_model_is_refused_with_what_to_do() -> None:
+    scripted = torch.jit.script(tiny_cnn())
+    with pytest.raises(FeatvizError, match=r"TorchScript modules \(the model itself\).*Snapshot the eager nn.Module"):
+        resolve_layers(scripted, "0")
+    with pytest.raises(FeatvizError, match="TorchScript"):
+        default_selection(scripted, IMAGE)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_a_traced_submodule_is_refused_by_name() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), torch.jit.trace(tiny_cnn(), IMAGE))
+    with pytest.raises(FeatvizError, match=r"TorchScript modules \('1'\)"):
+        resolve_layers(model, "0")
+
+
+def test_a_leaf_selector_captures_that_leaf_under_its_name() -> None:
+    model = Outer()
+    targets = resolve_layers(model, ["seg+out", "seg+aux", "seg"])
+    layers = capture(model, IMAGE, targets, 16)
+    assert [(item.name, item.shape) for item in layers] == [
+        ("seg+out", (1, 2, 8, 8)),
+        ("seg+aux", (1, 4, 8, 8)),
+        ("seg", (1, 4, 8, 8)),  # no selector: the first tensor leaf
+    ]
+
+
+def test_an_unknown_leaf_fails_naming_the_leaves() -> None:
+    model = Outer()
+    with pytest.raises(ValueError, match=r"layer 'seg\+logits'.*its tensor leaves: '\+aux', '\+out'"):
+        capture(model, IMAGE, resolve_layers(model, "seg+logits"), 16)
+
+
+def test_default_choice_for_a_resnet_is_its_stage_outputs() -> None:
+    torch.manual_seed(0)
+    assert default_selection(resnet18(), torch.randn(1, 3, 64, 64)) == ["relu", "layer1", "layer2", "layer3", "layer4"]
+
+
+def test_default_choice_for_a_vit_is_spread_over_its_blocks() -> None:
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=6, num_heads=2, hidden_dim=16, mlp_dim=32)
+    chosen = default_selection(vit, torch.randn(1, 3, 32, 32))
+    blocks = [f"encoder.layers.encoder_layer_{i}" for i in (0, 2, 3, 5)]
+    assert chosen == [*blocks, "encoder"]
+    layers = capture(vit, torch.randn(1, 3, 32, 32), resolve_layers(vit, chosen), 4)
+    assert {(item.layout, tuple(item.maps.shape)) for item in layers} == {("tokens:1+4x4", (4, 4, 4))}
+
+
+def test_default_choice_for_a_swin_takes_its_nhwc_stages() -> None:
+    torch.manual_seed(0)
+    swin = SwinTransformer([4, 4], 8, [1, 1, 1, 1], [1, 1, 1, 1], [2, 2])
+    image = torch.randn(1, 3, 64, 64)
+    chosen = default_selection(swin, image)
+    assert chosen == ["features.1", "features.3", "features.5", "permute"]
+    layers = capture(swin, image, resolve_layers(swin, chosen), 2)
+    assert [(item.layout, tuple(item.maps.shape)) for item in layers] == [
+        ("nhwc", (2, 16, 16)),
+        ("nhwc", (2, 8, 8)),
+        ("nhwc", (2, 4, 4)),
+        ("nchw", (2, 2, 2)),
+    ]
+
+
+def test_default_choice_for_a_video_net_and_for_a_net_without_maps() -> None:
+    video = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 4, 3, stride=2, padding=1))
+    # two T x H x W grids, topped up by the run of three sibling layers
+    assert default_selection(video, torch.randn(1, 3, 4, 8, 8)) == ["0", "1", "2"]
+    mlp = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
+    assert default_selection(mlp, torch.randn(1, 5)) == ["0", "1", "2"]
+
+
+def test_a_module_called_repeatedly_is_chosen_at_its_last_call() -> None:
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.step = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            for _ in range(3):
+                x = self.step(x)
+            return x
+
+    assert default_selection(Loop(), IMAGE) == ["stem", "step@2"]
+    # ``step`` selects every call; ``step@2`` next to it adds nothing
+    assert [t.name for t in resolve_layers(Loop(), ["step", "step@2"])] == ["step"]
+
+
+def _check(model: nn.Module, tmp_path: Path, update: bool, **settings: object) -> str:
+    identity = TestIdentity("test_x.py::test_x", "test_x.py", "test_x", "pytest --featviz-update test_x.py::test_x")
+    chosen = Settings(golden_dir=tmp_path, update=update).override(settings, "test")
+    evidence = check_snapshot(model, IMAGE, None, chosen, tmp_path / "snap", identity, "0")
+    return evidence.result.outcome
+
+
+def test_default_names_and_layouts_are_recorded_and_reused(tmp_path: Path) -> None:
+    model = tiny_cnn()
+    assert _check(model, tmp_path, update=True) == CREATED
+    sidecar = json.loads((tmp_path / "snap" / "snapshot.json").read_text())
+    assert [(layer["name"], layer["layout"]) for layer in sidecar["layers"]] == [(n, "nchw") for n in "0123"]
+    deeper = nn.Sequential(*tiny_cnn(), nn.Conv2d(6, 6, 3, stride=2, padding=1))  # would change the default
+    assert _check(deeper, tmp_path, update=False) == MATCHED  # the golden's names, not a new default
+
+
+def test_top_channels_are_stored_and_compared_as_stored(tmp_path: Path) -> None:
+    model = tiny_cnn()
+    assert _check(model, tmp_path, update=True, channels="top:2") == CREATED
+    sidecar = json.loads((tmp_path / "snap" / "snapshot.json").read_text())
+    stored = [[c["index"] for c in layer["channels"]] for layer in sidecar["layers"]]
+    energy = model[:2](IMAGE)[0].square().mean(dim=(1, 2))
+    assert stored[0] == sorted(energy.argsort(descending=True)[:2].tolist())
+    with torch.no_grad():
+        model[0].weight.mul_(1.1)  # 10% more: same top channels, other values
+    assert _check(model, tmp_path, update=False, channels="top:2") == DRIFTED
+    assert _check(tiny_cnn(), tmp_path, update=False, channels="top:2") == MATCHED
