@@ -40,8 +40,9 @@ import pytest
 
 # In-process pytester runs restore ``sys.modules`` after each run; torch cannot be imported a second time in one
 # process, so it (and the fixture's heavy path) must be imported here, before any run.
-import pytest_featviz.snapshot  # noqa: F401
 import torch  # noqa: F401
+
+import pytest_featviz.snapshot  # noqa: F401
 
 # A fixed old mtime given to every golden file after it is created: a rewrite shows as a new mtime even on file
 # systems with coarse timestamps, and even when the rewrite happens in the same second.

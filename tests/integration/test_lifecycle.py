@@ -43,9 +43,7 @@ CHANGED = SOURCE.replace("SCALE = 1.0", "SCALE = 1.5")
 
 @pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["plain", "xdist"])
 def test_lifecycle(featviz_pytester: pytest.Pytester, args: tuple[str, ...]) -> None:
-    lifecycle = run_lifecycle(
-        featviz_pytester, SOURCE, CHANGED, args=args, tests=2, drifting_tests=1, drift_layer="2"
-    )
+    lifecycle = run_lifecycle(featviz_pytester, SOURCE, CHANGED, args=args, tests=2, drifting_tests=1, drift_layer="2")
     # The one drifted snapshot was rewritten; the stable test's golden was left alone by the accepting update.
     accept = lifecycle.runs["accept"].stdout.str()
     assert "goldens: 0 created, 1 updated, 1 unchanged" in accept

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pytest_featviz.capture import Target, capture, run_model
-from pytest_featviz.records import FeatvizError, GoldenMissingError
+from pytest_featviz.records import FeatvizError, GoldenMissingError, SnapshotResult
 from unit import snapshotter
 
 
@@ -153,7 +153,7 @@ def test_a_module_called_twice_keeps_both_calls_as_block_and_block_at_1() -> Non
 
 def test_call_index_through_the_fixture(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    records: list = []
+    records: list[SnapshotResult] = []
     result = snapshotter(tmp_path, update=True, records=records)(Twice(), _x(1, 2, 5, 5), layers=["block"])
     assert [layer.name for layer in result.layers] == ["block", "block@1"]
     files = sorted(p.name for p in tmp_path.rglob("*.png"))
@@ -193,7 +193,10 @@ def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("channels", "message"),
     [
-        ([2, 8], r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices \[8\] are out of range for a layer with 8"),
+        (
+            [2, 8],
+            r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices \[8\] are out of range for a layer with 8",
+        ),
         ([1, 1], r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices repeat"),
         ([-1], r"channel indices must be zero or more"),
         (0, r"channels must be at least 1"),

@@ -1,0 +1,141 @@
+"""config: validation of every setting, precedence of overrides, and the ini / CLI keys as pytest reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import integration.lifecycle  # noqa: F401  (imports torch before any in-process run; see lifecycle.py)
+import pytest
+
+from pytest_featviz.config import (
+    DEFAULT_CHANNELS,
+    DEFAULT_NORMALIZE,
+    DEFAULT_RMS_TOLERANCE,
+    DEFAULT_STAT_TOLERANCE,
+    DEFAULT_THRESHOLD,
+    Settings,
+    parse_channels,
+)
+from pytest_featviz.records import FeatvizError
+
+
+def test_defaults() -> None:
+    settings = Settings(golden_dir=Path("golden"))
+    assert (settings.threshold, settings.stat_tolerance, settings.rms_tolerance) == (
+        DEFAULT_THRESHOLD,
+        DEFAULT_STAT_TOLERANCE,
+        DEFAULT_RMS_TOLERANCE,
+    )
+    assert settings.channels == DEFAULT_CHANNELS and settings.normalize == DEFAULT_NORMALIZE
+    assert not settings.update
+    assert -1.0 <= DEFAULT_THRESHOLD <= 1.0
+
+
+def test_each_override_wins_over_the_one_before_and_none_keeps_it() -> None:
+    base = Settings(golden_dir=Path("golden"))
+    ini = base.override({"threshold": "0.5", "channels": "4"}, "ini")
+    cli = ini.override({"threshold": "0.6", "channels": None}, "CLI")
+    marker = cli.override({"threshold": 0.7, "normalize": "sigmoid"}, "marker")
+    call = marker.override({"threshold": 0.8, "normalize": None}, "call")
+    assert [s.threshold for s in (base, ini, cli, marker, call)] == [DEFAULT_THRESHOLD, 0.5, 0.6, 0.7, 0.8]
+    assert call.channels == 4 and call.normalize == "sigmoid"
+
+
+@pytest.mark.parametrize("value", [1.0001, -1.5, 2, "1.5", float("nan"), float("inf"), "x", True, None])
+def test_threshold_must_be_an_ssim_score(value: object) -> None:
+    base = Settings(golden_dir=Path("golden"))
+    if value is None:
+        assert base.override({"threshold": value}, "call").threshold == DEFAULT_THRESHOLD
+        return
+    with pytest.raises(FeatvizError, match=r"^call: threshold must be|^call: threshold is an SSIM score"):
+        base.override({"threshold": value}, "call")
+
+
+@pytest.mark.parametrize("value", [-1.0, 0, 1, "0.95"])
+def test_threshold_bounds_are_inclusive(value: object) -> None:
+    assert Settings(golden_dir=Path("g")).override({"threshold": value}, "call").threshold == float(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"stat_tolerance": -0.1}, "stat_tolerance must be zero or more"),
+        ({"rms_tolerance": "abc"}, "rms_tolerance must be a number"),
+        ({"normalize": "zscore"}, "normalize must be one of minmax, sigmoid, percentile"),
+        ({"thresold": 0.9}, "unknown setting"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(values: dict[str, object], message: str) -> None:
+    with pytest.raises(FeatvizError, match=message):
+        Settings(golden_dir=Path("g")).override(values, "marker")
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [(16, 16), ("16", 16), (" all ", "all"), ([0, 3], (0, 3)), ("0,3", (0, 3)), ("[1, 2]", (1, 2)), ((5,), (5,))],
+)
+def test_parse_channels(text: object, parsed: object) -> None:
+    assert parse_channels(text) == parsed
+
+
+@pytest.mark.parametrize("text", [0, -2, "none", True, [], "1.5", [1, -1]])
+def test_parse_channels_rejects(text: object) -> None:
+    with pytest.raises(FeatvizError, match="channel"):
+        parse_channels(text, "ini")
+
+
+CHANNELS_SUITE = """
+import torch
+from torch import nn
+
+
+def test_channels(feature_snapshot):
+    torch.manual_seed(0)
+    result = feature_snapshot(nn.Sequential(nn.Conv2d(1, 8, 1)), torch.ones(1, 1, 4, 4), layers="0")
+    print("CHANNELS", list(result.layers[0].channels))
+"""
+
+
+@pytest.mark.parametrize(
+    ("ini", "cli", "expected"),
+    [
+        ("3", None, "[0, 1, 2]"),
+        ("all", None, "[0, 1, 2, 3, 4, 5, 6, 7]"),
+        ("1,5", None, "[1, 5]"),
+        ("3", "2", "[0, 1]"),
+        (None, None, str(list(range(min(8, DEFAULT_CHANNELS))))),
+    ],
+)
+def test_ini_featviz_channels(
+    featviz_pytester: pytest.Pytester, ini: str | None, cli: str | None, expected: str
+) -> None:
+    featviz_pytester.makepyfile(test_ch=CHANNELS_SUITE)
+    if ini is not None:
+        featviz_pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\nfeatviz_channels = {ini}\n")
+    args = ["--featviz-update", "-s"] + (["--featviz-channels", cli] if cli else [])
+    result = featviz_pytester.runpytest(*args)
+    result.assert_outcomes(passed=1)
+    assert f"CHANNELS {expected}\n" in result.stdout.str()
+
+
+def test_bad_ini_channels_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_ch=CHANNELS_SUITE)
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_channels = lots\n")
+    result = featviz_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*featviz ini: channels must be a count, a list of indices or 'all'*'lots'*"])
+
+
+def test_golden_dir_from_ini_and_cli(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_ch=CHANNELS_SUITE)
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = snapshots/feat\n")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    assert (featviz_pytester.path / "snapshots/feat/test_ch/test_channels/0/snapshot.json").is_file()
+    featviz_pytester.runpytest("--featviz-update", "--featviz-golden-dir", "elsewhere").assert_outcomes(passed=1)
+    assert (featviz_pytester.path / "elsewhere/test_ch/test_channels/0/snapshot.json").is_file()
+    missing = featviz_pytester.runpytest("--featviz-golden-dir", "nowhere")
+    missing.assert_outcomes(failed=1)
+    # the command given for a missing golden keeps the golden directory that was asked for
+    missing.stdout.fnmatch_lines(
+        ["*create it with:  pytest --featviz-update --featviz-golden-dir nowhere test_ch.py::*"]
+    )

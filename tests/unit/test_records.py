@@ -1,0 +1,70 @@
+"""records: result records round-trip through JSON (as xdist sends them) and answer the questions a report asks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from pytest_featviz import FeatureDriftError, LayerResult, SnapshotResult
+from pytest_featviz.records import DRIFT, DRIFTED, GONE, MATCH, GoldenMissingError
+
+
+def _drifted_layer() -> LayerResult:
+    return LayerResult(
+        name="layer2",
+        verdict=DRIFT,
+        shape=(1, 8, 4, 4),
+        golden_shape=(1, 8, 4, 4),
+        channels=(0, 3, 5, 7),
+        ssim=(0.999, 0.5, 0.97, 0.2),
+        stat_delta=(0.0, 0.0, 0.0, 0.3),
+        rms_error=(0.0, 0.1, 0.0, 0.0),
+        threshold=0.98,
+        stat_tolerance=0.05,
+        rms_tolerance=0.03,
+    )
+
+
+def _result() -> SnapshotResult:
+    layers = (
+        LayerResult("layer1", MATCH, (1, 8, 8, 8), (1, 8, 8, 8), (0,), (1.0,), (0.0,), (0.0,), 0.98, 0.05, 0.03),
+        _drifted_layer(),
+        LayerResult("head", GONE, None, (1, 10), (0,), reason="no longer in the model"),
+    )
+    return SnapshotResult(
+        "t.py::test[a]", "0", "golden/t/test[a]/0", DRIFTED, layers, "msg", {"mosaic:layer2": "x.png"}
+    )
+
+
+def test_round_trip_through_json() -> None:
+    result = _result()
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert SnapshotResult.from_dict(data) == result
+    assert data["first_drifted"] == "layer2"
+
+
+def test_drift_questions() -> None:
+    result = _result()
+    assert [layer.name for layer in result.drifted_layers] == ["layer2", "head"]
+    assert result.first_drifted == "layer2"
+    layer = result.layer("layer2")
+    assert layer.min_ssim == 0.2 and layer.mean_ssim == pytest.approx((0.999 + 0.5 + 0.97 + 0.2) / 4)
+    # positions into channels, worst SSIM first, only failing ones (0.999 passes every tolerance)
+    assert layer.worst_channels() == [3, 1, 2]
+    assert layer.worst_channels(1) == [3]
+    assert math.isnan(result.layer("head").min_ssim)
+    with pytest.raises(KeyError, match="no layer 'nope' in snapshot '0'; layers: \\['layer1', 'layer2', 'head'\\]"):
+        result.layer("nope")
+
+
+def test_records_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        _result().outcome = "matched"  # type: ignore[misc]
+
+
+def test_errors_are_assertion_errors_for_pytest() -> None:
+    error = FeatureDriftError("drift", _result())
+    assert isinstance(error, AssertionError) and error.result is not None
+    assert issubclass(GoldenMissingError, AssertionError)
