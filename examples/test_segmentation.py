@@ -1,0 +1,26 @@
+"""A segmentation model (DeepLabV3 with a MobileNetV3 backbone, seeded random weights) on a photo.
+
+The model returns a dict; each selected layer is hooked by name, so the snapshot does not care about the output
+type. ``layers=None`` takes the documented default choice: the output of each resolution stage.
+"""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+
+@pytest.fixture(scope="module")
+def model(seed) -> nn.Module:
+    return seed(lambda: deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None))
+
+
+def test_deeplabv3_default_layers(feature_snapshot, model, photo):
+    result = feature_snapshot(model, photo("coffee"), channels=8)
+    assert result.layers[-1].name == "classifier"
+
+
+def test_deeplabv3_class_scores(feature_snapshot, model, photo):
+    # All 21 class-score maps of the head: a change in any class shows.
+    feature_snapshot(model, photo("coffee"), layers=["classifier.4"], channels="all")
