@@ -1,0 +1,156 @@
+"""Drift reports end to end: files, failure message, terminal section, report.json, JUnit, pytest-html, GitHub
+summary, stale-file removal, and serial versus ``-n 2``."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch  # noqa: F401  # loaded once here: in-process runs cannot import numpy twice
+from PIL import Image
+
+TEST_FILE = """
+import os
+import pytest
+import torch
+from torch import nn
+
+
+def net():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1))
+    if os.environ.get("FEATVIZ_TEST_DRIFT"):
+        with torch.no_grad():
+            model[2].weight[:2] *= -1
+    return model
+
+
+@pytest.mark.parametrize("tag", ["a<b>&c", "plain"])
+def test_net(feature_snapshot, tag):
+    torch.manual_seed(1)
+    feature_snapshot(net(), torch.randn(1, 3, 7, 7), layers=["0", "2"])
+
+
+def test_stable(feature_snapshot):
+    torch.manual_seed(2)
+    feature_snapshot(nn.Sequential(nn.Conv2d(3, 2, 1)), torch.randn(1, 3, 5, 5))
+"""
+
+
+@pytest.fixture
+def drifted(featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A project whose goldens exist and whose layer '2' now drifts (two of four channels flipped)."""
+    featviz_pytester.makepyfile(test_models=TEST_FILE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    return featviz_pytester
+
+
+def test_drift_writes_mosaics_current_render_and_report(drifted: pytest.Pytester) -> None:
+    result = drifted.runpytest()
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*diff mosaic of layer '2': featviz-report/snapshots/test_models/test_net?plain?/0/diff-2.png",
+            "*current render: featviz-report/snapshots/test_models/test_net?plain?/0/current (promote it*",
+            "*= featviz =*",
+            "3 snapshot(s) checked: 1 matched, 2 drifted (2 test(s), 2 layer(s)), 0 missing",
+            "report: featviz-report/index.html",
+        ]
+    )
+    root = drifted.path / "featviz-report"
+    mosaic = root / "snapshots/test_models/test_net[plain]/0/diff-2.png"
+    with Image.open(mosaic) as image:
+        # two drifted channels of a 7x7 map, upscaled x10: label column + 3 panels, 2 rows
+        assert image.mode == "RGB" and image.size == (336, 32 + 2 * 74 + 4)
+    assert not (root / "snapshots/test_models/test_net[plain]/0/diff-0.png").exists()  # layer 0 still matches
+    current = root / "snapshots/test_models/test_net[plain]/0/current"
+    assert sorted(p.name for p in current.iterdir()) == ["0.png", "2.png", "snapshot.json"]
+    assert not (root / "snapshots/test_models/test_stable").exists()
+
+    data = json.loads((root / "report.json").read_text())
+    assert data["summary"]["drifted"] == 2 and data["summary"]["matched"] == 1
+    # equally severe (same model, same input): ties are broken by test id
+    assert [s["test_id"] for s in data["snapshots"]] == [
+        "test_models.py::test_net[a<b>&c]",
+        "test_models.py::test_net[plain]",
+    ]
+    entry = next(s for s in data["snapshots"] if s["test_id"].endswith("[plain]"))
+    assert entry["first_drifted"] == "2" and entry["golden_dir"] == "golden/test_models/test_net[plain]/0"
+    layer = entry["layers"][1]
+    assert layer["layer"] == "2" and layer["shape"] == [1, 4, 7, 7] and layer["threshold"] == 0.98
+    assert layer["mosaic"] == "snapshots/test_models/test_net[plain]/0/diff-2.png"
+    assert len(layer["drifted_channels"]) == 2 and layer["min_ssim"] < 0.98
+    page = (root / "index.html").read_text()
+    assert "test_net[a&lt;b&gt;&amp;c]" in page and "a<b>" not in page
+
+
+def test_report_all_covers_matching_snapshots(drifted: pytest.Pytester) -> None:
+    drifted.runpytest("--featviz-report-all", "-k", "stable").assert_outcomes(passed=1, deselected=2)
+    data = json.loads((drifted.path / "featviz-report/report.json").read_text())
+    assert [(s["test_id"], s["outcome"]) for s in data["snapshots"]] == [("test_models.py::test_stable", "matched")]
+    assert (drifted.path / "featviz-report/snapshots/test_models/test_stable/0").is_dir()
+
+
+def test_stale_report_is_removed_and_foreign_files_kept(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    root = drifted.path / "featviz-report"
+    (root / "README.txt").write_text("mine")
+    monkeypatch.delenv("FEATVIZ_TEST_DRIFT")
+    result = drifted.runpytest()
+    result.assert_outcomes(passed=3)
+    result.stdout.no_fnmatch_line("report: *")
+    assert sorted(p.name for p in root.iterdir()) == ["README.txt"]
+
+
+def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:
+    drifted.runpytest("--featviz-report-dir", "out/cli", "-k", "plain").assert_outcomes(failed=1, deselected=2)
+    assert (drifted.path / "out/cli/index.html").is_file() and not (drifted.path / "featviz-report").exists()
+    drifted.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_report_dir = out/ini\n")
+    drifted.runpytest("-k", "plain").assert_outcomes(failed=1, deselected=2)
+    assert (drifted.path / "out/ini/report.json").is_file()
+
+
+def test_junitxml_properties_and_attachments(drifted: pytest.Pytester) -> None:
+    drifted.runpytest("--junitxml=junit.xml", "-o", "junit_logging=system-out", "-k", "plain")
+    case = ET.parse(drifted.path / "junit.xml").find(".//testcase[@name='test_net[plain]']")
+    assert case is not None
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    mosaic = properties["featviz:0:mosaic:2"]
+    assert mosaic is not None and Path(mosaic).name == "diff-2.png" and Path(mosaic).is_file()
+    out = case.findtext("system-out") or ""
+    assert f"[[ATTACHMENT|{Path(mosaic).resolve()}]]" in out
+
+
+def test_github_step_summary(drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = drifted.path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    text = summary.read_text()
+    assert text.startswith("earlier step\n### featviz")
+    assert "| `test_models.py::test_net[plain]` | 0 | drifted | 2 | 1 |" in text
+    assert "featviz-report/index.html" in text and "![" not in text
+
+
+def test_pytest_html_gets_the_mosaic(drifted: pytest.Pytester) -> None:
+    drifted.runpytest("--html=page.html", "--self-contained-html", "-k", "plain").assert_outcomes(
+        failed=1, deselected=2
+    )
+    page = (drifted.path / "page.html").read_text()
+    assert "featviz 0 mosaic:2" in page and "data:image/png;base64," in page
+
+
+def test_serial_and_xdist_write_the_same_report(drifted: pytest.Pytester) -> None:
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    serial = (drifted.path / "featviz-report/report.json").read_text()
+    result = drifted.runpytest("-n", "2")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["report: featviz-report/index.html"])
+    assert (drifted.path / "featviz-report/report.json").read_text() == serial
+    manifest = (drifted.path / "featviz-report" / ".featviz-manifest").read_text().split()
+    assert "index.html" in manifest and "snapshots/test_models/test_net[plain]/0/diff-2.png" in manifest
