@@ -190,3 +190,11 @@ def test_top_channels_are_stored_and_compared_as_stored(tmp_path: Path) -> None:
         model[0].weight.mul_(1.1)  # 10% more: same top channels, other values
     assert _check(model, tmp_path, update=False, channels="top:2") == DRIFTED
     assert _check(tiny_cnn(), tmp_path, update=False, channels="top:2") == MATCHED
+
+
+def test_top_channels_are_accepted_from_code_cli_and_ini_text() -> None:
+    settings = Settings(golden_dir=Path("golden"))
+    assert settings.override({"channels": " top:16 "}, "CLI").channels == "top:16"
+    for bad in ("top:0", "top:", "top:x"):
+        with pytest.raises(FeatvizError, match=r"CLI: channels 'top:N' needs a count N of at least 1"):
+            settings.override({"channels": bad}, "CLI")
