@@ -1,0 +1,165 @@
+"""Check overhead: (feature_snapshot call - bare forward) / bare forward, against a straightforward baseline.
+
+For ResNet-18 (224 px, ``relu, layer1..layer4``, 16 channels) and ResNet-50 (8 layers, 16 channels), timed side by
+side in one run (interleaved):
+
+* ``bare``: the forward pass alone (eval, inference mode), what the test runs anyway;
+* ``check``: a ``feature_snapshot`` call against an existing, matching golden;
+* ``update``: the same call under ``--featviz-update`` writing a fresh golden (every layer's PNG and the sidecar);
+* ``baseline check`` / ``baseline update``: the straightforward way, written here: hooks that keep the whole
+  output, one scikit-image ``structural_similarity`` call and one PNG file (Pillow's default settings) per channel.
+
+Usage: ``python benchmarks/overhead.py [--repeats N] [--model 18|50]``. Targets (issue #6): overhead <= 0.25
+(ResNet-18) and <= 0.15 (ResNet-50); update no slower than check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+TARGETS = {18: 0.25, 50: 0.15}
+
+
+class Baseline:
+    """The straightforward snapshot check the plugin is measured against (per channel, scikit-image, Pillow)."""
+
+    def __init__(self, model: nn.Module, layers: list[str], directory: Path, channels: int = 16) -> None:
+        self.model, self.layers, self.directory, self.channels = model, layers, directory, channels
+        self.modules = dict(model.named_modules())
+
+    def _capture(self, inputs: torch.Tensor) -> dict[str, np.ndarray[Any, Any]]:
+        kept: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in self.layers:
+
+            def hook(module: nn.Module, args: Any, output: torch.Tensor, name: str = name) -> None:
+                kept[name] = output.detach().clone()  # the whole output, all channels, all batch items
+
+            handles.append(self.modules[name].register_forward_hook(hook))
+        try:
+            with torch.inference_mode():
+                self.model(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {name: kept[name][0, : self.channels].numpy().astype(np.float64) for name in self.layers}
+
+    @staticmethod
+    def _tile(channel: np.ndarray[Any, Any], low: float, high: float) -> np.ndarray[Any, Any]:
+        return np.rint(np.clip((channel - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8)
+
+    def update(self, inputs: torch.Tensor) -> None:
+        import json
+
+        maps = self._capture(inputs)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, list[list[float]]] = {}
+        for name, layer in maps.items():
+            meta[name] = []
+            for index, channel in enumerate(layer):
+                low, high = float(channel.min()), float(channel.max())
+                meta[name].append([low, high, float(channel.mean()), float(channel.std())])
+                Image.fromarray(self._tile(channel, low, high)).save(self.directory / f"{name}-{index}.png")
+        (self.directory / "meta.json").write_text(json.dumps(meta))
+
+    def check(self, inputs: torch.Tensor) -> float:
+        import json
+
+        from skimage.metrics import structural_similarity
+
+        maps = self._capture(inputs)
+        meta = json.loads((self.directory / "meta.json").read_text())
+        worst = 1.0
+        for name, layer in maps.items():
+            for index, channel in enumerate(layer):
+                low, high, mean, std = meta[name][index]
+                golden = np.array(Image.open(self.directory / f"{name}-{index}.png"))
+                current = self._tile(channel, low, high)
+                if min(golden.shape) < 7:
+                    golden = np.kron(golden, np.ones((7, 7), np.uint8))
+                    current = np.kron(current, np.ones((7, 7), np.uint8))
+                score = structural_similarity(golden, current, data_range=255)
+                rms = np.sqrt(np.mean((golden.astype(np.float64) - current) ** 2)) / max(golden.std(), 5.1)
+                stat = max(abs(channel.mean() - mean), abs(channel.std() - std)) / max(std, 1e-12)
+                worst = min(worst, score - rms - stat)
+        return worst
+
+
+def measure(depth: int, repeats: int) -> dict[str, float]:
+    layers = common.RESNET18_LAYERS if depth == 18 else common.RESNET50_LAYERS
+    model, inputs = common.resnet(depth), common.photo()
+    root = common.fresh_dir(f"overhead{depth}")
+    golden_dir = root / "golden" / "snapshot"
+    assert common.snapshot_call(model, inputs, layers, golden_dir, update=True) == "created"
+    baseline = Baseline(model, layers, root / "baseline")
+    baseline.update(inputs)
+    scratch = root / "scratch"
+
+    def update() -> None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        assert common.snapshot_call(model, inputs, layers, scratch / "snapshot", update=True) == "created"
+
+    def check() -> None:
+        assert common.snapshot_call(model, inputs, layers, golden_dir, update=False) == "matched"
+
+    cases: dict[str, Callable[[], object]] = {
+        "bare": lambda: common.bare_forward(model, inputs),
+        "check": check,
+        "update": update,
+        "baseline check": lambda: baseline.check(inputs),
+        "baseline update": lambda: baseline.update(inputs),
+    }
+    timings = common.interleaved(cases, repeats)
+    shutil.rmtree(root, ignore_errors=True)
+    return timings
+
+
+def report(depth: int, timings: dict[str, float]) -> str:
+    bare = timings["bare"]
+    rows = []
+    for name, seconds in timings.items():
+        overhead = "" if name == "bare" else f"{(seconds - bare) / bare:.3f}"
+        rows.append([name, f"{seconds * 1000:.1f}", overhead])
+    target = TARGETS[depth]
+    check = (timings["check"] - bare) / bare
+    base = (timings["baseline check"] - bare) / bare
+    lines = [
+        f"ResNet-{depth}: {len(common.RESNET18_LAYERS if depth == 18 else common.RESNET50_LAYERS)} layers x 16"
+        " channels, 224 px (median of interleaved runs)",
+        common.table(rows, ["case", "ms", "overhead vs bare"]),
+        f"check overhead {check:.3f} (target <= {target}: {'met' if check <= target else 'NOT met'});"
+        f" baseline {base:.3f}; plugin extra time / baseline extra time {check / base:.2f}",
+        f"update/check time {timings['update'] / timings['check']:.2f} (target <= 1:"
+        f" {'met' if timings['update'] <= timings['check'] else 'NOT met'})",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--model", type=int, choices=(18, 50), action="append")
+    args = parser.parse_args(argv)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for depth in args.model or [18, 50]:
+        print(report(depth, measure(depth, args.repeats)))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""The fast paths give the same numbers as the straightforward ones (issue #6): batched SSIM == scikit-image.
+
+No timing is asserted here; ``benchmarks/`` measures speed. These tests pin the values the verdict is made of.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from pytest_featviz import compare, golden
+from pytest_featviz.compare import WINDOW, ssim_batch, upscale_to_window
+
+TOLERANCE = 1e-6
+
+
+def _skimage_loop(g: npt.NDArray[np.generic], c: npt.NDArray[np.generic], data_range: float) -> npt.NDArray[np.float64]:
+    g, c = upscale_to_window(g), upscale_to_window(c)
+    return np.array(
+        [
+            structural_similarity(g[i].astype(np.float64), c[i].astype(np.float64), data_range=data_range, win_size=7)
+            for i in range(len(g))
+        ]
+    )
+
+
+def _pair(shape: tuple[int, int, int], dtype: type[np.generic], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    golden_tiles = rng.integers(0, top, size=shape, endpoint=True).astype(dtype)
+    noise = rng.normal(0.0, 0.05 * top, size=shape)
+    current = np.clip(golden_tiles + noise, 0, top).astype(dtype)
+    return golden_tiles, current
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(16, 112, 112), (16, 56, 56), (3, 7, 7), (5, 1, 9), (2, 3, 3), (4, 1, 1), (1, 9, 40), (70, 13, 11)],
+    ids=lambda s: "x".join(map(str, s)),
+)
+def test_batched_ssim_equals_skimage_for_8_bit_tiles(shape: tuple[int, int, int]) -> None:
+    golden_tiles, current = _pair(shape, np.uint8, seed=sum(shape))
+    fast = ssim_batch(golden_tiles, current, 255.0)
+    assert fast.shape == (shape[0],)
+    np.testing.assert_allclose(fast, _skimage_loop(golden_tiles, current, 255.0), rtol=0, atol=TOLERANCE)
+
+
+def test_batched_ssim_equals_skimage_for_16_bit_tiles_at_the_top_of_the_range() -> None:
+    # 65535**2 * 49 overflows int32: the 16-bit path must sum in int64.
+    golden_tiles, current = _pair((6, 30, 30), np.uint16, seed=3)
+    golden_tiles[0] = 65535
+    current[0, :15] = 65535
+    fast = ssim_batch(golden_tiles, current, 65535.0)
+    np.testing.assert_allclose(fast, _skimage_loop(golden_tiles, current, 65535.0), rtol=0, atol=TOLERANCE)
+
+
+def test_batched_ssim_of_float_and_mixed_tiles_equals_skimage() -> None:
+    rng = np.random.default_rng(4)
+    golden_tiles = rng.random((3, 20, 20))
+    current = golden_tiles + rng.normal(0.0, 0.1, golden_tiles.shape)
+    np.testing.assert_allclose(
+        ssim_batch(golden_tiles, current, 1.0), _skimage_loop(golden_tiles, current, 1.0), rtol=0, atol=TOLERANCE
+    )
+    mixed_golden = (golden_tiles * 255).astype(np.uint8)
+    mixed_current = (np.clip(current, 0, 1) * 65535).astype(np.uint16) // 257
+    np.testing.assert_allclose(
+        ssim_batch(mixed_golden, mixed_current, 255.0),
+        _skimage_loop(mixed_golden, mixed_current, 255.0),
+        rtol=0,
+        atol=TOLERANCE,
+    )
+
+
+def test_batched_ssim_of_identical_and_constant_tiles() -> None:
+    tiles = np.zeros((3, 12, 12), dtype=np.uint8)
+    tiles[1] = 255
+    tiles[2, ::2] = 200
+    assert ssim_batch(tiles, tiles, 255.0).tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-12)
+    flipped = 255 - tiles
+    np.testing.assert_allclose(
+        ssim_batch(tiles, flipped, 255.0), _skimage_loop(tiles, flipped, 255.0), rtol=0, atol=TOLERANCE
+    )
+
+
+def test_batched_ssim_does_not_depend_on_the_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    golden_tiles, current = _pair((23, 17, 19), np.uint8, seed=5)
+    whole = ssim_batch(golden_tiles, current, 255.0)
+    for block in (1, 17 * 19, 3 * 17 * 19 + 5, 1 << 30):
+        monkeypatch.setattr(compare, "SSIM_BLOCK_PIXELS", block)
+        np.testing.assert_allclose(ssim_batch(golden_tiles, current, 255.0), whole, rtol=0, atol=1e-12)
+
+
+def test_batched_ssim_rejects_stacks_of_different_shapes() -> None:
+    with pytest.raises(ValueError, match="tile stacks differ in shape"):
+        ssim_batch(np.zeros((2, 8, 8), np.uint8), np.zeros((3, 8, 8), np.uint8), 255.0)
+
+
+def test_window_is_scikit_image_default() -> None:
+    assert WINDOW == 7
+
+
+def test_encoded_golden_png_is_lossless_and_byte_identical_for_the_same_tiles() -> None:
+    rng = np.random.default_rng(6)
+    mosaic = rng.integers(0, 255, size=(227, 227), endpoint=True).astype(np.uint8)
+    mosaic[:100] = 0  # a dead ReLU region, as in real layers
+    first, second = golden.encode_png(mosaic), golden.encode_png(mosaic.copy())
+    assert first == second
+    with Image.open(io.BytesIO(first)) as image:
+        assert image.mode == "L"
+        assert image.size == (227, 227)
+        assert np.array_equal(np.array(image), mosaic)
+    wide = (rng.integers(0, 65535, size=(31, 40), endpoint=True)).astype(np.uint16)
+    with Image.open(io.BytesIO(golden.encode_png(wide))) as image:
+        assert np.array_equal(np.array(image).astype(np.uint16), wide)
