@@ -189,15 +189,18 @@ class Lifecycle:
         assert self.golden_files() != before, "--featviz-update after a drift did not rewrite any golden"
         return result
 
-    def walk(self) -> Lifecycle:
-        """All seven steps, in order."""
+    def walk(self, rechecks: bool = True) -> Lifecycle:
+        """All seven steps, in order; ``rechecks=False`` leaves out the two plain check runs (steps 3 and 7), for
+        variants such as ``-n 2`` where every run costs worker start-ups and those two steps add nothing new."""
         self.missing()
         self.create()
-        self.recheck()
+        if rechecks:
+            self.recheck()
         self.update_unchanged()
         self.drift()
         self.accept()
-        self.recheck("final_check")
+        if rechecks:
+            self.recheck("final_check")
         return self
 
 
@@ -212,6 +215,7 @@ def run_lifecycle(
     drifting_tests: int | None = None,
     drifting_snapshots: int | None = None,
     drift_layer: str | None = None,
+    rechecks: bool = True,
 ) -> Lifecycle:
     """Walk the whole golden lifecycle of ``test_source`` (changed to ``changed_source`` at step 5); see
     :class:`Lifecycle`. Returns the lifecycle, whose ``runs`` hold each step's ``RunResult``."""
@@ -225,4 +229,4 @@ def run_lifecycle(
         drifting_tests=drifting_tests,
         drifting_snapshots=drifting_snapshots,
         drift_layer=drift_layer,
-    ).walk()
+    ).walk(rechecks)

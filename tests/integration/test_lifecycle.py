@@ -43,12 +43,20 @@ CHANGED = SOURCE.replace("SCALE = 1.0", "SCALE = 1.5")
 
 @pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["plain", "xdist"])
 def test_lifecycle(featviz_pytester: pytest.Pytester, args: tuple[str, ...]) -> None:
-    lifecycle = run_lifecycle(featviz_pytester, SOURCE, CHANGED, args=args, tests=2, drifting_tests=1, drift_layer="2")
+    # Under xdist every run starts two workers that import torch; the two plain re-checks are left out there
+    # (they are walked in the plain variant, and xdist changes nothing in them).
+    lifecycle = run_lifecycle(
+        featviz_pytester, SOURCE, CHANGED, args=args, tests=2, drifting_tests=1, drift_layer="2", rechecks=not args
+    )
     # The one drifted snapshot was rewritten; the stable test's golden was left alone by the accepting update.
     accept = lifecycle.runs["accept"].stdout.str()
     assert "goldens: 0 created, 1 updated, 1 unchanged" in accept
     drift = lifecycle.runs["drift"].stdout.str()
     assert "2 snapshot(s) checked: 1 matched, 1 drifted (1 test(s), 1 layer(s)), 0 missing" in drift
+    missing = lifecycle.runs["missing"].stdout.str()
+    assert "2 snapshot(s) checked: 0 matched, 0 drifted (0 test(s), 0 layer(s)), 2 missing" in missing
+    if args:
+        assert "2 workers [2 items]" in missing  # really distributed
 
 
 def test_single_snapshot_lifecycle_counts_one_created(featviz_pytester: pytest.Pytester) -> None:
