@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_featviz import config
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,6 +49,15 @@ def test_every_option_and_ini_key_is_documented(featviz_pytester: pytest.Pyteste
     page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     undocumented = sorted(name for name in options | ini_keys if f"`{name}" not in page)
     assert not undocumented, f"docs/configuration.md does not document {undocumented}"
+    rows = {
+        "featviz_threshold": config.DEFAULT_THRESHOLD,
+        "featviz_stat_tolerance": config.DEFAULT_STAT_TOLERANCE,
+        "featviz_rms_tolerance": config.DEFAULT_RMS_TOLERANCE,
+        "featviz_channels": config.DEFAULT_CHANNELS,
+    }
+    for ini_key, default in rows.items():
+        row = next(line for line in page.splitlines() if f"| `{ini_key}` |" in line)
+        assert row.endswith(f"| `{default:g}` |"), f"docs/configuration.md gives a stale default for {ini_key}: {row}"
 
 
 def test_readme_quickstart_is_make_demo_and_make_test() -> None:
