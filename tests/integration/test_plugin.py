@@ -207,3 +207,32 @@ def test_pytest_start_with_the_plugin_imports_nothing_heavy(featviz_pytester: py
     result = featviz_pytester.runpytest_subprocess("--collect-only", "-s")
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     assert _heavy_modules(result.stdout.str()) == []
+
+
+def test_an_exception_in_forward_reaches_the_user_unchanged(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(
+        test_boom="""
+        import torch
+        from torch import nn
+
+        class Boom(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 1, 1)
+
+            def forward(self, x):
+                self.conv(x)
+                raise RuntimeError("forward exploded on purpose")
+
+        def test_it(feature_snapshot):
+            model = Boom().train()
+            try:
+                feature_snapshot(model, torch.ones(1, 1, 2, 2), layers="conv")
+            finally:
+                assert model.training and not model.conv._forward_hooks
+        """
+    )
+    result = featviz_pytester.runpytest("--featviz-update")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E*RuntimeError: forward exploded on purpose"])
+    assert not (featviz_pytester.path / "golden").exists()

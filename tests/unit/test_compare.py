@@ -171,3 +171,28 @@ def test_a_new_selection_of_channels_is_drift_from_to(tmp_path: Path) -> None:
     snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0"], channels=[0, 1])
     with pytest.raises(FeatureDriftError, match=r"channel selection changed from \[0, 1\] to \[0, 2\]"):
         snapshotter(tmp_path)(_model(), _input(), layers=["0"], channels=[0, 2])
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (["0"], ["0", "2"], "  2: selected now but not in the golden"),
+        (["0", "2"], ["0"], "  2: in the golden but not captured now"),
+    ],
+)
+def test_a_changed_selection_is_drift_and_update_accepts_it(
+    tmp_path: Path, before: list[str], after: list[str], expected: str
+) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _input(), layers=before)
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(_model(), _input(), layers=after)
+    assert expected in str(caught.value)
+    assert snapshotter(tmp_path, update=True)(_model(), _input(), layers=after).outcome == "updated"
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == [f"{name}.png" for name in after]
+    assert snapshotter(tmp_path)(_model(), _input(), layers=after).outcome == "matched"
+
+
+def test_a_changed_normalization_is_drift(tmp_path: Path) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0"])
+    with pytest.raises(FeatureDriftError, match="normalize changed from 'minmax' to 'sigmoid'"):
+        snapshotter(tmp_path, normalize="sigmoid")(_model(), _input(), layers=["0"])
