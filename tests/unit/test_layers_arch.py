@@ -198,3 +198,21 @@ def test_top_channels_are_accepted_from_code_cli_and_ini_text() -> None:
     for bad in ("top:0", "top:", "top:x"):
         with pytest.raises(FeatvizError, match=r"CLI: channels 'top:N' needs a count N of at least 1"):
             settings.override({"channels": bad}, "CLI")
+
+
+def test_a_golden_without_layout_read_another_way_now_drifts_with_the_reason(tmp_path: Path) -> None:
+    # Tokens (1, 17, 8) were C=17 maps of 1 x 8 before layouts were recorded; now 8 maps of 4 x 4.
+    model = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8))
+    tokens = torch.randn(1, 17, 8, generator=torch.Generator().manual_seed(0))
+    identity = TestIdentity("t.py::t", "t.py", "t", "pytest --featviz-update t.py::t")
+    settings = Settings(golden_dir=tmp_path, update=True)
+    check_snapshot(model, tokens, ["1"], settings, tmp_path / "snap", identity, "0")
+    sidecar = tmp_path / "snap" / "snapshot.json"
+    data = json.loads(sidecar.read_text())
+    assert data["layers"][0]["layout"] == "tokens:1+4x4"
+    del data["layers"][0]["layout"]
+    data["layers"][0]["tile"] = [1, 8]
+    sidecar.write_text(json.dumps(data))
+    checked = check_snapshot(model, tokens, ["1"], Settings(golden_dir=tmp_path), tmp_path / "snap", identity, "0")
+    assert checked.result.outcome == DRIFTED
+    assert checked.result.layers[0].reason == "channel picture size changed from 1x8 to 4x4"
