@@ -111,10 +111,11 @@ def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
     index = module_index(model)
     found = {name: _Layer(name, type(module).__name__) for name, module in index.items()}
     traces: list[LayerTrace] = []
+    known: dict[int, Any] = {}
 
     def make_hook(name: str) -> Callable[..., None]:
         layer = found[name]
-        found_hints = module_hints(model, index, name)
+        found_hints = module_hints(model, index, name, known)
 
         def hook(module: Any, args: Any, output: Any) -> None:
             leaves = list(tensor_leaves(output))

@@ -85,11 +85,13 @@ def refuse_torchscript(model: nn.Module) -> None:
         )
 
 
-def module_hints(model: nn.Module, index: dict[str, nn.Module], name: str) -> Hints:
+def module_hints(
+    model: nn.Module, index: dict[str, nn.Module], name: str, known: dict[int, Hints | None] | None = None
+) -> Hints:
     """The layout hints of the module ``name``: its own, else its nearest ancestor's (the model last)."""
     parts = name.split(".")
     ancestors = [index[p] for p in (".".join(parts[:k]) for k in range(len(parts) - 1, 0, -1)) if p in index]
-    return hints(index.get(name), [*ancestors, model])
+    return hints(index.get(name), [*ancestors, model], known)
 
 
 def _closest(name: str, names: Sequence[str]) -> str:
@@ -118,13 +120,15 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
     if not items:
         raise FeatvizError("layers is an empty list: select at least one layer, or pass layers=None for the default")
     targets: dict[tuple[str, int | None], Target] = {}
+    known: dict[int, Hints | None] = {}
     for item in items:
         if isinstance(item, type):
             matched = [n for n, m in index.items() if isinstance(m, item)]
             if not matched:
                 raise FeatvizError(f"no layer of type {item.__name__} in {type(model).__name__}")
             for name in matched:
-                targets.setdefault((name, None), Target(name, index[name], hints=module_hints(model, index, name)))
+                found = module_hints(model, index, name, known)
+                targets.setdefault((name, None), Target(name, index[name], hints=found))
             continue
         if not isinstance(item, str):
             raise FeatvizError(f"layers must hold names, glob patterns or module classes; got {item!r}")
@@ -147,7 +151,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
             )
         for name in matched:
             full = name if leaf is None else f"{name}{LEAF_SEPARATOR}{leaf}"
-            found = module_hints(model, index, name)
+            found = module_hints(model, index, name, known)
             targets.setdefault((full, call), Target(full, index[name], call, leaf, found))
     # ``block`` selects every call, so a ``block@2`` next to it would capture that call twice.
     every_call = {name for name, call in targets if call is None}
@@ -177,6 +181,7 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None)
     """
     index = module_index(model) if model is not None else {}
     found: dict[str, Hints] = {}
+    known: dict[int, Hints | None] = {}
 
     def module_name(item: LayerTrace) -> str:
         return canonical_name(item.name).split("@")[0]
@@ -184,7 +189,7 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None)
     def grid(item: LayerTrace) -> tuple[int, ...] | None:
         name = module_name(item)
         if name not in found:
-            found[name] = module_hints(model, index, name) if model is not None else Hints()
+            found[name] = module_hints(model, index, name, known) if model is not None else Hints()
         return spatial_grid(item.shape, found[name])
 
     def depth(item: LayerTrace) -> int:

@@ -139,10 +139,18 @@ def own_hints(module: nn.Module) -> Hints | None:
     return None
 
 
-def hints(module: nn.Module | None, ancestors: Sequence[nn.Module] = ()) -> Hints:
-    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first)."""
+def hints(
+    module: nn.Module | None, ancestors: Sequence[nn.Module] = (), known: dict[int, Hints | None] | None = None
+) -> Hints:
+    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first).
+
+    ``known`` caches :func:`own_hints` by module id across calls on one model (a module's own hints walk its subtree).
+    """
+    cache: dict[int, Hints | None] = {} if known is None else known
     for candidate in ([module] if module is not None else []) + list(ancestors):
-        found = own_hints(candidate)
+        if id(candidate) not in cache:
+            cache[id(candidate)] = own_hints(candidate)
+        found = cache[id(candidate)]
         if found is not None:
             return found
     return Hints()
