@@ -1,0 +1,228 @@
+"""Stale goldens: snapshots that no executed test used, found at session end, reported and (on request) pruned.
+
+A golden snapshot is stale when its test file ran completely (every collected test of it ran to its teardown,
+nothing of it was deselected, nothing failed during collection) and either no collected test of that file owns it
+(the test was removed or renamed) or its test passed without using it (the snapshot call was removed). Goldens of a
+test that failed or was skipped are kept: it may not have reached its snapshot call. Goldens of test files that
+were not collected are never looked at. Under pytest-xdist the workers send what they collected in
+``workeroutput`` and the controller, which receives every test report, decides. This module imports nothing heavy
+at pytest start-up; the golden layout is imported only at session end, when a golden directory exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WORKER_OUTPUT_KEY = "featviz_collection"
+LISTED = 20  # stale snapshots named in the terminal summary; the rest are counted
+
+Location = Callable[[pytest.Item], "tuple[str, str]"]
+
+
+def _file_of(node_id: str) -> str:
+    return node_id.split("::", 1)[0]
+
+
+def _key(path: str | Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _shared_key(path: str | Path) -> str:
+    """``_key`` of the shared snapshot directory: an environment-keyed golden ``0@cuda`` counts as used with ``0``
+    (and ``0`` with ``0@cuda``), since a run on one device uses only one of them. A snapshot named ``a@b`` is thus
+    also kept with ``a``: erring towards keeping."""
+    path = Path(path)
+    base, separator, _ = path.name.rpartition("@")
+    return _key(path.with_name(base) if separator and base else path)
+
+
+class StaleGoldens:
+    """Session plugin: tracks collection and outcomes, finds stale golden snapshots, prunes them if asked."""
+
+    def __init__(self, config: pytest.Config, golden_root: Path, location: Location) -> None:
+        self.golden_root = golden_root
+        self.location = location
+        self.prune = bool(config.getoption("featviz_prune", False))
+        self.worker_output: dict[str, Any] | None = getattr(config, "workeroutput", None)
+        self.tests: dict[str, tuple[str, str]] = {}  # node id -> (test file, test name)
+        self.incomplete: set[str] = set()  # test files with a deselected test
+        self.collect_errors: set[str] = set()  # node ids of collectors that failed
+        self.finished: set[str] = set()  # node ids whose teardown reported
+        self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
+        self.used: set[str] = set()  # golden snapshot directories a record names
+        self.stale: list[Path] = []
+        self.pruned: list[Path] = []
+        self.prune_errors: list[str] = []
+        self.files_checked = 0
+
+    # -- what was collected (in the main process, or on each xdist worker) --
+
+    def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
+        for item in items:
+            self.incomplete.add(self.location(item)[0])
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # A file named with a node id (``test_m.py::test_x``) was collected only in part: the tests left out are
+        # unknown here, so the file does not count as run completely.
+        base = session.config.invocation_params.dir
+        named = {Path(base, arg.split("::", 1)[0]).resolve() for arg in session.config.args if "::" in arg}
+        for item in session.items:
+            self.tests[item.nodeid] = self.location(item)
+            if named and item.path.resolve() in named:
+                self.incomplete.add(self.tests[item.nodeid][0])
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.add(report.nodeid)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: merge what a worker collected (every worker collects the same tests)."""
+        collected = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if not collected:
+            return
+        for node_id, (test_file, test_name) in collected["tests"].items():
+            self.tests[node_id] = (test_file, test_name)
+        self.incomplete.update(collected["incomplete"])
+        self.collect_errors.update(collected["collect_errors"])
+
+    # -- what ran (reports reach the controller under xdist) --
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed or report.skipped:
+            self.not_passed.add(report.nodeid)
+        if report.when == "call":
+            for record in getattr(report, "featviz", None) or ():
+                self.used.add(_shared_key(record["golden_dir"]))
+        if report.when == "teardown":
+            self.finished.add(report.nodeid)
+
+    # -- session end --
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.worker_output is not None:
+            self.worker_output[WORKER_OUTPUT_KEY] = {
+                "tests": {node_id: list(location) for node_id, location in self.tests.items()},
+                "incomplete": sorted(self.incomplete),
+                "collect_errors": sorted(self.collect_errors),
+            }
+            return
+        if not self.golden_root.is_dir():
+            return
+        self.stale = self.find_stale()
+        if self.prune:
+            for directory in self.stale:
+                self._delete(directory)
+
+    def complete_files(self) -> dict[str, dict[str, list[str]]]:
+        """Test files that ran completely: file -> test name -> node ids."""
+        files: dict[str, dict[str, list[str]]] = {}
+        for node_id, (test_file, test_name) in self.tests.items():
+            files.setdefault(test_file, {}).setdefault(test_name, []).append(node_id)
+        return {
+            test_file: tests
+            for test_file, tests in files.items()
+            if test_file not in self.incomplete
+            and not any(self._covers(error, test_file) for error in self.collect_errors)
+            and all(node_id in self.finished for ids in tests.values() for node_id in ids)
+        }
+
+    @staticmethod
+    def _covers(collector: str, test_file: str) -> bool:
+        if collector in ("", "."):
+            return True
+        collector_file = _file_of(collector).rstrip("/")
+        return collector_file == test_file or test_file.startswith(collector_file + "/")
+
+    def find_stale(self) -> list[Path]:
+        """Golden snapshot directories of completely run test files that no executed test used."""
+        from pytest_featviz.golden import SIDECAR, sanitize_name, shared_dir, snapshot_dir
+
+        # An environment-keyed golden (<snapshot>@cuda) and its shared one are used or stale together: a run on one
+        # device uses only one of them, and must not prune the other device's golden.
+        used = {_key(shared_dir(Path(directory))) for directory in self.used}
+        stale: list[Path] = []
+        for test_file, tests in sorted(self.complete_files().items()):
+            file_dir = snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent
+            if not file_dir.is_dir():
+                continue
+            self.files_checked += 1
+            owners = {sanitize_name(name): ids for name, ids in tests.items()}
+            for test_dir in _subdirectories(file_dir):
+                ids = owners.get(test_dir.name, [])
+                if any(node_id in self.not_passed for node_id in ids):
+                    continue  # a failed or skipped test may not have reached its snapshot call
+                for snapshot in _subdirectories(test_dir):
+                    if (snapshot / SIDECAR).is_file() and _key(shared_dir(snapshot)) not in used:
+                        stale.append(snapshot)
+        return stale
+
+    def _delete(self, directory: Path) -> None:
+        """Delete the files this plugin writes in a snapshot directory, then the directories left empty."""
+        from pytest_featviz.golden import SIDECAR
+
+        try:
+            for picture in sorted(directory.glob("*.png")):
+                picture.unlink()
+            (directory / SIDECAR).unlink()
+            directory.rmdir()
+        except OSError as exc:
+            self.prune_errors.append(f"{directory}: {exc}")
+            return
+        self.pruned.append(directory)
+        root = _key(self.golden_root)
+        parent = directory.parent
+        while _key(parent) != root and _key(parent).startswith(root + os.sep):
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: other goldens live there
+                break
+            parent = parent.parent
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.worker_output is not None or not (self.stale or self.prune_errors):
+            return
+        terminalreporter.section("featviz stale goldens")
+        shown = self.pruned if self.prune else self.stale
+        if self.prune:
+            terminalreporter.write_line(
+                f"{len(self.pruned)} stale golden snapshot(s) deleted, no executed test used them"
+                f" ({self.files_checked_text()} checked):"
+            )
+        else:
+            terminalreporter.write_line(
+                f"{len(self.stale)} stale golden snapshot(s) that no executed test used"
+                f" ({self.files_checked_text()} checked):"
+            )
+        for directory in shown[:LISTED]:
+            terminalreporter.write_line(f"  {_display(directory)}")
+        if len(shown) > LISTED:
+            terminalreporter.write_line(f"  ... and {len(shown) - LISTED} more")
+        for error in self.prune_errors:
+            terminalreporter.write_line(f"could not delete {error}")
+        if not self.prune:
+            terminalreporter.write_line("delete them with:  pytest --featviz-prune")
+
+    def files_checked_text(self) -> str:
+        return f"{self.files_checked} test file(s) that ran completely"
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    """Subdirectories, without the hidden ones an interrupted write may leave."""
+    try:
+        return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)

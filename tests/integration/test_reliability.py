@@ -1,0 +1,453 @@
+"""Reliability as a user sees it: damaged goldens, hostile names, bad settings and crashing models fail only their own
+test with a clear message; killed, disk-full and read-only updates leave each golden old or new; ``-n 2`` gives the
+same goldens as a serial run."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+# Kept in sys.modules: in-process pytester runs drop the modules they import, and importing torch or Pillow's plugin
+# registry afresh in one process breaks them.
+import torch  # noqa: F401
+from PIL import Image, PngImagePlugin  # noqa: F401
+
+import pytest_featviz.golden  # noqa: F401
+
+MODELS = """
+import torch
+from torch import nn
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+
+
+def make_input():
+    torch.manual_seed(1)
+    return torch.rand(1, 1, 8, 8)
+"""
+
+TWO_TESTS = """
+import os
+from featviz_models import make_input, make_model
+
+SEED = int(os.environ.get("FEATVIZ_TEST_SEED", "0"))
+
+
+def test_sound(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0", "2"])
+
+
+def test_target(feature_snapshot):
+    feature_snapshot(make_model(SEED), make_input(), layers=["0", "2"])
+"""
+
+TARGET = Path("golden", "test_two", "test_target", "0")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def project(featviz_pytester: pytest.Pytester) -> pytest.Pytester:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_two=TWO_TESTS)
+    result = featviz_pytester.runpytest("--featviz-update")
+    result.assert_outcomes(passed=2)
+    return featviz_pytester
+
+
+def _set_sha(picture: Path, data: bytes) -> None:
+    picture.write_bytes(data)
+    sidecar_path = picture.parent / "snapshot.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    for layer in sidecar["layers"]:
+        if layer["file"] == picture.name:
+            layer["sha256"] = hashlib.sha256(data).hexdigest()
+    sidecar_path.write_text(json.dumps(sidecar))
+
+
+def _enormous_header() -> bytes:
+    ihdr = struct.pack(">IIBBBBB", 1 << 20, 1 << 20, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\0" * 100
+
+
+def _damage(case: str, snap: Path) -> None:
+    picture = snap / "0.png"
+    data = picture.read_bytes() if picture.exists() else b""
+    if case == "truncated":
+        picture.write_bytes(data[: len(data) // 2])
+    elif case == "truncated-rehashed":
+        _set_sha(picture, data[: len(data) // 2])
+    elif case == "not-a-png":
+        picture.write_bytes(b"<html>merge conflict</html>")
+    elif case == "wrong-geometry":
+        buffer = io.BytesIO()
+        Image.new("L", (3, 2)).save(buffer, format="PNG")
+        _set_sha(picture, buffer.getvalue())
+    elif case == "enormous-header":
+        picture.write_bytes(_enormous_header())
+    elif case == "sidecar-missing":
+        (snap / "snapshot.json").unlink()
+    elif case == "sidecar-malformed":
+        (snap / "snapshot.json").write_text('{"format": 1, "layers": [{"name": "0"}]}')
+    elif case == "sidecar-not-json":
+        (snap / "snapshot.json").write_text("<<<<<<< HEAD\n{")
+    elif case == "sidecar-newer":
+        sidecar = json.loads((snap / "snapshot.json").read_text())
+        sidecar["format"] = 7
+        (snap / "snapshot.json").write_text(json.dumps(sidecar))
+    elif case == "unreadable-dir":
+        # CI runs as root, where chmod does not stop reads: a file where the golden directory should be does.
+        for child in snap.iterdir():
+            child.unlink()
+        snap.rmdir()
+        snap.parent.rmdir()
+        snap.parent.write_text("not a directory")
+    else:
+        raise AssertionError(case)
+
+
+DAMAGE = {
+    "truncated": "golden picture */0.png does not match its sidecar (edited, damaged or half-merged);*",
+    "truncated-rehashed": "golden picture */0.png is not a readable PNG*",
+    "not-a-png": "golden picture */0.png is not a PNG (damaged, truncated or replaced);*",
+    "wrong-geometry": "golden picture */0.png is 3x2 pixels; its sidecar expects 17x17",
+    "enormous-header": "golden picture */0.png claims 1048576x1048576 pixels, *refusing to decode it*",
+    "sidecar-missing": "golden snapshot */test_target/0 has pictures but no sidecar snapshot.json*",
+    "sidecar-malformed": "golden sidecar */snapshot.json is malformed (KeyError*",
+    "sidecar-not-json": "golden sidecar */snapshot.json is not valid JSON*",
+    "sidecar-newer": "golden sidecar */snapshot.json has format 7, newer than this pytest-featviz reads (1);*",
+    "unreadable-dir": "*cannot read golden sidecar */test_target/0/snapshot.json: [[]Errno 20[]] Not a directory*",
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str) -> None:
+    snap = project.path / TARGET
+    sound = _files(project.path / "golden" / "test_two" / "test_sound")
+    _damage(case, snap)
+    damaged = _files(project.path / "golden")
+    result = project.runpytest("-rf")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*GoldenError: " + DAMAGE[case]])
+    result.stdout.fnmatch_lines(["FAILED test_two.py::test_target - *"])
+    assert _files(project.path / "golden") == damaged  # a check run never writes
+    # --featviz-update re-creates the damaged golden, except where a file blocks the directory
+    result = project.runpytest("--featviz-update")
+    if case == "unreadable-dir":
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(["*GoldenError: cannot write golden snapshot */test_target/0: *"])
+        assert (project.path / "golden" / "test_two" / "test_target").read_text() == "not a directory"
+    else:
+        result.assert_outcomes(passed=2)
+        project.runpytest().assert_outcomes(passed=2)
+    assert _files(project.path / "golden" / "test_two" / "test_sound") == sound
+
+
+HOSTILE_TESTS = r"""
+import pytest
+from featviz_models import make_input, make_model
+
+NAMES = [
+    "../../escape", "..", ".", "a/b\\c", "/etc/passwd", "ctl\x00\x1b[31m\n", "é" * 200, "\U0001f600" * 90,
+    "<script>alert('x')</script>", "CON", "x" * 400, " . ",
+]
+
+
+@pytest.mark.parametrize("name", NAMES, ids=NAMES)
+def test_hostile(feature_snapshot, name):
+    feature_snapshot(make_model(), make_input(), layers=["0"], name=name)
+"""
+
+
+def test_hostile_names_and_ids_stay_in_the_golden_dir(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_hostile=HOSTILE_TESTS)
+    before = set(featviz_pytester.path.rglob("*"))
+    result = featviz_pytester.runpytest("--featviz-update")
+    result.assert_outcomes(passed=12)
+    result.stdout.fnmatch_lines(["goldens: 12 created, 0 updated, 0 unchanged*"])
+    golden_root = (featviz_pytester.path / "golden").resolve()
+    written = {p for p in featviz_pytester.path.rglob("*") if p not in before and "__pycache__" not in p.parts}
+    written = {p for p in written if not p.resolve().is_relative_to(featviz_pytester.path / "featviz-report")}
+    assert all(p.resolve().is_relative_to(golden_root) for p in written)
+    sidecars = sorted(golden_root.rglob("snapshot.json"))
+    assert len(sidecars) == 12 and len({p.parent for p in sidecars}) == 12
+    for path in written:
+        for part in path.relative_to(golden_root).parts:
+            assert len(part.encode()) <= 255 and part.isascii() and part.isprintable()
+            assert not part.startswith(".") and "<" not in part and "/" not in part
+    assert not (featviz_pytester.path.parent / "escape").exists()
+    featviz_pytester.runpytest().assert_outcomes(passed=12)
+
+
+BAD_INPUT_TESTS = """
+import pytest
+import torch
+from torch import nn
+from featviz_models import make_input, make_model
+
+
+class Poisoned(nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        with torch.no_grad():
+            self.conv.bias.fill_(value)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.drop = nn.Dropout()
+
+    def forward(self, x):
+        self.drop(self.conv(x))
+        raise RuntimeError("forward exploded at step 3")
+
+
+def test_sound(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite(feature_snapshot, value):
+    feature_snapshot(Poisoned(value), make_input(), layers=["conv"])
+
+
+def test_empty_channels(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"], channels=[])
+
+
+@pytest.mark.featviz(threshold=1.5)
+def test_marker_threshold(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+
+
+def test_call_threshold(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"], threshold=-1.01)
+
+
+@pytest.mark.parametrize("layers", [["conv"], None])
+def test_forward_raises_and_model_is_restored(feature_snapshot, layers):
+    model = Exploding()
+    model.train()
+    with pytest.raises(RuntimeError, match="forward exploded at step 3"):
+        feature_snapshot(model, make_input(), layers=layers)
+    assert model.training and model.conv.training and model.drop.training
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_forward_raises_shown(feature_snapshot):
+    feature_snapshot(Exploding(), make_input(), layers=["conv"])
+"""
+
+
+def test_bad_inputs_fail_their_own_test(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_bad=BAD_INPUT_TESTS)
+    result = featviz_pytester.runpytest("--featviz-update")
+    result.assert_outcomes(passed=3, failed=5, errors=1)  # a bad marker fails the fixture's set-up
+    result.stdout.fnmatch_lines_random(
+        [
+            "*FeatvizError: layer 'conv' produced 72 NaN or Inf value(s) among the 72 values kept*",
+            "*FeatvizError: feature_snapshot(): channels is an empty list: select at least one channel",
+            "*FeatvizError: @pytest.mark.featviz: threshold is an SSIM score and must lie in [[]-1, 1[]]; got 1.5",
+            "*FeatvizError: feature_snapshot(): threshold is an SSIM score and must lie in [[]-1, 1[]]; got -1.01",
+            "E       RuntimeError: forward exploded at step 3",
+        ]
+    )
+    golden = featviz_pytester.path / "golden" / "test_bad"
+    assert sorted(p.name for p in golden.iterdir()) == ["test_sound"]  # nothing written for the failing tests
+
+
+@pytest.mark.parametrize(
+    ("args", "ini"),
+    [(["--featviz-threshold", "1.5"], ""), (["--featviz-threshold", "nan"], ""), ([], "featviz_threshold = -2\n")],
+    ids=["cli", "cli-nan", "ini"],
+)
+def test_threshold_outside_range_is_a_usage_error(featviz_pytester: pytest.Pytester, args: list[str], ini: str) -> None:
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n" + ini)
+    featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = featviz_pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    source = "featviz ini" if ini else "featviz CLI"
+    result.stderr.fnmatch_lines([f"ERROR: {source}: threshold *"])
+    assert not (featviz_pytester.path / "golden").exists()
+
+
+# -- faults during --featviz-update ---------------------------------------------------------------------------------
+
+HANG_CONFTEST = """
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def hang_mid_write(monkeypatch):
+    from pytest_featviz import golden
+
+    after = int(os.environ["FEATVIZ_HANG_AFTER"])
+    real = golden._write_file
+    count = []
+
+    def write(path, data):
+        real(path, data)
+        count.append(path)
+        if len(count) == after:
+            Path(os.environ["FEATVIZ_READY"]).write_text(str(path))
+            time.sleep(300)
+
+    monkeypatch.setattr(golden, "_write_file", write)
+"""
+
+
+@pytest.mark.parametrize("after", [1, 3], ids=["after-first-picture", "after-sidecar"])
+def test_killed_update_leaves_the_old_golden(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, after: int
+) -> None:
+    old = _files(project.path / "golden")
+    project.makeconftest(HANG_CONFTEST)
+    ready = project.path / "ready"
+    env = dict(os.environ, FEATVIZ_HANG_AFTER=str(after), FEATVIZ_READY=str(ready), FEATVIZ_TEST_SEED="5")
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--featviz-update", "test_two.py"]
+    process = subprocess.Popen(command, cwd=project.path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), "the update never reached the write that hangs"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert "featviz-new-" in ready.read_text()  # it was killed while writing into the hidden staging directory
+    after_kill = _files(project.path / "golden")
+    visible = {k: v for k, v in after_kill.items() if not any(part.startswith(".") for part in k.split("/"))}
+    assert visible == old  # every golden is the old one, byte for byte
+    assert after_kill.keys() - old.keys()  # the half-built new snapshot, hidden
+    assert all(
+        k.startswith(f"{TARGET.parent.as_posix()[len('golden/') :]}/.0.featviz-new-")
+        for k in after_kill.keys() - old.keys()
+    )
+    (project.path / "conftest.py").unlink()
+    ready.unlink()
+    project.runpytest().assert_outcomes(passed=2)  # the leftover does not disturb a check
+    monkeypatch.setenv("FEATVIZ_TEST_SEED", "5")
+    result = project.runpytest("--featviz-update")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["goldens: 0 created, 1 updated, 1 unchanged*"])
+    project.runpytest().assert_outcomes(passed=2)
+    assert sorted(p.name for p in (project.path / TARGET).parent.iterdir()) == ["0"]  # leftover removed
+
+
+FAULT_CONFTEST = """
+import errno
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def fault(monkeypatch):
+    from pytest_featviz import golden
+
+    kind = os.environ["FEATVIZ_FAULT"]
+    if kind == "enospc":
+        real = golden._write_file
+
+        def write(path, data):
+            if path.name == "2.png":
+                with path.open("xb") as stream:
+                    stream.write(data[:10])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(path, data)
+
+        monkeypatch.setattr(golden, "_write_file", write)
+    else:
+        def refuse(source, target):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+
+        monkeypatch.setattr(golden.os, "replace", refuse)
+"""
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("enospc", "[[]Errno 28[]] No space left on device"), ("erofs", "[[]Errno 30[]] Read-only file system: *")],
+    ids=["enospc", "erofs"],
+)
+def test_failed_write_names_the_path_and_leaves_no_partial_files(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, fault: str, message: str
+) -> None:
+    old = _files(project.path / "golden")
+    project.makeconftest(FAULT_CONFTEST)
+    monkeypatch.setenv("FEATVIZ_FAULT", fault)
+    monkeypatch.setenv("FEATVIZ_TEST_SEED", "5")
+    (project.path / "golden" / "test_two" / "test_sound").rename(project.path / "sound-aside")
+    result = project.runpytest("--featviz-update")
+    result.assert_outcomes(failed=2)  # the missing golden cannot be created, the drifted one not rewritten
+    result.stdout.fnmatch_lines(
+        [f"*GoldenError: cannot write golden snapshot *{TARGET.as_posix()}: {message}; the golden there was left as*"]
+    )
+    result.stdout.fnmatch_lines([f"*GoldenError: cannot write golden snapshot */test_sound/0: {message}*"])
+    left = _files(project.path / "golden")
+    assert left == {k: v for k, v in old.items() if "test_sound" not in k}  # no partial file, old golden intact
+    monkeypatch.setenv("FEATVIZ_TEST_SEED", "0")
+    (project.path / "conftest.py").unlink()
+    result = project.runpytest("-rf")
+    result.assert_outcomes(passed=1, failed=1)  # the old target golden still matches; test_sound is missing
+    result.stdout.fnmatch_lines(["*GoldenMissingError: no golden for snapshot '0' of test_two.py::test_sound*"])
+
+
+# -- parallel runs ----------------------------------------------------------------------------------------------
+
+PARALLEL_TESTS = """
+import pytest
+from featviz_models import make_input, make_model
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_many(feature_snapshot, seed):
+    feature_snapshot(make_model(seed), make_input(), layers=["0", "2"])
+    feature_snapshot(make_model(seed), make_input(), layers=["1"], name="relu")
+"""
+
+
+def test_parallel_update_and_check_match_a_serial_run(featviz_pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_par=PARALLEL_TESTS, test_par2=PARALLEL_TESTS)
+    serial = featviz_pytester.runpytest("--featviz-update", "--featviz-golden-dir", "serial")
+    serial.assert_outcomes(passed=8)
+    result = featviz_pytester.runpytest("--featviz-update", "-n", "2")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["goldens: 16 created, 0 updated, 0 unchanged*"])
+    parallel = _files(featviz_pytester.path / "golden")
+    assert parallel == _files(featviz_pytester.path / "serial")  # same files, same bytes
+    assert len([k for k in parallel if k.endswith("snapshot.json")]) == 16
+    assert not [k for k in parallel if "/." in "/" + k]  # no leftovers of the shared directories
+    stamps = {p: p.stat().st_mtime_ns for p in (featviz_pytester.path / "golden").rglob("*")}
+    result = featviz_pytester.runpytest("-n", "2")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["16 snapshot(s) checked: 16 matched, 0 drifted*"])
+    assert {p: p.stat().st_mtime_ns for p in (featviz_pytester.path / "golden").rglob("*")} == stamps

@@ -1,0 +1,222 @@
+"""Stale goldens: reported at session end for test files that ran completely, deleted by ``--featviz-prune``, never
+touched for test files that were deselected in part, stopped early, failed to collect or were not collected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Kept in sys.modules: in-process pytester runs drop the modules they import, and importing torch or Pillow's plugin
+# registry afresh in one process breaks them.
+import torch  # noqa: F401
+from PIL import Image, PngImagePlugin  # noqa: F401
+
+import pytest_featviz.golden  # noqa: F401
+
+MODELS = """
+import torch
+from torch import nn
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+
+
+def make_input():
+    torch.manual_seed(1)
+    return torch.rand(1, 1, 6, 6)
+"""
+
+BEFORE = """
+from featviz_models import make_input, make_model
+
+
+def test_a(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="keep")
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="drop")
+
+
+def test_b(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+
+
+def test_c(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+
+# test_b is gone and test_a no longer takes "drop"; test_c stays and may be told to fail or skip.
+AFTER = """
+import os
+import pytest
+from featviz_models import make_input, make_model
+
+
+def test_a(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="keep")
+
+
+def test_c(feature_snapshot):
+    if os.environ.get("FEATVIZ_C") == "fail":
+        raise RuntimeError("test_c broke before its snapshot")
+    if os.environ.get("FEATVIZ_C") == "skip":
+        pytest.skip("not on this machine")
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+
+OTHER_BEFORE = """
+from featviz_models import make_input, make_model
+
+
+def test_o(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+
+OTHER_AFTER = """
+def test_plain():
+    pass
+"""
+
+STALE = ["golden/test_st/test_a/drop", "golden/test_st/test_b/0"]
+OTHER_STALE = "golden/test_other/test_o/0"
+
+
+def _snapshots(root: Path) -> list[str]:
+    return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob("snapshot.json"))
+
+
+@pytest.fixture
+def project(featviz_pytester: pytest.Pytester) -> pytest.Pytester:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_st=BEFORE, test_other=OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=4)
+    featviz_pytester.makepyfile(test_st=AFTER, test_other=OTHER_AFTER)
+    return featviz_pytester
+
+
+ALL = ["golden/test_other/test_o/0", "golden/test_st/test_a/drop", "golden/test_st/test_a/keep"]
+ALL += ["golden/test_st/test_b/0", "golden/test_st/test_c/0"]
+
+
+def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> None:
+    assert _snapshots(project.path) == ALL
+    keep = project.path / "golden" / "test_st" / "test_a" / "keep"
+    keyed = keep.with_name("keep@cuda")  # an environment-keyed golden, used on another machine
+    keyed.mkdir()
+    for name in ("snapshot.json", "0.png"):
+        (keyed / name).write_bytes((keep / name).read_bytes())
+    unrelated = project.path / "golden" / "test_st" / "notes"
+    unrelated.mkdir()
+    (unrelated / "README.txt").write_text("not a snapshot")
+    result = project.runpytest()
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*= featviz stale goldens =*",
+            "3 stale golden snapshot(s) that no executed test used (2 test file(s) that ran completely checked):",
+            f"  {OTHER_STALE}",
+            f"  {STALE[0]}",
+            f"  {STALE[1]}",
+            "delete them with:  pytest --featviz-prune",
+        ]
+    )
+    assert _snapshots(project.path) == sorted([*ALL, "golden/test_st/test_a/keep@cuda"])  # reporting deletes nothing
+
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        ["3 stale golden snapshot(s) deleted, no executed test used them (2 test file(s) that ran completely checked):"]
+    )
+    assert _snapshots(project.path) == [
+        "golden/test_st/test_a/keep",
+        "golden/test_st/test_a/keep@cuda",
+        "golden/test_st/test_c/0",
+    ]
+    assert not (project.path / "golden" / "test_st" / "test_b").exists()  # emptied parents go
+    assert not (project.path / "golden" / "test_other").exists()
+    assert (unrelated / "README.txt").read_text() == "not a snapshot"  # not a snapshot directory: kept
+
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=3)
+    assert "stale golden" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-k", "test_a or test_plain"],
+        ["--deselect", "test_st.py::test_c", "--deselect", "test_other.py::test_plain"],
+        ["-m", "not slow"],
+        ["test_st.py::test_a", "test_st.py::test_c", "test_other.py::test_plain"],
+    ],
+    ids=["-k", "--deselect", "-m-nothing-deselected", "node-ids"],
+)
+def test_partial_selection(project: pytest.Pytester, args: list[str]) -> None:
+    result = project.runpytest("--featviz-prune", *args)
+    if args[0] == "-m":  # nothing deselected: both files ran completely
+        result.assert_outcomes(passed=3)
+        result.stdout.fnmatch_lines(["3 stale golden snapshot(s) deleted*"])
+        return
+    if args[0] == "-k":  # test_c deselected: test_st.py did not run completely, test_other.py did
+        result.assert_outcomes(passed=2, deselected=1)
+        result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", f"  {OTHER_STALE}"])
+        assert _snapshots(project.path) == [s for s in ALL if s != OTHER_STALE]
+        return
+    # --deselect of one test in each file, or tests named by node id (the others were never collected)
+    result.assert_outcomes(passed=3 if args[0] == "test_st.py::test_a" else 1)
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(project.path) == ALL
+
+
+def test_files_not_collected_are_never_touched(project: pytest.Pytester) -> None:
+    result = project.runpytest("--featviz-prune", "test_other.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted, * (1 test file(s) that ran completely checked):"])
+    assert _snapshots(project.path) == [s for s in ALL if s != OTHER_STALE]
+
+
+def test_stopped_early_and_collection_errors_are_not_complete(project: pytest.Pytester) -> None:
+    project.makepyfile(test_other="import no_such_module_anywhere\n")
+    result = project.runpytest("--featviz-prune", "--continue-on-collection-errors")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*", f"  {STALE[0]}", f"  {STALE[1]}"])
+    assert OTHER_STALE in _snapshots(project.path)  # the file that failed to collect keeps its goldens
+
+    project.makepyfile(test_other=OTHER_AFTER)
+    project.makepyfile(test_aaa="def test_first():\n    assert False\n")
+    result = project.runpytest("--featviz-prune", "-x")
+    result.assert_outcomes(failed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert OTHER_STALE in _snapshots(project.path)
+
+
+@pytest.mark.parametrize("outcome", ["fail", "skip"])
+def test_failed_or_skipped_test_keeps_its_goldens(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    monkeypatch.setenv("FEATVIZ_C", outcome)
+    result = project.runpytest("--featviz-prune")
+    if outcome == "fail":
+        result.assert_outcomes(passed=2, failed=1)
+    else:
+        result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["3 stale golden snapshot(s) deleted*"])
+    assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
+
+
+def test_prune_under_xdist(project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    result = project.runpytest("-n", "2", "-k", "test_a or test_c", "--featviz-prune")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "2 stale golden snapshot(s) deleted, no executed test used them (1 test file(s) that ran completely*",
+            f"  {STALE[0]}",
+            f"  {STALE[1]}",
+        ]
+    )
+    assert _snapshots(project.path) == [OTHER_STALE, "golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
+    result = project.runpytest("-n", "2", "--featviz-prune")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted, *", f"  {OTHER_STALE}"])
+    assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]

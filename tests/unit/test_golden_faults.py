@@ -1,0 +1,301 @@
+"""Damaged goldens and failing writes, at the level of ``golden``: every fault is a ``GoldenError`` naming the path,
+and a failed or interrupted write leaves the old snapshot as it was."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_featviz import golden
+from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
+from pytest_featviz.render import build_mosaic
+
+TILE = (4, 5)
+CHANNELS = 3
+
+
+def _snapshot(seed: int) -> tuple[SnapshotGolden, bytes]:
+    tiles = np.random.default_rng(seed).integers(0, 255, size=(CHANNELS, *TILE), dtype=np.uint8)
+    png = golden.encode_png(build_mosaic(tiles))
+    layer = LayerGolden(
+        name="conv",
+        file="conv.png",
+        shape=(1, CHANNELS, *TILE),
+        tile_shape=TILE,
+        channels=tuple(range(CHANNELS)),
+        frames=((0.0, 1.0),) * CHANNELS,
+        stats=((0.5, 0.1, 0.0, 1.0),) * CHANNELS,
+        sha256=golden.sha256_hex(png),
+    )
+    return SnapshotGolden("minmax", 8, (layer,)), png
+
+
+def _write(directory: Path, seed: int) -> SnapshotGolden:
+    stored, png = _snapshot(seed)
+    golden.write_files(directory, golden.sidecar_text(stored), {"conv.png": png})
+    return stored
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _set_sha(directory: Path, data: bytes) -> LayerGolden:
+    """Replace the picture by ``data`` and make the sidecar agree, so the check after the hash is reached."""
+    (directory / "conv.png").write_bytes(data)
+    sidecar = json.loads((directory / golden.SIDECAR).read_text())
+    sidecar["layers"][0]["sha256"] = golden.sha256_hex(data)
+    (directory / golden.SIDECAR).write_text(json.dumps(sidecar))
+    stored = golden.read_sidecar(directory)
+    assert stored is not None
+    return stored.layers[0]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return golden.PNG_SIGNATURE + chunk
+
+
+@pytest.fixture
+def snap(tmp_path: Path) -> Path:
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    _write(directory, seed=0)
+    return directory
+
+
+def test_a_sound_golden_reads_back(snap: Path) -> None:
+    stored = golden.read_sidecar(snap)
+    assert stored is not None
+    mosaic = golden.read_layer(snap, stored.layers[0], 8)
+    assert mosaic.shape == (2 * (TILE[0] + 1) - 1, 2 * (TILE[1] + 1) - 1)
+
+
+def test_header_claiming_enormous_size_is_refused_before_decoding(snap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = _set_sha(snap, _png_header(200_000, 100_000) + b"\0" * 64)
+
+    def no_decoding(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Pillow must not be asked to open this file")
+
+    monkeypatch.setattr(golden.Image, "open", no_decoding)
+    with pytest.raises(GoldenError, match=r"claims 200000x100000 pixels.*refusing to decode") as info:
+        golden.read_layer(snap, layer, 8)
+    assert str(snap / "conv.png") in str(info.value)
+
+
+def test_not_a_png(snap: Path) -> None:
+    stored = golden.read_sidecar(snap)
+    assert stored is not None
+    (snap / "conv.png").write_bytes(b"GIF89a" + b"\0" * 100)
+    with pytest.raises(GoldenError, match=r"conv\.png is not a PNG \(damaged, truncated or replaced\)"):
+        golden.read_layer(snap, stored.layers[0], 8)
+
+
+def test_truncated_png_does_not_match_its_sidecar(snap: Path) -> None:
+    stored = golden.read_sidecar(snap)
+    assert stored is not None
+    data = (snap / "conv.png").read_bytes()
+    (snap / "conv.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(GoldenError, match="does not match its sidecar"):
+        golden.read_layer(snap, stored.layers[0], 8)
+
+
+def test_truncated_png_with_a_matching_sidecar_is_not_readable(snap: Path) -> None:
+    data = (snap / "conv.png").read_bytes()
+    layer = _set_sha(snap, data[: len(data) // 2])
+    with pytest.raises(GoldenError, match="is not a readable PNG"):
+        golden.read_layer(snap, layer, 8)
+
+
+def test_wrong_geometry(snap: Path) -> None:
+    layer = _set_sha(snap, golden.encode_png(np.zeros((5, 7), dtype=np.uint8)))
+    with pytest.raises(GoldenError, match=r"is 7x5 pixels; its sidecar expects 11x9"):
+        golden.read_layer(snap, layer, 8)
+
+
+def test_pictures_without_sidecar(snap: Path) -> None:
+    (snap / golden.SIDECAR).unlink()
+    with pytest.raises(GoldenError, match=r"has pictures but no sidecar snapshot\.json"):
+        golden.read_sidecar(snap)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"format": 1, "normalize": "minmax"}', "is malformed"),
+        ("[1, 2]", "is not a JSON object"),
+        ('{"format": 99, "layers": []}', r"has format 99, newer than this pytest-featviz reads \(1\)"),
+        (
+            '{"format": 1, "normalize": "minmax", "bit_depth": 8, "layers": [{"name": "x", "file": "../x.png",'
+            ' "sha256": "", "shape": [1], "tile": [1, 1], "channels": [{"index": 0, "range": [0, 1], "mean": 0,'
+            ' "std": 0, "min": 0, "max": 0}]}]}',
+            "names a layer file outside its directory",
+        ),
+    ],
+)
+def test_bad_sidecar(snap: Path, text: str, message: str) -> None:
+    (snap / golden.SIDECAR).write_text(text)
+    with pytest.raises(GoldenError, match=message) as info:
+        golden.read_sidecar(snap)
+    assert str(snap / golden.SIDECAR) in str(info.value)
+
+
+def test_a_file_where_the_golden_directory_should_be(tmp_path: Path) -> None:
+    (tmp_path / "golden").write_text("not a directory")
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    with pytest.raises(GoldenError, match="cannot read golden sidecar"):
+        golden.read_sidecar(directory)
+    stored, png = _snapshot(1)
+    with pytest.raises(GoldenError, match=f"cannot write golden snapshot {directory}"):
+        golden.write_files(directory, golden.sidecar_text(stored), {"conv.png": png})
+    assert (tmp_path / "golden").read_text() == "not a directory"
+
+
+def test_rewrite_switches_the_whole_snapshot(snap: Path) -> None:
+    stored, png = _snapshot(1)
+    changed = golden.write_files(snap, golden.sidecar_text(stored), {"conv.png": png})
+    assert changed == [snap / "conv.png", snap / golden.SIDECAR]
+    assert golden.read_sidecar(snap) == stored
+    assert golden.read_layer(snap, stored.layers[0], 8).shape == (9, 11)
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]  # no hidden leftovers
+
+
+def test_unchanged_rewrite_writes_nothing(snap: Path) -> None:
+    stamps = {p.name: p.stat().st_mtime_ns for p in snap.iterdir()}
+    inode = snap.stat().st_ino
+    stored, png = _snapshot(0)
+    assert golden.write_files(snap, golden.sidecar_text(stored), {"conv.png": png}) == []
+    assert {p.name: p.stat().st_mtime_ns for p in snap.iterdir()} == stamps
+    assert snap.stat().st_ino == inode
+
+
+def test_kept_picture_keeps_its_mtime_and_dropped_layer_goes(snap: Path) -> None:
+    old, _ = _snapshot(0)
+    extra_png = golden.encode_png(np.zeros((4, 5), dtype=np.uint8))
+    extra = LayerGolden(
+        "head", "head.png", (1, 1, 4, 5), (4, 5), (0,), ((0.0, 1.0),), ((0, 0, 0, 0),), golden.sha256_hex(extra_png)
+    )
+    os.utime(snap / "conv.png", ns=(1_000_000_000, 1_000_000_000))
+    changed = golden.write_files(
+        snap, golden.sidecar_text(SnapshotGolden("minmax", 8, (*old.layers, extra))), {"head.png": extra_png}
+    )
+    assert changed == [snap / "head.png", snap / golden.SIDECAR]
+    assert (snap / "conv.png").stat().st_mtime_ns == 1_000_000_000  # copied into the new snapshot with its mtime
+    assert sorted(p.name for p in snap.iterdir()) == ["conv.png", "head.png", "snapshot.json"]
+    golden.write_files(snap, golden.sidecar_text(old), {})
+    assert sorted(p.name for p in snap.iterdir()) == ["conv.png", "snapshot.json"]
+
+
+def _failing_write(error: int) -> Any:
+    real = golden._write_file
+    calls = []
+
+    def write(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            real(path, data)  # the first file makes it
+            return
+        with path.open("xb") as stream:
+            stream.write(data[: len(data) // 2])  # the disk fills half-way through the second
+        raise OSError(error, os.strerror(error))
+
+    return write
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["rewrite", "create"])
+def test_disk_full_leaves_the_old_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh: bool) -> None:
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    if not fresh:
+        _write(directory, seed=0)
+    before = _files(tmp_path)
+    monkeypatch.setattr(golden, "_write_file", _failing_write(errno.ENOSPC))
+    stored, png = _snapshot(1)
+    with pytest.raises(GoldenError) as info:
+        golden.write_files(directory, golden.sidecar_text(stored), {"conv.png": png})
+    assert str(info.value).startswith(f"cannot write golden snapshot {directory}: [Errno 28] No space left on device")
+    assert "left as it was" in str(info.value)
+    assert _files(tmp_path) == before  # no partial file anywhere, old golden byte for byte
+
+
+@pytest.mark.parametrize("fault", ["replace", "mkdtemp"])
+def test_read_only_golden_dir(snap: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    root = snap.parents[2]
+    before = _files(root)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(snap.parent))
+
+    if fault == "replace":
+        monkeypatch.setattr(golden.os, "replace", refuse)
+    else:
+        monkeypatch.setattr(golden.tempfile, "mkdtemp", refuse)
+    stored, png = _snapshot(1)
+    with pytest.raises(GoldenError, match=r"Read-only file system") as info:
+        golden.write_files(snap, golden.sidecar_text(stored), {"conv.png": png})
+    assert str(info.value).startswith(f"cannot write golden snapshot {snap}:")
+    monkeypatch.undo()
+    assert _files(root) == before
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]
+
+
+def test_interrupted_between_renames_is_named_and_healed(snap: Path) -> None:
+    # The one moment a kill can hit with no snapshot directory: after the old one moved aside, before the new one
+    # moved in.
+    os.replace(snap, snap.parent / ".0.featviz-old-ab12cd34")
+    with pytest.raises(GoldenError, match=r"an interrupted --featviz-update left \.0\.featviz-old-ab12cd34"):
+        golden.read_sidecar(snap)
+    stored = _write(snap, seed=1)
+    assert golden.read_sidecar(snap) == stored
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]
+
+
+def test_leftover_staging_does_not_disturb_reads_and_is_removed_by_the_next_write(snap: Path) -> None:
+    leftover = snap.parent / ".0.featviz-new-zz99zz99"
+    leftover.mkdir()
+    (leftover / "conv.png").write_bytes(b"half")
+    stored = golden.read_sidecar(snap)
+    assert stored is not None and golden.read_layer(snap, stored.layers[0], 8).shape == (9, 11)
+    _write(snap, seed=2)
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]
+
+
+HOSTILE = [
+    "../../../etc/passwd",
+    "..",
+    ".",
+    "a/b\\c",
+    "/absolute",
+    "C:\\windows",
+    "ctl\x00\x01\n\t",
+    "é" * 300,
+    "\U0001f600" * 100,
+    "<script>alert('x')</script>",
+    "CON",
+    "nul.txt",
+    "x" * 1000,
+    "",
+    " . ",
+]
+
+
+def test_hostile_names_stay_inside_the_golden_dir(tmp_path: Path) -> None:
+    root = tmp_path / "golden"
+    seen: set[Path] = set()
+    for test_file in ["../up.py", "tests/test_m.py", "/abs/test_x.py"]:
+        for name in HOSTILE:
+            directory = golden.snapshot_dir(root, test_file, name, name)
+            assert directory.resolve().is_relative_to(root.resolve())
+            for part in directory.relative_to(root).parts:
+                assert len(part.encode("utf-8")) <= 255 and part not in (".", "..") and not part.startswith(".")
+                assert part.isascii() and part.isprintable() and "<" not in part
+            seen.add(directory)
+    assert len(seen) == 3 * len(HOSTILE)  # no two names share a directory
