@@ -280,9 +280,40 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _promote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "report_dir", nargs="?", default="featviz-report", help="the drift report directory (default: featviz-report)"
+    )
+    parser.add_argument(
+        "--root", default=".", help="the pytest rootdir the report's golden paths are relative to (default: .)"
+    )
+    parser.add_argument("-k", dest="select", default=None, help="only snapshots whose test id contains this text")
+
+
+def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
+    from pytest_featviz import report
+
+    report_dir = Path(args.report_dir)
+    if not (report_dir / report.REPORT_JSON).is_file():
+        raise CommandError(f"no {report.REPORT_JSON} in {report_dir}: run pytest first (it writes the report on drift)")
+    try:
+        written = report.promote(report_dir, Path(args.root), args.select)
+    except (OSError, ValueError, KeyError) as exc:
+        raise FeatvizError(f"cannot promote from {report_dir}: {exc}") from exc
+    for directory in written:
+        out.write(f"promoted {directory}\n")
+    out.write(f"{len(written)} golden snapshot(s) replaced by the current render; review and commit them\n")
+    return 0 if written else 1
+
+
 COMMANDS: dict[str, Command] = {
     "layers": Command("list the layer names a model offers, and the default choice", _layers_arguments, _run_layers),
     "show": Command("show what a stored golden snapshot holds", _show_arguments, _run_show),
+    "promote": Command(
+        "copy the current renders of a drift report into the goldens (what --featviz-update would write)",
+        _promote_arguments,
+        _run_promote,
+    ),
 }
 
 

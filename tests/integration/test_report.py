@@ -11,6 +11,8 @@ import pytest
 import torch  # noqa: F401  # loaded once here: in-process runs cannot import numpy twice
 from PIL import Image
 
+from pytest_featviz.config import DEFAULT_THRESHOLD
+
 TEST_FILE = """
 import os
 import pytest
@@ -80,9 +82,9 @@ def test_drift_writes_mosaics_current_render_and_report(drifted: pytest.Pytester
     entry = next(s for s in data["snapshots"] if s["test_id"].endswith("[plain]"))
     assert entry["first_drifted"] == "2" and entry["golden_dir"] == "golden/test_models/test_net[plain]/0"
     layer = entry["layers"][1]
-    assert layer["layer"] == "2" and layer["shape"] == [1, 4, 7, 7] and layer["threshold"] == 0.98
+    assert layer["layer"] == "2" and layer["shape"] == [1, 4, 7, 7] and layer["threshold"] == DEFAULT_THRESHOLD
     assert layer["mosaic"] == "snapshots/test_models/test_net[plain]/0/diff-2.png"
-    assert len(layer["drifted_channels"]) == 2 and layer["min_ssim"] < 0.98
+    assert len(layer["drifted_channels"]) == 2 and layer["min_ssim"] < DEFAULT_THRESHOLD
     page = (root / "index.html").read_text()
     assert "test_net[a&lt;b&gt;&amp;c]" in page and "a<b>" not in page
 
