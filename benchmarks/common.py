@@ -76,16 +76,32 @@ def bare_forward(model: nn.Module, inputs: torch.Tensor) -> None:
 
 def interleaved(cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds per call of each case, timing the cases in turn so that noise hits them alike."""
+    return interleaved_wall_cpu(cases, repeats, warmup)[0]
+
+
+def interleaved_wall_cpu(
+    cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall seconds and median process CPU seconds (all threads) per call of each case, interleaved.
+
+    On a shared machine the wall clock also counts time the process waited for a core; CPU time does not, so the
+    two together bracket what a quiet machine would show.
+    """
     for _ in range(warmup):
         for run in cases.values():
             run()
-    samples: dict[str, list[float]] = {name: [] for name in cases}
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, run in cases.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    return (
+        {name: statistics.median(values) for name, values in wall.items()},
+        {name: statistics.median(values) for name, values in cpu.items()},
+    )
 
 
 def fresh_dir(prefix: str) -> Path:
