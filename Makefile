@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,6 +25,39 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check pytest_featviz tests benchmarks examples
 	$(VENV)/bin/ruff format --check pytest_featviz tests benchmarks examples
 	$(VENV)/bin/mypy
+
+# The demo: the example suite passes against its committed goldens, then runs again with a deliberate preprocessing
+# bug (FEATVIZ_DEMO_BREAK=1 skips the ImageNet normalization). That second run is EXPECTED to fail its tests (exit
+# status 1); the target only fails if it does not (the bug went unnoticed) or if pytest itself broke (status > 1).
+demo: $(STAMP)
+	@echo "== featviz demo 1/2: examples/ against the goldens committed under golden/examples/ (expect: all pass)"
+	$(PY) -m pytest examples -p no:cacheprovider -q
+	@echo
+	@echo "== featviz demo 2/2: the same suite with FEATVIZ_DEMO_BREAK=1, i.e. the normalization step skipped"
+	@echo "== (expect: every snapshot test FAILS with a feature drift; this failure is the point of the demo)"
+	@FEATVIZ_DEMO_BREAK=1 $(PY) -m pytest examples -p no:cacheprovider -q --tb=short; status=$$?; \
+	echo; \
+	if [ $$status -ne 1 ]; then \
+		echo "featviz demo: the drift run exited with status $$status, expected 1 (tests failed on drift)"; exit 1; \
+	fi; \
+	echo "featviz demo: the drift run failed as intended: the missing normalization was caught."; \
+	echo "  What to look at:"; \
+	echo "  - the failure messages above: 'drift starts at layer ...' names the first drifted layer in forward"; \
+	echo "    order, then the worst channels with their SSIM against the threshold"; \
+	echo "  - the report: featviz-report/index.html (golden / current / diff mosaics of every drifted layer)"; \
+	echo "  - the goldens it compared with: golden/examples/ (one PNG mosaic per layer + snapshot.json)"; \
+	echo "  Nothing under golden/ was changed: check mode never writes goldens."
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# Performance figures of docs/performance.md (issue #6); about 10 minutes on 2 cores. Each script prints its ratios.
+bench: $(STAMP)
+	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/ssim_speed.py
+	$(PY) benchmarks/golden_size.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/overhead.py
 
 clean:
 	rm -rf featviz-report site dist build .pytest_cache .mypy_cache .ruff_cache

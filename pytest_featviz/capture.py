@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_featviz.layout import ChannelSpec, channel_count, first_tensor, keep_maps, select_channels
+from pytest_featviz.layout import ChannelSpec, Hints, first_tensor, keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,8 @@ class Target:
     name: str
     module: nn.Module
     call: int | None = None
+    leaf: str | None = None  # selector of a tensor leaf in a tuple/list/dict output (layout.pick)
+    hints: Hints | None = None  # layout hints from the module and its ancestors (layers.resolve_layers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class LayerCapture:
     shape: tuple[int, ...]
     channels: tuple[int, ...]
     maps: torch.Tensor  # float32, CPU, (len(channels), H, W)
+    layout: str = ""  # layout.Layout.label: how the output was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +132,11 @@ def capture(
                 return
             try:
                 spec = channels(name) if callable(channels) else channels
-                selected = select_channels(spec, channel_count(tensor.shape))
-                maps = keep_maps(tensor, selected)
+                kept = keep(output, module if target.hints is None else target.hints, target.leaf, spec)
             except ValueError as exc:
                 errors.append(ValueError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
                 return
-            captured.append(LayerCapture(name, tuple(tensor.shape), selected, maps))
+            captured.append(LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout))
 
         return hook
 

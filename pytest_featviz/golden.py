@@ -2,8 +2,9 @@
 
 A snapshot's golden is a directory ``<golden dir>/<test file without .py>/<test name>/<snapshot name>/`` holding
 one PNG per layer (the channel tiles as a mosaic) and ``snapshot.json``, the sidecar. Goldens are data: PNG and
-JSON only, never pickle. Every write goes to a temporary file in the same directory and is moved into place with
-``os.replace``; a file whose bytes would not change is not written at all, so its mtime stays.
+JSON only, never pickle. A snapshot is written as a whole into a hidden sibling directory and renamed into place
+(see :func:`write_files`), so it switches from old to new at once; a file whose bytes would not change is not written
+at all, so its mtime stays. PNG headers are checked before anything is decoded.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import io
 import json
 import os
 import re
+import secrets
+import shutil
 import tempfile
 import unicodedata
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +33,16 @@ from pytest_featviz.render import TileArray, mosaic_size
 
 FORMAT_VERSION = 1
 SIDECAR = "snapshot.json"
+PROVENANCE_KEYS = ("environment", "fingerprints")  # optional top-level sidecar entries (environment.Provenance)
+KEY_SEPARATOR = "@"  # environment-keyed goldens live beside the shared one: <snapshot>@<device type>
+_KEY = re.compile(r"[a-z][a-z0-9_]*")
 MAX_NAME_LENGTH = 80
 # Refuse a PNG whose header claims more pixels than this before decoding it (a damaged or hostile file).
 MAX_PIXELS = 1 << 26
 PNG_COMPRESS_LEVEL = 9
+# zlib's run-length strategy after Pillow's per-row PNG filters: as small as the default strategy at level 9 (within
+# 2%, smaller on noisy maps) and about 10x faster to write; measured in benchmarks/golden_size.py.
+PNG_COMPRESS_STRATEGY = zlib.Z_RLE
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-\[\]+=,@]")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
@@ -92,6 +102,7 @@ class LayerGolden:
     frames: tuple[tuple[float, float], ...]
     stats: tuple[tuple[float, float, float, float], ...]
     sha256: str
+    layout: str = ""  # how the output was read (layout.Layout.label); "" in sidecars written before it existed
 
     def frames_array(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         return np.array(self.frames, dtype=np.float64).reshape(len(self.channels), 2)
@@ -108,6 +119,9 @@ class SnapshotGolden:
     bit_depth: int
     layers: tuple[LayerGolden, ...]
     format: int = FORMAT_VERSION
+    # Where the golden was made: {"environment": {...}, "fingerprints": {...}} as written by
+    # environment.Provenance.to_sidecar; None in sidecars written before provenance was recorded.
+    provenance: dict[str, Any] | None = None
 
     def layer(self, name: str) -> LayerGolden | None:
         return next((layer for layer in self.layers if layer.name == name), None)
@@ -125,6 +139,7 @@ def sidecar_text(golden: SnapshotGolden) -> str:
         f'  "format": {golden.format},',
         f'  "normalize": {_json(golden.normalize)},',
         f'  "bit_depth": {golden.bit_depth},',
+        *(f"  {_json(key)}: {_json(value)}," for key, value in (golden.provenance or {}).items()),
         '  "layers": [',
     ]
     for position, layer in enumerate(golden.layers):
@@ -148,6 +163,7 @@ def sidecar_text(golden: SnapshotGolden) -> str:
             f'      "sha256": {_json(layer.sha256)},',
             f'      "shape": {_json(list(layer.shape))},',
             f'      "tile": {_json(list(layer.tile_shape))},',
+            *([f'      "layout": {_json(layer.layout)},'] if layer.layout else []),
             '      "channels": [',
             ",\n".join(f"        {channel}" for channel in channels),
             "      ]",
@@ -179,6 +195,7 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
                     sha256=str(entry["sha256"]),
                     shape=tuple(int(v) for v in entry["shape"]),
                     tile_shape=(int(entry["tile"][0]), int(entry["tile"][1])),
+                    layout=str(entry.get("layout", "")),
                     channels=tuple(int(c["index"]) for c in channels),
                     frames=tuple((float(c["range"][0]), float(c["range"][1])) for c in channels),
                     stats=tuple(
@@ -191,6 +208,7 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
             bit_depth=int(data["bit_depth"]),
             layers=tuple(layers),
             format=version,
+            provenance=_provenance(data),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise GoldenError(f"golden sidecar {path} is malformed ({type(exc).__name__}: {exc})") from exc
@@ -202,12 +220,42 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
     return golden
 
 
+def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The optional provenance entries of a sidecar (absent from older sidecars, which load without them)."""
+    found = {key: data[key] for key in PROVENANCE_KEYS if isinstance(data.get(key), dict)}
+    return found or None
+
+
+def keyed_dir(directory: Path, key: str) -> Path:
+    """The environment-keyed sibling of a snapshot's golden directory: ``<snapshot>@<key>`` (``0@cuda``)."""
+    return directory.with_name(f"{directory.name}{KEY_SEPARATOR}{sanitize_name(key)}")
+
+
+def shared_dir(directory: Path) -> Path:
+    """The shared golden directory a keyed one belongs to (``0@cuda`` -> ``0``); other directories unchanged."""
+    base, separator, key = directory.name.rpartition(KEY_SEPARATOR)
+    if separator and base and _KEY.fullmatch(key):
+        return directory.with_name(base)
+    return directory
+
+
 def read_sidecar(directory: Path) -> SnapshotGolden | None:
     """The sidecar of the snapshot in ``directory``; ``None`` when there is no golden there yet."""
     path = directory / SIDECAR
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        leftovers = _leftovers(directory)
+        if leftovers:
+            raise GoldenError(
+                f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
+                f" {leftovers[0].name} beside it; re-run with --featviz-update"
+            ) from None
+        if directory.is_dir() and any(p.suffix == ".png" for p in directory.iterdir()):
+            raise GoldenError(
+                f"golden snapshot {directory} has pictures but no sidecar {SIDECAR} (deleted or lost in a merge?);"
+                " restore it, or re-create the snapshot with --featviz-update"
+            ) from None
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenError(f"cannot read golden sidecar {path}: {exc}") from exc
@@ -221,19 +269,43 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
 def encode_png(image: TileArray) -> bytes:
     """PNG bytes of a greyscale image (8 or 16 bit); no timestamps or text chunks, so the same pixels give the
     same bytes."""
-    mode = "L" if image.dtype == np.uint8 else "I;16"
+    # Pillow infers the mode from the dtype: "L" for uint8, "I;16" for uint16 (an explicit mode= is refused by
+    # Pillow 13 for uint16 arrays).
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image), mode=mode).save(
-        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+    Image.fromarray(np.ascontiguousarray(image)).save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_COMPRESS_STRATEGY
     )
     return buffer.getvalue()
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_HEADER_BYTES = 33  # signature, IHDR length and type, width, height, bit depth, colour type, ...
+
+
+def _png_size(head: bytes, path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk; refuses a file that is not a PNG or claims too many pixels."""
+    if len(head) < _PNG_HEADER_BYTES or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        raise GoldenError(
+            f"golden picture {path} is not a PNG (damaged, truncated or replaced); re-create it with --featviz-update"
+        )
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if width * height > MAX_PIXELS:
+        raise GoldenError(
+            f"golden picture {path} claims {width}x{height} pixels, more than pytest-featviz decodes ({MAX_PIXELS});"
+            " refusing to decode it (damaged or hostile file); re-create it with --featviz-update"
+        )
+    return width, height
+
+
 def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray:
-    """The mosaic of ``layer``, checked against the sidecar (hash, size, bit depth) before it is decoded."""
+    """The mosaic of ``layer``, checked before it is decoded: PNG header (signature, size), hash and geometry
+    against the sidecar, bit depth."""
     path = directory / layer.file
     try:
-        data = path.read_bytes()
+        with path.open("rb") as stream:
+            head = stream.read(_PNG_HEADER_BYTES)
+            width, height = _png_size(head, path)
+            data = head + stream.read()
     except FileNotFoundError as exc:
         raise GoldenError(f"golden picture {path} is missing (the sidecar lists it)") from exc
     except OSError as exc:
@@ -244,13 +316,12 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
             " re-create it with --featviz-update"
         )
     expected = mosaic_size(len(layer.channels), layer.tile_shape)
+    if (height, width) != expected:
+        raise GoldenError(
+            f"golden picture {path} is {width}x{height} pixels; its sidecar expects {expected[1]}x{expected[0]}"
+        )
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS or (height, width) != expected:
-                raise GoldenError(
-                    f"golden picture {path} is {width}x{height} pixels; its sidecar expects {expected[1]}x{expected[0]}"
-                )
             wanted_mode = "L" if bit_depth == 8 else "I;16"
             if image.mode != wanted_mode:
                 raise GoldenError(f"golden picture {path} has mode {image.mode}, expected {wanted_mode}")
@@ -259,6 +330,8 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
         raise
     except Exception as exc:  # Pillow raises many types for broken files
         raise GoldenError(f"golden picture {path} is not a readable PNG ({type(exc).__name__}: {exc})") from exc
+    if pixels.shape != expected:
+        raise GoldenError(f"golden picture {path} decodes to shape {pixels.shape}; its sidecar expects {expected}")
     result: TileArray = pixels.astype(np.uint8 if bit_depth == 8 else np.uint16)
     return result
 
@@ -292,19 +365,116 @@ def write_atomic(path: Path, data: bytes) -> bool:
 
 
 def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> list[Path]:
-    """Write a snapshot's pictures, then its sidecar; remove pictures of layers the sidecar no longer lists.
+    """Replace a snapshot's golden as a whole: its pictures and its sidecar switch together, or not at all.
 
-    ``pictures`` maps a layer file name to PNG bytes; a layer absent from it keeps the file already on disk.
-    Returns the files whose bytes changed.
+    ``pictures`` maps a layer file name to PNG bytes; a layer absent from it keeps the file already on disk (copied
+    with its mtime). Pictures of layers the sidecar no longer lists are dropped. The new snapshot is built in a
+    hidden sibling directory and renamed into place, so a run killed at any moment leaves the old snapshot or the
+    new one, plus at most a hidden leftover that the next write removes. Nothing is written when no byte would
+    change. Returns the files whose bytes changed; raises :class:`GoldenError` naming the path when the golden
+    cannot be written, with the old golden left as it was.
     """
-    changed = [directory / name for name, data in sorted(pictures.items()) if write_atomic(directory / name, data)]
-    if write_atomic(directory / SIDECAR, sidecar.encode("utf-8")):
+    payload = sidecar.encode("utf-8")
+    kept = [str(layer["file"]) for layer in json.loads(sidecar)["layers"]]
+    old = {p.name for p in _own_pictures(directory)} if directory.is_dir() else set()
+    changed = [directory / name for name in kept if name in pictures and _bytes_of(directory / name) != pictures[name]]
+    if _bytes_of(directory / SIDECAR) != payload:
         changed.append(directory / SIDECAR)
-    kept = {layer["file"] for layer in json.loads(sidecar)["layers"]}
+    if not changed and old <= set(kept):
+        return []
+    try:
+        if directory.is_dir() and any(entry.is_dir() for entry in directory.iterdir()):
+            # Another test file's goldens nest inside this directory (pathological names): a directory switch
+            # would move them too, so fall back to file-by-file replacement, sidecar last.
+            _write_in_place(directory, payload, pictures, kept)
+        else:
+            _switch_directory(directory, payload, {name: pictures.get(name) for name in kept})
+    except OSError as exc:
+        raise GoldenError(
+            f"cannot write golden snapshot {directory}: {exc}; the golden there was left as it was"
+        ) from exc
+    return changed
+
+
+def _bytes_of(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with ``data``, flushed to disk."""
+    with path.open("xb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open a directory; its renames are durable enough
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _leftovers(directory: Path) -> list[Path]:
+    """Hidden siblings of ``directory`` left by an interrupted write (``.<name>.featviz-new-*`` / ``-old-*``)."""
+    pattern = re.compile(re.escape(f".{directory.name}.featviz-") + r"(new|old)-[a-z0-9_]{8}")
+    try:
+        return sorted(p for p in directory.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir())
+    except OSError:
+        return []
+
+
+def _switch_directory(directory: Path, payload: bytes, files: dict[str, bytes | None]) -> None:
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for leftover in _leftovers(directory):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.featviz-new-", dir=parent))
+    try:
+        for name, data in files.items():
+            old = directory / name
+            if data is None or _bytes_of(old) == data:
+                shutil.copy2(old, staging / name)  # unchanged: same bytes and mtime
+            else:
+                _write_file(staging / name, data)
+        _write_file(staging / SIDECAR, payload)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private
+        if directory.exists():
+            backup = parent / f".{directory.name}.featviz-old-{secrets.token_hex(4)}"
+            os.replace(directory, backup)
+            try:
+                os.replace(staging, directory)
+            except BaseException:
+                os.replace(backup, directory)
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_directory(parent)
+
+
+def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> None:
+    for name in kept:
+        if name in pictures:
+            write_atomic(directory / name, pictures[name])
+    write_atomic(directory / SIDECAR, payload)
     for stale in _own_pictures(directory):
         if stale.name not in kept:
             stale.unlink()
-    return changed
 
 
 def _own_pictures(directory: Path) -> Iterable[Path]:

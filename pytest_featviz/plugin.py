@@ -5,10 +5,12 @@ Everything heavy (torch, numpy, scikit-image, Pillow) is imported inside the fix
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Generator
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,7 +25,8 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
 TRACKER_KEY = pytest.StashKey["SessionTracker"]()
 MARKER_HELP = (
-    "featviz(threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=): feature snapshot settings for"
+    "featviz(threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=, deterministic=): feature snapshot"
+    " settings for"
     " this test; a keyword of the feature_snapshot() call wins over the marker, the marker over CLI and ini."
 )
 
@@ -38,6 +41,13 @@ def pytest_configure(config: pytest.Config) -> None:
     tracker = SessionTracker(config.stash[SETTINGS_KEY])
     config.stash[TRACKER_KEY] = tracker
     config.pluginmanager.register(tracker, "featviz-session")
+    if config.pluginmanager.hasplugin("html"):
+        config.pluginmanager.register(HtmlExtras(), "featviz-html")
+    from pytest_featviz.stale import StaleGoldens
+
+    config.pluginmanager.register(
+        StaleGoldens(config, config.stash[SETTINGS_KEY].golden_dir, _test_location), "featviz-stale"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -100,7 +110,10 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
         extra = ["--featviz-golden-dir", str(request.config.getoption("featviz_golden_dir"))]
     identity = TestIdentity(item.nodeid, test_file, test_name, update_command(item.nodeid, extra))
     results = item.stash.setdefault(RESULTS_KEY, [])
-    return FeatureSnapshot(identity, settings, results.append)
+    from pytest_featviz.report import Reporter
+
+    reporter = Reporter(settings.report_dir, settings.golden_dir, settings.report_all)
+    return FeatureSnapshot(identity, settings, results.append, reporter)
 
 
 class SessionTracker:
@@ -109,6 +122,14 @@ class SessionTracker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.results: list[SnapshotResult] = []
+        self.index: Path | None = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not hasattr(session.config, "workerinput"):  # the controller (or a serial run) owns the report dir
+            from pytest_featviz.report import remove_stale
+
+            remove_stale(self.settings.report_dir)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
@@ -118,6 +139,29 @@ class SessionTracker:
         if call.when == "call" and records:
             # A plain JSON-able attribute travels with the report from an xdist worker to the controller.
             report.featviz = [record.to_dict() for record in records]
+            from pytest_featviz.report import attachment_lines, junit_properties
+
+            item.user_properties.extend(junit_properties(records))  # junitxml reads them from teardown
+            attachments = attachment_lines(records)
+            if attachments and item.config.getoption("xmlpath", None):
+                # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
+                # report, which carries the item's report sections added from here on.
+                item.add_report_section("call", "stdout", attachments)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput"):
+            return
+        from pytest_featviz import report
+
+        self.index = report.write_session_report(
+            self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
+        )
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary and self.index is not None:
+            data = report.report_data(
+                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
+            )
+            report.append_step_summary(Path(summary), report.step_summary(data, self.index))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)
@@ -143,3 +187,25 @@ class SessionTracker:
             )
         elif counts[MISSING]:
             terminalreporter.write_line("create missing goldens with: pytest --featviz-update")
+        if self.index is not None:
+            terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
+        if self.settings.calibrate:
+            from pytest_featviz.calibrate import summary_lines  # imports nothing heavy: the controller has no torch
+
+            terminalreporter.section("featviz calibrate")
+            for line in summary_lines(self.results):
+                terminalreporter.write_line(line)
+
+
+class HtmlExtras:
+    """pytest-html, when active: the diff mosaics go into the failing test's row (``extras``)."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        outcome = yield
+        records = item.stash.get(RESULTS_KEY, None)
+        if call.when == "call" and records and item.config.getoption("htmlpath", None):
+            from pytest_featviz.report import html_extras
+
+            report = outcome.get_result()
+            report.extras = [*getattr(report, "extras", []), *html_extras(records)]

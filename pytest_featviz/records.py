@@ -145,6 +145,30 @@ class LayerResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CalibrationRun:
+    """One benign perturbation of a snapshot under ``--featviz-calibrate``, scored against the golden.
+
+    ``layers`` are the per-layer scores of the perturbed run; ``note`` says why the perturbation was skipped
+    (``layers`` is then empty).
+    """
+
+    perturbation: str
+    layers: tuple[LayerResult, ...] = ()
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"perturbation": self.perturbation, "layers": [r.to_dict() for r in self.layers], "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CalibrationRun:
+        return cls(
+            perturbation=str(data["perturbation"]),
+            layers=tuple(LayerResult.from_dict(d) for d in data.get("layers", ())),
+            note=str(data.get("note", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotResult:
     """The outcome of one ``feature_snapshot`` call.
 
@@ -160,6 +184,7 @@ class SnapshotResult:
     layers: tuple[LayerResult, ...] = ()
     message: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)
+    calibration: tuple[CalibrationRun, ...] = ()  # --featviz-calibrate only
 
     @property
     def drifted_layers(self) -> list[LayerResult]:
@@ -187,6 +212,7 @@ class SnapshotResult:
             "layers": [layer.to_dict() for layer in self.layers],
             "message": self.message,
             "artifacts": dict(sorted(self.artifacts.items())),
+            **({"calibration": [run.to_dict() for run in self.calibration]} if self.calibration else {}),
         }
 
     @classmethod
@@ -199,6 +225,7 @@ class SnapshotResult:
             layers=tuple(LayerResult.from_dict(d) for d in data.get("layers", ())),
             message=str(data.get("message", "")),
             artifacts={str(k): str(v) for k, v in data.get("artifacts", {}).items()},
+            calibration=tuple(CalibrationRun.from_dict(d) for d in data.get("calibration", ())),
         )
 
 

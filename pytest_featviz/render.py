@@ -17,9 +17,11 @@ import numpy.typing as npt
 from pytest_featviz.records import NORMALIZE_MODES
 
 PERCENTILES = (0.5, 99.5)
-# A channel whose spread is tiny next to the layer's widest channel is rendered with a widened frame: otherwise
-# float noise (TF32, another CPU) would be stretched to full contrast and fail the check. 2% of the widest channel.
+# A channel whose spread is tiny next to the layer's other channels is rendered with a widened frame: float noise
+# (TF32, another CPU) is proportional to the layer's scale, not the channel's, and would otherwise be stretched to
+# full contrast and fail the check. The floor is the larger of 2% of the widest and 25% of the median channel.
 SCALE_FLOOR = 0.02
+MEDIAN_FLOOR = 0.25
 SEPARATOR_LEVEL = 128
 STATISTICS = ("mean", "std", "min", "max")
 
@@ -40,6 +42,17 @@ def _round_frame(values: FloatArray) -> FloatArray:
     return np.array([float(f"{v:.9g}") for v in values.ravel()], dtype=np.float64).reshape(values.shape)
 
 
+def spread_floor(spreads: FloatArray, magnitude: float = 0.0) -> float:
+    """The smallest spread a channel is measured with, given the spreads of all kept channels of its layer.
+
+    ``magnitude`` (the largest absolute value in the layer) adds a floor of one millionth of it, so an all-flat
+    layer at a large offset is not stretched either.
+    """
+    if spreads.size == 0:
+        return 1e-12
+    return max(SCALE_FLOOR * float(spreads.max()), MEDIAN_FLOOR * float(np.median(spreads)), 1e-6 * magnitude, 1e-12)
+
+
 def channel_statistics(maps: npt.NDArray[np.floating]) -> FloatArray:
     """Per-channel ``mean, std, min, max`` of ``maps`` (C, H, W) as a float64 array of shape (C, 4)."""
     flat = np.asarray(maps, dtype=np.float64).reshape(maps.shape[0], -1)
@@ -56,12 +69,12 @@ def channel_frames(maps: npt.NDArray[np.floating], mode: str) -> FloatArray:
         low, high = np.percentile(flat, PERCENTILES, axis=1)
     elif mode == "sigmoid":
         center, scale = flat.mean(axis=1), flat.std(axis=1)
-        floor = max(SCALE_FLOOR * float(scale.max(initial=0.0)), 1e-6 * float(np.abs(flat).max(initial=0.0)), 1e-12)
+        floor = spread_floor(scale, float(np.abs(flat).max(initial=0.0)))
         return _round_frame(np.stack([center, np.maximum(scale, floor)], axis=1))
     else:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {mode!r}")
     span = high - low
-    floor = max(SCALE_FLOOR * float(span.max(initial=0.0)), 1e-6 * float(np.abs(flat).max(initial=0.0)), 1e-12)
+    floor = spread_floor(span, float(np.abs(flat).max(initial=0.0)))
     # A flat channel keeps its level at the bottom of the frame: a dead ReLU channel renders black.
     return _round_frame(np.stack([low, low + np.maximum(span, floor)], axis=1))
 

@@ -373,10 +373,10 @@ def write_session_report(
     """Write ``report.json`` and ``index.html`` when anything drifted or was missing (always with
     ``report_all`` and at least one snapshot); returns the path of ``index.html``, or ``None`` when nothing was
     written."""
-    from pytest_featviz.golden import write_atomic
-
     if not any(wanted(r, report_all) for r in results):
         return None
+    from pytest_featviz.golden import write_atomic  # numpy and Pillow: only when a report is written
+
     data = report_data(results, report_dir, root, report_all)
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     write_atomic(report_dir / REPORT_JSON, text.encode("utf-8"))

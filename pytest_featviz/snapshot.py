@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from pytest_featviz import golden
-from pytest_featviz.capture import LayerCapture, call_name, capture, trace
+from pytest_featviz import calibrate, environment, golden
+from pytest_featviz.capture import LayerCapture, call_name, capture
 from pytest_featviz.compare import compare_layer
 from pytest_featviz.config import Settings
+from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
-from pytest_featviz.layers import LayerSpec, default_layers, resolve_layers
+from pytest_featviz.layers import LayerSpec, default_selection, resolve_layers
+from pytest_featviz.layout import TOP_PREFIX, ChannelSpec, StoredChannels
 from pytest_featviz.records import (
     CREATED,
     DRIFT,
@@ -34,6 +35,7 @@ from pytest_featviz.records import (
     MISSING,
     NEW,
     UPDATED,
+    CalibrationRun,
     Evidence,
     FeatureDriftError,
     FeatvizError,
@@ -123,6 +125,7 @@ class FeatureSnapshot:
         normalize: str | None = None,
         stat_tolerance: float | None = None,
         rms_tolerance: float | None = None,
+        deterministic: bool | None = None,
     ) -> SnapshotResult:
         __tracebackhide__ = True
         if not isinstance(model, nn.Module):
@@ -134,6 +137,7 @@ class FeatureSnapshot:
                 "normalize": normalize,
                 "stat_tolerance": stat_tolerance,
                 "rms_tolerance": rms_tolerance,
+                "deterministic": deterministic,
             },
             "feature_snapshot()",
         )
@@ -171,6 +175,7 @@ class _Current:
             frames=tuple((float(a), float(b)) for a, b in frames),
             stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in self.stats),
             sha256=golden.sha256_hex(png),
+            layout=self.capture.layout,
         )
         return layer, png
 
@@ -182,13 +187,21 @@ def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: Snapsho
         # The golden records which layers the default choice took, so a later change of the default (or of the
         # model) shows as drift instead of silently comparing other layers.
         return [layer.name for layer in stored.layers]
-    return default_layers(trace(model, inputs))
+    return default_selection(model, inputs)
 
 
 def _capture(
-    model: nn.Module, inputs: Any, spec: LayerSpec, settings: Settings, stored: SnapshotGolden | None
+    model: nn.Module,
+    inputs: Any,
+    spec: LayerSpec,
+    settings: Settings,
+    stored: SnapshotGolden | None,
+    modules: dict[str, nn.Module] | None = None,
 ) -> tuple[list[_Current], list[str]]:
-    """Capture the selection; names from a golden that the model no longer has are returned, not raised."""
+    """Capture the selection; names from a golden that the model no longer has are returned, not raised.
+
+    ``modules``, when given, receives the selected modules by name (for the weight fingerprints).
+    """
     gone: list[str] = []
     if spec is not None and stored is not None and [layer.name for layer in stored.layers] == spec:
         targets = []
@@ -199,7 +212,18 @@ def _capture(
                 gone.append(layer_name)
     else:
         targets = resolve_layers(model, spec)
-    captures = capture(model, inputs, targets, settings.channels)  # type: ignore[arg-type]
+    if modules is not None:
+        modules.update((target.name, target.module) for target in targets)
+    channels: ChannelSpec | Callable[[str], ChannelSpec] = settings.channels
+    top = settings.channels
+    if stored is not None and isinstance(top, str) and top.startswith(TOP_PREFIX):
+        # top:N ranks channels by energy; checks reuse the golden's choice, so both sides show the same channels.
+        held = {layer.name: layer.channels for layer in stored.layers}
+
+        def channels(name: str) -> ChannelSpec:
+            return StoredChannels(held[name], top) if name in held else top
+
+    captures = capture(model, inputs, targets, channels)
     seen = {c.name for c in captures}
     silent = [call_name(t.name, t.call or 0) for t in targets if call_name(t.name, t.call or 0) not in seen]
     if silent:
@@ -209,14 +233,18 @@ def _capture(
         )
     current = []
     for item in captures:
-        bad = int((~torch.isfinite(item.maps)).sum())
-        if bad:
+        maps = item.maps.numpy()
+        # The statistics are finite exactly when every value is (NaN and Inf reach the mean, min or max), so the
+        # values are scanned a second time only on failure; a torch isfinite pass here cost more than the statistics.
+        with np.errstate(all="ignore"):
+            stats = channel_statistics(maps)
+        if not np.isfinite(stats).all():
+            bad = int((~np.isfinite(maps)).sum())
             raise FeatvizError(
                 f"layer {item.name!r} produced {bad} NaN or Inf value(s) among the {item.maps.numel()} values kept"
                 f" (output shape {item.shape}); a snapshot of a non-finite activation cannot be compared"
             )
-        maps = item.maps.numpy()
-        current.append(_Current(item, maps, channel_statistics(maps)))
+        current.append(_Current(item, maps, stats))
     return current, gone
 
 
@@ -227,6 +255,12 @@ def _compare(
     reason = ""
     if shape[1:] != layer.shape[1:]:
         reason = f"shape changed from {layer.shape} to {shape}"
+    elif layer.layout and item.capture.layout and layer.layout != item.capture.layout:
+        reason = f"layout changed from {layer.layout} to {item.capture.layout}"
+    elif (int(item.maps.shape[1]), int(item.maps.shape[2])) != tuple(layer.tile_shape):
+        # a golden written before its sidecar recorded the layout, read another way now (tokens were (B, C, L))
+        tile = f"{item.maps.shape[1]}x{item.maps.shape[2]}"
+        reason = f"channel picture size changed from {layer.tile_shape[0]}x{layer.tile_shape[1]} to {tile}"
     elif item.capture.channels != layer.channels:
         reason = f"channel selection changed from {list(layer.channels)} to {list(item.capture.channels)}"
     elif settings.normalize != stored.normalize:
@@ -266,27 +300,71 @@ def check_snapshot(
 ) -> Evidence:
     """Capture, compare with the golden in ``directory`` and, in update mode, write; never raises on drift.
 
-    Returns the result record with the pictures behind it, for the report.
+    Returns the result record with the pictures behind it, for the report. With ``settings.deterministic`` the
+    model runs inside :func:`environment.deterministic_mode`; with ``settings.golden_key == "device"`` the golden of
+    the device type (``<directory>@cuda``) is used when there is one, else the shared one in ``directory``, and a
+    drift under ``--featviz-update`` writes the device's own golden and leaves the shared one alone.
     """
     __tracebackhide__ = True
+    with deterministic_mode(settings.deterministic):
+        return _check(model, inputs, layers, settings, directory, identity, snapshot_name)
+
+
+def _check(
+    model: nn.Module,
+    inputs: Any,
+    layers: LayerSpec,
+    settings: Settings,
+    directory: Path,
+    identity: TestIdentity,
+    snapshot_name: str,
+) -> Evidence:
+    __tracebackhide__ = True
+    keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
+    if settings.golden_key == "device":
+        keyed = golden.keyed_dir(directory, environment.device_type(model, inputs))
+        if keyed.is_dir():
+            directory, keyed = keyed, None
     try:
         stored = golden.read_sidecar(directory)
     except GoldenError:
         if not settings.update:
             raise
         stored = None  # update mode re-creates a damaged golden
+    if stored is None:
+        keyed = None  # a missing golden creates the shared one
     spec = _selection(model, inputs, layers, stored)
-    current, gone = _capture(model, inputs, spec, settings, stored)
+    modules: dict[str, nn.Module] = {}
+    current, gone = _capture(model, inputs, spec, settings, stored, modules)
+    made: list[Provenance] = []
+
+    def now() -> Provenance:
+        """This run's provenance, computed once and only when written or explained (never on a match)."""
+        if not made:
+            made.append(environment.provenance(model, inputs, modules))
+        return made[0]
+
+    calibration: tuple[CalibrationRun, ...] = ()
+    if settings.calibrate and stored is not None:
+        calibration = calibrate.calibrate(model, inputs, _measure(spec, settings, stored, directory))
 
     def fresh() -> tuple[str, dict[str, bytes]]:
         written = dict(item.as_golden(settings.normalize) for item in current)
-        sidecar = golden.sidecar_text(SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(written)))
-        return sidecar, {layer.file: png for layer, png in written.items()}
+        snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(written), provenance=now().to_sidecar())
+        return golden.sidecar_text(snapshot), {layer.file: png for layer, png in written.items()}
 
     def evidence(
         outcome: str, results: Sequence[LayerResult], pictures: Sequence[LayerEvidence], message: str = ""
     ) -> Evidence:
-        result = SnapshotResult(identity.node_id, snapshot_name, str(directory), outcome, tuple(results), message)
+        result = SnapshotResult(
+            identity.node_id,
+            snapshot_name,
+            str(directory),
+            outcome,
+            tuple(results),
+            message,
+            calibration=calibration,
+        )
         return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
 
     if stored is None:
@@ -320,7 +398,15 @@ def check_snapshot(
             )
             pictures.append(LayerEvidence(item.capture.name, None, None))
         else:
-            result, picture = _compare(item, stored, layer, directory, settings)
+            try:
+                result, picture = _compare(item, stored, layer, directory, settings)
+            except GoldenError as exc:
+                if not settings.update:
+                    raise
+                # update mode re-creates a damaged picture, as it re-creates a damaged sidecar
+                shape, channels = item.capture.shape, item.capture.channels
+                result = LayerResult(item.capture.name, DRIFT, shape, layer.shape, channels, reason=str(exc))
+                picture = LayerEvidence(item.capture.name, None, None)
             results.append(result)
             pictures.append(picture)
     captured = {item.capture.name for item in current}
@@ -332,9 +418,36 @@ def check_snapshot(
     if not any(r.drifted for r in results):
         return evidence(MATCHED, results, pictures)
     if settings.update:
-        _rewrite(directory, stored, current, results, settings)
+        if keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
+            sidecar, files = fresh()
+            golden.write_files(keyed, sidecar, files)
+            directory = keyed
+        else:
+            _rewrite(directory, stored, current, results, settings, now())
         return evidence(UPDATED, results, pictures)
-    return evidence(DRIFTED, results, pictures, drift_message(identity, snapshot_name, directory, results))
+    explanation = provenance_sentences(Provenance.from_sidecar(stored.provenance), now())
+    if keyed is not None:
+        explanation.append(
+            f"this is the shared golden: there is no golden for {environment.device_type(model, inputs)} yet"
+            f" (--featviz-update would write {_display_path(keyed)} and leave the shared one alone)"
+        )
+    message = drift_message(identity, snapshot_name, directory, results, explanation)
+    return evidence(DRIFTED, results, pictures, message)
+
+
+def _measure(spec: LayerSpec, settings: Settings, stored: SnapshotGolden, directory: Path) -> calibrate.Measure:
+    """Scores of a (perturbed) model against the golden, for ``--featviz-calibrate``."""
+
+    def measure(model: nn.Module, inputs: Any) -> list[LayerResult]:
+        current, _ = _capture(model, inputs, spec, settings, stored)
+        scored = []
+        for item in current:
+            layer = stored.layer(item.capture.name)
+            if layer is not None:
+                scored.append(_compare(item, stored, layer, directory, settings)[0])
+        return scored
+
+    return measure
 
 
 def _rewrite(
@@ -343,8 +456,11 @@ def _rewrite(
     current: list[_Current],
     results: Sequence[LayerResult],
     settings: Settings,
+    provenance: Provenance | None = None,
 ) -> None:
-    """Rewrite the drifted layers of a golden; layers that still match keep their picture and sidecar entry."""
+    """Rewrite the drifted layers of a golden; layers that still match keep their picture and sidecar entry.
+
+    The sidecar then records ``provenance`` (the run that wrote the new pictures)."""
     verdicts = {r.name: r.verdict for r in results}
     mode_changed = settings.normalize != stored.normalize
     layers: list[LayerGolden] = []
@@ -357,9 +473,9 @@ def _rewrite(
         layer, png = item.as_golden(settings.normalize)
         layers.append(layer)
         pictures[layer.file] = png
-    golden.write_files(
-        directory, golden.sidecar_text(SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers))), pictures
-    )
+    recorded = provenance.to_sidecar() if provenance is not None else stored.provenance
+    snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers), provenance=recorded)
+    golden.write_files(directory, golden.sidecar_text(snapshot), pictures)
 
 
 def _display_path(path: Path) -> str:
@@ -399,8 +515,15 @@ def layer_summary(layer: LayerResult) -> list[str]:
     return lines
 
 
-def drift_message(identity: TestIdentity, snapshot_name: str, directory: Path, results: Sequence[LayerResult]) -> str:
-    """The failure message of a drifted snapshot: drifted layers in forward order, the first named as the start."""
+def drift_message(
+    identity: TestIdentity,
+    snapshot_name: str,
+    directory: Path,
+    results: Sequence[LayerResult],
+    explanation: Sequence[str] = (),
+) -> str:
+    """The failure message of a drifted snapshot: drifted layers in forward order, the first named as the start,
+    then the ``explanation`` (environment, input, weights: environment.provenance_sentences)."""
     drifted = [r for r in results if r.drifted]
     lines = [
         f"feature drift in snapshot {snapshot_name!r} of {identity.node_id}:"
@@ -409,6 +532,7 @@ def drift_message(identity: TestIdentity, snapshot_name: str, directory: Path, r
     ]
     for layer in drifted:
         lines.extend(layer_summary(layer))
+    lines.extend(explanation)
     lines.append(f"golden: {_display_path(directory)}")
     lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
     return "\n".join(lines)

@@ -192,7 +192,11 @@ def test_importing_the_plugin_imports_nothing_heavy() -> None:
     assert _heavy_modules(done.stdout) == []
 
 
-def test_pytest_start_with_the_plugin_imports_nothing_heavy(featviz_pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("args", [("--collect-only",), ()], ids=["collect-only", "run"])
+def test_a_suite_without_snapshots_imports_nothing_heavy(
+    featviz_pytester: pytest.Pytester, args: tuple[str, ...]
+) -> None:
+    """Checked at unconfigure, after the plugin's session-end hooks (summary, report, stale goldens) have run."""
     featviz_pytester.makepyfile(test_plain="def test_it():\n    pass\n")
     featviz_pytester.makeconftest(
         f"""
@@ -200,11 +204,13 @@ def test_pytest_start_with_the_plugin_imports_nothing_heavy(featviz_pytester: py
 
         def pytest_collection_finish(session):
             assert "featviz-session" in [name for name, _ in session.config.pluginmanager.list_name_plugin()]
+
+        def pytest_unconfigure(config):
             heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
             print("HEAVY=" + repr(heavy).replace(" ", ""))
         """
     )
-    result = featviz_pytester.runpytest_subprocess("--collect-only", "-s")
+    result = featviz_pytester.runpytest_subprocess("-s", *args)
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     assert _heavy_modules(result.stdout.str()) == []
 
