@@ -103,6 +103,7 @@ class LayerGolden:
     stats: tuple[tuple[float, float, float, float], ...]
     sha256: str
     layout: str = ""  # how the output was read (layout.Layout.label); "" in sidecars written before it existed
+    pool: tuple[int, int] = (1, 1)  # average-pooling factors from the channel map to its tile (render.tile_pool)
 
     def frames_array(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         return np.array(self.frames, dtype=np.float64).reshape(len(self.channels), 2)
@@ -164,6 +165,7 @@ def sidecar_text(golden: SnapshotGolden) -> str:
             f'      "shape": {_json(list(layer.shape))},',
             f'      "tile": {_json(list(layer.tile_shape))},',
             *([f'      "layout": {_json(layer.layout)},'] if layer.layout else []),
+            *([f'      "pool": {_json(list(layer.pool))},'] if layer.pool != (1, 1) else []),
             '      "channels": [',
             ",\n".join(f"        {channel}" for channel in channels),
             "      ]",
@@ -196,6 +198,7 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
                     shape=tuple(int(v) for v in entry["shape"]),
                     tile_shape=(int(entry["tile"][0]), int(entry["tile"][1])),
                     layout=str(entry.get("layout", "")),
+                    pool=(int(entry.get("pool", (1, 1))[0]), int(entry.get("pool", (1, 1))[1])),
                     channels=tuple(int(c["index"]) for c in channels),
                     frames=tuple((float(c["range"][0]), float(c["range"][1])) for c in channels),
                     stats=tuple(

@@ -42,6 +42,29 @@ def _round_frame(values: FloatArray) -> FloatArray:
     return np.array([float(f"{v:.9g}") for v in values.ravel()], dtype=np.float64).reshape(values.shape)
 
 
+# Maps longer than this on a side are average-pooled into their tile by an integer factor per axis: the stem of a
+# CNN (112 x 112) would otherwise be two thirds of a golden's bytes, and noise-like feature maps do not compress.
+MAX_TILE_SIDE = 64
+
+
+def tile_pool(height: int, width: int) -> tuple[int, int]:
+    """Pooling factors (rows, columns) that bring a ``height`` x ``width`` map to at most MAX_TILE_SIDE a side."""
+    return max(1, math.ceil(height / MAX_TILE_SIDE)), max(1, math.ceil(width / MAX_TILE_SIDE))
+
+
+def pool_maps(maps: npt.NDArray[np.floating], pool: tuple[int, int]) -> npt.NDArray[np.floating]:
+    """Average ``maps`` (C, H, W) over ``pool`` blocks; rows and columns left over at the far edges are dropped."""
+    rows, columns = pool
+    if rows == columns == 1:
+        return maps
+    count, height, width = maps.shape
+    kept = maps[:, : height // rows * rows, : width // columns * columns]
+    pooled: npt.NDArray[np.floating] = kept.reshape(count, height // rows, rows, width // columns, columns).mean(
+        axis=(2, 4)
+    )
+    return pooled
+
+
 def spread_floor(spreads: FloatArray, magnitude: float = 0.0) -> float:
     """The smallest spread a channel is measured with, given the spreads of all kept channels of its layer.
 

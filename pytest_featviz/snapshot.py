@@ -49,8 +49,10 @@ from pytest_featviz.render import (
     channel_frames,
     channel_statistics,
     max_level,
+    pool_maps,
     render_tiles,
     split_mosaic,
+    tile_pool,
 )
 
 BIT_DEPTH = 8
@@ -164,13 +166,16 @@ class _Current:
     stats: np.ndarray[Any, np.dtype[np.float64]]
 
     def as_golden(self, normalize: str) -> tuple[LayerGolden, bytes]:
-        frames = channel_frames(self.maps, normalize)
-        png = golden.encode_png(build_mosaic(render_tiles(self.maps, frames, normalize, BIT_DEPTH)))
+        pool = tile_pool(int(self.maps.shape[1]), int(self.maps.shape[2]))
+        pictures = pool_maps(self.maps, pool)
+        frames = channel_frames(pictures, normalize)
+        png = golden.encode_png(build_mosaic(render_tiles(pictures, frames, normalize, BIT_DEPTH)))
         layer = LayerGolden(
             name=self.capture.name,
             file=golden.sanitize_name(self.capture.name) + ".png",
             shape=self.capture.shape,
-            tile_shape=(int(self.maps.shape[1]), int(self.maps.shape[2])),
+            tile_shape=(int(pictures.shape[1]), int(pictures.shape[2])),
+            pool=pool,
             channels=self.capture.channels,
             frames=tuple((float(a), float(b)) for a, b in frames),
             stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in self.stats),
@@ -252,14 +257,15 @@ def _compare(
     item: _Current, stored: SnapshotGolden, layer: LayerGolden, directory: Path, settings: Settings
 ) -> tuple[LayerResult, LayerEvidence]:
     shape = item.capture.shape
+    pictures = pool_maps(item.maps, layer.pool)
     reason = ""
     if shape[1:] != layer.shape[1:]:
         reason = f"shape changed from {layer.shape} to {shape}"
     elif layer.layout and item.capture.layout and layer.layout != item.capture.layout:
         reason = f"layout changed from {layer.layout} to {item.capture.layout}"
-    elif (int(item.maps.shape[1]), int(item.maps.shape[2])) != tuple(layer.tile_shape):
+    elif (int(pictures.shape[1]), int(pictures.shape[2])) != tuple(layer.tile_shape):
         # a golden written before its sidecar recorded the layout, read another way now (tokens were (B, C, L))
-        tile = f"{item.maps.shape[1]}x{item.maps.shape[2]}"
+        tile = f"{pictures.shape[1]}x{pictures.shape[2]}"
         reason = f"channel picture size changed from {layer.tile_shape[0]}x{layer.tile_shape[1]} to {tile}"
     elif item.capture.channels != layer.channels:
         reason = f"channel selection changed from {list(layer.channels)} to {list(item.capture.channels)}"
@@ -271,7 +277,7 @@ def _compare(
     golden_tiles = split_mosaic(
         golden.read_layer(directory, layer, stored.bit_depth), len(layer.channels), layer.tile_shape
     )
-    current_tiles = render_tiles(item.maps, layer.frames_array(), stored.normalize, stored.bit_depth)
+    current_tiles = render_tiles(pictures, layer.frames_array(), stored.normalize, stored.bit_depth)
     result = compare_layer(
         item.capture.name,
         shape=shape,
