@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,43 @@ def test_sixteen_bit_mosaic_round_trip() -> None:
     mosaic = build_mosaic(tiles)
     assert mosaic.dtype == np.uint16
     assert np.array_equal(split_mosaic(mosaic, 3, (2, 2)), tiles)
+
+
+def test_maps_over_64_px_are_pooled_into_their_tiles() -> None:
+    from pytest_featviz.render import MAX_TILE_SIDE, pool_maps, tile_pool
+
+    assert tile_pool(56, 56) == (1, 1)
+    assert tile_pool(112, 112) == (2, 2)
+    assert tile_pool(1, 4096) == (1, 64)
+    assert tile_pool(65, 7) == (2, 1)
+    maps = np.arange(2 * 5 * 4, dtype=np.float32).reshape(2, 5, 4)
+    pooled = pool_maps(maps, (2, 2))
+    assert pooled.shape == (2, 2, 2)  # the fifth row is dropped
+    assert pooled[0, 0, 0] == maps[0, :2, :2].mean()
+    assert max(pool_maps(np.zeros((1, 224, 100)), tile_pool(224, 100)).shape[1:]) <= MAX_TILE_SIDE
+
+
+def test_a_large_layer_is_stored_pooled_and_compared_in_the_same_frame(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    from pytest_featviz import golden
+    from pytest_featviz.config import Settings
+    from pytest_featviz.snapshot import TestIdentity, check_snapshot
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    x = torch.randn(1, 3, 112, 112)
+    identity = TestIdentity("t.py::t", "t.py", "t", "pytest --featviz-update t.py::t")
+    directory = tmp_path / "snap"
+    check_snapshot(model, x, ["0"], Settings(golden_dir=tmp_path, update=True), directory, identity, "0")
+    stored = golden.read_sidecar(directory)
+    assert stored is not None
+    assert stored.layers[0].tile_shape == (56, 56) and stored.layers[0].pool == (2, 2)
+    assert '"pool": [2, 2]' in (directory / golden.SIDECAR).read_text()
+    same = check_snapshot(model, x, ["0"], Settings(golden_dir=tmp_path), directory, identity, "0")
+    assert same.result.outcome == "matched"
+    with torch.no_grad():
+        model[0].weight.mul_(-1)
+    flipped = check_snapshot(model, x, ["0"], Settings(golden_dir=tmp_path), directory, identity, "0")
+    assert flipped.result.outcome == "drifted"
