@@ -1,0 +1,300 @@
+"""Determinism and provenance through real pytest runs: ``deterministic=True`` from call, marker and ini; the
+provenance a golden records; the environment / input / weights sentences of a drift message; environment-keyed
+goldens with their fallback, their update rule and stale-golden pruning (device detection is faked: no GPU here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# Kept in sys.modules: in-process pytester runs drop the modules they import, and torch cannot be imported twice.
+import torch
+import torch._dynamo  # noqa: F401  (torch.manual_seed imports it lazily; a second import in one process fails)
+from PIL import Image, PngImagePlugin  # noqa: F401
+
+import pytest_featviz.snapshot  # noqa: F401
+from pytest_featviz import environment
+
+MODELS = """
+import os
+
+import torch
+from torch import nn
+
+FLAGS = []
+
+
+class Spy(nn.Module):
+    '''Records the global flags seen during the forward pass.'''
+
+    def forward(self, x):
+        FLAGS.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark))
+        if os.environ.get("FEATVIZ_TEST_RAISE"):
+            raise RuntimeError("forward failed")
+        return x
+
+
+def make_model():
+    torch.manual_seed(int(os.environ.get("FEATVIZ_TEST_WEIGHTS", "0")))
+    activation = nn.GELU() if os.environ.get("FEATVIZ_TEST_CODE") else nn.ReLU()
+    return nn.Sequential(Spy(), nn.Conv2d(2, 3, 3, padding=1), activation, nn.Conv2d(3, 3, 3, padding=1))
+
+
+def make_input():
+    torch.manual_seed(int(os.environ.get("FEATVIZ_TEST_INPUT", "1")))
+    return torch.rand(1, 2, 12, 12)
+"""
+
+PLAIN = """
+from featviz_models import make_input, make_model
+
+
+def test_a(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["1", "3"])
+"""
+
+SIDECAR = Path("golden/test_subject/test_a/0/snapshot.json")
+KEYED = Path("golden/test_subject/test_a/0@cuda")
+
+
+@pytest.fixture
+def subject(featviz_pytester: pytest.Pytester) -> pytest.Pytester:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_subject=PLAIN)
+    featviz_pytester.syspathinsert()
+    return featviz_pytester
+
+
+def _update(pytester: pytest.Pytester, *args: str) -> None:
+    pytester.runpytest("--featviz-update", *args).assert_outcomes(passed=1)
+
+
+def _message(pytester: pytest.Pytester, *args: str) -> str:
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(failed=1)
+    return result.stdout.str()
+
+
+# -- deterministic=True ---------------------------------------------------------------------------------------------
+
+FLAG_TESTS = """
+import torch
+from featviz_models import FLAGS, make_input, make_model
+
+
+def test_flags(feature_snapshot):
+    FLAGS.clear()
+    torch.backends.cudnn.benchmark = True
+    try:
+        feature_snapshot(make_model(), make_input(), layers=["1"]{call})
+        inside = list(FLAGS)
+        assert inside and all(flags == ({on}, {benchmark}) for flags in inside), inside
+        # restored afterwards
+        assert torch.backends.cudnn.benchmark is True
+        assert torch.are_deterministic_algorithms_enabled() is False
+    finally:
+        torch.backends.cudnn.benchmark = False
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "ini", "call", "expected"),
+    [
+        ("default", "", "", (False, True)),
+        ("call", "", ", deterministic=True", (True, False)),
+        ("marker", "", "", (True, False)),
+        ("ini", "featviz_deterministic = true\n", "", (True, False)),
+        ("call beats ini", "featviz_deterministic = true\n", ", deterministic=False", (False, True)),
+    ],
+)
+def test_deterministic_flags_hold_during_the_forward_pass_only(
+    subject: pytest.Pytester, source: str, ini: str, call: str, expected: tuple[bool, bool]
+) -> None:
+    subject.makeini(f"[pytest]\naddopts = -p no:cacheprovider\n{ini}")
+    test = FLAG_TESTS.format(call=call, on=expected[0], benchmark=expected[1])
+    if source == "marker":
+        test = test.replace("def test_flags", "@pytest.mark.featviz(deterministic=True)\ndef test_flags")
+        test = "import pytest\n" + test
+    subject.makepyfile(test_subject=test)
+    subject.runpytest("--featviz-update").assert_outcomes(passed=1)
+    subject.runpytest().assert_outcomes(passed=1)
+
+
+def test_flags_are_restored_when_the_forward_pass_raises(subject: pytest.Pytester) -> None:
+    subject.makepyfile(
+        test_subject="""
+import pytest
+import torch
+from featviz_models import make_input, make_model
+
+
+def test_raises(feature_snapshot, monkeypatch):
+    monkeypatch.setenv("FEATVIZ_TEST_RAISE", "1")
+    with pytest.raises(RuntimeError, match="forward failed"):
+        feature_snapshot(make_model(), make_input(), layers=["1"], deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled() is False
+    assert torch.get_float32_matmul_precision() == "highest"
+"""
+    )
+    subject.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_bad_deterministic_value_is_a_usage_error(subject: pytest.Pytester) -> None:
+    subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_deterministic = maybe\n")
+    result = subject.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*featviz ini: deterministic must be true or false; got 'maybe'*"])
+
+
+# -- provenance in the sidecar and the drift message ----------------------------------------------------------------
+
+
+def test_the_sidecar_records_environment_and_fingerprints(subject: pytest.Pytester) -> None:
+    _update(subject, "--featviz-deterministic")
+    data = json.loads((subject.path / SIDECAR).read_text(encoding="utf-8"))
+    assert data["environment"] == {
+        "torch": torch.__version__.split("+")[0],
+        "device": "cpu",
+        "dtype": "float32",
+        "matmul_tf32": False,
+        "cudnn_tf32": False,
+        "deterministic": True,
+    }
+    prints = data["fingerprints"]
+    assert set(prints) == {"input", "model", "layers"} and set(prints["layers"]) == {"1", "3"}
+    assert all(len(value) == environment.FINGERPRINT_LENGTH for value in (prints["input"], prints["model"]))
+
+
+def test_a_code_change_is_named_as_such(subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    _update(subject)
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    message = _message(subject)
+    assert (
+        "the input and the model's weights and buffers are unchanged since the golden was made, yet activations"
+        " moved: a code or dependency change (the environment is the same too)"
+    ) in message
+    assert "input changed" not in message and "environment differs" not in message
+
+
+def test_an_input_change_is_named_rather_than_the_model(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _update(subject)
+    monkeypatch.setenv("FEATVIZ_TEST_INPUT", "7")
+    message = _message(subject)
+    assert "the input changed since the golden was made (input fingerprint " in message
+    assert "rather than the model" in message
+    assert "weights or buffers changed" not in message and "code or dependency" not in message
+
+
+def test_a_weight_change_names_the_layers(subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    _update(subject)
+    monkeypatch.setenv("FEATVIZ_TEST_WEIGHTS", "5")
+    message = _message(subject)
+    assert "the model's weights or buffers changed since the golden was made (model fingerprint " in message
+    assert "selected layer(s) with changed weights: '1', '3'" in message
+    assert "input changed" not in message
+
+
+def test_an_environment_change_is_named(subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:  # (never monkeypatch.undo(): pytester's chdir is on the same monkeypatch)
+        patch.setattr(environment, "device_type", lambda model, inputs: "cuda")
+        _update(subject)  # a golden "made on cuda" (cudnn allows TF32 by default)
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    message = _message(subject)
+    version = torch.__version__.split("+")[0]
+    assert (
+        f"environment differs from the golden's: golden made on cuda with torch {version}, TF32 on;"
+        f" running on cpu with torch {version}"
+    ) in message
+    assert "a code or dependency change (or the environment change above)" in message
+
+
+def test_a_golden_without_provenance_still_works_and_says_so(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _update(subject)
+    sidecar = subject.path / SIDECAR
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    lines = [line for line in sidecar.read_text(encoding="utf-8").splitlines() if '"environment"' not in line]
+    sidecar.write_text("\n".join(line for line in lines if '"fingerprints"' not in line) + "\n", encoding="utf-8")
+    assert "environment" not in json.loads(sidecar.read_text(encoding="utf-8")) and "environment" in data
+    subject.runpytest().assert_outcomes(passed=1)
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    assert "the golden records no provenance" in _message(subject)
+
+
+# -- environment-keyed goldens --------------------------------------------------------------------------------------
+
+
+def _files(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_keyed_goldens_fall_back_to_the_shared_one_and_update_only_their_own(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = device\n")
+    root = subject.path
+    _update(subject)  # a missing golden creates the shared one
+    assert (root / SIDECAR).is_file() and not (root / KEYED).exists()
+    shared = _files(root / SIDECAR.parent)
+
+    cuda = monkeypatch.context()
+    patch = cuda.__enter__()
+    patch.setattr(environment, "device_type", lambda model, inputs: "cuda")
+    subject.runpytest().assert_outcomes(passed=1)  # no cuda golden yet: the shared one is used
+    patch.setenv("FEATVIZ_TEST_CODE", "1")
+    message = _message(subject)
+    assert "this is the shared golden: there is no golden for cuda yet" in message
+    assert "golden: golden/test_subject/test_a/0\n" in message.replace("\r", "")
+    _update(subject)  # the drift writes the cuda golden, the shared one is left alone
+    assert (root / KEYED / "snapshot.json").is_file()
+    assert json.loads((root / KEYED / "snapshot.json").read_text(encoding="utf-8"))["environment"]["device"] == "cuda"
+    assert _files(root / SIDECAR.parent) == shared
+    subject.runpytest().assert_outcomes(passed=1)  # cuda now checks against its own golden
+    keyed = _files(root / KEYED)
+    _update(subject)
+    assert _files(root / KEYED) == keyed  # a match writes nothing
+
+    cuda.__exit__(None, None, None)  # back on the cpu: the shared golden, the old code
+    subject.runpytest().assert_outcomes(passed=1)
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    assert "this is the shared golden: there is no golden for cpu yet" in _message(subject)
+    assert _files(root / SIDECAR.parent) == shared and _files(root / KEYED) == keyed
+
+
+def test_keyed_goldens_are_off_by_default(subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    _update(subject)
+    monkeypatch.setattr(environment, "device_type", lambda model, inputs: "cuda")
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    _update(subject)
+    assert not (subject.path / KEYED).exists()
+    assert json.loads((subject.path / SIDECAR).read_text(encoding="utf-8"))["environment"]["device"] == "cuda"
+
+
+def test_a_keyed_golden_is_neither_stale_nor_pruned_on_another_device(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = device\n")
+    _update(subject)
+    with monkeypatch.context() as patch:
+        patch.setattr(environment, "device_type", lambda model, inputs: "cuda")
+        patch.setenv("FEATVIZ_TEST_CODE", "1")
+        _update(subject)
+    result = subject.runpytest("--featviz-prune")  # on the cpu: only the shared golden is used
+    result.assert_outcomes(passed=1)
+    assert "stale golden snapshot" not in result.stdout.str()
+    assert (subject.path / KEYED / "snapshot.json").is_file() and (subject.path / SIDECAR).is_file()
+    subject.makepyfile(test_subject="def test_other():\n    pass\n")  # the snapshot's test is gone: both are stale
+    result = subject.runpytest("--featviz-prune")
+    result.stdout.fnmatch_lines(["*2 stale golden snapshot(s) deleted*"])
+    assert not (subject.path / KEYED).exists() and not (subject.path / SIDECAR).exists()
+
+
+def test_an_unknown_golden_key_is_a_usage_error(subject: pytest.Pytester) -> None:
+    subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = hostname\n")
+    result = subject.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*featviz_golden_key must be one of none, device; got 'hostname'*"])
