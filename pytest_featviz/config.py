@@ -180,7 +180,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--featviz-stat-tolerance",
         metavar="STD",
         default=None,
-        help="largest change of a channel's mean/std/min/max, in units of its golden std"
+        help="largest change of a channel's mean or std, in units of its golden std"
         f" (ini: featviz_stat_tolerance; default {DEFAULT_STAT_TOLERANCE}).",
     )
     group.addoption(
