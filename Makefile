@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.featviz-installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
-.PHONY: venv test test-slow lint demo bench docs clean
+.PHONY: chromium venv test test-slow lint demo bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The report's browser test needs Debian's headless Chromium; installed when missing and apt is usable (root).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	fi
+
+test: $(STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
