@@ -193,8 +193,11 @@ VARIANTS = [
     Variant("BN weight x1.01", True, _scaled_bn(("weight",), 1.01), frontier=True),
     Variant("re-run", False, lambda m, r, x: (m, x)),
     Variant("thread count changed", False, _threads),
-    Variant("channels_last", False, lambda m, r, x: (m.to(memory_format=torch.channels_last),
-                                                     x.contiguous(memory_format=torch.channels_last))),
+    Variant(
+        "channels_last",
+        False,
+        lambda m, r, x: (m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)),
+    ),
     Variant("float64", False, lambda m, r, x: (m.double(), x.double())),
     Variant("weights and input rounded to TF32", False, _tf32),
     Variant("TF32 in every conv (GPU-like)", False, _tf32_every_layer),
@@ -280,9 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, list[int]] = {d.name: [0, 0, 0, 0, 0, 0] for d in DETECTORS}
     for model_name in args.models:
         results = scores(model_name)
-        print(f"\n## {model_name}  (default: SSIM >= {DEFAULT.threshold:g}, picture change <= "
-              f"{DEFAULT.rms_tolerance:g}, statistics change <= {DEFAULT.stat_tolerance:g})\n")
-        print(f"| variant | kind | expected | default verdict | worst scores (min SSIM, max picture / stat change) |")
+        print(
+            f"\n## {model_name}  (default: SSIM >= {DEFAULT.threshold:g}, picture change <= "
+            f"{DEFAULT.rms_tolerance:g}, statistics change <= {DEFAULT.stat_tolerance:g})\n"
+        )
+        print("| variant | kind | expected | default verdict | worst scores (min SSIM, max picture / stat change) |")
         print("|---|---|---|---|---|")
         for name, (harmful, frontier, layers) in results.items():
             verdict = "FAIL" if DEFAULT.fails(layers) else "pass"

@@ -92,7 +92,9 @@ def main() -> int:
         column = sum(len(encode(t.reshape(-1, t.shape[2]), options)) for t in tiles8)
         rows.append([label, size, column, f"{(size + sidecar) / 1024:.1f}", f"{statistics.median(times) * 1000:.1f}"])
     print()
-    print("8-bit pictures at full map resolution (before tile pooling), by encoder and layout; CPU ms to encode all five")
+    print(
+        "8-bit pictures at full map resolution (before tile pooling), by encoder and layout; CPU ms to encode all five"
+    )
     print(common.table(rows, ["encoder", "grid bytes", "column bytes", "KiB with sidecar", "encode ms"]))
 
     rows = []
