@@ -34,11 +34,12 @@ def _key(path: str | Path) -> str:
 
 def _shared_key(path: str | Path) -> str:
     """``_key`` of the shared snapshot directory: an environment-keyed golden ``0@cuda`` counts as used with ``0``
-    (and ``0`` with ``0@cuda``), since a run on one device uses only one of them. A snapshot named ``a@b`` is thus
-    also kept with ``a``: erring towards keeping."""
-    path = Path(path)
-    base, separator, _ = path.name.rpartition("@")
-    return _key(path.with_name(base) if separator and base else path)
+    (and ``0`` with ``0@cuda``), since a run on one device uses only one of them. The same mapping
+    (``golden.shared_dir``) serves the used snapshots and the ones on disk, so a snapshot whose own name holds an
+    ``@`` is matched with itself."""
+    from pytest_featviz.golden import shared_dir  # numpy and Pillow: only once a snapshot has run
+
+    return _key(shared_dir(Path(path)))
 
 
 class StaleGoldens:
@@ -142,11 +143,10 @@ class StaleGoldens:
 
     def find_stale(self) -> list[Path]:
         """Golden snapshot directories of completely run test files that no executed test used."""
-        from pytest_featviz.golden import SIDECAR, sanitize_name, shared_dir, snapshot_dir
+        from pytest_featviz.golden import SIDECAR, sanitize_name, snapshot_dir
 
         # An environment-keyed golden (<snapshot>@cuda) and its shared one are used or stale together: a run on one
-        # device uses only one of them, and must not prune the other device's golden.
-        used = {_key(shared_dir(Path(directory))) for directory in self.used}
+        # device uses only one of them, and must not prune the other device's golden (_shared_key on both sides).
         stale: list[Path] = []
         for test_file, tests in sorted(self.complete_files().items()):
             file_dir = snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent
@@ -159,7 +159,7 @@ class StaleGoldens:
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in _subdirectories(test_dir):
-                    if (snapshot / SIDECAR).is_file() and _key(shared_dir(snapshot)) not in used:
+                    if (snapshot / SIDECAR).is_file() and _shared_key(snapshot) not in self.used:
                         stale.append(snapshot)
         return stale
 

@@ -220,3 +220,22 @@ def test_prune_under_xdist(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted, *", f"  {OTHER_STALE}"])
     assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
+
+
+def test_a_used_snapshot_whose_name_holds_an_at_sign_is_not_stale(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(
+        featviz_models=MODELS,
+        test_at="""
+        from featviz_models import make_input, make_model
+
+
+        def test_at(feature_snapshot):
+            feature_snapshot(make_model(), make_input(), layers=["0"], name="conv@Stage-2")
+        """,
+    )
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/conv@Stage-2"]
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/conv@Stage-2"]
