@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import json
 import math
 import sys
 import tempfile
@@ -278,11 +279,24 @@ def worst(layers: list[LayerResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v3_large", "efficientnet_b0"])
+    parser.add_argument("--dump", type=Path, help="also write every channel's scores per model and variant (JSON)")
     args = parser.parse_args(argv)
+    dump: dict[str, dict[str, object]] = {}
     ok = True
     summary: dict[str, list[int]] = {d.name: [0, 0, 0, 0, 0, 0] for d in DETECTORS}
     for model_name in args.models:
         results = scores(model_name)
+        dump[model_name] = {
+            name: {
+                "harmful": harmful,
+                "frontier": frontier,
+                "layers": [
+                    {"name": layer.name, "ssim": layer.ssim, "rms": layer.rms_error, "stat": layer.stat_delta}
+                    for layer in layers
+                ],
+            }
+            for name, (harmful, frontier, layers) in results.items()
+        }
         print(
             f"\n## {model_name}  (default: SSIM >= {DEFAULT.threshold:g}, picture change <= "
             f"{DEFAULT.rms_tolerance:g}, statistics change <= {DEFAULT.stat_tolerance:g})\n"
@@ -315,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     for detector in DETECTORS:
         c = summary[detector.name]
         print(f"| {detector.name} | {c[0]}/{c[1]} | {c[2]}/{c[3]} | {c[4]}/{c[5]} |")
+    if args.dump:
+        args.dump.write_text(json.dumps(dump, indent=1))
     return 0 if ok else 1
 
 

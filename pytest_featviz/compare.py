@@ -7,6 +7,10 @@ Three per-channel scores, each with its own tolerance, decide a channel's verdic
   computes every tile of a layer at once with summed-area tables and equals scikit-image within 1e-6.
 * ``rms_error``: the root-mean-square difference of the two tiles, in units of the golden tile's spread. SSIM is
   quadratic in a small change; this score is linear, so it sees a few-percent change that SSIM smooths over.
+* A golden tile without structure (a flat channel: one grey level) is compared for structure only: the current
+  tile is moved by its uniform level shift first. Such a shift is a change of the channel's mean, which
+  ``stat_delta`` judges in float units; in the picture it is a flip of one or two grey levels under float noise,
+  which SSIM's luminance term (near black) and ``rms_error`` (against a floored spread) would magnify into drift.
 * ``stat_delta``: the larger change of the channel's mean or std (computed from the float activation, not the
   8-bit picture), in units of the golden channel's std. It sees coherent changes the picture cannot show.
 """
@@ -27,6 +31,10 @@ K1, K2 = 0.01, 0.03
 # Spread floor of a golden tile for ``rms_error``, as a fraction of the full grey range: a flat tile would
 # otherwise turn one flipped grey level into a huge relative error.
 RMS_SPREAD_FLOOR = 0.02
+# Floor of the statistics unit, as a fraction of the layer's level (the largest ``|mean| + std`` of its channels):
+# in a layer where every channel is flat, TF32 rounding moves a constant output by about 2e-4 of its level
+# (measured with --featviz-calibrate on a random-init DeepLabV3 head), which must stay well inside the tolerance.
+STAT_LEVEL_FLOOR = 0.05
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -167,11 +175,30 @@ def statistic_delta(golden: FloatArray, current: FloatArray) -> FloatArray:
     distribution) far above per-pixel float noise; min and max are kept in the sidecar for people, not judged,
     because on small deep maps they are single noisy pixels. The unit is floored at the layer's median std: float
     noise scales with the layer, not the channel, so a quiet channel must not turn it into a large relative change.
+    It is also floored at ``STAT_LEVEL_FLOOR`` of the layer's level, for layers whose channels are all flat.
     """
     std = golden[:, 1]
-    unit = np.maximum(std, max(float(np.median(std)) if std.size else 0.0, spread_floor(std)))
+    level = float((np.abs(golden[:, 0]) + std).max(initial=0.0))
+    floor = max(float(np.median(std)) if std.size else 0.0, spread_floor(std), STAT_LEVEL_FLOOR * level)
+    unit = np.maximum(std, floor)
     result: FloatArray = (np.abs(current[:, :2] - golden[:, :2]) / unit[:, None]).max(axis=1)
     return result
+
+
+def level_aligned(golden: TileArray, current: TileArray, data_range: float) -> TileArray:
+    """``current`` with each tile whose golden is flat moved by the uniform level shift between the two tiles.
+
+    A flat golden tile carries no structure, so structure is all its pictures are compared for (module doc); a
+    current tile that is flat too then matches it exactly, one that grew structure still shows it.
+    """
+    g = golden.reshape(golden.shape[0], -1)
+    flat = g.min(axis=1) == g.max(axis=1)
+    if not flat.any():
+        return current
+    c = current.reshape(current.shape[0], -1).astype(np.int64)
+    shift = np.rint(c[flat].mean(axis=1) - g[flat, 0]).astype(np.int64)
+    c[flat] = np.clip(c[flat] - shift[:, None], 0, int(data_range))
+    return c.astype(current.dtype).reshape(current.shape)
 
 
 def compare_layer(
@@ -190,6 +217,7 @@ def compare_layer(
     rms_tolerance: float,
 ) -> LayerResult:
     """Score every channel of one layer and give the layer's verdict (drift if any channel breaks a tolerance)."""
+    current_tiles = level_aligned(golden_tiles, current_tiles, data_range)
     ssim = ssim_batch(golden_tiles, current_tiles, data_range)
     errors = rms_error(golden_tiles, current_tiles, data_range)
     deltas = statistic_delta(golden_stats, current_stats)

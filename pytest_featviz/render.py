@@ -19,9 +19,12 @@ from pytest_featviz.records import NORMALIZE_MODES
 PERCENTILES = (0.5, 99.5)
 # A channel whose spread is tiny next to the layer's other channels is rendered with a widened frame: float noise
 # (TF32, another CPU) is proportional to the layer's scale, not the channel's, and would otherwise be stretched to
-# full contrast and fail the check. The floor is the larger of 2% of the widest and 25% of the median channel.
+# full contrast and fail the check. The floor is the larger of 2% of the widest and 25% of the median channel, and
+# of a share of the layer's largest absolute value: in a layer where every channel is flat (a constant head on a
+# random-init model) or sits on a large offset, TF32 rounding moves values by about 1e-3 of their magnitude.
 SCALE_FLOOR = 0.02
 MEDIAN_FLOOR = 0.25
+MAGNITUDE_FLOOR = 0.01
 SEPARATOR_LEVEL = 128
 STATISTICS = ("mean", "std", "min", "max")
 
@@ -68,12 +71,12 @@ def pool_maps(maps: npt.NDArray[np.floating], pool: tuple[int, int]) -> npt.NDAr
 def spread_floor(spreads: FloatArray, magnitude: float = 0.0) -> float:
     """The smallest spread a channel is measured with, given the spreads of all kept channels of its layer.
 
-    ``magnitude`` (the largest absolute value in the layer) adds a floor of one millionth of it, so an all-flat
-    layer at a large offset is not stretched either.
+    ``magnitude`` (the largest absolute value in the layer) adds a floor of ``MAGNITUDE_FLOOR`` of it, so an
+    all-flat layer, or one at a large offset, is not stretched either.
     """
     if spreads.size == 0:
         return 1e-12
-    return max(SCALE_FLOOR * float(spreads.max()), MEDIAN_FLOOR * float(np.median(spreads)), 1e-6 * magnitude, 1e-12)
+    return max(SCALE_FLOOR * float(spreads.max()), MEDIAN_FLOOR * float(np.median(spreads)), MAGNITUDE_FLOOR * magnitude, 1e-12)
 
 
 def channel_statistics(maps: npt.NDArray[np.floating]) -> FloatArray:

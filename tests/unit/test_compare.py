@@ -11,7 +11,14 @@ from skimage import data
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from pytest_featviz.compare import compare_layer, rms_error, ssim_batch, statistic_delta, upscale_to_window
+from pytest_featviz.compare import (
+    compare_layer,
+    level_aligned,
+    rms_error,
+    ssim_batch,
+    statistic_delta,
+    upscale_to_window,
+)
 from pytest_featviz.records import DRIFT, MATCH, FeatureDriftError
 from unit import snapshotter
 
@@ -89,6 +96,33 @@ def test_statistic_delta_is_in_units_of_the_golden_std() -> None:
     assert delta[1] < 1e-4
 
 
+def test_statistic_delta_of_an_all_flat_layer_is_in_units_of_its_level() -> None:
+    golden = np.array([[0.06, 0.0, 0.06, 0.06], [-0.02, 0.0, -0.02, -0.02]])
+    noisy, moved = golden.copy(), golden.copy()
+    noisy[:, 0] *= 1 + 2e-4  # TF32-sized rounding of a constant output
+    moved[1, 0] += 0.003  # 5% of the layer's level: a real change of a flat channel
+    assert statistic_delta(golden, noisy).max() < 0.01
+    assert statistic_delta(golden, moved)[1] == pytest.approx(1.0)
+
+
+def test_a_flat_golden_tile_is_compared_for_structure_only() -> None:
+    golden = np.full((3, 8, 8), 0, dtype=np.uint8)
+    current = golden.copy()
+    current[0] = 3  # the whole tile moved by three grey levels
+    current[1, :4] = 40  # structure appeared
+    current[2] = 255
+    current[2, 0, 0] = 200
+    aligned = level_aligned(golden, current, 255.0)
+    assert (aligned[0] == 0).all()
+    assert aligned[1, :4].min() > 0 and (aligned[1, 4:] == 0).all()
+    assert aligned[2, 0, 0] == 0  # the outlier pixel is still there after the shift
+    ssim = ssim_batch(golden, aligned, 255.0)
+    assert ssim[0] == 1.0 and ssim[1] < 0.5
+    textured = np.arange(3 * 64, dtype=np.uint8).reshape(3, 8, 8)
+    assert level_aligned(textured, textured + 3, 255.0) is not textured + 3
+    assert (level_aligned(textured, textured + 3, 255.0) == textured + 3).all()  # tiles with structure: untouched
+
+
 def _layer(golden: np.ndarray, current: np.ndarray, threshold: float, stats_delta: float = 0.0) -> str:
     stats = np.array([[0.0, 1.0, -1.0, 1.0]] * golden.shape[0])
     moved = stats + np.array([stats_delta, 0, 0, 0])
@@ -143,6 +177,26 @@ def test_doubled_activations_drift_although_minmax_would_hide_them(tmp_path: Pat
     assert caught.value.result is not None
     layer = caught.value.result.layer("0")
     assert layer.verdict == DRIFT and len(layer.worst_channels()) == 4
+
+
+def _flat_model() -> nn.Sequential:
+    """Every output channel is one constant value over the whole map, like the head of a random-init DeepLabV3."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Upsample(scale_factor=8.0), nn.Conv2d(3, 4, 1))
+
+
+def test_an_all_flat_layer_is_quiet_under_float_noise_and_catches_a_real_change(tmp_path: Path) -> None:
+    model = _flat_model()
+    snapshotter(tmp_path, update=True)(model, _input(), layers=["2"])
+    with torch.no_grad():
+        model[2].weight *= 1 + 2e-4  # TF32-sized rounding moves each constant by about 2e-4 of its level
+        model[2].bias *= 1 + 2e-4
+    snapshotter(tmp_path)(model, _input(), layers=["2"])
+    with torch.no_grad():
+        model[2].bias[1] += 0.05 * float(model[2].bias.abs().max())
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, _input(), layers=["2"])
+    assert "channel 1: SSIM 1.0000, picture change 0.000, statistics change" in str(caught.value)
 
 
 @pytest.mark.parametrize(
