@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import io
 import json
 import math
@@ -32,9 +33,11 @@ import torchvision
 from skimage import data
 from torch import nn
 
-from pytest_featviz import config
+from pytest_featviz import compare, config
+from pytest_featviz.capture import capture
 from pytest_featviz.config import Settings
-from pytest_featviz.records import LayerResult
+from pytest_featviz.layers import resolve_layers
+from pytest_featviz.records import DRIFT, MATCH, LayerResult
 from pytest_featviz.snapshot import TestIdentity, check_snapshot
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -213,20 +216,37 @@ class Detector:
     threshold: float
     rms_tolerance: float
     stat_tolerance: float
+    noise_floor: bool = False
 
     def fails(self, layers: list[LayerResult]) -> bool:
+        """The verdict the plugin would give, from scores recorded with every tolerance open (same logic)."""
         for layer in layers:
             if layer.verdict != "match" and not layer.ssim:
                 return True  # shape / layer-set change
-            for ssim, rms, stat in zip(layer.ssim, layer.rms_error, layer.stat_delta, strict=True):
-                if ssim < self.threshold or rms > self.rms_tolerance or stat > self.stat_tolerance:
-                    return True
+            judged = dataclasses.replace(
+                layer,
+                verdict=MATCH,
+                threshold=self.threshold,
+                stat_tolerance=self.stat_tolerance,
+                rms_tolerance=self.rms_tolerance,
+                noise=None,
+            )
+            if any(judged.channel_failed(i) for i in range(len(judged.ssim))):
+                return True
+            noise = layer.noise if self.noise_floor else None
+            if (
+                noise is not None
+                and compare.needs_noise_floor(judged)
+                and compare.fitted(judged, noise).verdict == DRIFT
+            ):
+                return True
         return False
 
 
-def preset(name: str) -> Detector:
+def preset(name: str, noise_floor: bool = True) -> Detector:
     threshold, stat_tolerance, rms_tolerance = config.PRESETS[name]
-    return Detector(f"preset {name}", threshold, rms_tolerance, stat_tolerance)
+    label = f"preset {name}" + ("" if noise_floor else ", noise floor off")
+    return Detector(label, threshold, rms_tolerance, stat_tolerance, noise_floor)
 
 
 DEFAULT = preset("default")
@@ -235,33 +255,58 @@ DETECTORS = [
     Detector("SSIM >= 0.98 only", 0.98, math.inf, math.inf),
     Detector("default SSIM + statistics only", DEFAULT.threshold, math.inf, DEFAULT.stat_tolerance),
     Detector("default SSIM + picture change only", DEFAULT.threshold, DEFAULT.rms_tolerance, math.inf),
+    preset("default", noise_floor=False),
+    preset("strict", noise_floor=False),
+    preset("tolerant", noise_floor=False),
     DEFAULT,
     preset("strict"),
     preset("tolerant"),
 ]
 
 
-def scores(model_name: str) -> dict[str, tuple[bool, bool, list[LayerResult]]]:
-    """Per variant: harmful?, frontier?, and the scored layers (scores recorded with every tolerance open)."""
+def kept_maps(model: nn.Module, inputs: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """The float maps a snapshot keeps (16 channels of batch item 0) of the named layers."""
+    return {item.name: item.maps.double() for item in capture(model, inputs, resolve_layers(model, names), 16)}
+
+
+def closeness(golden: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> float:
+    """The smallest ``rtol = atol`` at which ``torch.testing.assert_close`` passes on every kept map."""
+    worst = 0.0
+    for name, expected in golden.items():
+        actual = current.get(name)
+        if actual is None or actual.shape != expected.shape:
+            return math.inf
+        worst = max(worst, float(((actual - expected).abs() / (1.0 + expected.abs())).max()))
+    return worst
+
+
+Scores = dict[str, tuple[bool, bool, list[LayerResult], float]]
+
+
+def scores(model_name: str) -> Scores:
+    """Per variant: harmful?, frontier?, the scored layers (every tolerance open) and the assert_close distance."""
     raw = photo()
     x = preprocess(raw)
     base = build(model_name)
     threads = torch.get_num_threads()
-    out: dict[str, tuple[bool, bool, list[LayerResult]]] = {}
+    out: Scores = {}
     with tempfile.TemporaryDirectory() as tmp:
         identity = TestIdentity("bench::" + model_name, "bench.py", model_name, "")
         make = Settings(golden_dir=Path(tmp), update=True)
         directory = Path(tmp, model_name)
-        check_snapshot(copy.deepcopy(base), x, None, make, directory, identity, "0")
+        made = check_snapshot(copy.deepcopy(base), x, None, make, directory, identity, "0")
+        names = [layer.name for layer in made.result.layers]
+        reference = kept_maps(copy.deepcopy(base), x, names)
         wide = Settings(golden_dir=Path(tmp), threshold=-1.0, stat_tolerance=math.inf, rms_tolerance=math.inf)
         for variant in VARIANTS:
             model, inputs = variant.change(copy.deepcopy(base), raw, x.clone())
             try:
-                evidence = check_snapshot(model, inputs, None, wide, directory, identity, "0")
+                evidence = check_snapshot(model, inputs, None, wide, directory, identity, "0", measure_noise=True)
                 layers = list(evidence.result.layers)
+                distance = closeness(reference, kept_maps(model, inputs, names))
             finally:
                 torch.set_num_threads(threads)
-            out[variant.name] = (variant.harmful, variant.frontier, layers)
+            out[variant.name] = (variant.harmful, variant.frontier, layers, distance)
     return out
 
 
@@ -269,10 +314,12 @@ def worst(layers: list[LayerResult]) -> str:
     scored = [layer for layer in layers if layer.ssim]
     if len(scored) < len(layers):
         return "shape/layers changed"
+    noise = [layer.noise.stat_delta for layer in scored if layer.noise is not None]
+    floor = f"(noise floor: stat {max(noise):.4f})" if noise else "(no noise floor: nothing float32)"
     return (
         f"SSIM {min(layer.min_ssim for layer in scored):.4f}  "
         f"pic {max(layer.max_rms_error for layer in scored):.4f}  "
-        f"stat {max(layer.max_stat_delta for layer in scored):.4f}"
+        f"stat {max(layer.max_stat_delta for layer in scored):.4f}  {floor}"
     )
 
 
@@ -284,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     dump: dict[str, dict[str, object]] = {}
     ok = True
     summary: dict[str, list[int]] = {d.name: [0, 0, 0, 0, 0, 0] for d in DETECTORS}
+    distances: list[tuple[bool, bool, float]] = []
     for model_name in args.models:
         results = scores(model_name)
         dump[model_name] = {
@@ -295,15 +343,19 @@ def main(argv: list[str] | None = None) -> int:
                     for layer in layers
                 ],
             }
-            for name, (harmful, frontier, layers) in results.items()
+            for name, (harmful, frontier, layers, _) in results.items()
         }
         print(
             f"\n## {model_name}  (default: SSIM >= {DEFAULT.threshold:g}, picture change <= "
             f"{DEFAULT.rms_tolerance:g}, statistics change <= {DEFAULT.stat_tolerance:g})\n"
         )
-        print("| variant | kind | expected | default verdict | worst scores (min SSIM, max picture / stat change) |")
+        print(
+            "| variant | kind | expected | default verdict | worst scores (min SSIM, max picture / stat change;"
+            " largest TF32 noise floor) |"
+        )
         print("|---|---|---|---|---|")
-        for name, (harmful, frontier, layers) in results.items():
+        for name, (harmful, frontier, layers, distance) in results.items():
+            distances.append((harmful, frontier, distance))
             verdict = "FAIL" if DEFAULT.fails(layers) else "pass"
             expected = "FAIL" if harmful else "pass"
             kind = "frontier" if frontier else ("harmful" if harmful else "benign")
@@ -329,6 +381,30 @@ def main(argv: list[str] | None = None) -> int:
     for detector in DETECTORS:
         c = summary[detector.name]
         print(f"| {detector.name} | {c[0]}/{c[1]} | {c[2]}/{c[3]} | {c[4]}/{c[5]} |")
+    # assert_close on the same kept float maps, at the tightest tolerance that lets every benign case pass
+    tolerance = max(d for harmful, _, d in distances if not harmful)
+    caught = [(harmful, frontier, d > tolerance) for harmful, frontier, d in distances if harmful]
+    harmful_caught = sum(hit for _, frontier, hit in caught if not frontier)
+    harmful_total = sum(not frontier for _, frontier, _ in caught)
+    frontier_caught = sum(hit for _, frontier, hit in caught if frontier)
+    print(
+        f"| float assert_close on the kept maps, rtol = atol = {tolerance:.2g} (the tightest that passes every"
+        f" benign case) | {harmful_caught}/{harmful_total} | 0/{len(distances) - len(caught)}"
+        f" | {frontier_caught}/{sum(f for _, f, _ in caught)} |"
+    )
+    # the same, tuned per model (what a team could do test by test) to twice its worst benign distance: the margin
+    # the plugin's tolerances keep over TF32 noise
+    per_model = [0, 0]
+    size = len(VARIANTS)
+    for start in range(0, len(distances), size):
+        block = distances[start : start + size]
+        tuned = 2.0 * max(d for harmful, _, d in block if not harmful)
+        per_model[0] += sum(d > tuned for harmful, frontier, d in block if harmful and not frontier)
+        per_model[1] += sum(d > tuned for harmful, frontier, d in block if frontier)
+    print(
+        f"| float assert_close, rtol = atol per model at 2x its worst benign case | {per_model[0]}/{harmful_total}"
+        f" | 0/{len(distances) - len(caught)} | {per_model[1]}/{len(caught) - harmful_total} |"
+    )
     if args.dump:
         args.dump.write_text(json.dumps(dump, indent=1))
     return 0 if ok else 1

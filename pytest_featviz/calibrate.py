@@ -1,11 +1,12 @@
 """The noise floor: ``--featviz-calibrate`` scores each snapshot under benign perturbations against its golden.
 
 A benign perturbation changes how the numbers are computed but not what the model computes: another thread count,
-``channels_last`` memory format, TF32 rounding (emulated on any device: every Conv and Linear layer's weight, input
-and output rounded to TF32's 10-bit mantissa) and float64. What each does to the scores is the margin a team has
-between the noise it must tolerate and its thresholds. Perturbations run on deep copies of the model (threads needs
-none), so the model under test is never changed; a model that cannot be copied skips them with a note. Nothing is
-written to the golden directory.
+``channels_last`` memory format, TF32 rounding (emulated on any device by :func:`tf32_emulation`: every convolution
+and matrix product rounds its operands and result to TF32's 10-bit mantissa) and float64. What each does to the
+scores is the margin a team has between the noise it must tolerate and its thresholds. ``channels_last`` and
+float64 run on deep copies of the model (threads and TF32 need none), so the model under test is never changed; a
+model that cannot be copied skips them with a note. Nothing is written to the golden directory. The same TF32
+emulation measures a layer's noise floor during a check (``snapshot._fit_noise_floor``).
 
 :func:`calibrate` runs the perturbations (torch is imported there); :func:`summary_lines` formats the records for
 the terminal summary and imports nothing heavy, since the xdist controller calls it without ever running a model.
@@ -100,31 +101,66 @@ def _channels_last(model: nn.Module, inputs: Any) -> Iterator[tuple[nn.Module, A
     yield _copy(model).to(memory_format=torch.channels_last), moved, "channels_last"
 
 
+def _tf32_functions() -> frozenset[Any]:
+    """The torch functions a GPU runs on its TF32 tensor cores: convolutions and every kind of matrix product."""
+    import torch
+    import torch.nn.functional as F
+
+    names = (
+        (F, ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear")),
+        (F, ("bilinear", "scaled_dot_product_attention")),
+        (torch, ("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "einsum", "conv1d", "conv2d", "conv3d")),
+        (torch.Tensor, ("__matmul__", "__rmatmul__", "matmul", "mm", "bmm")),
+    )
+    return frozenset(getattr(owner, name) for owner, group in names for name in group if hasattr(owner, name))
+
+
+@contextlib.contextmanager
+def tf32_emulation() -> Iterator[None]:
+    """Inside: every convolution and matrix product rounds its float32 operands and result to TF32.
+
+    A ``TorchFunctionMode``, so it reaches functional calls (attention's matrix products, ``F.linear`` in custom
+    modules) as well as layers, on any device, without copying or changing the model. Rounding the result too
+    over-states the hardware slightly (it accumulates in float32): the emulation errs on the side of more noise.
+    """
+    from torch.overrides import TorchFunctionMode
+
+    rounded = _tf32_functions()
+
+    class _Mode(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+        ) -> Any:
+            kwargs = kwargs or {}
+            if func not in rounded:
+                return func(*args, **kwargs)
+            result = func(*_map_tensors(args, round_tf32), **_map_tensors(kwargs, round_tf32))
+            return _map_tensors(result, round_tf32)
+
+    with _Mode():
+        yield
+
+
+def has_float32(model: nn.Module, inputs: Any) -> bool:
+    """Whether TF32 rounding can touch this run: some float32 parameter or input tensor."""
+    import torch
+
+    found = [False]
+
+    def seen(tensor: torch.Tensor) -> torch.Tensor:
+        found[0] = found[0] or tensor.dtype == torch.float32
+        return tensor
+
+    _map_tensors(inputs, seen)
+    return found[0] or any(p.dtype == torch.float32 for p in model.parameters())
+
+
 @contextlib.contextmanager
 def _tf32(model: nn.Module, inputs: Any) -> Iterator[tuple[nn.Module, Any, str]]:
-    import torch
-    from torch import nn
-
-    kinds = (nn.modules.conv._ConvNd, nn.Linear)
-    if not any(isinstance(module, kinds) for module in model.modules()):
-        raise Skip("no Conv or Linear layer to round")
-    copied = _copy(model)
-
-    def round_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(_map_tensors(args, round_tf32))
-
-    def round_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        return _map_tensors(output, round_tf32)
-
-    with torch.no_grad():
-        for module in copied.modules():
-            if isinstance(module, kinds):
-                # TF32 rounds both operands of the matmul: the weight and the input; the output is rounded too, as
-                # the brief asks, which over-states the hardware slightly (it accumulates in float32)
-                module.weight.copy_(round_tf32(module.weight))
-                module.register_forward_pre_hook(round_inputs)
-                module.register_forward_hook(round_output)
-    yield copied, inputs, "tf32 rounding"
+    if not has_float32(model, inputs):
+        raise Skip("no float32 parameter or input to round")
+    with tf32_emulation():
+        yield model, inputs, "tf32 rounding"  # the model is only run, never changed: no copy needed
 
 
 @contextlib.contextmanager

@@ -36,7 +36,16 @@ DEFAULT_NORMALIZE = "minmax"
 DEFAULT_REPORT_DIR = "featviz-report"
 
 # Settings that a marker or a call may override, with the CLI option and ini key of each.
-TUNABLE = ("preset", "threshold", "stat_tolerance", "rms_tolerance", "channels", "normalize", "deterministic")
+TUNABLE = (
+    "preset",
+    "threshold",
+    "stat_tolerance",
+    "rms_tolerance",
+    "channels",
+    "normalize",
+    "deterministic",
+    "noise_floor",
+)
 GOLDEN_KEYS = ("none", "device")  # featviz_golden_key: one shared golden, or one per device type with fallback
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -58,6 +67,7 @@ class Settings:
     report_dir: Path = Path(DEFAULT_REPORT_DIR)
     report_all: bool = False
     deterministic: bool = False  # environment.deterministic_mode around each snapshot call
+    noise_floor: bool = True  # fit a layer's tolerances to its TF32 noise when its scores are not clean
     golden_key: str = "none"  # one of GOLDEN_KEYS
     calibrate: bool = False  # --featviz-calibrate: score benign perturbations against the goldens, write nothing
 
@@ -97,7 +107,7 @@ def _validate(key: str, value: Any, source: str) -> Any:
         return value
     if key == "channels":
         return parse_channels(value, source)
-    if key == "deterministic":
+    if key in ("deterministic", "noise_floor"):
         return _flag(value, key, source)
     raise AssertionError(key)
 
@@ -237,6 +247,14 @@ def add_options(parser: pytest.Parser) -> None:
         " afterwards (ini: featviz_deterministic; marker/call: deterministic=True).",
     )
     group.addoption(
+        "--featviz-noise-floor",
+        choices=("on", "off"),
+        default=None,
+        help="'on' (default): a layer whose scores are not clean is judged by tolerances fitted to how far emulated"
+        " TF32 rounding moves it (4x that, between 0.4x and 1x the configured ones; one more forward pass, only"
+        " then); 'off': configured tolerances only (ini: featviz_noise_floor; marker/call: noise_floor=False).",
+    )
+    group.addoption(
         "--featviz-calibrate",
         action="store_true",
         default=False,
@@ -245,6 +263,11 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "featviz_deterministic", "deterministic algorithms, TF32 off for every snapshot (true/false)", default=None
+    )
+    parser.addini(
+        "featviz_noise_floor",
+        "fit tolerances to each layer's TF32 noise floor when scores are not clean (true/false)",
+        default=None,
     )
     parser.addini(
         "featviz_golden_key",

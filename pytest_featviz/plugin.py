@@ -25,9 +25,9 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
 TRACKER_KEY = pytest.StashKey["SessionTracker"]()
 MARKER_HELP = (
-    "featviz(threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=, deterministic=): feature snapshot"
-    " settings for"
-    " this test; a keyword of the feature_snapshot() call wins over the marker, the marker over CLI and ini."
+    "featviz(preset=, threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=, deterministic=,"
+    " noise_floor=): feature snapshot settings for this test; a keyword of the feature_snapshot() call wins over"
+    " the marker, the marker over CLI and ini."
 )
 
 

@@ -53,11 +53,34 @@ class GoldenMissingError(AssertionError):
 
 
 @dataclass(frozen=True, slots=True)
+class NoiseFloor:
+    """How far emulated TF32 rounding moves one layer (its worst channel): the noise its tolerances were fitted to.
+
+    Measured by a second forward pass only for a layer whose scores were not clean (see ``snapshot._noise_floor``).
+    """
+
+    ssim: float  # lowest SSIM of a channel between the run and its TF32-rounded twin
+    rms_error: float  # largest picture change
+    stat_delta: float  # largest statistics change
+
+    def to_dict(self) -> dict[str, float]:
+        return {"ssim": self.ssim, "rms_error": self.rms_error, "stat_delta": self.stat_delta}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> NoiseFloor | None:
+        if data is None:
+            return None
+        return cls(float(data["ssim"]), float(data["rms_error"]), float(data["stat_delta"]))
+
+
+@dataclass(frozen=True, slots=True)
 class LayerResult:
     """How one layer compares with its golden.
 
     ``ssim``, ``stat_delta`` and ``rms_error`` hold one value per compared channel (same order as ``channels``);
-    they are empty when the layer could not be compared channel by channel (new, gone or reshaped layer).
+    they are empty when the layer could not be compared channel by channel (new, gone or reshaped layer). The three
+    tolerances are the ones the layer was judged by: the configured ones, or tighter ones fitted to the layer's
+    measured ``noise`` floor.
     """
 
     name: str
@@ -72,6 +95,7 @@ class LayerResult:
     stat_tolerance: float = 0.0
     rms_tolerance: float = 0.0
     reason: str = ""
+    noise: NoiseFloor | None = None
 
     @property
     def drifted(self) -> bool:
@@ -121,6 +145,7 @@ class LayerResult:
             "stat_tolerance": self.stat_tolerance,
             "rms_tolerance": self.rms_tolerance,
             "reason": self.reason,
+            "noise_floor": self.noise.to_dict() if self.noise is not None else None,
         }
 
     @classmethod
@@ -141,6 +166,7 @@ class LayerResult:
             stat_tolerance=float(data.get("stat_tolerance", 0.0)),
             rms_tolerance=float(data.get("rms_tolerance", 0.0)),
             reason=str(data.get("reason", "")),
+            noise=NoiseFloor.from_dict(data.get("noise_floor")),
         )
 
 

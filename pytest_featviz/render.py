@@ -76,7 +76,9 @@ def spread_floor(spreads: FloatArray, magnitude: float = 0.0) -> float:
     """
     if spreads.size == 0:
         return 1e-12
-    return max(SCALE_FLOOR * float(spreads.max()), MEDIAN_FLOOR * float(np.median(spreads)), MAGNITUDE_FLOOR * magnitude, 1e-12)
+    return max(
+        SCALE_FLOOR * float(spreads.max()), MEDIAN_FLOOR * float(np.median(spreads)), MAGNITUDE_FLOOR * magnitude, 1e-12
+    )
 
 
 def channel_statistics(maps: npt.NDArray[np.floating]) -> FloatArray:

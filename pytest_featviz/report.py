@@ -338,11 +338,17 @@ def report_data(results: Sequence[SnapshotResult], report_dir: Path, root: Path,
                     "drifted_channels": [layer.channels[i] for i in layer.worst_channels(len(layer.ssim))],
                     "min_ssim": _number(layer.min_ssim),
                     "mean_ssim": _number(layer.mean_ssim),
-                    "threshold": layer.threshold,
+                    "threshold": round(layer.threshold, 6),
                     "max_stat_delta": _number(layer.max_stat_delta),
-                    "stat_tolerance": layer.stat_tolerance,
+                    "stat_tolerance": round(layer.stat_tolerance, 6),
                     "max_rms_error": _number(layer.max_rms_error),
-                    "rms_tolerance": layer.rms_tolerance,
+                    "rms_tolerance": round(layer.rms_tolerance, 6),
+                    # the TF32 noise the tolerances above were fitted to; null: the configured tolerances
+                    "noise_floor": (
+                        {key: _number(value) for key, value in layer.noise.to_dict().items()}
+                        if layer.noise is not None
+                        else None
+                    ),
                     "ssim": [round(v, 6) for v in layer.ssim],
                     "stat_delta": [round(v, 6) for v in layer.stat_delta],
                     "rms_error": [round(v, 6) for v in layer.rms_error],

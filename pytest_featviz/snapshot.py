@@ -7,6 +7,7 @@ which is the one place that decides what happens. It owns every message a user r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from pytest_featviz import calibrate, environment, golden
+from pytest_featviz import calibrate, compare, environment, golden
 from pytest_featviz.capture import LayerCapture, call_name, capture
 from pytest_featviz.compare import compare_layer
 from pytest_featviz.config import Settings
@@ -128,6 +129,8 @@ class FeatureSnapshot:
         stat_tolerance: float | None = None,
         rms_tolerance: float | None = None,
         deterministic: bool | None = None,
+        preset: str | None = None,
+        noise_floor: bool | None = None,
     ) -> SnapshotResult:
         __tracebackhide__ = True
         if not isinstance(model, nn.Module):
@@ -140,6 +143,8 @@ class FeatureSnapshot:
                 "stat_tolerance": stat_tolerance,
                 "rms_tolerance": rms_tolerance,
                 "deterministic": deterministic,
+                "preset": preset,
+                "noise_floor": noise_floor,
             },
             "feature_snapshot()",
         )
@@ -303,17 +308,21 @@ def check_snapshot(
     directory: Path,
     identity: TestIdentity,
     snapshot_name: str,
+    *,
+    measure_noise: bool = False,
 ) -> Evidence:
     """Capture, compare with the golden in ``directory`` and, in update mode, write; never raises on drift.
 
     Returns the result record with the pictures behind it, for the report. With ``settings.deterministic`` the
     model runs inside :func:`environment.deterministic_mode`; with ``settings.golden_key == "device"`` the golden of
     the device type (``<directory>@cuda``) is used when there is one, else the shared one in ``directory``, and a
-    drift under ``--featviz-update`` writes the device's own golden and leaves the shared one alone.
+    drift under ``--featviz-update`` writes the device's own golden and leaves the shared one alone. With
+    ``settings.noise_floor``, layers whose scores are not clean are judged again by tolerances fitted to their TF32
+    noise (:func:`_fit_noise_floor`); ``measure_noise`` measures the noise of every compared layer (benchmarks).
     """
     __tracebackhide__ = True
     with deterministic_mode(settings.deterministic):
-        return _check(model, inputs, layers, settings, directory, identity, snapshot_name)
+        return _check(model, inputs, layers, settings, directory, identity, snapshot_name, measure_noise)
 
 
 def _check(
@@ -324,6 +333,7 @@ def _check(
     directory: Path,
     identity: TestIdentity,
     snapshot_name: str,
+    measure_noise: bool = False,
 ) -> Evidence:
     __tracebackhide__ = True
     keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
@@ -421,6 +431,8 @@ def _check(
             reason = "no longer in the model" if layer.name in gone else "in the golden but not captured now"
             results.append(LayerResult(layer.name, GONE, None, layer.shape, layer.channels, reason=reason))
             pictures.append(LayerEvidence(layer.name, None, None))
+    if settings.noise_floor or measure_noise:
+        results = _fit_noise_floor(model, inputs, spec, settings, stored, current, results, pictures, measure_noise)
     if not any(r.drifted for r in results):
         return evidence(MATCHED, results, pictures)
     if settings.update:
@@ -439,6 +451,63 @@ def _check(
         )
     message = drift_message(identity, snapshot_name, directory, results, explanation)
     return evidence(DRIFTED, results, pictures, message)
+
+
+def _fit_noise_floor(
+    model: nn.Module,
+    inputs: Any,
+    spec: LayerSpec,
+    settings: Settings,
+    stored: SnapshotGolden,
+    current: list[_Current],
+    results: list[LayerResult],
+    pictures: list[LayerEvidence],
+    every_layer: bool = False,
+) -> list[LayerResult]:
+    """``results`` with each layer that scored outside its clean band judged by tolerances fitted to its noise.
+
+    The noise is measured by running the model once more with every convolution and matrix product rounded to TF32
+    (:func:`calibrate.tf32_emulation`), comparing that run with this one in the golden's frames. Nothing runs when
+    every layer is clean (an identical re-run) or when nothing is float32; a model that fails under the emulation
+    keeps its configured tolerances, since the check itself has already run.
+    """
+    positions = [
+        i
+        for i, result in enumerate(results)
+        if (every_layer and result.ssim) or (settings.noise_floor and compare.needs_noise_floor(result))
+    ]
+    if not positions or not calibrate.has_float32(model, inputs):
+        return results
+    try:
+        with calibrate.tf32_emulation():
+            noisy, _ = _capture(model, inputs, spec, settings, stored)
+    except Exception:  # noqa: BLE001 - any failure of the extra run leaves the configured verdict standing
+        return results
+    plain = {item.capture.name: item for item in current}
+    rounded = {item.capture.name: item for item in noisy}
+    fitted = list(results)
+    for i in positions:
+        name, evidence = results[i].name, pictures[i]
+        layer = stored.layer(name)
+        if layer is None or name not in rounded or evidence.golden_tiles is None or evidence.current_tiles is None:
+            continue
+        noisy_tiles = render_tiles(
+            pool_maps(rounded[name].maps, layer.pool), layer.frames_array(), stored.normalize, stored.bit_depth
+        )
+        floor = compare.noise_floor(
+            evidence.golden_tiles,
+            evidence.current_tiles,
+            noisy_tiles,
+            layer.stats_array(),
+            plain[name].stats,
+            rounded[name].stats,
+            float(max_level(stored.bit_depth)),
+        )
+        if settings.noise_floor:
+            fitted[i] = compare.fitted(results[i], floor)
+        else:
+            fitted[i] = dataclasses.replace(results[i], noise=floor)
+    return fitted
 
 
 def _measure(spec: LayerSpec, settings: Settings, stored: SnapshotGolden, directory: Path) -> calibrate.Measure:
@@ -515,7 +584,16 @@ def layer_summary(layer: LayerResult) -> list[str]:
         f"  {layer.name} ({_format_shape(layer.shape)}): {failing} of {len(layer.channels)} channels drifted;"
         f" min SSIM {layer.min_ssim:.4f} (threshold {layer.threshold:g}), mean SSIM {layer.mean_ssim:.4f}"
     )
-    lines = [head, *(_channel_line(layer, i) for i in worst)]
+    lines = [head]
+    if layer.noise is not None:
+        noise = layer.noise
+        lines.append(
+            f"    judged by tolerances fitted to this layer's noise floor: TF32 rounding alone moves it to SSIM"
+            f" {noise.ssim:.4f}, picture change {noise.rms_error:.4f}, statistics change {noise.stat_delta:.4f};"
+            f" the tolerances are {compare.NOISE_FACTOR:g}x that, within the configured ones"
+            " (--featviz-noise-floor=off judges by the configured ones only)"
+        )
+    lines.extend(_channel_line(layer, i) for i in worst)
     if failing > len(worst):
         lines.append(f"      ... and {failing - len(worst)} more channel(s)")
     return lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +15,16 @@ from torch import nn
 
 from pytest_featviz.compare import (
     compare_layer,
+    fitted,
     level_aligned,
+    needs_noise_floor,
+    noise_floor,
     rms_error,
     ssim_batch,
     statistic_delta,
     upscale_to_window,
 )
-from pytest_featviz.records import DRIFT, MATCH, FeatureDriftError
+from pytest_featviz.records import DRIFT, MATCH, FeatureDriftError, LayerResult, NoiseFloor
 from unit import snapshotter
 
 
@@ -250,3 +255,120 @@ def test_a_changed_normalization_is_drift(tmp_path: Path) -> None:
     snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0"])
     with pytest.raises(FeatureDriftError, match="normalize changed from 'minmax' to 'sigmoid'"):
         snapshotter(tmp_path, normalize="sigmoid")(_model(), _input(), layers=["0"])
+
+
+# --- the noise floor ----------------------------------------------------------------------------------------------
+
+
+def _scored(ssim: float, rms: float, stat: float, verdict: str = MATCH) -> LayerResult:
+    return LayerResult(
+        "layer1",
+        verdict,
+        (1, 2, 8, 8),
+        (1, 2, 8, 8),
+        (0, 1),
+        ssim=(1.0, ssim),
+        rms_error=(0.0, rms),
+        stat_delta=(0.0, stat),
+        threshold=0.99,
+        stat_tolerance=0.03,
+        rms_tolerance=0.15,
+    )
+
+
+def test_only_a_matching_layer_outside_its_clean_band_needs_a_noise_floor() -> None:
+    assert not needs_noise_floor(_scored(1.0, 0.0, 0.0))  # an identical re-run costs no second forward pass
+    assert not needs_noise_floor(_scored(0.997, 0.05, 0.011))  # inside 0.4x of every tolerance
+    assert needs_noise_floor(_scored(0.9955, 0.0, 0.0))
+    assert needs_noise_floor(_scored(1.0, 0.07, 0.0))
+    assert needs_noise_floor(_scored(1.0, 0.0, 0.015))
+    assert not needs_noise_floor(_scored(0.5, 0.0, 0.0, DRIFT))  # already drifted: nothing to tighten
+
+
+def test_fitted_tolerances_are_four_times_the_noise_within_the_configured_ones() -> None:
+    quiet = fitted(_scored(1.0, 0.0, 0.015), NoiseFloor(ssim=0.99999, rms_error=0.005, stat_delta=0.001))
+    assert (quiet.threshold, quiet.rms_tolerance, quiet.stat_tolerance) == pytest.approx((0.996, 0.06, 0.012))
+    assert quiet.verdict == DRIFT and quiet.noise is not None
+    assert quiet.channel_failed(1) and not quiet.channel_failed(0)
+    middle = fitted(_scored(1.0, 0.0, 0.015), NoiseFloor(ssim=0.9985, rms_error=0.02, stat_delta=0.005))
+    assert (middle.threshold, middle.rms_tolerance, middle.stat_tolerance) == pytest.approx((0.994, 0.08, 0.02))
+    assert middle.verdict == MATCH
+    noisy = fitted(_scored(0.995, 0.1, 0.025), NoiseFloor(ssim=0.99, rms_error=0.1, stat_delta=0.02))
+    assert (noisy.threshold, noisy.rms_tolerance, noisy.stat_tolerance) == (0.99, 0.15, 0.03)  # never looser
+    assert noisy.verdict == MATCH
+    unknown = fitted(_scored(1.0, 0.0, 0.015), NoiseFloor(ssim=math.nan, rms_error=math.nan, stat_delta=math.nan))
+    assert (unknown.threshold, unknown.rms_tolerance, unknown.stat_tolerance) == (0.99, 0.15, 0.03)
+
+
+def test_noise_floor_compares_the_rounded_run_with_the_plain_one() -> None:
+    rng = np.random.default_rng(4)
+    golden = rng.integers(0, 256, size=(2, 12, 12), dtype=np.uint8)
+    current = np.clip(golden.astype(int) + 20, 0, 255).astype(np.uint8)  # far from the golden ...
+    noisy = current.copy()
+    noisy[1, 0, :4] += 3  # ... but the rounded run moves it only a little
+    stats = np.array([[0.0, 1.0, -2.0, 2.0], [1.0, 2.0, -3.0, 5.0]])
+    moved = stats + np.array([[0.01, 0.0, 0.0, 0.0], [0.0, 0.004, 0.0, 0.0]])
+    floor = noise_floor(golden, current, noisy, stats, stats + 1.0, moved + 1.0, 255.0)
+    assert floor.stat_delta == pytest.approx(0.01 / 1.5)  # in the golden std units, floored at the median std 1.5
+    assert 0.9 < floor.ssim < 1.0 and 0.0 < floor.rms_error < 0.1
+
+
+def _homogeneous_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+
+
+def _photo() -> torch.Tensor:
+    image = torch.from_numpy(data.astronaut()[:96:2, 100:196:2].copy()).permute(2, 0, 1).float() / 255.0
+    return (image.unsqueeze(0) - 0.45) / 0.25
+
+
+def _count_noise_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from pytest_featviz import calibrate
+
+    runs: list[int] = []
+    emulation = calibrate.tf32_emulation
+
+    def counted() -> object:
+        runs.append(1)
+        return emulation()
+
+    monkeypatch.setattr(calibrate, "tf32_emulation", counted)
+    return runs
+
+
+def test_the_noise_floor_catches_a_small_scale_change_the_configured_tolerances_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = _count_noise_runs(monkeypatch)
+    model = _homogeneous_model()
+    snapshotter(tmp_path, update=True)(model, _photo(), layers=["3"])
+    snapshotter(tmp_path)(model, _photo(), layers=["3"])
+    assert runs == []  # a clean re-run needs no second forward pass
+    with torch.no_grad():  # a 0.6% gain on the second conv
+        model[2].weight *= 1.006
+        model[2].bias *= 1.006
+    result = snapshotter(tmp_path, noise_floor=False)(model, _photo(), layers=["3"])
+    assert result.layers[0].verdict == MATCH and 0.012 < result.layers[0].max_stat_delta < 0.03
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, _photo(), layers=["3"])
+    assert runs == [1]
+    message = str(caught.value)
+    assert "judged by tolerances fitted to this layer's noise floor: TF32 rounding alone moves it to SSIM" in message
+    assert re.search(
+        r"channel \d: SSIM 0\.99\d\d, picture change 0\.0\d\d, statistics change 0\.0\d\d > 0\.012", message
+    )
+    layer = caught.value.result.layer("3") if caught.value.result else None
+    assert layer is not None and layer.noise is not None and layer.noise.stat_delta < 0.003
+
+
+def test_tf32_rounded_weights_stay_green_under_the_noise_floor(tmp_path: Path) -> None:
+    from pytest_featviz.calibrate import round_tf32
+
+    model = _homogeneous_model()
+    snapshotter(tmp_path, update=True)(model, _photo(), layers=["1", "3"])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(round_tf32(parameter))
+    result = snapshotter(tmp_path)(model, _photo(), layers=["1", "3"])
+    assert all(layer.verdict == MATCH for layer in result.layers)

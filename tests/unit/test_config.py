@@ -139,3 +139,71 @@ def test_golden_dir_from_ini_and_cli(featviz_pytester: pytest.Pytester) -> None:
     missing.stdout.fnmatch_lines(
         ["*create it with:  pytest --featviz-update --featviz-golden-dir nowhere test_ch.py::*"]
     )
+
+
+GAIN_SUITE = """
+import os
+
+import pytest
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    with torch.no_grad():  # a 1% gain on the second conv when GAIN is set: inside the configured tolerances
+        model[2].weight *= float(os.environ.get("GAIN", "1"))
+        model[2].bias *= float(os.environ.get("GAIN", "1"))
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(1, 3, 52, 52, generator=torch.Generator().manual_seed(1)), 5, 1)
+    return model, smooth / smooth.std()
+
+
+{marker}
+def test_gain(feature_snapshot):
+    model, x = build()
+    feature_snapshot(model, x, layers=["3"]{call})
+"""
+
+
+@pytest.mark.parametrize("where", ["default", "cli", "ini", "marker", "call"])
+def test_the_noise_floor_is_on_by_default_and_off_at_every_level(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    marker = "@pytest.mark.featviz(noise_floor=False)" if where == "marker" else ""
+    call = ", noise_floor=False" if where == "call" else ""
+    featviz_pytester.makepyfile(test_gain=GAIN_SUITE.format(marker=marker, call=call))
+    if where == "ini":
+        featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_noise_floor = false\n")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("GAIN", "1.01")
+    result = featviz_pytester.runpytest(*(["--featviz-noise-floor=off"] if where == "cli" else []))
+    if where == "default":
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*judged by tolerances fitted to this layer's noise floor: TF32 rounding alone*"])
+    else:
+        result.assert_outcomes(passed=1)
+
+
+def test_a_bad_noise_floor_setting_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_ch=CHANNELS_SUITE)
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_noise_floor = sometimes\n")
+    result = featviz_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*featviz ini: noise_floor must be true or false; got 'sometimes'*"])
+
+
+def test_a_preset_on_the_call_sets_the_three_tolerances(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    from unit import snapshotter
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1))
+    snap = snapshotter(tmp_path, update=True)
+    result = snap(model, torch.ones(1, 1, 4, 4), layers="0", preset="tolerant")
+    assert result.outcome == "created"
+    checked = snapshotter(tmp_path)(model, torch.ones(1, 1, 4, 4), layers="0", preset="strict")
+    layer = checked.layers[0]
+    assert (layer.threshold, layer.stat_tolerance, layer.rms_tolerance) == (0.995, 0.012, 0.05)

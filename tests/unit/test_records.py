@@ -8,7 +8,7 @@ import math
 import pytest
 
 from pytest_featviz import FeatureDriftError, LayerResult, SnapshotResult
-from pytest_featviz.records import DRIFT, DRIFTED, GONE, MATCH, GoldenMissingError
+from pytest_featviz.records import DRIFT, DRIFTED, GONE, MATCH, GoldenMissingError, NoiseFloor
 
 
 def _drifted_layer() -> LayerResult:
@@ -24,6 +24,7 @@ def _drifted_layer() -> LayerResult:
         threshold=0.98,
         stat_tolerance=0.05,
         rms_tolerance=0.03,
+        noise=NoiseFloor(ssim=0.9999, rms_error=0.004, stat_delta=0.0012),
     )
 
 
@@ -43,6 +44,8 @@ def test_round_trip_through_json() -> None:
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert SnapshotResult.from_dict(data) == result
     assert data["first_drifted"] == "layer2"
+    assert data["layers"][1]["noise_floor"] == {"ssim": 0.9999, "rms_error": 0.004, "stat_delta": 0.0012}
+    assert data["layers"][0]["noise_floor"] is None  # judged by the configured tolerances
 
 
 def test_drift_questions() -> None:
