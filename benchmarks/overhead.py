@@ -112,10 +112,12 @@ def measure(depth: int, repeats: int) -> tuple[dict[str, float], dict[str, float
     baseline = Baseline(model, layers, root / "baseline")
     baseline.update(inputs)
     scratch = root / "scratch"
+    runs = iter(range(1_000_000))
 
     def update() -> None:
-        shutil.rmtree(scratch, ignore_errors=True)
-        assert common.snapshot_call(model, inputs, layers, scratch / "snapshot", update=True) == "created"
+        # a fresh directory each time (removed with ``root`` at the end): the timing holds no deletion
+        target = scratch / str(next(runs)) / "snapshot"
+        assert common.snapshot_call(model, inputs, layers, target, update=True) == "created"
 
     def check() -> None:
         assert common.snapshot_call(model, inputs, layers, golden_dir, update=False) == "matched"
@@ -207,7 +209,7 @@ def report(depth: int, timings: tuple[dict[str, float], dict[str, float]]) -> st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--model", type=int, choices=(18, 50), action="append")
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

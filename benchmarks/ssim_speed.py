@@ -1,7 +1,8 @@
 """Batched SSIM (``compare.ssim_batch``, all tiles of a layer at once) against scikit-image's per-channel loop.
 
-The tiles are those of a real check: the ResNet-18 snapshot (``relu, layer1..layer4``, 16 channels, 224 px), the
-current tiles being the activation with 1% multiplicative noise rendered in the golden's frame. Both sides are
+The tiles are those of a real check: the ResNet-18 snapshot (``relu, layer1..layer4``, 16 channels, 224 px; the
+112 x 112 stem pooled into 56 x 56 tiles as a check does), the current tiles being the activation with 1%
+multiplicative noise rendered in the golden's frame. Both sides are
 timed interleaved, in CPU time of this thread (both are single-threaded numpy/scipy, so CPU time is what a quiet
 machine's wall clock would show), and the values are compared (target: >= 5x faster, equal within 1e-6).
 
@@ -27,7 +28,7 @@ import common  # noqa: E402
 from pytest_featviz.capture import capture  # noqa: E402
 from pytest_featviz.compare import ssim_batch, upscale_to_window  # noqa: E402
 from pytest_featviz.layers import resolve_layers  # noqa: E402
-from pytest_featviz.render import channel_frames, render_tiles  # noqa: E402
+from pytest_featviz.render import channel_frames, pool_maps, render_tiles, tile_pool  # noqa: E402
 
 Tiles = list[tuple[str, np.ndarray[Any, Any], np.ndarray[Any, Any]]]
 
@@ -37,7 +38,7 @@ def layer_tiles() -> Tiles:
     rng = np.random.default_rng(0)
     out = []
     for item in capture(model, inputs, resolve_layers(model, common.RESNET18_LAYERS), 16):
-        maps = item.maps.numpy()
+        maps = pool_maps(item.maps.numpy(), tile_pool(*item.maps.shape[1:]))  # the tiles as a check renders them
         frames = channel_frames(maps, "minmax")
         noisy = (maps * (1.0 + 0.01 * rng.standard_normal(maps.shape))).astype(np.float32)
         out.append((item.name, render_tiles(maps, frames, "minmax"), render_tiles(noisy, frames, "minmax")))

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -175,7 +177,7 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
 def device_type(model: nn.Module, inputs: Any) -> str:
     """The device type a snapshot runs on (``cpu``, ``cuda``, ``mps``, ...): the model's first parameter or buffer,
     else the input's first tensor, else ``cpu``. Goldens keyed by device use it as key."""
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device.type
     for tensor in _tensors(inputs):
         return tensor.device.type
@@ -183,7 +185,7 @@ def device_type(model: nn.Module, inputs: Any) -> str:
 
 
 def _dtype(model: nn.Module, inputs: Any) -> str:
-    for tensor in (*model.parameters(), *model.buffers(), *_tensors(inputs)):
+    for tensor in itertools.chain(model.parameters(), model.buffers(), _tensors(inputs)):
         if tensor.is_floating_point():
             return str(tensor.dtype).removeprefix("torch.")
     return "none"
@@ -315,6 +317,28 @@ def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
     return torch.stack([total, (per_row * row_weights).sum(), (per_column * column_weights).sum()])
 
 
+def _cpu_tensor_sums(tensor: torch.Tensor) -> list[int]:
+    """:func:`_tensor_sums` of a CPU tensor, computed with numpy: the same three integers (both wrap the same way),
+    at a fraction of the per-call cost of torch ops on the many small tensors of a model (biases, norms)."""
+    data = tensor.detach()
+    if data.numel() == 0:
+        return [0, 0, 0]
+    if data.dtype == torch.bool:
+        data = data.view(torch.uint8)
+    rows = data.shape[0] if data.dim() > 1 else 1
+    flat = data.contiguous().reshape(rows, -1)
+    if data.element_size() >= 4:
+        bits = flat.view(torch.int32).numpy()
+    else:
+        bits = flat.view(_NARROW_INTEGERS[data.element_size()]).numpy().astype(np.int32)
+    per_row = bits.sum(axis=1, dtype=np.int32)
+    total = int(per_row.sum(dtype=np.int32))
+    per_column = bits.sum(axis=0, dtype=np.int32).astype(np.int64)
+    row_weights = np.arange(1, per_row.size + 1, dtype=np.int64)
+    column_weights = np.arange(1, per_column.size + 1, dtype=np.int64)
+    return [total, int((per_row.astype(np.int64) * row_weights).sum()), int((per_column * column_weights).sum())]
+
+
 @dataclass
 class ParameterFingerprints:
     """Fingerprints of modules' parameters and buffers; each tensor is reduced once, however many modules share it."""
@@ -337,8 +361,11 @@ class ParameterFingerprints:
         for key, (_, tensor) in todo.items():
             by_device.setdefault(tensor.device, []).append((key, tensor))
         with torch.no_grad():
-            for group in by_device.values():
-                values = torch.stack([_tensor_sums(tensor) for _, tensor in group]).tolist()  # one transfer
+            for device, group in by_device.items():
+                if device.type == "cpu":
+                    values = [_cpu_tensor_sums(tensor) for _, tensor in group]
+                else:
+                    values = torch.stack([_tensor_sums(tensor) for _, tensor in group]).tolist()  # one transfer
                 for (key, tensor), sums in zip(group, values, strict=True):
                     self._sums[key] = (f"{tuple(tensor.shape)}{tensor.dtype}", [int(v) for v in sums])
 

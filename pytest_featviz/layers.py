@@ -109,8 +109,11 @@ def _split_leaf(text: str, index: dict[str, nn.Module]) -> tuple[str, str | None
     return name, leaf or None
 
 
-def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
-    """The targets selected by ``spec``; an unknown name or a pattern that matches nothing is an error."""
+def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = None) -> list[Target]:
+    """The targets selected by ``spec``; an unknown name or a pattern that matches nothing is an error.
+
+    With ``gone`` given, an unknown exact name is appended to it instead (a golden's layer the model lost).
+    """
     if spec is None:
         raise ValueError("resolve_layers needs a selection; use default_layers for layers=None")
     refuse_torchscript(model)
@@ -144,6 +147,9 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[Target]:
                 raise FeatvizError(f"layer pattern {item!r} matches no layer; closest names: {_closest(text, names)}")
         elif text in index:
             matched = [text]
+        elif gone is not None:
+            gone.append(item)
+            continue
         else:
             raise FeatvizError(
                 f"unknown layer {item!r} in {type(model).__name__}; closest names: {_closest(text, names)}"

@@ -39,7 +39,7 @@ def max_level(bit_depth: int) -> int:
     return (1 << bit_depth) - 1
 
 
-def _round_frame(values: FloatArray) -> FloatArray:
+def round_stored(values: FloatArray) -> FloatArray:
     # Frames are stored as JSON; rounding them to 9 significant digits before use keeps the rendered golden and a
     # later rendering in the stored frame bit-identical, and the JSON free of float noise.
     return np.array([float(f"{v:.9g}") for v in values.ravel()], dtype=np.float64).reshape(values.shape)
@@ -62,9 +62,14 @@ def pool_maps(maps: npt.NDArray[np.floating], pool: tuple[int, int]) -> npt.NDAr
         return maps
     count, height, width = maps.shape
     kept = maps[:, : height // rows * rows, : width // columns * columns]
-    pooled: npt.NDArray[np.floating] = kept.reshape(count, height // rows, rows, width // columns, columns).mean(
-        axis=(2, 4)
-    )
+    blocks = kept.reshape(count, height // rows, rows, width // columns, columns)
+    # One strided addition per block position: about 15x faster than ``mean(axis=(2, 4))`` on a 112 x 112 stem.
+    pooled: npt.NDArray[np.floating] = blocks[:, :, 0, :, 0].copy()
+    for row in range(rows):
+        for column in range(columns):
+            if row or column:
+                pooled += blocks[:, :, row, :, column]
+    pooled *= pooled.dtype.type(1.0 / (rows * columns))
     return pooled
 
 
@@ -83,9 +88,16 @@ def spread_floor(spreads: FloatArray, magnitude: float = 0.0) -> float:
 
 def channel_statistics(maps: npt.NDArray[np.floating]) -> FloatArray:
     """Per-channel ``mean, std, min, max`` of ``maps`` (C, H, W) as a float64 array of shape (C, 4)."""
-    flat = np.asarray(maps, dtype=np.float64).reshape(maps.shape[0], -1)
-    stats = np.stack([flat.mean(axis=1), flat.std(axis=1), flat.min(axis=1), flat.max(axis=1)], axis=1)
-    return _round_frame(stats)
+    flat = np.asarray(maps).reshape(maps.shape[0], -1)
+    # float64 accumulation without a float64 copy of the maps (a third of the time); a NaN or Inf anywhere still
+    # makes the channel's mean or std non-finite, which is how a check detects them.
+    mean = flat.mean(axis=1, dtype=np.float64)
+    centred = flat - mean[:, None]
+    std = np.sqrt(np.einsum("ij,ij->i", centred, centred) / max(flat.shape[1], 1))
+    low, high = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
+    # Not rounded here: a check compares them unrounded; what is written goes through round_stored (as frames do).
+    stats: FloatArray = np.stack([mean, std, low, high], axis=1)
+    return stats
 
 
 def channel_frames(maps: npt.NDArray[np.floating], mode: str) -> FloatArray:
@@ -98,13 +110,13 @@ def channel_frames(maps: npt.NDArray[np.floating], mode: str) -> FloatArray:
     elif mode == "sigmoid":
         center, scale = flat.mean(axis=1), flat.std(axis=1)
         floor = spread_floor(scale, float(np.abs(flat).max(initial=0.0)))
-        return _round_frame(np.stack([center, np.maximum(scale, floor)], axis=1))
+        return round_stored(np.stack([center, np.maximum(scale, floor)], axis=1))
     else:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {mode!r}")
     span = high - low
     floor = spread_floor(span, float(np.abs(flat).max(initial=0.0)))
     # A flat channel keeps its level at the bottom of the frame: a dead ReLU channel renders black.
-    return _round_frame(np.stack([low, low + np.maximum(span, floor)], axis=1))
+    return round_stored(np.stack([low, low + np.maximum(span, floor)], axis=1))
 
 
 def render_tiles(maps: npt.NDArray[np.floating], frames: FloatArray, mode: str, bit_depth: int = 8) -> TileArray:

@@ -52,6 +52,7 @@ from pytest_featviz.render import (
     max_level,
     pool_maps,
     render_tiles,
+    round_stored,
     split_mosaic,
     tile_pool,
 )
@@ -183,7 +184,7 @@ class _Current:
             pool=pool,
             channels=self.capture.channels,
             frames=tuple((float(a), float(b)) for a, b in frames),
-            stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in self.stats),
+            stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in round_stored(self.stats)),
             sha256=golden.sha256_hex(png),
             layout=self.capture.layout,
         )
@@ -213,15 +214,8 @@ def _capture(
     ``modules``, when given, receives the selected modules by name (for the weight fingerprints).
     """
     gone: list[str] = []
-    if spec is not None and stored is not None and [layer.name for layer in stored.layers] == spec:
-        targets = []
-        for layer_name in spec:
-            try:
-                targets.extend(resolve_layers(model, [layer_name]))
-            except FeatvizError:
-                gone.append(layer_name)
-    else:
-        targets = resolve_layers(model, spec)
+    from_golden = spec is not None and stored is not None and [layer.name for layer in stored.layers] == spec
+    targets = resolve_layers(model, spec, gone if from_golden else None)
     if modules is not None:
         modules.update((target.name, target.module) for target in targets)
     channels: ChannelSpec | Callable[[str], ChannelSpec] = settings.channels

@@ -233,6 +233,23 @@ def test_fingerprints_read_every_dtype(dtype: torch.dtype) -> None:
     assert _print(holder) != first
 
 
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int8, torch.bool]
+)
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (4, 3, 2, 2), (0, 3)])
+def test_the_numpy_path_of_cpu_tensors_gives_the_torch_path_s_integers(
+    dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    # CPU goldens and GPU checks must agree on fingerprints: CPU tensors go through numpy, others through torch.
+    from pytest_featviz.environment import _cpu_tensor_sums, _tensor_sums
+
+    values = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1e4
+    tensor = values.to(dtype) if dtype != torch.bool else values > 0
+    assert _cpu_tensor_sums(tensor) == _tensor_sums(tensor).tolist()
+    big = torch.full((3, 70000), 2.0**30).view(torch.int32).view(torch.float32)  # int32 sums that wrap
+    assert _cpu_tensor_sums(big) == _tensor_sums(big).tolist()
+
+
 def test_fingerprints_are_the_same_for_contiguous_and_channels_last_weights() -> None:
     model = _net()
     assert _print(model) == _print(copy.deepcopy(model).to(memory_format=torch.channels_last))
