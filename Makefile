@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/golden_size.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/detection.py
 
 clean:
 	rm -rf featviz-report site dist build .pytest_cache .mypy_cache .ruff_cache

@@ -25,22 +25,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+from pytest_featviz import golden  # noqa: E402
 from pytest_featviz.capture import capture  # noqa: E402
 from pytest_featviz.layers import resolve_layers  # noqa: E402
 from pytest_featviz.render import build_mosaic, channel_frames  # noqa: E402
 
 TARGET = 100 * 1024
 ENCODERS: dict[str, dict[str, Any]] = {
-    "level 9, default strategy (before)": {"compress_level": 9},
-    "level 6, default strategy (Pillow default)": {"compress_level": 6},
-    "level 1, default strategy": {"compress_level": 1},
-    "level 9, Z_FILTERED": {"compress_level": 9, "compress_type": zlib.Z_FILTERED},
-    "level 9, Z_HUFFMAN_ONLY": {"compress_level": 9, "compress_type": zlib.Z_HUFFMAN_ONLY},
-    "level 9, Z_RLE (now)": {"compress_level": 9, "compress_type": zlib.Z_RLE},
+    "Pillow filters, level 9, default strategy (first)": {"compress_level": 9},
+    "Pillow filters, level 6 (Pillow default)": {"compress_level": 6},
+    "Pillow filters, level 1": {"compress_level": 1},
+    "Pillow filters, level 9, Z_FILTERED": {"compress_level": 9, "compress_type": zlib.Z_FILTERED},
+    "Pillow filters, level 9, Z_HUFFMAN_ONLY": {"compress_level": 9, "compress_type": zlib.Z_HUFFMAN_ONLY},
+    "Pillow filters, level 9, Z_RLE (before)": {"compress_level": 9, "compress_type": zlib.Z_RLE},
+    "unfiltered rows, level 9, Z_RLE (now)": {"own": True},
 }
+NOW = "unfiltered rows, level 9, Z_RLE (now)"
 
 
 def encode(image: np.ndarray[Any, Any], options: dict[str, Any]) -> bytes:
+    if options.get("own"):
+        return golden.encode_png(np.ascontiguousarray(image))  # what the plugin writes
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", **options)
     return buffer.getvalue()
@@ -100,8 +105,8 @@ def main() -> int:
     rows = []
     relu_only = []
     for bits in (8, 7, 6, 5, 4):
-        size = sum(len(encode(build_mosaic(quantize(m, bits)), ENCODERS["level 9, Z_RLE (now)"])) for m in maps)
-        relu_only.append(len(encode(build_mosaic(quantize(maps[0], bits)), ENCODERS["level 9, Z_RLE (now)"])))
+        size = sum(len(encode(build_mosaic(quantize(m, bits)), ENCODERS[NOW])) for m in maps)
+        relu_only.append(len(encode(build_mosaic(quantize(maps[0], bits)), ENCODERS[NOW])))
         rows.append([bits, size, f"{(size + sidecar) / 1024:.1f}", relu_only[-1]])
     print()
     print("bit depth (not adopted below 8: it changes the tiles, SSIM and picture-change scores)")

@@ -299,3 +299,35 @@ def test_hostile_names_stay_inside_the_golden_dir(tmp_path: Path) -> None:
                 assert part.isascii() and part.isprintable() and "<" not in part
             seen.add(directory)
     assert len(seen) == 3 * len(HOSTILE)  # no two names share a directory
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_pictures_read_the_same_whether_written_here_or_by_pillow(tmp_path: Path, bits: int) -> None:
+    import io
+
+    from PIL import Image
+
+    dtype = np.uint8 if bits == 8 else np.uint16
+    rng = np.random.default_rng(bits)
+    mosaic = build_mosaic(rng.integers(0, 1 << bits, size=(CHANNELS, *TILE), dtype=dtype))
+    ours = golden.encode_png(mosaic)
+    with Image.open(io.BytesIO(ours)) as image:  # any PNG reader shows it
+        assert image.mode == ("L" if bits == 8 else "I;16") and (np.array(image) == mosaic).all()
+    buffer = io.BytesIO()
+    Image.fromarray(mosaic).save(buffer, format="PNG")  # adaptive row filters: the Pillow fallback reads it
+    for data in (ours, buffer.getvalue()):
+        _write(tmp_path, seed=0)
+        layer = _set_sha(tmp_path, data)
+        read = golden.read_layer(tmp_path, layer, bits)
+        assert read.dtype == dtype and (read == mosaic).all()
+
+
+def test_a_picture_whose_stream_inflates_past_its_geometry_is_read_no_further(tmp_path: Path) -> None:
+    stored = _write(tmp_path, seed=0)
+    png = (tmp_path / "conv.png").read_bytes()
+    height, width = golden.mosaic_size(CHANNELS, TILE)
+    bomb = zlib.compress(bytes(200 * (1 + width) * height))  # unfiltered rows, 200 times too many
+    forged = png[:33] + struct.pack(">I", len(bomb)) + b"IDAT" + bomb + b"\0\0\0\0" + png[-12:]
+    assert golden._decode_unfiltered(forged, width, height, 8) is None  # inflated only one byte past the geometry
+    layer = _set_sha(tmp_path, forged)
+    assert golden.read_layer(tmp_path, layer, stored.bit_depth).shape == (height, width)
