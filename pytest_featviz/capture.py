@@ -77,11 +77,14 @@ class _Hooked:
         self._training: list[tuple[nn.Module, bool]] = []
 
     def __enter__(self) -> _Hooked:
-        self._training = [(module, module.training) for module in self._model.modules()]
+        # Only the modules in training mode are switched back on exit: a model already in eval mode, the usual
+        # case, costs one walk and no attribute writes.
+        self._training = [(module, True) for module in self._model.modules() if module.training]
         try:
             for module, hook in self._hooks:
                 self._handles.append(module.register_forward_hook(hook))
-            self._model.eval()
+            if self._training:
+                self._model.eval()
         except BaseException:
             self._restore()
             raise

@@ -290,6 +290,7 @@ def input_fingerprint(inputs: Any) -> str:
 
 
 _NARROW_INTEGERS = {1: torch.int8, 2: torch.int16}
+_TORCH_SUMS_FROM = 1 << 16  # elements: below, a CPU tensor's sums are cheaper in numpy; above, torch uses every core
 
 
 def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
@@ -345,9 +346,12 @@ class ParameterFingerprints:
 
     model: nn.Module
     _sums: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
+    _walked: dict[int, list[tuple[str, torch.Tensor]]] = field(default_factory=dict)
 
     def _entries(self, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
-        return [*module.named_parameters(), *module.named_buffers()]
+        if id(module) not in self._walked:  # each module's tree is walked once per run
+            self._walked[id(module)] = [*module.named_parameters(), *module.named_buffers()]
+        return self._walked[id(module)]
 
     def _reduce(self, modules: Iterable[nn.Module]) -> None:
         todo: dict[int, tuple[str, torch.Tensor]] = {}
@@ -363,7 +367,11 @@ class ParameterFingerprints:
         with torch.no_grad():
             for device, group in by_device.items():
                 if device.type == "cpu":
-                    values = [_cpu_tensor_sums(tensor) for _, tensor in group]
+                    # numpy for the many small tensors, torch (multi-threaded) for the few large ones
+                    values = [
+                        _cpu_tensor_sums(tensor) if tensor.numel() < _TORCH_SUMS_FROM else _tensor_sums(tensor).tolist()
+                        for _, tensor in group
+                    ]
                 else:
                     values = torch.stack([_tensor_sums(tensor) for _, tensor in group]).tolist()  # one transfer
                 for (key, tensor), sums in zip(group, values, strict=True):

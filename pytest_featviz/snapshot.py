@@ -52,7 +52,6 @@ from pytest_featviz.render import (
     max_level,
     pool_maps,
     render_tiles,
-    round_stored,
     split_mosaic,
     tile_pool,
 )
@@ -184,7 +183,7 @@ class _Current:
             pool=pool,
             channels=self.capture.channels,
             frames=tuple((float(a), float(b)) for a, b in frames),
-            stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in round_stored(self.stats)),
+            stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in self.stats),
             sha256=golden.sha256_hex(png),
             layout=self.capture.layout,
         )

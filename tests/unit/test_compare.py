@@ -372,3 +372,13 @@ def test_tf32_rounded_weights_stay_green_under_the_noise_floor(tmp_path: Path) -
             parameter.copy_(round_tf32(parameter))
     result = snapshotter(tmp_path)(model, _photo(), layers=["1", "3"])
     assert all(layer.verdict == MATCH for layer in result.layers)
+
+
+def test_an_identical_re_run_scores_exactly_clean(tmp_path: Path) -> None:
+    # what a tolerance of 0 relies on, and what lets a clean check skip the noise floor's second forward pass
+    snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0", "2"])
+    result = snapshotter(tmp_path, threshold=1.0, stat_tolerance=0.0, rms_tolerance=0.0)(
+        _model(), _input(), layers=["0", "2"]
+    )
+    for layer in result.layers:
+        assert set(layer.ssim) == {1.0} and set(layer.rms_error) == {0.0} and set(layer.stat_delta) == {0.0}
