@@ -403,6 +403,16 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def _noise_note(layer: dict[str, Any]) -> str:
+    """Under ``reason``: the tolerances a layer judged by its noise floor was held to (they differ per layer)."""
+    if layer["noise_floor"] is None:
+        return ""
+    return (
+        f"tolerances fitted to its TF32 noise floor: SSIM >= {layer['threshold']:g},"
+        f" statistics <= {layer['stat_tolerance']:g}, picture <= {layer['rms_tolerance']:g}"
+    )
+
+
 def _snapshot_html(snapshot: dict[str, Any]) -> str:
     rows, figures = [], []
     for layer in snapshot["layers"]:
@@ -416,7 +426,7 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
             f"<td>{drifted} / {len(layer['channels'])}</td><td>{_cell(layer['min_ssim'])}</td>"
             f"<td>{_cell(layer['mean_ssim'])}</td><td>{layer['threshold']:g}</td>"
             f"<td>{_cell(layer['max_stat_delta'])}</td><td>{_cell(layer['max_rms_error'])}</td>"
-            f"<td>{_e(layer['reason'])}</td></tr>"
+            f"<td>{_e(layer['reason'] or _noise_note(layer))}</td></tr>"
         )
         for kind in ("mosaic", "current"):
             if layer[kind] and (kind == "mosaic" or snapshot["outcome"] == MISSING):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,7 +10,16 @@ import numpy as np
 import pytest
 
 from pytest_featviz import report
-from pytest_featviz.records import DRIFT, DRIFTED, MATCH, MATCHED, MISSING, LayerResult, SnapshotResult
+from pytest_featviz.records import (
+    DRIFT,
+    DRIFTED,
+    MATCH,
+    MATCHED,
+    MISSING,
+    LayerResult,
+    NoiseFloor,
+    SnapshotResult,
+)
 
 
 def _layer(name: str, ssim: tuple[float, ...], verdict: str = DRIFT) -> LayerResult:
@@ -92,6 +102,26 @@ def test_report_data_is_sorted_by_severity_with_a_fixed_key_order(tmp_path: Path
     json.dumps(data, allow_nan=False)
     everything = report.report_data([missing, mild, fine, bad], tmp_path, Path("/"), report_all=True)
     assert len(everything["snapshots"]) == 4
+
+
+def test_a_layer_judged_by_its_noise_floor_shows_the_floor_and_its_tolerances(tmp_path: Path) -> None:
+    fitted = dataclasses.replace(
+        _layer("a", (0.999,)),
+        stat_delta=(0.02,),
+        threshold=0.996,
+        stat_tolerance=0.012,
+        rms_tolerance=0.06,
+        noise=NoiseFloor(ssim=0.99999, rms_error=0.004, stat_delta=0.0015),
+    )
+    data = report.report_data([_result("t.py::fit", DRIFTED, fitted)], tmp_path, Path("/"), False)
+    layer = data["snapshots"][0]["layers"][0]
+    assert layer["noise_floor"] == {"ssim": 0.99999, "rms_error": 0.004, "stat_delta": 0.0015}
+    assert (layer["threshold"], layer["stat_tolerance"], layer["rms_tolerance"]) == (0.996, 0.012, 0.06)
+    page = report.render_index(data)
+    assert (
+        "tolerances fitted to its TF32 noise floor: SSIM &gt;= 0.996, statistics &lt;= 0.012, picture &lt;= 0.06"
+        in page
+    )
 
 
 def test_index_escapes_every_name(tmp_path: Path) -> None:
