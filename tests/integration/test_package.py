@@ -46,8 +46,13 @@ def test_sample_snapshot(feature_snapshot):
 """
 
 
+# The outer CI's variables stay out of the sample runs: a GITHUB_STEP_SUMMARY would receive their tables.
+OUTER_CI = ("CI", "BUILD_NUMBER", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")
+
+
 def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    clean = {key: value for key, value in (os.environ if env is None else env).items() if key not in OUTER_CI}
+    return subprocess.run(command, cwd=cwd, env=clean, capture_output=True, text=True, timeout=600)
 
 
 def checked(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
