@@ -148,6 +148,25 @@ def deterministic_mode(enabled: bool = True, *, warn_only: bool = True) -> Itera
         saved.restore()
 
 
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """For the ``with`` block: float32 matmuls at ``highest`` precision and no TF32 in cuDNN; restored on exit."""
+    saved = DeterminismFlags.read()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        saved.restore()
+
+
+def reduced_precision(model: nn.Module, inputs: Any) -> bool:
+    """Whether a float32 run of ``model`` computes below float32 now: TF32 (or bfloat16 matmuls, precision
+    ``medium``) allowed for matmuls, or cuDNN TF32 on a CUDA device."""
+    matmul, cudnn = tf32_flags()
+    return matmul or (cudnn and device_type(model, inputs) == "cuda")
+
+
 def tf32_flags() -> tuple[bool, bool]:
     """Whether TF32 is allowed for (cuBLAS matmul, cuDNN) now; a flag torch refuses to read counts as on."""
     matmul = _matmul_precision() != "highest"

@@ -460,9 +460,10 @@ def _fit_noise_floor(
     """``results`` with each layer that scored outside its clean band judged by tolerances fitted to its noise.
 
     The noise is measured by running the model once more with every convolution and matrix product rounded to TF32
-    (:func:`calibrate.tf32_emulation`), comparing that run with this one in the golden's frames. Nothing runs when
-    every layer is clean (an identical re-run) or when nothing is float32; a model that fails under the emulation
-    keeps its configured tolerances, since the check itself has already run.
+    (:func:`calibrate.tf32_emulation`), or, when this run itself computed in reduced precision, once more in full
+    float32 (:func:`environment.full_precision`), and comparing that run with this one in the golden's frames.
+    Nothing runs when every layer is clean (an identical re-run) or when nothing is float32; a model that fails in
+    the second run keeps its configured tolerances, since the check itself has already run.
     """
     positions = [
         i
@@ -471,8 +472,11 @@ def _fit_noise_floor(
     ]
     if not positions or not calibrate.has_float32(model, inputs):
         return results
+    # Where this run already computed in TF32 (a GPU with TF32 on), rounding its operands again would change almost
+    # nothing: the other run is then the full-precision one. Either way the two runs differ by TF32's effect.
+    other = environment.full_precision if environment.reduced_precision(model, inputs) else calibrate.tf32_emulation
     try:
-        with calibrate.tf32_emulation():
+        with other():
             noisy, _ = _capture(model, inputs, spec, settings, stored)
     except Exception:  # noqa: BLE001 - any failure of the extra run leaves the configured verdict standing
         return results

@@ -382,3 +382,33 @@ def test_an_identical_re_run_scores_exactly_clean(tmp_path: Path) -> None:
     )
     for layer in result.layers:
         assert set(layer.ssim) == {1.0} and set(layer.rms_error) == {0.0} and set(layer.stat_delta) == {0.0}
+
+
+def test_a_run_in_reduced_precision_measures_its_noise_against_full_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_featviz import environment
+
+    emulated = _count_noise_runs(monkeypatch)
+    full: list[int] = []
+    precise = environment.full_precision
+
+    def counted() -> object:
+        full.append(1)
+        return precise()
+
+    monkeypatch.setattr(environment, "full_precision", counted)
+    model = _homogeneous_model()
+    snapshotter(tmp_path, update=True)(model, _photo(), layers=["3"])
+    with torch.no_grad():  # the 0.6% gain of the test above: inside the configured tolerances, outside 0.4x
+        model[2].weight *= 1.006
+        model[2].bias *= 1.006
+    saved = environment.DeterminismFlags.read()
+    try:
+        torch.set_float32_matmul_precision("high")  # TF32 (or oneDNN's reduced precision) allowed for matmuls
+        with pytest.raises(FeatureDriftError):
+            snapshotter(tmp_path)(model, _photo(), layers=["3"])
+    finally:
+        saved.restore()
+    assert full == [1] and emulated == []  # rounding an already-TF32 run again would measure almost nothing
+    assert torch.get_float32_matmul_precision() == "highest"

@@ -119,6 +119,31 @@ def test_every_flag_reads_the_same_after_the_context(arrange: Callable[[], None]
     assert DeterminismFlags.read() == before
 
 
+@pytest.mark.parametrize("flag", ["matmul TF32", "matmul precision", "cuDNN TF32"])
+def test_full_precision_turns_tf32_off_and_restores_it(flag: str) -> None:
+    from pytest_featviz.environment import full_precision
+
+    arrange, read, inside, after = FLAGS[flag]
+    arrange()
+    benchmark = torch.backends.cudnn.benchmark
+    with pytest.raises(RuntimeError, match="forward failed"), full_precision():
+        assert read() == inside
+        assert not torch.are_deterministic_algorithms_enabled()  # only precision, unlike deterministic_mode
+        raise RuntimeError("forward failed")
+    assert read() == after and torch.backends.cudnn.benchmark == benchmark
+
+
+def test_reduced_precision_is_tf32_matmuls_anywhere_or_cudnn_tf32_on_cuda() -> None:
+    from pytest_featviz.environment import reduced_precision
+
+    model = nn.Linear(2, 2)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default; on a CPU model it changes nothing
+    assert not reduced_precision(model, torch.ones(1, 2))
+    torch.set_float32_matmul_precision("high")
+    assert reduced_precision(model, torch.ones(1, 2))
+
+
 def test_new_fp32_precision_switches_are_restored() -> None:
     conv = torch.backends.cudnn.conv
     if not hasattr(conv, "fp32_precision"):
