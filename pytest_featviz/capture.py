@@ -74,12 +74,12 @@ class _Hooked:
         self._model = model
         self._hooks = hooks
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._training: list[tuple[nn.Module, bool]] = []
+        self._training: list[nn.Module] = []  # the modules switched from training to eval, switched back on exit
 
     def __enter__(self) -> _Hooked:
         # Only the modules in training mode are switched back on exit: a model already in eval mode, the usual
         # case, costs one walk and no attribute writes.
-        self._training = [(module, True) for module in self._model.modules() if module.training]
+        self._training = [module for module in self._model.modules() if module.training]
         try:
             for module, hook in self._hooks:
                 self._handles.append(module.register_forward_hook(hook))
@@ -99,8 +99,8 @@ class _Hooked:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for module, training in self._training:
-            module.training = training
+        for module in self._training:
+            module.training = True
 
     def run(self, inputs: Any) -> None:
         with torch.inference_mode():

@@ -286,8 +286,17 @@ def encode_png(image: TileArray) -> bytes:
     raw[:, 1:] = pixels
     compressor = zlib.compressobj(PNG_COMPRESS_LEVEL, zlib.DEFLATED, 15, 9, PNG_COMPRESS_STRATEGY)
     idat = compressor.compress(raw.tobytes()) + compressor.flush()
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, 0, 0, 0, 0])
-    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    return (
+        PNG_SIGNATURE
+        + _chunk(b"IHDR", _greyscale_header(width, height, depth))
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _greyscale_header(width: int, height: int, depth: int) -> bytes:
+    """The IHDR body of a greyscale, non-interlaced PNG, as :func:`encode_png` writes it."""
+    return width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, 0, 0, 0, 0])
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -298,7 +307,7 @@ def _decode_unfiltered(data: bytes, width: int, height: int, bit_depth: int) -> 
     """The pixels of a PNG as :func:`encode_png` writes it (greyscale, not interlaced, every row unfiltered), or
     ``None`` for any other PNG, which Pillow then decodes. The bytes were already checked against the sidecar's
     hash, so the chunk CRCs are not checked again."""
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, 0, 0, 0, 0])
+    header = _greyscale_header(width, height, bit_depth)
     row = 1 + width * (bit_depth // 8)
     parts: list[bytes] = []
     position = len(PNG_SIGNATURE)
