@@ -312,19 +312,28 @@ _NARROW_INTEGERS = {1: torch.int8, 2: torch.int16}
 _TORCH_SUMS_FROM = 1 << 16  # elements: below, a CPU tensor's sums are cheaper in numpy; above, torch uses every core
 
 
-def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
-    """Three integers that change when any bit of ``tensor`` changes (except in a compensated way)."""
+def _word_rows(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor``'s bits as a (rows, words) integer view, one row per first-axis slice; ``None`` when empty.
+
+    4-, 8- and 16-byte elements are 1, 2 or 4 int32 words; 1- and 2-byte elements stay int8 / int16 (the caller
+    widens them to int32 in its own library).
+    """
     data = tensor.detach()
     if data.numel() == 0:
-        return torch.zeros(3, dtype=torch.int64, device=data.device)
+        return None
     if data.dtype == torch.bool:
-        data = data.to(torch.uint8)
+        data = data.view(torch.uint8)
     rows = data.shape[0] if data.dim() > 1 else 1
     flat = data.contiguous().reshape(rows, -1)
-    if data.element_size() >= 4:
-        bits = flat.view(torch.int32)  # 4-, 8- and 16-byte elements as 1, 2 or 4 int32 words
-    else:
-        bits = flat.view(_NARROW_INTEGERS[data.element_size()]).to(torch.int32)
+    return flat.view(torch.int32 if data.element_size() >= 4 else _NARROW_INTEGERS[data.element_size()])
+
+
+def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
+    """Three integers that change when any bit of ``tensor`` changes (except in a compensated way)."""
+    words = _word_rows(tensor)
+    if words is None:
+        return torch.zeros(3, dtype=torch.int64, device=tensor.device)
+    bits = words.to(torch.int32)
     # Wrapping int32 sums: exact modulo 2**32, so the same whatever order a device reduces in, and as fast as a float
     # sum (an int64 accumulation of int32 values is ten times slower on CPU).
     per_row = bits.sum(dim=1, dtype=torch.int32)
@@ -332,25 +341,18 @@ def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
     per_row = per_row.to(torch.int64)
     per_column = bits.sum(dim=0, dtype=torch.int32).to(torch.int64)
     # weighted by position: a permutation of rows (output channels) or of columns changes these
-    row_weights = torch.arange(1, per_row.numel() + 1, dtype=torch.int64, device=data.device)
-    column_weights = torch.arange(1, per_column.numel() + 1, dtype=torch.int64, device=data.device)
+    row_weights = torch.arange(1, per_row.numel() + 1, dtype=torch.int64, device=bits.device)
+    column_weights = torch.arange(1, per_column.numel() + 1, dtype=torch.int64, device=bits.device)
     return torch.stack([total, (per_row * row_weights).sum(), (per_column * column_weights).sum()])
 
 
 def _cpu_tensor_sums(tensor: torch.Tensor) -> list[int]:
     """:func:`_tensor_sums` of a CPU tensor, computed with numpy: the same three integers (both wrap the same way),
     at a fraction of the per-call cost of torch ops on the many small tensors of a model (biases, norms)."""
-    data = tensor.detach()
-    if data.numel() == 0:
+    words = _word_rows(tensor)
+    if words is None:
         return [0, 0, 0]
-    if data.dtype == torch.bool:
-        data = data.view(torch.uint8)
-    rows = data.shape[0] if data.dim() > 1 else 1
-    flat = data.contiguous().reshape(rows, -1)
-    if data.element_size() >= 4:
-        bits = flat.view(torch.int32).numpy()
-    else:
-        bits = flat.view(_NARROW_INTEGERS[data.element_size()]).numpy().astype(np.int32)
+    bits = words.numpy().astype(np.int32, copy=False)
     per_row = bits.sum(axis=1, dtype=np.int32)
     total = int(per_row.sum(dtype=np.int32))
     per_column = bits.sum(axis=0, dtype=np.int32).astype(np.int64)

@@ -46,6 +46,7 @@ from pytest_featviz.records import (
     SnapshotResult,
 )
 from pytest_featviz.render import (
+    TileArray,
     build_mosaic,
     channel_frames,
     channel_statistics,
@@ -251,6 +252,11 @@ def _capture(
     return current, gone
 
 
+def _in_golden_frame(pictures: np.ndarray[Any, Any], stored: SnapshotGolden, layer: LayerGolden) -> TileArray:
+    """Pooled maps rendered as the golden was: its stored frames, normalization and bit depth."""
+    return render_tiles(pictures, layer.frames_array(), stored.normalize, stored.bit_depth)
+
+
 def _compare(
     item: _Current, stored: SnapshotGolden, layer: LayerGolden, directory: Path, settings: Settings
 ) -> tuple[LayerResult, LayerEvidence]:
@@ -275,7 +281,7 @@ def _compare(
     golden_tiles = split_mosaic(
         golden.read_layer(directory, layer, stored.bit_depth), len(layer.channels), layer.tile_shape
     )
-    current_tiles = render_tiles(pictures, layer.frames_array(), stored.normalize, stored.bit_depth)
+    current_tiles = _in_golden_frame(pictures, stored, layer)
     result = compare_layer(
         item.capture.name,
         shape=shape,
@@ -488,9 +494,7 @@ def _fit_noise_floor(
         layer = stored.layer(name)
         if layer is None or name not in rounded or evidence.golden_tiles is None or evidence.current_tiles is None:
             continue
-        noisy_tiles = render_tiles(
-            pool_maps(rounded[name].maps, layer.pool), layer.frames_array(), stored.normalize, stored.bit_depth
-        )
+        noisy_tiles = _in_golden_frame(pool_maps(rounded[name].maps, layer.pool), stored, layer)
         floor = compare.noise_floor(
             evidence.golden_tiles,
             evidence.current_tiles,
