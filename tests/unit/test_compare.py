@@ -323,18 +323,23 @@ def _photo() -> torch.Tensor:
     return (image.unsqueeze(0) - 0.45) / 0.25
 
 
-def _count_noise_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    from pytest_featviz import calibrate
-
+def _count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[int]:
+    """Replace the context-manager factory ``owner.name`` by one that records each use, and return the record."""
     runs: list[int] = []
-    emulation = calibrate.tf32_emulation
+    original = getattr(owner, name)
 
     def counted() -> object:
         runs.append(1)
-        return emulation()
+        return original()
 
-    monkeypatch.setattr(calibrate, "tf32_emulation", counted)
+    monkeypatch.setattr(owner, name, counted)
     return runs
+
+
+def _count_noise_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from pytest_featviz import calibrate
+
+    return _count_calls(monkeypatch, calibrate, "tf32_emulation")
 
 
 def test_the_noise_floor_catches_a_small_scale_change_the_configured_tolerances_pass(
@@ -390,14 +395,7 @@ def test_a_run_in_reduced_precision_measures_its_noise_against_full_precision(
     from pytest_featviz import environment
 
     emulated = _count_noise_runs(monkeypatch)
-    full: list[int] = []
-    precise = environment.full_precision
-
-    def counted() -> object:
-        full.append(1)
-        return precise()
-
-    monkeypatch.setattr(environment, "full_precision", counted)
+    full = _count_calls(monkeypatch, environment, "full_precision")
     model = _homogeneous_model()
     snapshotter(tmp_path, update=True)(model, _photo(), layers=["3"])
     with torch.no_grad():  # the 0.6% gain of the test above: inside the configured tolerances, outside 0.4x

@@ -118,12 +118,19 @@ def test_ini_featviz_channels(
     assert f"CHANNELS {expected}\n" in result.stdout.str()
 
 
-def test_bad_ini_channels_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("ini_line", "message"),
+    [
+        ("featviz_channels = lots", "*featviz ini: channels must be a count, a list of indices or 'all'*'lots'*"),
+        ("featviz_noise_floor = sometimes", "*featviz ini: noise_floor must be true or false; got 'sometimes'*"),
+    ],
+)
+def test_a_bad_ini_value_is_a_usage_error(featviz_pytester: pytest.Pytester, ini_line: str, message: str) -> None:
     featviz_pytester.makepyfile(test_ch=CHANNELS_SUITE)
-    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_channels = lots\n")
+    featviz_pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\n{ini_line}\n")
     result = featviz_pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*featviz ini: channels must be a count, a list of indices or 'all'*'lots'*"])
+    result.stderr.fnmatch_lines([message])
 
 
 def test_golden_dir_from_ini_and_cli(featviz_pytester: pytest.Pytester) -> None:
@@ -183,14 +190,6 @@ def test_the_noise_floor_is_on_by_default_and_off_at_every_level(
         result.stdout.fnmatch_lines(["*judged by tolerances fitted to this layer's noise floor: TF32 rounding alone*"])
     else:
         result.assert_outcomes(passed=1)
-
-
-def test_a_bad_noise_floor_setting_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
-    featviz_pytester.makepyfile(test_ch=CHANNELS_SUITE)
-    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_noise_floor = sometimes\n")
-    result = featviz_pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*featviz ini: noise_floor must be true or false; got 'sometimes'*"])
 
 
 def test_a_preset_on_the_call_sets_the_three_tolerances(tmp_path: Path) -> None:
