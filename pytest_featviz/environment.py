@@ -346,19 +346,68 @@ def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
     return torch.stack([total, (per_row * row_weights).sum(), (per_column * column_weights).sum()])
 
 
+def _combine(per_row: np.ndarray[Any, Any], per_column: np.ndarray[Any, Any]) -> list[int]:
+    """The three integers of :func:`_tensor_sums` from a tensor's wrapped int32 row and column sums (numpy)."""
+    total = int(per_row.sum(dtype=np.int32))
+    row_weights = np.arange(1, per_row.size + 1, dtype=np.int64)
+    column_weights = np.arange(1, per_column.size + 1, dtype=np.int64)
+    return [
+        total,
+        int((per_row.astype(np.int64) * row_weights).sum()),
+        int((per_column.astype(np.int64) * column_weights).sum()),
+    ]
+
+
 def _cpu_tensor_sums(tensor: torch.Tensor) -> list[int]:
-    """:func:`_tensor_sums` of a CPU tensor, computed with numpy: the same three integers (both wrap the same way),
-    at a fraction of the per-call cost of torch ops on the many small tensors of a model (biases, norms)."""
+    """:func:`_tensor_sums` of a CPU tensor: the same three integers (both wrap the same way), with the two passes
+    over the data in torch (every core) for a large tensor and in numpy for a small one, where torch's per-call
+    cost would dominate, and the few reduced numbers combined in numpy."""
     words = _word_rows(tensor)
     if words is None:
         return [0, 0, 0]
-    bits = words.numpy().astype(np.int32, copy=False)
-    per_row = bits.sum(axis=1, dtype=np.int32)
-    total = int(per_row.sum(dtype=np.int32))
-    per_column = bits.sum(axis=0, dtype=np.int32).astype(np.int64)
-    row_weights = np.arange(1, per_row.size + 1, dtype=np.int64)
-    column_weights = np.arange(1, per_column.size + 1, dtype=np.int64)
-    return [total, int((per_row.astype(np.int64) * row_weights).sum()), int((per_column * column_weights).sum())]
+    if words.numel() >= _TORCH_SUMS_FROM:
+        bits = words.to(torch.int32)
+        return _combine(bits.sum(dim=1, dtype=torch.int32).numpy(), bits.sum(dim=0, dtype=torch.int32).numpy())
+    array = words.numpy().astype(np.int32, copy=False)
+    return _combine(array.sum(axis=1, dtype=np.int32), array.sum(axis=0, dtype=np.int32))
+
+
+def _one_row_sums(rows: list[np.ndarray[Any, Any]]) -> list[list[int]]:
+    """:func:`_cpu_tensor_sums` of many one-row tensors (biases, norm weights, scalars) in one numpy pass.
+
+    ``rows`` are their int32 words. With one row, the row sum is the total and the column sums are the words
+    themselves, so each tensor's three integers are a segment sum and a position-weighted segment sum.
+    """
+    lengths = np.array([row.size for row in rows], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    words = np.concatenate(rows).astype(np.int64)
+    totals = np.add.reduceat(words, starts)  # exact: under 2**16 words of at most 2**31 per segment
+    wrapped = (totals + 2**31) % 2**32 - 2**31  # the int32 sum's wrap-around
+    positions = np.arange(1, words.size + 1, dtype=np.int64) - np.repeat(starts, lengths)
+    weighted = np.add.reduceat(words * positions, starts)  # wraps modulo 2**64 like the per-tensor int64 sum
+    return [[int(t), int(t), int(w)] for t, w in zip(wrapped, weighted, strict=True)]
+
+
+def _cpu_sums(tensors: list[torch.Tensor]) -> list[list[int]]:
+    """:func:`_cpu_tensor_sums` of each CPU tensor; the many small one-row ones are reduced together."""
+    sums: list[list[int]] = []
+    batch: list[tuple[int, np.ndarray[Any, Any]]] = []  # (position in ``sums``, words) of the small one-row ones
+    for tensor in tensors:
+        words = _word_rows(tensor)
+        if (
+            words is not None
+            and words.shape[0] == 1
+            and words.dtype == torch.int32
+            and words.numel() < _TORCH_SUMS_FROM
+        ):
+            batch.append((len(sums), words.numpy().reshape(-1)))
+            sums.append([])  # filled below
+        else:
+            sums.append(_cpu_tensor_sums(tensor))
+    if batch:
+        for (index, _), values in zip(batch, _one_row_sums([row for _, row in batch]), strict=True):
+            sums[index] = values
+    return sums
 
 
 @dataclass
@@ -388,11 +437,7 @@ class ParameterFingerprints:
         with torch.no_grad():
             for device, group in by_device.items():
                 if device.type == "cpu":
-                    # numpy for the many small tensors, torch (multi-threaded) for the few large ones
-                    values = [
-                        _cpu_tensor_sums(tensor) if tensor.numel() < _TORCH_SUMS_FROM else _tensor_sums(tensor).tolist()
-                        for _, tensor in group
-                    ]
+                    values = _cpu_sums([tensor for _, tensor in group])
                 else:
                     values = torch.stack([_tensor_sums(tensor) for _, tensor in group]).tolist()  # one transfer
                 for (key, tensor), sums in zip(group, values, strict=True):

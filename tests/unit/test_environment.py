@@ -275,6 +275,30 @@ def test_the_numpy_path_of_cpu_tensors_gives_the_torch_path_s_integers(
     assert _cpu_tensor_sums(big) == _tensor_sums(big).tolist()
 
 
+def test_cpu_tensors_reduced_together_give_each_tensor_s_own_integers() -> None:
+    # The small one-row tensors of a CPU model (biases, norms, scalars) are reduced in one batch; each must still get
+    # the integers the per-tensor torch path gives it, wrap-arounds included, whatever sits around it in the batch.
+    from pytest_featviz.environment import _cpu_sums, _tensor_sums
+
+    generator = torch.Generator().manual_seed(0)
+    wraps = (torch.arange(9, dtype=torch.int32) + 3 * 2**29).view(torch.float32)  # words whose int32 sum wraps
+    tensors = [
+        torch.randn(5, generator=generator),
+        torch.tensor(2.5),
+        wraps,
+        torch.zeros(0),
+        torch.randn(4, 3, generator=generator),  # several rows: reduced on its own
+        torch.randn(6, generator=generator).double(),  # two words per element
+        torch.arange(3, dtype=torch.int8),  # narrow words: reduced on its own
+        torch.tensor(7, dtype=torch.int64),
+        torch.randn(2, 70000, generator=generator),  # large: torch passes
+        wraps.flip(0),  # the same words permuted: only the position-weighted sum tells them apart
+    ]
+    expected = [_tensor_sums(tensor).tolist() for tensor in tensors]
+    assert _cpu_sums(tensors) == expected
+    assert expected[2][:2] == expected[-1][:2] and expected[2][2] != expected[-1][2]
+
+
 def test_fingerprints_are_the_same_for_contiguous_and_channels_last_weights() -> None:
     model = _net()
     assert _print(model) == _print(copy.deepcopy(model).to(memory_format=torch.channels_last))
