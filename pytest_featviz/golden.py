@@ -91,6 +91,39 @@ def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_nam
     return path
 
 
+def case_collision(golden_root: Path, directory: Path) -> str | None:
+    """Why ``directory`` cannot be used portably, or ``None``: a segment of its path below ``golden_root`` differs
+    only in letter case from a sibling already on disk (``test_x[RGB]`` beside ``test_x[rgb]``).
+
+    macOS and Windows file systems ignore case, so there the two are one directory: a clone of the repository
+    merges their goldens and the two snapshots overwrite each other's. On Linux both work, which is where such a
+    pair is made, so it is refused wherever it is met. Costs one directory listing per path segment.
+    """
+    try:
+        segments = directory.relative_to(golden_root).parts
+    except ValueError:
+        return None
+    parent = golden_root
+    for segment in segments:
+        try:
+            siblings = os.listdir(parent)
+        except OSError:  # not created yet: nothing below it can collide
+            return None
+        folded = segment.casefold()
+        others = sorted(name for name in siblings if name != segment and name.casefold() == folded)
+        if others:
+            return (
+                f"golden path {parent / segment} differs only in letter case from {parent / others[0]}, which already"
+                " exists: on case-insensitive file systems (macOS, Windows) the two are one directory and the"
+                " snapshots would overwrite each other's goldens; rename the test, its parametrize id or the"
+                " snapshot (name=) so that the two differ in more than case; if one is left over from a test"
+                " renamed in case only, delete it and run again (pytest --featviz-prune deletes the goldens of"
+                " tests that no longer exist)"
+            )
+        parent = parent / segment
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class LayerGolden:
     """One layer of a golden: its picture file and what is needed to compare with it."""

@@ -335,6 +335,9 @@ def _check(
     measure_noise: bool = False,
 ) -> Evidence:
     __tracebackhide__ = True
+    collision = golden.case_collision(settings.golden_dir, directory)
+    if collision is not None:
+        raise GoldenError(collision)
     keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
     if settings.golden_key == "device":
         keyed = golden.keyed_dir(directory, environment.device_type(model, inputs))

@@ -195,6 +195,51 @@ def test_hostile_names_and_ids_stay_in_the_golden_dir(featviz_pytester: pytest.P
     featviz_pytester.runpytest().assert_outcomes(passed=12)
 
 
+CASE_TESTS = """
+import pytest
+from featviz_models import make_input, make_model
+
+
+@pytest.mark.parametrize("mode", ["RGB", "rgb"])
+def test_mode(feature_snapshot, mode):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+
+
+def test_names(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="Stem")
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="stem")
+"""
+
+
+def test_names_that_differ_only_in_case_are_refused(featviz_pytester: pytest.Pytester) -> None:
+    # On macOS and Windows the two would be one directory, so the second of each pair must fail, also on Linux.
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_case=CASE_TESTS)
+    for args in (["--featviz-update", "-p", "no:randomly"], []):
+        result = featviz_pytester.runpytest(*args)
+        result.assert_outcomes(passed=1, failed=2)
+        for line in (
+            "*golden path */test_case/test_mode[[]rgb[]] differs only in letter case from */test_mode[[]RGB[]]*",
+            "*golden path */test_case/test_names/stem differs only in letter case from */test_names/Stem*",
+        ):
+            result.stdout.fnmatch_lines([line])  # each on its own: the check run may take the tests in any order
+    golden = featviz_pytester.path / "golden" / "test_case"
+    assert sorted(p.parent.relative_to(golden).as_posix() for p in golden.rglob("snapshot.json")) == [
+        "test_mode[RGB]/0",
+        "test_names/Stem",
+    ]
+    # the way out the message names: rename in more than case, or prune the golden a case-only rename left behind
+    featviz_pytester.makepyfile(test_case=CASE_TESTS.replace('["RGB", "rgb"]', '["rgb"]').replace('"stem"', '"stem2"'))
+    result = featviz_pytester.runpytest("--featviz-update", "--featviz-prune")
+    result.assert_outcomes(passed=1, failed=1)  # the stale test_mode[RGB] is pruned at the end of this run
+    result.stdout.fnmatch_lines(["*golden/test_case/test_mode[[]RGB[]]/0"])
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    assert sorted(p.parent.relative_to(golden).as_posix() for p in golden.rglob("snapshot.json")) == [
+        "test_mode[rgb]/0",
+        "test_names/Stem",
+        "test_names/stem2",
+    ]
+
+
 BAD_INPUT_TESTS = """
 import pytest
 import torch

@@ -60,6 +60,26 @@ def test_plain_names_are_kept_and_different_names_stay_different() -> None:
     assert len({sanitize_name(v) for v in long_names}) == 2
 
 
+@pytest.mark.parametrize(
+    ("existing", "clash"),
+    [
+        ("tests/test_Model/test_a/0", "tests/test_model/test_b/0"),  # test file
+        ("tests/test_m/test_a[RGB]/0", "tests/test_m/test_a[rgb]/0"),  # parametrize id
+        ("tests/test_m/test_a/Stem", "tests/test_m/test_a/stem"),  # snapshot name
+    ],
+)
+def test_a_path_that_differs_only_in_case_from_one_on_disk_is_named(tmp_path: Path, existing: str, clash: str) -> None:
+    (tmp_path / existing).mkdir(parents=True)
+    reason = golden.case_collision(tmp_path, tmp_path / clash)
+    assert reason is not None and "differs only in letter case" in reason
+    first = next(a for a, b in zip(Path(existing).parts, Path(clash).parts, strict=True) if a != b)
+    assert f"from {tmp_path}" in reason and reason.split(" which already exists")[0].endswith(f"{first},")
+    # the same path, paths that differ in more than case, and paths not yet on disk are fine
+    assert golden.case_collision(tmp_path, tmp_path / existing) is None
+    assert golden.case_collision(tmp_path, tmp_path / existing.replace("test_a", "test_z")) is None
+    assert golden.case_collision(tmp_path / "absent", tmp_path / "absent" / clash) is None
+
+
 def test_snapshot_dir_layout_and_containment(tmp_path: Path) -> None:
     root = tmp_path / "golden"
     path = snapshot_dir(root, "tests/models/test_vision.py", "TestResNet.test_stages[cpu-64]", "0")
