@@ -6,6 +6,7 @@ side in one run (interleaved):
 * ``bare``: the forward pass alone (eval, inference mode), what the test runs anyway;
 * ``check``: a ``feature_snapshot`` call against an existing, matching golden;
 * ``update``: the same call under ``--featviz-update`` writing a fresh golden (every layer's PNG and the sidecar);
+* ``update unchanged``: the same call under ``--featviz-update`` against a golden it still matches (writes nothing);
 * ``baseline check`` / ``baseline update``: the straightforward way, written here: hooks that keep the whole
   output, one scikit-image ``structural_similarity`` call and one PNG file (Pillow's default settings) per channel.
 
@@ -122,10 +123,14 @@ def measure(depth: int, repeats: int) -> tuple[dict[str, float], dict[str, float
     def check() -> None:
         assert common.snapshot_call(model, inputs, layers, golden_dir, update=False) == "matched"
 
+    def update_unchanged() -> None:
+        assert common.snapshot_call(model, inputs, layers, golden_dir, update=True) == "matched"
+
     cases: dict[str, Callable[[], object]] = {
         "bare": lambda: common.bare_forward(model, inputs),
         "check": check,
         "update": update,
+        "update unchanged": update_unchanged,
         "baseline check": lambda: baseline.check(inputs),
         "baseline update": lambda: baseline.update(inputs),
     }
@@ -197,7 +202,8 @@ def report(depth: int, timings: tuple[dict[str, float], dict[str, float]]) -> st
         lines.append(
             f"{label}: check overhead {check:.3f} (target <= {target}: {'met' if check <= target else 'NOT met'});"
             f" baseline {base:.3f}; update/check {clock['update'] / clock['check']:.2f}"
-            f" (target <= 1: {'met' if clock['update'] <= clock['check'] else 'NOT met'})"
+            f" (target <= 1: {'met' if clock['update'] <= clock['check'] else 'NOT met'});"
+            f" unchanged update/check {clock['update unchanged'] / clock['check']:.2f}"
         )
     work, fastest = cpu["plugin work (CPU)"], wall["bare (fastest run)"]
     lines.append(

@@ -226,6 +226,34 @@ def test_disk_full_leaves_the_old_golden(tmp_path: Path, monkeypatch: pytest.Mon
     assert _files(tmp_path) == before  # no partial file anywhere, old golden byte for byte
 
 
+def test_a_failed_write_is_raised_only_after_every_other_writer_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The files of a snapshot are written side by side; the caller removes the staging folder on error, so no writer
+    # may still be filling it when the error arrives.
+    import threading
+    import time
+
+    real = golden._write_file
+    started = threading.Barrier(2, timeout=5)
+
+    def write(path: Path, data: bytes) -> None:
+        if path.name == "slow.png":
+            started.wait()
+            time.sleep(0.2)
+            real(path, data)
+        elif path.name == "bad.png":
+            started.wait()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        else:
+            real(path, data)
+
+    monkeypatch.setattr(golden, "_write_file", write)
+    with pytest.raises(OSError, match="No space left"):
+        golden._write_together(tmp_path, {"bad.png": b"1", "slow.png": b"2", "fast.png": b"3"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast.png", "slow.png"]
+
+
 @pytest.mark.parametrize("fault", ["replace", "mkdtemp"])
 def test_read_only_golden_dir(snap: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
     root = snap.parents[2]
