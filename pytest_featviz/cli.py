@@ -104,11 +104,10 @@ def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
     import torch
 
     from pytest_featviz.capture import LayerTrace, call_name, run_model
-    from pytest_featviz.layers import canonical_name, default_layers, module_hints, module_index, refuse_torchscript
+    from pytest_featviz.layers import canonical_name, default_layers, module_hints, module_index
     from pytest_featviz.layout import LayoutError, plan, tensor_leaves
 
-    refuse_torchscript(model)
-    index = module_index(model)
+    index = module_index(model)  # refuses TorchScript
     found = {name: _Layer(name, type(module).__name__) for name, module in index.items()}
     traces: list[LayerTrace] = []
     known: dict[int, Any] = {}

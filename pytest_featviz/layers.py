@@ -57,27 +57,39 @@ def _is_wrapper_name(canonical: str) -> bool:
 
 
 def module_index(model: nn.Module) -> dict[str, nn.Module]:
-    """Every selectable module by its canonical name, in ``named_modules`` order (the root is not selectable)."""
+    """Every selectable module by its canonical name, in ``named_modules`` order (the root is not selectable).
+
+    Raises like :func:`refuse_torchscript` when the model holds TorchScript, found in the same walk of the model.
+    """
     index: dict[str, nn.Module] = {}
+    scripted: list[str] = []
     for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            scripted.append(name)
         canonical = canonical_name(name)
         if not _is_wrapper_name(canonical):
             index.setdefault(canonical, module)
+    _refuse_scripted(model, scripted)
     return index
 
 
 def refuse_torchscript(model: nn.Module) -> None:
     """Raise when ``model`` or a submodule is TorchScript: forward hooks on those can silently never fire."""
+    _refuse_scripted(model, [name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)])
+
+
+def _refuse_scripted(model: nn.Module, scripted: list[str]) -> None:
+    """The error for the scripted modules named ``scripted`` (in ``named_modules`` order), if any."""
     # Only the outermost scripted modules: everything inside a scripted module is scripted too.
-    scripted: list[str] = []
-    for name, module in model.named_modules():
-        inside = any(name == s or name.startswith(s + ".") for s in scripted if s) or (scripted and not scripted[0])
-        if isinstance(module, torch.jit.ScriptModule) and not inside:
-            scripted.append(name)
-    if scripted:
-        shown = "the model itself" if scripted == [""] else ", ".join(repr(n) for n in scripted[:5])
-        if len(scripted) > 5:
-            shown += f" and {len(scripted) - 5} more"
+    outermost: list[str] = []
+    for name in scripted:
+        inside = any(name == s or name.startswith(s + ".") for s in outermost if s) or (outermost and not outermost[0])
+        if not inside:
+            outermost.append(name)
+    if outermost:
+        shown = "the model itself" if outermost == [""] else ", ".join(repr(n) for n in outermost[:5])
+        if len(outermost) > 5:
+            shown += f" and {len(outermost) - 5} more"
         raise FeatvizError(
             f"{type(model).__name__} holds TorchScript modules ({shown}): forward hooks on scripted or traced modules"
             " can silently never fire, so feature_snapshot refuses them. Snapshot the eager nn.Module instead (the"
@@ -116,8 +128,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
     """
     if spec is None:
         raise ValueError("resolve_layers needs a selection; use default_layers for layers=None")
-    refuse_torchscript(model)
-    index = module_index(model)
+    index = module_index(model)  # refuses TorchScript
     names = list(index)
     items: list[str | type] = [spec] if isinstance(spec, (str, type)) else list(spec)
     if not items:
