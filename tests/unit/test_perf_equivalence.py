@@ -95,6 +95,24 @@ def test_batched_ssim_does_not_depend_on_the_block_size(monkeypatch: pytest.Monk
         np.testing.assert_allclose(ssim_batch(golden_tiles, current, 255.0), whole, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((16, 56, 56), np.uint8), ((9, 5, 5), np.uint8), ((6, 14, 14), np.uint16)], ids=str
+)
+@pytest.mark.parametrize("identical", ["none", "every-third", "all-but-one", "all"])
+def test_scores_that_skip_identical_tiles_are_the_full_computation_s(
+    shape: tuple[int, int, int], dtype: type[np.generic], identical: str
+) -> None:
+    golden_tiles, current = _pair(shape, dtype, seed=3)
+    same = {"none": [], "every-third": list(range(0, shape[0], 3)), "all-but-one": list(range(1, shape[0]))}
+    picked = same.get(identical, list(range(shape[0])))
+    current[-1, 0, :] = golden_tiles[-1, 0, 0]  # a changed tile with a flat first row, where it stays changed
+    current[picked] = golden_tiles[picked]
+    ssim, errors = compare.tile_scores(golden_tiles, current, float(np.iinfo(dtype).max))
+    assert np.array_equal(ssim, ssim_batch(golden_tiles, current, float(np.iinfo(dtype).max)))
+    assert np.array_equal(errors, compare.rms_error(golden_tiles, current, float(np.iinfo(dtype).max)))
+    assert (ssim[picked] == 1.0).all() and (errors[picked] == 0.0).all()
+
+
 def test_batched_ssim_rejects_stacks_of_different_shapes() -> None:
     with pytest.raises(ValueError, match="tile stacks differ in shape"):
         ssim_batch(np.zeros((2, 8, 8), np.uint8), np.zeros((3, 8, 8), np.uint8), 255.0)
