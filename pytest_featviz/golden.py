@@ -509,7 +509,7 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(stream.fileno())
 
 
-_writers: concurrent.futures.ThreadPoolExecutor | None = None
+_writers: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid that made it, pool)
 
 
 def _write_together(folder: Path, files: dict[str, bytes]) -> None:
@@ -521,9 +521,10 @@ def _write_together(folder: Path, files: dict[str, bytes]) -> None:
     raises the first error, so that the caller never removes a folder a writer is still filling.
     """
     global _writers
-    if _writers is None:
-        _writers = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="featviz-write")
-    futures = [_writers.submit(_write_file, folder / name, data) for name, data in files.items()]
+    if _writers is None or _writers[0] != os.getpid():  # a forked child inherits the pool but not its threads
+        _writers = os.getpid(), concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="featviz-write")
+    pool = _writers[1]
+    futures = [pool.submit(_write_file, folder / name, data) for name, data in files.items()]
     try:
         for future in futures:
             future.result()

@@ -254,6 +254,28 @@ def test_a_failed_write_is_raised_only_after_every_other_writer_ended(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fast.png", "slow.png"]
 
 
+def _write_in_child(folder: str) -> None:
+    golden._write_together(Path(folder), {"child.png": b"2"})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
+def test_a_forked_child_writes_goldens_with_its_own_writers(tmp_path: Path) -> None:
+    # A child forked after a write inherits the writer pool but not its threads (a DataLoader worker, a test that
+    # forks); its writes must not wait forever on threads that do not exist in it.
+    import multiprocessing
+
+    golden._write_together(tmp_path, {"parent.png": b"1"})
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(str(tmp_path),))
+    child.start()
+    child.join(timeout=20)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child's golden write never finished")
+    assert child.exitcode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.png", "parent.png"]
+
+
 @pytest.mark.parametrize("fault", ["replace", "mkdtemp"])
 def test_read_only_golden_dir(snap: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
     root = snap.parents[2]
