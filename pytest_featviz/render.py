@@ -120,17 +120,26 @@ def channel_frames(maps: npt.NDArray[np.floating], mode: str) -> FloatArray:
 
 def render_tiles(maps: npt.NDArray[np.floating], frames: FloatArray, mode: str, bit_depth: int = 8) -> TileArray:
     """Render ``maps`` (C, H, W) through ``frames`` (C, 2) into integer tiles of ``bit_depth`` bits."""
-    values = np.asarray(maps, dtype=np.float64)
     first = frames[:, 0, None, None]
     second = frames[:, 1, None, None]
-    if mode == "sigmoid":
-        unit = 0.5 * (1.0 + np.tanh(0.5 * (values - first) / second))  # a sigmoid that never overflows
-    elif mode in ("minmax", "percentile"):
-        unit = np.clip((values - first) / (second - first), 0.0, 1.0)
-    else:
+    if mode not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {mode!r}")
-    levels = np.rint(unit * max_level(bit_depth))
-    return levels.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    # One float64 buffer, each step written in place: the same operations in the same order as the plain
+    # expressions (so the same bits), without a temporary array per step.
+    unit = np.array(maps, dtype=np.float64)
+    np.subtract(unit, first, out=unit)
+    if mode == "sigmoid":  # 0.5 * (1 + tanh(0.5 * (v - first) / second)): a sigmoid that never overflows
+        np.multiply(unit, 0.5, out=unit)
+        np.divide(unit, second, out=unit)
+        np.tanh(unit, out=unit)
+        np.add(unit, 1.0, out=unit)
+        np.multiply(unit, 0.5, out=unit)
+    else:  # minmax, percentile: clip((v - first) / (second - first), 0, 1)
+        np.divide(unit, second - first, out=unit)
+        np.clip(unit, 0.0, 1.0, out=unit)
+    np.multiply(unit, max_level(bit_depth), out=unit)
+    np.rint(unit, out=unit)
+    return unit.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
 def grid_shape(count: int) -> tuple[int, int]:

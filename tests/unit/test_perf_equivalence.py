@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from pytest_featviz import compare, golden
+from pytest_featviz import compare, golden, render
 from pytest_featviz.compare import WINDOW, ssim_batch, upscale_to_window
 
 TOLERANCE = 1e-6
@@ -111,6 +111,35 @@ def test_scores_that_skip_identical_tiles_are_the_full_computation_s(
     assert np.array_equal(ssim, ssim_batch(golden_tiles, current, float(np.iinfo(dtype).max)))
     assert np.array_equal(errors, compare.rms_error(golden_tiles, current, float(np.iinfo(dtype).max)))
     assert (ssim[picked] == 1.0).all() and (errors[picked] == 0.0).all()
+
+
+def _render_plainly(maps: np.ndarray, frames: np.ndarray, mode: str, bit_depth: int) -> np.ndarray:
+    """render.render_tiles as plain expressions, one temporary array per step (how it was first written)."""
+    values = np.asarray(maps, dtype=np.float64)
+    first, second = frames[:, 0, None, None], frames[:, 1, None, None]
+    if mode == "sigmoid":
+        unit = 0.5 * (1.0 + np.tanh(0.5 * (values - first) / second))
+    else:
+        unit = np.clip((values - first) / (second - first), 0.0, 1.0)
+    return np.rint(unit * (2**bit_depth - 1)).astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+@pytest.mark.parametrize("mode", ["minmax", "sigmoid", "percentile"])
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_in_place_rendering_gives_the_plain_expressions_bits(mode: str, bit_depth: int) -> None:
+    # Goldens store these tiles: a faster rendering must not move a single pixel of an existing golden.
+    rng = np.random.default_rng(7)
+    for scale in (1e-6, 1.0, 1e4):
+        maps = (rng.normal(0.0, scale, (16, 23, 31)) + rng.normal(0.0, 3.0)).astype(np.float32)
+        maps[0] = 1.5  # a flat channel
+        frames = render.channel_frames(maps, mode)
+        assert np.array_equal(
+            render.render_tiles(maps, frames, mode, bit_depth), _render_plainly(maps, frames, mode, bit_depth)
+        )
+    wide = np.tile([[-1.0, 1.0]], (16, 1))  # values outside the frame are clipped, or squashed by the sigmoid
+    assert np.array_equal(
+        render.render_tiles(maps, wide, mode, bit_depth), _render_plainly(maps, wide, mode, bit_depth)
+    )
 
 
 def test_batched_ssim_rejects_stacks_of_different_shapes() -> None:
