@@ -475,7 +475,9 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
     payload = sidecar.encode("utf-8")
     kept = [str(layer["file"]) for layer in json.loads(sidecar)["layers"]]
     old = {p.name for p in _own_pictures(directory)} if directory.is_dir() else set()
-    changed = [directory / name for name in kept if name in pictures and _bytes_of(directory / name) != pictures[name]]
+    # each picture on disk is read once: to tell what changed, and to copy the unchanged ones
+    previous = {name: _bytes_of(directory / name) if name in old else None for name in kept}
+    changed = [directory / name for name in kept if name in pictures and previous[name] != pictures[name]]
     if _bytes_of(directory / SIDECAR) != payload:
         changed.append(directory / SIDECAR)
     if not changed and old <= set(kept):
@@ -486,7 +488,7 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
             # would move them too, so fall back to file-by-file replacement, sidecar last.
             _write_in_place(directory, payload, pictures, kept)
         else:
-            _switch_directory(directory, payload, {name: pictures.get(name) for name in kept})
+            _switch_directory(directory, payload, {name: pictures.get(name) for name in kept}, previous)
     except OSError as exc:
         raise GoldenError(
             f"cannot write golden snapshot {directory}: {exc}; the golden there was left as it was"
@@ -554,7 +556,11 @@ def _leftovers(directory: Path) -> list[Path]:
         return []
 
 
-def _switch_directory(directory: Path, payload: bytes, files: dict[str, bytes | None]) -> None:
+def _switch_directory(
+    directory: Path, payload: bytes, files: dict[str, bytes | None], previous: dict[str, bytes | None]
+) -> None:
+    """``files`` (``None``: keep the picture on disk) and the sidecar switched into place as a whole directory;
+    ``previous`` holds the bytes of each picture now on disk (``None``: none there)."""
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
     for leftover in _leftovers(directory):
@@ -563,9 +569,8 @@ def _switch_directory(directory: Path, payload: bytes, files: dict[str, bytes | 
     try:
         written: dict[str, bytes] = {}
         unchanged = []
-        replacing = directory.exists()
         for name, data in files.items():
-            old = _bytes_of(directory / name) if replacing else None
+            old = previous.get(name)
             if data is None or old == data:
                 if old is None:
                     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(directory / name))
