@@ -362,7 +362,11 @@ def _cpu_tensor_sums(tensor: torch.Tensor) -> list[int]:
     """:func:`_tensor_sums` of a CPU tensor: the same three integers (both wrap the same way), with the two passes
     over the data in torch (every core) for a large tensor and in numpy for a small one, where torch's per-call
     cost would dominate, and the few reduced numbers combined in numpy."""
-    words = _word_rows(tensor)
+    return _word_sums(_word_rows(tensor))
+
+
+def _word_sums(words: torch.Tensor | None) -> list[int]:
+    """:func:`_cpu_tensor_sums` of a CPU tensor's :func:`_word_rows`."""
     if words is None:
         return [0, 0, 0]
     if words.numel() >= _TORCH_SUMS_FROM:
@@ -403,7 +407,7 @@ def _cpu_sums(tensors: list[torch.Tensor]) -> list[list[int]]:
             batch.append((len(sums), words.numpy().reshape(-1)))
             sums.append([])  # filled below
         else:
-            sums.append(_cpu_tensor_sums(tensor))
+            sums.append(_word_sums(words))
     if batch:
         for (index, _), values in zip(batch, _one_row_sums([row for _, row in batch]), strict=True):
             sums[index] = values
