@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytest_featviz.records import DRIFT, MATCH, LayerResult, NoiseFloor
-from pytest_featviz.render import TileArray, spread_floor
+from pytest_featviz.render import TileArray, median, spread_floor
 
 WINDOW = 7
 K1, K2 = 0.01, 0.03
@@ -172,12 +172,39 @@ def rms_error(
 
     ``reference``, when given, is what ``current`` is measured against instead of ``golden`` (the noise floor).
     """
-    g = golden.reshape(golden.shape[0], -1).astype(np.float64)
-    c = current.reshape(current.shape[0], -1).astype(np.float64)
-    r = g if reference is None else reference.reshape(reference.shape[0], -1).astype(np.float64)
-    spread = np.maximum(g.std(axis=1), RMS_SPREAD_FLOOR * data_range)
-    result: FloatArray = np.sqrt(((c - r) ** 2).mean(axis=1)) / spread
+    count = golden.shape[0]
+    g, c = golden.reshape(count, -1), current.reshape(count, -1)
+    r = g if reference is None else reference.reshape(count, -1)
+    floor = RMS_SPREAD_FLOOR * data_range
+    exact = _exact_sums_dtype(g, c, r)
+    if exact is None:
+        g64, c64, r64 = g.astype(np.float64), c.astype(np.float64), r.astype(np.float64)
+        result: FloatArray = np.sqrt(((c64 - r64) ** 2).mean(axis=1)) / np.maximum(g64.std(axis=1), floor)
+        return result
+    # Integer tiles: the sums of squares are exact integers, so the mean squared difference is what the float path
+    # gives (its sum of exact squares was exact too), and the spread is the exact variance rounded once.
+    pixels = g.shape[1]
+    base = g.astype(exact)
+    difference = c.astype(exact)
+    difference -= base if reference is None else r
+    squares = np.einsum("ij,ij->i", difference, difference)
+    total = base.sum(axis=1, dtype=np.int64)
+    variance = pixels * np.einsum("ij,ij->i", base, base).astype(np.int64) - total * total  # pixels**2 * var
+    spread = np.maximum(np.sqrt(variance) / pixels, floor)
+    result = np.sqrt(squares / pixels) / spread
     return result
+
+
+def _exact_sums_dtype(*tiles: npt.NDArray[Any]) -> type[np.signedinteger[Any]] | None:
+    """The integer type in which :func:`rms_error`'s sums over these (N, pixels) tiles are exact, or ``None`` (tiles
+    that are not 8- or 16-bit grey levels, or so many pixels that ``pixels**2 * level**2`` would leave int64)."""
+    if any(t.dtype.kind != "u" or t.dtype.itemsize > 2 for t in tiles):
+        return None
+    pixels = tiles[0].shape[1]
+    top = (1 << 8 * max(t.dtype.itemsize for t in tiles)) - 1  # the largest level the tiles can hold
+    if pixels * pixels * top * top >= 1 << 62:
+        return None
+    return np.int32 if pixels * top * top < 1 << 31 else np.int64
 
 
 def statistic_delta(golden: FloatArray, current: FloatArray, reference: FloatArray | None = None) -> FloatArray:
@@ -192,7 +219,7 @@ def statistic_delta(golden: FloatArray, current: FloatArray, reference: FloatArr
     """
     std = golden[:, 1]
     level = float((np.abs(golden[:, 0]) + std).max(initial=0.0))
-    floor = max(float(np.median(std)) if std.size else 0.0, spread_floor(std), STAT_LEVEL_FLOOR * level)
+    floor = max(median(std) if std.size else 0.0, spread_floor(std), STAT_LEVEL_FLOOR * level)
     unit = np.maximum(std, floor)
     base = golden if reference is None else reference
     result: FloatArray = (np.abs(current[:, :2] - base[:, :2]) / unit[:, None]).max(axis=1)

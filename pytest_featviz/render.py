@@ -42,7 +42,8 @@ def max_level(bit_depth: int) -> int:
 def round_stored(values: FloatArray) -> FloatArray:
     # Frames are stored as JSON; rounding them to 9 significant digits before use keeps the rendered golden and a
     # later rendering in the stored frame bit-identical, and the JSON free of float noise.
-    return np.array([float(f"{v:.9g}") for v in values.ravel()], dtype=np.float64).reshape(values.shape)
+    # (Python floats format a third faster than numpy scalars, to the same text.)
+    return np.array([float(f"{v:.9g}") for v in values.ravel().tolist()], dtype=np.float64).reshape(values.shape)
 
 
 # Maps longer than this on a side are average-pooled into their tile by an integer factor per axis: the stem of a
@@ -73,6 +74,18 @@ def pool_maps(maps: npt.NDArray[np.floating], pool: tuple[int, int]) -> npt.NDAr
     return pooled
 
 
+def median(values: FloatArray) -> float:
+    """``float(np.median(values))``, bit for bit (NaN if any value is NaN), without its overhead: about 2 us instead
+    of 11 on a layer's 16 channels, where it is called a few times per check."""
+    ordered = np.sort(values, axis=None)
+    if ordered.size == 0 or np.isnan(ordered[-1]):  # np.sort puts NaN last
+        return math.nan
+    middle = ordered.size // 2
+    if ordered.size % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)  # np.median's mean of the two middle values
+
+
 def spread_floor(spreads: FloatArray, magnitude: float = 0.0) -> float:
     """The smallest spread a channel is measured with, given the spreads of all kept channels of its layer.
 
@@ -81,9 +94,7 @@ def spread_floor(spreads: FloatArray, magnitude: float = 0.0) -> float:
     """
     if spreads.size == 0:
         return 1e-12
-    return max(
-        SCALE_FLOOR * float(spreads.max()), MEDIAN_FLOOR * float(np.median(spreads)), MAGNITUDE_FLOOR * magnitude, 1e-12
-    )
+    return max(SCALE_FLOOR * float(spreads.max()), MEDIAN_FLOOR * median(spreads), MAGNITUDE_FLOOR * magnitude, 1e-12)
 
 
 def channel_statistics(maps: npt.NDArray[np.floating]) -> FloatArray:

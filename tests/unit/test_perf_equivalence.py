@@ -164,3 +164,58 @@ def test_encoded_golden_png_is_lossless_and_byte_identical_for_the_same_tiles() 
     wide = (rng.integers(0, 65535, size=(31, 40), endpoint=True)).astype(np.uint16)
     with Image.open(io.BytesIO(golden.encode_png(wide))) as image:
         assert np.array_equal(np.array(image).astype(np.uint16), wide)
+
+
+def _rms_in_floats(
+    golden_tiles: np.ndarray, current: np.ndarray, data_range: float, reference: np.ndarray
+) -> np.ndarray:
+    """compare.rms_error as plain float64 expressions (how it was first written)."""
+    g = golden_tiles.reshape(len(golden_tiles), -1).astype(np.float64)
+    c = current.reshape(len(current), -1).astype(np.float64)
+    r = reference.reshape(len(reference), -1).astype(np.float64)
+    spread = np.maximum(g.std(axis=1), compare.RMS_SPREAD_FLOOR * data_range)
+    return np.sqrt(((c - r) ** 2).mean(axis=1)) / spread
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((16, 56, 56), np.uint8), ((5, 64, 64), np.uint16), ((3, 1, 7), np.uint8)]
+)
+def test_picture_change_in_integers_is_the_float_expressions(
+    shape: tuple[int, int, int], dtype: type[np.generic]
+) -> None:
+    golden_tiles, current = _pair(shape, dtype, seed=11)
+    golden_tiles[0] = 7  # a flat golden tile: the spread floor
+    top = float(np.iinfo(dtype).max)
+    reference = np.clip(current.astype(np.int64) + 1, 0, int(top)).astype(dtype)
+    for against in (None, reference):
+        exact = compare.rms_error(golden_tiles, current, top, reference=against)
+        plain = _rms_in_floats(golden_tiles, current, top, golden_tiles if against is None else against)
+        np.testing.assert_allclose(exact, plain, rtol=1e-12, atol=0)
+        # Float tiles (no exact integer sums) take the float expressions themselves.
+        floats = compare.rms_error(
+            golden_tiles.astype(np.float64), current.astype(np.float64), top, None if against is None else against * 1.0
+        )
+        assert np.array_equal(floats, plain)
+    assert (compare.rms_error(current, current, top) == 0.0).all()
+
+
+def test_median_is_numpys_bit_for_bit() -> None:
+    rng = np.random.default_rng(12)
+    for size in [*range(1, 41), 257, 2048]:
+        for values in (
+            rng.normal(size=size) * 10.0 ** rng.integers(-30, 30),
+            rng.integers(0, 3, size=size).astype(np.float64),  # ties, zeros
+            np.abs(rng.normal(size=size)),
+        ):
+            assert render.median(values) == float(np.median(values))
+    holed = rng.normal(size=9)
+    holed[4] = np.nan
+    assert np.isnan(render.median(holed)) and np.isnan(render.median(np.array([])))
+
+
+def test_stored_rounding_is_nine_significant_digits_of_each_value() -> None:
+    rng = np.random.default_rng(13)
+    values = rng.normal(size=(64, 4)) * 10.0 ** rng.integers(-40, 40, size=(64, 4))
+    rounded = render.round_stored(values)
+    assert rounded.shape == values.shape
+    assert [float(f"{v:.9g}") for v in values.ravel()] == rounded.ravel().tolist()
