@@ -66,9 +66,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if torch is None:
         lines.append("featviz: determinism flags are read when torch is first imported (not imported yet)")
     else:
+        from pytest_featviz.environment import tf32_flags
+
+        # Read through the environment module: torch (>= 2.9) raises on reading a legacy allow_tf32 flag after a
+        # conftest set the new fp32_precision switches, which would stop the session before the first test.
+        matmul_tf32, cudnn_tf32 = tf32_flags()
         flags = {
-            "matmul TF32": torch.backends.cuda.matmul.allow_tf32,
-            "cuDNN TF32": torch.backends.cudnn.allow_tf32,
+            "matmul TF32": matmul_tf32,
+            "cuDNN TF32": cudnn_tf32,
             "cudnn.benchmark": torch.backends.cudnn.benchmark,
             "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
             "threads": torch.get_num_threads(),

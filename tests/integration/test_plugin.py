@@ -177,6 +177,22 @@ def test_report_header_shows_torch_version(featviz_pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines([f"featviz: torch {version}, mode check, golden dir *golden, threshold *"])
 
 
+def test_report_header_survives_a_conftest_on_the_new_tf32_switches(featviz_pytester: pytest.Pytester) -> None:
+    """torch >= 2.9 raises on reading a legacy allow_tf32 flag once the new fp32_precision switch says otherwise;
+    the header read them, so a suite whose conftest used the new switch (as PyTorch now recommends) stopped with
+    INTERNALERROR before its first test. A subprocess, so that the switch does not leak into this session."""
+    import torch
+
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("this torch has no fine-grained fp32_precision switches")
+    featviz_pytester.makeconftest("import torch\ntorch.backends.cuda.matmul.fp32_precision = 'tf32'\n")
+    featviz_pytester.makepyfile(test_plain="def test_it():\n    pass\n")
+    result = featviz_pytester.runpytest_subprocess()
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["featviz: matmul TF32 True, cuDNN TF32 *, cudnn.benchmark *"])
+    result.assert_outcomes(passed=1)
+
+
 def _heavy_modules(output: str) -> list[str]:
     match = re.search(r"HEAVY=\[(.*?)\]", output)
     assert match is not None, output
