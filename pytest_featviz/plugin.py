@@ -128,13 +128,19 @@ class SessionTracker:
         self.settings = settings
         self.results: list[SnapshotResult] = []
         self.index: Path | None = None
+        # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
+        # said in the summary; the tests' own outcomes stand.
+        self.report_errors: list[str] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not hasattr(session.config, "workerinput"):  # the controller (or a serial run) owns the report dir
             from pytest_featviz.report import remove_stale
 
-            remove_stale(self.settings.report_dir)
+            try:
+                remove_stale(self.settings.report_dir)
+            except OSError as exc:
+                self.report_errors.append(f"could not remove the previous report in {self.settings.report_dir}: {exc}")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
@@ -158,15 +164,22 @@ class SessionTracker:
             return
         from pytest_featviz import report
 
-        self.index = report.write_session_report(
-            self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
-        )
+        try:
+            self.index = report.write_session_report(
+                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
+            )
+        except OSError as exc:
+            self.report_errors.append(f"could not write the report in {self.settings.report_dir}: {exc}")
+            return
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and self.index is not None:
             data = report.report_data(
                 self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
             )
-            report.append_step_summary(Path(summary), report.step_summary(data, self.index))
+            try:
+                report.append_step_summary(Path(summary), report.step_summary(data, self.index))
+            except OSError as exc:
+                self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)
@@ -174,7 +187,7 @@ class SessionTracker:
             self.results.extend(SnapshotResult.from_dict(record) for record in records)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.results:
+        if not self.results and not self.report_errors:
             return
         counts = Counter(result.outcome for result in self.results)
         drifted = [r for r in self.results if r.outcome == DRIFTED]
@@ -194,6 +207,8 @@ class SessionTracker:
             terminalreporter.write_line("create missing goldens with: pytest --featviz-update")
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
+        for error in self.report_errors:
+            terminalreporter.write_line(f"featviz: {error}", yellow=True)
         if self.settings.calibrate:
             from pytest_featviz.calibrate import summary_lines  # imports nothing heavy: the controller has no torch
 

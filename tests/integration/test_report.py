@@ -117,6 +117,42 @@ def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:
     assert (drifted.path / "out/ini/report.json").is_file()
 
 
+def test_a_report_dir_that_cannot_be_written_is_said_and_the_tests_keep_their_outcomes(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file where the report directory should be (as a read-only checkout would): clearing the old report, the
+    # per-test mosaics, the session report and the step summary all fail, and none of them may stop the session.
+    (drifted.path / "featviz-report").write_text("in the way")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(drifted.path / "featviz-report" / "summary.md"))
+    result = drifted.runpytest("--featviz-report-all")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*(featviz could not write the report: *Not a directory*",
+            "3 snapshot(s) checked: 1 matched, 2 drifted (2 test(s), 2 layer(s)), 0 missing",
+            "featviz: could not remove the previous report in *featviz-report: *Not a directory*",
+            "featviz: could not write the report in *featviz-report: *Not a directory*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    result.stdout.no_fnmatch_line("report: *")
+    assert (drifted.path / "featviz-report").read_text() == "in the way"
+
+
+def test_a_step_summary_that_cannot_be_written_is_said(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(drifted.path / "summary.md" / "nested"))
+    (drifted.path / "summary.md").write_text("a file, not a folder")
+    result = drifted.runpytest()
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        ["report: featviz-report/index.html", "featviz: could not append to the GitHub step summary *Not a directory*"]
+    )
+    assert (drifted.path / "featviz-report/index.html").is_file()
+
+
 def test_junitxml_properties_and_attachments(drifted: pytest.Pytester) -> None:
     drifted.runpytest("--junitxml=junit.xml", "-o", "junit_logging=system-out", "-k", "plain")
     case = ET.parse(drifted.path / "junit.xml").find(".//testcase[@name='test_net[plain]']")
