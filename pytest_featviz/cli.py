@@ -11,7 +11,9 @@ one entry. This module never imports pytest; torch is imported only by the comma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -328,13 +330,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SIGPIPE_STATUS = 128 + 13  # what a shell reports for a command ended by SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run ``featviz``; returns the exit status (0 fine, 1 a featviz error, 2 a usage error)."""
+    """Run ``featviz``; returns the exit status (0 fine, 1 a featviz error, 2 a usage error, 141 the reader of its
+    output went away)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     stream = out if out is not None else sys.stdout
     try:
         status: int = args.run(args, stream)
+        stream.flush()  # here, not at exit, so that a closed pipe is met below
+    except BrokenPipeError:
+        # The reader went away (``featviz show golden | head``): stop quietly, with the status of a command ended by
+        # SIGPIPE, and point stdout at /dev/null so that Python's own flush at exit does not raise again.
+        if stream is sys.stdout:
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except CommandError as exc:
         sys.stderr.write(f"featviz {args.command}: error: {exc}\n")
         return 2

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_featviz.cli import COMMANDS, main
+from pytest_featviz.cli import COMMANDS, SIGPIPE_STATUS, main
 
 FACTORIES = """
 import torch
@@ -182,3 +182,18 @@ def test_every_command_is_registered_and_python_m_runs_it() -> None:
     )
     assert done.returncode == 0
     assert "layers" in done.stdout and "show" in done.stdout and done.stdout.startswith("usage: featviz")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """``featviz show golden | head``: the pipe closes under the command, which must stop without a traceback."""
+    goldens = Path(__file__).resolve().parents[2] / "golden"  # the project's own, committed
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest_featviz", "show", str(goldens)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child writes: its first write meets a closed pipe
+    errors = child.stderr.read().decode()
+    assert child.wait(timeout=60) == SIGPIPE_STATUS
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors and errors == ""
