@@ -55,6 +55,27 @@ class GoldenError(FeatvizError):
     """A golden that exists but cannot be used (damaged, of a newer format, unreadable)."""
 
 
+class GoldenNotFetched(GoldenError):
+    """A golden file that is a Git LFS pointer: the golden exists, this checkout did not fetch it.
+
+    Unlike a damaged golden, ``--featviz-update`` does not re-create it: writing over the pointer would replace the
+    committed golden with whatever the code computes now, without ever comparing the two.
+    """
+
+
+# How a Git LFS pointer file starts ("version https://git-lfs.github.com/spec/v1", then the object's oid and size;
+# https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md); shorter than the PNG header read first.
+LFS_POINTER_MARK = b"version https://git-lfs."
+
+
+def _not_fetched(path: Path, what: str) -> GoldenNotFetched:
+    return GoldenNotFetched(
+        f"golden {what} {path} is a Git LFS pointer, not the file: this checkout did not fetch the repository's LFS"
+        " files; run `git lfs pull` (in CI, check out with LFS, e.g. actions/checkout with `lfs: true`)."
+        " --featviz-update will not write over it"
+    )
+
+
 def sanitize_name(name: str, max_length: int = MAX_NAME_LENGTH) -> str:
     """A file-name-safe form of ``name``, the same on Linux, macOS and Windows.
 
@@ -298,6 +319,8 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenError(f"cannot read golden sidecar {path}: {exc}") from exc
+    if text.startswith(LFS_POINTER_MARK.decode()):
+        raise _not_fetched(path, "sidecar")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -399,6 +422,8 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
     try:
         with path.open("rb") as stream:
             head = stream.read(_PNG_HEADER_BYTES)
+            if head.startswith(LFS_POINTER_MARK):
+                raise _not_fetched(path, "picture")
             width, height = _png_size(head, path)
             data = head + stream.read()
     except FileNotFoundError as exc:

@@ -345,8 +345,8 @@ def _check(
             directory, keyed = keyed, None
     try:
         stored = golden.read_sidecar(directory)
-    except GoldenError:
-        if not settings.update:
+    except GoldenError as exc:
+        if not settings.update or isinstance(exc, golden.GoldenNotFetched):
             raise
         stored = None  # update mode re-creates a damaged golden
     if stored is None:
@@ -419,7 +419,7 @@ def _check(
             try:
                 result, picture = _compare(item, stored, layer, directory, settings)
             except GoldenError as exc:
-                if not settings.update:
+                if not settings.update or isinstance(exc, golden.GoldenNotFetched):
                     raise
                 # update mode re-creates a damaged picture, as it re-creates a damaged sidecar
                 shape, channels = item.capture.shape, item.capture.channels

@@ -111,6 +111,12 @@ def _damage(case: str, snap: Path) -> None:
         sidecar = json.loads((snap / "snapshot.json").read_text())
         sidecar["format"] = 7
         (snap / "snapshot.json").write_text(json.dumps(sidecar))
+    elif case in ("lfs-picture", "lfs-sidecar"):
+        # A clone without Git LFS: each file stored in LFS is a small text pointer in its place.
+        target = picture if case == "lfs-picture" else snap / "snapshot.json"
+        oid = hashlib.sha256(target.read_bytes()).hexdigest()
+        size = target.stat().st_size
+        target.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n")
     elif case == "unreadable-dir":
         # CI runs as root, where chmod does not stop reads: a file where the golden directory should be does.
         for child in snap.iterdir():
@@ -133,7 +139,11 @@ DAMAGE = {
     "sidecar-not-json": "golden sidecar */snapshot.json is not valid JSON*",
     "sidecar-newer": "golden sidecar */snapshot.json has format 7, newer than this pytest-featviz reads (1);*",
     "unreadable-dir": "*cannot read golden sidecar */test_target/0/snapshot.json: [[]Errno 20[]] Not a directory*",
+    "lfs-picture": "golden picture */0.png is a Git LFS pointer, not the file: *run `git lfs pull`*",
+    "lfs-sidecar": "golden sidecar */snapshot.json is a Git LFS pointer, not the file: *run `git lfs pull`*",
 }
+# A golden that exists but was not fetched is not re-created by --featviz-update: it would be overwritten unseen.
+NOT_RECREATED = {"unreadable-dir", "lfs-picture", "lfs-sidecar"}
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
@@ -144,15 +154,20 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
     damaged = _files(project.path / "golden")
     result = project.runpytest("-rf")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*GoldenError: " + DAMAGE[case]])
+    result.stdout.fnmatch_lines(["*.Golden*: " + DAMAGE[case]])
     result.stdout.fnmatch_lines(["FAILED test_two.py::test_target - *"])
     assert _files(project.path / "golden") == damaged  # a check run never writes
-    # --featviz-update re-creates the damaged golden, except where a file blocks the directory
+    # --featviz-update re-creates the damaged golden, except where a file blocks the directory or the golden was
+    # not fetched from Git LFS
     result = project.runpytest("--featviz-update")
     if case == "unreadable-dir":
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*GoldenError: cannot write golden snapshot */test_target/0: *"])
         assert (project.path / "golden" / "test_two" / "test_target").read_text() == "not a directory"
+    elif case in NOT_RECREATED:
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(["*GoldenNotFetched: " + DAMAGE[case] + "--featviz-update will not write over it"])
+        assert _files(project.path / "golden") == damaged
     else:
         result.assert_outcomes(passed=2)
         project.runpytest().assert_outcomes(passed=2)
