@@ -66,6 +66,8 @@ class GoldenNotFetched(GoldenError):
 # How a Git LFS pointer file starts ("version https://git-lfs.github.com/spec/v1", then the object's oid and size;
 # https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md); shorter than the PNG header read first.
 LFS_POINTER_MARK = b"version https://git-lfs."
+# A line Git writes into a text file it could not merge ("<<<<<<< HEAD"); JSON never has one.
+_CONFLICT_MARKER = re.compile(r"^<{7}( |$)", re.MULTILINE)
 
 
 def _not_fetched(path: Path, what: str) -> GoldenNotFetched:
@@ -324,6 +326,12 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
+        if _CONFLICT_MARKER.search(text):
+            raise GoldenError(
+                f"golden sidecar {path} holds Git merge-conflict markers: both branches changed this snapshot;"
+                " resolve it by re-creating the golden with --featviz-update on the merged code, and review the"
+                " pictures it writes"
+            ) from exc
         raise GoldenError(f"golden sidecar {path} is not valid JSON ({exc})") from exc
     return _parse_sidecar(data, path)
 

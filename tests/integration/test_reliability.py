@@ -136,7 +136,7 @@ DAMAGE = {
     "enormous-header": "golden picture */0.png claims 1048576x1048576 pixels, *refusing to decode it*",
     "sidecar-missing": "golden snapshot */test_target/0 has pictures but no sidecar snapshot.json*",
     "sidecar-malformed": "golden sidecar */snapshot.json is malformed (KeyError*",
-    "sidecar-not-json": "golden sidecar */snapshot.json is not valid JSON*",
+    "sidecar-not-json": "golden sidecar */snapshot.json holds Git merge-conflict markers: *--featviz-update*",
     "sidecar-newer": "golden sidecar */snapshot.json has format 7, newer than this pytest-featviz reads (1);*",
     "unreadable-dir": "*cannot read golden sidecar */test_target/0/snapshot.json: [[]Errno 20[]] Not a directory*",
     "lfs-picture": "golden picture */0.png is a Git LFS pointer, not the file: *run `git lfs pull`*",

@@ -131,6 +131,12 @@ def test_pictures_without_sidecar(snap: Path) -> None:
     ("text", "message"),
     [
         ("{not json", "is not valid JSON"),
+        (
+            '{\n<<<<<<< HEAD\n  "format": 1,\n=======\n  "format": 1,\n>>>>>>> feature\n}\n',
+            "holds Git merge-conflict markers: both branches changed this snapshot; resolve it by re-creating the"
+            " golden with --featviz-update",
+        ),
+        ('{"note": "<<<<<<< not a marker mid-line"', "is not valid JSON"),
         ('{"format": 1, "normalize": "minmax"}', "is malformed"),
         ("[1, 2]", "is not a JSON object"),
         ('{"format": 99, "layers": []}', r"has format 99, newer than this pytest-featviz reads \(1\)"),
