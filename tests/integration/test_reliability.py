@@ -105,7 +105,7 @@ def _damage(case: str, snap: Path) -> None:
         (snap / "snapshot.json").unlink()
     elif case == "sidecar-malformed":
         (snap / "snapshot.json").write_text('{"format": 1, "layers": [{"name": "0"}]}')
-    elif case == "sidecar-not-json":
+    elif case == "sidecar-conflicted":
         (snap / "snapshot.json").write_text("<<<<<<< HEAD\n{")
     elif case == "sidecar-newer":
         sidecar = json.loads((snap / "snapshot.json").read_text())
@@ -136,14 +136,14 @@ DAMAGE = {
     "enormous-header": "golden picture */0.png claims 1048576x1048576 pixels, *refusing to decode it*",
     "sidecar-missing": "golden snapshot */test_target/0 has pictures but no sidecar snapshot.json*",
     "sidecar-malformed": "golden sidecar */snapshot.json is malformed (KeyError*",
-    "sidecar-not-json": "golden sidecar */snapshot.json holds Git merge-conflict markers: *--featviz-update*",
+    "sidecar-conflicted": "golden sidecar */snapshot.json holds Git merge-conflict markers: *--featviz-update*",
     "sidecar-newer": "golden sidecar */snapshot.json has format 7, newer than this pytest-featviz reads (1);*",
     "unreadable-dir": "*cannot read golden sidecar */test_target/0/snapshot.json: [[]Errno 20[]] Not a directory*",
     "lfs-picture": "golden picture */0.png is a Git LFS pointer, not the file: *run `git lfs pull`*",
     "lfs-sidecar": "golden sidecar */snapshot.json is a Git LFS pointer, not the file: *run `git lfs pull`*",
 }
 # A golden that exists but was not fetched is not re-created by --featviz-update: it would be overwritten unseen.
-NOT_RECREATED = {"unreadable-dir", "lfs-picture", "lfs-sidecar"}
+NOT_FETCHED = {"lfs-picture", "lfs-sidecar"}
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
@@ -164,7 +164,7 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*GoldenError: cannot write golden snapshot */test_target/0: *"])
         assert (project.path / "golden" / "test_two" / "test_target").read_text() == "not a directory"
-    elif case in NOT_RECREATED:
+    elif case in NOT_FETCHED:
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*GoldenNotFetched: " + DAMAGE[case] + "--featviz-update will not write over it"])
         assert _files(project.path / "golden") == damaged
