@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -280,11 +281,23 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_LENGTH]
 
 
+# The fingerprint of an input holding an object whose only description is its ``repr`` with a memory address
+# (``<Cfg object at 0x7f...>``): that text differs on every run, so no comparison can say whether the input changed.
+UNKNOWN_INPUT = "unknown"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def input_fingerprint(inputs: Any) -> str:
-    """A hash of the input's bytes (shape, dtype and values of every tensor; ``repr`` of anything else)."""
+    """A hash of the input's values: shape, dtype and bytes of every tensor and array (numpy arrays, PIL images and
+    anything else numpy can read as an array), the structure of containers, and the ``repr`` of anything else.
+
+    :data:`UNKNOWN_INPUT` when some part can only be told by a ``repr`` that names a memory address.
+    """
     hasher = hashlib.sha256()
+    stable = True
 
     def feed(value: Any) -> None:
+        nonlocal stable
         if isinstance(value, torch.Tensor):
             tensor = value.detach()
             hasher.update(f"tensor{tuple(tensor.shape)}{tensor.dtype};".encode())
@@ -301,11 +314,23 @@ def input_fingerprint(inputs: Any) -> str:
             hasher.update(f"{type(value).__name__}{len(value)};".encode())
             for item in value:
                 feed(item)
+        elif isinstance(value, np.ndarray) or hasattr(value, "__array_interface__"):
+            # The values, not the repr: numpy elides the middle of a large array's repr, and a PIL image's names
+            # its address.
+            array = np.asarray(value)
+            hasher.update(f"{type(value).__name__}{array.shape}{array.dtype.str};".encode())
+            if array.dtype.hasobject:
+                for item in array.ravel():
+                    feed(item)
+            else:
+                hasher.update(array.tobytes())
         else:
-            hasher.update(f"{value!r};".encode())
+            text = repr(value)
+            stable = stable and not _ADDRESS.search(text)
+            hasher.update(f"{text};".encode())
 
     feed(inputs)
-    return hasher.hexdigest()[:FINGERPRINT_LENGTH]
+    return hasher.hexdigest()[:FINGERPRINT_LENGTH] if stable else UNKNOWN_INPUT
 
 
 _NARROW_INTEGERS = {1: torch.int8, 2: torch.int16}
@@ -524,7 +549,8 @@ def provenance_sentences(golden: Provenance | None, current: Provenance) -> list
     environment = environment_sentence(golden.environment, current.environment)
     if environment:
         lines.append(environment)
-    input_changed = golden.input != current.input
+    input_known = UNKNOWN_INPUT not in (golden.input, current.input)
+    input_changed = input_known and golden.input != current.input
     if input_changed:
         lines.append(
             f"the input changed since the golden was made (input fingerprint {golden.input} -> {current.input}):"
@@ -540,6 +566,13 @@ def provenance_sentences(golden: Provenance | None, current: Provenance) -> list
         lines.append(
             f"the model's weights or buffers changed since the golden was made"
             f" (model fingerprint {golden.model} -> {current.model}){where}"
+        )
+    elif not input_known:
+        lines.append(
+            "the model's weights and buffers are unchanged since the golden was made; whether the input changed is"
+            " not known, because part of it has no stable fingerprint (its repr names a memory address): the drift"
+            " comes from the input, or from a code or dependency change"
+            + (" (or the environment change above)" if environment else "")
         )
     elif not input_changed:
         lines.append(

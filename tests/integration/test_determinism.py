@@ -188,6 +188,47 @@ def test_an_input_change_is_named_rather_than_the_model(
     assert "weights or buffers changed" not in message and "code or dependency" not in message
 
 
+PHOTO = """
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from featviz_models import make_model
+
+
+class FromPhoto(nn.Module):
+    '''Preprocessing inside the model: a PIL image in, a (1, 2, H, W) tensor out.'''
+
+    def forward(self, image):
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None, :2]
+
+
+def test_photo(feature_snapshot):
+    seed = int(os.environ.get("FEATVIZ_TEST_INPUT", "1"))
+    pixels = np.random.default_rng(seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    feature_snapshot(nn.Sequential(FromPhoto(), make_model()), Image.fromarray(pixels), layers=["1.1", "1.3"])
+"""
+
+
+def test_a_pil_image_input_is_told_apart_by_its_pixels(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PIL image's repr names its address: fingerprinted by repr, the same picture read as "the input changed"
+    # in every drift message.
+    subject.makepyfile(test_photo=PHOTO)
+    _update(subject, "test_photo.py")
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    message = _message(subject, "test_photo.py")
+    assert "the input and the model's weights and buffers are unchanged since the golden was made" in message
+    assert "input changed" not in message
+    monkeypatch.delenv("FEATVIZ_TEST_CODE")
+    monkeypatch.setenv("FEATVIZ_TEST_INPUT", "7")
+    assert "the input changed since the golden was made (input fingerprint " in _message(subject, "test_photo.py")
+
+
 def test_a_weight_change_names_the_layers(subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     _update(subject)
     monkeypatch.setenv("FEATVIZ_TEST_WEIGHTS", "5")

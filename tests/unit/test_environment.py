@@ -8,12 +8,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from pytest_featviz import golden
 from pytest_featviz.environment import (
+    UNKNOWN_INPUT,
     DeterminismFlags,
     Environment,
     ParameterFingerprints,
@@ -317,6 +319,33 @@ def test_input_fingerprint_hashes_values_shapes_and_structure() -> None:
     assert input_fingerprint((x, x)) != input_fingerprint([x, x])
 
 
+def test_input_fingerprint_hashes_the_values_of_arrays_and_images() -> None:
+    from PIL import Image
+
+    photo = np.zeros((64, 64, 3), dtype=np.uint8)
+    retouched = photo.copy()
+    retouched[32, 32, 1] = 7  # in the middle, which numpy's repr of a large array leaves out
+    assert input_fingerprint(photo) != input_fingerprint(retouched)
+    assert input_fingerprint(photo) == input_fingerprint(np.asfortranarray(photo))  # the values, not the layout
+    assert input_fingerprint(photo) != input_fingerprint(photo.astype(np.int16))
+    assert input_fingerprint(photo) != input_fingerprint(photo.reshape(64, 192))
+    # A PIL image's repr names its address, so the same picture used to fingerprint differently on every run.
+    assert input_fingerprint(Image.fromarray(photo)) == input_fingerprint(Image.fromarray(photo.copy()))
+    assert input_fingerprint(Image.fromarray(photo)) != input_fingerprint(Image.fromarray(retouched))
+    assert input_fingerprint(Image.fromarray(photo)) != input_fingerprint(photo)  # an image is not its array
+    objects = np.array([1, "a", None], dtype=object)
+    assert input_fingerprint(objects) == input_fingerprint(objects.copy())
+
+
+def test_an_input_part_known_only_by_its_address_makes_the_fingerprint_unknown() -> None:
+    class Config:  # the default repr: <...Config object at 0x7f...>
+        pass
+
+    assert input_fingerprint(Config()) == UNKNOWN_INPUT
+    assert input_fingerprint({"image": torch.zeros(2), "config": Config()}) == UNKNOWN_INPUT
+    assert input_fingerprint({"image": torch.zeros(2), "scale": 0.5}) != UNKNOWN_INPUT
+
+
 # -- the environment ----------------------------------------------------------------------------------------------
 
 
@@ -391,6 +420,15 @@ def test_sentences_combine_environment_input_and_weights() -> None:
     ]
     (environment, code) = provenance_sentences(_provenance(), _provenance(env=CUDA))
     assert code.endswith("a code or dependency change (or the environment change above)")
+
+
+def test_an_unknown_input_is_never_called_changed_or_unchanged() -> None:
+    for then, now in (("i1", UNKNOWN_INPUT), (UNKNOWN_INPUT, UNKNOWN_INPUT), (UNKNOWN_INPUT, "i1")):
+        (line,) = provenance_sentences(_provenance(input=then), _provenance(input=now))
+        assert line.startswith("the model's weights and buffers are unchanged since the golden was made; whether the")
+        assert "input changed is not known" in line and "repr names a memory address" in line
+        (weights,) = provenance_sentences(_provenance(input=then), _provenance(input=now, model="m2"))
+        assert weights.startswith("the model's weights or buffers changed since the golden was made")
 
 
 def test_a_golden_without_provenance_says_so() -> None:
