@@ -284,7 +284,17 @@ def _digest(value: Any) -> str:
 # The fingerprint of an input holding an object whose only description is its ``repr`` with a memory address
 # (``<Cfg object at 0x7f...>``): that text differs on every run, so no comparison can say whether the input changed.
 UNKNOWN_INPUT = "unknown"
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")  # the end of a default repr: <...Config object at 0x7f...>
+
+
+def _as_array(value: Any) -> np.ndarray[Any, Any] | None:
+    """``value`` as a numpy array when it is one or exposes the array interface (a PIL image); else ``None``."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value) if hasattr(value, "__array_interface__") else None
+    except Exception:  # a user object whose interface does not hold (any error): it is told by its repr
+        return None
 
 
 def input_fingerprint(inputs: Any) -> str:
@@ -314,16 +324,15 @@ def input_fingerprint(inputs: Any) -> str:
             hasher.update(f"{type(value).__name__}{len(value)};".encode())
             for item in value:
                 feed(item)
-        elif isinstance(value, np.ndarray) or hasattr(value, "__array_interface__"):
+        elif (array := _as_array(value)) is not None:
             # The values, not the repr: numpy elides the middle of a large array's repr, and a PIL image's names
             # its address.
-            array = np.asarray(value)
             hasher.update(f"{type(value).__name__}{array.shape}{array.dtype.str};".encode())
             if array.dtype.hasobject:
                 for item in array.ravel():
                     feed(item)
             else:
-                hasher.update(array.tobytes())
+                hasher.update(np.ascontiguousarray(array).data)  # no copy of an array that is contiguous already
         else:
             text = repr(value)
             stable = stable and not _ADDRESS.search(text)

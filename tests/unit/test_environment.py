@@ -336,6 +336,17 @@ def test_input_fingerprint_hashes_the_values_of_arrays_and_images() -> None:
     objects = np.array([1, "a", None], dtype=object)
     assert input_fingerprint(objects) == input_fingerprint(objects.copy())
 
+    class Broken:  # claims the array interface and fails on it: told by its repr, no error
+        @property
+        def __array_interface__(self) -> dict[str, object]:
+            raise TypeError("not an array after all")
+
+        def __repr__(self) -> str:
+            return "Broken()"
+
+    assert input_fingerprint(Broken()) == input_fingerprint(Broken()) != UNKNOWN_INPUT
+    assert input_fingerprint("look at 0xdead") != UNKNOWN_INPUT  # an address only counts at the end of a repr
+
 
 def test_an_input_part_known_only_by_its_address_makes_the_fingerprint_unknown() -> None:
     class Config:  # the default repr: <...Config object at 0x7f...>
