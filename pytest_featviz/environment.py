@@ -392,15 +392,10 @@ def _combine(per_row: np.ndarray[Any, Any], per_column: np.ndarray[Any, Any]) ->
     ]
 
 
-def _cpu_tensor_sums(tensor: torch.Tensor) -> list[int]:
-    """:func:`_tensor_sums` of a CPU tensor: the same three integers (both wrap the same way), with the two passes
-    over the data in torch (every core) for a large tensor and in numpy for a small one, where torch's per-call
-    cost would dominate, and the few reduced numbers combined in numpy."""
-    return _word_sums(_word_rows(tensor))
-
-
 def _word_sums(words: torch.Tensor | None) -> list[int]:
-    """:func:`_cpu_tensor_sums` of a CPU tensor's :func:`_word_rows`."""
+    """:func:`_tensor_sums` of a CPU tensor, from its :func:`_word_rows`: the same three integers (both wrap the same
+    way), with the two passes over the data in torch (every core) for a large tensor and in numpy for a small one,
+    where torch's per-call cost would dominate, and the few reduced numbers combined in numpy."""
     if words is None:
         return [0, 0, 0]
     if words.numel() >= _TORCH_SUMS_FROM:
@@ -411,7 +406,7 @@ def _word_sums(words: torch.Tensor | None) -> list[int]:
 
 
 def _one_row_sums(rows: list[np.ndarray[Any, Any]]) -> list[list[int]]:
-    """:func:`_cpu_tensor_sums` of many one-row tensors (biases, norm weights, scalars) in one numpy pass.
+    """:func:`_tensor_sums` of many one-row CPU tensors (biases, norm weights, scalars) in one numpy pass.
 
     ``rows`` are their int32 words. With one row, the row sum is the total and the column sums are the words
     themselves, so each tensor's three integers are a segment sum and a position-weighted segment sum.
@@ -427,7 +422,7 @@ def _one_row_sums(rows: list[np.ndarray[Any, Any]]) -> list[list[int]]:
 
 
 def _cpu_sums(tensors: list[torch.Tensor]) -> list[list[int]]:
-    """:func:`_cpu_tensor_sums` of each CPU tensor; the many small one-row ones are reduced together."""
+    """:func:`_tensor_sums` of each CPU tensor (:func:`_word_sums`); the small one-row ones are reduced together."""
     sums: list[list[int]] = []
     batch: list[tuple[int, np.ndarray[Any, Any]]] = []  # (position in ``sums``, words) of the small one-row ones
     for tensor in tensors:

@@ -268,13 +268,13 @@ def test_the_numpy_path_of_cpu_tensors_gives_the_torch_path_s_integers(
     dtype: torch.dtype, shape: tuple[int, ...]
 ) -> None:
     # CPU goldens and GPU checks must agree on fingerprints: CPU tensors go through numpy, others through torch.
-    from pytest_featviz.environment import _cpu_tensor_sums, _tensor_sums
+    from pytest_featviz.environment import _cpu_sums, _tensor_sums
 
     values = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1e4
     tensor = values.to(dtype) if dtype != torch.bool else values > 0
-    assert _cpu_tensor_sums(tensor) == _tensor_sums(tensor).tolist()
+    assert _cpu_sums([tensor]) == [_tensor_sums(tensor).tolist()]
     big = torch.full((3, 70000), 2.0**30).view(torch.int32).view(torch.float32)  # int32 sums that wrap
-    assert _cpu_tensor_sums(big) == _tensor_sums(big).tolist()
+    assert _cpu_sums([big]) == [_tensor_sums(big).tolist()]
 
 
 def test_cpu_tensors_reduced_together_give_each_tensor_s_own_integers() -> None:
