@@ -137,10 +137,7 @@ def deterministic_mode(enabled: bool = True, *, warn_only: bool = True) -> Itera
         return
     saved = DeterminismFlags.read()
     try:
-        # The legacy setters keep the legacy and new switches consistent (torch refuses to run on a mix); "highest"
-        # also stops oneDNN from computing float32 matmuls in bfloat16 ("medium").
-        torch.set_float32_matmul_precision("highest")
-        torch.backends.cudnn.allow_tf32 = False
+        _tf32_off()
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=warn_only)
@@ -154,11 +151,20 @@ def full_precision() -> Iterator[None]:
     """For the ``with`` block: float32 matmuls at ``highest`` precision and no TF32 in cuDNN; restored on exit."""
     saved = DeterminismFlags.read()
     try:
-        torch.set_float32_matmul_precision("highest")
-        torch.backends.cudnn.allow_tf32 = False
+        _tf32_off()
         yield
     finally:
         saved.restore()
+
+
+def _tf32_off() -> None:
+    """Float32 matmuls at ``highest`` precision and no TF32 in cuDNN (the callers restore the flags).
+
+    The legacy setters keep the legacy and new switches consistent (torch refuses to run on a mix); "highest" also
+    stops oneDNN from computing float32 matmuls in bfloat16 ("medium").
+    """
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def reduced_precision(model: nn.Module, inputs: Any) -> bool:
