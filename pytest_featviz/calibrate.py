@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -145,14 +146,9 @@ def has_float32(model: nn.Module, inputs: Any) -> bool:
     """Whether TF32 rounding can touch this run: some float32 parameter or input tensor."""
     import torch
 
-    found = [False]
+    from pytest_featviz.environment import input_tensors
 
-    def seen(tensor: torch.Tensor) -> torch.Tensor:
-        found[0] = found[0] or tensor.dtype == torch.float32
-        return tensor
-
-    _map_tensors(inputs, seen)
-    return found[0] or any(p.dtype == torch.float32 for p in model.parameters())
+    return any(t.dtype == torch.float32 for t in itertools.chain(input_tensors(inputs), model.parameters()))
 
 
 @contextlib.contextmanager

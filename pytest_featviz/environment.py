@@ -189,15 +189,16 @@ def cublas_deterministic() -> bool:
 # -- the environment record --------------------------------------------------------------------------------------
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
+def input_tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in an input: the input itself, or the items of its mappings, lists and tuples, depth first."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, Mapping):
         for key in value:
-            yield from _tensors(value[key])
+            yield from input_tensors(value[key])
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from _tensors(item)
+            yield from input_tensors(item)
 
 
 def device_type(model: nn.Module, inputs: Any) -> str:
@@ -205,13 +206,13 @@ def device_type(model: nn.Module, inputs: Any) -> str:
     else the input's first tensor, else ``cpu``. Goldens keyed by device use it as key."""
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device.type
-    for tensor in _tensors(inputs):
+    for tensor in input_tensors(inputs):
         return tensor.device.type
     return "cpu"
 
 
 def _dtype(model: nn.Module, inputs: Any) -> str:
-    for tensor in itertools.chain(model.parameters(), model.buffers(), _tensors(inputs)):
+    for tensor in itertools.chain(model.parameters(), model.buffers(), input_tensors(inputs)):
         if tensor.is_floating_point():
             return str(tensor.dtype).removeprefix("torch.")
     return "none"
