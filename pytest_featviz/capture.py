@@ -1,7 +1,9 @@
 """Capture: forward hooks as a context manager that copies only what is kept, and always cleans up (torch).
 
 While the context is open the model is in eval mode and every selected module has a forward hook; on exit the hooks
-are removed and every module's training flag is restored, also when the forward pass raised. A hook copies batch
+are removed and every module's training flag is restored, also when the forward pass raised. A model switched from
+training mode is switched back with its own ``train()`` (an override that does more than set flags runs as it did
+for ``eval()``), then each module's flag is set as it was (a frozen norm layer stays frozen). A hook copies batch
 item 0 and the selected channels at hook time, so an in-place operation that follows (``ReLU(inplace=True)``,
 ``out += identity``) cannot change what was captured.
 
@@ -12,7 +14,7 @@ alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -20,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_featviz.layout import ChannelSpec, Hints, first_tensor, keep
+from pytest_featviz.layout import ChannelSpec, Hints, first_tensor, image_input, keep
+from pytest_featviz.records import FeatvizError
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +62,18 @@ def call_name(name: str, call: int) -> str:
 
 
 def run_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with ``inputs``: a tuple is unpacked as positional, a dict as keyword arguments."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
+    """Call ``model`` with ``inputs``: a tuple is unpacked as positional, a mapping (a dict, a Hugging Face
+    ``BatchEncoding``) as keyword arguments, anything else is the one positional argument."""
+    if isinstance(inputs, Mapping):
+        try:
+            return model(**inputs)
+        except TypeError as error:
+            if hasattr(error, "add_note") and "keyword argument" in str(error):  # Python 3.11+
+                error.add_note(
+                    "feature_snapshot passes a dict input as keyword arguments, model(**inputs); for a forward"
+                    " that takes the dict itself, pass it as a one-item tuple: feature_snapshot(model, (inputs,))"
+                )
+            raise
     if isinstance(inputs, tuple):
         return model(*inputs)
     return model(inputs)
@@ -74,16 +86,17 @@ class _Hooked:
         self._model = model
         self._hooks = hooks
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._training: list[nn.Module] = []  # the modules switched from training to eval, switched back on exit
+        self._modes: list[tuple[nn.Module, bool]] = []  # every module's flag, kept only when a module was training
 
     def __enter__(self) -> _Hooked:
-        # Only the modules in training mode are switched back on exit: a model already in eval mode, the usual
-        # case, costs one walk and no attribute writes.
-        self._training = [module for module in self._model.modules() if module.training]
+        # A model already in eval mode, the usual case, costs one walk and nothing to restore.
+        modules = list(self._model.modules())
+        if any(module.training for module in modules):
+            self._modes = [(module, module.training) for module in modules]
         try:
             for module, hook in self._hooks:
                 self._handles.append(module.register_forward_hook(hook))
-            if self._training:
+            if self._modes:
                 self._model.eval()
         except BaseException:
             self._restore()
@@ -99,8 +112,14 @@ class _Hooked:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for module in self._training:
-            module.training = True
+        modes, self._modes = self._modes, []
+        try:
+            if modes and modes[0][1]:  # the root was training: its own train(), as eval() ran its own
+                self._model.train()
+        finally:
+            for module, training in modes:
+                if module.training != training:
+                    module.training = training
 
     def run(self, inputs: Any) -> None:
         with torch.inference_mode():
@@ -112,32 +131,37 @@ def capture(
     inputs: Any,
     targets: Sequence[Target],
     channels: ChannelSpec | Callable[[str], ChannelSpec],
+    calls: dict[str, int] | None = None,
 ) -> list[LayerCapture]:
     """Run ``model`` once and return what was kept of each target call, in the order the calls happened.
 
-    ``channels`` is one spec for every layer, or a function from capture name to spec.
+    ``channels`` is one spec for every layer, or a function from capture name to spec; ``calls``, when given,
+    receives how many times each target's module ran, by target name.
     """
     captured: list[LayerCapture] = []
     errors: list[BaseException] = []
+    images = image_input(inputs)
 
     def make_hook(target: Target) -> Callable[..., None]:
-        calls = 0
+        count = 0
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            nonlocal calls
-            call, calls = calls, calls + 1
+            nonlocal count
+            call, count = count, count + 1
+            if calls is not None:
+                calls[target.name] = count
             if target.call is not None and call != target.call:
                 return
             name = call_name(target.name, call)
             tensor = first_tensor(output)
             if tensor is None:
-                errors.append(ValueError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
+                errors.append(FeatvizError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
                 return
             try:
                 spec = channels(name) if callable(channels) else channels
-                kept = keep(output, module if target.hints is None else target.hints, target.leaf, spec)
+                kept = keep(output, module if target.hints is None else target.hints, target.leaf, spec, images=images)
             except ValueError as exc:
-                errors.append(ValueError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
+                errors.append(FeatvizError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
                 return
             captured.append(LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout))
 

@@ -52,7 +52,15 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "
 
 
 class GoldenError(FeatvizError):
-    """A golden that exists but cannot be used (damaged, of a newer format, unreadable)."""
+    """A golden that exists but cannot be used (damaged, of a newer format, unreadable).
+
+    ``recreatable``: whether ``--featviz-update`` is the way out (a damaged golden), so that the failing test can
+    name the command; not for a newer format, an OS error or a golden not fetched from Git LFS.
+    """
+
+    def __init__(self, message: str, *, recreatable: bool = True) -> None:
+        super().__init__(message)
+        self.recreatable = recreatable
 
 
 class GoldenNotFetched(GoldenError):
@@ -74,7 +82,8 @@ def _not_fetched(path: Path, what: str) -> GoldenNotFetched:
     return GoldenNotFetched(
         f"golden {what} {path} is a Git LFS pointer, not the file: this checkout did not fetch the repository's LFS"
         " files; run `git lfs pull` (in CI, check out with LFS, e.g. actions/checkout with `lfs: true`)."
-        " --featviz-update will not write over it"
+        " --featviz-update will not write over it",
+        recreatable=False,
     )
 
 
@@ -112,7 +121,7 @@ def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_nam
     path = golden_root.joinpath(*segments)
     root = golden_root.resolve()
     if not path.resolve().is_relative_to(root):  # sanitize_name makes this unreachable; belt and braces
-        raise GoldenError(f"refusing to use golden path {path} outside the golden directory {root}")
+        raise GoldenError(f"refusing to use golden path {path} outside the golden directory {root}", recreatable=False)
     return path
 
 
@@ -243,7 +252,8 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
     if version > FORMAT_VERSION:
         raise GoldenError(
             f"golden sidecar {path} has format {version}, newer than this pytest-featviz reads ({FORMAT_VERSION});"
-            " upgrade pytest-featviz"
+            " upgrade pytest-featviz",
+            recreatable=False,
         )
     try:
         layers = []
@@ -320,7 +330,7 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
             ) from None
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise GoldenError(f"cannot read golden sidecar {path}: {exc}") from exc
+        raise GoldenError(f"cannot read golden sidecar {path}: {exc}", recreatable=False) from exc
     if text.startswith(LFS_POINTER_MARK.decode()):
         raise _not_fetched(path, "sidecar")
     try:
@@ -437,7 +447,7 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
     except FileNotFoundError as exc:
         raise GoldenError(f"golden picture {path} is missing (the sidecar lists it)") from exc
     except OSError as exc:
-        raise GoldenError(f"cannot read golden picture {path}: {exc}") from exc
+        raise GoldenError(f"cannot read golden picture {path}: {exc}", recreatable=False) from exc
     if hashlib.sha256(data).hexdigest() != layer.sha256:
         raise GoldenError(
             f"golden picture {path} does not match its sidecar (edited, damaged or half-merged);"
@@ -524,7 +534,7 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
             _switch_directory(directory, payload, {name: pictures.get(name) for name in kept}, previous)
     except OSError as exc:
         raise GoldenError(
-            f"cannot write golden snapshot {directory}: {exc}; the golden there was left as it was"
+            f"cannot write golden snapshot {directory}: {exc}; the golden there was left as it was", recreatable=False
         ) from exc
     return changed
 

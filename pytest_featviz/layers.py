@@ -6,6 +6,10 @@ Names are those of ``model.named_modules()``. The prefixes that wrappers add (``
 selector (``backbone+out``, see :mod:`pytest_featviz.layout`) and then in a call index (``block+0@2``). TorchScript
 modules (scripted or traced, the root or any submodule) are refused: hooks on them can silently never fire.
 
+Names that reach a module only through an alias (``self.refine = self.decoder``: ``refine.0`` is ``decoder.0``) select
+it too; a module object from the model (``layers=[model.layer1]``) selects it by its name. The model itself has no
+name: a model without submodules cannot be snapshot (wrap it, ``nn.Sequential(model)``, to snapshot its output).
+
 The default choice (``layers=None``) runs one shape-only forward pass and takes the *output of each stage*: for
 every spatial grid that an output takes in the network (H x W of an NCHW or NHWC map or of patch tokens, T x H x W
 of a video), the shallowest module producing it, the last one in forward order. For a ResNet that is ``relu,
@@ -13,16 +17,21 @@ layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; f
 that runs several times (RAFT's update block) only the last call counts. Grids of 1 x 1 are skipped when larger ones
 exist. When that gives fewer than four layers (isotropic networks such as ViT, dilated
 segmentation backbones, RAFT), it adds four evenly spaced blocks of the network's longest run of siblings with a
-spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for ViT-B/16). At most eight layers are taken,
-spread evenly over the forward order. Without any spatial output, the direct children of the model that return a
-tensor are taken.
+spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for ViT-B/16): siblings of one class, a run of
+blocks (modules with submodules) before a run of single layers, then the shallower parent, then the longer run. At
+most eight layers are taken, spread evenly over the forward order. Without any spatial output (an MLP, a text or
+sequence model), the shallowest modules that ran are taken (the direct children of the model, unless only deeper
+ones ran), topped up the same way by blocks of the longest run of siblings when they are fewer than four.
+
+The shape-only pass runs on a copy of the input's tensors and with the random number generators' state restored afterwards, so a forward pass that normalizes its input in place or draws random numbers computes in
+the capture what it computes in a check, which runs no such pass.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any, Union
 
@@ -30,10 +39,10 @@ import torch
 from torch import nn
 
 from pytest_featviz.capture import LayerTrace, Target, trace
-from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, hints, plan
+from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, hints, image_input, plan
 from pytest_featviz.records import FeatvizError
 
-LayerSpec = Union[None, str, type, Sequence[Union[str, type]]]  # noqa: UP007 (a runtime alias on 3.10)
+LayerSpec = Union[None, str, type, nn.Module, Iterable[Union[str, type, nn.Module]]]  # noqa: UP007 (runtime, 3.10)
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 MAX_DEFAULT_LAYERS = 8
 MIN_DEFAULT_LAYERS = 4
@@ -71,6 +80,16 @@ def module_index(model: nn.Module) -> dict[str, nn.Module]:
             index.setdefault(canonical, module)
     _refuse_scripted(model, scripted)
     return index
+
+
+def _aliases(model: nn.Module, index: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """The names that reach a module only through an alias (a module registered twice), not in ``index``."""
+    found: dict[str, nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        canonical = canonical_name(name)
+        if canonical not in index and not _is_wrapper_name(canonical):
+            found.setdefault(canonical, module)
+    return found
 
 
 def refuse_torchscript(model: nn.Module) -> None:
@@ -130,12 +149,17 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
         raise ValueError("resolve_layers needs a selection; use default_layers for layers=None")
     index = module_index(model)  # refuses TorchScript
     names = list(index)
-    items: list[str | type] = [spec] if isinstance(spec, (str, type)) else list(spec)
+    if not index:
+        raise _no_submodules(model)
+    items = _items(spec)
     if not items:
         raise FeatvizError("layers is an empty list: select at least one layer, or pass layers=None for the default")
     targets: dict[tuple[str, int | None], Target] = {}
     known: dict[int, Hints | None] = {}
+    aliases = _LazyAliases(model, index)
     for item in items:
+        if isinstance(item, nn.Module):
+            item = _name_of(model, index, item)
         if isinstance(item, type):
             matched = [n for n, m in index.items() if isinstance(m, item)]
             if not matched:
@@ -145,7 +169,10 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
                 targets.setdefault((name, None), Target(name, index[name], hints=found))
             continue
         if not isinstance(item, str):
-            raise FeatvizError(f"layers must hold names, glob patterns or module classes; got {item!r}")
+            raise FeatvizError(
+                f"layers must hold names, glob patterns, module classes or modules; got {type(item).__name__}"
+                f" {_short(item)}"
+            )
         call: int | None = None
         text = canonical_name(item)
         suffix = _CALL_SUFFIX.match(text)
@@ -158,12 +185,16 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
                 raise FeatvizError(f"layer pattern {item!r} matches no layer; closest names: {_closest(text, names)}")
         elif text in index:
             matched = [text]
+        elif text in aliases.names():
+            index[text] = aliases.names()[text]
+            matched = [text]
         elif gone is not None:
             gone.append(item)
             continue
         else:
             raise FeatvizError(
-                f"unknown layer {item!r} in {type(model).__name__}; closest names: {_closest(text, names)}"
+                f"unknown layer {item!r} in {type(model).__name__}; closest names:"
+                f" {_closest(text, [*names, *aliases.names()])}"
                 " (list them all with `featviz layers` or model.named_modules())"
             )
         for name in matched:
@@ -175,26 +206,112 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
     return [t for (name, call), t in targets.items() if call is None or name not in every_call]
 
 
+class _LazyAliases:
+    """:func:`_aliases` of a model, walked for the first name that needs them."""
+
+    def __init__(self, model: nn.Module, index: dict[str, nn.Module]) -> None:
+        self._model, self._index = model, dict(index)
+        self._found: dict[str, nn.Module] | None = None
+
+    def names(self) -> dict[str, nn.Module]:
+        if self._found is None:
+            self._found = _aliases(self._model, self._index)
+        return self._found
+
+
+def _items(spec: LayerSpec) -> list[Any]:
+    """The items of a layer selection: a name, pattern, class or module alone, or an iterable of them."""
+    if isinstance(spec, (str, type, nn.Module)):
+        return [spec]
+    if isinstance(spec, (bytes, Mapping)) or not isinstance(spec, Iterable):
+        raise FeatvizError(
+            "layers must be None (the default choice), a name, a glob pattern, a module class, a module, or a list"
+            f" of them; got {type(spec).__name__} {_short(spec)}"
+        )
+    return list(spec)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to one short line (a module's repr is its whole tree)."""
+    text = repr(value).splitlines()[0] if repr(value) else ""
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _name_of(model: nn.Module, index: dict[str, nn.Module], module: nn.Module) -> str:
+    """The canonical name of a module object of ``model``; an error for a module from elsewhere (or the model)."""
+    for name, candidate in index.items():
+        if candidate is module:
+            return name
+    for name, candidate in _aliases(model, index).items():
+        if candidate is module:
+            return name
+    what = "the model itself" if module is model else f"a {type(module).__name__} that is not a submodule of it"
+    raise FeatvizError(
+        f"layers holds {what}; select submodules of {type(model).__name__} by name, glob pattern, class or object"
+    )
+
+
+def _no_submodules(model: nn.Module) -> FeatvizError:
+    return FeatvizError(
+        f"{type(model).__name__} has no submodules: feature_snapshot hooks the layers inside a model, and the model"
+        " itself has no name to select; to snapshot its output, wrap it: feature_snapshot(nn.Sequential(model), x)"
+        " (its output is then layer '0')"
+    )
+
+
 def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
     refuse_torchscript(model)
-    return default_layers(trace(model, inputs), model)
+    if not any(True for _ in model.children()):
+        raise _no_submodules(model)
+    devices = sorted(
+        {t.device.index or 0 for t in [*model.parameters(), *model.buffers(), *_tensors(inputs)] if t.is_cuda}
+    )
+    with torch.random.fork_rng(devices=devices):  # as if this pass had not drawn
+        traces = trace(model, _copied(inputs))
+    return default_layers(traces, model, images=image_input(inputs))
 
 
-def spatial_grid(shape: tuple[int, ...] | None, module_hints: Hints | None = None) -> tuple[int, ...] | None:
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for item in value.values() for t in _tensors(item)]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with each tensor in its dicts, lists and tuples replaced by a copy (for a pass that may write it)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_copied(item) for item in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(item) for item in value)
+    return value
+
+
+def spatial_grid(
+    shape: tuple[int, ...] | None, module_hints: Hints | None = None, *, images: bool = True
+) -> tuple[int, ...] | None:
     """The spatial grid of an output for the default choice: H x W, T x H x W, or ``None`` when not spatial."""
     if shape is None:
         return None
     try:
-        return plan(shape, module_hints).grid
+        return plan(shape, module_hints, images=images).grid
     except LayoutError:
         return None
 
 
-def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None) -> list[str]:
+def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None, *, images: bool = True) -> list[str]:
     """The default choice (see the module doc) from a shape trace; names are canonical, with ``@k`` call suffixes.
 
     ``model`` gives the module types that tell NHWC maps and tokens apart; without it every 4-D output is NCHW.
+    ``images``: whether the model's input holds an image (:func:`layout.image_input`); without, tokens have no grid.
     """
     index = module_index(model) if model is not None else {}
     found: dict[str, Hints] = {}
@@ -207,7 +324,7 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None)
         name = module_name(item)
         if name not in found:
             found[name] = module_hints(model, index, name, known) if model is not None else Hints()
-        return spatial_grid(item.shape, found[name])
+        return spatial_grid(item.shape, found[name], images=images)
 
     def depth(item: LayerTrace) -> int:
         return module_name(item).count(".") + 1
@@ -220,7 +337,15 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None)
     order = {id(t): i for i, t in enumerate(traces)}
     spatial = [(t, g) for t in traces if (g := grid(t)) is not None]
     if not spatial:
-        return [canonical_name(t.name) for t in traces if depth(t) == 1 and t.shape is not None]
+        ran = [t for t in traces if t.shape is not None]
+        if not ran:
+            return []
+        top = min(depth(t) for t in ran)
+        picked = {id(t): t for t in ran if depth(t) == top}
+        if len(picked) < MIN_DEFAULT_LAYERS:
+            for item in _blocks(ran, index):
+                picked.setdefault(id(item), item)
+        return _spread([canonical_name(t.name) for t in sorted(picked.values(), key=lambda t: order[id(t)])])
     # Deep inside a block, reshapes (window partitions, attention heads) make grids that are no stage of the network.
     shallowest = min(depth(t) for t, _ in spatial)
     spatial = [(t, g) for t, g in spatial if depth(t) <= shallowest + STAGE_DEPTH_WINDOW]
@@ -233,27 +358,41 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None)
             best[key] = item
     chosen = {id(t): t for t in best.values()}
     if len(chosen) < MIN_DEFAULT_LAYERS:
-        for item in _blocks([t for t, _ in spatial]):
+        for item in _blocks([t for t, _ in spatial], index):
             chosen.setdefault(id(item), item)
     ordered = sorted(chosen.values(), key=lambda t: order[id(t)])
-    names = list(dict.fromkeys(canonical_name(t.name) for t in ordered))
-    if len(names) > MAX_DEFAULT_LAYERS:
-        step = (len(names) - 1) / (MAX_DEFAULT_LAYERS - 1)
-        names = [names[round(i * step)] for i in range(MAX_DEFAULT_LAYERS)]
-    return names
+    return _spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)))
 
 
-def _blocks(spatial: Sequence[LayerTrace]) -> list[LayerTrace]:
-    """Evenly spaced members of the longest run of sibling modules with a spatial output."""
-    children: dict[str, list[LayerTrace]] = {}
-    for item in spatial:
-        parent = canonical_name(item.name).split("@")[0].rpartition(".")[0]
-        children.setdefault(parent, []).append(item)
-    if not children:
+def _spread(names: list[str]) -> list[str]:
+    """At most :data:`MAX_DEFAULT_LAYERS` of ``names``, evenly spaced, the first and the last included."""
+    if len(names) <= MAX_DEFAULT_LAYERS:
+        return names
+    step = (len(names) - 1) / (MAX_DEFAULT_LAYERS - 1)
+    return [names[round(i * step)] for i in range(MAX_DEFAULT_LAYERS)]
+
+
+def _blocks(items: Sequence[LayerTrace], index: dict[str, nn.Module]) -> list[LayerTrace]:
+    """Evenly spaced members of the longest run of sibling modules of one class among ``items``.
+
+    A run of blocks (modules with submodules: transformer layers, residual blocks) wins over a run of single layers
+    (the dropouts and norms inside one block), then the run of the shallower parent (stages before the conv-norm
+    units inside one), then the longer run, then the first in forward order. Without the modules (``index`` empty)
+    all siblings are one run.
+    """
+    runs: dict[tuple[str, str], list[LayerTrace]] = {}
+    containers: dict[tuple[str, str], bool] = {}
+    for item in items:
+        name = canonical_name(item.name).split("@")[0]
+        module = index.get(name)
+        key = (name.rpartition(".")[0], type(module).__qualname__ if module is not None else "")
+        runs.setdefault(key, []).append(item)
+        containers[key] = module is not None and any(True for _ in module.children())
+    runs = {key: run for key, run in runs.items() if len(run) >= 2}
+    if not runs:
         return []
-    # The most siblings wins; among equals the shallowest parent, then the first in forward order.
-    parent = max(children, key=lambda p: (len(children[p]), -p.count(".") - bool(p)))
-    run = children[parent]
+    key = max(runs, key=lambda k: (containers[k], -k[0].count(".") - bool(k[0]), len(runs[k])))
+    run = runs[key]
     if len(run) < 2:
         return []
     count = min(MIN_DEFAULT_LAYERS, len(run))

@@ -1,9 +1,16 @@
 """Output layouts: how one module output becomes channel maps ``(channels, height, width)`` (torch).
 
 A hook hands :func:`keep` the module and its output. The output's *leaf* is picked (see below), its *layout* is
-decided from its shape and the module's type, the channels are selected, and only batch item 0 and the selected
-channels are copied, at hook time, to float32 on the CPU. The layout decision is a pure function of the output shape
-and the module, so it is the same on every run; its label is stored in the golden's sidecar.
+decided from its shape, the module's type and whether the model's input holds an image, the channels are selected,
+and only batch item 0 and the selected channels are copied, at hook time, to float32 on the CPU. The layout decision
+is a pure function of those, so it is the same on every run; its label is stored in the golden's sidecar.
+
+Batch axis. Batch item 0 is taken from dimension 0, except for a 3-D output that is sequence first, ``(S, B, E)``:
+the output of a module built with ``batch_first=False`` (an RNN, ``nn.MultiheadAttention``, a transformer layer or
+``nn.Transformer``, the torch default) or of any module inside one, or inside a module whose attention, RNN and
+transformer children are all sequence first; and the hidden states of an RNN (``lstm+1+0``: ``h_n`` is
+``(layers, B, H)`` whatever ``batch_first`` says). Those take batch item 0 from dimension 1, and their label says
+``(batch axis 1)``.
 
 Layouts (``label``: rule -> maps):
 
@@ -12,13 +19,17 @@ Layouts (``label``: rule -> maps):
   and its last dimension is one of the module's feature sizes while its dimension 1 is not (see :func:`own_hints`;
   a module that tells nothing, such as a GELU or a permute, takes the hints of its nearest ancestor that does).
   torchvision's Swin stages give ``(1, 56, 56, 96)``.
-* ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above) and whose ``N``
-  minus ``P`` prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and
-  fewer than a grid row) is a square ``H x H`` with ``H >= 2`` -> C maps of H x H, the prefix tokens dropped.
-* ``token-image``: ``(B, N, C)`` from such a module when no square grid fits, or from an RNN -> one map of N x C
+* ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above), in a model whose
+  input holds an image (a tensor of 4 or more dimensions, or an array or picture of 3), and whose ``N`` minus ``P``
+  prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and fewer than a
+  grid row) is a square ``H x H`` with ``H >= 2`` -> C maps of H x H, the prefix tokens dropped.
+* ``token-image``: ``(B, N, C)`` from such a module when no square grid fits or the input holds no image (a text or
+  sequence model: its tokens are no patches of a picture, and none is dropped), or from an RNN -> one map of N x C
   (token rows, channel columns; channel selection does not apply).
 * ``ncl``: any other ``(B, C, L)`` -> C maps of 1 x L.
 * ``features``: ``(B, F)`` -> one map of 1 x F (channel selection does not apply).
+
+Nested tensors (``nn.TransformerEncoder``'s fast path with a padding mask) are read padded with zeros.
 * ``ncthw``: ``(B, C, T, H, W)`` video -> C maps of H x (T * W), the T frames side by side.
 
 Leaves. A tuple, list, dict or namedtuple output is a tree; each tensor leaf has a *selector*, its path of keys
@@ -34,8 +45,8 @@ chosen indices are stored in the sidecar and reused by later checks (:class:`Sto
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Union
 
 import torch
@@ -79,13 +90,20 @@ class Layout:
     channels: int
     grid: tuple[int, ...] | None  # (H, W) or (T, H, W) for spatial layouts, else None
     prefix: int = 0
+    batch_axis: int = 0  # 1 for a sequence-first (S, B, E) output and an RNN's hidden states
 
     @property
     def label(self) -> str:
-        """The name stored in the sidecar, e.g. ``nhwc`` or ``tokens:1+14x14``."""
+        """The name stored in the sidecar, e.g. ``nhwc``, ``tokens:1+14x14`` or ``token-image (batch axis 1)``."""
+        label = self.kind
         if self.kind == "tokens" and self.grid is not None:
-            return f"tokens:{self.prefix}+{self.grid[0]}x{self.grid[1]}"
-        return self.kind
+            label = f"tokens:{self.prefix}+{self.grid[0]}x{self.grid[1]}"
+        return label if self.batch_axis == 0 else f"{label} (batch axis {self.batch_axis})"
+
+    @property
+    def single_picture(self) -> bool:
+        """Whether the layout renders the whole output as one picture (channel selection does not apply)."""
+        return self.kind in ("features", "token-image")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +113,7 @@ class Hints:
     channels_first: bool = False
     feature_sizes: frozenset[int] = frozenset()
     recurrent: bool = False
+    sequence_first: bool = False  # 3-D outputs are (S, B, E): see the module doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +158,86 @@ def own_hints(module: nn.Module) -> Hints | None:
     return None
 
 
+_SEQUENCE_MODULES = (
+    nn.RNNBase,
+    nn.MultiheadAttention,
+    nn.Transformer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+)
+
+
+def _known_batch_first(module: nn.Module) -> bool | None:
+    """``batch_first`` of an RNN, attention or transformer module; ``None`` for any other module."""
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention, nn.Transformer)):
+        return bool(module.batch_first)
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        return bool(module.self_attn.batch_first)
+    if isinstance(module, (nn.TransformerEncoder, nn.TransformerDecoder)) and len(module.layers):
+        return _known_batch_first(module.layers[0])
+    return None
+
+
+def batch_first(module: nn.Module) -> bool | None:
+    """Whether ``module``'s 3-D outputs are batch first: told by the module itself when it is an RNN, attention or
+    transformer module, else by its direct children of those kinds when they all agree; ``None`` when nothing tells."""
+    own = _known_batch_first(module)
+    if own is not None:
+        return own
+    told = {_known_batch_first(child) for child in module.children() if isinstance(child, _SEQUENCE_MODULES)}
+    told.discard(None)
+    return told.pop() if len(told) == 1 else None
+
+
 def hints(
     module: nn.Module | None, ancestors: Sequence[nn.Module] = (), known: dict[int, Hints | None] | None = None
 ) -> Hints:
-    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first).
+    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first); the
+    batch axis from the nearest of them that tells it (:func:`batch_first`).
 
     ``known`` caches :func:`own_hints` by module id across calls on one model (a module's own hints walk its subtree).
     """
     cache: dict[int, Hints | None] = {} if known is None else known
-    for candidate in ([module] if module is not None else []) + list(ancestors):
+    candidates = ([module] if module is not None else []) + list(ancestors)
+    found = Hints()
+    for candidate in candidates:
         if id(candidate) not in cache:
             cache[id(candidate)] = own_hints(candidate)
-        found = cache[id(candidate)]
-        if found is not None:
-            return found
-    return Hints()
+        own = cache[id(candidate)]
+        if own is not None:
+            found = own
+            break
+    for candidate in candidates:
+        told = batch_first(candidate)
+        if told is not None:
+            return replace(found, sequence_first=not told) if not told else found
+    return found
+
+
+def image_input(inputs: Any) -> bool:
+    """Whether a model's input holds an image: a tensor of 4 or more dimensions, or an array or picture (anything
+    with the array interface) of 2 or more; also when it holds no tensor at all (a path, a caption). A text or
+    sequence model's input (token ids, a ``(B, L, E)`` sequence) holds none, and its tokens are no picture's patches.
+    """
+    seen_tensor = False
+    stack = [inputs]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            if value.dim() >= 4:
+                return True
+            seen_tensor = True
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        else:
+            interface = getattr(value, "__array_interface__", None)
+            if isinstance(interface, dict) and len(interface.get("shape", ())) >= 2:
+                return True
+    return not seen_tensor
 
 
 def _square_grid(tokens: int) -> tuple[int, int] | None:
@@ -165,10 +249,25 @@ def _square_grid(tokens: int) -> tuple[int, int] | None:
     return None
 
 
-def plan(shape: Sequence[int], module_hints: Hints | None = None) -> Layout:
-    """The layout of an output of ``shape`` from a module with ``module_hints`` (see the module doc)."""
+def plan(
+    shape: Sequence[int], module_hints: Hints | None = None, *, images: bool = True, hidden: bool = False
+) -> Layout:
+    """The layout of an output of ``shape`` from a module with ``module_hints`` (see the module doc).
+
+    ``images``: whether the model's input holds an image (:func:`image_input`); ``hidden``: the output is an RNN's
+    hidden state, batch on axis 1.
+    """
     shape = tuple(int(s) for s in shape)
     found = module_hints or Hints()
+    if len(shape) == 3 and (hidden or found.sequence_first):
+        layout = _plan((shape[1], shape[0], shape[2]), found, images)
+        return replace(layout, batch_axis=1)
+    return _plan(shape, found, images)
+
+
+def _plan(shape: tuple[int, ...], found: Hints, images: bool) -> Layout:
+    if shape and shape[0] == 0:
+        raise LayoutError(f"the output's batch is empty (shape {shape}); feature_snapshot keeps batch item 0")
     last_is_feature = (
         not found.channels_first
         and len(shape) >= 3
@@ -181,7 +280,7 @@ def plan(shape: Sequence[int], module_hints: Hints | None = None) -> Layout:
         if found.recurrent:
             return Layout("token-image", 1, None)
         if last_is_feature:
-            grid = _square_grid(shape[1])
+            grid = _square_grid(shape[1]) if images else None
             if grid is None:
                 return Layout("token-image", 1, None)
             return Layout("tokens", shape[2], (grid[1], grid[1]), grid[0])
@@ -206,7 +305,8 @@ def first_tensor(output: Any) -> torch.Tensor | None:
 def tensor_leaves(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor leaf of ``output`` with its selector (``""`` for a bare tensor), depth first, in order."""
     if isinstance(output, torch.Tensor):
-        yield path, output
+        # a nested tensor (ragged batch) has no shape to read; its padded form does
+        yield path, output.to_padded_tensor(0.0) if output.is_nested else output
         return
     if isinstance(output, dict):
         items: list[tuple[str, Any]] = [(str(key), value) for key, value in output.items()]
@@ -271,6 +371,11 @@ def top_count(spec: str) -> int:
     return int(text)
 
 
+def _item(tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Batch item 0 of ``tensor`` (a view)."""
+    return tensor.detach().select(layout.batch_axis, 0)
+
+
 def _channel_view(item: torch.Tensor, layout: Layout) -> torch.Tensor:
     """Batch item 0 as (C, ...) with channels first, without copying (prefix tokens dropped)."""
     if layout.kind == "nhwc":
@@ -282,7 +387,7 @@ def _channel_view(item: torch.Tensor, layout: Layout) -> torch.Tensor:
 
 def energies(tensor: torch.Tensor, layout: Layout) -> list[float]:
     """Mean square activation of each channel of batch item 0 (computed where the tensor lives)."""
-    view = _channel_view(tensor.detach()[0], layout)
+    view = _channel_view(_item(tensor, layout), layout)
     energy = view.reshape(view.shape[0], -1).float().square().mean(dim=1)
     return [float(e) for e in energy.cpu().tolist()]
 
@@ -293,6 +398,8 @@ def choose_channels(spec: ChannelSpec, tensor: torch.Tensor, layout: Layout) -> 
         if spec.indices and all(0 <= i < layout.channels for i in spec.indices):
             return spec.indices
         return choose_channels(spec.fallback, tensor, layout)
+    if layout.single_picture:  # one picture of the whole output: there are no channels to choose from
+        return (0,)
     if isinstance(spec, str) and spec.startswith(TOP_PREFIX) and layout.channels > 1:
         count = min(top_count(spec), layout.channels)
         # NaN ranks first, so that a broken channel is kept and reported rather than hidden.
@@ -305,7 +412,7 @@ def choose_channels(spec: ChannelSpec, tensor: torch.Tensor, layout: Layout) -> 
 
 def extract(tensor: torch.Tensor, layout: Layout, channels: tuple[int, ...]) -> torch.Tensor:
     """Copy batch item 0 and ``channels`` of ``tensor`` to a new float32 CPU tensor of shape (k, H, W)."""
-    item = tensor.detach()[0]
+    item = _item(tensor, layout)
     if layout.kind == "features":
         return item.reshape(1, 1, -1).to(device="cpu", dtype=torch.float32, copy=True)
     if layout.kind == "token-image":
@@ -327,11 +434,19 @@ def extract(tensor: torch.Tensor, layout: Layout, channels: tuple[int, ...]) -> 
     return kept.to(device="cpu", copy=True).to(dtype=torch.float32)
 
 
-def keep(output: Any, module: Hints | nn.Module | None, leaf: str | None, spec: ChannelSpec) -> Kept:
+def is_hidden_state(module_hints: Hints, leaf: str | None) -> bool:
+    """Whether the leaf ``leaf`` of an output is an RNN's hidden state (``h_n``, ``c_n``), not its output sequence."""
+    return module_hints.recurrent and leaf is not None and leaf.split(LEAF_SEPARATOR)[0] != "0"
+
+
+def keep(
+    output: Any, module: Hints | nn.Module | None, leaf: str | None, spec: ChannelSpec, *, images: bool = True
+) -> Kept:
     """What a hook keeps of ``output`` of ``module`` (or of a module with these hints): the leaf, its layout, its
-    selected channels as maps."""
+    selected channels as maps. ``images``: whether the model's input holds an image (:func:`image_input`)."""
     tensor = pick(output, leaf)
-    layout = plan(tuple(tensor.shape), module if isinstance(module, Hints) else hints(module))
+    found = module if isinstance(module, Hints) else hints(module)
+    layout = plan(tuple(tensor.shape), found, images=images, hidden=is_hidden_state(found, leaf))
     channels = choose_channels(spec, tensor, layout)
     return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label)
 

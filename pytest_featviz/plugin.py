@@ -113,12 +113,25 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     extra = []
     if request.config.getoption("featviz_golden_dir"):
         extra = ["--featviz-golden-dir", str(request.config.getoption("featviz_golden_dir"))]
-    identity = TestIdentity(item.nodeid, test_file, test_name, update_command(item.nodeid, extra))
+    command = update_command(_node_id_from(item, request.config.invocation_params.dir), extra)
+    identity = TestIdentity(item.nodeid, test_file, test_name, command)
     results = item.stash.setdefault(RESULTS_KEY, [])
     from pytest_featviz.report import Reporter
 
     reporter = Reporter(settings.report_dir, settings.golden_dir, settings.report_all)
     return FeatureSnapshot(identity, settings, results.append, reporter)
+
+
+def _node_id_from(item: pytest.Item, directory: Path) -> str:
+    """``item``'s node id as pytest accepts it on a command line run in ``directory``: node ids are relative to the
+    rootdir, a command line's paths to where it runs (a run from a subdirectory of the project)."""
+    _, separator, rest = item.nodeid.partition("::")
+    if not separator or Path(directory) == item.config.rootpath:
+        return item.nodeid
+    try:
+        return os.path.relpath(item.path, directory) + separator + rest
+    except ValueError:  # another drive on Windows
+        return str(item.path) + separator + rest
 
 
 class SessionTracker:

@@ -153,7 +153,10 @@ class FeatureSnapshot:
         directory = golden.snapshot_dir(
             settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
         )
-        evidence = check_snapshot(model, inputs, layers, settings, directory, self._identity, snapshot_name)
+        try:
+            evidence = check_snapshot(_eager(model), inputs, layers, settings, directory, self._identity, snapshot_name)
+        except FeatvizError as error:
+            raise _user_error(error, self._identity, settings) from None
         result = self._reporter(evidence) if self._reporter is not None else evidence.result
         self._record(result)
         if result.outcome == MISSING:
@@ -161,6 +164,24 @@ class FeatureSnapshot:
         if result.outcome == DRIFTED:
             raise FeatureDriftError(result.message, result)
         return result
+
+
+def _eager(model: nn.Module) -> nn.Module:
+    """The module that ``torch.compile`` wrapped, for a compiled model: hooks added to a compiled model after an
+    earlier compilation of its class can be skipped by the compiled code, silently. Its feature maps are the eager
+    module's, up to the float noise that the tolerances absorb."""
+    original = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module):
+        return original
+    return model
+
+
+def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings) -> FeatvizError:
+    """``error`` as the test shows it: without the plugin's frames (the message tells what is wrong and why), and for
+    a damaged golden with the exact command that re-creates it."""
+    if isinstance(error, GoldenError) and error.recreatable and not settings.update:
+        error = type(error)(f"{error}\nre-create it with:  {identity.update_command}")
+    return error.with_traceback(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +248,28 @@ def _capture(
         def channels(name: str) -> ChannelSpec:
             return StoredChannels(held[name], top) if name in held else top
 
-    captures = capture(model, inputs, targets, channels)
+    calls: dict[str, int] = {}
+    captures = capture(model, inputs, targets, channels, calls)
     seen = {c.name for c in captures}
-    silent = [call_name(t.name, t.call or 0) for t in targets if call_name(t.name, t.call or 0) not in seen]
+    missed = [t for t in targets if call_name(t.name, t.call or 0) not in seen]
+    silent = [call_name(t.name, t.call or 0) for t in missed]
     if silent:
+        compiled = [n for n, m in model.named_modules() if type(m).__name__ == "OptimizedModule"]
         raise FeatvizError(
             f"selected layer(s) {', '.join(repr(s) for s in silent)} never ran in the forward pass of"
             f" {type(model).__name__}, so there is nothing to compare; select layers that the forward pass calls"
+            + "".join(
+                f"; {t.name!r} ran {calls[t.name]} time(s): "
+                + ", ".join(repr(call_name(t.name, k)) for k in range(min(calls[t.name], 8)))
+                for t in missed
+                if calls.get(t.name)
+            )
+            + (
+                f"; {compiled[0]!r} is compiled with torch.compile, whose code can skip hooks added after it was"
+                " compiled: snapshot the module it wraps (its _orig_mod) instead"
+                if compiled
+                else ""
+            )
         )
     current = []
     for item in captures:
@@ -337,7 +373,7 @@ def _check(
     __tracebackhide__ = True
     collision = golden.case_collision(settings.golden_dir, directory)
     if collision is not None:
-        raise GoldenError(collision)
+        raise GoldenError(collision, recreatable=False)
     keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
     if settings.golden_key == "device":
         keyed = golden.keyed_dir(directory, environment.device_type(model, inputs))

@@ -258,3 +258,31 @@ def test_an_exception_in_forward_reaches_the_user_unchanged(featviz_pytester: py
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["E*RuntimeError: forward exploded on purpose"])
     assert not (featviz_pytester.path / "golden").exists()
+
+
+SMALL = """
+import torch
+from torch import nn
+
+
+def test_it(feature_snapshot):
+    torch.manual_seed(0)
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), layers=["0"])
+"""
+
+
+def test_commands_in_messages_work_where_pytest_was_run(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest run from a subdirectory of the project: node ids stay relative to the rootdir, command lines are not
+    featviz_pytester.mkpydir("tests")
+    (featviz_pytester.path / "tests" / "test_small.py").write_text(SMALL)
+    monkeypatch.chdir(featviz_pytester.path / "tests")
+    missing = featviz_pytester.runpytest()
+    missing.assert_outcomes(failed=1)
+    missing.stdout.fnmatch_lines(["*create it with:  pytest --featviz-update test_small.py::test_it"])
+    featviz_pytester.runpytest("--featviz-update", "test_small.py::test_it").assert_outcomes(passed=1)
+    assert (featviz_pytester.path / "golden" / "tests" / "test_small" / "test_it" / "0" / "snapshot.json").is_file()
+    featviz_pytester.runpytest().assert_outcomes(passed=1)
+    monkeypatch.chdir(featviz_pytester.path)  # from the rootdir, the node id itself
+    featviz_pytester.runpytest("--featviz-update", "tests/test_small.py::test_it").assert_outcomes(passed=1)

@@ -144,6 +144,8 @@ DAMAGE = {
 }
 # A golden that exists but was not fetched is not re-created by --featviz-update: it would be overwritten unseen.
 NOT_FETCHED = {"lfs-picture", "lfs-sidecar"}
+# Damage that --featviz-update is no way out of: the failing test names no command for it.
+NOT_RECREATED = NOT_FETCHED | {"sidecar-newer", "unreadable-dir"}
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
@@ -156,6 +158,14 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*.Golden*: " + DAMAGE[case]])
     result.stdout.fnmatch_lines(["FAILED test_two.py::test_target - *"])
+    # the message says it all: no frames from inside the plugin, no chained traceback
+    assert "pytest_featviz/" not in result.stdout.str()
+    assert "The above exception was the direct cause" not in result.stdout.str()
+    recreate = "*re-create it with:  pytest --featviz-update test_two.py::test_target"
+    if case in NOT_RECREATED:
+        assert "re-create it with:  pytest" not in result.stdout.str()
+    else:
+        result.stdout.fnmatch_lines([recreate])
     assert _files(project.path / "golden") == damaged  # a check run never writes
     # --featviz-update re-creates the damaged golden, except where a file blocks the directory or the golden was
     # not fetched from Git LFS

@@ -231,3 +231,76 @@ def test_missing_golden_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(GoldenMissingError, match="create it with:  pytest --featviz-update tests/test_model.py::"):
         snapshotter(tmp_path / "golden")(_conv8(), _x(1, 1, 4, 4), layers=["0"])
     assert not (tmp_path / "golden").exists()
+
+
+class Augmenting(nn.Module):
+    """A model whose train() does more than set flags: it keeps its norm frozen and switches augmentation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.augment = True
+
+    def train(self, mode: bool = True) -> Augmenting:
+        super().train(mode)
+        self.norm.eval()
+        self.augment = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+def test_a_model_switched_back_to_training_runs_its_own_train(tmp_path: Path) -> None:
+    model = Augmenting().train()
+    assert model.augment and not model.norm.training
+    snapshotter(tmp_path, update=True)(model, _x(1, 3, 8, 8), layers=["norm"])
+    assert model.training and model.augment  # its train() ran, as its eval() did
+    assert not model.norm.training  # and every flag is as it was
+
+
+def test_a_mapping_that_is_not_a_dict_is_passed_as_keyword_arguments() -> None:
+    from collections import UserDict
+    from types import MappingProxyType
+
+    model = TwoInputs()
+    image, scale = _x(1, 1, 3, 3), torch.tensor(2.0)
+    expected = model(image, scale)
+    for inputs in (UserDict(image=image, scale=scale), MappingProxyType({"image": image, "scale": scale})):
+        torch.testing.assert_close(run_model(model, inputs), expected)  # a Hugging Face BatchEncoding is a UserDict
+
+
+def test_a_dict_for_a_forward_that_takes_one_dict_says_how_to_pass_it() -> None:
+    class TakesBatch(nn.Module):
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return batch["image"] * 2
+
+    with pytest.raises(TypeError, match="unexpected keyword argument 'image'") as caught:
+        run_model(TakesBatch(), {"image": _x(1, 1, 2, 2)})
+    notes = getattr(caught.value, "__notes__", None)
+    if notes is not None:  # Python 3.11 and later
+        assert "pass it as a one-item tuple: feature_snapshot(model, (inputs,))" in notes[0]
+    torch.testing.assert_close(run_model(TakesBatch(), ({"image": torch.ones(1)},)), torch.full((1,), 2.0))
+
+
+def test_a_compiled_model_is_captured_through_the_module_it_wraps(tmp_path: Path) -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.features(x)
+
+    torch.manual_seed(0)
+    model = Net()
+
+    def refuse(graph: object, example_inputs: object) -> object:
+        raise AssertionError("the compiled code ran")
+
+    compiled = torch.compile(model, backend=refuse)  # the capture runs the module it wraps: hooks fire there
+    layers = ["features.0", "_orig_mod.features.2"]
+    update = snapshotter(tmp_path, update=True)(compiled, _x(1, 3, 8, 8), layers=layers)
+    assert [layer.name for layer in update.layers] == ["features.0", "features.2"]
+    assert snapshotter(tmp_path)(model, _x(1, 3, 8, 8), layers=["features.0", "features.2"]).outcome == "matched"

@@ -141,3 +141,107 @@ def test_snapshots_of_one_test_are_checked_separately(tmp_path: Path) -> None:
 def test_model_must_be_a_module(tmp_path: Path) -> None:
     with pytest.raises(FeatvizError, match="needs a torch.nn.Module as model; got function"):
         snapshotter(tmp_path)(lambda x: x, _x())  # type: ignore[arg-type]
+
+
+# --- aliases, module objects, models without submodules, odd selections ---------------------------------------------
+
+
+class Aliased(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+        self.decoder = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1))
+        self.refine = self.decoder  # the same module, registered under a second name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.refine(self.encoder(x))
+
+
+def test_a_name_through_an_alias_selects_the_module() -> None:
+    model = Aliased()
+    (target,) = resolve_layers(model, ["refine.0"])
+    assert target.name == "refine.0" and target.module is model.decoder[0]
+    with pytest.raises(FeatvizError, match=r"unknown layer 'refine.O'.*closest names: .*'refine.0'"):
+        resolve_layers(model, ["refine.O"])
+
+
+def test_a_module_object_selects_it_by_name(tmp_path: Path) -> None:
+    model = _net()
+    assert [t.name for t in resolve_layers(model, [model.layer1, "stem"])] == ["layer1", "stem"]
+    assert [t.name for t in resolve_layers(model, model.layer2[0])] == ["layer2.0"]
+    with pytest.raises(FeatvizError, match="layers holds a Conv2d that is not a submodule of it"):
+        resolve_layers(model, [nn.Conv2d(1, 1, 1)])
+    with pytest.raises(FeatvizError, match="layers holds the model itself"):
+        resolve_layers(model, [model])
+    result = snapshotter(tmp_path, update=True)(model, _x(), layers=[model.layer1])
+    assert [layer.name for layer in result.layers] == ["layer1"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (3, "layers must be None .* or a list of them; got int 3"),
+        ({"stem": 1}, "got dict"),
+        ([3], "layers must hold names, glob patterns, module classes or modules; got int 3"),
+    ],
+)
+def test_a_selection_of_the_wrong_type_is_a_clear_error(spec: object, message: str) -> None:
+    with pytest.raises(FeatvizError, match=message):
+        _names(spec)
+
+
+def test_a_module_object_in_the_error_is_shown_in_one_short_line() -> None:
+    with pytest.raises(FeatvizError) as caught:
+        _names([nn.Sequential(*[nn.Conv2d(1, 1, 1) for _ in range(50)])])
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_a_model_without_submodules_says_how_to_snapshot_its_output(tmp_path: Path) -> None:
+    conv = nn.Conv2d(3, 4, 3)
+    for layers in (None, ["weight"]):
+        with pytest.raises(
+            FeatvizError, match=r"Conv2d has no submodules: .*wrap it: feature_snapshot\(nn.Sequential\(model\), x\)"
+        ):
+            snapshotter(tmp_path, update=True)(conv, _x(), layers=layers)
+    result = snapshotter(tmp_path, update=True)(nn.Sequential(conv), _x())
+    assert [layer.name for layer in result.layers] == ["0"]
+
+
+def test_a_call_index_that_never_ran_lists_the_calls_that_did(tmp_path: Path) -> None:
+    class Thrice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(self.block(self.block(x)))
+
+    calls = r"'block' ran 3 time\(s\): 'block', 'block@1', 'block@2'"
+    with pytest.raises(FeatvizError, match=rf"'block@5' never ran .*; {calls}"):
+        snapshotter(tmp_path, update=True)(Thrice(), _x(), layers=["block@5"])
+
+
+# --- the default choice's extra forward pass changes nothing ------------------------------------------------------
+
+
+class InPlace(nn.Module):
+    """Normalizes its input in place and adds noise: every forward pass sees what the previous one left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.sub_(0.5).mul_(2.0)
+        return self.body(self.stem(x) + 0.5 * torch.randn(1, 4, 8, 8))
+
+
+def test_the_default_choice_pass_leaves_input_and_random_numbers_as_a_check_finds_them(tmp_path: Path) -> None:
+    def run(update: bool) -> str:
+        torch.manual_seed(0)
+        model = InPlace()
+        return snapshotter(tmp_path, update=update)(model, _x()).outcome
+
+    assert run(update=True) == "created"  # with the default choice's shape-only pass first
+    assert run(update=False) == "matched"  # without it

@@ -103,7 +103,7 @@ def test_a_leaf_selector_captures_that_leaf_under_its_name() -> None:
 
 def test_an_unknown_leaf_fails_naming_the_leaves() -> None:
     model = Outer()
-    with pytest.raises(ValueError, match=r"layer 'seg\+logits'.*its tensor leaves: '\+aux', '\+out'"):
+    with pytest.raises(FeatvizError, match=r"layer 'seg\+logits'.*its tensor leaves: '\+aux', '\+out'"):
         capture(model, IMAGE, resolve_layers(model, "seg+logits"), 16)
 
 
@@ -201,18 +201,93 @@ def test_top_channels_are_accepted_from_code_cli_and_ini_text() -> None:
 
 
 def test_a_golden_without_layout_read_another_way_now_drifts_with_the_reason(tmp_path: Path) -> None:
-    # Tokens (1, 17, 8) were C=17 maps of 1 x 8 before layouts were recorded; now 8 maps of 4 x 4.
-    model = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8))
-    tokens = torch.randn(1, 17, 8, generator=torch.Generator().manual_seed(0))
+    # Tokens (1, 17, 8) were C=17 maps of 1 x 8 before layouts were recorded; now 8 maps of 4 x 4 (the input is a
+    # picture, of which the tokens are patches).
+    model = nn.Sequential(nn.Flatten(0, 1), nn.Linear(8, 8), nn.LayerNorm(8))
+    tokens = torch.randn(1, 1, 17, 8, generator=torch.Generator().manual_seed(0))
     identity = TestIdentity("t.py::t", "t.py", "t", "pytest --featviz-update t.py::t")
     settings = Settings(golden_dir=tmp_path, update=True)
-    check_snapshot(model, tokens, ["1"], settings, tmp_path / "snap", identity, "0")
+    check_snapshot(model, tokens, ["2"], settings, tmp_path / "snap", identity, "0")
     sidecar = tmp_path / "snap" / "snapshot.json"
     data = json.loads(sidecar.read_text())
     assert data["layers"][0]["layout"] == "tokens:1+4x4"
     del data["layers"][0]["layout"]
     data["layers"][0]["tile"] = [1, 8]
     sidecar.write_text(json.dumps(data))
-    checked = check_snapshot(model, tokens, ["1"], Settings(golden_dir=tmp_path), tmp_path / "snap", identity, "0")
+    checked = check_snapshot(model, tokens, ["2"], Settings(golden_dir=tmp_path), tmp_path / "snap", identity, "0")
     assert checked.result.outcome == DRIFTED
     assert checked.result.layers[0].reason == "channel picture size changed from 1x8 to 4x4"
+
+
+class Stack(nn.Module):
+    """A small transformer over picture patches or over token ids: blocks at depth 1, as many codebases write it."""
+
+    def __init__(self, depth: int, image: bool) -> None:
+        super().__init__()
+        self.image = image
+        self.embed: nn.Module = nn.Conv2d(3, 24, 8, 8) if image else nn.Embedding(100, 24)
+        self.blocks = nn.ModuleList(
+            [nn.TransformerEncoderLayer(24, 2, 48, dropout=0.0, batch_first=True) for _ in range(depth)]
+        )
+        self.norm = nn.LayerNorm(24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).flatten(2).transpose(1, 2) if self.image else self.embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+@pytest.mark.parametrize(("depth", "blocks"), [(2, [0, 1]), (4, [0, 1, 2, 3]), (6, [0, 2, 3, 5])])
+def test_default_choice_of_a_small_transformer_takes_its_blocks_not_the_insides_of_one(
+    depth: int, blocks: list[int]
+) -> None:
+    torch.manual_seed(0)
+    chosen = default_selection(Stack(depth, image=True).eval(), torch.randn(1, 3, 32, 32))
+    assert chosen == [*(f"blocks.{i}" for i in blocks), "norm"]
+    text = default_selection(Stack(depth, image=False).eval(), torch.randint(0, 100, (1, 20)))
+    assert text == ["embed", *(f"blocks.{i}" for i in blocks), "norm"]
+
+
+def test_default_choice_of_a_bare_transformer_encoder_takes_its_layers() -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False).eval()
+    # no child of the encoder runs itself (``layers`` is a ModuleList): the shallowest modules that ran are taken
+    assert default_selection(encoder, torch.randn(1, 10, 16)) == ["layers.0", "layers.1", "layers.2"]
+
+
+def test_a_change_in_a_later_token_of_a_sequence_first_model_is_caught(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)  # batch_first=False: (S, B, E)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    tokens = torch.rand(12, 1, 16, generator=torch.Generator().manual_seed(1))
+    identity = TestIdentity("t.py::t", "t.py", "t", "pytest --featviz-update t.py::t")
+
+    def check(x: torch.Tensor, update: bool = False) -> str:
+        settings = Settings(golden_dir=tmp_path, update=update)
+        return check_snapshot(
+            encoder, x, ["layers.0", "layers.1"], settings, tmp_path / "s", identity, "0"
+        ).result.outcome
+
+    assert check(tokens, update=True) == CREATED
+    sidecar = json.loads((tmp_path / "s" / "snapshot.json").read_text())
+    assert {layer["layout"] for layer in sidecar["layers"]} == {"token-image (batch axis 1)"}
+    assert check(tokens) == MATCHED
+    changed = tokens.clone()
+    changed[5:] += 0.5  # every token from the sixth on; the first is what a batch-first reading kept
+    assert check(changed) == DRIFTED
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+def test_a_padded_transformer_encoder_on_its_nested_fast_path_is_captured() -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2).eval()  # nested tensors inside, under inference mode, with a mask
+    x = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[1, 4:] = True
+    inputs = {"src": x, "src_key_padding_mask": mask}
+    (kept,) = capture(encoder, inputs, resolve_layers(encoder, ["layers.0"]), "all")
+    assert kept.shape == (2, 6, 32) and kept.layout == "token-image" and kept.maps.shape == (1, 6, 32)
+    assert default_selection(encoder, inputs) == ["layers.0", "layers.1"]

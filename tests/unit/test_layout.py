@@ -184,3 +184,102 @@ def test_a_gpu_output_gives_cpu_maps_of_the_kept_channels_only() -> None:
     kept = keep(output, nn.Conv2d(1, 64, 1).cuda(), None, [3, 9])
     assert kept.maps.device.type == "cpu" and kept.maps.dtype == torch.float32
     assert torch.equal(kept.maps, output[0, [3, 9]].float().cpu())
+
+
+# -- sequence-first outputs, RNN hidden states, sequence models, nested tensors ------------------------------------
+
+
+def test_sequence_first_transformer_output_keeps_item_zero_of_every_token() -> None:
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)  # batch_first=False: (S, B, E)
+    output = ramp(12, 2, 8)
+    kept = keep(output, hints(layer.linear2, [layer]), None, "all")
+    assert kept.layout == "token-image (batch axis 1)"
+    assert kept.maps.shape == (1, 12, 8)
+    assert torch.equal(kept.maps[0], output[:, 0])  # all 12 tokens of batch item 0, not token 0 of both items
+
+
+def test_a_custom_block_around_sequence_first_attention_is_sequence_first() -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2)
+            self.mlp = nn.Sequential(nn.Linear(8, 8), nn.GELU())
+
+    block = Block()
+    assert hints(block.mlp[1], [block.mlp, block]).sequence_first
+    assert not hints(nn.MultiheadAttention(8, 2, batch_first=True)).sequence_first
+    assert not hints(nn.Linear(8, 8)).sequence_first  # nothing tells: batch first, as before
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_rnn_output_and_hidden_states_keep_batch_item_zero(batch_first: bool) -> None:
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4, num_layers=2, batch_first=batch_first).eval()
+    steps = torch.randn(5, 2, 3)  # (T, B, F)
+    x = steps.transpose(0, 1).contiguous() if batch_first else steps
+    with torch.no_grad():
+        output = lstm(x)
+        sequence, (h_n, _) = output
+    kept = keep(output, lstm, None, 16)
+    expected = sequence[0] if batch_first else sequence[:, 0]
+    assert kept.maps.shape == (1, 5, 4) and torch.equal(kept.maps[0], expected)
+    assert kept.layout == ("token-image" if batch_first else "token-image (batch axis 1)")
+    hidden = keep(output, lstm, "1+0", 16)  # h_n is (layers, B, H) whatever batch_first says
+    assert hidden.layout == "token-image (batch axis 1)"
+    assert hidden.maps.shape == (1, 2, 4) and torch.equal(hidden.maps[0], h_n[:, 0])
+
+
+def test_tokens_of_a_model_without_an_image_input_are_no_picture_grid() -> None:
+    output = ramp(1, 128, 8)  # 128 = 7 + 11 x 11: read as a grid only when the input is a picture
+    assert keep(output, TOKENS, None, "all", images=True).layout == "tokens:7+11x11"
+    text = keep(output, TOKENS, None, "all", images=False)
+    assert text.layout == "token-image"
+    assert torch.equal(text.maps[0], output[0])  # every token kept, the first ones included
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (torch.zeros(1, 3, 8, 8), True),
+        (torch.zeros(1, 3, 2, 8, 8), True),
+        ((torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 5, dtype=torch.long)), True),
+        (torch.zeros(1, 128, dtype=torch.long), False),  # token ids
+        ({"input_ids": torch.zeros(1, 9, dtype=torch.long), "mask": torch.ones(1, 9)}, False),
+        (torch.zeros(1, 128, 8), False),  # an embedded sequence
+        ("a photo of a cat", True),  # nothing tells: as before
+    ],
+)
+def test_image_input_tells_pictures_from_sequences(inputs: object, expected: bool) -> None:
+    from pytest_featviz.layout import image_input
+
+    assert image_input(inputs) is expected
+
+
+def test_image_input_reads_arrays_and_pictures_by_their_array_interface() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from pytest_featviz.layout import image_input
+
+    assert image_input(Image.new("RGB", (4, 4)))
+    assert image_input(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+def test_a_nested_tensor_is_read_padded() -> None:
+    nested = torch.nested.nested_tensor([torch.ones(3, 8), torch.ones(2, 8)])
+    (leaf,) = [tensor for _, tensor in tensor_leaves(nested)]
+    assert leaf.shape == (2, 3, 8) and leaf[1, 2].abs().sum() == 0
+    assert keep(nested, TOKENS, None, "all", images=False).maps.shape == (1, 3, 8)
+
+
+def test_an_empty_batch_is_a_clear_error() -> None:
+    with pytest.raises(LayoutError, match=r"the output's batch is empty \(shape \(0, 4, 2, 2\)\)"):
+        keep(torch.zeros(0, 4, 2, 2), nn.Conv2d(4, 4, 1), None, 2)
+
+
+@pytest.mark.parametrize("spec", [[10, 20], "top:3", 5, "all"])
+def test_channel_selection_does_not_apply_to_one_picture_layouts(spec: object) -> None:
+    features = keep(ramp(1, 64), nn.Linear(8, 64), None, spec)  # type: ignore[arg-type]
+    assert features.layout == "features" and features.channels == (0,)
+    assert features.maps.shape == (1, 1, 64)
