@@ -23,8 +23,9 @@ most eight layers are taken, spread evenly over the forward order. Without any s
 sequence model), the shallowest modules that ran are taken (the direct children of the model, unless only deeper
 ones ran), topped up the same way by blocks of the longest run of siblings when they are fewer than four.
 
-The shape-only pass runs on a copy of the input's tensors and with the random number generators' state restored afterwards, so a forward pass that normalizes its input in place or draws random numbers computes in
-the capture what it computes in a check, which runs no such pass.
+The shape-only pass runs on a copy of the input's tensors and with the random number generators' state restored
+afterwards, so a forward pass that normalizes its input in place or draws random numbers computes in the capture
+what it computes in a check, which runs no such pass.
 """
 
 from __future__ import annotations
