@@ -207,10 +207,16 @@ class SessionTracker:
         drifted_tests = len({r.test_id for r in drifted})
         drifted_layers = sum(len(r.drifted_layers) for r in drifted)
         terminalreporter.section("featviz")
-        terminalreporter.write_line(
-            f"{len(self.results)} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
-            f" ({drifted_tests} test(s), {drifted_layers} layer(s)), {counts[MISSING]} missing"
-        )
+        if self.settings.update:  # nothing drifts or goes missing: it is rewritten or created
+            terminalreporter.write_line(
+                f"{len(self.results)} snapshot(s) compared: {counts[MATCHED]} matched, {counts[UPDATED]} drifted"
+                f" (rewritten), {counts[CREATED]} without a golden (created)"
+            )
+        else:
+            terminalreporter.write_line(
+                f"{len(self.results)} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
+                f" ({drifted_tests} test(s), {drifted_layers} layer(s)), {counts[MISSING]} missing"
+            )
         if self.settings.update:
             terminalreporter.write_line(
                 f"goldens: {counts[CREATED]} created, {counts[UPDATED]} updated, {counts[MATCHED]} unchanged"

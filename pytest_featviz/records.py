@@ -214,6 +214,9 @@ class SnapshotResult:
 
     @property
     def drifted_layers(self) -> list[LayerResult]:
+        """The layers that differ from the golden; none for a snapshot without one (missing or created)."""
+        if self.outcome in (MISSING, CREATED):
+            return []
         return [layer for layer in self.layers if layer.drifted]
 
     @property

@@ -24,7 +24,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pytest_featviz.records import DRIFTED, MATCHED, MISSING, OUTCOMES, Evidence, SnapshotResult
+from pytest_featviz.records import DRIFTED, MATCHED, MISSING, OUTCOMES, Evidence, LayerResult, SnapshotResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -120,7 +120,7 @@ class Reporter:
                 layer.name,
                 picture.golden_tiles,
                 picture.current_tiles,
-                [(i, layer.channels[i], layer.ssim[i], layer.channel_failed(i)) for i in positions],
+                [(i, layer.channels[i], channel_label(layer, i), layer.channel_failed(i)) for i in positions],
                 evidence.bit_depth,
             )
             path = target / f"diff-{sanitize_name(layer.name)}.png"
@@ -168,17 +168,29 @@ def panel_scale(tile_shape: tuple[int, int]) -> int:
     return max(1, min(MAX_SCALE, math.ceil(MIN_PANEL / max(tile_shape))))
 
 
+def channel_label(layer: LayerResult, position: int) -> str:
+    """The score a diff mosaic prints under a channel: its SSIM, or the score that failed when SSIM passed (a
+    statistics-only drift must not show a passing SSIM in red)."""
+    ssim = layer.ssim[position]
+    if ssim >= layer.threshold and layer.stat_delta[position] > layer.stat_tolerance:
+        return f"stats {layer.stat_delta[position]:.3f}"
+    if ssim >= layer.threshold and layer.rms_error[position] > layer.rms_tolerance:
+        return f"picture {layer.rms_error[position]:.3f}"
+    return f"SSIM {ssim:.4f}"
+
+
 def diff_mosaic(
     layer: str,
     golden_tiles: npt.NDArray[Any],
     current_tiles: npt.NDArray[Any],
-    rows: Sequence[tuple[int, int, float, bool]],
+    rows: Sequence[tuple[int, int, str, bool]],
     bit_depth: int = 8,
     max_rows: int = MAX_ROWS,
 ) -> npt.NDArray[np.uint8]:
     """An RGB picture of one layer: a row per channel, golden | current | difference heatmap.
 
-    ``rows`` holds ``(tile position, channel index, SSIM, failed)`` in the order to draw; only the first
+    ``rows`` holds ``(tile position, channel index, score label, failed)`` in the order to draw (the label from
+    :func:`channel_label`, red when the channel failed); only the first
     ``max_rows`` are drawn and the rest are counted on a last line. The heatmap is ``sqrt(|golden - current|)``
     of the full grey range through viridis, so equal colours mean equal change.
     """
@@ -201,7 +213,7 @@ def diff_mosaic(
         x = LABEL_WIDTH + GAP + column * (panel_w + GAP)
         draw.text((x, LINE + 1), _fit(draw, title, panel_w, font), fill=(190, 190, 190), font=font)
     lut = _viridis_lut()
-    for row, (position, channel, ssim, failed) in enumerate(shown):
+    for row, (position, channel, label, failed) in enumerate(shown):
         golden = golden_tiles[position].astype(np.float64) / level
         current = current_tiles[position].astype(np.float64) / level
         difference = np.sqrt(np.abs(golden - current))
@@ -211,7 +223,7 @@ def diff_mosaic(
         top = 2 * LINE + GAP + row * (row_h + GAP)
         draw.text((GAP, top), f"channel {channel}", fill=(235, 235, 235), font=font)
         colour = (255, 110, 110) if failed else (150, 220, 150)
-        draw.text((GAP, top + LINE), f"SSIM {ssim:.4f}", fill=colour, font=font)
+        draw.text((GAP, top + LINE), label, fill=colour, font=font)
         for column, panel in enumerate(panels):
             big = np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)
             canvas.paste(Image.fromarray(big, mode="RGB"), (LABEL_WIDTH + GAP + column * (panel_w + GAP), top))
@@ -419,12 +431,13 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
         first = layer["first_drifted"]
         drifted = len(layer["drifted_channels"])
         badge = ' <span class="badge">first drift</span>' if first else ""
+        threshold = "–" if layer["min_ssim"] is None else f"{layer['threshold']:g}"  # not compared: no threshold
         rows.append(
             f'<tr class="{_e(layer["verdict"])}{" first" if first else ""}">'
             f"<td>{_e(layer['layer'])}{badge}</td>"
             f"<td>{_e(layer['verdict'])}</td><td>{_e('x'.join(map(str, layer['shape'] or [])) or '–')}</td>"
             f"<td>{drifted} / {len(layer['channels'])}</td><td>{_cell(layer['min_ssim'])}</td>"
-            f"<td>{_cell(layer['mean_ssim'])}</td><td>{layer['threshold']:g}</td>"
+            f"<td>{_cell(layer['mean_ssim'])}</td><td>{threshold}</td>"
             f"<td>{_cell(layer['max_stat_delta'])}</td><td>{_cell(layer['max_rms_error'])}</td>"
             f"<td>{_e(layer['reason'] or _noise_note(layer))}</td></tr>"
         )
@@ -451,6 +464,11 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
     )
 
 
+def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
+    outcomes = {snapshot["outcome"] for snapshot in snapshots}
+    return next((o for o in (DRIFTED, MISSING) if o in outcomes), MATCHED)
+
+
 def render_index(data: dict[str, Any]) -> str:
     """The static ``index.html`` of a report: no network, every name escaped, tests most severe first (the order
     of ``report.json``), a filter box by test name (also read from ``#filter=...`` in the address)."""
@@ -458,9 +476,9 @@ def render_index(data: dict[str, Any]) -> str:
     for snapshot in data["snapshots"]:
         tests.setdefault(snapshot["test_id"], []).append(snapshot)
     sections = [
-        f'<section class="test" data-test="{_e(test_id.lower())}"><h2>{_e(test_id)}</h2>'
-        + "".join(_snapshot_html(s) for s in snapshots)
-        + "</section>"
+        # the test's worst outcome colours its border (--featviz-report-all also lists tests that matched)
+        f'<section class="test {_e(_worst_outcome(snapshots))}" data-test="{_e(test_id.lower())}">'
+        f"<h2>{_e(test_id)}</h2>" + "".join(_snapshot_html(s) for s in snapshots) + "</section>"
         for test_id, snapshots in tests.items()
     ]
     counts = data["summary"]
@@ -497,11 +515,13 @@ def step_summary(data: dict[str, Any], index: Path) -> str:
     if not shown:
         return ""
     for snapshot in shown[:STEP_SUMMARY_ROWS]:
-        drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"]
+        compared = snapshot["outcome"] == DRIFTED  # a missing snapshot has nothing it drifted from
+        drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"] if compared else []
         ssims = [layer["min_ssim"] for layer in drifted if layer["min_ssim"] is not None]
         lines.append(
             f"| `{_md(snapshot['test_id'])}` | {_md(snapshot['snapshot'], 40)} | {snapshot['outcome']} |"
-            f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted)} | {f'{min(ssims):.4f}' if ssims else '–'} |"
+            f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted) if compared else '–'} |"
+            f" {f'{min(ssims):.4f}' if ssims else '–'} |"
         )
     if len(shown) > STEP_SUMMARY_ROWS:
         lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")

@@ -58,7 +58,8 @@ from pytest_featviz.render import (
 )
 
 BIT_DEPTH = 8
-WORST_CHANNELS_SHOWN = 5
+WORST_CHANNELS_SHOWN = 5  # channel lines for the layer where drift starts
+LATER_CHANNELS_SHOWN = 2  # for each drifted layer after it, whose change it mostly carries on (the report has all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,15 +615,25 @@ def _channel_line(layer: LayerResult, position: int) -> str:
     return f"      channel {layer.channels[position]}: " + ", ".join(parts)
 
 
-def layer_summary(layer: LayerResult) -> list[str]:
-    """The lines that describe one drifted layer in a failure message."""
+def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list[str]:
+    """The lines that describe one drifted layer in a failure message, with its ``shown`` worst channels."""
     if layer.reason or not layer.ssim:
         return [f"  {layer.name}: {layer.reason or layer.verdict}"]
-    worst = layer.worst_channels(WORST_CHANNELS_SHOWN)
+    worst = layer.worst_channels(shown)
     failing = sum(1 for i in range(len(layer.ssim)) if layer.channel_failed(i))
+    # the scores that broke their tolerance first, so that a statistics-only drift does not read as an SSIM one
+    causes = []
+    if layer.min_ssim < layer.threshold:
+        causes.append(f"min SSIM {layer.min_ssim:.4f} < {layer.threshold:g}")
+    if layer.max_rms_error > layer.rms_tolerance:
+        causes.append(f"picture change up to {layer.max_rms_error:.3f} > {layer.rms_tolerance:g}")
+    if layer.max_stat_delta > layer.stat_tolerance:
+        causes.append(f"statistics change up to {layer.max_stat_delta:.3f} > {layer.stat_tolerance:g}")
+    if not causes or layer.min_ssim >= layer.threshold:
+        causes.append(f"min SSIM {layer.min_ssim:.4f} (threshold {layer.threshold:g})")
     head = (
-        f"  {layer.name} ({_format_shape(layer.shape)}): {failing} of {len(layer.channels)} channels drifted;"
-        f" min SSIM {layer.min_ssim:.4f} (threshold {layer.threshold:g}), mean SSIM {layer.mean_ssim:.4f}"
+        f"  {layer.name} ({_format_shape(layer.shape)}): {failing} of {len(layer.channels)} channels drifted:"
+        f" {', '.join(causes)}, mean SSIM {layer.mean_ssim:.4f}"
     )
     lines = [head]
     if layer.noise is not None:
@@ -630,8 +641,10 @@ def layer_summary(layer: LayerResult) -> list[str]:
         lines.append(
             f"    judged by tolerances fitted to this layer's noise floor: TF32 rounding alone moves it to SSIM"
             f" {noise.ssim:.4f}, picture change {noise.rms_error:.4f}, statistics change {noise.stat_delta:.4f};"
-            f" the tolerances are {compare.NOISE_FACTOR:g}x that, within the configured ones"
-            " (--featviz-noise-floor=off judges by the configured ones only)"
+            f" held to SSIM >= {layer.threshold:g}, picture change <= {layer.rms_tolerance:g}, statistics change"
+            f" <= {layer.stat_tolerance:g} ({compare.NOISE_FACTOR:g}x the floor, between"
+            f" {compare.NOISE_TIGHTEST:g}x and 1x the configured tolerances; --featviz-noise-floor=off judges by the"
+            " configured ones)"
         )
     lines.extend(_channel_line(layer, i) for i in worst)
     if failing > len(worst):
@@ -654,9 +667,14 @@ def drift_message(
         f" {len(drifted)} of {len(results)} layer(s) drifted",
         f"drift starts at layer {drifted[0].name!r} (first drifted layer in forward order)",
     ]
-    for layer in drifted:
-        lines.extend(layer_summary(layer))
+    for position, layer in enumerate(drifted):
+        lines.extend(layer_summary(layer, WORST_CHANNELS_SHOWN if position == 0 else LATER_CHANNELS_SHOWN))
     lines.extend(explanation)
+    lines.append(
+        "scores per channel: SSIM of its picture (1 = the same); picture change, the RMS difference of its picture in"
+        " units of the golden picture's spread; statistics change, the larger change of its mean or std in units of"
+        " its golden std"
+    )
     lines.append(f"golden: {_display_path(directory)}")
     lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
     return "\n".join(lines)

@@ -48,11 +48,11 @@ def test_index_loads_every_image_and_filters(
     assert total is not None and loaded is not None, body.group(1)
     # [plain]: one diff mosaic; the missing [a<b>&c]: the current render of its two layers
     assert int(total.group(1)) == 3 and loaded.group(1) == total.group(1), body.group(1)
-    sections = re.findall(r'<section class="test" data-test="([^"]*)"( hidden="")?', dom)
+    sections = re.findall(r'<section class="test \w+" data-test="([^"]*)"( hidden="")?', dom)
     assert [hidden for _, hidden in sections] == ["", ""]
 
     filtered = _dump_dom(page, "#filter=PLAIN", tmp_path / "profile")
-    sections = re.findall(r'<section class="test" data-test="([^"]*)"( hidden="")?', filtered)
+    sections = re.findall(r'<section class="test \w+" data-test="([^"]*)"( hidden="")?', filtered)
     assert sorted((name, bool(hidden)) for name, hidden in sections) == [
         ("test_models.py::test_net[a&lt;b&gt;&amp;c]", True),
         ("test_models.py::test_net[plain]", False),

@@ -39,7 +39,7 @@ def test_diff_mosaic_upscales_a_7x7_map_and_draws_golden_current_difference() ->
     golden = rng.integers(0, 256, (3, 7, 7), dtype=np.uint8)
     current = golden.copy()
     current[1] = 255 - current[1]
-    image = report.diff_mosaic("layer1", golden, current, [(1, 5, 0.12, True), (0, 2, 0.99, False)])
+    image = report.diff_mosaic("layer1", golden, current, [(1, 5, "SSIM 0.1200", True), (0, 2, "SSIM 0.9900", False)])
     scale = report.panel_scale((7, 7))
     assert scale == 10  # 7 px -> 70 px: a small map stays visible
     assert image.shape == (2 * report.LINE + report.GAP + 2 * (70 + report.GAP) + report.GAP, 110 + 3 * 70 + 16, 3)
@@ -57,7 +57,7 @@ def test_diff_mosaic_upscales_a_7x7_map_and_draws_golden_current_difference() ->
 
 def test_diff_mosaic_caps_rows_and_counts_the_rest() -> None:
     tiles = np.zeros((12, 32, 32), dtype=np.uint16)
-    rows = [(i, i, 0.5, True) for i in range(12)]
+    rows = [(i, i, "SSIM 0.5000", True) for i in range(12)]
     image = report.diff_mosaic("x", tiles, tiles + 1000, rows, bit_depth=16, max_rows=3)
     assert report.panel_scale((32, 32)) == 2
     assert image.shape[0] == 2 * report.LINE + report.GAP + 3 * (64 + report.GAP) + report.LINE + report.GAP
