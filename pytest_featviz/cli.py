@@ -287,7 +287,9 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
         "report_dir", nargs="?", default="featviz-report", help="the drift report directory (default: featviz-report)"
     )
     parser.add_argument(
-        "--root", default=".", help="the pytest rootdir the report's golden paths are relative to (default: .)"
+        "--root",
+        default=None,
+        help="the pytest rootdir the report's golden paths are relative to (default: the one report.json records)",
     )
     parser.add_argument("-k", dest="select", default=None, help="only snapshots whose test id contains this text")
 
@@ -299,13 +301,30 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     if not (report_dir / report.REPORT_JSON).is_file():
         raise CommandError(f"no {report.REPORT_JSON} in {report_dir}: run pytest first (it writes the report on drift)")
     try:
-        written = report.promote(report_dir, Path(args.root), args.select)
-    except (OSError, ValueError, KeyError) as exc:
+        written = report.promote(report_dir, Path(args.root) if args.root is not None else None, args.select)
+    except KeyError as exc:
+        raise FeatvizError(f"cannot promote from {report_dir}: {report.REPORT_JSON} lacks the entry {exc}") from exc
+    except (OSError, ValueError) as exc:
         raise FeatvizError(f"cannot promote from {report_dir}: {exc}") from exc
     for directory in written:
-        out.write(f"promoted {directory}\n")
+        out.write(f"promoted {_shown(directory)}\n")
+    if not written:
+        what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"
+        out.write(f"nothing promoted: the report in {report_dir} has no drifted or missing snapshot {what}\n")
+        return 1
     out.write(f"{len(written)} golden snapshot(s) replaced by the current render; review and commit them\n")
-    return 0 if written else 1
+    return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when that is shorter (paths from a report are ``../..``)."""
+    import os
+
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+    return relative if len(relative) < len(str(path)) else str(path)
 
 
 COMMANDS: dict[str, Command] = {

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
+SENT_KEY = pytest.StashKey[int]()  # how many of an item's records already travel with one of its reports
 TRACKER_KEY = pytest.StashKey["SessionTracker"]()
 MARKER_HELP = (
     "featviz(preset=, threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=, deterministic=,"
@@ -38,11 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     config.stash[SETTINGS_KEY] = from_pytest(config)
-    tracker = SessionTracker(config.stash[SETTINGS_KEY])
+    tracker = SessionTracker(config.stash[SETTINGS_KEY], html=config.pluginmanager.hasplugin("html"))
     config.stash[TRACKER_KEY] = tracker
     config.pluginmanager.register(tracker, "featviz-session")
-    if config.pluginmanager.hasplugin("html"):
-        config.pluginmanager.register(HtmlExtras(), "featviz-html")
     from pytest_featviz.stale import StaleGoldens
 
     config.pluginmanager.register(
@@ -89,7 +88,18 @@ def _test_location(node: pytest.Item) -> tuple[str, str]:
         return file_part, rest.replace("::", ".") or node.name
     chain = node.listchain()
     below = chain[chain.index(module) + 1 :]
-    return module.nodeid, ".".join(n.name for n in below)
+    return _module_file(module, node.config.rootpath), ".".join(n.name for n in below)
+
+
+def _module_file(module: pytest.Module, rootdir: Path) -> str:
+    """The test file's path for its goldens: its node id, relative to the rootdir. A file outside the rootdir (run
+    with ``-c other/pytest.ini``) has a node id relative to whatever the command line named, or none at all, so two
+    files could share goldens: its path relative to the rootdir (``../tests/a/test_m.py``) is used instead."""
+    try:
+        relative = os.path.relpath(module.path, rootdir)
+    except ValueError:  # another drive on Windows
+        return str(module.path)
+    return relative.replace(os.sep, "/") if relative.split(os.sep, 1)[0] == os.pardir else module.nodeid
 
 
 @pytest.fixture
@@ -99,6 +109,7 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     Compares them with the goldens under the golden directory and fails the test on drift; with
     ``--featviz-update`` it writes the goldens instead. See ``pytest_featviz.snapshot.FeatureSnapshot``.
     """
+    __tracebackhide__ = True
     from pytest_featviz.snapshot import FeatureSnapshot, TestIdentity, update_command
 
     settings = request.config.stash[SETTINGS_KEY]
@@ -106,13 +117,22 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     if marker is not None:
         if marker.args:
             raise FeatvizError("@pytest.mark.featviz takes keyword arguments only, e.g. featviz(threshold=0.95)")
-        settings = settings.override(marker.kwargs, "@pytest.mark.featviz")
+        try:
+            settings = settings.override(marker.kwargs, "@pytest.mark.featviz")
+        except FeatvizError as error:
+            raise error.with_traceback(None) from None  # the message names the setting and the value
     item = request.node
     assert isinstance(item, pytest.Item)
     test_file, test_name = _test_location(item)
+    # the options that decide where the goldens are, as given: the command runs where this one ran
     extra = []
-    if request.config.getoption("featviz_golden_dir"):
-        extra = ["--featviz-golden-dir", str(request.config.getoption("featviz_golden_dir"))]
+    for option, flag in (
+        ("inifilename", "-c"),
+        ("rootdir", "--rootdir"),
+        ("featviz_golden_dir", "--featviz-golden-dir"),
+    ):
+        if request.config.getoption(option, None):
+            extra += [flag, str(request.config.getoption(option))]
     command = update_command(_node_id_from(item, request.config.invocation_params.dir), extra)
     identity = TestIdentity(item.nodeid, test_file, test_name, command)
     results = item.stash.setdefault(RESULTS_KEY, [])
@@ -120,6 +140,30 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
 
     reporter = Reporter(settings.report_dir, settings.golden_dir, settings.report_all)
     return FeatureSnapshot(identity, settings, results.append, reporter)
+
+
+MISSING_LISTED = 10  # node ids in the summary's command that creates missing goldens
+
+
+def _create_missing(missing: list[SnapshotResult]) -> str:
+    """The summary's command that creates the missing goldens, and only those: a bare ``pytest --featviz-update``
+    would also rewrite every drifted golden, accepting the drift unseen. Built from each missing snapshot's own
+    command (its options, its node id relative to where pytest ran)."""
+    import shlex
+
+    from pytest_featviz.snapshot import CREATE_WITH
+
+    commands = []
+    for result in missing:
+        line = next((ln for ln in result.message.splitlines() if ln.startswith(CREATE_WITH)), None)
+        if line is not None:
+            commands.append(shlex.split(line[len(CREATE_WITH) :]))
+    if not commands:
+        return "create the missing goldens with --featviz-update and the node ids of the failing tests"
+    ids = list(dict.fromkeys(command[-1] for command in commands))
+    shown = shlex.join([*commands[0][:-1], *ids[:MISSING_LISTED]])
+    more = f" (and {len(ids) - MISSING_LISTED} more tests: see their messages)" if len(ids) > MISSING_LISTED else ""
+    return f"create the missing goldens with:  {shown}{more}"
 
 
 def _node_id_from(item: pytest.Item, directory: Path) -> str:
@@ -137,8 +181,9 @@ def _node_id_from(item: pytest.Item, directory: Path) -> str:
 class SessionTracker:
     """Collects the result records of every test (also from xdist workers) and prints the summary."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, html: bool = False) -> None:
         self.settings = settings
+        self.html = html  # pytest-html is active: diff mosaics go into the failing test's row
         self.results: list[SnapshotResult] = []
         self.index: Path | None = None
         # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
@@ -155,22 +200,35 @@ class SessionTracker:
             except OSError as exc:
                 self.report_errors.append(f"could not remove the previous report in {self.settings.report_dir}: {exc}")
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Each run of a test starts with no records: a rerun (pytest-rerunfailures) counts only its own snapshots.
+        item.stash[RESULTS_KEY] = []
+        item.stash[SENT_KEY] = 0
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
         outcome = yield
         report = outcome.get_result()
-        records = item.stash.get(RESULTS_KEY, None)
-        if call.when == "call" and records:
-            # A plain JSON-able attribute travels with the report from an xdist worker to the controller.
-            report.featviz = [record.to_dict() for record in records]
-            from pytest_featviz.report import attachment_lines, junit_properties
+        records = item.stash.get(RESULTS_KEY, [])
+        sent = item.stash.get(SENT_KEY, 0)
+        if len(records) <= sent:
+            return
+        # Each record travels once, with the first report made after its snapshot: the call report, a subtest's
+        # report, or the teardown report of a snapshot taken in a fixture's teardown.
+        new, item.stash[SENT_KEY] = records[sent:], len(records)
+        # A plain JSON-able attribute travels with the report from an xdist worker to the controller.
+        report.featviz = [record.to_dict() for record in new]
+        from pytest_featviz.report import attachment_lines, html_extras, junit_properties
 
-            item.user_properties.extend(junit_properties(records))  # junitxml reads them from teardown
-            attachments = attachment_lines(records)
-            if attachments and item.config.getoption("xmlpath", None):
-                # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
-                # report, which carries the item's report sections added from here on.
-                item.add_report_section("call", "stdout", attachments)
+        item.user_properties.extend(junit_properties(new))  # junitxml reads them from teardown
+        attachments = attachment_lines(new)
+        if attachments and item.config.getoption("xmlpath", None):
+            # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
+            # report, which carries the item's report sections added from here on.
+            item.add_report_section("call", "stdout", attachments)
+        if self.html and item.config.getoption("htmlpath", None):
+            report.extras = [*getattr(report, "extras", []), *html_extras(new)]
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
@@ -196,7 +254,7 @@ class SessionTracker:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)
-        if report.when == "call" and records:
+        if records and str(report.outcome) != "rerun":  # a run that pytest-rerunfailures repeats does not count
             self.results.extend(SnapshotResult.from_dict(record) for record in records)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -223,7 +281,7 @@ class SessionTracker:
                 f" (in {self.settings.golden_dir})"
             )
         elif counts[MISSING]:
-            terminalreporter.write_line("create missing goldens with: pytest --featviz-update")
+            terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
         for error in self.report_errors:
@@ -234,17 +292,3 @@ class SessionTracker:
             terminalreporter.section("featviz calibrate")
             for line in summary_lines(self.results):
                 terminalreporter.write_line(line)
-
-
-class HtmlExtras:
-    """pytest-html, when active: the diff mosaics go into the failing test's row (``extras``)."""
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-        outcome = yield
-        records = item.stash.get(RESULTS_KEY, None)
-        if call.when == "call" and records and item.config.getoption("htmlpath", None):
-            from pytest_featviz.report import html_extras
-
-            report = outcome.get_result()
-            report.extras = [*getattr(report, "extras", []), *html_extras(records)]

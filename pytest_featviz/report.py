@@ -15,6 +15,7 @@ import html
 import json
 import math
 import os
+import shlex
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -94,7 +95,8 @@ class Reporter:
         if CURRENT in artifacts:
             lines.append(
                 f"current render: {_display(Path(artifacts[CURRENT]).parent)}"
-                " (promote it with `featviz promote`, or copy its files into the golden directory)"
+                f" (promote it with `featviz promote {shlex.quote(_display(self.report_dir))}`, or copy its files"
+                " into the golden directory)"
             )
         return replace(result, artifacts=artifacts, message=_join(result.message, *lines))
 
@@ -382,7 +384,14 @@ def report_data(results: Sequence[SnapshotResult], report_dir: Path, root: Path,
                 "message": result.message,
             }
         )
-    return {"format": REPORT_FORMAT, "summary": summary_counts(results), "snapshots": snapshots}
+    return {
+        "format": REPORT_FORMAT,
+        # where the snapshots' golden_dir paths start, relative to the report directory: `featviz promote` finds the
+        # goldens from wherever it runs
+        "root": _relative(str(root), report_dir),
+        "summary": summary_counts(results),
+        "snapshots": snapshots,
+    }
 
 
 def write_session_report(
@@ -576,13 +585,18 @@ def html_extras(results: Iterable[SnapshotResult]) -> list[Any]:
 # --------------------------------------------------------------------------------------------------- promote
 
 
-def promote(report_dir: Path, root: Path, select: str | None = None) -> list[Path]:
+def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[Path]:
     """Copy the current renders of a report into the golden directories (what ``--featviz-update`` would have
     written), for the snapshots whose test id contains ``select`` (all when ``None``). Returns the golden
-    directories written. ``root`` is the directory the report's golden paths are relative to (the rootdir)."""
+    directories written. ``root`` is the directory the report's golden paths are relative to (the rootdir); by
+    default the one the report records, relative to the report directory."""
     from pytest_featviz.golden import write_files
 
     data = json.loads((report_dir / REPORT_JSON).read_text(encoding="utf-8"))
+    if root is None:
+        if not isinstance(data.get("root"), str):
+            raise ValueError(f"{REPORT_JSON} does not say where its goldens are (an older report): pass --root")
+        root = report_dir / data["root"]
     written = []
     for snapshot in data["snapshots"]:
         if not snapshot["current"] or (select is not None and select not in snapshot["test_id"]):

@@ -58,6 +58,7 @@ from pytest_featviz.render import (
 )
 
 BIT_DEPTH = 8
+CREATE_WITH = "create it with:  "  # a missing snapshot's message line; the session summary collects the commands
 WORST_CHANNELS_SHOWN = 5  # channel lines for the layer where drift starts
 LATER_CHANNELS_SHOWN = 2  # for each drifted layer after it, whose change it mostly carries on (the report has all)
 
@@ -137,19 +138,22 @@ class FeatureSnapshot:
         __tracebackhide__ = True
         if not isinstance(model, nn.Module):
             raise FeatvizError(f"feature_snapshot needs a torch.nn.Module as model; got {type(model).__name__}")
-        settings = self._settings.override(
-            {
-                "threshold": threshold,
-                "channels": channels,
-                "normalize": normalize,
-                "stat_tolerance": stat_tolerance,
-                "rms_tolerance": rms_tolerance,
-                "deterministic": deterministic,
-                "preset": preset,
-                "noise_floor": noise_floor,
-            },
-            "feature_snapshot()",
-        )
+        try:
+            settings = self._settings.override(
+                {
+                    "threshold": threshold,
+                    "channels": channels,
+                    "normalize": normalize,
+                    "stat_tolerance": stat_tolerance,
+                    "rms_tolerance": rms_tolerance,
+                    "deterministic": deterministic,
+                    "preset": preset,
+                    "noise_floor": noise_floor,
+                },
+                "feature_snapshot()",
+            )
+        except FeatvizError as error:
+            raise error.with_traceback(None) from None  # the message names the setting and the value
         snapshot_name = self._next_name(name)
         directory = golden.snapshot_dir(
             settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
@@ -432,7 +436,7 @@ def _check(
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
             f" (looked for {_display_path(directory / golden.SIDECAR)})\n"
-            f"create it with:  {identity.update_command}"
+            f"{CREATE_WITH}{identity.update_command}"
         )
         return evidence(MISSING, results, pictures, message)
 

@@ -1,9 +1,13 @@
 """Stale goldens: snapshots that no executed test used, found at session end, reported and (on request) pruned.
 
 A golden snapshot is stale when its test file ran completely (every collected test of it ran to its teardown,
-nothing of it was deselected, nothing failed during collection) and either no collected test of that file owns it
-(the test was removed or renamed) or its test passed without using it (the snapshot call was removed). Goldens of a
-test that failed or was skipped are kept: it may not have reached its snapshot call. Goldens of test files that
+nothing of it was deselected or dropped, nothing failed during collection, and the run was no ``--lf`` run) and
+either no collected test of that file owns it (the test was removed or renamed) or its test passed without using it
+(the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not have reached its
+snapshot call. So are the goldens named like a test function one of whose collected variants failed or was skipped
+(``test_a`` while pytest-repeat's ``test_a[1-2]`` fails). A test dropped from the collection without the
+``pytest_deselected`` hook (a conftest's ``items[:] = [...]``, or ``--lf``, which leaves out the passing tests of a
+file as it collects it) makes its file incomplete. Goldens of test files that
 were not collected are never looked at. Under pytest-xdist the workers send what they collected in
 ``workeroutput`` and the controller, which receives every test report, decides. This module imports nothing heavy
 at pytest start-up; the golden layout is imported only at session end, when a golden directory exists.
@@ -12,7 +16,7 @@ at pytest start-up; the golden layout is imported only at session end, when a go
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,7 @@ class StaleGoldens:
         self.prune = bool(config.getoption("featviz_prune", False))
         self.worker_output: dict[str, Any] | None = getattr(config, "workeroutput", None)
         self.tests: dict[str, tuple[str, str]] = {}  # node id -> (test file, test name)
+        self.functions: dict[str, str] = {}  # node id -> the test function's name, without parametrize ids
         self.incomplete: set[str] = set()  # test files with a deselected test
         self.collect_errors: set[str] = set()  # node ids of collectors that failed
         self.finished: set[str] = set()  # node ids whose teardown reported
@@ -67,14 +72,28 @@ class StaleGoldens:
         for item in items:
             self.incomplete.add(self.location(item)[0])
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> Generator[None, None, None]:
+        # A test dropped here without pytest_deselected (a conftest filtering ``items[:] = [...]``) leaves its file
+        # run in part, though no hook says so: compare the items before and after.
+        before = list(items)
+        yield
+        kept = {id(item) for item in items}
+        for item in before:
+            if id(item) not in kept:
+                self.incomplete.add(self.location(item)[0])
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # A file named with a node id (``test_m.py::test_x``) was collected only in part: the tests left out are
-        # unknown here, so the file does not count as run completely.
+        # unknown here, so the file does not count as run completely. Under --lf, pytest leaves the passing tests of
+        # a file out while collecting it, and no hook tells which: no file counts as run completely.
         base = session.config.invocation_params.dir
         named = {Path(base, arg.split("::", 1)[0]).resolve() for arg in session.config.args if "::" in arg}
+        last_failed = bool(session.config.getoption("lf", False))
         for item in session.items:
             self.tests[item.nodeid] = self.location(item)
-            if named and item.path.resolve() in named:
+            self.functions[item.nodeid] = str(getattr(item, "originalname", None) or item.name)
+            if last_failed or (named and item.path.resolve() in named):
                 self.incomplete.add(self.tests[item.nodeid][0])
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
@@ -89,6 +108,7 @@ class StaleGoldens:
             return
         for node_id, (test_file, test_name) in collected["tests"].items():
             self.tests[node_id] = (test_file, test_name)
+        self.functions.update(collected["functions"])
         self.incomplete.update(collected["incomplete"])
         self.collect_errors.update(collected["collect_errors"])
 
@@ -97,9 +117,8 @@ class StaleGoldens:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed or report.skipped:
             self.not_passed.add(report.nodeid)
-        if report.when == "call":
-            for record in getattr(report, "featviz", None) or ():
-                self.used.add(_shared_key(record["golden_dir"]))
+        for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
+            self.used.add(_shared_key(record["golden_dir"]))
         if report.when == "teardown":
             self.finished.add(report.nodeid)
 
@@ -110,6 +129,7 @@ class StaleGoldens:
         if self.worker_output is not None:
             self.worker_output[WORKER_OUTPUT_KEY] = {
                 "tests": {node_id: list(location) for node_id, location in self.tests.items()},
+                "functions": self.functions,
                 "incomplete": sorted(self.incomplete),
                 "collect_errors": sorted(self.collect_errors),
             }
@@ -154,8 +174,12 @@ class StaleGoldens:
                 continue
             self.files_checked += 1
             owners = {sanitize_name(name): ids for name, ids in tests.items()}
+            families: dict[str, list[str]] = {}  # the variants of each test function (parametrize, pytest-repeat)
+            for ids in tests.values():
+                for node_id in ids:
+                    families.setdefault(sanitize_name(self.functions.get(node_id, "")), []).append(node_id)
             for test_dir in _subdirectories(file_dir):
-                ids = owners.get(test_dir.name, [])
+                ids = owners.get(test_dir.name, []) + families.get(test_dir.name, [])
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in _subdirectories(test_dir):

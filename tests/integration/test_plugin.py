@@ -288,3 +288,117 @@ def test_commands_in_messages_work_where_pytest_was_run(
     featviz_pytester.runpytest().assert_outcomes(passed=1)
     monkeypatch.chdir(featviz_pytester.path)  # from the rootdir, the node id itself
     featviz_pytester.runpytest("--featviz-update", "tests/test_small.py::test_it").assert_outcomes(passed=1)
+
+
+SUBTESTS = """
+import torch
+from torch import nn
+
+
+def test_sub(feature_snapshot, subtests):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3))
+    for name in ("s0", "s1", "s2"):
+        with subtests.test(msg=name):
+            feature_snapshot(model, torch.ones(1, 1, 8, 8), layers=["0"], name=name)
+"""
+
+
+def test_each_snapshot_counts_once_with_subtests(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_sub=SUBTESTS)
+    update = featviz_pytester.runpytest("--featviz-update")
+    update.stdout.fnmatch_lines(["3 snapshot(s) compared: 0 matched, 0 drifted (rewritten), 3 without a golden*"])
+    update.stdout.fnmatch_lines(["goldens: 3 created, 0 updated, 0 unchanged*"])
+    check = featviz_pytester.runpytest("--junitxml=junit.xml")
+    check.stdout.fnmatch_lines(["3 snapshot(s) checked: 3 matched, 0 drifted*"])
+
+
+OUTSIDE = """
+import torch
+from torch import nn
+
+SEED = {seed}
+
+
+def test_x(feature_snapshot):
+    torch.manual_seed(SEED)
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), layers=["0"])
+"""
+
+
+def test_test_files_outside_the_rootdir_keep_goldens_of_their_own(featviz_pytester: pytest.Pytester) -> None:
+    # -c names an ini file elsewhere: the rootdir is its directory, the tests lie outside it
+    (featviz_pytester.path / "ci").mkdir()
+    (featviz_pytester.path / "ci" / "pytest.ini").write_text(
+        "[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = ../golden-ci\n"
+    )
+    for package, seed in (("a", 0), ("b", 1)):
+        (featviz_pytester.path / "tests" / package).mkdir(parents=True)
+        (featviz_pytester.path / "tests" / package / "test_m.py").write_text(OUTSIDE.format(seed=seed))
+    args = ["-c", "ci/pytest.ini", "--import-mode=importlib", "tests/a/test_m.py", "tests/b/test_m.py"]
+    update = featviz_pytester.runpytest("--featviz-update", *args)
+    update.stdout.fnmatch_lines(["goldens: 2 created, 0 updated, 0 unchanged*"])
+    featviz_pytester.runpytest(*args).assert_outcomes(passed=2)
+    # the command in a message keeps the -c that decides where the goldens are
+    (featviz_pytester.path / "tests" / "a" / "test_m.py").write_text(OUTSIDE.format(seed=2))
+    drift = featviz_pytester.runpytest(*args)
+    drift.assert_outcomes(passed=1, failed=1)
+    drift.stdout.fnmatch_lines(["*accept it with:  pytest --featviz-update -c ci/pytest.ini tests/a/test_m.py::test_x"])
+
+
+MIXED = """
+import os
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mix(feature_snapshot, seed):
+    torch.manual_seed(seed + int(os.environ.get("SHIFT", "0")))
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), layers=["0"])
+"""
+
+
+def test_the_summary_creates_only_the_missing_goldens(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(test_mix=MIXED)
+    featviz_pytester.runpytest("--featviz-update", "-k", "0").assert_outcomes(passed=1, deselected=2)
+    monkeypatch.setenv("SHIFT", "5")
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(failed=3)  # [0] drifted, [1] and [2] missing
+    # a bare `pytest --featviz-update` would also accept [0]'s drift
+    result.stdout.fnmatch_lines(
+        [
+            "create the missing goldens with:  pytest --featviz-update"
+            " 'test_mix.py::test_mix[1]' 'test_mix.py::test_mix[2]'"
+        ]
+    )
+
+
+BAD_MARKER = """
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.mark.featviz(threshold="high")
+def test_marker(feature_snapshot):
+    pass
+
+
+def test_call(feature_snapshot):
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), threshold=2)
+"""
+
+
+def test_bad_settings_are_reported_without_the_plugins_frames(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_bad=BAD_MARKER)
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*FeatvizError: @pytest.mark.featviz: threshold*high*", "*FeatvizError: *threshold*2*"]
+    )
+    assert "pytest_featviz/" not in result.stdout.str()

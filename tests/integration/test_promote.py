@@ -39,14 +39,21 @@ def test_promote_accepts_the_drift_shown_in_the_report(
     drifted.assert_outcomes(failed=1)
     drifted.stdout.fnmatch_lines(["*featviz promote*"])
 
+    # run from elsewhere (a subdirectory of the project): the report says where its goldens are
+    elsewhere = featviz_pytester.mkdir("sub")
+    monkeypatch.chdir(elsewhere)
     out = io.StringIO()
-    assert (
-        main(["promote", str(featviz_pytester.path / "featviz-report"), "--root", str(featviz_pytester.path)], out=out)
-        == 0
+    assert main(["promote", "../featviz-report", "-k", "no such test"], out=out) == 1
+    assert "nothing promoted: the report in ../featviz-report has no drifted or missing snapshot whose test id" in (
+        out.getvalue()
     )
-    assert f"promoted {golden}" in out.getvalue()
+    out = io.StringIO()
+    assert main(["promote", "../featviz-report"], out=out) == 0
+    assert "promoted ../golden/test_models/test_net/0" in out.getvalue()
     assert "1 golden snapshot(s) replaced" in out.getvalue()
     assert (golden / "0.png").read_bytes() != before
+    assert not any(elsewhere.iterdir())  # nothing written where it ran
+    monkeypatch.chdir(featviz_pytester.path)
     featviz_pytester.runpytest().assert_outcomes(passed=1)
 
 

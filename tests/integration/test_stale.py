@@ -239,3 +239,79 @@ def test_a_used_snapshot_whose_name_holds_an_at_sign_is_not_stale(featviz_pytest
     result.assert_outcomes(passed=1)
     assert "stale golden" not in result.stdout.str()
     assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/conv@Stage-2"]
+
+
+def test_last_failed_and_a_conftest_filter_leave_files_incomplete(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --lf drops the passing tests of a file while collecting it, and no hook says so
+    project.makeini("[pytest]\n")  # with the cache provider, which --lf needs
+    monkeypatch.setenv("FEATVIZ_C", "fail")
+    project.runpytest().assert_outcomes(passed=2, failed=1)
+    monkeypatch.delenv("FEATVIZ_C")
+    result = project.runpytest("--lf", "--featviz-prune")
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(project.path) == ALL
+    # a conftest that filters the items itself, without pytest_deselected
+    project.makeconftest(
+        "def pytest_collection_modifyitems(items):\n    items[:] = [i for i in items if i.name != 'test_c']\n"
+    )
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", f"  {OTHER_STALE}"])
+    assert _snapshots(project.path) == [s for s in ALL if s != OTHER_STALE]
+
+
+REPEATED = """
+import pytest
+from featviz_models import make_input, make_model
+
+
+@pytest.mark.parametrize("run", ["1-2", "2-2"])  # what pytest-repeat's --count=2 makes of test_a
+def test_a(feature_snapshot, run):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+
+
+def test_a_failing_variant_of_a_test_function_keeps_the_functions_goldens(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_rep=BEFORE.replace("test_b", "test_x"))
+    featviz_pytester.runpytest("--featviz-update", "test_rep.py").assert_outcomes(passed=3)
+    featviz_pytester.makepyfile(test_rep=REPEATED)
+    result = featviz_pytester.runpytest("--featviz-prune", "test_rep.py")
+    result.assert_outcomes(failed=2)  # no golden for test_a[1-2] and test_a[2-2]
+    result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*"])  # test_x and test_c: no such function now
+    assert _snapshots(featviz_pytester.path / "golden") == ["test_rep/test_a/drop", "test_rep/test_a/keep"]
+
+
+IN_TEARDOWN = """
+import pytest
+from featviz_models import make_input, make_model
+
+
+@pytest.fixture
+def checked(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="in-setup")
+    yield
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="in-teardown")
+
+
+def test_uses_fixture(checked):
+    pass
+"""
+
+
+def test_a_snapshot_in_a_fixture_teardown_is_counted_and_not_stale(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_fx=IN_TEARDOWN)
+    result = featviz_pytester.runpytest("--featviz-update", "--featviz-prune")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["goldens: 2 created, 0 updated, 0 unchanged*"])
+    assert "stale golden" not in result.stdout.str()
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["2 snapshot(s) checked: 2 matched*"])
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == [
+        "golden/test_fx/test_uses_fixture/in-setup",
+        "golden/test_fx/test_uses_fixture/in-teardown",
+    ]
