@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +158,9 @@ def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
             raise ValueError
         count = int(value)
     except (TypeError, ValueError):
-        raise FeatvizError(f"{source}: channels must be a count, a list of indices or 'all'; got {value!r}") from None
+        raise FeatvizError(
+            f"{source}: channels must be a count, a list of indices, 'all' or 'top:N'; got {value!r}"
+        ) from None
     if count < 1:
         raise FeatvizError(f"{source}: channels must be at least 1; got {count}")
     return count
@@ -204,7 +207,10 @@ def add_options(parser: pytest.Parser) -> None:
         "--featviz-channels",
         metavar="N|all|I,J",
         default=None,
-        help=f"channels per layer: the first N, 'all', or indices (ini: featviz_channels; default {DEFAULT_CHANNELS}).",
+        help=(
+            "channels per layer: the first N, 'all', indices (0,3,7), or top:N, the N of highest activation"
+            f" (ini: featviz_channels; default {DEFAULT_CHANNELS})."
+        ),
     )
     group.addoption(
         "--featviz-normalize",
@@ -280,7 +286,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("featviz_threshold", "lowest per-channel SSIM that still matches", default=None)
     parser.addini("featviz_stat_tolerance", "largest channel statistic change, in golden std units", default=None)
     parser.addini("featviz_rms_tolerance", "largest RMS picture difference, in golden spread units", default=None)
-    parser.addini("featviz_channels", "channels per layer: N, 'all' or indices", default=None)
+    parser.addini("featviz_channels", "channels per layer: N, 'all', indices or top:N", default=None)
     parser.addini("featviz_normalize", f"normalization: {', '.join(NORMALIZE_MODES)}", default=None)
 
 
@@ -299,6 +305,13 @@ def from_pytest(config: pytest.Config) -> Settings:
     else:
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         report_dir = Path(base, config.getini("featviz_report_dir") or DEFAULT_REPORT_DIR)
+    golden_dir, report_dir = Path(os.path.normpath(golden_dir)), Path(os.path.normpath(report_dir))
+    if golden_dir == report_dir or golden_dir in report_dir.parents or report_dir in golden_dir.parents:
+        raise pytest.UsageError(
+            f"the featviz report directory {report_dir} and the golden directory {golden_dir} overlap: the report's"
+            " files would mix with the committed goldens, and each run clears the report; give them separate"
+            " directories (--featviz-report-dir, --featviz-golden-dir)"
+        )
     settings = Settings(
         golden_dir=golden_dir,
         update=bool(config.getoption("featviz_update")),

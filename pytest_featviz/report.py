@@ -554,8 +554,18 @@ def append_step_summary(path: Path, text: str) -> None:
 
 
 def junit_properties(results: Iterable[SnapshotResult]) -> list[tuple[str, object]]:
-    """``(name, path)`` pairs for the JUnit XML ``<properties>`` of a test: every file of its report."""
-    return [(f"featviz:{r.name}:{role}", path) for r in results for role, path in sorted(r.artifacts.items())]
+    """``(name, value)`` pairs for the JUnit XML ``<properties>`` of a test: per snapshot its outcome, the lowest
+    SSIM of the layers compared, the first drifted layer, and every file of its report."""
+    properties: list[tuple[str, object]] = []
+    for r in results:
+        properties.append((f"featviz:{r.name}:outcome", r.outcome))
+        ssims = [layer.min_ssim for layer in r.layers if layer.ssim]
+        if ssims:
+            properties.append((f"featviz:{r.name}:min_ssim", f"{min(ssims):.4f}"))
+        if r.first_drifted is not None:
+            properties.append((f"featviz:{r.name}:first_drifted", r.first_drifted))
+        properties.extend((f"featviz:{r.name}:{role}", path) for role, path in sorted(r.artifacts.items()))
+    return properties
 
 
 def attachment_lines(results: Iterable[SnapshotResult]) -> str:

@@ -363,6 +363,23 @@ def test_threshold_outside_range_is_a_usage_error(featviz_pytester: pytest.Pytes
     assert not (featviz_pytester.path / "golden").exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--featviz-report-dir", "golden"],
+        ["--featviz-report-dir", "golden/report"],
+        ["--featviz-golden-dir", "featviz-report/g"],
+    ],
+)
+def test_a_report_directory_overlapping_the_goldens_is_a_usage_error(
+    featviz_pytester: pytest.Pytester, args: list[str]
+) -> None:
+    featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = featviz_pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: the featviz report directory * and the golden directory * overlap: *"])
+
+
 # -- faults during --featviz-update ---------------------------------------------------------------------------------
 
 HANG_CONFTEST = """

@@ -160,6 +160,8 @@ def test_junitxml_properties_and_attachments(drifted: pytest.Pytester) -> None:
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
     mosaic = properties["featviz:0:mosaic:2"]
     assert mosaic is not None and Path(mosaic).name == "diff-2.png" and Path(mosaic).is_file()
+    assert properties["featviz:0:outcome"] == "drifted" and properties["featviz:0:first_drifted"] == "2"
+    assert float(properties["featviz:0:min_ssim"] or "nan") < 0.99
     out = case.findtext("system-out") or ""
     assert f"[[ATTACHMENT|{Path(mosaic).resolve()}]]" in out
 
