@@ -275,7 +275,8 @@ def summary_lines(results: Sequence[SnapshotResult]) -> list[str]:
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines.extend(
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in (rows if floors else [])
         )
         for floor in floors:
             lines.extend(f"  {floor.name}: not comparable under {reason}" for reason in floor.reasons)

@@ -142,6 +142,18 @@ def test_a_layer_without_margin_is_marked(subject: pytest.Pytester) -> None:
     )
 
 
+def test_a_drifted_snapshot_is_not_calibrated(subject: pytest.Pytester) -> None:
+    subject.runpytest("--featviz-update").assert_outcomes(passed=3)
+    subject.makepyfile(featviz_models=MODELS.replace("torch.manual_seed(0)", "torch.manual_seed(5)"))
+    result = subject.runpytest("--featviz-calibrate", "-k", "test_conv")
+    result.assert_outcomes(failed=1)  # the drift fails as in a check
+    section = _section(result)
+    start = next(i for i, line in enumerate(section) if line.startswith("test_subject.py::test_conv"))
+    # no table that would credit the drift to the perturbations, and no advice to loosen a tolerance
+    assert section[start + 1].startswith("  all: not calibrated: this snapshot drifted from its golden")
+    assert "no margin" not in result.stdout.str()
+
+
 def test_calibrate_with_update_is_refused(subject: pytest.Pytester) -> None:
     result = subject.runpytest("--featviz-calibrate", "--featviz-update")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
