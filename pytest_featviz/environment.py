@@ -283,6 +283,17 @@ def current_environment(model: nn.Module, inputs: Any) -> Environment:
 # -- fingerprints ----------------------------------------------------------------------------------------------
 
 
+def _as_compared(tensor: torch.Tensor) -> torch.Tensor:
+    """A float64 tensor as float32, else ``tensor``: fingerprints read float64 values rounded to float32, so a model
+    and input converted with ``.double()`` keep the fingerprints of their float32 selves (the conversion is exact),
+    and a drift message under float64 does not call weights and input changed that only changed type."""
+    return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
+
+
+def _dtype_label(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype == torch.float64 else dtype
+
+
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_LENGTH]
@@ -316,7 +327,7 @@ def input_fingerprint(inputs: Any) -> str:
     def feed(value: Any) -> None:
         nonlocal stable
         if isinstance(value, torch.Tensor):
-            tensor = value.detach()
+            tensor = _as_compared(value.detach())
             hasher.update(f"tensor{tuple(tensor.shape)}{tensor.dtype};".encode())
             if tensor.numel():
                 # the bytes, as on the CPU, of a contiguous copy: the same values give the same hash on any device
@@ -359,7 +370,7 @@ def _word_rows(tensor: torch.Tensor) -> torch.Tensor | None:
     4-, 8- and 16-byte elements are 1, 2 or 4 int32 words; 1- and 2-byte elements stay int8 / int16 (the caller
     widens them to int32 in its own library).
     """
-    data = tensor.detach()
+    data = _as_compared(tensor.detach())
     if data.numel() == 0:
         return None
     if data.dtype == torch.bool:
@@ -481,7 +492,8 @@ class ParameterFingerprints:
                 else:
                     values = torch.stack([_tensor_sums(tensor) for _, tensor in group]).tolist()  # one transfer
                 for (key, tensor), sums in zip(group, values, strict=True):
-                    self._sums[key] = (f"{tuple(tensor.shape)}{tensor.dtype}", [int(v) for v in sums])
+                    label = f"{tuple(tensor.shape)}{_dtype_label(tensor.dtype)}"
+                    self._sums[key] = (label, [int(v) for v in sums])
 
     def of(self, module: nn.Module) -> str:
         """The fingerprint of ``module``'s parameters and buffers (its submodules' included)."""

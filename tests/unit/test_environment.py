@@ -313,7 +313,8 @@ def test_input_fingerprint_hashes_values_shapes_and_structure() -> None:
     changed = x.clone()
     changed[0, 1, 4, 4] += 1e-6
     assert input_fingerprint(changed) != input_fingerprint(x)
-    assert input_fingerprint(x.double()) != input_fingerprint(x)
+    assert input_fingerprint(x.double()) == input_fingerprint(x)  # float64 is read rounded to float32
+    assert input_fingerprint(x.half()) != input_fingerprint(x)
     assert input_fingerprint(x.reshape(1, 2, 25)) != input_fingerprint(x)
     assert input_fingerprint({"a": x, "b": 2}) != input_fingerprint({"a": x, "b": 3})
     assert input_fingerprint((x, x)) != input_fingerprint([x, x])
@@ -483,3 +484,17 @@ def test_keyed_directories_sit_beside_the_shared_one_and_map_back() -> None:
     assert golden.shared_dir(Path("golden/test_m/test_a/0@cuda")) == shared
     assert golden.shared_dir(shared) == shared
     assert golden.shared_dir(Path("g/t/block@1")) == Path("g/t/block@1")  # not a device key
+
+
+def test_a_model_and_input_converted_to_float64_keep_their_fingerprints() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    x = torch.rand(1, 3, 8, 8)
+    layers = {"0": model[0]}
+    single = provenance(model, x, layers)
+    double = provenance(model.double(), x.double(), layers)
+    assert (double.model, double.layers, double.input) == (single.model, single.layers, single.input)
+    assert double.environment.dtype == "float64"  # the environment sentence still tells the conversion
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 1e-3  # a real change in float64 still shows
+    assert provenance(model, x.double(), layers).model != single.model
