@@ -247,24 +247,36 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
     sidecars = [root / golden.SIDECAR] if (root / golden.SIDECAR).is_file() else sorted(root.rglob(golden.SIDECAR))
     if not sidecars:
         raise CommandError(f"no {golden.SIDECAR} under {root}: not a golden directory")
-    total = 0
+    total, damaged = 0, 0
     for count, sidecar in enumerate(sidecars):
         directory = sidecar.parent
-        stored = golden.read_sidecar(directory)
+        label = directory.relative_to(root).as_posix() if directory != root else str(directory)
+        out.write(("\n" if count else "") + f"{label}\n")
+        try:
+            stored = golden.read_sidecar(directory)
+        except golden.GoldenError as exc:  # one damaged snapshot: said, and the others still shown
+            out.write(f"  damaged: {exc}\n")
+            damaged += 1
+            continue
         assert stored is not None
         files = sorted(p for p in directory.iterdir() if p.is_file())
         size = sum(p.stat().st_size for p in files)
         total += size
-        label = directory.relative_to(root).as_posix() if directory != root else str(directory)
-        out.write(("\n" if count else "") + f"{label}\n")
         out.write(
             f"  normalize {stored.normalize}, {stored.bit_depth}-bit, format {stored.format},"
-            f" {len(stored.layers)} layers, {len(files)} files, {size} bytes\n"
+            f" {len(stored.layers)} layers, {len(files)} files, {size} bytes{_made_on(stored.provenance)}\n"
         )
-        rows = [["layer", "shape", "layout", "tile", "channels", "mosaic", "bytes"]]
+        rows = [["layer", "shape", "layout", "tile", "channels", "mosaic", "bytes", "state"]]
+        problems = []
         for layer in stored.layers:
             picture = directory / layer.file
             height, width = mosaic_size(len(layer.channels), layer.tile_shape)
+            try:
+                golden.read_layer(directory, layer, stored.bit_depth)  # hash, header and geometry, as a check does
+                state = "ok"
+            except golden.GoldenError as exc:
+                state = "damaged"
+                problems.append(f"  {layer.name}: {exc}")
             rows.append(
                 [
                     layer.name,
@@ -274,12 +286,35 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
                     f"{len(layer.channels)}: {_channel_ranges(layer.channels)}",
                     f"{width}x{height}",
                     str(picture.stat().st_size) if picture.is_file() else "missing",
+                    state,
                 ]
             )
         _table([["  " + row[0], *row[1:]] for row in rows], out)
+        for problem in problems:
+            out.write(problem + "\n")
+        damaged += bool(problems)
     if len(sidecars) > 1:
-        out.write(f"\n{len(sidecars)} snapshots, {total} bytes\n")
-    return 0
+        out.write(f"\n{len(sidecars)} snapshots, {total} bytes")
+        out.write(f"; {damaged} damaged\n" if damaged else "\n")
+    return 1 if damaged else 0
+
+
+def _made_on(provenance: dict[str, Any] | None) -> str:
+    """``; made on cpu with torch 2.14.1``: the environment a sidecar records, if it records one."""
+    environment = (provenance or {}).get("environment")
+    if not isinstance(environment, dict) or "device" not in environment or "torch" not in environment:
+        return ""
+    parts = [f"{environment['device']} with torch {environment['torch']}"]
+    if environment.get("dtype", "float32") != "float32":
+        parts.append(str(environment["dtype"]))
+    float32 = environment.get("dtype", "float32") == "float32"
+    if (
+        environment["device"] == "cuda"
+        and float32
+        and (environment.get("matmul_tf32") or environment.get("cudnn_tf32"))
+    ):
+        parts.append("TF32 on")
+    return "; made on " + ", ".join(parts)
 
 
 def _promote_arguments(parser: argparse.ArgumentParser) -> None:

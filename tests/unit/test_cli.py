@@ -159,14 +159,41 @@ def test_show_prints_what_a_golden_holds(tmp_path: Path, capsys: pytest.CaptureF
     status, lines, _ = run(["show", str(tmp_path / "first")], capsys)
     assert status == 0
     assert lines[1].startswith("  normalize minmax, 8-bit, format ") and ", 1 layers, 2 files, " in lines[1]
+    assert lines[1].endswith(f"; made on cpu with torch {torch.__version__.split('+')[0]}")
     header, relu = (line.split() for line in lines[2:4])
-    assert header == ["layer", "shape", "layout", "tile", "channels", "mosaic", "bytes"]
+    assert header == ["layer", "shape", "layout", "tile", "channels", "mosaic", "bytes", "state"]
     size = (tmp_path / "first" / "1.png").stat().st_size
-    assert relu[:9] == ["1", "(1,", "5,", "6,", "6)", "nchw", "6x6", "4:", "0-2,4"] and relu[10] == str(size)
+    assert relu[:9] == ["1", "(1,", "5,", "6,", "6)", "nchw", "6x6", "4:", "0-2,4"] and relu[10:] == [str(size), "ok"]
     status, lines, _ = run(["show", str(tmp_path)], capsys)
     assert status == 0 and lines[0] == "first" and "second" in lines and lines[-1].startswith("2 snapshots, ")
     head = next(line.split() for line in lines if line.split()[:1] == ["3"])
     assert head[:7] == ["3", "(1,", "3)", "features", "1x3", "1:", "0"]
+
+
+def test_show_says_which_goldens_are_damaged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from torch import nn
+
+    from pytest_featviz.config import Settings
+    from pytest_featviz.snapshot import TestIdentity, check_snapshot
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU())
+    identity = TestIdentity("t.py::t", "t.py", "t", "pytest --featviz-update t.py::t")
+    for name in ("a", "b", "c"):
+        settings = Settings(golden_dir=tmp_path, update=True)
+        check_snapshot(model, torch.randn(1, 3, 6, 6), ["0", "1"], settings, tmp_path / name, identity, name)
+    (tmp_path / "a" / "1.png").write_bytes(b"<html>not a picture</html>")
+    (tmp_path / "b" / "snapshot.json").write_text("{")
+    status, lines, _ = run(["show", str(tmp_path)], capsys)
+    assert status == 1
+    relu = next(line.split() for line in lines if line.split()[:1] == ["1"])
+    assert relu[-1] == "damaged"
+    assert any(line.startswith("  1: golden picture ") and "is not a PNG" in line for line in lines)
+    assert lines[lines.index("b") + 1].startswith("  damaged: golden sidecar ") and "is not valid JSON" in "".join(
+        lines
+    )
+    assert "c" in lines and lines[-1].endswith("; 2 damaged")
 
 
 def test_show_refuses_a_directory_without_goldens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
