@@ -131,6 +131,13 @@ def _number(value: Any, key: str, source: str) -> float:
     return number
 
 
+def _whole(value: Any) -> int:
+    """``value`` as an int when it is a whole number (``4``, ``4.0``, ``"4"``); ``ValueError`` for ``4.7``."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
 def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
     """A channel selection from code or text: ``16``, ``"16"``, ``"all"``, ``"top:16"``, ``[0, 3]`` or ``"0,3"``."""
     if isinstance(value, str):
@@ -148,7 +155,7 @@ def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
             value = text
     try:
         if isinstance(value, Sequence) and not isinstance(value, str):
-            indices = tuple(int(v) for v in value)
+            indices = tuple(_whole(v) for v in value)
             if not indices:
                 raise FeatvizError(f"{source}: channels is an empty list: select at least one channel")
             if any(i < 0 for i in indices):
@@ -156,7 +163,7 @@ def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
             return indices
         if isinstance(value, bool):
             raise ValueError
-        count = int(value)
+        count = _whole(value)
     except (TypeError, ValueError):
         raise FeatvizError(
             f"{source}: channels must be a count, a list of indices, 'all' or 'top:N'; got {value!r}"

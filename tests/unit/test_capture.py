@@ -202,6 +202,8 @@ def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None
         (0, r"channels must be at least 1"),
         ("some", r"channels must be"),
         ([], r"channels is an empty list"),
+        (4.7, r"channels must be a count, a list of indices, 'all' or 'top:N'; got 4.7"),  # not 4
+        ([0, 1.5], r"got \[0, 1.5\]"),
     ],
 )
 def test_bad_channel_selection_is_a_clear_error(tmp_path: Path, channels: object, message: str) -> None:
