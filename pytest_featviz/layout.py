@@ -445,6 +445,11 @@ def keep(
     """What a hook keeps of ``output`` of ``module`` (or of a module with these hints): the leaf, its layout, its
     selected channels as maps. ``images``: whether the model's input holds an image (:func:`image_input`)."""
     tensor = pick(output, leaf)
+    if tensor.is_complex():  # float32 maps would keep the real part only, silently
+        raise LayoutError(
+            f"the output is complex ({tensor.dtype}); feature maps are real: snapshot a module that returns its"
+            " magnitude or real part (.abs(), .real), or an earlier layer"
+        )
     found = module if isinstance(module, Hints) else hints(module)
     layout = plan(tuple(tensor.shape), found, images=images, hidden=is_hidden_state(found, leaf))
     channels = choose_channels(spec, tensor, layout)

@@ -283,3 +283,8 @@ def test_channel_selection_does_not_apply_to_one_picture_layouts(spec: object) -
     features = keep(ramp(1, 64), nn.Linear(8, 64), None, spec)  # type: ignore[arg-type]
     assert features.layout == "features" and features.channels == (0,)
     assert features.maps.shape == (1, 1, 64)
+
+
+def test_a_complex_output_is_a_clear_error() -> None:
+    with pytest.raises(LayoutError, match=r"the output is complex \(torch.complex64\); feature maps are real"):
+        keep(torch.zeros(1, 2, 4, 4, dtype=torch.complex64), nn.Conv2d(2, 2, 1), None, 2)
