@@ -31,6 +31,7 @@ what it computes in a check, which runs no such pass.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from pytest_featviz.capture import LayerTrace, Target, trace
+from pytest_featviz.environment import input_tensors
 from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, hints, image_input, plan
 from pytest_featviz.records import FeatvizError
 
@@ -265,22 +267,11 @@ def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     refuse_torchscript(model)
     if not any(True for _ in model.children()):
         raise _no_submodules(model)
-    devices = sorted(
-        {t.device.index or 0 for t in [*model.parameters(), *model.buffers(), *_tensors(inputs)] if t.is_cuda}
-    )
+    tensors = itertools.chain(model.parameters(), model.buffers(), input_tensors(inputs))
+    devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
     with torch.random.fork_rng(devices=devices):  # as if this pass had not drawn
         traces = trace(model, _copied(inputs))
     return default_layers(traces, model, images=image_input(inputs))
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        return [t for item in value.values() for t in _tensors(item)]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    return []
 
 
 def _copied(value: Any) -> Any:
