@@ -8,7 +8,8 @@ is a pure function of those, so it is the same on every run; its label is stored
 Batch axis. Batch item 0 is taken from dimension 0, except for a 3-D output that is sequence first, ``(S, B, E)``:
 the output of a module built with ``batch_first=False`` (an RNN, ``nn.MultiheadAttention``, a transformer layer or
 ``nn.Transformer``, the torch default) or of any module inside one, or inside a module whose attention, RNN and
-transformer children are all sequence first; and the hidden states of an RNN (``lstm+1+0``: ``h_n`` is
+transformer children are all sequence first, unless the output is ``(1, N, E)`` with ``N > 1`` (a block that
+transposes around its attention, with a batch of one); and the hidden states of an RNN (``lstm+1+0``: ``h_n`` is
 ``(layers, B, H)`` whatever ``batch_first`` says). Those take batch item 0 from dimension 1, and their label says
 ``(batch axis 1)``.
 
@@ -259,7 +260,10 @@ def plan(
     """
     shape = tuple(int(s) for s in shape)
     found = module_hints or Hints()
-    if len(shape) == 3 and (hidden or found.sequence_first):
+    # A (1, N, E) output is batch first whatever the modules around it say: a block may transpose around its
+    # sequence-first attention, and a batch of one on dimension 1 would leave a one-token sequence of N items.
+    told = found.sequence_first and not (shape[:1] == (1,) and shape[1:2] != (1,))
+    if len(shape) == 3 and (hidden or told):
         layout = _plan((shape[1], shape[0], shape[2]), found, images)
         return replace(layout, batch_axis=1)
     return _plan(shape, found, images)

@@ -211,6 +211,27 @@ def test_a_custom_block_around_sequence_first_attention_is_sequence_first() -> N
     assert not hints(nn.Linear(8, 8)).sequence_first  # nothing tells: batch first, as before
 
 
+def test_a_batch_of_one_on_dimension_zero_is_read_batch_first_inside_a_sequence_first_block() -> None:
+    class Transposing(nn.Module):  # takes (B, N, E), transposes around its sequence-first attention
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2)
+            self.mlp = nn.Sequential(nn.Linear(8, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.transpose(0, 1)
+            x = x + self.attn(y, y, y)[0].transpose(0, 1)
+            return x + self.mlp(x)
+
+    block = Transposing()
+    found = hints(block.mlp[0], [block.mlp, block])
+    assert found.sequence_first
+    output = ramp(1, 6, 8)  # (B=1, N=6, E): batch first, though the block's attention is not
+    kept = keep(output, found, None, "all", images=False)
+    assert kept.layout == "token-image" and torch.equal(kept.maps[0], output[0])
+    assert keep(ramp(6, 1, 8), found, None, "all").layout == "token-image (batch axis 1)"  # (S, B=1, E)
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_rnn_output_and_hidden_states_keep_batch_item_zero(batch_first: bool) -> None:
     torch.manual_seed(0)
