@@ -121,7 +121,10 @@ def test_ini_featviz_channels(
 @pytest.mark.parametrize(
     ("ini_line", "message"),
     [
-        ("featviz_channels = lots", "*featviz ini: channels must be a count, a list of indices, 'all' or 'top:N'*'lots'*"),
+        (
+            "featviz_channels = lots",
+            "*featviz ini: channels must be a count, a list of indices, 'all' or 'top:N'*lots*",
+        ),
         ("featviz_noise_floor = sometimes", "*featviz ini: noise_floor must be true or false; got 'sometimes'*"),
     ],
 )
