@@ -4,11 +4,11 @@ A golden snapshot is stale when its test file ran completely (every collected te
 nothing of it was deselected or dropped, nothing failed during collection, and the run was no ``--lf`` run) and
 either no collected test of that file owns it (the test was removed or renamed) or its test passed without using it
 (the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not have reached its
-snapshot call. So are the goldens named like a test function one of whose collected variants failed or was skipped
-(``test_a`` while pytest-repeat's ``test_a[1-2]`` fails). A test dropped from the collection without the
-``pytest_deselected`` hook (a conftest's ``items[:] = [...]``, or ``--lf``, which leaves out the passing tests of a
-file as it collects it) makes its file incomplete. Goldens of test files that
-were not collected are never looked at. Under pytest-xdist the workers send what they collected in
+snapshot call. So are the goldens of every variant of a test function one of whose collected variants failed or
+was skipped (``test_a`` and ``test_a[x]`` while pytest-repeat's ``test_a[1-2]`` fails). A test collected but not
+run, however it was dropped (``-k``, a conftest's ``items[:] = [...]`` in any hook order), and an ``--lf`` run
+(which leaves out the passing tests of a file as it collects it, with no hook that says so) make the file
+incomplete. Goldens of test files that were not collected are never looked at. Under pytest-xdist the workers send what they collected in
 ``workeroutput`` and the controller, which receives every test report, decides. This module imports nothing heavy
 at pytest start-up; the golden layout is imported only at session end, when a golden directory exists.
 """
@@ -16,7 +16,7 @@ at pytest start-up; the golden layout is imported only at session end, when a go
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class StaleGoldens:
         self.prune = bool(config.getoption("featviz_prune", False))
         self.worker_output: dict[str, Any] | None = getattr(config, "workeroutput", None)
         self.tests: dict[str, tuple[str, str]] = {}  # node id -> (test file, test name)
-        self.functions: dict[str, str] = {}  # node id -> the test function's name, without parametrize ids
+        self.collected: dict[str, str] = {}  # node id -> test file, of every item collected, before any filter
         self.incomplete: set[str] = set()  # test files with a deselected test
         self.collect_errors: set[str] = set()  # node ids of collectors that failed
         self.finished: set[str] = set()  # node ids whose teardown reported
@@ -72,16 +72,8 @@ class StaleGoldens:
         for item in items:
             self.incomplete.add(self.location(item)[0])
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> Generator[None, None, None]:
-        # A test dropped here without pytest_deselected (a conftest filtering ``items[:] = [...]``) leaves its file
-        # run in part, though no hook says so: compare the items before and after.
-        before = list(items)
-        yield
-        kept = {id(item) for item in items}
-        for item in before:
-            if id(item) not in kept:
-                self.incomplete.add(self.location(item)[0])
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        self.collected[item.nodeid] = self.location(item)[0]
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # A file named with a node id (``test_m.py::test_x``) was collected only in part: the tests left out are
@@ -92,9 +84,13 @@ class StaleGoldens:
         last_failed = bool(session.config.getoption("lf", False))
         for item in session.items:
             self.tests[item.nodeid] = self.location(item)
-            self.functions[item.nodeid] = str(getattr(item, "originalname", None) or item.name)
             if last_failed or (named and item.path.resolve() in named):
                 self.incomplete.add(self.tests[item.nodeid][0])
+        # A test collected but not run, whatever dropped it (-k, a conftest's ``items[:] = [...]`` in any hook
+        # order), leaves its file run in part.
+        for node_id, test_file in self.collected.items():
+            if node_id not in self.tests:
+                self.incomplete.add(test_file)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -108,7 +104,6 @@ class StaleGoldens:
             return
         for node_id, (test_file, test_name) in collected["tests"].items():
             self.tests[node_id] = (test_file, test_name)
-        self.functions.update(collected["functions"])
         self.incomplete.update(collected["incomplete"])
         self.collect_errors.update(collected["collect_errors"])
 
@@ -129,7 +124,6 @@ class StaleGoldens:
         if self.worker_output is not None:
             self.worker_output[WORKER_OUTPUT_KEY] = {
                 "tests": {node_id: list(location) for node_id, location in self.tests.items()},
-                "functions": self.functions,
                 "incomplete": sorted(self.incomplete),
                 "collect_errors": sorted(self.collect_errors),
             }
@@ -174,12 +168,11 @@ class StaleGoldens:
                 continue
             self.files_checked += 1
             owners = {sanitize_name(name): ids for name, ids in tests.items()}
-            families: dict[str, list[str]] = {}  # the variants of each test function (parametrize, pytest-repeat)
-            for ids in tests.values():
-                for node_id in ids:
-                    families.setdefault(sanitize_name(self.functions.get(node_id, "")), []).append(node_id)
+            families: dict[str, list[str]] = {}  # the variants of each test function: parametrize, pytest-repeat
+            for name, ids in owners.items():
+                families.setdefault(_family(name), []).extend(ids)
             for test_dir in _subdirectories(file_dir):
-                ids = owners.get(test_dir.name, []) + families.get(test_dir.name, [])
+                ids = owners.get(test_dir.name, []) + families.get(_family(test_dir.name), [])
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in _subdirectories(test_dir):
@@ -235,6 +228,12 @@ class StaleGoldens:
 
     def files_checked_text(self) -> str:
         return f"{self.files_checked} test file(s) that ran completely"
+
+
+def _family(test_dir: str) -> str:
+    """The test function a test directory belongs to: its name without parametrize ids (``TestC.test_q[a-1-2]`` ->
+    ``TestC.test_q``)."""
+    return test_dir.split("[", 1)[0]
 
 
 def _subdirectories(directory: Path) -> list[Path]:

@@ -253,9 +253,10 @@ def test_last_failed_and_a_conftest_filter_leave_files_incomplete(
     result.assert_outcomes(passed=1)
     assert "stale golden" not in result.stdout.str()
     assert _snapshots(project.path) == ALL
-    # a conftest that filters the items itself, without pytest_deselected
+    # a conftest that filters the items itself, without pytest_deselected, in a wrapper around every other hook
     project.makeconftest(
-        "def pytest_collection_modifyitems(items):\n    items[:] = [i for i in items if i.name != 'test_c']\n"
+        "import pytest\n\n\n@pytest.hookimpl(wrapper=True)\ndef pytest_collection_modifyitems(items):\n"
+        "    result = yield\n    items[:] = [i for i in items if i.name != 'test_c']\n    return result\n"
     )
     result = project.runpytest("--featviz-prune")
     result.assert_outcomes(passed=2)
@@ -271,17 +272,41 @@ from featviz_models import make_input, make_model
 @pytest.mark.parametrize("run", ["1-2", "2-2"])  # what pytest-repeat's --count=2 makes of test_a
 def test_a(feature_snapshot, run):
     feature_snapshot(make_model(), make_input(), layers=["0"])
+
+
+class TestC:
+    @pytest.mark.parametrize("run", ["u-1-2"])  # of TestC.test_q[u]
+    def test_q(self, feature_snapshot, run):
+        feature_snapshot(make_model(), make_input(), layers=["0"])
 """
+
+REPEATED_BEFORE = (
+    BEFORE.replace("test_b", "test_x")
+    + """
+
+import pytest
+
+
+class TestC:
+    @pytest.mark.parametrize("run", ["u"])
+    def test_q(self, feature_snapshot, run):
+        feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+)
 
 
 def test_a_failing_variant_of_a_test_function_keeps_the_functions_goldens(featviz_pytester: pytest.Pytester) -> None:
-    featviz_pytester.makepyfile(featviz_models=MODELS, test_rep=BEFORE.replace("test_b", "test_x"))
-    featviz_pytester.runpytest("--featviz-update", "test_rep.py").assert_outcomes(passed=3)
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_rep=REPEATED_BEFORE)
+    featviz_pytester.runpytest("--featviz-update", "test_rep.py").assert_outcomes(passed=4)
     featviz_pytester.makepyfile(test_rep=REPEATED)
     result = featviz_pytester.runpytest("--featviz-prune", "test_rep.py")
-    result.assert_outcomes(failed=2)  # no golden for test_a[1-2] and test_a[2-2]
+    result.assert_outcomes(failed=3)  # no golden for test_a[1-2], test_a[2-2] and TestC.test_q[u-1-2]
     result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*"])  # test_x and test_c: no such function now
-    assert _snapshots(featviz_pytester.path / "golden") == ["test_rep/test_a/drop", "test_rep/test_a/keep"]
+    assert _snapshots(featviz_pytester.path / "golden") == [
+        "test_rep/TestC.test_q[u]/0",
+        "test_rep/test_a/drop",
+        "test_rep/test_a/keep",
+    ]
 
 
 IN_TEARDOWN = """
