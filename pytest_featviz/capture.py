@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_featviz.layout import ChannelSpec, Hints, first_tensor, image_input, keep
+from pytest_featviz.layout import ChannelSpec, Hints, first_tensor, input_facts, keep
 from pytest_featviz.records import FeatvizError
 
 
@@ -140,7 +140,7 @@ def capture(
     """
     captured: list[LayerCapture] = []
     errors: list[BaseException] = []
-    images = image_input(inputs)
+    facts = input_facts(inputs)
 
     def make_hook(target: Target) -> Callable[..., None]:
         count = 0
@@ -159,7 +159,7 @@ def capture(
                 return
             try:
                 spec = channels(name) if callable(channels) else channels
-                kept = keep(output, module if target.hints is None else target.hints, target.leaf, spec, images=images)
+                kept = keep(output, module if target.hints is None else target.hints, target.leaf, spec, facts=facts)
             except ValueError as exc:
                 errors.append(FeatvizError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
                 return

@@ -107,13 +107,13 @@ def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
 
     from pytest_featviz.capture import LayerTrace, call_name, run_model
     from pytest_featviz.layers import canonical_name, default_layers, module_hints, module_index
-    from pytest_featviz.layout import LayoutError, image_input, plan, tensor_leaves
+    from pytest_featviz.layout import LayoutError, input_facts, plan, tensor_leaves
 
     index = module_index(model)  # refuses TorchScript
     found = {name: _Layer(name, type(module).__name__) for name, module in index.items()}
     traces: list[LayerTrace] = []
     known: dict[int, Any] = {}
-    images = image_input(inputs)
+    facts = input_facts(inputs)
 
     def make_hook(name: str) -> Callable[..., None]:
         layer = found[name]
@@ -125,7 +125,7 @@ def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
             traces.append(LayerTrace(call_name(name, len(layer.shapes)), shape))
             layer.shapes.append(shape)
             try:
-                layer.layouts.append(plan(shape, found_hints, images=images).label if shape is not None else "")
+                layer.layouts.append(plan(shape, found_hints, facts=facts).label if shape is not None else "")
             except LayoutError:
                 layer.layouts.append("-")
             if not layer.leaves and leaves and leaves[0][0]:  # a tuple/list/dict output
@@ -148,7 +148,7 @@ def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
             handle.remove()
         for module, flag in training:
             module.training = flag
-    return list(found.values()), default_layers(traces, model, images=images)
+    return list(found.values()), default_layers(traces, model, facts=facts)
 
 
 def _format_shape(shape: tuple[int, ...] | None) -> str:

@@ -17,11 +17,12 @@ layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; f
 that runs several times (RAFT's update block) only the last call counts. Grids of 1 x 1 are skipped when larger ones
 exist. When that gives fewer than four layers (isotropic networks such as ViT, dilated
 segmentation backbones, RAFT), it adds four evenly spaced blocks of the network's longest run of siblings with a
-spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for ViT-B/16): siblings of one class, a run of
-blocks (modules with submodules) before a run of single layers, then the shallower parent, then the longer run. At
-most eight layers are taken, spread evenly over the forward order. Without any spatial output (an MLP, a text or
-sequence model), the shallowest modules that ran are taken (the direct children of the model, unless only deeper
-ones ran), topped up the same way by blocks of the longest run of siblings when they are fewer than four.
+spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for ViT-B/16): siblings of one class, the run that
+holds the most modules (twelve transformer layers before the dropouts inside one), then the shallower parent. At
+most eight layers are taken, spread evenly over the forward order. Without any spatial output (a text or sequence
+model, an MLP): when such a run is one of blocks (modules with submodules), four of its blocks and the module that
+ran last at the top (a GPT's ``h.0, h.4, h.7, h.11, lm_head``); else the shallowest modules that ran (the direct
+children of the model, unless only deeper ones ran), topped up by the run when they are fewer than four.
 
 The shape-only pass runs on a copy of the input's tensors and with the random number generators' state restored
 afterwards, so a forward pass that normalizes its input in place or draws random numbers computes in the capture
@@ -42,7 +43,7 @@ from torch import nn
 
 from pytest_featviz.capture import LayerTrace, Target, trace
 from pytest_featviz.environment import input_tensors
-from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, hints, image_input, plan
+from pytest_featviz.layout import LEAF_SEPARATOR, Hints, InputFacts, LayoutError, hints, input_facts, plan
 from pytest_featviz.records import FeatvizError
 
 LayerSpec = Union[None, str, type, nn.Module, Iterable[Union[str, type, nn.Module]]]  # noqa: UP007 (runtime, 3.10)
@@ -271,7 +272,7 @@ def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
     with torch.random.fork_rng(devices=devices):  # as if this pass had not drawn
         traces = trace(model, _copied(inputs))
-    return default_layers(traces, model, images=image_input(inputs))
+    return default_layers(traces, model, facts=input_facts(inputs))
 
 
 def _copied(value: Any) -> Any:
@@ -288,22 +289,30 @@ def _copied(value: Any) -> Any:
 
 
 def spatial_grid(
-    shape: tuple[int, ...] | None, module_hints: Hints | None = None, *, images: bool = True
+    shape: tuple[int, ...] | None,
+    module_hints: Hints | None = None,
+    *,
+    facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
 ) -> tuple[int, ...] | None:
     """The spatial grid of an output for the default choice: H x W, T x H x W, or ``None`` when not spatial."""
     if shape is None:
         return None
     try:
-        return plan(shape, module_hints, images=images).grid
+        return plan(shape, module_hints, facts=facts).grid
     except LayoutError:
         return None
 
 
-def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None, *, images: bool = True) -> list[str]:
+def default_layers(
+    traces: Sequence[LayerTrace],
+    model: nn.Module | None = None,
+    *,
+    facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
+) -> list[str]:
     """The default choice (see the module doc) from a shape trace; names are canonical, with ``@k`` call suffixes.
 
     ``model`` gives the module types that tell NHWC maps and tokens apart; without it every 4-D output is NCHW.
-    ``images``: whether the model's input holds an image (:func:`layout.image_input`); without, tokens have no grid.
+    ``facts``: what the model's input tells (:func:`layout.input_facts`): without an image, tokens have no grid.
     """
     index = module_index(model) if model is not None else {}
     found: dict[str, Hints] = {}
@@ -316,7 +325,7 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None,
         name = module_name(item)
         if name not in found:
             found[name] = module_hints(model, index, name, known) if model is not None else Hints()
-        return spatial_grid(item.shape, found[name], images=images)
+        return spatial_grid(item.shape, found[name], facts=facts)
 
     def depth(item: LayerTrace) -> int:
         return module_name(item).count(".") + 1
@@ -332,11 +341,14 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None,
         ran = [t for t in traces if t.shape is not None]
         if not ran:
             return []
-        top = min(depth(t) for t in ran)
-        picked = {id(t): t for t in ran if depth(t) == top}
-        if len(picked) < MIN_DEFAULT_LAYERS:
-            for item in _blocks(ran, index):
-                picked.setdefault(id(item), item)
+        top = [t for t in ran if depth(t) == min(depth(t) for t in ran)]
+        blocks, are_blocks = _blocks(ran, index)
+        if are_blocks:  # a transformer or RNN stack: its blocks, and the module that ran last at the top (the head)
+            picked = {id(t): t for t in [*blocks, top[-1]]}
+        else:
+            picked = {id(t): t for t in top}
+            if len(picked) < MIN_DEFAULT_LAYERS:
+                picked.update((id(t), t) for t in blocks if id(t) not in picked)
         return _spread([canonical_name(t.name) for t in sorted(picked.values(), key=lambda t: order[id(t)])])
     # Deep inside a block, reshapes (window partitions, attention heads) make grids that are no stage of the network.
     shallowest = min(depth(t) for t, _ in spatial)
@@ -350,7 +362,7 @@ def default_layers(traces: Sequence[LayerTrace], model: nn.Module | None = None,
             best[key] = item
     chosen = {id(t): t for t in best.values()}
     if len(chosen) < MIN_DEFAULT_LAYERS:
-        for item in _blocks([t for t, _ in spatial], index):
+        for item in _blocks([t for t, _ in spatial], index)[0]:
             chosen.setdefault(id(item), item)
     ordered = sorted(chosen.values(), key=lambda t: order[id(t)])
     return _spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)))
@@ -364,29 +376,29 @@ def _spread(names: list[str]) -> list[str]:
     return [names[round(i * step)] for i in range(MAX_DEFAULT_LAYERS)]
 
 
-def _blocks(items: Sequence[LayerTrace], index: dict[str, nn.Module]) -> list[LayerTrace]:
-    """Evenly spaced members of the longest run of sibling modules of one class among ``items``.
+def _blocks(items: Sequence[LayerTrace], index: dict[str, nn.Module]) -> tuple[list[LayerTrace], bool]:
+    """Evenly spaced members of the heaviest run of sibling modules of one class among ``items``, and whether they
+    are blocks (modules with submodules).
 
-    A run of blocks (modules with submodules: transformer layers, residual blocks) wins over a run of single layers
-    (the dropouts and norms inside one block), then the run of the shallower parent (stages before the conv-norm
-    units inside one), then the longer run, then the first in forward order. Without the modules (``index`` empty)
-    all siblings are one run.
+    A run weighs the modules its members hold: twelve transformer layers outweigh the three dropouts inside one, and
+    three residual stages the five conv-norm units of a small head; among equals the shallower parent, then the
+    first in forward order. Without the modules (``index`` empty) all siblings are one run, weighing its length.
     """
     runs: dict[tuple[str, str], list[LayerTrace]] = {}
+    weights: dict[tuple[str, str], int] = {}
     containers: dict[tuple[str, str], bool] = {}
     for item in items:
         name = canonical_name(item.name).split("@")[0]
         module = index.get(name)
         key = (name.rpartition(".")[0], type(module).__qualname__ if module is not None else "")
         runs.setdefault(key, []).append(item)
+        weights[key] = weights.get(key, 0) + (sum(1 for _ in module.modules()) if module is not None else 1)
         containers[key] = module is not None and any(True for _ in module.children())
     runs = {key: run for key, run in runs.items() if len(run) >= 2}
     if not runs:
-        return []
-    key = max(runs, key=lambda k: (containers[k], -k[0].count(".") - bool(k[0]), len(runs[k])))
+        return [], False
+    key = max(runs, key=lambda k: (weights[k], -k[0].count(".") - bool(k[0])))
     run = runs[key]
-    if len(run) < 2:
-        return []
     count = min(MIN_DEFAULT_LAYERS, len(run))
     step = (len(run) - 1) / (count - 1)
-    return [run[round(i * step)] for i in range(count)]
+    return [run[round(i * step)] for i in range(count)], containers[key]

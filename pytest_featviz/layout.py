@@ -1,17 +1,22 @@
 """Output layouts: how one module output becomes channel maps ``(channels, height, width)`` (torch).
 
 A hook hands :func:`keep` the module and its output. The output's *leaf* is picked (see below), its *layout* is
-decided from its shape, the module's type and whether the model's input holds an image, the channels are selected,
-and only batch item 0 and the selected channels are copied, at hook time, to float32 on the CPU. The layout decision
-is a pure function of those, so it is the same on every run; its label is stored in the golden's sidecar.
+decided from its shape, the module's type and what the model's input tells (:func:`input_facts`: the image's sides
+and batch size, or that there is no image), the channels are selected, and only batch item 0 and the selected
+channels are copied, at hook time, to float32 on the CPU. The layout decision is a pure function of those, so it is
+the same on every run; its label is stored in the golden's sidecar.
 
-Batch axis. Batch item 0 is taken from dimension 0, except for a 3-D output that is sequence first, ``(S, B, E)``:
-the output of a module built with ``batch_first=False`` (an RNN, ``nn.MultiheadAttention``, a transformer layer or
-``nn.Transformer``, the torch default) or of any module inside one, or inside a module whose attention, RNN and
-transformer children are all sequence first, unless the output is ``(1, N, E)`` with ``N > 1`` (a block that
-transposes around its attention, with a batch of one); and the hidden states of an RNN (``lstm+1+0``: ``h_n`` is
-``(layers, B, H)`` whatever ``batch_first`` says). Those take batch item 0 from dimension 1, and their label says
-``(batch axis 1)``.
+Batch axis. Batch item 0 is taken from dimension 0 or, for some 3-D outputs, from dimension 1 (the label then says
+``(batch axis 1)``):
+
+* an RNN's hidden states (``lstm+1+0``: ``h_n`` is ``(layers, B, H)`` whatever ``batch_first`` says): dimension 1;
+  attention weights (``attn+1``: ``(B, L, S)`` whatever ``batch_first`` says): dimension 0;
+* when the input holds an image of batch size B and exactly one of dimensions 0 and 1 is B: that one (a DETR or
+  CLIP model's ``(S, B, E)`` and ``(B, S, E)`` outputs told apart, whatever modules make them);
+* else dimension 1 for the output of an RNN, ``nn.MultiheadAttention``, transformer layer or ``nn.Transformer`` of
+  torch built with ``batch_first=False`` (the torch default), and of any module inside such a transformer module;
+  dimension 0 for everything else, modules of your own around a sequence-first attention included (they may
+  transpose around it).
 
 Layouts (``label``: rule -> maps):
 
@@ -21,17 +26,19 @@ Layouts (``label``: rule -> maps):
   a module that tells nothing, such as a GELU or a permute, takes the hints of its nearest ancestor that does).
   torchvision's Swin stages give ``(1, 56, 56, 96)``.
 * ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above), in a model whose
-  input holds an image (a tensor of 4 or more dimensions, or an array or picture of 3), and whose ``N`` minus ``P``
+  input holds an image (a tensor of 4 or more dimensions, or an array or picture), and whose ``N`` minus ``P``
   prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and fewer than a
-  grid row) is a square ``H x H`` with ``H >= 2`` -> C maps of H x H, the prefix tokens dropped.
+  grid row) is a square ``H x H`` with ``H >= 2`` and H dividing both sides of the image (patches cover the picture:
+  a text tower's 128 tokens beside a 224 px image are no 11 x 11 grid) -> C maps of H x H, the prefix tokens
+  dropped.
 * ``token-image``: ``(B, N, C)`` from such a module when no square grid fits or the input holds no image (a text or
   sequence model: its tokens are no patches of a picture, and none is dropped), or from an RNN -> one map of N x C
   (token rows, channel columns; channel selection does not apply).
 * ``ncl``: any other ``(B, C, L)`` -> C maps of 1 x L.
 * ``features``: ``(B, F)`` -> one map of 1 x F (channel selection does not apply).
+* ``ncthw``: ``(B, C, T, H, W)`` video -> C maps of H x (T * W), the T frames side by side.
 
 Nested tensors (``nn.TransformerEncoder``'s fast path with a padding mask) are read padded with zeros.
-* ``ncthw``: ``(B, C, T, H, W)`` video -> C maps of H x (T * W), the T frames side by side.
 
 Leaves. A tuple, list, dict or namedtuple output is a tree; each tensor leaf has a *selector*, its path of keys
 joined with ``+``: list/tuple positions (``lstm+0``, ``lstm+1+0`` for ``h_n`` of ``(output, (h_n, c_n))``), dict keys
@@ -114,7 +121,17 @@ class Hints:
     channels_first: bool = False
     feature_sizes: frozenset[int] = frozenset()
     recurrent: bool = False
+    attention: bool = False  # nn.MultiheadAttention: its weights leaf (attn+1) is (B, L, S) whatever batch_first says
     sequence_first: bool = False  # 3-D outputs are (S, B, E): see the module doc
+
+
+@dataclass(frozen=True, slots=True)
+class InputFacts:
+    """What a model's input tells about its outputs: the sides of its image (``()``: nothing tells, any token grid
+    may be one; ``None``: the input holds no image, tokens are no picture) and the image's batch size."""
+
+    image_sides: tuple[int, ...] | None = ()
+    batch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +151,8 @@ def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
             sizes.add(int(inner.normalized_shape[-1]))
         elif isinstance(inner, nn.Linear):
             sizes.add(int(inner.out_features))
+        elif isinstance(inner, nn.Embedding):
+            sizes.add(int(inner.embedding_dim))
         elif isinstance(inner, nn.MultiheadAttention):
             sizes.add(int(inner.embed_dim))
         elif isinstance(inner, nn.RNNBase):
@@ -144,24 +163,27 @@ def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
 def own_hints(module: nn.Module) -> Hints | None:
     """What ``module`` itself tells, or ``None`` when it tells nothing (an activation, dropout, a reshape...).
 
-    A convolution, norm or pooling layer is channels first. A ``Linear`` or ``LayerNorm`` gives its own size. A
+    A convolution, norm or pooling layer is channels first. A ``Linear``, ``LayerNorm`` or ``Embedding`` gives its
+    own size. A
     module holding a ``LayerNorm``, attention or RNN gives the sizes of every ``LayerNorm``, ``Linear``, attention
     and RNN inside it. A module holding only ``Linear`` layers (a CNN's classifier head) tells nothing: a 4-D map
     whose width happens to equal a head's size must stay NCHW.
     """
     if isinstance(module, _CHANNELS_FIRST):
         return Hints(channels_first=True)
-    if isinstance(module, (nn.Linear, nn.LayerNorm)):
+    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
         return Hints(feature_sizes=_sizes([module]))
     inner = list(module.modules())
     if any(isinstance(m, (nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase)) for m in inner):
-        return Hints(feature_sizes=_sizes(inner), recurrent=isinstance(module, nn.RNNBase))
+        return Hints(
+            feature_sizes=_sizes(inner),
+            recurrent=isinstance(module, nn.RNNBase),
+            attention=isinstance(module, nn.MultiheadAttention),
+        )
     return None
 
 
-_SEQUENCE_MODULES = (
-    nn.RNNBase,
-    nn.MultiheadAttention,
+_TRANSFORMERS = (
     nn.Transformer,
     nn.TransformerEncoder,
     nn.TransformerDecoder,
@@ -170,34 +192,25 @@ _SEQUENCE_MODULES = (
 )
 
 
-def _known_batch_first(module: nn.Module) -> bool | None:
-    """``batch_first`` of an RNN, attention or transformer module; ``None`` for any other module."""
+def batch_first(module: nn.Module) -> bool | None:
+    """``batch_first`` of an RNN, attention or transformer module of torch; ``None`` for any other module."""
     if isinstance(module, (nn.RNNBase, nn.MultiheadAttention, nn.Transformer)):
         return bool(module.batch_first)
     if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
         return bool(module.self_attn.batch_first)
     if isinstance(module, (nn.TransformerEncoder, nn.TransformerDecoder)) and len(module.layers):
-        return _known_batch_first(module.layers[0])
+        return batch_first(module.layers[0])
     return None
-
-
-def batch_first(module: nn.Module) -> bool | None:
-    """Whether ``module``'s 3-D outputs are batch first: told by the module itself when it is an RNN, attention or
-    transformer module, else by its direct children of those kinds when they all agree; ``None`` when nothing tells."""
-    own = _known_batch_first(module)
-    if own is not None:
-        return own
-    told = {_known_batch_first(child) for child in module.children() if isinstance(child, _SEQUENCE_MODULES)}
-    told.discard(None)
-    return told.pop() if len(told) == 1 else None
 
 
 def hints(
     module: nn.Module | None, ancestors: Sequence[nn.Module] = (), known: dict[int, Hints | None] | None = None
 ) -> Hints:
-    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first); the
-    batch axis from the nearest of them that tells it (:func:`batch_first`).
+    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first).
 
+    Sequence first when the module is an RNN, attention or transformer module of torch built with
+    ``batch_first=False``, or lies inside such a transformer module (its ``linear1``, ``norm2``): torch fixes the
+    layout of their insides. A module of your own around a sequence-first attention tells nothing: it may transpose.
     ``known`` caches :func:`own_hints` by module id across calls on one model (a module's own hints walk its subtree).
     """
     cache: dict[int, Hints | None] = {} if known is None else known
@@ -210,25 +223,24 @@ def hints(
         if own is not None:
             found = own
             break
-    for candidate in candidates:
-        told = batch_first(candidate)
-        if told is not None:
-            return replace(found, sequence_first=not told) if not told else found
-    return found
+    told = batch_first(module) if module is not None else None
+    if told is None:
+        told = next((batch_first(a) for a in ancestors if isinstance(a, _TRANSFORMERS)), None)
+    return replace(found, sequence_first=True) if told is False else found
 
 
-def image_input(inputs: Any) -> bool:
-    """Whether a model's input holds an image: a tensor of 4 or more dimensions, or an array or picture (anything
-    with the array interface) of 2 or more; also when it holds no tensor at all (a path, a caption). A text or
-    sequence model's input (token ids, a ``(B, L, E)`` sequence) holds none, and its tokens are no picture's patches.
-    """
+def input_facts(inputs: Any) -> InputFacts:
+    """What a model's input tells (:class:`InputFacts`): the first tensor of 4 or more dimensions is the image
+    (``(B, C, H, W)``, ``(B, C, T, H, W)``), else an array or picture (anything with the array interface: a numpy
+    array, a PIL image); an input with tensors but no image holds none (token ids, a ``(B, L, E)`` sequence); an
+    input with neither (a path, a caption) tells nothing."""
     seen_tensor = False
     stack = [inputs]
     while stack:
-        value = stack.pop()
+        value = stack.pop(0)
         if isinstance(value, torch.Tensor):
             if value.dim() >= 4:
-                return True
+                return InputFacts(tuple(int(s) for s in value.shape[-2:]), int(value.shape[0]))
             seen_tensor = True
         elif isinstance(value, Mapping):
             stack.extend(value.values())
@@ -236,40 +248,55 @@ def image_input(inputs: Any) -> bool:
             stack.extend(value)
         else:
             interface = getattr(value, "__array_interface__", None)
-            if isinstance(interface, dict) and len(interface.get("shape", ())) >= 2:
-                return True
-    return not seen_tensor
+            shape = tuple(interface.get("shape", ())) if isinstance(interface, dict) else ()
+            if len(shape) >= 4:
+                return InputFacts(tuple(int(s) for s in shape[-2:]), int(shape[0]))
+            if len(shape) == 3:  # (H, W, C) as pictures and most arrays come, or (C, H, W)
+                return InputFacts(tuple(int(s) for s in (shape[:2] if shape[2] <= 4 else shape[1:])))
+            if len(shape) == 2:
+                return InputFacts(tuple(int(s) for s in shape))
+    return InputFacts(None) if seen_tensor else InputFacts()
 
 
-def _square_grid(tokens: int) -> tuple[int, int] | None:
-    """The smallest prefix P and side H with ``tokens - P == H * H``, ``2 <= H``, ``P < H``; ``None`` if none fits."""
+def _square_grid(tokens: int, image_sides: tuple[int, ...]) -> tuple[int, int] | None:
+    """The smallest prefix P and side H with ``tokens - P == H * H``, ``2 <= H``, ``P < H`` and H dividing each side
+    of the image (a grid of patches covers the picture; ``image_sides`` empty: not known); ``None`` if none fits."""
     for prefix in range(min(MAX_PREFIX_TOKENS, tokens) + 1):
         side = math.isqrt(tokens - prefix)
         if side >= 2 and prefix < side and side * side == tokens - prefix:
-            return prefix, side
+            return (prefix, side) if all(length % side == 0 for length in image_sides) else None
     return None
 
 
 def plan(
-    shape: Sequence[int], module_hints: Hints | None = None, *, images: bool = True, hidden: bool = False
+    shape: Sequence[int],
+    module_hints: Hints | None = None,
+    *,
+    facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
+    hidden: bool = False,
+    weights: bool = False,
 ) -> Layout:
     """The layout of an output of ``shape`` from a module with ``module_hints`` (see the module doc).
 
-    ``images``: whether the model's input holds an image (:func:`image_input`); ``hidden``: the output is an RNN's
-    hidden state, batch on axis 1.
+    ``facts``: what the model's input tells (:func:`input_facts`); ``hidden``: the output is an RNN's hidden state,
+    batch on axis 1; ``weights``: attention weights, batch on axis 0.
     """
     shape = tuple(int(s) for s in shape)
     found = module_hints or Hints()
-    # A (1, N, E) output is batch first whatever the modules around it say: a block may transpose around its
-    # sequence-first attention, and a batch of one on dimension 1 would leave a one-token sequence of N items.
-    told = found.sequence_first and not (shape[:1] == (1,) and shape[1:2] != (1,))
-    if len(shape) == 3 and (hidden or told):
-        layout = _plan((shape[1], shape[0], shape[2]), found, images)
-        return replace(layout, batch_axis=1)
-    return _plan(shape, found, images)
+    if len(shape) == 3 and not weights:
+        batch = facts.batch
+        if hidden:
+            second = True
+        elif batch is not None and (shape[0] == batch) != (shape[1] == batch):
+            second = shape[1] == batch  # the image's batch size tells the batch axis of (S, B, E) and (B, S, E)
+        else:
+            second = found.sequence_first
+        if second:
+            return replace(_plan((shape[1], shape[0], shape[2]), found, facts), batch_axis=1)
+    return _plan(shape, found, facts)
 
 
-def _plan(shape: tuple[int, ...], found: Hints, images: bool) -> Layout:
+def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
     if shape and shape[0] == 0:
         raise LayoutError(f"the output's batch is empty (shape {shape}); feature_snapshot keeps batch item 0")
     last_is_feature = (
@@ -284,7 +311,7 @@ def _plan(shape: tuple[int, ...], found: Hints, images: bool) -> Layout:
         if found.recurrent:
             return Layout("token-image", 1, None)
         if last_is_feature:
-            grid = _square_grid(shape[1]) if images else None
+            grid = _square_grid(shape[1], facts.image_sides) if facts.image_sides is not None else None
             if grid is None:
                 return Layout("token-image", 1, None)
             return Layout("tokens", shape[2], (grid[1], grid[1]), grid[0])
@@ -438,16 +465,21 @@ def extract(tensor: torch.Tensor, layout: Layout, channels: tuple[int, ...]) -> 
     return kept.to(device="cpu", copy=True).to(dtype=torch.float32)
 
 
-def is_hidden_state(module_hints: Hints, leaf: str | None) -> bool:
-    """Whether the leaf ``leaf`` of an output is an RNN's hidden state (``h_n``, ``c_n``), not its output sequence."""
-    return module_hints.recurrent and leaf is not None and leaf.split(LEAF_SEPARATOR)[0] != "0"
+def _later_leaf(leaf: str | None) -> bool:
+    """Whether ``leaf`` names anything but a tuple output's first item (an RNN's states, attention weights)."""
+    return leaf is not None and leaf.split(LEAF_SEPARATOR)[0] != "0"
 
 
 def keep(
-    output: Any, module: Hints | nn.Module | None, leaf: str | None, spec: ChannelSpec, *, images: bool = True
+    output: Any,
+    module: Hints | nn.Module | None,
+    leaf: str | None,
+    spec: ChannelSpec,
+    *,
+    facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
 ) -> Kept:
     """What a hook keeps of ``output`` of ``module`` (or of a module with these hints): the leaf, its layout, its
-    selected channels as maps. ``images``: whether the model's input holds an image (:func:`image_input`)."""
+    selected channels as maps. ``facts``: what the model's input tells (:func:`input_facts`)."""
     tensor = pick(output, leaf)
     if tensor.is_complex():  # float32 maps would keep the real part only, silently
         raise LayoutError(
@@ -455,7 +487,10 @@ def keep(
             " magnitude or real part (.abs(), .real), or an earlier layer"
         )
     found = module if isinstance(module, Hints) else hints(module)
-    layout = plan(tuple(tensor.shape), found, images=images, hidden=is_hidden_state(found, leaf))
+    later = _later_leaf(leaf)
+    layout = plan(
+        tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, weights=found.attention and later
+    )
     channels = choose_channels(spec, tensor, layout)
     return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label)
 

@@ -4,11 +4,11 @@ A golden snapshot is stale when its test file ran completely (every collected te
 nothing of it was deselected or dropped, nothing failed during collection, and the run was no ``--lf`` run) and
 either no collected test of that file owns it (the test was removed or renamed) or its test passed without using it
 (the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not have reached its
-snapshot call. So are the goldens of every variant of a test function one of whose collected variants failed or
-was skipped (``test_a`` and ``test_a[x]`` while pytest-repeat's ``test_a[1-2]`` fails). A test collected but not
-run, however it was dropped (``-k``, a conftest's ``items[:] = [...]`` in any hook order), and an ``--lf`` run
-(which leaves out the passing tests of a file as it collects it, with no hook that says so) make the file
-incomplete. Goldens of test files that were not collected are never looked at. Under pytest-xdist the workers
+snapshot call. So are the goldens a failed or skipped variant of a test stands for: ``test_a``'s while
+pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while
+``test_q[u-1-2]`` fails. A test collected but not run, however it was dropped (``-k``, a conftest's
+``items[:] = [...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it
+collects it, with no hook that says so) make the file incomplete. Goldens of test files that were not collected are never looked at. Under pytest-xdist the workers
 send what they collected in ``workeroutput`` and the controller, which receives every test report, decides. This
 module imports nothing heavy at pytest start-up; the golden layout is imported only at session end, when a golden
 directory exists.
@@ -169,11 +169,8 @@ class StaleGoldens:
                 continue
             self.files_checked += 1
             owners = {sanitize_name(name): ids for name, ids in tests.items()}
-            families: dict[str, list[str]] = {}  # the variants of each test function: parametrize, pytest-repeat
-            for name, ids in owners.items():
-                families.setdefault(_family(name), []).extend(ids)
             for test_dir in _subdirectories(file_dir):
-                ids = owners.get(test_dir.name, []) + families.get(_family(test_dir.name), [])
+                ids = [i for name, ids in owners.items() if _variant_of(name, test_dir.name) for i in ids]
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in _subdirectories(test_dir):
@@ -231,10 +228,15 @@ class StaleGoldens:
         return f"{self.files_checked} test file(s) that ran completely"
 
 
-def _family(test_dir: str) -> str:
-    """The test function a test directory belongs to: its name without parametrize ids (``TestC.test_q[a-1-2]`` ->
-    ``TestC.test_q``)."""
-    return test_dir.split("[", 1)[0]
+def _variant_of(test: str, owner: str) -> bool:
+    """Whether test ``test`` is the test whose goldens are in directory ``owner``, or a variant of it that
+    parametrize or pytest-repeat made: ``test_a[x]`` of ``test_a``, ``test_q[u-1-2]`` of ``test_q[u]`` (never
+    ``test_q[U]`` of ``test_q[u]``: a rename in letter case leaves the old golden stale)."""
+    if test == owner:
+        return True
+    if "[" not in owner:
+        return test.split("[", 1)[0] == owner
+    return owner.endswith("]") and test.startswith(owner[:-1] + "-")
 
 
 def _subdirectories(directory: Path) -> list[Path]:

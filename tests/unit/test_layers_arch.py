@@ -202,9 +202,14 @@ def test_top_channels_are_accepted_from_code_cli_and_ini_text() -> None:
 
 def test_a_golden_without_layout_read_another_way_now_drifts_with_the_reason(tmp_path: Path) -> None:
     # Tokens (1, 17, 8) were C=17 maps of 1 x 8 before layouts were recorded; now 8 maps of 4 x 4 (the input is a
-    # picture, of which the tokens are patches).
-    model = nn.Sequential(nn.Flatten(0, 1), nn.Linear(8, 8), nn.LayerNorm(8))
-    tokens = torch.randn(1, 1, 17, 8, generator=torch.Generator().manual_seed(0))
+    # 4 x 4 picture, whose pixels are the patch tokens, after a class token).
+    class Patches(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = x.flatten(2).transpose(1, 2)
+            return torch.cat([tokens[:, :1], tokens], dim=1)
+
+    model = nn.Sequential(Patches(), nn.Linear(8, 8), nn.LayerNorm(8))
+    tokens = torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(0))
     identity = TestIdentity("t.py::t", "t.py", "t", "pytest --featviz-update t.py::t")
     settings = Settings(golden_dir=tmp_path, update=True)
     check_snapshot(model, tokens, ["2"], settings, tmp_path / "snap", identity, "0")
@@ -245,8 +250,9 @@ def test_default_choice_of_a_small_transformer_takes_its_blocks_not_the_insides_
     torch.manual_seed(0)
     chosen = default_selection(Stack(depth, image=True).eval(), torch.randn(1, 3, 32, 32))
     assert chosen == [*(f"blocks.{i}" for i in blocks), "norm"]
+    # without a picture, no output is spatial: the blocks and the module that ran last at the top
     text = default_selection(Stack(depth, image=False).eval(), torch.randint(0, 100, (1, 20)))
-    assert text == ["embed", *(f"blocks.{i}" for i in blocks), "norm"]
+    assert text == [*(f"blocks.{i}" for i in blocks), "norm"]
 
 
 def test_default_choice_of_a_bare_transformer_encoder_takes_its_layers() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,11 +11,13 @@ from torch import nn
 
 from pytest_featviz.layout import (
     Hints,
+    InputFacts,
     LayoutError,
     StoredChannels,
     choose_channels,
     extract,
     hints,
+    input_facts,
     keep,
     pick,
     plan,
@@ -198,38 +201,61 @@ def test_sequence_first_transformer_output_keeps_item_zero_of_every_token() -> N
     assert torch.equal(kept.maps[0], output[:, 0])  # all 12 tokens of batch item 0, not token 0 of both items
 
 
-def test_a_custom_block_around_sequence_first_attention_is_sequence_first() -> None:
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.attn = nn.MultiheadAttention(8, 2)
-            self.mlp = nn.Sequential(nn.Linear(8, 8), nn.GELU())
+class Transposing(nn.Module):
+    """A block of your own that takes (B, N, E) and transposes around its sequence-first attention."""
 
-    block = Block()
-    assert hints(block.mlp[1], [block.mlp, block]).sequence_first
-    assert not hints(nn.MultiheadAttention(8, 2, batch_first=True)).sequence_first
-    assert not hints(nn.Linear(8, 8)).sequence_first  # nothing tells: batch first, as before
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2)
+        self.mlp = nn.Sequential(nn.Linear(8, 8), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.transpose(0, 1)
+        x = x + self.attn(y, y, y)[0].transpose(0, 1)
+        return x + self.mlp(x)
 
 
-def test_a_batch_of_one_on_dimension_zero_is_read_batch_first_inside_a_sequence_first_block() -> None:
-    class Transposing(nn.Module):  # takes (B, N, E), transposes around its sequence-first attention
-        def __init__(self) -> None:
-            super().__init__()
-            self.attn = nn.MultiheadAttention(8, 2)
-            self.mlp = nn.Sequential(nn.Linear(8, 8))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = x.transpose(0, 1)
-            x = x + self.attn(y, y, y)[0].transpose(0, 1)
-            return x + self.mlp(x)
-
+def test_only_torchs_own_sequence_modules_and_their_insides_are_sequence_first() -> None:
     block = Transposing()
-    found = hints(block.mlp[0], [block.mlp, block])
-    assert found.sequence_first
-    output = ramp(1, 6, 8)  # (B=1, N=6, E): batch first, though the block's attention is not
-    kept = keep(output, found, None, "all", images=False)
+    assert hints(block.attn, [block]).sequence_first  # the attention itself: torch says (S, B, E)
+    assert not hints(block.mlp[1], [block.mlp, block]).sequence_first  # a block of your own may transpose
+    assert not hints(block).sequence_first
+    assert not hints(nn.MultiheadAttention(8, 2, batch_first=True)).sequence_first
+    layer = nn.TransformerEncoderLayer(8, 2, 16)
+    assert hints(layer.norm1, [layer]).sequence_first  # inside torch's layer, torch fixes the layout
+
+
+def test_a_batch_first_block_around_sequence_first_attention_keeps_item_zero() -> None:
+    block = Transposing()
+    output = ramp(3, 6, 8)  # (B=3, N=6, E)
+    kept = keep(output, hints(block.mlp[1], [block.mlp, block]), None, "all")
     assert kept.layout == "token-image" and torch.equal(kept.maps[0], output[0])
-    assert keep(ramp(6, 1, 8), found, None, "all").layout == "token-image (batch axis 1)"  # (S, B=1, E)
+
+
+def test_the_images_batch_size_tells_the_batch_axis() -> None:
+    facts = InputFacts((32, 32), 3)  # a batch of 3 pictures
+    sequence_first = ramp(10, 3, 8)  # DETR's encoder: (S, B, E), from a module of your own
+    kept = keep(sequence_first, TOKENS, None, "all", facts=facts)
+    assert kept.layout == "token-image (batch axis 1)" and torch.equal(kept.maps[0], sequence_first[:, 0])
+    heads = ramp(3, 10, 8)  # DETR's heads after hs.transpose(0, 1): (B, Q, E), though inside nothing tells
+    kept = keep(heads, replace(TOKENS, sequence_first=True), None, "all", facts=facts)
+    assert kept.layout == "token-image" and torch.equal(kept.maps[0], heads[0])
+    # when both or neither dimension is the batch size, the modules tell
+    assert keep(ramp(3, 3, 8), replace(TOKENS, sequence_first=True), None, "all", facts=facts).layout.endswith(
+        "(batch axis 1)"
+    )
+
+
+def test_attention_weights_are_batch_first_whatever_the_attention_says() -> None:
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(8, 2).eval()  # batch_first=False
+    x = torch.randn(6, 3, 8)  # (L, B, E)
+    with torch.no_grad():
+        output = attn(x, x, x)
+    values = keep(output, hints(attn), None, "all")
+    assert values.layout == "token-image (batch axis 1)" and torch.equal(values.maps[0], output[0][:, 0])
+    weights = keep(output, hints(attn), "1", "all")  # (B, L, S)
+    assert weights.layout == "ncl" and torch.equal(weights.maps[:, 0], output[1][0])
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -250,40 +276,41 @@ def test_rnn_output_and_hidden_states_keep_batch_item_zero(batch_first: bool) ->
     assert hidden.maps.shape == (1, 2, 4) and torch.equal(hidden.maps[0], h_n[:, 0])
 
 
-def test_tokens_of_a_model_without_an_image_input_are_no_picture_grid() -> None:
-    output = ramp(1, 128, 8)  # 128 = 7 + 11 x 11: read as a grid only when the input is a picture
-    assert keep(output, TOKENS, None, "all", images=True).layout == "tokens:7+11x11"
-    text = keep(output, TOKENS, None, "all", images=False)
-    assert text.layout == "token-image"
-    assert torch.equal(text.maps[0], output[0])  # every token kept, the first ones included
+def test_tokens_are_a_picture_grid_only_beside_an_image_the_grid_divides() -> None:
+    output = ramp(1, 128, 8)  # 128 = 7 + 11 x 11
+    assert keep(output, TOKENS, None, "all").layout == "tokens:7+11x11"  # nothing known of the input
+    assert keep(output, TOKENS, None, "all", facts=InputFacts((33, 66), 1)).layout == "tokens:7+11x11"
+    for facts in (InputFacts(None), InputFacts((224, 224), 1)):  # a text model; a text tower beside a 224 px picture
+        text = keep(output, TOKENS, None, "all", facts=facts)
+        assert text.layout == "token-image"
+        assert torch.equal(text.maps[0], output[0])  # every token kept, the first ones included
+    vit = ramp(1, 197, 8)  # ViT-B/16 at 224 px: 1 + 14 x 14
+    assert keep(vit, TOKENS, None, 2, facts=InputFacts((224, 224), 1)).layout == "tokens:1+14x14"
 
 
 @pytest.mark.parametrize(
     ("inputs", "expected"),
     [
-        (torch.zeros(1, 3, 8, 8), True),
-        (torch.zeros(1, 3, 2, 8, 8), True),
-        ((torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 5, dtype=torch.long)), True),
-        (torch.zeros(1, 128, dtype=torch.long), False),  # token ids
-        ({"input_ids": torch.zeros(1, 9, dtype=torch.long), "mask": torch.ones(1, 9)}, False),
-        (torch.zeros(1, 128, 8), False),  # an embedded sequence
-        ("a photo of a cat", True),  # nothing tells: as before
+        (torch.zeros(2, 3, 8, 12), InputFacts((8, 12), 2)),
+        (torch.zeros(1, 3, 2, 8, 8), InputFacts((8, 8), 1)),
+        ((torch.zeros(1, 5, dtype=torch.long), torch.zeros(4, 3, 8, 8, dtype=torch.uint8)), InputFacts((8, 8), 4)),
+        (torch.zeros(1, 128, dtype=torch.long), InputFacts(None)),  # token ids
+        ({"input_ids": torch.zeros(1, 9, dtype=torch.long), "mask": torch.ones(1, 9)}, InputFacts(None)),
+        (torch.zeros(1, 128, 8), InputFacts(None)),  # an embedded sequence
+        ("a photo of a cat", InputFacts()),  # nothing tells: any grid may be one
     ],
 )
-def test_image_input_tells_pictures_from_sequences(inputs: object, expected: bool) -> None:
-    from pytest_featviz.layout import image_input
-
-    assert image_input(inputs) is expected
+def test_input_facts_tell_pictures_from_sequences(inputs: object, expected: InputFacts) -> None:
+    assert input_facts(inputs) == expected
 
 
-def test_image_input_reads_arrays_and_pictures_by_their_array_interface() -> None:
+def test_input_facts_read_arrays_and_pictures_by_their_array_interface() -> None:
     import numpy as np
     from PIL import Image
 
-    from pytest_featviz.layout import image_input
-
-    assert image_input(Image.new("RGB", (4, 4)))
-    assert image_input(np.zeros((4, 4, 3), np.uint8))
+    assert input_facts(Image.new("RGB", (6, 4))) == InputFacts((4, 6))
+    assert input_facts(np.zeros((4, 5, 3), np.uint8)) == InputFacts((4, 5))
+    assert input_facts(np.zeros((2, 3, 4, 5), np.float32)) == InputFacts((4, 5), 2)
 
 
 @pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
@@ -291,7 +318,7 @@ def test_a_nested_tensor_is_read_padded() -> None:
     nested = torch.nested.nested_tensor([torch.ones(3, 8), torch.ones(2, 8)])
     (leaf,) = [tensor for _, tensor in tensor_leaves(nested)]
     assert leaf.shape == (2, 3, 8) and leaf[1, 2].abs().sum() == 0
-    assert keep(nested, TOKENS, None, "all", images=False).maps.shape == (1, 3, 8)
+    assert keep(nested, TOKENS, None, "all", facts=InputFacts(None)).maps.shape == (1, 3, 8)
 
 
 def test_an_empty_batch_is_a_clear_error() -> None:
