@@ -8,10 +8,10 @@ snapshot call. So are the goldens a failed or skipped variant of a test stands f
 pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while
 ``test_q[u-1-2]`` fails. A test collected but not run, however it was dropped (``-k``, a conftest's
 ``items[:] = [...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it
-collects it, with no hook that says so) make the file incomplete. Goldens of test files that were not collected are never looked at. Under pytest-xdist the workers
-send what they collected in ``workeroutput`` and the controller, which receives every test report, decides. This
-module imports nothing heavy at pytest start-up; the golden layout is imported only at session end, when a golden
-directory exists.
+collects it, with no hook that says so) make the file incomplete. Goldens of test files that were not collected
+are never looked at. Under pytest-xdist the workers send what they collected in ``workeroutput`` and the
+controller, which receives every test report, decides. This module imports nothing heavy at pytest start-up; the
+golden layout is imported only at session end, when a golden directory exists.
 """
 
 from __future__ import annotations
