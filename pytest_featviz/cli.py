@@ -244,12 +244,11 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
     root = Path(args.golden_dir)
     if not root.is_dir():
         raise CommandError(f"{root} is not a directory")
-    sidecars = [root / golden.SIDECAR] if (root / golden.SIDECAR).is_file() else sorted(root.rglob(golden.SIDECAR))
-    if not sidecars:
+    snapshots = _snapshot_dirs(root)
+    if not snapshots:
         raise CommandError(f"no {golden.SIDECAR} under {root}: not a golden directory")
     total, damaged = 0, 0
-    for count, sidecar in enumerate(sidecars):
-        directory = sidecar.parent
+    for count, directory in enumerate(snapshots):
         label = directory.relative_to(root).as_posix() if directory != root else str(directory)
         out.write(("\n" if count else "") + f"{label}\n")
         try:
@@ -293,10 +292,21 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
         for problem in problems:
             out.write(problem + "\n")
         damaged += bool(problems)
-    if len(sidecars) > 1:
-        out.write(f"\n{len(sidecars)} snapshots, {total} bytes")
+    if len(snapshots) > 1:
+        out.write(f"\n{len(snapshots)} snapshots, {total} bytes")
         out.write(f"; {damaged} damaged\n" if damaged else "\n")
     return 1 if damaged else 0
+
+
+def _snapshot_dirs(root: Path) -> list[Path]:
+    """The snapshot directories at or below ``root``: those with a sidecar, and those with pictures but none (a
+    sidecar lost in a merge, which a check fails on too); hidden ones (an interrupted update's) left out."""
+    from pytest_featviz import golden
+
+    if (root / golden.SIDECAR).is_file():
+        return [root]
+    found = {p.parent for p in root.rglob(golden.SIDECAR)} | {p.parent for p in root.rglob("*.png")}
+    return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts))
 
 
 def _made_on(provenance: dict[str, Any] | None) -> str:

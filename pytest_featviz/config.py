@@ -313,7 +313,8 @@ def from_pytest(config: pytest.Config) -> Settings:
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         report_dir = Path(base, config.getini("featviz_report_dir") or DEFAULT_REPORT_DIR)
     golden_dir, report_dir = Path(os.path.normpath(golden_dir)), Path(os.path.normpath(report_dir))
-    if golden_dir == report_dir or golden_dir in report_dir.parents or report_dir in golden_dir.parents:
+    real_golden, real_report = golden_dir.resolve(), report_dir.resolve()  # through symlinks too
+    if real_golden == real_report or real_golden in real_report.parents or real_report in real_golden.parents:
         raise pytest.UsageError(
             f"the featviz report directory {report_dir} and the golden directory {golden_dir} overlap: the report's"
             " files would mix with the committed goldens, and each run clears the report; give them separate"

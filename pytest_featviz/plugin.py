@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 SETTINGS_KEY = pytest.StashKey[Settings]()
 RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
 SENT_KEY = pytest.StashKey[int]()  # how many of an item's records already travel with one of its reports
+HTML_SENT_KEY = pytest.StashKey[int]()  # how many of them pytest-html already shows
+RUN_KEY = pytest.StashKey[int]()  # which run of the item this is: 1, then 2 under pytest-rerunfailures, ...
 TRACKER_KEY = pytest.StashKey["SessionTracker"]()
 MARKER_HELP = (
     "featviz(preset=, threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=, deterministic=,"
@@ -133,6 +135,9 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     ):
         if request.config.getoption(option, None):
             extra += [flag, str(request.config.getoption(option))]
+    for override in request.config.getoption("override_ini", None) or ():  # -o featviz_golden_dir=...
+        if str(override).split("=", 1)[0].strip() in ("featviz_golden_dir", "featviz_golden_key"):
+            extra += ["-o", str(override)]
     command = update_command(_node_id_from(item, request.config.invocation_params.dir), extra)
     identity = TestIdentity(item.nodeid, test_file, test_name, command)
     results = item.stash.setdefault(RESULTS_KEY, [])
@@ -145,35 +150,42 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
 MISSING_LISTED = 10  # node ids in the summary's command that creates missing goldens
 
 
-def _create_missing(missing: list[SnapshotResult]) -> str:
+def _create_missing(missing: list[SnapshotResult], drifted_tests: set[str]) -> str:
     """The summary's command that creates the missing goldens, and only those: a bare ``pytest --featviz-update``
     would also rewrite every drifted golden, accepting the drift unseen. Built from each missing snapshot's own
-    command (its options, its node id relative to where pytest ran)."""
+    command (its options, its node id relative to where pytest ran); a test with a drifted snapshot too is left out
+    and named, since updating it would accept that drift."""
     import shlex
 
     from pytest_featviz.snapshot import CREATE_WITH
 
-    commands = []
+    commands, mixed = [], []
     for result in missing:
         line = next((ln for ln in result.message.splitlines() if ln.startswith(CREATE_WITH)), None)
-        if line is not None:
+        if result.test_id in drifted_tests:
+            mixed.append(result.test_id)
+        elif line is not None:
             commands.append(shlex.split(line[len(CREATE_WITH) :]))
+    note = ""
+    if mixed:
+        names = ", ".join(dict.fromkeys(mixed))
+        note = f"; {names} also drifted: review that drift before --featviz-update on it, which accepts both"
     if not commands:
-        return "create the missing goldens with --featviz-update and the node ids of the failing tests"
+        return "create the missing goldens with --featviz-update and the node ids of the failing tests" + note
     ids = list(dict.fromkeys(command[-1] for command in commands))
     shown = shlex.join([*commands[0][:-1], *ids[:MISSING_LISTED]])
     more = f" (and {len(ids) - MISSING_LISTED} more tests: see their messages)" if len(ids) > MISSING_LISTED else ""
-    return f"create the missing goldens with:  {shown}{more}"
+    return f"create the missing goldens with:  {shown}{more}{note}"
 
 
 def _node_id_from(item: pytest.Item, directory: Path) -> str:
     """``item``'s node id as pytest accepts it on a command line run in ``directory``: node ids are relative to the
-    rootdir, a command line's paths to where it runs (a run from a subdirectory of the project)."""
+    rootdir (or, outside it, to the argument that named the file), a command line's paths to where it runs."""
     _, separator, rest = item.nodeid.partition("::")
-    if not separator or Path(directory) == item.config.rootpath:
+    if not separator:
         return item.nodeid
     try:
-        return os.path.relpath(item.path, directory) + separator + rest
+        return os.path.relpath(item.path, directory).replace(os.sep, "/") + separator + rest
     except ValueError:  # another drive on Windows
         return str(item.path) + separator + rest
 
@@ -184,7 +196,8 @@ class SessionTracker:
     def __init__(self, settings: Settings, html: bool = False) -> None:
         self.settings = settings
         self.html = html  # pytest-html is active: diff mosaics go into the failing test's row
-        self.results: list[SnapshotResult] = []
+        # The records of each item (by a key unique per item and process), with the run of the item they are from.
+        self.runs: dict[str, tuple[int, list[SnapshotResult]]] = {}
         self.index: Path | None = None
         # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
         # said in the summary; the tests' own outcomes stand.
@@ -204,7 +217,9 @@ class SessionTracker:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # Each run of a test starts with no records: a rerun (pytest-rerunfailures) counts only its own snapshots.
         item.stash[RESULTS_KEY] = []
-        item.stash[SENT_KEY] = 0
+        item.stash[SENT_KEY] = item.stash[HTML_SENT_KEY] = 0
+        item.stash[RUN_KEY] = item.stash.get(RUN_KEY, 0) + 1
+        item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("featviz:")]
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
@@ -217,18 +232,26 @@ class SessionTracker:
         # Each record travels once, with the first report made after its snapshot: the call report, a subtest's
         # report, or the teardown report of a snapshot taken in a fixture's teardown.
         new, item.stash[SENT_KEY] = records[sent:], len(records)
-        # A plain JSON-able attribute travels with the report from an xdist worker to the controller.
+        # Plain JSON-able attributes travel with the report from an xdist worker to the controller. The run tells
+        # the controller which run of which item the records belong to (node ids need not be unique).
         report.featviz = [record.to_dict() for record in new]
+        report.featviz_run = [f"{os.getpid()}:{id(item)}", item.stash.get(RUN_KEY, 1)]
         from pytest_featviz.report import attachment_lines, html_extras, junit_properties
 
-        item.user_properties.extend(junit_properties(new))  # junitxml reads them from teardown
+        properties = junit_properties(new)
+        item.user_properties.extend(properties)  # junitxml reads them from the teardown report, made from the item
+        if call.when == "teardown":  # made already: a snapshot in a fixture's teardown
+            report.user_properties.extend(properties)
         attachments = attachment_lines(new)
         if attachments and item.config.getoption("xmlpath", None):
             # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
             # report, which carries the item's report sections added from here on.
             item.add_report_section("call", "stdout", attachments)
-        if self.html and item.config.getoption("htmlpath", None):
-            report.extras = [*getattr(report, "extras", []), *html_extras(new)]
+        # pytest-html keeps one report per phase, so a subtest's pictures go with the test's own report
+        if self.html and item.config.getoption("htmlpath", None) and type(report).__name__ != "SubtestReport":
+            shown = item.stash.get(HTML_SENT_KEY, 0)
+            report.extras = [*getattr(report, "extras", []), *html_extras(records[shown:])]
+            item.stash[HTML_SENT_KEY] = len(records)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
@@ -252,10 +275,21 @@ class SessionTracker:
             except OSError as exc:
                 self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
 
+    @property
+    def results(self) -> list[SnapshotResult]:
+        """Every snapshot's record, of each item's last run, in the order the reports came."""
+        return [result for _, results in self.runs.values() for result in results]
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)
-        if records and str(report.outcome) != "rerun":  # a run that pytest-rerunfailures repeats does not count
-            self.results.extend(SnapshotResult.from_dict(record) for record in records)
+        if not records or str(report.outcome) == "rerun":  # a run that pytest-rerunfailures repeats does not count
+            return
+        item, run = getattr(report, "featviz_run", None) or (report.nodeid, 1)
+        held, results = self.runs.get(item, (run, []))
+        if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
+            results = []
+        results.extend(SnapshotResult.from_dict(record) for record in records)
+        self.runs[item] = (run, results)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results and not self.report_errors:
@@ -281,7 +315,10 @@ class SessionTracker:
                 f" (in {self.settings.golden_dir})"
             )
         elif counts[MISSING]:
-            terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
+            drifted_ids = {r.test_id for r in self.results if r.outcome == DRIFTED}
+            terminalreporter.write_line(
+                _create_missing([r for r in self.results if r.outcome == MISSING], drifted_ids)
+            )
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
         for error in self.report_errors:

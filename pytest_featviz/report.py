@@ -607,6 +607,8 @@ def promote(report_dir: Path, root: Path | None = None, select: str | None = Non
         if not isinstance(data.get("root"), str):
             raise ValueError(f"{REPORT_JSON} does not say where its goldens are (an older report): pass --root")
         root = report_dir / data["root"]
+    if not root.is_dir():  # a typo must not grow a golden tree of its own
+        raise ValueError(f"the root {root} is not a directory")
     written = []
     for snapshot in data["snapshots"]:
         if not snapshot["current"] or (select is not None and select not in snapshot["test_id"]):

@@ -388,12 +388,14 @@ def _check(
         keyed = golden.keyed_dir(directory, environment.device_type(model, inputs))
         if keyed.is_dir():
             directory, keyed = keyed, None
+    damaged = False  # a damaged golden that update mode re-creates: counted as updated, not created
     try:
         stored = golden.read_sidecar(directory)
     except GoldenError as exc:
-        if not settings.update or isinstance(exc, golden.GoldenNotFetched):
+        # not over a golden of a newer format, one not fetched from Git LFS, or one the OS refuses to read
+        if not settings.update or not exc.recreatable:
             raise
-        stored = None  # update mode re-creates a damaged golden
+        stored, damaged = None, True
     if stored is None:
         keyed = None  # a missing golden creates the shared one
     spec = _selection(model, inputs, layers, stored)
@@ -434,7 +436,7 @@ def _check(
         if settings.update:
             sidecar, files = fresh()
             golden.write_files(directory, sidecar, files)
-            return evidence(CREATED, results, pictures)
+            return evidence(UPDATED if damaged else CREATED, results, pictures)
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
             f" (looked for {_display_path(directory / golden.SIDECAR)})\n"
@@ -462,7 +464,7 @@ def _check(
             try:
                 result, picture = _compare(item, stored, layer, directory, settings)
             except GoldenError as exc:
-                if not settings.update or isinstance(exc, golden.GoldenNotFetched):
+                if not settings.update or not exc.recreatable:
                     raise
                 # update mode re-creates a damaged picture, as it re-creates a damaged sidecar
                 shape, channels = item.capture.shape, item.capture.channels

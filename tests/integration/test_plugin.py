@@ -326,7 +326,9 @@ def test_x(feature_snapshot):
 """
 
 
-def test_test_files_outside_the_rootdir_keep_goldens_of_their_own(featviz_pytester: pytest.Pytester) -> None:
+def test_test_files_outside_the_rootdir_keep_goldens_of_their_own(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # -c names an ini file elsewhere: the rootdir is its directory, the tests lie outside it
     (featviz_pytester.path / "ci").mkdir()
     (featviz_pytester.path / "ci" / "pytest.ini").write_text(
@@ -344,6 +346,16 @@ def test_test_files_outside_the_rootdir_keep_goldens_of_their_own(featviz_pytest
     drift = featviz_pytester.runpytest(*args)
     drift.assert_outcomes(passed=1, failed=1)
     drift.stdout.fnmatch_lines(["*accept it with:  pytest --featviz-update -c ci/pytest.ini tests/a/test_m.py::test_x"])
+    # run from the ini file's directory on ../tests (node ids relative to that argument): the command still works
+    monkeypatch.chdir(featviz_pytester.path / "ci")
+    drift = featviz_pytester.runpytest(
+        "-c", "pytest.ini", "--import-mode=importlib", "-o", "featviz_golden_key=none", "../tests"
+    )
+    drift.assert_outcomes(passed=1, failed=1)
+    command = "pytest --featviz-update -c pytest.ini -o featviz_golden_key=none ../tests/a/test_m.py::test_x"
+    drift.stdout.fnmatch_lines([f"*accept it with:  {command}"])
+    featviz_pytester.runpytest(*command.split()[1:], "--import-mode=importlib").assert_outcomes(passed=1)
+    featviz_pytester.runpytest("-c", "pytest.ini", "--import-mode=importlib", "../tests").assert_outcomes(passed=2)
 
 
 MIXED = """
@@ -402,3 +414,38 @@ def test_bad_settings_are_reported_without_the_plugins_frames(featviz_pytester: 
         ["*FeatvizError: @pytest.mark.featviz: threshold*high*", "*FeatvizError: *threshold*2*"]
     )
     assert "pytest_featviz/" not in result.stdout.str()
+
+
+TEARDOWN = """
+import os
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture
+def checked(feature_snapshot):
+    yield
+    torch.manual_seed(int(os.environ.get("SEED", "0")))
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), layers=["0"], name="down")
+
+
+def test_it(checked):
+    pass
+"""
+
+
+def test_a_snapshot_in_a_fixture_teardown_reaches_junit_xml(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    featviz_pytester.makepyfile(test_down=TEARDOWN)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    featviz_pytester.runpytest("--junitxml=matched.xml").assert_outcomes(passed=1)
+    monkeypatch.setenv("SEED", "3")
+    featviz_pytester.runpytest("--junitxml=drifted.xml").assert_outcomes(passed=1, errors=1)
+    for name, outcome in (("matched.xml", "matched"), ("drifted.xml", "drifted")):
+        properties = {p.get("name"): p.get("value") for p in ET.parse(featviz_pytester.path / name).iter("property")}
+        assert properties["featviz:down:outcome"] == outcome, name

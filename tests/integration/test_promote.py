@@ -47,6 +47,8 @@ def test_promote_accepts_the_drift_shown_in_the_report(
     assert "nothing promoted: the report in ../featviz-report has no drifted or missing snapshot whose test id" in (
         out.getvalue()
     )
+    assert main(["promote", "../featviz-report", "--root", "no-such-dir"], out=io.StringIO()) == 1
+    assert not (elsewhere / "no-such-dir").exists()  # a typo grows no golden tree
     out = io.StringIO()
     assert main(["promote", "../featviz-report"], out=out) == 0
     assert "promoted ../golden/test_models/test_net/0" in out.getvalue()

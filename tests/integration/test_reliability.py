@@ -172,14 +172,19 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
     result = project.runpytest("--featviz-update")
     if case == "unreadable-dir":
         result.assert_outcomes(passed=1, failed=1)
-        result.stdout.fnmatch_lines(["*GoldenError: cannot write golden snapshot */test_target/0: *"])
+        result.stdout.fnmatch_lines(["*GoldenError: cannot read golden sidecar */test_target/0/snapshot.json: *"])
         assert (project.path / "golden" / "test_two" / "test_target").read_text() == "not a directory"
+    elif case == "sidecar-newer":  # written by a newer pytest-featviz: never downgraded unseen
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(["*GoldenError: " + DAMAGE[case]])
+        assert _files(project.path / "golden") == damaged
     elif case in NOT_FETCHED:
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*GoldenNotFetched: " + DAMAGE[case] + "--featviz-update will not write over it"])
         assert _files(project.path / "golden") == damaged
     else:
         result.assert_outcomes(passed=2)
+        result.stdout.fnmatch_lines(["goldens: 0 created, 1 updated, 1 unchanged*"])  # re-created, not new
         project.runpytest().assert_outcomes(passed=2)
     assert _files(project.path / "golden" / "test_two" / "test_sound") == sound
 
@@ -375,6 +380,10 @@ def test_a_report_directory_overlapping_the_goldens_is_a_usage_error(
     featviz_pytester: pytest.Pytester, args: list[str]
 ) -> None:
     featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    (featviz_pytester.path / "golden").mkdir()
+    (featviz_pytester.path / "link").symlink_to(featviz_pytester.path / "golden")  # the same directory by a link
+    result = featviz_pytester.runpytest("--featviz-report-dir", "link/report")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
     result = featviz_pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: the featviz report directory * and the golden directory * overlap: *"])

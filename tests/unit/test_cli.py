@@ -185,6 +185,8 @@ def test_show_says_which_goldens_are_damaged(tmp_path: Path, capsys: pytest.Capt
         check_snapshot(model, torch.randn(1, 3, 6, 6), ["0", "1"], settings, tmp_path / name, identity, name)
     (tmp_path / "a" / "1.png").write_bytes(b"<html>not a picture</html>")
     (tmp_path / "b" / "snapshot.json").write_text("{")
+    (tmp_path / "lost").mkdir()  # pictures whose sidecar a merge lost
+    (tmp_path / "lost" / "0.png").write_bytes((tmp_path / "c" / "0.png").read_bytes())
     status, lines, _ = run(["show", str(tmp_path)], capsys)
     assert status == 1
     relu = next(line.split() for line in lines if line.split()[:1] == ["1"])
@@ -193,7 +195,10 @@ def test_show_says_which_goldens_are_damaged(tmp_path: Path, capsys: pytest.Capt
     assert lines[lines.index("b") + 1].startswith("  damaged: golden sidecar ") and "is not valid JSON" in "".join(
         lines
     )
-    assert "c" in lines and lines[-1].endswith("; 2 damaged")
+    assert lines[lines.index("lost") + 1].startswith("  damaged: golden snapshot ") and "but no sidecar" in "".join(
+        lines
+    )
+    assert "c" in lines and lines[-1].endswith("; 3 damaged")
 
 
 def test_show_refuses_a_directory_without_goldens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

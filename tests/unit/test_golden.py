@@ -240,6 +240,6 @@ def test_a_damaged_golden_is_a_clear_error_not_a_pass(tmp_path: Path) -> None:
     sidecar.write_text("{not json")
     with pytest.raises(golden.GoldenError, match="is not valid JSON"):
         snapshotter(tmp_path)(_model(), _x(), layers=["0"])
-    # update mode re-creates it
-    assert snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0"]).outcome == "created"
+    # update mode re-creates it: an update of a golden that was there, not a new one
+    assert snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0"]).outcome == "updated"
     assert snapshotter(tmp_path)(_model(), _x(), layers=["0"]).outcome == "matched"
