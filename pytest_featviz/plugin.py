@@ -316,9 +316,7 @@ class SessionTracker:
             )
         elif counts[MISSING]:
             drifted_ids = {r.test_id for r in self.results if r.outcome == DRIFTED}
-            terminalreporter.write_line(
-                _create_missing([r for r in self.results if r.outcome == MISSING], drifted_ids)
-            )
+            terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING], drifted_ids))
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
         for error in self.report_errors:
