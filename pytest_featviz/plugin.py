@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 SETTINGS_KEY = pytest.StashKey[Settings]()
 RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
 SENT_KEY = pytest.StashKey[int]()  # how many of an item's records already travel with one of its reports
-HTML_SENT_KEY = pytest.StashKey[int]()  # how many of them pytest-html already shows
 RUN_KEY = pytest.StashKey[int]()  # which run of the item this is: 1, then 2 under pytest-rerunfailures, ...
 TRACKER_KEY = pytest.StashKey["SessionTracker"]()
 MARKER_HELP = (
@@ -217,7 +216,7 @@ class SessionTracker:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # Each run of a test starts with no records: a rerun (pytest-rerunfailures) counts only its own snapshots.
         item.stash[RESULTS_KEY] = []
-        item.stash[SENT_KEY] = item.stash[HTML_SENT_KEY] = 0
+        item.stash[SENT_KEY] = 0
         item.stash[RUN_KEY] = item.stash.get(RUN_KEY, 0) + 1
         item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("featviz:")]
 
@@ -226,6 +225,12 @@ class SessionTracker:
         outcome = yield
         report = outcome.get_result()
         records = item.stash.get(RESULTS_KEY, [])
+        # pytest-html shows the extras of a test's own setup, call and teardown reports, not of its subtests' (made
+        # here as call reports too): every picture of the run goes with the teardown report, the last one.
+        if self.html and call.when == "teardown" and records and item.config.getoption("htmlpath", None):
+            from pytest_featviz.report import html_extras
+
+            report.extras = [*getattr(report, "extras", []), *html_extras(records)]
         sent = item.stash.get(SENT_KEY, 0)
         if len(records) <= sent:
             return
@@ -236,7 +241,7 @@ class SessionTracker:
         # the controller which run of which item the records belong to (node ids need not be unique).
         report.featviz = [record.to_dict() for record in new]
         report.featviz_run = [f"{os.getpid()}:{id(item)}", item.stash.get(RUN_KEY, 1)]
-        from pytest_featviz.report import attachment_lines, html_extras, junit_properties
+        from pytest_featviz.report import attachment_lines, junit_properties
 
         properties = junit_properties(new)
         item.user_properties.extend(properties)  # junitxml reads them from the teardown report, made from the item
@@ -247,11 +252,6 @@ class SessionTracker:
             # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
             # report, which carries the item's report sections added from here on.
             item.add_report_section("call", "stdout", attachments)
-        # pytest-html keeps one report per phase, so a subtest's pictures go with the test's own report
-        if self.html and item.config.getoption("htmlpath", None) and type(report).__name__ != "SubtestReport":
-            shown = item.stash.get(HTML_SENT_KEY, 0)
-            report.extras = [*getattr(report, "extras", []), *html_extras(records[shown:])]
-            item.stash[HTML_SENT_KEY] = len(records)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):

@@ -194,3 +194,30 @@ def test_serial_and_xdist_write_the_same_report(drifted: pytest.Pytester) -> Non
     assert (drifted.path / "featviz-report/report.json").read_text() == serial
     manifest = (drifted.path / "featviz-report" / ".featviz-manifest").read_text().split()
     assert "index.html" in manifest and "snapshots/test_models/test_net[plain]/0/diff-2.png" in manifest
+
+
+SUBTESTS = """
+import os
+
+import torch
+from torch import nn
+
+
+def test_sub(feature_snapshot, subtests):
+    torch.manual_seed(int(os.environ.get("SEED", "0")))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3))
+    for name in ("s0", "s1"):
+        with subtests.test(msg=name):
+            feature_snapshot(model, torch.ones(1, 1, 8, 8), layers=["0"], name=name)
+"""
+
+
+def test_pytest_html_shows_the_mosaics_of_snapshots_in_subtests(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(test_sub=SUBTESTS)
+    featviz_pytester.runpytest("--featviz-update")
+    monkeypatch.setenv("SEED", "3")
+    featviz_pytester.runpytest("--html=page.html", "--self-contained-html")
+    page = (featviz_pytester.path / "page.html").read_text()
+    assert "featviz s0 mosaic:0" in page and "featviz s1 mosaic:0" in page
