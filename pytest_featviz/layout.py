@@ -63,6 +63,7 @@ from torch import nn
 ChannelSpec = Union[int, Sequence[int], Literal["all"], str, "StoredChannels"]  # noqa: UP007 (runtime alias, 3.10)
 
 LEAF_SEPARATOR = "+"
+UNBATCHED = -1  # Layout.batch_axis of an unbatched sequence: the whole output is item 0
 MAX_PREFIX_TOKENS = 8
 TOP_PREFIX = "top:"
 
@@ -98,7 +99,7 @@ class Layout:
     channels: int
     grid: tuple[int, ...] | None  # (H, W) or (T, H, W) for spatial layouts, else None
     prefix: int = 0
-    batch_axis: int = 0  # 1 for a sequence-first (S, B, E) output and an RNN's hidden states
+    batch_axis: int = 0  # 1 for a sequence-first (S, B, E) output and an RNN's hidden states; UNBATCHED: no batch
 
     @property
     def label(self) -> str:
@@ -106,6 +107,8 @@ class Layout:
         label = self.kind
         if self.kind == "tokens" and self.grid is not None:
             label = f"tokens:{self.prefix}+{self.grid[0]}x{self.grid[1]}"
+        if self.batch_axis == UNBATCHED:
+            return f"{label} (unbatched)"
         return label if self.batch_axis == 0 else f"{label} (batch axis {self.batch_axis})"
 
     @property
@@ -123,6 +126,7 @@ class Hints:
     recurrent: bool = False
     attention: bool = False  # nn.MultiheadAttention: its weights leaf (attn+1) is (B, L, S) whatever batch_first says
     sequence_first: bool = False  # 3-D outputs are (S, B, E): see the module doc
+    sequence: bool = False  # a torch RNN, attention or transformer module, or inside one: 2-D outputs are unbatched
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +230,7 @@ def hints(
     told = batch_first(module) if module is not None else None
     if told is None:
         told = next((batch_first(a) for a in ancestors if isinstance(a, _TRANSFORMERS)), None)
-    return replace(found, sequence_first=True) if told is False else found
+    return found if told is None else replace(found, sequence=True, sequence_first=not told)
 
 
 def input_facts(inputs: Any) -> InputFacts:
@@ -274,16 +278,18 @@ def plan(
     *,
     facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
     hidden: bool = False,
-    weights: bool = False,
+    leading: bool = False,
 ) -> Layout:
     """The layout of an output of ``shape`` from a module with ``module_hints`` (see the module doc).
 
     ``facts``: what the model's input tells (:func:`input_facts`); ``hidden``: the output is an RNN's hidden state,
-    batch on axis 1; ``weights``: attention weights, batch on axis 0.
+    batch on axis 1; ``leading``: the batch is known to lead (attention weights, a padded packed sequence).
     """
     shape = tuple(int(s) for s in shape)
     found = module_hints or Hints()
-    if len(shape) == 3 and not weights:
+    if len(shape) == 2 and found.sequence:  # torch's sequence modules take one unbatched (L, E) sequence too
+        return Layout("token-image", 1, None, batch_axis=UNBATCHED)
+    if len(shape) == 3 and not leading:
         batch = facts.batch
         if hidden:
             second = True
@@ -338,6 +344,11 @@ def tensor_leaves(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tens
     if isinstance(output, torch.Tensor):
         # a nested tensor (ragged batch) has no shape to read; its padded form does
         yield path, output.to_padded_tensor(0.0) if output.is_nested else output
+        return
+    if isinstance(output, nn.utils.rnn.PackedSequence):  # an RNN's packed output: padded, (B, T, H)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True)
+        padded.featviz_leading = True  # type: ignore[attr-defined]  # the batch leads, whatever batch_first says
+        yield path, padded
         return
     if isinstance(output, dict):
         items: list[tuple[str, Any]] = [(str(key), value) for key, value in output.items()]
@@ -403,7 +414,9 @@ def top_count(spec: str) -> int:
 
 
 def _item(tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """Batch item 0 of ``tensor`` (a view)."""
+    """Batch item 0 of ``tensor`` (a view); an unbatched sequence whole."""
+    if layout.batch_axis == UNBATCHED:
+        return tensor.detach()
     return tensor.detach().select(layout.batch_axis, 0)
 
 
@@ -488,9 +501,8 @@ def keep(
         )
     found = module if isinstance(module, Hints) else hints(module)
     later = _later_leaf(leaf)
-    layout = plan(
-        tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, weights=found.attention and later
-    )
+    leading = (found.attention and later) or getattr(tensor, "featviz_leading", False)
+    layout = plan(tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading)
     channels = choose_channels(spec, tensor, layout)
     return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label)
 

@@ -600,7 +600,7 @@ def promote(report_dir: Path, root: Path | None = None, select: str | None = Non
     written), for the snapshots whose test id contains ``select`` (all when ``None``). Returns the golden
     directories written. ``root`` is the directory the report's golden paths are relative to (the rootdir); by
     default the one the report records, relative to the report directory."""
-    from pytest_featviz.golden import write_files
+    from pytest_featviz.golden import GoldenError, read_sidecar, write_files
 
     data = json.loads((report_dir / REPORT_JSON).read_text(encoding="utf-8"))
     if root is None:
@@ -619,6 +619,11 @@ def promote(report_dir: Path, root: Path | None = None, select: str | None = Non
         if any(Path(file).name != file for file in files):
             raise ValueError(f"{current / 'snapshot.json'} names a file outside its directory")
         directory = root / snapshot["golden_dir"]
+        try:
+            read_sidecar(directory)
+        except GoldenError as exc:  # as --featviz-update: never over a newer format, an LFS pointer, an OS error
+            if not exc.recreatable:
+                raise ValueError(str(exc)) from exc
         write_files(directory, sidecar, {file: (current / file).read_bytes() for file in files})
         written.append(directory)
     return written

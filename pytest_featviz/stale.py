@@ -65,6 +65,7 @@ class StaleGoldens:
         self.stale: list[Path] = []
         self.pruned: list[Path] = []
         self.prune_errors: list[str] = []
+        self.kept_files: list[str] = []  # pruned snapshot directories left in place for files that are not ours
         self.files_checked = 0
 
     # -- what was collected (in the main process, or on each xdist worker) --
@@ -186,11 +187,16 @@ class StaleGoldens:
             for picture in sorted(directory.glob("*.png")):
                 picture.unlink()
             (directory / SIDECAR).unlink()
-            directory.rmdir()
         except OSError as exc:
             self.prune_errors.append(f"{directory}: {exc}")
             return
         self.pruned.append(directory)
+        try:
+            directory.rmdir()
+        except OSError:  # it holds files of someone else's (a .DS_Store): they stay, and so does the directory
+            others = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+            self.kept_files.append(f"{directory}: {', '.join(others[:5])}")
+            return
         root = _key(self.golden_root)
         parent = directory.parent
         while _key(parent) != root and _key(parent).startswith(root + os.sep):
@@ -221,6 +227,8 @@ class StaleGoldens:
             terminalreporter.write_line(f"  ... and {len(shown) - LISTED} more")
         for error in self.prune_errors:
             terminalreporter.write_line(f"could not delete {error}")
+        for kept in self.kept_files:
+            terminalreporter.write_line(f"left the directory for files pytest-featviz did not write: {kept}")
         if not self.prune:
             terminalreporter.write_line("delete them with:  pytest --featviz-prune")
 

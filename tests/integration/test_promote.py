@@ -47,6 +47,12 @@ def test_promote_accepts_the_drift_shown_in_the_report(
     assert "nothing promoted: the report in ../featviz-report has no drifted or missing snapshot whose test id" in (
         out.getvalue()
     )
+    sidecar = golden / "snapshot.json"
+    current = sidecar.read_text()
+    sidecar.write_text(current.replace('"format": 1', '"format": 7'))  # as a newer pytest-featviz writes it
+    assert main(["promote", "../featviz-report"], out=io.StringIO()) == 1  # never downgraded unseen
+    assert '"format": 7' in sidecar.read_text()
+    sidecar.write_text(current)
     assert main(["promote", "../featviz-report", "--root", "no-such-dir"], out=io.StringIO()) == 1
     assert not (elsewhere / "no-such-dir").exists()  # a typo grows no golden tree
     out = io.StringIO()

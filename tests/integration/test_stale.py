@@ -340,3 +340,17 @@ def test_a_snapshot_in_a_fixture_teardown_is_counted_and_not_stale(featviz_pytes
         "golden/test_fx/test_uses_fixture/in-setup",
         "golden/test_fx/test_uses_fixture/in-teardown",
     ]
+
+
+def test_a_pruned_snapshot_directory_with_a_file_of_someone_elses_stays(project: pytest.Pytester) -> None:
+    (project.path / "golden" / "test_st" / "test_b" / "0" / ".DS_Store").write_bytes(b"finder")
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "3 stale golden snapshot(s) deleted*",
+            "left the directory for files pytest-featviz did not write: *test_b/0: .DS_Store",
+        ]
+    )
+    leftover = project.path / "golden" / "test_st" / "test_b" / "0"
+    assert sorted(p.name for p in leftover.iterdir()) == [".DS_Store"]

@@ -336,3 +336,33 @@ def test_channel_selection_does_not_apply_to_one_picture_layouts(spec: object) -
 def test_a_complex_output_is_a_clear_error() -> None:
     with pytest.raises(LayoutError, match=r"the output is complex \(torch.complex64\); feature maps are real"):
         keep(torch.zeros(1, 2, 4, 4, dtype=torch.complex64), nn.Conv2d(2, 2, 1), None, 2)
+
+
+def test_an_unbatched_sequence_of_torchs_sequence_modules_is_kept_whole() -> None:
+    torch.manual_seed(0)
+    lstm = nn.LSTM(6, 12).eval()
+    layer = nn.TransformerEncoderLayer(12, 2, 24, batch_first=True).eval()
+    steps = torch.randn(10, 6)  # one sequence, no batch: torch takes it
+    with torch.no_grad():
+        output = lstm(steps)
+        encoded = layer(output[0])
+    kept = keep(output, lstm, None, 16)
+    assert kept.layout == "token-image (unbatched)" and torch.equal(kept.maps[0], output[0])  # every step
+    assert keep(output, lstm, "1+0", 16).layout == "token-image (unbatched)"  # h_n: (layers, H)
+    inside = keep(encoded, hints(layer.norm2, [layer]), None, 16)
+    assert inside.layout == "token-image (unbatched)" and inside.maps.shape == (1, 10, 12)
+    assert keep(torch.zeros(1, 12), nn.Linear(6, 12), None, 16).layout == "features"  # (B, F) elsewhere
+
+
+def test_a_packed_rnn_output_is_read_padded_batch_first() -> None:
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    for batch_first in (False, True):
+        lstm = nn.LSTM(4, 8, batch_first=batch_first).eval()
+        padded = torch.randn(3, 12, 4)  # (B, T, F)
+        packed = pack_padded_sequence(padded, [12, 9, 5], batch_first=True)
+        with torch.no_grad():
+            output = lstm(packed)
+        kept = keep(output, lstm, None, 16)
+        assert kept.layout == "token-image" and kept.maps.shape == (1, 12, 8)  # every step of item 0, not row 0
