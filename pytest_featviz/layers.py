@@ -163,7 +163,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
     aliases = _LazyAliases(model, index)
     for item in items:
         if isinstance(item, nn.Module):
-            item = _name_of(model, index, item)
+            item = _name_of(model, index, aliases, item)
         if isinstance(item, type):
             matched = [n for n, m in index.items() if isinstance(m, item)]
             if not matched:
@@ -241,12 +241,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _name_of(model: nn.Module, index: dict[str, nn.Module], module: nn.Module) -> str:
+def _name_of(model: nn.Module, index: dict[str, nn.Module], aliases: _LazyAliases, module: nn.Module) -> str:
     """The canonical name of a module object of ``model``; an error for a module from elsewhere (or the model)."""
     for name, candidate in index.items():
         if candidate is module:
             return name
-    for name, candidate in _aliases(model, index).items():
+    for name, candidate in aliases.names().items():
         if candidate is module:
             return name
     what = "the model itself" if module is model else f"a {type(module).__name__} that is not a submodule of it"

@@ -175,14 +175,16 @@ class FeatureSnapshot:
         return result
 
 
+def _compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is what ``torch.compile`` returns (told by name: importing torch._dynamo is slow)."""
+    return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
+
+
 def _eager(model: nn.Module) -> nn.Module:
     """The module that ``torch.compile`` wrapped, for a compiled model: hooks added to a compiled model after an
     earlier compilation of its class can be skipped by the compiled code, silently. Its feature maps are the eager
     module's, up to the float noise that the tolerances absorb."""
-    original = getattr(model, "_orig_mod", None)
-    if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module):
-        return original
-    return model
+    return model._orig_mod if _compiled(model) else model  # type: ignore[return-value]
 
 
 def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings) -> FeatvizError:
@@ -263,7 +265,7 @@ def _capture(
     missed = [t for t in targets if call_name(t.name, t.call or 0) not in seen]
     silent = [call_name(t.name, t.call or 0) for t in missed]
     if silent:
-        compiled = [n for n, m in model.named_modules() if type(m).__name__ == "OptimizedModule"]
+        compiled = [n for n, m in model.named_modules() if _compiled(m)]
         raise FeatvizError(
             f"selected layer(s) {', '.join(repr(s) for s in silent)} never ran in the forward pass of"
             f" {type(model).__name__}, so there is nothing to compare; select layers that the forward pass calls"
