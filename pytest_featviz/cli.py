@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pytest_featviz import __version__
-from pytest_featviz.records import FeatvizError
+from pytest_featviz.records import FeatvizError, display_path, environment_words
 
 DEFAULT_INPUT_SHAPE = "1,3,224,224"
 SEED = 0
@@ -314,17 +314,7 @@ def _made_on(provenance: dict[str, Any] | None) -> str:
     environment = (provenance or {}).get("environment")
     if not isinstance(environment, dict) or "device" not in environment or "torch" not in environment:
         return ""
-    parts = [f"{environment['device']} with torch {environment['torch']}"]
-    if environment.get("dtype", "float32") != "float32":
-        parts.append(str(environment["dtype"]))
-    float32 = environment.get("dtype", "float32") == "float32"
-    if (
-        environment["device"] == "cuda"
-        and float32
-        and (environment.get("matmul_tf32") or environment.get("cudnn_tf32"))
-    ):
-        parts.append("TF32 on")
-    return "; made on " + ", ".join(parts)
+    return "; made on " + environment_words(environment)
 
 
 def _promote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -352,24 +342,13 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     except (OSError, ValueError) as exc:
         raise FeatvizError(f"cannot promote from {report_dir}: {exc}") from exc
     for directory in written:
-        out.write(f"promoted {_shown(directory)}\n")
+        out.write(f"promoted {display_path(directory)}\n")
     if not written:
         what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"
         out.write(f"nothing promoted: the report in {report_dir} has no drifted or missing snapshot {what}\n")
         return 1
     out.write(f"{len(written)} golden snapshot(s) replaced by the current render; review and commit them\n")
     return 0
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when that is shorter (paths from a report are ``../..``)."""
-    import os
-
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
-    return relative if len(relative) < len(str(path)) else str(path)
 
 
 COMMANDS: dict[str, Command] = {

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pytest_featviz.records import environment_words, tf32_in_effect
+
 FINGERPRINT_LENGTH = 16  # hex digits kept of a sha256: enough to tell versions apart, short in a sidecar
 # cuBLAS is deterministic only with one of these workspace settings, read by CUDA when it first creates a handle.
 DETERMINISTIC_CUBLAS_CONFIGS = (":4096:8", ":16:8")
@@ -232,18 +234,11 @@ class Environment:
     @property
     def tf32(self) -> bool:
         """Whether TF32 could round this run's float32 matmuls or convolutions (only CUDA has TF32 units)."""
-        return self.device == "cuda" and self.dtype == "float32" and (self.matmul_tf32 or self.cudnn_tf32)
+        return tf32_in_effect(self.to_dict())
 
     def describe(self) -> str:
         """``cuda with torch 2.14.1, TF32 on``: the facts that can move activations, in words."""
-        parts = [f"{self.device} with torch {self.torch}"]
-        if self.dtype != "float32":
-            parts.append(self.dtype)
-        if self.tf32:
-            parts.append("TF32 on")
-        if self.deterministic:
-            parts.append("deterministic algorithms")
-        return ", ".join(parts)
+        return environment_words(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {

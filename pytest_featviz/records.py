@@ -8,7 +8,8 @@ them to the controller and the report can be written without importing torch, nu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,40 @@ UPDATED = "updated"
 OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED)
 
 NORMALIZE_MODES = ("minmax", "sigmoid", "percentile")
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as messages show it: relative to the working directory, unless the absolute path is shorter (a path
+    far up the tree) or there is no relative path (another drive on Windows)."""
+    absolute = os.fspath(path)
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return absolute
+    return relative if len(relative) <= len(absolute) else absolute
+
+
+def tf32_in_effect(environment: Mapping[str, Any]) -> bool:
+    """Whether TF32 could round the float32 matmuls or convolutions of a run with this ``environment`` (a sidecar's
+    record; only CUDA has TF32 units)."""
+    return (
+        environment.get("device") == "cuda"
+        and environment.get("dtype", "float32") == "float32"
+        and bool(environment.get("matmul_tf32") or environment.get("cudnn_tf32"))
+    )
+
+
+def environment_words(environment: Mapping[str, Any]) -> str:
+    """``cuda with torch 2.14.1, TF32 on``: the facts of an ``environment`` record that can move activations."""
+    parts = [f"{environment['device']} with torch {environment['torch']}"]
+    dtype = str(environment.get("dtype", "float32"))
+    if dtype != "float32":
+        parts.append(dtype)
+    if tf32_in_effect(environment):
+        parts.append("TF32 on")
+    if environment.get("deterministic"):
+        parts.append("deterministic algorithms")
+    return ", ".join(parts)
 
 
 class FeatvizError(Exception):

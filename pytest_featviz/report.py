@@ -25,7 +25,16 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pytest_featviz.records import DRIFTED, MATCHED, MISSING, OUTCOMES, Evidence, LayerResult, SnapshotResult
+from pytest_featviz.records import (
+    DRIFTED,
+    MATCHED,
+    MISSING,
+    OUTCOMES,
+    Evidence,
+    LayerResult,
+    SnapshotResult,
+    display_path,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,11 +100,11 @@ class Reporter:
             artifacts = self._write(evidence)
         except OSError as exc:
             return replace(result, message=_join(result.message, f"(featviz could not write the report: {exc})"))
-        lines = [f"diff mosaic of layer {role[7:]!r}: {_display(path)}" for role, path in _mosaics(artifacts)]
+        lines = [f"diff mosaic of layer {role[7:]!r}: {display_path(path)}" for role, path in _mosaics(artifacts)]
         if CURRENT in artifacts:
             lines.append(
-                f"current render: {_display(Path(artifacts[CURRENT]).parent)}"
-                f" (promote it with `featviz promote {shlex.quote(_display(self.report_dir))}`, or copy its files"
+                f"current render: {display_path(Path(artifacts[CURRENT]).parent)}"
+                f" (promote it with `featviz promote {shlex.quote(display_path(self.report_dir))}`, or copy its files"
                 " into the golden directory)"
             )
         return replace(result, artifacts=artifacts, message=_join(result.message, *lines))
@@ -146,13 +155,6 @@ def _join(message: str, *lines: str) -> str:
 
 def _mosaics(artifacts: dict[str, str]) -> list[tuple[str, str]]:
     return [(role, path) for role, path in artifacts.items() if role.startswith("mosaic:")]
-
-
-def _display(path: Path | str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
 
 
 def _encode_rgb(image: npt.NDArray[np.uint8]) -> bytes:
@@ -536,7 +538,7 @@ def step_summary(data: dict[str, Any], index: Path) -> str:
         lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")
     lines += [
         "",
-        f"Diff mosaics and current renders: `{_md(_display(index), 200)}` (upload the report directory as a build"
+        f"Diff mosaics and current renders: `{_md(display_path(index), 200)}` (upload the report directory as a build"
         " artifact, for example with `actions/upload-artifact`, to look at them).",
         "",
     ]

@@ -8,7 +8,6 @@ which is the one place that decides what happens. It owns every message a user r
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from pytest_featviz.records import (
     LayerEvidence,
     LayerResult,
     SnapshotResult,
+    display_path,
 )
 from pytest_featviz.render import (
     TileArray,
@@ -441,7 +441,7 @@ def _check(
             return evidence(UPDATED if damaged else CREATED, results, pictures)
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
-            f" (looked for {_display_path(directory / golden.SIDECAR)})\n"
+            f" (looked for {display_path(directory / golden.SIDECAR)})\n"
             f"{CREATE_WITH}{identity.update_command}"
         )
         return evidence(MISSING, results, pictures, message)
@@ -504,7 +504,7 @@ def _check(
     if keyed is not None:
         explanation.append(
             f"this is the shared golden: there is no golden for {environment.device_type(model, inputs)} yet"
-            f" (--featviz-update would write {_display_path(keyed)} and leave the shared one alone)"
+            f" (--featviz-update would write {display_path(keyed)} and leave the shared one alone)"
         )
     message = drift_message(identity, snapshot_name, directory, results, explanation)
     return evidence(DRIFTED, results, pictures, message)
@@ -612,13 +612,6 @@ def _rewrite(
     golden.write_files(directory, golden.sidecar_text(snapshot), pictures)
 
 
-def _display_path(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
-
-
 def _format_shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
@@ -693,6 +686,6 @@ def drift_message(
         " units of the golden picture's spread; statistics change, the larger change of its mean or std in units of"
         " its golden std"
     )
-    lines.append(f"golden: {_display_path(directory)}")
+    lines.append(f"golden: {display_path(directory)}")
     lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
     return "\n".join(lines)

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from pytest_featviz.records import display_path
+
 WORKER_OUTPUT_KEY = "featviz_collection"
 LISTED = 20  # stale snapshots named in the terminal summary; the rest are counted
 
@@ -222,7 +224,7 @@ class StaleGoldens:
                 f" ({self.files_checked_text()} checked):"
             )
         for directory in shown[:LISTED]:
-            terminalreporter.write_line(f"  {_display(directory)}")
+            terminalreporter.write_line(f"  {display_path(directory)}")
         if len(shown) > LISTED:
             terminalreporter.write_line(f"  ... and {len(shown) - LISTED} more")
         for error in self.prune_errors:
@@ -253,10 +255,3 @@ def _subdirectories(directory: Path) -> list[Path]:
         return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         return []
-
-
-def _display(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
 from pytest_featviz import FeatureDriftError, LayerResult, SnapshotResult
-from pytest_featviz.records import DRIFT, DRIFTED, GONE, MATCH, GoldenMissingError, NoiseFloor
+from pytest_featviz.records import (
+    DRIFT,
+    DRIFTED,
+    GONE,
+    MATCH,
+    GoldenMissingError,
+    NoiseFloor,
+    display_path,
+    environment_words,
+)
 
 
 def _drifted_layer() -> LayerResult:
@@ -71,3 +82,36 @@ def test_errors_are_assertion_errors_for_pytest() -> None:
     error = FeatureDriftError("drift", _result())
     assert isinstance(error, AssertionError) and error.result is not None
     assert issubclass(GoldenMissingError, AssertionError)
+
+
+def test_display_path_is_relative_unless_the_absolute_path_is_shorter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert display_path(deep / "golden" / "test_x") == os.path.join("golden", "test_x")
+    assert display_path(Path("/")) == "/"  # not ../../../.. up to the root
+    assert display_path(str(tmp_path)) == os.path.join("..", "..", "..")
+
+
+@pytest.mark.parametrize(
+    ("environment", "words"),
+    [
+        ({"torch": "2.14.1", "device": "cpu", "dtype": "float32"}, "cpu with torch 2.14.1"),
+        (
+            {"torch": "2.14.1", "device": "cuda", "dtype": "float32", "matmul_tf32": False, "cudnn_tf32": True},
+            "cuda with torch 2.14.1, TF32 on",
+        ),
+        (
+            {"torch": "2.14.1", "device": "cuda", "dtype": "bfloat16", "cudnn_tf32": True},
+            "cuda with torch 2.14.1, bfloat16",
+        ),
+        (
+            {"torch": "2.14.1", "device": "cpu", "cudnn_tf32": True, "deterministic": True},
+            "cpu with torch 2.14.1, deterministic algorithms",
+        ),
+    ],
+)
+def test_environment_words(environment: dict[str, object], words: str) -> None:
+    assert environment_words(environment) == words
