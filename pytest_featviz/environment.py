@@ -1,4 +1,4 @@
-"""Determinism and provenance: the ``deterministic=True`` context, the environment record and cheap fingerprints.
+"""Determinism and provenance: the ``deterministic=True`` context, the environment record, and what a golden records
 
 :func:`deterministic_mode` turns off TF32 (cuBLAS matmul and cuDNN), ``cudnn.benchmark`` and non-deterministic
 algorithms for the duration of one snapshot call and restores every flag afterwards, also when the forward pass
@@ -6,34 +6,23 @@ raised. :class:`Provenance` is what a golden's sidecar records about the run tha
 version, device type, dtype, TF32 flags, deterministic flag) and fingerprints of the input, of each selected layer's
 parameters and buffers, and of the whole model's. :func:`provenance_sentences` turns the difference between a
 golden's provenance and the current one into the sentences a drift message carries.
-
-Parameter fingerprints must cost a fraction of a forward pass and be the same on every device, so they are not
-hashes of the bytes: each tensor's bits are read as int32 words and reduced with wrapping integer sums (the sum of
-the words, and the per-row and per-column sums weighted by position, which catch permuted output channels and
-permuted weights within a row). Wrapping integer addition is exact and associative, so CPU and CUDA give the same
-numbers whatever the reduction order; only the few reduced numbers are hashed. They can miss a change that
-preserves all three sums: the fingerprints explain a verdict, they never make it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
-import json
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from pytest_featviz.fingerprint import UNKNOWN_INPUT, ParameterFingerprints, input_fingerprint
 from pytest_featviz.records import environment_words, tf32_in_effect
 
-FINGERPRINT_LENGTH = 16  # hex digits kept of a sha256: enough to tell versions apart, short in a sidecar
 # cuBLAS is deterministic only with one of these workspace settings, read by CUDA when it first creates a handle.
 DETERMINISTIC_CUBLAS_CONFIGS = (":4096:8", ":16:8")
 # The new fine-grained TF32 switches (torch >= 2.9) that the legacy allow_tf32 setters also move; restored as read.
@@ -273,232 +262,6 @@ def current_environment(model: nn.Module, inputs: Any) -> Environment:
         cudnn_tf32=cudnn,
         deterministic=torch.are_deterministic_algorithms_enabled(),
     )
-
-
-# -- fingerprints ----------------------------------------------------------------------------------------------
-
-
-def _as_compared(tensor: torch.Tensor) -> torch.Tensor:
-    """A float64 tensor as float32, else ``tensor``: fingerprints read float64 values rounded to float32, so a model
-    and input converted with ``.double()`` keep the fingerprints of their float32 selves (the conversion is exact),
-    and a drift message under float64 does not call weights and input changed that only changed type."""
-    return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
-
-
-def _dtype_label(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype == torch.float64 else dtype
-
-
-def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_LENGTH]
-
-
-# The fingerprint of an input holding an object whose only description is its ``repr`` with a memory address
-# (``<Cfg object at 0x7f...>``): that text differs on every run, so no comparison can say whether the input changed.
-UNKNOWN_INPUT = "unknown"
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")  # the end of a default repr: <...Config object at 0x7f...>
-
-
-def _as_array(value: Any) -> np.ndarray[Any, Any] | None:
-    """``value`` as a numpy array when it is one or exposes the array interface (a PIL image); else ``None``."""
-    if isinstance(value, np.ndarray):
-        return value
-    try:
-        return np.asarray(value) if hasattr(value, "__array_interface__") else None
-    except Exception:  # a user object whose interface does not hold (any error): it is told by its repr
-        return None
-
-
-def input_fingerprint(inputs: Any) -> str:
-    """A hash of the input's values: shape, dtype and bytes of every tensor and array (numpy arrays, PIL images and
-    anything else numpy can read as an array), the structure of containers, and the ``repr`` of anything else.
-
-    :data:`UNKNOWN_INPUT` when some part can only be told by a ``repr`` that names a memory address.
-    """
-    hasher = hashlib.sha256()
-    stable = True
-
-    def feed(value: Any) -> None:
-        nonlocal stable
-        if isinstance(value, torch.Tensor):
-            tensor = _as_compared(value.detach())
-            hasher.update(f"tensor{tuple(tensor.shape)}{tensor.dtype};".encode())
-            if tensor.numel():
-                # the bytes, as on the CPU, of a contiguous copy: the same values give the same hash on any device
-                flat = tensor.to("cpu").contiguous().reshape(-1)
-                hasher.update(flat.view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, Mapping):
-            hasher.update(f"dict{len(value)};".encode())
-            for key in sorted(value, key=str):
-                hasher.update(f"{key!s};".encode())
-                feed(value[key])
-        elif isinstance(value, (list, tuple)):
-            hasher.update(f"{type(value).__name__}{len(value)};".encode())
-            for item in value:
-                feed(item)
-        elif (array := _as_array(value)) is not None:
-            # The values, not the repr: numpy elides the middle of a large array's repr, and a PIL image's names
-            # its address.
-            hasher.update(f"{type(value).__name__}{array.shape}{array.dtype.str};".encode())
-            if array.dtype.hasobject:
-                for item in array.ravel():
-                    feed(item)
-            else:
-                hasher.update(np.ascontiguousarray(array).data)  # no copy of an array that is contiguous already
-        else:
-            text = repr(value)
-            stable = stable and not _ADDRESS.search(text)
-            hasher.update(f"{text};".encode())
-
-    feed(inputs)
-    return hasher.hexdigest()[:FINGERPRINT_LENGTH] if stable else UNKNOWN_INPUT
-
-
-_NARROW_INTEGERS = {1: torch.int8, 2: torch.int16}
-_TORCH_SUMS_FROM = 1 << 16  # elements: below, a CPU tensor's sums are cheaper in numpy; above, torch uses every core
-
-
-def _word_rows(tensor: torch.Tensor) -> torch.Tensor | None:
-    """``tensor``'s bits as a (rows, words) integer view, one row per first-axis slice; ``None`` when empty.
-
-    4-, 8- and 16-byte elements are 1, 2 or 4 int32 words; 1- and 2-byte elements stay int8 / int16 (the caller
-    widens them to int32 in its own library).
-    """
-    data = _as_compared(tensor.detach())
-    if data.numel() == 0:
-        return None
-    if data.dtype == torch.bool:
-        data = data.view(torch.uint8)
-    rows = data.shape[0] if data.dim() > 1 else 1
-    flat = data.contiguous().reshape(rows, -1)
-    return flat.view(torch.int32 if data.element_size() >= 4 else _NARROW_INTEGERS[data.element_size()])
-
-
-def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
-    """Three integers that change when any bit of ``tensor`` changes (except in a compensated way)."""
-    words = _word_rows(tensor)
-    if words is None:
-        return torch.zeros(3, dtype=torch.int64, device=tensor.device)
-    bits = words.to(torch.int32)
-    # Wrapping int32 sums: exact modulo 2**32, so the same whatever order a device reduces in, and as fast as a float
-    # sum (an int64 accumulation of int32 values is ten times slower on CPU).
-    per_row = bits.sum(dim=1, dtype=torch.int32)
-    total = per_row.sum(dtype=torch.int32).to(torch.int64)
-    per_row = per_row.to(torch.int64)
-    per_column = bits.sum(dim=0, dtype=torch.int32).to(torch.int64)
-    # weighted by position: a permutation of rows (output channels) or of columns changes these
-    row_weights = torch.arange(1, per_row.numel() + 1, dtype=torch.int64, device=bits.device)
-    column_weights = torch.arange(1, per_column.numel() + 1, dtype=torch.int64, device=bits.device)
-    return torch.stack([total, (per_row * row_weights).sum(), (per_column * column_weights).sum()])
-
-
-def _combine(per_row: np.ndarray[Any, Any], per_column: np.ndarray[Any, Any]) -> list[int]:
-    """The three integers of :func:`_tensor_sums` from a tensor's wrapped int32 row and column sums (numpy)."""
-    total = int(per_row.sum(dtype=np.int32))
-    row_weights = np.arange(1, per_row.size + 1, dtype=np.int64)
-    column_weights = np.arange(1, per_column.size + 1, dtype=np.int64)
-    return [
-        total,
-        int((per_row.astype(np.int64) * row_weights).sum()),
-        int((per_column.astype(np.int64) * column_weights).sum()),
-    ]
-
-
-def _word_sums(words: torch.Tensor | None) -> list[int]:
-    """:func:`_tensor_sums` of a CPU tensor, from its :func:`_word_rows`: the same three integers (both wrap the same
-    way), with the two passes over the data in torch (every core) for a large tensor and in numpy for a small one,
-    where torch's per-call cost would dominate, and the few reduced numbers combined in numpy."""
-    if words is None:
-        return [0, 0, 0]
-    if words.numel() >= _TORCH_SUMS_FROM:
-        bits = words.to(torch.int32)
-        return _combine(bits.sum(dim=1, dtype=torch.int32).numpy(), bits.sum(dim=0, dtype=torch.int32).numpy())
-    array = words.numpy().astype(np.int32, copy=False)
-    return _combine(array.sum(axis=1, dtype=np.int32), array.sum(axis=0, dtype=np.int32))
-
-
-def _one_row_sums(rows: list[np.ndarray[Any, Any]]) -> list[list[int]]:
-    """:func:`_tensor_sums` of many one-row CPU tensors (biases, norm weights, scalars) in one numpy pass.
-
-    ``rows`` are their int32 words. With one row, the row sum is the total and the column sums are the words
-    themselves, so each tensor's three integers are a segment sum and a position-weighted segment sum.
-    """
-    lengths = np.array([row.size for row in rows], dtype=np.int64)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    words = np.concatenate(rows).astype(np.int64)
-    totals = np.add.reduceat(words, starts)  # exact: under 2**16 words of at most 2**31 per segment
-    wrapped = (totals + 2**31) % 2**32 - 2**31  # the int32 sum's wrap-around
-    positions = np.arange(1, words.size + 1, dtype=np.int64) - np.repeat(starts, lengths)
-    weighted = np.add.reduceat(words * positions, starts)  # wraps modulo 2**64 like the per-tensor int64 sum
-    return [[int(t), int(t), int(w)] for t, w in zip(wrapped, weighted, strict=True)]
-
-
-def _cpu_sums(tensors: list[torch.Tensor]) -> list[list[int]]:
-    """:func:`_tensor_sums` of each CPU tensor (:func:`_word_sums`); the small one-row ones are reduced together."""
-    sums: list[list[int]] = []
-    batch: list[tuple[int, np.ndarray[Any, Any]]] = []  # (position in ``sums``, words) of the small one-row ones
-    for tensor in tensors:
-        words = _word_rows(tensor)
-        if (
-            words is not None
-            and words.shape[0] == 1
-            and words.dtype == torch.int32
-            and words.numel() < _TORCH_SUMS_FROM
-        ):
-            batch.append((len(sums), words.numpy().reshape(-1)))
-            sums.append([])  # filled below
-        else:
-            sums.append(_word_sums(words))
-    if batch:
-        for (index, _), values in zip(batch, _one_row_sums([row for _, row in batch]), strict=True):
-            sums[index] = values
-    return sums
-
-
-@dataclass
-class ParameterFingerprints:
-    """Fingerprints of modules' parameters and buffers; each tensor is reduced once, however many modules share it."""
-
-    model: nn.Module
-    _sums: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
-    _walked: dict[int, list[tuple[str, torch.Tensor]]] = field(default_factory=dict)
-
-    def _entries(self, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
-        if id(module) not in self._walked:  # each module's tree is walked once per run
-            self._walked[id(module)] = [*module.named_parameters(), *module.named_buffers()]
-        return self._walked[id(module)]
-
-    def _reduce(self, modules: Iterable[nn.Module]) -> None:
-        todo: dict[int, tuple[str, torch.Tensor]] = {}
-        for module in modules:
-            for name, tensor in self._entries(module):
-                if id(tensor) not in self._sums:
-                    todo[id(tensor)] = (name, tensor)
-        if not todo:
-            return
-        by_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
-        for key, (_, tensor) in todo.items():
-            by_device.setdefault(tensor.device, []).append((key, tensor))
-        with torch.no_grad():
-            for device, group in by_device.items():
-                if device.type == "cpu":
-                    values = _cpu_sums([tensor for _, tensor in group])
-                else:
-                    values = torch.stack([_tensor_sums(tensor) for _, tensor in group]).tolist()  # one transfer
-                for (key, tensor), sums in zip(group, values, strict=True):
-                    label = f"{tuple(tensor.shape)}{_dtype_label(tensor.dtype)}"
-                    self._sums[key] = (label, [int(v) for v in sums])
-
-    def of(self, module: nn.Module) -> str:
-        """The fingerprint of ``module``'s parameters and buffers (its submodules' included)."""
-        self._reduce([module])
-        return _digest([[name, *self._sums[id(tensor)]] for name, tensor in self._entries(module)])
-
-    def layers(self, modules: Mapping[str, nn.Module]) -> dict[str, str]:
-        """The fingerprint of each named module."""
-        self._reduce(modules.values())
-        return {name: self.of(module) for name, module in modules.items()}
 
 
 # -- provenance --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch._dynamo  # noqa: F401  (torch.manual_seed imports it lazily; a seco
 from PIL import Image, PngImagePlugin  # noqa: F401
 
 import pytest_featviz.snapshot  # noqa: F401
-from pytest_featviz import environment
+from pytest_featviz import environment, fingerprint
 
 MODELS = """
 import os
@@ -163,7 +163,7 @@ def test_the_sidecar_records_environment_and_fingerprints(subject: pytest.Pytest
     }
     prints = data["fingerprints"]
     assert set(prints) == {"input", "model", "layers"} and set(prints["layers"]) == {"1", "3"}
-    assert all(len(value) == environment.FINGERPRINT_LENGTH for value in (prints["input"], prints["model"]))
+    assert all(len(value) == fingerprint.FINGERPRINT_LENGTH for value in (prints["input"], prints["model"]))
 
 
 def test_a_code_change_is_named_as_such(subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

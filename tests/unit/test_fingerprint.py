@@ -1,0 +1,182 @@
+"""fingerprint: the input's and the weights' fingerprints a golden records (every change and permutation shows, the
+same integers on every path, the same for a float64 copy and a channels-last layout)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pytest_featviz.fingerprint import UNKNOWN_INPUT, ParameterFingerprints, input_fingerprint
+
+
+def _net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 1))
+
+
+def _print(model: nn.Module) -> str:
+    return ParameterFingerprints(model).of(model)
+
+
+def test_same_weights_in_another_object_give_the_same_fingerprint() -> None:
+    assert _print(_net()) == _print(copy.deepcopy(_net())) == _print(_net())
+    assert _print(_net()) != _print(_net(seed=1))
+
+
+def _changed(edit: Callable[[nn.Sequential], None]) -> bool:
+    model = _net()
+    before = _print(model)
+    with torch.no_grad():
+        edit(model)
+    return _print(model) != before
+
+
+def _next_float(model: nn.Sequential) -> None:
+    weight = model[0].weight
+    weight[1, 0, 2, 2] = torch.nextafter(weight[1, 0, 2, 2], torch.tensor(1.0))
+
+
+def _swap_output_channels(model: nn.Sequential) -> None:
+    weight = model[0].weight
+    weight[[0, 1]] = weight[[1, 0]].clone()
+
+
+def _swap_within_a_row(model: nn.Sequential) -> None:
+    weight = model[3].weight  # (3, 4, 1, 1): row 0 holds 4 weights
+    weight[0, [0, 1]] = weight[0, [1, 0]].clone()
+
+
+def _running_mean(model: nn.Sequential) -> None:
+    model[1].running_mean[2] += 0.5
+
+
+@pytest.mark.parametrize(
+    "edit", [_next_float, _swap_output_channels, _swap_within_a_row, _running_mean], ids=lambda f: f.__name__
+)
+def test_a_small_change_of_any_weight_or_buffer_changes_the_model_fingerprint(
+    edit: Callable[[nn.Sequential], None],
+) -> None:
+    assert _changed(edit)
+
+
+def test_layer_fingerprints_change_only_for_the_layer_whose_weights_changed() -> None:
+    model = _net()
+    layers = {"0": model[0], "3": model[3]}
+    before = ParameterFingerprints(model).layers(layers)
+    with torch.no_grad():
+        model[3].bias[0] += 1.0
+    after = ParameterFingerprints(model).layers(layers)
+    assert before["0"] == after["0"] and before["3"] != after["3"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.bool])
+def test_fingerprints_read_every_dtype(dtype: torch.dtype) -> None:
+    holder = nn.Module()
+    holder.register_buffer("values", (torch.arange(7) % 2).to(dtype))
+    holder.register_buffer("empty", torch.zeros(0, dtype=dtype))
+    first = _print(holder)
+    holder.values[3] = holder.values[2]  # 1 -> 0
+    assert _print(holder) != first
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int8, torch.bool]
+)
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (4, 3, 2, 2), (0, 3)])
+def test_the_numpy_path_of_cpu_tensors_gives_the_torch_path_s_integers(
+    dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    # CPU goldens and GPU checks must agree on fingerprints: CPU tensors go through numpy, others through torch.
+    from pytest_featviz.fingerprint import _cpu_sums, _tensor_sums
+
+    values = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1e4
+    tensor = values.to(dtype) if dtype != torch.bool else values > 0
+    assert _cpu_sums([tensor]) == [_tensor_sums(tensor).tolist()]
+    big = torch.full((3, 70000), 2.0**30).view(torch.int32).view(torch.float32)  # int32 sums that wrap
+    assert _cpu_sums([big]) == [_tensor_sums(big).tolist()]
+
+
+def test_cpu_tensors_reduced_together_give_each_tensor_s_own_integers() -> None:
+    # The small one-row tensors of a CPU model (biases, norms, scalars) are reduced in one batch; each must still get
+    # the integers the per-tensor torch path gives it, wrap-arounds included, whatever sits around it in the batch.
+    from pytest_featviz.fingerprint import _cpu_sums, _tensor_sums
+
+    generator = torch.Generator().manual_seed(0)
+    wraps = (torch.arange(9, dtype=torch.int32) + 3 * 2**29).view(torch.float32)  # words whose int32 sum wraps
+    tensors = [
+        torch.randn(5, generator=generator),
+        torch.tensor(2.5),
+        wraps,
+        torch.zeros(0),
+        torch.randn(4, 3, generator=generator),  # several rows: reduced on its own
+        torch.randn(6, generator=generator).double(),  # two words per element
+        torch.arange(3, dtype=torch.int8),  # narrow words: reduced on its own
+        torch.tensor(7, dtype=torch.int64),
+        torch.randn(2, 70000, generator=generator),  # large: torch passes
+        wraps.flip(0),  # the same words permuted: only the position-weighted sum tells them apart
+    ]
+    expected = [_tensor_sums(tensor).tolist() for tensor in tensors]
+    assert _cpu_sums(tensors) == expected
+    assert expected[2][:2] == expected[-1][:2] and expected[2][2] != expected[-1][2]
+
+
+def test_fingerprints_are_the_same_for_contiguous_and_channels_last_weights() -> None:
+    model = _net()
+    assert _print(model) == _print(copy.deepcopy(model).to(memory_format=torch.channels_last))
+
+
+def test_input_fingerprint_hashes_values_shapes_and_structure() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(1, 2, 5, 5)
+    assert input_fingerprint(x) == input_fingerprint(x.clone()) == input_fingerprint(x.permute(0, 1, 3, 2).mT)
+    changed = x.clone()
+    changed[0, 1, 4, 4] += 1e-6
+    assert input_fingerprint(changed) != input_fingerprint(x)
+    assert input_fingerprint(x.double()) == input_fingerprint(x)  # float64 is read rounded to float32
+    assert input_fingerprint(x.half()) != input_fingerprint(x)
+    assert input_fingerprint(x.reshape(1, 2, 25)) != input_fingerprint(x)
+    assert input_fingerprint({"a": x, "b": 2}) != input_fingerprint({"a": x, "b": 3})
+    assert input_fingerprint((x, x)) != input_fingerprint([x, x])
+
+
+def test_input_fingerprint_hashes_the_values_of_arrays_and_images() -> None:
+    from PIL import Image
+
+    photo = np.zeros((64, 64, 3), dtype=np.uint8)
+    retouched = photo.copy()
+    retouched[32, 32, 1] = 7  # in the middle, which numpy's repr of a large array leaves out
+    assert input_fingerprint(photo) != input_fingerprint(retouched)
+    assert input_fingerprint(photo) == input_fingerprint(np.asfortranarray(photo))  # the values, not the layout
+    assert input_fingerprint(photo) != input_fingerprint(photo.astype(np.int16))
+    assert input_fingerprint(photo) != input_fingerprint(photo.reshape(64, 192))
+    # A PIL image's repr names its address, so the same picture used to fingerprint differently on every run.
+    assert input_fingerprint(Image.fromarray(photo)) == input_fingerprint(Image.fromarray(photo.copy()))
+    assert input_fingerprint(Image.fromarray(photo)) != input_fingerprint(Image.fromarray(retouched))
+    assert input_fingerprint(Image.fromarray(photo)) != input_fingerprint(photo)  # an image is not its array
+    objects = np.array([1, "a", None], dtype=object)
+    assert input_fingerprint(objects) == input_fingerprint(objects.copy())
+
+    class Broken:  # claims the array interface and fails on it: told by its repr, no error
+        @property
+        def __array_interface__(self) -> dict[str, object]:
+            raise TypeError("not an array after all")
+
+        def __repr__(self) -> str:
+            return "Broken()"
+
+    assert input_fingerprint(Broken()) == input_fingerprint(Broken()) != UNKNOWN_INPUT
+    assert input_fingerprint("look at 0xdead") != UNKNOWN_INPUT  # an address only counts at the end of a repr
+
+
+def test_an_input_part_known_only_by_its_address_makes_the_fingerprint_unknown() -> None:
+    class Config:  # the default repr: <...Config object at 0x7f...>
+        pass
+
+    assert input_fingerprint(Config()) == UNKNOWN_INPUT
+    assert input_fingerprint({"image": torch.zeros(2), "config": Config()}) == UNKNOWN_INPUT
+    assert input_fingerprint({"image": torch.zeros(2), "scale": 0.5}) != UNKNOWN_INPUT
