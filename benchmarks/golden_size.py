@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-from pytest_featviz import golden  # noqa: E402
+from pytest_featviz import png  # noqa: E402
 from pytest_featviz.capture import capture  # noqa: E402
 from pytest_featviz.layers import resolve_layers  # noqa: E402
 from pytest_featviz.render import build_mosaic, channel_frames  # noqa: E402
@@ -45,7 +45,7 @@ NOW = "unfiltered rows, level 9, Z_RLE (now)"
 
 def encode(image: np.ndarray[Any, Any], options: dict[str, Any]) -> bytes:
     if options.get("own"):
-        return golden.encode_png(np.ascontiguousarray(image))  # what the plugin writes
+        return png.encode(np.ascontiguousarray(image))  # what the plugin writes
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", **options)
     return buffer.getvalue()

@@ -21,16 +21,15 @@ import secrets
 import shutil
 import tempfile
 import unicodedata
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image
 
+from pytest_featviz import png
 from pytest_featviz.records import FeatvizError
 from pytest_featviz.render import TileArray, mosaic_size
 
@@ -42,10 +41,6 @@ _KEY = re.compile(r"[a-z][a-z0-9_]*")
 MAX_NAME_LENGTH = 80
 # Refuse a PNG whose header claims more pixels than this before decoding it (a damaged or hostile file).
 MAX_PIXELS = 1 << 26
-PNG_COMPRESS_LEVEL = 9
-# zlib's run-length strategy on unfiltered rows (encode_png): as small as the default strategy at level 9 (within
-# 2%, smaller on noisy maps) and about 10x faster to write; measured in benchmarks/golden_size.py.
-PNG_COMPRESS_STRATEGY = zlib.Z_RLE
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-\[\]+=,@]")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
@@ -346,85 +341,14 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     return _parse_sidecar(data, path)
 
 
-def encode_png(image: TileArray) -> bytes:
-    """PNG bytes of a greyscale image (8 or 16 bit); no timestamps or text chunks, so the same pixels give the
-    same bytes.
-
-    Written here rather than by Pillow: every row with PNG filter type 0 (none), so that :func:`read_layer` can
-    decode it with one ``zlib.decompress`` and no per-row unfiltering. On the noise-like maps of an untrained
-    network the adaptive filters Pillow picks save about 1% of the bytes and cost twice the encoding time
-    (``benchmarks/golden_size.py``); any PNG reader shows the result.
-    """
-    height, width = image.shape
-    depth = 8 if image.dtype == np.uint8 else 16
-    pixels = np.ascontiguousarray(image, dtype=np.uint8 if depth == 8 else ">u2").view(np.uint8)
-    raw = np.zeros((height, 1 + pixels.shape[1]), dtype=np.uint8)  # a leading 0 per row: filter type none
-    raw[:, 1:] = pixels
-    compressor = zlib.compressobj(PNG_COMPRESS_LEVEL, zlib.DEFLATED, 15, 9, PNG_COMPRESS_STRATEGY)
-    idat = compressor.compress(raw.tobytes()) + compressor.flush()
-    return (
-        PNG_SIGNATURE
-        + _chunk(b"IHDR", _greyscale_header(width, height, depth))
-        + _chunk(b"IDAT", idat)
-        + _chunk(b"IEND", b"")
-    )
-
-
-def _greyscale_header(width: int, height: int, depth: int) -> bytes:
-    """The IHDR body of a greyscale, non-interlaced PNG, as :func:`encode_png` writes it."""
-    return width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, 0, 0, 0, 0])
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-
-
-def _decode_unfiltered(data: bytes, width: int, height: int, bit_depth: int) -> TileArray | None:
-    """The pixels of a PNG as :func:`encode_png` writes it (greyscale, not interlaced, every row unfiltered), or
-    ``None`` for any other PNG, which Pillow then decodes. The bytes were already checked against the sidecar's
-    hash, so the chunk CRCs are not checked again."""
-    header = _greyscale_header(width, height, bit_depth)
-    row = 1 + width * (bit_depth // 8)
-    parts: list[bytes] = []
-    position = len(PNG_SIGNATURE)
-    while position + 8 <= len(data):
-        length = int.from_bytes(data[position : position + 4], "big")
-        kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
-        position += 12 + length
-        if kind == b"IHDR" and body != header:
-            return None
-        if kind == b"IDAT":
-            parts.append(body)
-        elif kind == b"IEND":
-            break
-    try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(b"".join(parts), row * height + 1)  # bounded: a hostile stream cannot balloon
-    except zlib.error:
-        return None
-    if len(raw) != row * height or not inflater.eof:
-        return None
-    rows: npt.NDArray[np.uint8] = np.frombuffer(raw, dtype=np.uint8).reshape(height, row)
-    if rows[:, 0].any():
-        return None  # filtered rows: not ours
-    if bit_depth == 8:
-        narrow: npt.NDArray[np.uint8] = rows[:, 1:].copy()
-        return narrow
-    wide: npt.NDArray[np.uint16] = rows[:, 1:].copy().view(">u2").astype(np.uint16)
-    return wide
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_HEADER_BYTES = 33  # signature, IHDR length and type, width, height, bit depth, colour type, ...
-
-
 def _png_size(head: bytes, path: Path) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk; refuses a file that is not a PNG or claims too many pixels."""
-    if len(head) < _PNG_HEADER_BYTES or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+    found = png.size(head)
+    if found is None:
         raise GoldenError(
             f"golden picture {path} is not a PNG (damaged, truncated or replaced); re-create it with --featviz-update"
         )
-    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    width, height = found
     if width * height > MAX_PIXELS:
         raise GoldenError(
             f"golden picture {path} claims {width}x{height} pixels, more than pytest-featviz decodes ({MAX_PIXELS});"
@@ -439,7 +363,7 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
     path = directory / layer.file
     try:
         with path.open("rb") as stream:
-            head = stream.read(_PNG_HEADER_BYTES)
+            head = stream.read(png.HEADER_BYTES)
             if head.startswith(LFS_POINTER_MARK):
                 raise _not_fetched(path, "picture")
             width, height = _png_size(head, path)
@@ -458,7 +382,7 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
         raise GoldenError(
             f"golden picture {path} is {width}x{height} pixels; its sidecar expects {expected[1]}x{expected[0]}"
         )
-    fast = _decode_unfiltered(data, width, height, bit_depth)
+    fast = png.decode_unfiltered(data, width, height, bit_depth)
     if fast is not None:
         return fast
     try:

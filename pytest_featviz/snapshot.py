@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from pytest_featviz import calibrate, compare, environment, golden
+from pytest_featviz import calibrate, compare, environment, golden, png
 from pytest_featviz.capture import LayerCapture, call_name, capture
 from pytest_featviz.compare import compare_layer
 from pytest_featviz.config import Settings
@@ -207,7 +207,7 @@ class _Current:
         pool = tile_pool(int(self.maps.shape[1]), int(self.maps.shape[2]))
         pictures = pool_maps(self.maps, pool)
         frames = channel_frames(pictures, normalize)
-        png = golden.encode_png(build_mosaic(render_tiles(pictures, frames, normalize, BIT_DEPTH)))
+        picture = png.encode(build_mosaic(render_tiles(pictures, frames, normalize, BIT_DEPTH)))
         layer = LayerGolden(
             name=self.capture.name,
             file=golden.sanitize_name(self.capture.name) + ".png",
@@ -217,10 +217,10 @@ class _Current:
             channels=self.capture.channels,
             frames=tuple((float(a), float(b)) for a, b in frames),
             stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in self.stats),
-            sha256=golden.sha256_hex(png),
+            sha256=golden.sha256_hex(picture),
             layout=self.capture.layout,
         )
-        return layer, png
+        return layer, picture
 
 
 def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: SnapshotGolden | None) -> LayerSpec:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_featviz import golden
+from pytest_featviz import golden, png
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.render import build_mosaic
 
@@ -24,7 +24,7 @@ CHANNELS = 3
 
 def _snapshot(seed: int) -> tuple[SnapshotGolden, bytes]:
     tiles = np.random.default_rng(seed).integers(0, 255, size=(CHANNELS, *TILE), dtype=np.uint8)
-    png = golden.encode_png(build_mosaic(tiles))
+    picture = png.encode(build_mosaic(tiles))
     layer = LayerGolden(
         name="conv",
         file="conv.png",
@@ -33,9 +33,9 @@ def _snapshot(seed: int) -> tuple[SnapshotGolden, bytes]:
         channels=tuple(range(CHANNELS)),
         frames=((0.0, 1.0),) * CHANNELS,
         stats=((0.5, 0.1, 0.0, 1.0),) * CHANNELS,
-        sha256=golden.sha256_hex(png),
+        sha256=golden.sha256_hex(picture),
     )
-    return SnapshotGolden("minmax", 8, (layer,)), png
+    return SnapshotGolden("minmax", 8, (layer,)), picture
 
 
 def _write(directory: Path, seed: int) -> SnapshotGolden:
@@ -62,7 +62,7 @@ def _set_sha(directory: Path, data: bytes) -> LayerGolden:
 def _png_header(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return golden.PNG_SIGNATURE + chunk
+    return png.SIGNATURE + chunk
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_truncated_png_with_a_matching_sidecar_is_not_readable(snap: Path) -> No
 
 
 def test_wrong_geometry(snap: Path) -> None:
-    layer = _set_sha(snap, golden.encode_png(np.zeros((5, 7), dtype=np.uint8)))
+    layer = _set_sha(snap, png.encode(np.zeros((5, 7), dtype=np.uint8)))
     with pytest.raises(GoldenError, match=r"is 7x5 pixels; its sidecar expects 11x9"):
         golden.read_layer(snap, layer, 8)
 
@@ -186,7 +186,7 @@ def test_unchanged_rewrite_writes_nothing(snap: Path) -> None:
 
 def test_kept_picture_keeps_its_mtime_and_dropped_layer_goes(snap: Path) -> None:
     old, _ = _snapshot(0)
-    extra_png = golden.encode_png(np.zeros((4, 5), dtype=np.uint8))
+    extra_png = png.encode(np.zeros((4, 5), dtype=np.uint8))
     extra = LayerGolden(
         "head", "head.png", (1, 1, 4, 5), (4, 5), (0,), ((0.0, 1.0),), ((0, 0, 0, 0),), golden.sha256_hex(extra_png)
     )
@@ -366,7 +366,7 @@ def test_pictures_read_the_same_whether_written_here_or_by_pillow(tmp_path: Path
     dtype = np.uint8 if bits == 8 else np.uint16
     rng = np.random.default_rng(bits)
     mosaic = build_mosaic(rng.integers(0, 1 << bits, size=(CHANNELS, *TILE), dtype=dtype))
-    ours = golden.encode_png(mosaic)
+    ours = png.encode(mosaic)
     with Image.open(io.BytesIO(ours)) as image:  # any PNG reader shows it
         assert image.mode == ("L" if bits == 8 else "I;16") and (np.array(image) == mosaic).all()
     buffer = io.BytesIO()
@@ -380,10 +380,10 @@ def test_pictures_read_the_same_whether_written_here_or_by_pillow(tmp_path: Path
 
 def test_a_picture_whose_stream_inflates_past_its_geometry_is_read_no_further(tmp_path: Path) -> None:
     stored = _write(tmp_path, seed=0)
-    png = (tmp_path / "conv.png").read_bytes()
+    written = (tmp_path / "conv.png").read_bytes()
     height, width = golden.mosaic_size(CHANNELS, TILE)
     bomb = zlib.compress(bytes(200 * (1 + width) * height))  # unfiltered rows, 200 times too many
-    forged = png[:33] + struct.pack(">I", len(bomb)) + b"IDAT" + bomb + b"\0\0\0\0" + png[-12:]
-    assert golden._decode_unfiltered(forged, width, height, 8) is None  # inflated only one byte past the geometry
+    forged = written[:33] + struct.pack(">I", len(bomb)) + b"IDAT" + bomb + b"\0\0\0\0" + written[-12:]
+    assert png.decode_unfiltered(forged, width, height, 8) is None  # inflated only one byte past the geometry
     layer = _set_sha(tmp_path, forged)
     assert golden.read_layer(tmp_path, layer, stored.bit_depth).shape == (height, width)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from pytest_featviz import compare, golden, render
+from pytest_featviz import compare, png, render
 from pytest_featviz.compare import WINDOW, ssim_batch, upscale_to_window
 
 TOLERANCE = 1e-6
@@ -155,14 +155,14 @@ def test_encoded_golden_png_is_lossless_and_byte_identical_for_the_same_tiles() 
     rng = np.random.default_rng(6)
     mosaic = rng.integers(0, 255, size=(227, 227), endpoint=True).astype(np.uint8)
     mosaic[:100] = 0  # a dead ReLU region, as in real layers
-    first, second = golden.encode_png(mosaic), golden.encode_png(mosaic.copy())
+    first, second = png.encode(mosaic), png.encode(mosaic.copy())
     assert first == second
     with Image.open(io.BytesIO(first)) as image:
         assert image.mode == "L"
         assert image.size == (227, 227)
         assert np.array_equal(np.array(image), mosaic)
     wide = (rng.integers(0, 65535, size=(31, 40), endpoint=True)).astype(np.uint16)
-    with Image.open(io.BytesIO(golden.encode_png(wide))) as image:
+    with Image.open(io.BytesIO(png.encode(wide))) as image:
         assert np.array_equal(np.array(image).astype(np.uint16), wide)
 
 
