@@ -1,17 +1,18 @@
 """Stale goldens: snapshots that no executed test used, found at session end, reported and (on request) pruned.
 
-A golden snapshot is stale when its test file ran completely (every collected test of it ran to its teardown,
-nothing of it was deselected or dropped, nothing failed during collection, and the run was no ``--lf`` run) and
-either no collected test of that file owns it (the test was removed or renamed) or its test passed without using it
-(the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not have reached its
-snapshot call. So are the goldens a failed or skipped variant of a test stands for: ``test_a``'s while
-pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while
-``test_q[u-1-2]`` fails. A test collected but not run, however it was dropped (``-k``, a conftest's
-``items[:] = [...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it
-collects it, with no hook that says so) make the file incomplete. Goldens of test files that were not collected
-are never looked at. Under pytest-xdist the workers send what they collected in ``workeroutput`` and the
-controller, which receives every test report, decides. This module imports nothing heavy at pytest start-up; the
-golden layout is imported only at session end, when a golden directory exists.
+A golden snapshot is stale when its test file ran completely (every collected test of it ran its body, or was
+skipped or failed in setup, and reached its teardown, which never happens under ``--setup-only`` or ``--setup-
+plan``; nothing of it was deselected or dropped, nothing failed during collection, and the run was no ``--lf`` run)
+and either no collected test of that file owns it (the test was removed or renamed) or its test passed without using
+it (the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not have reached
+its snapshot call. So are the goldens a failed or skipped variant of a test stands for: ``test_a``'s while pytest-
+repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while ``test_q[u-1-2]`` fails.
+A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] = [...]`` in any hook order),
+and an ``--lf`` run (which leaves out the passing tests of a file as it collects it, with no hook that says so) make
+the file incomplete. Goldens of test files that were not collected are never looked at. Under pytest-xdist the
+workers send what they collected in ``workeroutput`` and the controller, which receives every test report, decides.
+This module imports nothing heavy at pytest start-up; the golden layout is imported only at session end, when a
+golden directory exists.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class StaleGoldens:
         self.collected: dict[str, str] = {}  # node id -> test file, of every item collected, before any filter
         self.incomplete: set[str] = set()  # test files with a deselected test
         self.collect_errors: set[str] = set()  # node ids of collectors that failed
-        self.finished: set[str] = set()  # node ids whose teardown reported
+        self.ran: set[str] = set()  # node ids whose body ran, or whose setup failed or skipped
+        self.finished: set[str] = set()  # node ids that ran and whose teardown reported
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
         self.used: set[str] = set()  # golden snapshot directories a record names
         self.stale: list[Path] = []
@@ -118,7 +120,10 @@ class StaleGoldens:
             self.not_passed.add(report.nodeid)
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
             self.used.add(_shared_key(record["golden_dir"]))
-        if report.when == "teardown":
+        # --setup-only and --setup-plan report setup and teardown of every test, and no call: no body ran
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            self.ran.add(report.nodeid)
+        if report.when == "teardown" and report.nodeid in self.ran:
             self.finished.add(report.nodeid)
 
     # -- session end --

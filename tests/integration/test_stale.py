@@ -190,6 +190,14 @@ def test_stopped_early_and_collection_errors_are_not_complete(project: pytest.Py
     assert OTHER_STALE in _snapshots(project.path)
 
 
+@pytest.mark.parametrize("mode", ["--setup-only", "--setup-plan"])
+def test_setup_only_runs_no_test_body_and_judges_nothing_stale(project: pytest.Pytester, mode: str) -> None:
+    result = project.runpytest("--featviz-prune", mode)
+    assert result.ret == 0
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(project.path) == ALL
+
+
 @pytest.mark.parametrize("outcome", ["fail", "skip"])
 def test_failed_or_skipped_test_keeps_its_goldens(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, outcome: str
