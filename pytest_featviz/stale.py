@@ -1,18 +1,18 @@
 """Stale goldens: snapshots that no executed test used, found at session end, reported and (on request) pruned.
 
 A golden snapshot is stale when its test file ran completely (every collected test of it ran its body, or was
-skipped or failed in setup, and reached its teardown, which never happens under ``--setup-only`` or ``--setup-
-plan``; nothing of it was deselected or dropped, nothing failed during collection, and the run was no ``--lf`` run)
-and either no collected test of that file owns it (the test was removed or renamed) or its test passed without using
-it (the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not have reached
-its snapshot call. So are the goldens a failed or skipped variant of a test stands for: ``test_a``'s while pytest-
-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while ``test_q[u-1-2]`` fails.
-A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] = [...]`` in any hook order),
-and an ``--lf`` run (which leaves out the passing tests of a file as it collects it, with no hook that says so) make
-the file incomplete. Goldens of test files that were not collected are never looked at. Under pytest-xdist the
-workers send what they collected in ``workeroutput`` and the controller, which receives every test report, decides.
-This module imports nothing heavy at pytest start-up; the golden layout is imported only at session end, when a
-golden directory exists.
+skipped or failed in setup, and reached its teardown, which never happens under ``--setup-only`` or
+``--setup-plan``; nothing of it was deselected or dropped, nothing failed during collection, and the run was no
+``--lf`` run) and either no collected test of that file owns it (the test was removed or renamed) or its test passed
+without using it (the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not
+have reached its snapshot call. So are the goldens a failed or skipped variant of a test stands for: ``test_a``'s
+while pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while
+``test_q[u-1-2]`` fails. A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] =
+[...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it collects it,
+with no hook that says so) make the file incomplete. Goldens of test files that were not collected are never looked
+at. Under pytest-xdist the workers send what they collected in ``workeroutput`` and the controller, which receives
+every test report, decides. This module imports nothing heavy at pytest start-up; the golden layout is imported only
+at session end, when a golden directory exists.
 """
 
 from __future__ import annotations
