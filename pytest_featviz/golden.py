@@ -433,11 +433,11 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
     """Replace a snapshot's golden as a whole: its pictures and its sidecar switch together, or not at all.
 
     ``pictures`` maps a layer file name to PNG bytes; a layer absent from it keeps the file already on disk (copied
-    with its mtime). Pictures of layers the sidecar no longer lists are dropped. The new snapshot is built in a
-    hidden sibling directory and renamed into place, so a run killed at any moment leaves the old snapshot or the
-    new one, plus at most a hidden leftover that the next write removes. Nothing is written when no byte would
-    change. Returns the files whose bytes changed; raises :class:`GoldenError` naming the path when the golden
-    cannot be written, with the old golden left as it was.
+    with its mtime). Pictures of layers the sidecar no longer lists are dropped; files that are not PNGs stay. The
+    new snapshot is built in a hidden sibling directory and renamed into place, so a run killed at any moment leaves
+    the old snapshot or the new one, plus at most a hidden leftover that the next write removes. Nothing is written
+    when no byte would change. Returns the files whose bytes changed; raises :class:`GoldenError` naming the path
+    when the golden cannot be written, with the old golden left as it was.
     """
     payload = sidecar.encode("utf-8")
     kept = [str(layer["file"]) for layer in json.loads(sidecar)["layers"]]
@@ -548,6 +548,8 @@ def _switch_directory(
         _write_together(staging, {**written, SIDECAR: payload})
         for name in unchanged:
             shutil.copystat(directory / name, staging / name)  # unchanged: same bytes and mtime
+        for other in _foreign_files(directory):  # someone's notes or .gitattributes move with the snapshot
+            shutil.copy2(other, staging / other.name, follow_symlinks=False)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private
@@ -580,6 +582,15 @@ def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes],
 
 def _own_pictures(directory: Path) -> Iterable[Path]:
     return sorted(p for p in directory.glob("*.png") if p.is_file())
+
+
+def _foreign_files(directory: Path) -> list[Path]:
+    """Files in a snapshot directory that pytest-featviz does not write (anything but its PNGs and sidecar)."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:  # no directory yet
+        return []
+    return sorted(p for p in entries if p.name != SIDECAR and p.suffix != ".png" and not p.is_dir())
 
 
 def sha256_hex(data: bytes) -> str:

@@ -175,6 +175,24 @@ def test_rewrite_switches_the_whole_snapshot(snap: Path) -> None:
     assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]  # no hidden leftovers
 
 
+def test_rewrite_keeps_files_that_are_not_ours(snap: Path) -> None:
+    (snap / "NOTES.md").write_text("why this golden changed in May")
+    (snap / ".gitattributes").write_text("*.png binary\n")
+    os.symlink("NOTES.md", snap / "README.md")
+    stored, picture = _snapshot(1)
+    golden.write_files(snap, golden.sidecar_text(stored), {"conv.png": picture})
+    assert golden.read_sidecar(snap) == stored
+    assert sorted(p.name for p in snap.iterdir()) == [
+        ".gitattributes",
+        "NOTES.md",
+        "README.md",
+        "conv.png",
+        "snapshot.json",
+    ]
+    assert (snap / "NOTES.md").read_text() == "why this golden changed in May"
+    assert os.readlink(snap / "README.md") == "NOTES.md"  # the link itself, not a copy of its target
+
+
 def test_unchanged_rewrite_writes_nothing(snap: Path) -> None:
     stamps = {p.name: p.stat().st_mtime_ns for p in snap.iterdir()}
     inode = snap.stat().st_ino
