@@ -15,6 +15,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -30,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from pytest_featviz import png
-from pytest_featviz.records import FeatvizError
+from pytest_featviz.records import NORMALIZE_MODES, FeatvizError
 from pytest_featviz.render import TileArray, mosaic_size
 
 FORMAT_VERSION = 1
@@ -284,7 +285,32 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
             raise GoldenError(f"golden sidecar {path} names a layer file outside its directory: {layer.file!r}")
         if not layer.channels or min(layer.tile_shape) < 1:
             raise GoldenError(f"golden sidecar {path} has an empty layer {layer.name!r}")
+        wrong = _wrong_value(layer)
+        if wrong:
+            raise GoldenError(f"golden sidecar {path} is malformed (layer {layer.name!r}: {wrong})")
+    if golden.bit_depth not in (8, 16):
+        raise GoldenError(f"golden sidecar {path} is malformed (bit depth {golden.bit_depth}, not 8 or 16)")
+    if golden.normalize not in NORMALIZE_MODES:
+        raise GoldenError(f"golden sidecar {path} is malformed (unknown normalization {golden.normalize!r})")
     return golden
+
+
+def _wrong_value(layer: LayerGolden) -> str | None:
+    """What no snapshot can have written into a layer's entry (an edited or damaged sidecar), or ``None``: values
+    that would otherwise surface as a model drift ("shape changed from (1, -4, 32, 32)") or a crash."""
+    if not layer.shape or min(layer.shape) < 1:
+        return f"shape {list(layer.shape)}"
+    if min(layer.pool) < 1:
+        return f"pool {list(layer.pool)}"
+    height, width = mosaic_size(len(layer.channels), layer.tile_shape)
+    if height * width > MAX_PIXELS:
+        return f"tile {list(layer.tile_shape)}: a {width}x{height} picture"
+    if min(layer.channels) < 0:
+        return f"channel index {min(layer.channels)}"
+    numbers = [value for frame in layer.frames for value in frame] + [value for st in layer.stats for value in st]
+    if not all(math.isfinite(value) for value in numbers):
+        return "a channel's range or statistics are not finite numbers"
+    return None
 
 
 def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -325,7 +351,9 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
             ) from None
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise GoldenError(f"cannot read golden sidecar {path}: {exc}", recreatable=False) from exc
+        raise GoldenError(
+            f"cannot read golden sidecar {path}: {exc}{_file_in_the_way(directory)}", recreatable=False
+        ) from exc
     if text.startswith(LFS_POINTER_MARK.decode()):
         raise _not_fetched(path, "sidecar")
     try:
@@ -458,9 +486,22 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
             _switch_directory(directory, payload, {name: pictures.get(name) for name in kept}, previous)
     except OSError as exc:
         raise GoldenError(
-            f"cannot write golden snapshot {directory}: {exc}; the golden there was left as it was", recreatable=False
+            f"cannot write golden snapshot {directory}: {exc}{_file_in_the_way(directory)}; the golden there was left"
+            " as it was",
+            recreatable=False,
         ) from exc
     return changed
+
+
+def _file_in_the_way(directory: Path) -> str:
+    """``; golden/test_m is a file ...`` when a file sits where ``directory`` or one of its parents should be (the
+    OS error only says "Not a directory"); else ``""``."""
+    for place in (directory, *directory.parents):
+        if place.is_dir():
+            return ""
+        if place.exists() or place.is_symlink():
+            return f"; {place} is a file where pytest-featviz keeps a golden directory: move it away or delete it"
+    return ""
 
 
 def _bytes_of(path: Path) -> bytes | None:

@@ -300,7 +300,8 @@ def remove_stale(report_dir: Path) -> list[Path]:
 
 
 def _number(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 6)
+    """``value`` as ``report.json`` holds it: rounded, and ``null`` where there is none (NaN) or it is not finite."""
+    return round(value, 6) if math.isfinite(value) else None
 
 
 def _severity(result: SnapshotResult) -> tuple[int, float, int, str, str]:
@@ -354,20 +355,21 @@ def report_data(results: Sequence[SnapshotResult], report_dir: Path, root: Path,
                     "drifted_channels": [layer.channels[i] for i in layer.worst_channels(len(layer.ssim))],
                     "min_ssim": _number(layer.min_ssim),
                     "mean_ssim": _number(layer.mean_ssim),
-                    "threshold": round(layer.threshold, 6),
+                    # a layer not compared channel by channel (new, gone, reshaped) was judged by no tolerance
+                    "threshold": _number(layer.threshold) if layer.ssim else None,
                     "max_stat_delta": _number(layer.max_stat_delta),
-                    "stat_tolerance": round(layer.stat_tolerance, 6),
+                    "stat_tolerance": _number(layer.stat_tolerance) if layer.ssim else None,
                     "max_rms_error": _number(layer.max_rms_error),
-                    "rms_tolerance": round(layer.rms_tolerance, 6),
+                    "rms_tolerance": _number(layer.rms_tolerance) if layer.ssim else None,
                     # the TF32 noise the tolerances above were fitted to; null: the configured tolerances
                     "noise_floor": (
                         {key: _number(value) for key, value in layer.noise.to_dict().items()}
                         if layer.noise is not None
                         else None
                     ),
-                    "ssim": [round(v, 6) for v in layer.ssim],
-                    "stat_delta": [round(v, 6) for v in layer.stat_delta],
-                    "rms_error": [round(v, 6) for v in layer.rms_error],
+                    "ssim": [_number(v) for v in layer.ssim],
+                    "stat_delta": [_number(v) for v in layer.stat_delta],
+                    "rms_error": [_number(v) for v in layer.rms_error],
                     "reason": layer.reason,
                     "mosaic": _relative(mosaic, report_dir) if mosaic else None,
                     "current": _relative(current, report_dir) if current else None,
@@ -442,7 +444,7 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
         first = layer["first_drifted"]
         drifted = len(layer["drifted_channels"])
         badge = ' <span class="badge">first drift</span>' if first else ""
-        threshold = "–" if layer["min_ssim"] is None else f"{layer['threshold']:g}"  # not compared: no threshold
+        threshold = "–" if layer["threshold"] is None else f"{layer['threshold']:g}"  # not compared: no threshold
         rows.append(
             f'<tr class="{_e(layer["verdict"])}{" first" if first else ""}">'
             f"<td>{_e(layer['layer'])}{badge}</td>"

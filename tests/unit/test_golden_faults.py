@@ -127,6 +127,35 @@ def test_pictures_without_sidecar(snap: Path) -> None:
         golden.read_sidecar(snap)
 
 
+def _edited(snap: Path, old: str, new: str) -> None:
+    path = snap / golden.SIDECAR
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('"mean": ', '"mean": NaN, "was": ', "layer 'conv': a channel's range or statistics are not finite numbers"),
+        ('"std": ', '"std": 1e400, "was": ', "not finite numbers"),
+        ('"range": [', '"range": [-Infinity, ', "not finite numbers"),
+        ('"shape": [1, ', '"shape": [1, -', "layer 'conv': shape \\[1, -3, 4, 5\\]"),
+        ('"tile": [', '"tile": [100000, 100000], "was": [', "layer 'conv': tile \\[100000, 100000\\]"),
+        ('"bit_depth": 8', '"bit_depth": 3', "bit depth 3, not 8 or 16"),
+        ('"normalize": "minmax"', '"normalize": "zscore"', "unknown normalization 'zscore'"),
+        ('"index": 0', '"index": -1', "channel index -1"),
+    ],
+)
+def test_a_sidecar_value_no_snapshot_writes_is_malformed_not_drift(
+    snap: Path, old: str, new: str, message: str
+) -> None:
+    _edited(snap, old, new)
+    with pytest.raises(GoldenError, match=rf"golden sidecar .* is malformed \(.*{message}") as info:
+        golden.read_sidecar(snap)
+    assert info.value.recreatable  # --featviz-update is the way out, and the failing test says so
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -158,11 +187,14 @@ def test_bad_sidecar(snap: Path, text: str, message: str) -> None:
 def test_a_file_where_the_golden_directory_should_be(tmp_path: Path) -> None:
     (tmp_path / "golden").write_text("not a directory")
     directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
-    with pytest.raises(GoldenError, match="cannot read golden sidecar"):
+    hint = f"; {tmp_path / 'golden'} is a file where pytest-featviz keeps a golden directory: move it away or delete it"
+    with pytest.raises(GoldenError, match="cannot read golden sidecar") as info:
         golden.read_sidecar(directory)
-    stored, png = _snapshot(1)
-    with pytest.raises(GoldenError, match=f"cannot write golden snapshot {directory}"):
-        golden.write_files(directory, golden.sidecar_text(stored), {"conv.png": png})
+    assert hint in str(info.value) and not info.value.recreatable  # --featviz-update cannot help
+    stored, picture = _snapshot(1)
+    with pytest.raises(GoldenError, match=f"cannot write golden snapshot {directory}") as info:
+        golden.write_files(directory, golden.sidecar_text(stored), {"conv.png": picture})
+    assert hint in str(info.value)
     assert (tmp_path / "golden").read_text() == "not a directory"
 
 

@@ -124,6 +124,18 @@ def test_a_layer_judged_by_its_noise_floor_shows_the_floor_and_its_tolerances(tm
     )
 
 
+def test_a_layer_not_compared_has_no_tolerances_and_every_number_is_finite(tmp_path: Path) -> None:
+    reshaped = LayerResult("head", DRIFT, (1, 4), (1, 8), (0, 1), reason="normalize changed from minmax to sigmoid")
+    odd = dataclasses.replace(_layer("body", (float("nan"), 0.5)), stat_delta=(float("inf"), 0.0))
+    data = report.report_data([_result("t.py::t", DRIFTED, reshaped, odd)], tmp_path, Path("/"), False)
+    head, body = data["snapshots"][0]["layers"]
+    assert (head["threshold"], head["stat_tolerance"], head["rms_tolerance"], head["min_ssim"]) == (None,) * 4
+    assert (body["threshold"], body["stat_tolerance"], body["rms_tolerance"]) == (0.9, 0.05, 0.03)
+    assert body["ssim"] == [None, 0.5] and body["stat_delta"] == [None, 0.0]
+    json.dumps(data, allow_nan=False)  # what write_session_report writes: strict JSON
+    assert "<td>normalize changed from minmax to sigmoid</td>" in report.render_index(data)
+
+
 def test_index_escapes_every_name(tmp_path: Path) -> None:
     evil = "t.py::test[<script>alert(1)</script>&\"']"
     data = report.report_data(
