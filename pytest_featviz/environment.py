@@ -319,8 +319,12 @@ def environment_sentence(golden: Environment, current: Environment) -> str | Non
     return f"environment differs from the golden's: golden made on {golden.describe()}; running on {current.describe()}"
 
 
-def provenance_sentences(golden: Provenance | None, current: Provenance) -> list[str]:
-    """What a drift message says about where the drift comes from: environment, input, weights, or neither."""
+def provenance_sentences(golden: Provenance | None, current: Provenance, compared: bool = True) -> list[str]:
+    """What a drift message says about where the drift comes from: environment, input, weights, or neither.
+
+    ``compared=False``: no activation was compared (only the snapshot's settings changed), so the sentences name
+    what changed and conclude nothing about activations that moved.
+    """
     if golden is None:
         return [
             "the golden records no provenance (made before pytest-featviz recorded it); refresh it with"
@@ -348,14 +352,14 @@ def provenance_sentences(golden: Provenance | None, current: Provenance) -> list
             f"the model's weights or buffers changed since the golden was made"
             f" (model fingerprint {golden.model} -> {current.model}){where}"
         )
-    elif not input_known:
+    elif compared and not input_known:
         lines.append(
             "the model's weights and buffers are unchanged since the golden was made; whether the input changed is"
             " not known, because part of it has no stable fingerprint (its repr names a memory address): the drift"
             " comes from the input, or from a code or dependency change"
             + (" (or the environment change above)" if environment else "")
         )
-    elif not input_changed:
+    elif compared and not input_changed:
         lines.append(
             "the input and the model's weights and buffers are unchanged since the golden was made, yet activations"
             " moved: a code or dependency change"

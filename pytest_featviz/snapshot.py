@@ -65,6 +65,13 @@ CALIBRATE_DRIFTED = (
 CREATE_WITH = "create it with:  "  # a missing snapshot's message line; the session summary collects the commands
 WORST_CHANNELS_SHOWN = 5  # channel lines for the layer where drift starts
 LATER_CHANNELS_SHOWN = 2  # for each drifted layer after it, whose change it mostly carries on (the report has all)
+# Reasons of a layer's drift that come from the snapshot's own settings, not from the model: _compare, _check.
+SETTING_CHANGES = (
+    "channel selection changed",
+    "normalize changed",
+    "in the golden but not captured now",
+    "selected now but not in the golden",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,7 +507,14 @@ def _check(
         else:
             _rewrite(directory, stored, current, results, settings, now())
         return evidence(UPDATED, results, pictures)
-    explanation = provenance_sentences(Provenance.from_sidecar(stored.provenance), now())
+    settings_only = all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
+    explanation = provenance_sentences(Provenance.from_sidecar(stored.provenance), now(), compared=not settings_only)
+    if settings_only:
+        explanation.insert(
+            0,
+            "no picture was compared: the snapshot's layers, channels or normalization differ from the golden's, a"
+            " change of the test's call, marker or options rather than of what the model computes",
+        )
     if keyed is not None:
         explanation.append(
             f"this is the shared golden: there is no golden for {environment.device_type(model, inputs)} yet"

@@ -177,6 +177,22 @@ def test_a_code_change_is_named_as_such(subject: pytest.Pytester, monkeypatch: p
     assert "input changed" not in message and "environment differs" not in message
 
 
+@pytest.mark.parametrize(
+    "call",
+    ['layers=["1"]', 'layers=["1", "3"], channels=2', 'layers=["1", "3"], normalize="sigmoid"'],
+    ids=["layer-dropped", "channels", "normalize"],
+)
+def test_a_change_of_the_snapshot_settings_is_not_called_a_code_change(subject: pytest.Pytester, call: str) -> None:
+    _update(subject)
+    subject.makepyfile(test_subject=PLAIN.replace('layers=["1", "3"]', call))
+    message = _message(subject)
+    assert (
+        "no picture was compared: the snapshot's layers, channels or normalization differ from the golden's, a change"
+        " of the test's call, marker or options rather than of what the model computes"
+    ) in message
+    assert "activations moved" not in message and "code or dependency" not in message
+
+
 def test_an_input_change_is_named_rather_than_the_model(
     subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
