@@ -325,11 +325,25 @@ def keyed_dir(directory: Path, key: str) -> Path:
 
 
 def shared_dir(directory: Path) -> Path:
-    """The shared golden directory a keyed one belongs to (``0@cuda`` -> ``0``); other directories unchanged."""
+    """The shared golden directory a keyed one belongs to (``0@cuda`` -> ``0``); other directories unchanged.
+
+    A directory counts as keyed only when its sidecar says it was made on the device its name ends with: a snapshot
+    the test itself named ``enc@fp16`` is a snapshot of its own, not a variant of ``enc``.
+    """
     base, separator, key = directory.name.rpartition(KEY_SEPARATOR)
-    if separator and base and _KEY.fullmatch(key):
+    if separator and base and _KEY.fullmatch(key) and _made_on_device(directory) == key:
         return directory.with_name(base)
     return directory
+
+
+def _made_on_device(directory: Path) -> str | None:
+    """The device type a snapshot's sidecar records, or ``None`` (no readable sidecar, or none recorded)."""
+    try:
+        environment = json.loads((directory / SIDECAR).read_text(encoding="utf-8")).get("environment")
+    except (OSError, ValueError, AttributeError):
+        return None
+    device = environment.get("device") if isinstance(environment, dict) else None
+    return device if isinstance(device, str) else None
 
 
 def read_sidecar(directory: Path) -> SnapshotGolden | None:

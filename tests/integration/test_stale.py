@@ -103,8 +103,10 @@ def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> Non
     keep = project.path / "golden" / "test_st" / "test_a" / "keep"
     keyed = keep.with_name("keep@cuda")  # an environment-keyed golden, used on another machine
     keyed.mkdir()
-    for name in ("snapshot.json", "0.png"):
-        (keyed / name).write_bytes((keep / name).read_bytes())
+    (keyed / "0.png").write_bytes((keep / "0.png").read_bytes())
+    sidecar = (keep / "snapshot.json").read_text()
+    assert '"device": "cpu"' in sidecar
+    (keyed / "snapshot.json").write_text(sidecar.replace('"device": "cpu"', '"device": "cuda"'))
     unrelated = project.path / "golden" / "test_st" / "notes"
     unrelated.mkdir()
     (unrelated / "README.txt").write_text("not a snapshot")
@@ -247,6 +249,30 @@ def test_a_used_snapshot_whose_name_holds_an_at_sign_is_not_stale(featviz_pytest
     result.assert_outcomes(passed=1)
     assert "stale golden" not in result.stdout.str()
     assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/conv@Stage-2"]
+
+
+def test_a_snapshot_named_like_a_device_keyed_golden_does_not_hide_a_stale_one(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(
+        featviz_models=MODELS,
+        test_at="""
+        import os
+        from featviz_models import make_input, make_model
+
+
+        def test_at(feature_snapshot):
+            if not os.environ.get("FEATVIZ_DROP"):
+                feature_snapshot(make_model(), make_input(), layers=["0"], name="enc")
+            feature_snapshot(make_model(), make_input(), layers=["0"], name="enc@fp16")
+        """,
+    )
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("FEATVIZ_DROP", "1")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_at/test_at/enc"])
+    assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/enc@fp16"]
 
 
 def test_last_failed_and_a_conftest_filter_leave_files_incomplete(
