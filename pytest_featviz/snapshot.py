@@ -445,6 +445,11 @@ def _check(
         if settings.update:
             sidecar, files = fresh()
             golden.write_files(directory, sidecar, files)
+            # Another process (an xdist worker) may have created a case-only twin since the check above: both
+            # then pass their update and fail every later check. Looking again after writing fails this one now.
+            collision = golden.case_collision(settings.golden_dir, directory)
+            if collision is not None:
+                raise GoldenError(collision, recreatable=False)
             return evidence(UPDATED if damaged else CREATED, results, pictures)
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"

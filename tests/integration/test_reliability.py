@@ -270,6 +270,31 @@ def test_names_that_differ_only_in_case_are_refused(featviz_pytester: pytest.Pyt
     ]
 
 
+def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(featviz_pytester: pytest.Pytester) -> None:
+    # Under xdist two workers create test_mode[rgb] and test_mode[RGB] at the same time: each looked before the
+    # other wrote. The conftest plays the other worker, creating the twin while this worker writes its golden.
+    featviz_pytester.makeconftest(
+        """
+        import pytest_featviz.golden as golden
+
+        write_files = golden.write_files
+
+        def racing(directory, sidecar, pictures):
+            twin = directory.parent.with_name(directory.parent.name.replace("rgb", "RGB")) / directory.name
+            write_files(twin, sidecar, pictures)
+            return write_files(directory, sidecar, pictures)
+
+        golden.write_files = racing
+        """
+    )
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_case=CASE_TESTS.replace('["RGB", "rgb"]', '["rgb"]'))
+    result = featviz_pytester.runpytest("--featviz-update", "-k", "test_mode")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        ["*golden path */test_case/test_mode[[]rgb[]] differs only in letter case from */test_mode[[]RGB[]]*"]
+    )
+
+
 BAD_INPUT_TESTS = """
 import pytest
 import torch
