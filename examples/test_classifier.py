@@ -32,6 +32,6 @@ def test_resnet18_blocks(feature_snapshot, model, photo):
     # Several snapshots in one test. The marker sets the SSIM threshold for every call of this test; a keyword of
     # the call wins over the marker.
     x = photo("astronaut", SIZE)
-    feature_snapshot(model, x, layers="layer1.*", channels=[0, 5, 10, 15], name="layer1-blocks")
+    feature_snapshot(model, x, layers="layer1.?", channels=[0, 5, 10, 15], name="layer1-blocks")
     feature_snapshot(model, x, layers=nn.BatchNorm2d, channels=4, name="all-batchnorms")
     feature_snapshot(model, x, layers=["layer4.1.conv2"], channels="all", name="deepest-conv", threshold=0.95)

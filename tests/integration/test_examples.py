@@ -52,3 +52,9 @@ def test_demo_break_is_caught(examples: pytest.Pytester, monkeypatch: pytest.Mon
         ]
     )
     assert golden_files(examples.path) == before
+
+
+def test_layer1_blocks_golden_holds_the_blocks_of_layer1() -> None:
+    # "layer1.?" selects layer1's two blocks; "layer1.*" would take every descendant (fnmatch's * crosses dots).
+    snapshot = ROOT / "golden/examples/test_classifier/test_resnet18_blocks/layer1-blocks"
+    assert sorted(p.name for p in snapshot.iterdir()) == ["layer1.0.png", "layer1.1.png", "snapshot.json"]

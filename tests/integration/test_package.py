@@ -1,6 +1,7 @@
 """The package as a user installs it: wheel and sdist build, metadata passes ``twine check``, the wheel holds the
 plugin (with ``py.typed`` and its templates) and nothing else, and installed from the wheel into a fresh virtualenv
-the plugin registers with pytest and a sample snapshot test goes through create -> check.
+the plugin registers with pytest and a sample snapshot test goes through create -> check. The names that
+``docs/api.md`` documents as exported by ``pytest_featviz`` import from it.
 
 The fresh virtualenv gets the plugin from the wheel and *only* from the wheel. Its heavy dependencies (torch alone is
 gigabytes) are borrowed from the outer environment through a ``.pth`` file that points at a *shadow* of the outer
@@ -13,6 +14,7 @@ dependencies against what is visible without touching the network (``--no-index`
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -59,6 +61,27 @@ def checked(command: list[str], cwd: Path, env: dict[str, str] | None = None) ->
     done = run(command, cwd, env)
     assert done.returncode == 0, f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     return done
+
+
+def documented_public_names() -> list[str]:
+    """The members listed under ``::: pytest_featviz.records`` in ``docs/api.md`` ("Records and errors")."""
+    api = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    block = re.search(r"^::: pytest_featviz\.records\n    options:\n      members:\n((?:        - \w+\n)+)", api, re.M)
+    assert block, "docs/api.md has no members list for pytest_featviz.records"
+    return re.findall(r"- (\w+)", block.group(1))
+
+
+def test_documented_public_names_import_from_the_package() -> None:
+    import pytest_featviz
+    import pytest_featviz.records
+    from pytest_featviz import FeatureDriftError, FeatvizError, GoldenMissingError, LayerResult, SnapshotResult
+
+    exported = [FeatureDriftError, FeatvizError, GoldenMissingError, LayerResult, SnapshotResult]
+    assert exported == [getattr(pytest_featviz.records, cls.__name__) for cls in exported]
+    documented = documented_public_names()
+    assert sorted(documented) == sorted(cls.__name__ for cls in exported)
+    assert sorted([*documented, "__version__"]) == sorted(pytest_featviz.__all__)
+    assert issubclass(FeatureDriftError, AssertionError) and issubclass(GoldenMissingError, AssertionError)
 
 
 @pytest.fixture(scope="module")
