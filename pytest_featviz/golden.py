@@ -20,7 +20,10 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import sys
 import tempfile
+import time
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -483,6 +486,21 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
     """
     payload = sidecar.encode("utf-8")
     kept = [str(layer["file"]) for layer in json.loads(sidecar)["layers"]]
+    for attempt in range(SWITCH_ATTEMPTS):
+        try:
+            return _write_once(directory, payload, pictures, kept)
+        except FileNotFoundError as exc:
+            # Another process writing this snapshot moved the directory aside while it was read (two update runs
+            # at once): read it again, unless it stays gone.
+            if attempt + 1 < SWITCH_ATTEMPTS and directory.is_dir():
+                continue
+            raise _write_error(directory, exc) from exc
+        except OSError as exc:
+            raise _write_error(directory, exc) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> list[Path]:
     old = {p.name for p in _own_pictures(directory)} if directory.is_dir() else set()
     # each picture on disk is read once: to tell what changed, and to copy the unchanged ones
     previous = {name: _bytes_of(directory / name) if name in old else None for name in kept}
@@ -491,20 +509,21 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
         changed.append(directory / SIDECAR)
     if not changed and old <= set(kept):
         return []
-    try:
-        if directory.is_dir() and any(entry.is_dir() for entry in directory.iterdir()):
-            # Another test file's goldens nest inside this directory (pathological names): a directory switch
-            # would move them too, so fall back to file-by-file replacement, sidecar last.
-            _write_in_place(directory, payload, pictures, kept)
-        else:
-            _switch_directory(directory, payload, {name: pictures.get(name) for name in kept}, previous)
-    except OSError as exc:
-        raise GoldenError(
-            f"cannot write golden snapshot {directory}: {exc}{_file_in_the_way(directory)}; the golden there was left"
-            " as it was",
-            recreatable=False,
-        ) from exc
+    if directory.is_dir() and any(entry.is_dir() for entry in directory.iterdir()):
+        # Another test file's goldens nest inside this directory (pathological names): a directory switch would
+        # move them too, so fall back to file-by-file replacement, sidecar last.
+        _write_in_place(directory, payload, pictures, kept)
+    else:
+        _switch_directory(directory, payload, {name: pictures.get(name) for name in kept}, previous)
     return changed
+
+
+def _write_error(directory: Path, exc: OSError) -> GoldenError:
+    return GoldenError(
+        f"cannot write golden snapshot {directory}: {exc}{_file_in_the_way(directory)}; the golden there was left as"
+        " it was",
+        recreatable=False,
+    )
 
 
 def _file_in_the_way(directory: Path) -> str:
@@ -569,13 +588,78 @@ def _fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
+# Hidden siblings a write makes: ``.<name>.featviz-new-<owner>-XXXXXXXX`` (the snapshot being written) and
+# ``.<name>.featviz-old-<owner>-XXXXXXXX`` (the one it replaces, for the moment between two renames). The owner,
+# ``<seconds since the epoch, hex>-<host tag>-<pid>``, tells a write still going on in another pytest process
+# (two --featviz-update runs at once, xdist workers) from a leftover of a run that was killed; names without it
+# come from versions before the owner was recorded.
+_SIBLING = r"\.featviz-(new|old)-(?:([0-9a-f]+)-([0-9a-f]{6})-([0-9]+)-)?[a-z0-9_]{8}"
+# A leftover whose owner cannot be asked (another host, or a pid the OS may have reused) is abandoned after this long;
+# a write takes milliseconds.
+ABANDONED_AFTER_S = 3600
+SWITCH_ATTEMPTS = 8  # renames lost to other writers of the same snapshot before a write gives up
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+def _owner() -> str:
+    return f"{int(time.time()):x}-{_host_tag()}-{os.getpid()}"
+
+
 def _leftovers(directory: Path) -> list[Path]:
-    """Hidden siblings of ``directory`` left by an interrupted write (``.<name>.featviz-new-*`` / ``-old-*``)."""
-    pattern = re.compile(re.escape(f".{directory.name}.featviz-") + r"(new|old)-[a-z0-9_]{8}")
+    """Hidden siblings of ``directory`` that writes made (``.<name>.featviz-new-*`` / ``-old-*``), live or left."""
+    return [path for path, _ in _siblings(directory)]
+
+
+def _siblings(directory: Path) -> list[tuple[Path, re.Match[str]]]:
+    pattern = re.compile(re.escape(f".{directory.name}") + _SIBLING)
     try:
-        return sorted(p for p in directory.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir())
+        entries = sorted(directory.parent.iterdir())
     except OSError:
         return []
+    found = [(path, pattern.fullmatch(path.name)) for path in entries]
+    return [(path, match) for path, match in found if match is not None and path.is_dir()]
+
+
+def _abandoned(match: re.Match[str]) -> bool:
+    """Whether the write that made a hidden sibling is over: it was killed, or it is this process's own."""
+    stamp, host, pid = match.group(2), match.group(3), match.group(4)
+    if stamp is None:
+        return True  # written before owners were recorded
+    if time.time() - int(stamp, 16) > ABANDONED_AFTER_S:
+        return True
+    if host != _host_tag():
+        return False  # another machine's write on a shared drive, still recent
+    return int(pid) == os.getpid() or not _process_alive(int(pid))
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate it on Windows: rely on the age alone
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is another user's
+        return True
+    return True
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a directory this module made, also when its files were made read-only (a read-only golden that was
+    replaced); errors are ignored: a leftover is removed by a later write."""
+
+    def writable_and_retry(function: Any, name: str, *_: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(name), 0o700)
+            function(name)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=writable_and_retry)
 
 
 def _switch_directory(
@@ -585,9 +669,11 @@ def _switch_directory(
     ``previous`` holds the bytes of each picture now on disk (``None``: none there)."""
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
-    for leftover in _leftovers(directory):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.featviz-new-", dir=parent))
+    for leftover, match in _siblings(directory):
+        if _abandoned(match):
+            _remove_tree(leftover)
+    owner = _owner()
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.featviz-new-{owner}-", dir=parent))
     try:
         written: dict[str, bytes] = {}
         unchanged = []
@@ -601,28 +687,51 @@ def _switch_directory(
             else:
                 written[name] = data
         _write_together(staging, {**written, SIDECAR: payload})
-        for name in unchanged:
-            shutil.copystat(directory / name, staging / name)  # unchanged: same bytes and mtime
-        for other in _foreign_files(directory):  # someone's notes or .gitattributes move with the snapshot
-            shutil.copy2(other, staging / other.name, follow_symlinks=False)
+        # Best effort when another writer replaced the directory meanwhile: the bytes are in place already.
+        with contextlib.suppress(FileNotFoundError):
+            for name in unchanged:
+                shutil.copystat(directory / name, staging / name)  # unchanged: same bytes and mtime
+            for other in _foreign_files(directory):  # someone's notes or .gitattributes move with the snapshot
+                shutil.copy2(other, staging / other.name, follow_symlinks=False)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private
-        if directory.exists():
-            backup = parent / f".{directory.name}.featviz-old-{secrets.token_hex(4)}"
-            os.replace(directory, backup)
-            try:
-                os.replace(staging, directory)
-            except BaseException:
-                os.replace(backup, directory)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
+        _put_in_place(staging, directory, owner)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_directory(parent)
+
+
+def _put_in_place(staging: Path, directory: Path, owner: str) -> None:
+    """Rename ``staging`` to ``directory``, moving the snapshot there aside first and deleting it after.
+
+    Another process writing the same snapshot at the same moment can put its own directory in place between the two
+    renames; then this write tries again, so the last writer wins and neither fails. Any other error restores the
+    snapshot that was there.
+    """
+    for _ in range(SWITCH_ATTEMPTS):
+        backup: Path | None = None
+        if directory.exists():
+            backup = directory.with_name(f".{directory.name}.featviz-old-{owner}-{secrets.token_hex(4)}")
+            try:
+                os.replace(directory, backup)
+            except FileNotFoundError:  # another writer moved it aside just now
+                backup = None
+        try:
+            os.replace(staging, directory)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and directory.exists():
+                if backup is not None:  # superseded by the snapshot the other writer put in place
+                    _remove_tree(backup)
+                continue
+            if backup is not None:
+                os.replace(backup, directory)
+            raise
+        if backup is not None:
+            _remove_tree(backup)
+        return
+    raise OSError(errno.EBUSY, f"other processes kept replacing it ({SWITCH_ATTEMPTS} attempts)", str(directory))
 
 
 def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> None:

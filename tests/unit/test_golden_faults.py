@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,61 @@ def test_leftover_staging_does_not_disturb_reads_and_is_removed_by_the_next_writ
     assert stored is not None and golden.read_layer(snap, stored.layers[0], 8).shape == (9, 11)
     _write(snap, seed=2)
     assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_write_going_on_in_another_process_keeps_its_hidden_directories(snap: Path) -> None:
+    now, host = int(time.time()), golden._host_tag()
+    names = {
+        "live here": f".0.featviz-new-{now:x}-{host}-{os.getppid()}-aaaaaaaa",  # another pytest writing this now
+        "live elsewhere": f".0.featviz-old-{now:x}-{'f' * 6 if host != 'ffffff' else '0' * 6}-1-bbbbbbbb",
+        "killed": f".0.featviz-new-{now:x}-{host}-{_dead_pid()}-cccccccc",
+        "this process": f".0.featviz-old-{now:x}-{host}-{os.getpid()}-dddddddd",  # its own, from a failed write
+        "long ago elsewhere": f".0.featviz-new-{now - 2 * golden.ABANDONED_AFTER_S:x}-abcdef-1-eeeeeeee",
+        "before owners": ".0.featviz-new-zz99zz99",
+    }
+    for name in names.values():
+        (snap.parent / name).mkdir()
+    _write(snap, seed=2)
+    left = sorted(p.name for p in snap.parent.iterdir())
+    assert left == sorted(["0", names["live here"], names["live elsewhere"]])
+
+
+def _write_many(directory: str, seeds: tuple[int, int], start: Any, count: int) -> None:
+    start.wait()
+    for step in range(count):
+        _write(Path(directory), seeds[step % 2])
+
+
+def test_two_processes_rewriting_one_snapshot_at_once_both_succeed(tmp_path: Path) -> None:
+    # Two --featviz-update runs at once: each write must neither remove the other's hidden directories nor fail when
+    # the other puts its snapshot in place between its two renames; the last writer wins, whole.
+    import multiprocessing
+
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    _write(directory, seed=0)
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(2)
+    writers = [
+        context.Process(target=_write_many, args=(str(directory), seeds, start, 200)) for seeds in ((1, 3), (2, 4))
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    stored = golden.read_sidecar(directory)
+    assert stored in [_snapshot(seed)[0] for seed in (1, 2, 3, 4)]
+    assert stored is not None and golden.read_layer(directory, stored.layers[0], 8).shape == (9, 11)
+    assert sorted(p.name for p in directory.parent.iterdir()) == ["0"]
 
 
 HOSTILE = [
