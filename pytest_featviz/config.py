@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
 ChannelsSetting = int | tuple[int, ...] | str
+# Names a setting in an error as the user wrote it: ``"--featviz-threshold"``, ``"tox.ini: featviz_threshold"``.
+SettingNames = Callable[[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,62 +74,71 @@ class Settings:
     golden_key: str = "none"  # one of GOLDEN_KEYS
     calibrate: bool = False  # --featviz-calibrate: score benign perturbations against the goldens, write nothing
 
-    def override(self, values: Mapping[str, Any], source: str) -> Settings:
-        """A copy with ``values`` (from ``source``, named in errors) applied; ``None`` values are ignored.
+    def override(self, values: Mapping[str, Any], source: str | SettingNames) -> Settings:
+        """A copy with ``values`` applied; ``None`` values are ignored.
 
-        A ``preset`` sets the three tolerances first; tolerances given at the same level win over it.
+        ``source`` says in errors where the values come from: a word (``"@pytest.mark.featviz"``: "<source>:
+        threshold must be ...") or a function naming each setting as the user wrote it (``"--featviz-threshold
+        must be ..."``). A ``preset`` sets the three tolerances first; tolerances given at the same level win over it.
         """
+        names = source if callable(source) else _prefixed(source)
         unknown = sorted(set(values) - set(TUNABLE))
         if unknown:
-            raise FeatvizError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(TUNABLE)}")
+            where = "" if callable(source) else f"{source}: "
+            raise FeatvizError(f"{where}unknown setting(s) {', '.join(unknown)}; known: {', '.join(TUNABLE)}")
         changes = {key: value for key, value in values.items() if value is not None}
         preset = changes.pop("preset", None)
         if preset is not None:
             if preset not in PRESETS:
-                raise FeatvizError(f"{source}: preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+                raise FeatvizError(f"{names('preset')} must be one of {', '.join(PRESETS)}; got {preset!r}")
             tolerances = dict(zip(("threshold", "stat_tolerance", "rms_tolerance"), PRESETS[preset], strict=True))
             changes = {**tolerances, **changes}
-        checked = {key: _validate(key, value, source) for key, value in changes.items()}
+        checked = {key: _validate(key, value, names(key)) for key, value in changes.items()}
         return dataclasses.replace(self, **checked)
 
 
-def _validate(key: str, value: Any, source: str) -> Any:
+def _prefixed(source: str) -> SettingNames:
+    return lambda key: f"{source}: {key}"
+
+
+def _validate(key: str, value: Any, name: str) -> Any:
+    """``value`` checked and converted for the setting ``key``; errors call the setting ``name``."""
     if key == "threshold":
-        number = _number(value, key, source)
+        number = _number(value, name)
         if not -1.0 <= number <= 1.0:
-            raise FeatvizError(f"{source}: threshold is an SSIM score and must lie in [-1, 1]; got {value!r}")
+            raise FeatvizError(f"{name} is an SSIM score and must lie in [-1, 1]; got {value!r}")
         return number
     if key in ("stat_tolerance", "rms_tolerance"):
-        number = _number(value, key, source)
+        number = _number(value, name)
         if number < 0:
-            raise FeatvizError(f"{source}: {key} must be zero or more; got {value!r}")
+            raise FeatvizError(f"{name} must be zero or more; got {value!r}")
         return number
     if key == "normalize":
         if value not in NORMALIZE_MODES:
-            raise FeatvizError(f"{source}: normalize must be one of {', '.join(NORMALIZE_MODES)}; got {value!r}")
+            raise FeatvizError(f"{name} must be one of {', '.join(NORMALIZE_MODES)}; got {value!r}")
         return value
     if key == "channels":
-        return parse_channels(value, source)
+        return _channels(value, name)
     if key in ("deterministic", "noise_floor"):
-        return _flag(value, key, source)
+        return _flag(value, name)
     raise AssertionError(key)
 
 
-def _flag(value: Any, key: str, source: str) -> bool:
+def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    raise FeatvizError(f"{source}: {key} must be true or false; got {value!r}")
+    raise FeatvizError(f"{name} must be true or false; got {value!r}")
 
 
-def _number(value: Any, key: str, source: str) -> float:
+def _number(value: Any, name: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise FeatvizError(f"{source}: {key} must be a number; got {value!r}") from None
+        raise FeatvizError(f"{name} must be a number; got {value!r}") from None
     if isinstance(value, bool) or not math.isfinite(number):
-        raise FeatvizError(f"{source}: {key} must be a finite number; got {value!r}")
+        raise FeatvizError(f"{name} must be a finite number; got {value!r}")
     return number
 
 
@@ -140,6 +151,10 @@ def _whole(value: Any) -> int:
 
 def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
     """A channel selection from code or text: ``16``, ``"16"``, ``"all"``, ``"top:16"``, ``[0, 3]`` or ``"0,3"``."""
+    return _channels(value, f"{source}: channels")
+
+
+def _channels(value: Any, name: str) -> ChannelsSetting:
     if isinstance(value, str):
         text = value.strip()
         if text == "all":
@@ -147,7 +162,7 @@ def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
         if text.startswith("top:"):  # the N channels of highest activation energy (layout.choose_channels)
             top = text[len("top:") :].strip()
             if not top.isdigit() or int(top) < 1:
-                raise FeatvizError(f"{source}: channels 'top:N' needs a count N of at least 1; got {value!r}")
+                raise FeatvizError(f"{name} 'top:N' needs a count N of at least 1; got {value!r}")
             return f"top:{int(top)}"
         if "," in text or text.startswith(("[", "(")):
             value = [part for part in text.strip("[]()").split(",") if part.strip()]
@@ -157,19 +172,17 @@ def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
         if isinstance(value, Sequence) and not isinstance(value, str):
             indices = tuple(_whole(v) for v in value)
             if not indices:
-                raise FeatvizError(f"{source}: channels is an empty list: select at least one channel")
+                raise FeatvizError(f"{name} is an empty list: select at least one channel")
             if any(i < 0 for i in indices):
-                raise FeatvizError(f"{source}: channel indices must be zero or more; got {list(indices)}")
+                raise FeatvizError(f"{name} must hold channel indices of zero or more; got {list(indices)}")
             return indices
         if isinstance(value, bool):
             raise ValueError
         count = _whole(value)
     except (TypeError, ValueError):
-        raise FeatvizError(
-            f"{source}: channels must be a count, a list of indices, 'all' or 'top:N'; got {value!r}"
-        ) from None
+        raise FeatvizError(f"{name} must be a count, a list of indices, 'all' or 'top:N'; got {value!r}") from None
     if count < 1:
-        raise FeatvizError(f"{source}: channels must be at least 1; got {count}")
+        raise FeatvizError(f"{name} must be at least 1; got {count}")
     return count
 
 
@@ -274,12 +287,17 @@ def add_options(parser: pytest.Parser) -> None:
         help="also run each snapshot under benign perturbations (threads, channels_last, TF32 rounding, float64) and"
         " print per layer the lowest SSIM and largest changes seen next to the thresholds; never writes goldens.",
     )
+    flag, number, count = _ini_types()
     parser.addini(
-        "featviz_deterministic", "deterministic algorithms, TF32 off for every snapshot (true/false)", default=None
+        "featviz_deterministic",
+        "deterministic algorithms, TF32 off for every snapshot (true/false)",
+        type=flag,
+        default=None,
     )
     parser.addini(
         "featviz_noise_floor",
         "fit tolerances to each layer's TF32 noise floor when scores are not clean (true/false)",
+        type=flag,
         default=None,
     )
     parser.addini(
@@ -290,28 +308,46 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("featviz_golden_dir", "directory of golden snapshots, relative to the rootdir", default=None)
     parser.addini("featviz_report_dir", "directory of the drift report, relative to the rootdir", default=None)
     parser.addini("featviz_preset", f"tolerance preset: {', '.join(PRESETS)}", default=None)
-    parser.addini("featviz_threshold", "lowest per-channel SSIM that still matches", default=None)
-    parser.addini("featviz_stat_tolerance", "largest channel statistic change, in golden std units", default=None)
-    parser.addini("featviz_rms_tolerance", "largest RMS picture difference, in golden spread units", default=None)
-    parser.addini("featviz_channels", "channels per layer: N, 'all', indices or top:N", default=None)
+    parser.addini("featviz_threshold", "lowest per-channel SSIM that still matches", type=number, default=None)
+    parser.addini(
+        "featviz_stat_tolerance", "largest channel statistic change, in golden std units", type=number, default=None
+    )
+    parser.addini(
+        "featviz_rms_tolerance", "largest RMS picture difference, in golden spread units", type=number, default=None
+    )
+    parser.addini("featviz_channels", "channels per layer: N, 'all', indices or top:N", type=count, default=None)
     parser.addini("featviz_normalize", f"normalization: {', '.join(NORMALIZE_MODES)}", default=None)
+
+
+def _ini_types() -> tuple[Any, Any, Any]:
+    """The ``addini`` types of the flag, number and count keys: text, or also a native TOML bool, float or int.
+
+    pytest 9's native ``[tool.pytest]`` table hands a key its TOML value and rejects one that is not of the
+    registered type: a plain string key refuses ``featviz_threshold = 0.5``. pytest 9.2 takes a union such as
+    ``str | float``; ``str`` comes first so that ini files and ``-o`` keep their text, which ``Settings.override``
+    checks with its own messages. Earlier pytest takes string keys only (there, quote the value in TOML).
+    """
+    if pytest.version_tuple[:2] < (9, 2):
+        return None, None, None
+    return str | bool, str | float, str | int
 
 
 def from_pytest(config: pytest.Config) -> Settings:
     """Session settings from ini and command line (the command line wins); raises ``pytest.UsageError``."""
-    golden_cli = config.getoption("featviz_golden_dir")
-    golden_ini = config.getini("featviz_golden_dir")
-    if golden_cli:
+    cli, ini = _cli_reader(config), _ini_reader(config)
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    golden_cli, report_cli = cli("golden_dir"), cli("report_dir")
+    for key, value in (("golden_dir", golden_cli), ("report_dir", report_cli)):
+        if value is not None and not value.strip():
+            raise pytest.UsageError(f"{_cli_name(key)} needs a directory; got an empty value")
+    if golden_cli is not None:
         golden_dir = Path(config.invocation_params.dir, golden_cli)
     else:
-        base = config.inipath.parent if config.inipath is not None else config.rootpath
-        golden_dir = Path(base, golden_ini or DEFAULT_GOLDEN_DIR)
-    report_cli = config.getoption("featviz_report_dir")
-    if report_cli:
+        golden_dir = Path(base, ini("golden_dir") or DEFAULT_GOLDEN_DIR)
+    if report_cli is not None:
         report_dir = Path(config.invocation_params.dir, report_cli)
     else:
-        base = config.inipath.parent if config.inipath is not None else config.rootpath
-        report_dir = Path(base, config.getini("featviz_report_dir") or DEFAULT_REPORT_DIR)
+        report_dir = Path(base, ini("report_dir") or DEFAULT_REPORT_DIR)
     golden_dir, report_dir = Path(os.path.normpath(golden_dir)), Path(os.path.normpath(report_dir))
     real_golden, real_report = golden_dir.resolve(), report_dir.resolve()  # through symlinks too
     if real_golden == real_report or real_golden in real_report.parents or real_report in real_golden.parents:
@@ -326,9 +362,11 @@ def from_pytest(config: pytest.Config) -> Settings:
         report_dir=report_dir,
         report_all=bool(config.getoption("featviz_report_all")),
     )
-    golden_key = (config.getini("featviz_golden_key") or "none").strip()
+    golden_key = (ini("golden_key") or "none").strip()
     if golden_key not in GOLDEN_KEYS:
-        raise pytest.UsageError(f"featviz_golden_key must be one of {', '.join(GOLDEN_KEYS)}; got {golden_key!r}")
+        raise pytest.UsageError(
+            f"{_ini_names(config)('golden_key')} must be one of {', '.join(GOLDEN_KEYS)}; got {golden_key!r}"
+        )
     calibrate = bool(config.getoption("featviz_calibrate"))
     if calibrate and settings.update:
         raise pytest.UsageError(
@@ -336,12 +374,46 @@ def from_pytest(config: pytest.Config) -> Settings:
         )
     settings = dataclasses.replace(settings, golden_key=golden_key, calibrate=calibrate)
     try:
-        for source, read in (("ini", lambda k: config.getini(f"featviz_{k}")), ("CLI", _cli_reader(config))):
-            settings = settings.override({key: read(key) or None for key in TUNABLE}, f"featviz {source}")
+        settings = settings.override({key: ini(key) for key in TUNABLE}, _ini_names(config))
+        # an option given with an empty value (--featviz-threshold=) is checked like any other, and refused
+        settings = settings.override({key: cli(key) for key in TUNABLE}, _cli_name)
     except FeatvizError as exc:
         raise pytest.UsageError(str(exc)) from None
     return settings
 
 
-def _cli_reader(config: pytest.Config) -> Any:
+def _cli_reader(config: pytest.Config) -> Callable[[str], Any]:
+    """The command-line value of a setting; ``None`` when the option was not given."""
     return lambda key: config.getoption(f"featviz_{key}")
+
+
+def _ini_reader(config: pytest.Config) -> Callable[[str], Any]:
+    """The ini value of a setting; ``None`` when the key is absent or empty (``featviz_threshold =``), as pytest
+    treats its own keys, so that ``-o featviz_threshold=`` restores the default."""
+
+    def read(key: str) -> Any:
+        try:
+            value = config.getini(f"featviz_{key}")
+        except TypeError as exc:  # pytest 9.0 and 9.1: a native TOML value for a string key (see _ini_types)
+            raise pytest.UsageError(f"{exc}; quote it in TOML, or use pytest 9.2 or later") from None
+        return None if isinstance(value, str) and not value.strip() else value
+
+    return read
+
+
+def _cli_name(key: str) -> str:
+    return f"--featviz-{key.replace('_', '-')}"
+
+
+def _ini_names(config: pytest.Config) -> SettingNames:
+    """Names an ini key as the user wrote it: in the ini file (``tox.ini: featviz_threshold``, as pytest names its
+    own keys) or with ``-o`` (``-o featviz_threshold``)."""
+    overridden = {str(line).split("=", 1)[0].strip() for line in config.getoption("override_ini", None) or ()}
+
+    def name(key: str) -> str:
+        ini_key = f"featviz_{key}"
+        if ini_key in overridden:
+            return f"-o {ini_key}"
+        return f"{config.inipath.name}: {ini_key}" if config.inipath is not None else ini_key
+
+    return name

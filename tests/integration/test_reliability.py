@@ -388,8 +388,8 @@ def test_threshold_outside_range_is_a_usage_error(featviz_pytester: pytest.Pytes
     featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     result = featviz_pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    source = "featviz ini" if ini else "featviz CLI"
-    result.stderr.fnmatch_lines([f"ERROR: {source}: threshold *"])
+    source = "tox.ini: featviz_threshold" if ini else "--featviz-threshold"
+    result.stderr.fnmatch_lines([f"ERROR: {source} *"])
     assert not (featviz_pytester.path / "golden").exists()
 
 

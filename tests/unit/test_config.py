@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import integration.lifecycle  # noqa: F401  (imports torch before any in-process run; see lifecycle.py)
 import pytest
@@ -14,6 +16,7 @@ from pytest_featviz.config import (
     DEFAULT_STAT_TOLERANCE,
     DEFAULT_THRESHOLD,
     Settings,
+    _ini_reader,
     parse_channels,
 )
 from pytest_featviz.records import FeatvizError
@@ -71,6 +74,47 @@ def test_bad_settings_say_what_is_wrong(values: dict[str, object], message: str)
 
 
 @pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"threshold": ""}, "--featviz-threshold must be a number; got ''"),
+        ({"stat_tolerance": "-1"}, "--featviz-stat-tolerance must be zero or more; got '-1'"),
+        ({"preset": "loose"}, "--featviz-preset must be one of default, strict, tolerant; got 'loose'"),
+        ({"channels": "top:x"}, "--featviz-channels 'top:N' needs a count N of at least 1; got 'top:x'"),
+        ({"channels": "1,-1"}, "--featviz-channels must hold channel indices of zero or more; got [1, -1]"),
+        ({"noise_floor": "sometimes"}, "--featviz-noise-floor must be true or false; got 'sometimes'"),
+        ({"thresold": 0.9}, "unknown setting(s) thresold; known: preset, threshold,"),
+    ],
+    ids=["empty", "negative", "preset", "top", "index", "flag", "unknown"],
+)
+def test_a_naming_function_as_source_names_each_setting(values: dict[str, object], message: str) -> None:
+    def option(key: str) -> str:
+        return f"--featviz-{key.replace('_', '-')}"
+
+    with pytest.raises(FeatvizError) as raised:
+        Settings(golden_dir=Path("g")).override(values, option)
+    assert str(raised.value).startswith(message)
+
+
+def _config(ini_value: object) -> Any:
+    return SimpleNamespace(getini=lambda name: ini_value)
+
+
+@pytest.mark.parametrize(
+    ("ini_value", "read"), [("", None), ("  ", None), (None, None), ("0.5", "0.5"), (0, 0), (0.0, 0.0), (False, False)]
+)
+def test_an_empty_ini_value_is_unset_and_a_native_zero_or_false_is_kept(ini_value: object, read: object) -> None:
+    assert _ini_reader(_config(ini_value))("threshold") == read
+
+
+def test_a_native_toml_value_refused_by_pytest_before_9_2_is_a_usage_error_saying_what_to_do() -> None:
+    def getini(name: str) -> object:  # pytest 9.0 and 9.1 raise TypeError for a float in [tool.pytest]
+        raise TypeError(f"pyproject.toml: config option '{name}' expects a string, got float: 0.5")
+
+    with pytest.raises(pytest.UsageError, match=r"expects a string, got float: 0\.5; quote it in TOML, or use pytest"):
+        _ini_reader(SimpleNamespace(getini=getini))("threshold")
+
+
+@pytest.mark.parametrize(
     ("text", "parsed"),
     [(16, 16), ("16", 16), (" all ", "all"), ([0, 3], (0, 3)), ("0,3", (0, 3)), ("[1, 2]", (1, 2)), ((5,), (5,))],
 )
@@ -123,9 +167,12 @@ def test_ini_featviz_channels(
     [
         (
             "featviz_channels = lots",
-            "*featviz ini: channels must be a count, a list of indices, 'all' or 'top:N'*lots*",
+            "ERROR: tox.ini: featviz_channels must be a count, a list of indices, 'all' or 'top:N'; got 'lots'",
         ),
-        ("featviz_noise_floor = sometimes", "*featviz ini: noise_floor must be true or false; got 'sometimes'*"),
+        (
+            "featviz_noise_floor = sometimes",
+            "ERROR: tox.ini: featviz_noise_floor must be true or false; got 'sometimes'",
+        ),
     ],
 )
 def test_a_bad_ini_value_is_a_usage_error(featviz_pytester: pytest.Pytester, ini_line: str, message: str) -> None:

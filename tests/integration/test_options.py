@@ -1,0 +1,229 @@
+"""Options and ini keys as a user types them: empty values, errors that name the option or key, and every kind of
+configuration file, pytest 9's native TOML table included."""
+
+from __future__ import annotations
+
+import pytest
+
+import integration.lifecycle  # noqa: F401  (imports torch before any in-process run; see lifecycle.py)
+from pytest_featviz.config import DEFAULT_CHANNELS, DEFAULT_RMS_TOLERANCE, DEFAULT_STAT_TOLERANCE, DEFAULT_THRESHOLD
+
+# Prints the session settings as one line; no snapshot is taken, so nothing is written.
+SETTINGS_SUITE = """
+from pytest_featviz.plugin import SETTINGS_KEY
+
+
+def test_settings(pytestconfig):
+    s = pytestconfig.stash[SETTINGS_KEY]
+    print("\\nSETTINGS", s.threshold, s.stat_tolerance, s.rms_tolerance, s.channels, s.normalize, s.deterministic,
+          s.noise_floor, s.golden_dir.name, s.report_dir.name, s.golden_key)
+"""
+DEFAULTS = (
+    f"SETTINGS {DEFAULT_THRESHOLD} {DEFAULT_STAT_TOLERANCE} {DEFAULT_RMS_TOLERANCE} {DEFAULT_CHANNELS} minmax False"
+    " True golden featviz-report none"
+)
+NATIVE_TOML = pytest.mark.skipif(pytest.version_tuple[:2] < (9, 0), reason="[tool.pytest] needs pytest 9")
+TYPED_TOML = pytest.mark.skipif(pytest.version_tuple[:2] < (9, 2), reason="typed ini keys need pytest 9.2")
+
+
+def _configure(pytester: pytest.Pytester, file_name: str, text: str) -> None:
+    """Make ``file_name`` the run's only configuration file (the fixture's tox.ini goes)."""
+    (pytester.path / "tox.ini").unlink()
+    (pytester.path / file_name).write_text(text, encoding="utf-8")
+
+
+def _settings_line(result: pytest.RunResult) -> str:
+    result.assert_outcomes(passed=1)
+    return next(line for line in result.outlines if line.startswith("SETTINGS "))
+
+
+# -- an empty value -------------------------------------------------------------------------------------------------
+
+
+EMPTY_VALUE_ERRORS = [
+    ("--featviz-threshold", "ERROR: --featviz-threshold must be a number; got ''"),
+    ("--featviz-stat-tolerance", "ERROR: --featviz-stat-tolerance must be a number; got ''"),
+    ("--featviz-rms-tolerance", "ERROR: --featviz-rms-tolerance must be a number; got ''"),
+    ("--featviz-channels", "ERROR: --featviz-channels must be a count, a list of indices, 'all' or 'top:N'; got ''"),
+    ("--featviz-golden-dir", "ERROR: --featviz-golden-dir needs a directory; got an empty value"),
+    ("--featviz-report-dir", "ERROR: --featviz-report-dir needs a directory; got an empty value"),
+    # options with choices: argparse refuses the empty value itself
+    ("--featviz-normalize", "*argument --featviz-normalize: invalid choice: ''*"),
+    ("--featviz-preset", "*argument --featviz-preset: invalid choice: ''*"),
+    ("--featviz-noise-floor", "*argument --featviz-noise-floor: invalid choice: ''*"),
+]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    EMPTY_VALUE_ERRORS,
+    ids=[option.removeprefix("--featviz-") for option, _ in EMPTY_VALUE_ERRORS],
+)
+def test_an_empty_option_value_is_a_usage_error_naming_the_option(
+    featviz_pytester: pytest.Pytester, option: str, message: str
+) -> None:
+    featviz_pytester.makepyfile(test_settings=SETTINGS_SUITE)
+    result = featviz_pytester.runpytest(f"{option}=")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "SETTINGS" not in result.stdout.str()
+
+
+def test_an_empty_ini_value_is_unset_and_o_with_an_empty_value_restores_the_default(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    featviz_pytester.makepyfile(test_settings=SETTINGS_SUITE)
+    keys = ("threshold", "stat_tolerance", "rms_tolerance", "channels", "normalize", "preset", "deterministic")
+    keys += ("noise_floor", "golden_dir", "report_dir", "golden_key")
+    empty = "".join(f"featviz_{key} =\n" for key in keys)
+    featviz_pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\n{empty}")
+    assert _settings_line(featviz_pytester.runpytest("-s")) == DEFAULTS
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_threshold = 0.5\n")
+    assert _settings_line(featviz_pytester.runpytest("-s", "-o", "featviz_threshold=")) == DEFAULTS
+
+
+@NATIVE_TOML
+def test_an_empty_string_in_the_native_toml_table_is_unset(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_settings=SETTINGS_SUITE)
+    _configure(featviz_pytester, "pyproject.toml", '[tool.pytest]\nfeatviz_threshold = ""\nfeatviz_channels = ""\n')
+    assert _settings_line(featviz_pytester.runpytest("-s", "-p", "no:cacheprovider")) == DEFAULTS
+
+
+# -- errors name what the user typed --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "ini_line", "message"),
+    [
+        (
+            ["--featviz-threshold=1.5"],
+            "",
+            "ERROR: --featviz-threshold is an SSIM score and must lie in [[]-1, 1[]]; got '1.5'",
+        ),
+        (["--featviz-rms-tolerance", "-1"], "", "ERROR: --featviz-rms-tolerance must be zero or more; got '-1'"),
+        (
+            ["--featviz-channels=top:0"],
+            "",
+            "ERROR: --featviz-channels 'top:N' needs a count N of at least 1; got 'top:0'",
+        ),
+        (
+            [],
+            "featviz_stat_tolerance = lots",
+            "ERROR: tox.ini: featviz_stat_tolerance must be a number; got 'lots'",
+        ),
+        ([], "featviz_preset = loose", "ERROR: tox.ini: featviz_preset must be one of default, strict, tolerant*"),
+        (
+            ["-o", "featviz_deterministic=maybe"],
+            "",
+            "ERROR: -o featviz_deterministic must be true or false; got 'maybe'",
+        ),
+        ([], "featviz_golden_key = gpu", "ERROR: tox.ini: featviz_golden_key must be one of none, device; got 'gpu'"),
+    ],
+    ids=["cli-threshold", "cli-rms-tolerance", "cli-channels", "ini-stat-tolerance", "ini-preset", "o-flag", "ini-key"],
+)
+def test_a_bad_value_names_the_option_or_the_ini_key(
+    featviz_pytester: pytest.Pytester, args: list[str], ini_line: str, message: str
+) -> None:
+    featviz_pytester.makepyfile(test_settings=SETTINGS_SUITE)
+    featviz_pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\n{ini_line}\n")
+    result = featviz_pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "featviz CLI" not in result.stderr.str() and "featviz ini" not in result.stderr.str()
+
+
+# -- every kind of configuration file -------------------------------------------------------------------------------
+
+KEYS = {
+    "threshold": "0.5",
+    "stat_tolerance": "0",
+    "rms_tolerance": "1",
+    "channels": "4",
+    "normalize": "sigmoid",
+    "deterministic": "true",
+    "noise_floor": "false",
+}
+CONFIGURED = "SETTINGS 0.5 0.0 1.0 4 sigmoid True False golden featviz-report none"
+
+
+def _ini_lines(quote: str = "", native: bool = False) -> str:
+    def value(key: str, text: str) -> str:
+        return text if native and key != "normalize" else f"{quote}{text}{quote}"
+
+    return "".join(f"featviz_{key} = {value(key, text)}\n" for key, text in KEYS.items())
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text"),
+    [
+        pytest.param("pytest.ini", "[pytest]\n" + _ini_lines(), id="pytest.ini"),
+        pytest.param("tox.ini", "[pytest]\n" + _ini_lines(), id="tox.ini"),
+        pytest.param("setup.cfg", "[tool:pytest]\n" + _ini_lines(), id="setup.cfg"),
+        pytest.param("pyproject.toml", "[tool.pytest.ini_options]\n" + _ini_lines('"'), id="ini_options-strings"),
+        pytest.param(
+            "pyproject.toml", "[tool.pytest.ini_options]\n" + _ini_lines('"', native=True), id="ini_options-values"
+        ),
+        pytest.param("pyproject.toml", "[tool.pytest]\n" + _ini_lines('"'), id="native-strings", marks=NATIVE_TOML),
+        pytest.param(
+            "pyproject.toml", "[tool.pytest]\n" + _ini_lines('"', native=True), id="native-values", marks=TYPED_TOML
+        ),
+    ],
+)
+def test_every_configuration_file_kind_sets_the_same_settings(
+    featviz_pytester: pytest.Pytester, file_name: str, text: str
+) -> None:
+    featviz_pytester.makepyfile(test_settings=SETTINGS_SUITE)
+    _configure(featviz_pytester, file_name, text)
+    assert _settings_line(featviz_pytester.runpytest("-s", "-p", "no:cacheprovider")) == CONFIGURED
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "message"),
+    [
+        (
+            "tool.pytest.ini_options",
+            'featviz_threshold = "2"',
+            "ERROR: pyproject.toml: featviz_threshold is an SSIM score and must lie in [[]-1, 1[]]; got '2'",
+        ),
+        pytest.param(
+            "tool.pytest",
+            "featviz_threshold = 2",
+            "ERROR: pyproject.toml: featviz_threshold is an SSIM score and must lie in [[]-1, 1[]]; got 2",
+            marks=TYPED_TOML,
+        ),
+        pytest.param(
+            "tool.pytest",
+            'featviz_threshold = "high"',
+            "ERROR: pyproject.toml: featviz_threshold must be a number; got 'high'",
+            marks=NATIVE_TOML,
+        ),
+        pytest.param(
+            "tool.pytest",
+            "featviz_channels = 0",
+            "ERROR: pyproject.toml: featviz_channels must be at least 1; got 0",
+            marks=TYPED_TOML,
+        ),
+        pytest.param(
+            "tool.pytest",
+            'featviz_noise_floor = "sometimes"',
+            "ERROR: pyproject.toml: featviz_noise_floor must be true or false; got 'sometimes'",
+            marks=NATIVE_TOML,
+        ),
+        # a TOML value of no accepted type: pytest's own message, which names the file, the key and the types
+        pytest.param(
+            "tool.pytest",
+            "featviz_threshold = true",
+            "ERROR: *pyproject.toml: config option 'featviz_threshold' expects one of string | float, got bool: True",
+            marks=TYPED_TOML,
+        ),
+    ],
+    ids=["ini_options-string", "native-number", "native-string", "native-count", "native-flag", "native-bool"],
+)
+def test_a_bad_toml_value_is_a_usage_error_naming_the_key(
+    featviz_pytester: pytest.Pytester, table: str, line: str, message: str
+) -> None:
+    featviz_pytester.makepyfile(test_settings=SETTINGS_SUITE)
+    _configure(featviz_pytester, "pyproject.toml", f"[{table}]\n{line}\n")
+    result = featviz_pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
