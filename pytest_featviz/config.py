@@ -356,6 +356,11 @@ def from_pytest(config: pytest.Config) -> Settings:
             " files would mix with the committed goldens, and each run clears the report; give them separate"
             " directories (--featviz-report-dir, --featviz-golden-dir)"
         )
+    if golden_dir.exists() and not golden_dir.is_dir():
+        raise pytest.UsageError(
+            f"the featviz golden directory {golden_dir} is a file: move it away, or keep the goldens elsewhere"
+            " (--featviz-golden-dir, ini featviz_golden_dir)"
+        )
     settings = Settings(
         golden_dir=golden_dir,
         update=bool(config.getoption("featviz_update")),

@@ -227,3 +227,12 @@ def test_a_bad_toml_value_is_a_usage_error_naming_the_key(
     result = featviz_pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_file_where_the_golden_directory_should_be_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    (featviz_pytester.path / "golden").write_text("not a directory")
+    result = featviz_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: the featviz golden directory */golden is a file: move it away, *"])
+    assert (featviz_pytester.path / "golden").read_text() == "not a directory"
