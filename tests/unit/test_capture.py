@@ -198,7 +198,7 @@ def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None
             r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices \[8\] are out of range for a layer with 8",
         ),
         ([1, 1], r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices repeat"),
-        ([-1], r"channel indices must be zero or more"),
+        ([-1], r"channels must hold channel indices of zero or more"),
         (0, r"channels must be at least 1"),
         ("some", r"channels must be"),
         ([], r"channels is an empty list"),
