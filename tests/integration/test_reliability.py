@@ -275,6 +275,7 @@ def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(feat
     # other wrote. The conftest plays the other worker, creating the twin while this worker writes its golden.
     featviz_pytester.makeconftest(
         """
+        import pytest
         import pytest_featviz.golden as golden
 
         write_files = golden.write_files
@@ -284,7 +285,9 @@ def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(feat
             write_files(twin, sidecar, pictures)
             return write_files(directory, sidecar, pictures)
 
-        golden.write_files = racing
+        @pytest.fixture(autouse=True)
+        def other_worker(monkeypatch):  # undone after the test: this pytest runs in the suite's own process
+            monkeypatch.setattr(golden, "write_files", racing)
         """
     )
     featviz_pytester.makepyfile(featviz_models=MODELS, test_case=CASE_TESTS.replace('["RGB", "rgb"]', '["rgb"]'))
