@@ -53,6 +53,7 @@ chosen indices are stored in the sidecar and reused by later checks (:class:`Sto
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Union
@@ -110,6 +111,14 @@ class Layout:
         if self.batch_axis == UNBATCHED:
             return f"{label} (unbatched)"
         return label if self.batch_axis == 0 else f"{label} (batch axis {self.batch_axis})"
+
+    @staticmethod
+    def batch_axis_of(label: str) -> int:
+        """The batch axis a :attr:`label` (as a sidecar stores it) names: 0, 1, ... or :data:`UNBATCHED`."""
+        if label.endswith(" (unbatched)"):
+            return UNBATCHED
+        found = re.search(r" \(batch axis (\d+)\)$", label)
+        return int(found.group(1)) if found else 0
 
     @property
     def single_picture(self) -> bool:

@@ -24,7 +24,7 @@ from pytest_featviz.config import Settings
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec, default_selection, resolve_layers
-from pytest_featviz.layout import TOP_PREFIX, ChannelSpec, StoredChannels
+from pytest_featviz.layout import TOP_PREFIX, UNBATCHED, ChannelSpec, Layout, StoredChannels
 from pytest_featviz.records import (
     CREATED,
     DRIFT,
@@ -311,13 +311,19 @@ def _in_golden_frame(pictures: np.ndarray[Any, Any], stored: SnapshotGolden, lay
     return render_tiles(pictures, layer.frames_array(), stored.normalize, stored.bit_depth)
 
 
+def _without_batch(shape: tuple[int, ...], label: str) -> tuple[int, ...]:
+    """``shape`` without its batch axis (read from the layout ``label``): a check may run another batch size."""
+    axis = Layout.batch_axis_of(label)
+    return shape if axis == UNBATCHED or axis >= len(shape) else shape[:axis] + shape[axis + 1 :]
+
+
 def _compare(
     item: _Current, stored: SnapshotGolden, layer: LayerGolden, directory: Path, settings: Settings
 ) -> tuple[LayerResult, LayerEvidence]:
     shape = item.capture.shape
     pictures = pool_maps(item.maps, layer.pool)
     reason = ""
-    if shape[1:] != layer.shape[1:]:
+    if _without_batch(shape, item.capture.layout) != _without_batch(layer.shape, item.capture.layout):
         reason = f"shape changed from {layer.shape} to {shape}"
     elif layer.layout and item.capture.layout and layer.layout != item.capture.layout:
         reason = f"layout changed from {layer.layout} to {item.capture.layout}"

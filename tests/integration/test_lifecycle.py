@@ -79,3 +79,43 @@ def test_steps_can_be_walked_one_by_one(featviz_pytester: pytest.Pytester) -> No
     # A changed source that does not change the model is no drift: the drift step must notice.
     with pytest.raises(AssertionError):
         lifecycle.drift()
+
+
+BATCH_SIZES = """
+import os
+
+import torch
+from torch import nn
+
+B = int(os.environ.get("FEATVIZ_BATCH", "1"))
+
+
+def test_conv(feature_snapshot):
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))[:B]  # item 0 the same for every B
+    feature_snapshot(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), x, layers=["0"])
+
+
+def test_lstm_hidden_state(feature_snapshot):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 8), nn.LSTM(8, 12, num_layers=2, batch_first=True))
+    tokens = torch.randint(0, 50, (4, 10), generator=torch.Generator().manual_seed(1))[:B]
+    feature_snapshot(model, tokens, layers=["1+1+0"])  # (layers, B, hidden): batch axis 1
+
+
+def test_sequence_first_transformer(feature_snapshot):
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0), 2)
+    x = torch.randn(10, 4, 8, generator=torch.Generator().manual_seed(1))[:, :B]  # (S, B, E)
+    feature_snapshot(nn.Sequential(encoder), x, layers=["0.layers.0"])
+"""
+
+
+def test_a_check_with_another_batch_size_compares_item_0_whatever_the_batch_axis(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(test_batches=BATCH_SIZES)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    monkeypatch.setenv("FEATVIZ_BATCH", "4")
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(passed=3)  # not "shape changed from (2, 1, 12) to (2, 4, 12)"

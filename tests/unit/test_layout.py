@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from pytest_featviz.layout import (
+    UNBATCHED,
     Hints,
     InputFacts,
+    Layout,
     LayoutError,
     StoredChannels,
     choose_channels,
@@ -366,3 +368,11 @@ def test_a_packed_rnn_output_is_read_padded_batch_first() -> None:
             output = lstm(packed)
         kept = keep(output, lstm, None, 16)
         assert kept.layout == "token-image" and kept.maps.shape == (1, 12, 8)  # every step of item 0, not row 0
+
+
+@pytest.mark.parametrize(
+    ("label", "axis"),
+    [("nchw", 0), ("tokens:1+14x14", 0), ("token-image (batch axis 1)", 1), ("token-image (unbatched)", UNBATCHED)],
+)
+def test_the_batch_axis_is_read_back_from_a_stored_label(label: str, axis: int) -> None:
+    assert Layout.batch_axis_of(label) == axis
