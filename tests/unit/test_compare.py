@@ -360,11 +360,29 @@ def test_the_noise_floor_catches_a_small_scale_change_the_configured_tolerances_
     assert runs == [1]
     message = str(caught.value)
     assert "judged by tolerances fitted to this layer's noise floor: TF32 rounding alone moves it to SSIM" in message
+    assert "TF32 rounding alone takes this layer near its tolerances" not in message  # its floor is far below them
     assert re.search(
         r"channel \d: SSIM 0\.99\d\d, picture change 0\.0\d\d, statistics change 0\.0\d\d > 0\.012", message
     )
     layer = caught.value.result.layer("3") if caught.value.result else None
     assert layer is not None and layer.noise is not None and layer.noise.stat_delta < 0.003
+
+
+def test_a_layer_whose_tf32_noise_reaches_the_configured_tolerances_points_at_golden_keys() -> None:
+    from pytest_featviz.records import DRIFT, LayerResult, NoiseFloor
+    from pytest_featviz.snapshot import layer_summary
+
+    def summary(noise: NoiseFloor) -> str:
+        layer = LayerResult(
+            "trunk", DRIFT, (1, 2, 4, 4), (1, 2, 4, 4), (0, 1), (0.97, 0.999), (0.08, 0.0), (0.2, 0.01),
+            threshold=0.99, stat_tolerance=0.03, rms_tolerance=0.15, noise=noise,
+        )  # fmt: skip
+        return "\n".join(layer_summary(layer))
+
+    hint = "TF32 rounding alone takes this layer near its tolerances: against a golden made with other float"
+    assert hint in summary(NoiseFloor(ssim=0.999, rms_error=0.05, stat_delta=0.02))  # 4 x 0.05 > 0.15
+    assert "featviz_golden_key = device" in summary(NoiseFloor(ssim=0.99, rms_error=0.01, stat_delta=0.001))
+    assert hint not in summary(NoiseFloor(ssim=0.9999, rms_error=0.01, stat_delta=0.002))
 
 
 def test_tf32_rounded_weights_stay_green_under_the_noise_floor(tmp_path: Path) -> None:
