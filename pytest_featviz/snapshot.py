@@ -524,8 +524,9 @@ def _check(
     if settings_only:
         explanation.insert(
             0,
-            "no picture was compared: the snapshot's layers, channels or normalization differ from the golden's, a"
-            " change of the test's call, marker or options rather than of what the model computes",
+            "the drifted layers were not compared picture by picture: their selection, channels or normalization"
+            " differ from the golden's (the test's layers=, channels= or normalize=, a marker or an option changed,"
+            " or the model no longer has a layer the golden holds)",
         )
     if keyed is not None:
         explanation.append(

@@ -187,8 +187,9 @@ def test_a_change_of_the_snapshot_settings_is_not_called_a_code_change(subject: 
     subject.makepyfile(test_subject=PLAIN.replace('layers=["1", "3"]', call))
     message = _message(subject)
     assert (
-        "no picture was compared: the snapshot's layers, channels or normalization differ from the golden's, a change"
-        " of the test's call, marker or options rather than of what the model computes"
+        "the drifted layers were not compared picture by picture: their selection, channels or normalization differ"
+        " from the golden's (the test's layers=, channels= or normalize=, a marker or an option changed, or the model"
+        " no longer has a layer the golden holds)"
     ) in message
     assert "activations moved" not in message and "code or dependency" not in message
 
