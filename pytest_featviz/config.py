@@ -175,6 +175,8 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
                 raise FeatvizError(f"{name} is an empty list: select at least one channel")
             if any(i < 0 for i in indices):
                 raise FeatvizError(f"{name} must hold channel indices of zero or more; got {list(indices)}")
+            if len(set(indices)) != len(indices):
+                raise FeatvizError(f"{name} names a channel twice; got {list(indices)}")
             return indices
         if isinstance(value, bool):
             raise ValueError

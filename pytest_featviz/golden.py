@@ -248,6 +248,8 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
     version = data.get("format")
     if not isinstance(version, int):
         raise GoldenError(f"golden sidecar {path} has no format version")
+    if isinstance(version, bool) or version < 1:
+        raise GoldenError(f"golden sidecar {path} is malformed (format {version!r})")
     if version > FORMAT_VERSION:
         raise GoldenError(
             f"golden sidecar {path} has format {version}, newer than this pytest-featviz reads ({FORMAT_VERSION});"
@@ -288,7 +290,7 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
             raise GoldenError(f"golden sidecar {path} names a layer file outside its directory: {layer.file!r}")
         if not layer.channels or min(layer.tile_shape) < 1:
             raise GoldenError(f"golden sidecar {path} has an empty layer {layer.name!r}")
-        wrong = _wrong_value(layer)
+        wrong = _wrong_value(layer, golden.normalize)
         if wrong:
             raise GoldenError(f"golden sidecar {path} is malformed (layer {layer.name!r}: {wrong})")
     if golden.bit_depth not in (8, 16):
@@ -298,7 +300,7 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
     return golden
 
 
-def _wrong_value(layer: LayerGolden) -> str | None:
+def _wrong_value(layer: LayerGolden, normalize: str) -> str | None:
     """What no snapshot can have written into a layer's entry (an edited or damaged sidecar), or ``None``: values
     that would otherwise surface as a model drift ("shape changed from (1, -4, 32, 32)") or a crash."""
     if not layer.shape or min(layer.shape) < 1:
@@ -310,9 +312,18 @@ def _wrong_value(layer: LayerGolden) -> str | None:
         return f"tile {list(layer.tile_shape)}: a {width}x{height} picture"
     if min(layer.channels) < 0:
         return f"channel index {min(layer.channels)}"
+    if len(set(layer.channels)) != len(layer.channels):
+        return f"channel indices repeat: {list(layer.channels)}"
     numbers = [value for frame in layer.frames for value in frame] + [value for st in layer.stats for value in st]
     if not all(math.isfinite(value) for value in numbers):
         return "a channel's range or statistics are not finite numbers"
+    for index, (low, high), (_, std, smallest, largest) in zip(layer.channels, layer.frames, layer.stats, strict=True):
+        # render.channel_frames: minmax and percentile frames are [low, high] with high > low, sigmoid's are
+        # [center, scale] with scale > 0
+        if not (high > 0 if normalize == "sigmoid" else high > low):
+            return f"channel {index}: range {[low, high]}"
+        if std < 0 or smallest > largest:
+            return f"channel {index}: statistics std {std}, min {smallest}, max {largest}"
     return None
 
 

@@ -197,7 +197,7 @@ def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None
             [2, 8],
             r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices \[8\] are out of range for a layer with 8",
         ),
-        ([1, 1], r"layer '0' \(output shape \(1, 8, 4, 4\)\): channel indices repeat"),
+        ([1, 1], r"channels names a channel twice; got \[1, 1\]"),
         ([-1], r"channels must hold channel indices of zero or more"),
         (0, r"channels must be at least 1"),
         ("some", r"channels must be"),

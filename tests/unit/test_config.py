@@ -122,7 +122,7 @@ def test_parse_channels(text: object, parsed: object) -> None:
     assert parse_channels(text) == parsed
 
 
-@pytest.mark.parametrize("text", [0, -2, "none", True, [], "1.5", [1, -1]])
+@pytest.mark.parametrize("text", [0, -2, "none", True, [], "1.5", [1, -1], "0,0", [2, 2]])
 def test_parse_channels_rejects(text: object) -> None:
     with pytest.raises(FeatvizError, match="channel"):
         parse_channels(text, "ini")

@@ -146,6 +146,12 @@ def _edited(snap: Path, old: str, new: str) -> None:
         ('"bit_depth": 8', '"bit_depth": 3', "bit depth 3, not 8 or 16"),
         ('"normalize": "minmax"', '"normalize": "zscore"', "unknown normalization 'zscore'"),
         ('"index": 0', '"index": -1', "channel index -1"),
+        ('"index": 1', '"index": 0', "channel indices repeat: \\[0, 0, 2\\]"),
+        ('"std": ', '"std": -1, "was": ', "channel 0: statistics std -1.0"),
+        ('"min": ', '"min": 7, "was": ', "channel 0: statistics std .*, min 7.0, max"),
+        ('"range": [', '"range": [2.0, ', "channel 0: range \\[2.0, 0.0\\]"),
+        ('"format": 1', '"format": 0', "format 0"),
+        ('"format": 1', '"format": true', "format True"),
     ],
 )
 def test_a_sidecar_value_no_snapshot_writes_is_malformed_not_drift(
