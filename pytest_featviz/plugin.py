@@ -46,7 +46,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_featviz.stale import StaleGoldens
 
     config.pluginmanager.register(
-        StaleGoldens(config, config.stash[SETTINGS_KEY].golden_dir, _test_location), "featviz-stale"
+        StaleGoldens(
+            config,
+            config.stash[SETTINGS_KEY].golden_dir,
+            _test_location,
+            keyed=config.stash[SETTINGS_KEY].golden_key == "device",
+        ),
+        "featviz-stale",
     )
 
 

@@ -40,11 +40,14 @@ def _key(path: str | Path) -> str:
     return os.path.normcase(os.path.abspath(path))
 
 
-def _shared_key(path: str | Path) -> str:
-    """``_key`` of the shared snapshot directory: an environment-keyed golden ``0@cuda`` counts as used with ``0``
-    (and ``0`` with ``0@cuda``), since a run on one device uses only one of them. The same mapping
-    (``golden.shared_dir``) serves the used snapshots and the ones on disk, so a snapshot whose own name holds an
-    ``@`` is matched with itself."""
+def _shared_key(path: str | Path, keyed: bool) -> str:
+    """``_key`` of the shared snapshot directory when goldens are keyed by device (``featviz_golden_key = device``):
+    an environment-keyed golden ``0@cuda`` counts as used with ``0`` (and ``0`` with ``0@cuda``), since a run on one
+    device uses only one of them. The same mapping (``golden.shared_dir``) serves the used snapshots and the ones on
+    disk. Without keys a directory is only itself: a snapshot the test named ``enc@cpu`` never hides a stale
+    ``enc``, and keyed goldens left from when keys were on are stale like any other unused golden."""
+    if not keyed:
+        return _key(path)
     from pytest_featviz.golden import shared_dir  # numpy and Pillow: only once a snapshot has run
 
     return _key(shared_dir(Path(path)))
@@ -53,8 +56,9 @@ def _shared_key(path: str | Path) -> str:
 class StaleGoldens:
     """Session plugin: tracks collection and outcomes, finds stale golden snapshots, prunes them if asked."""
 
-    def __init__(self, config: pytest.Config, golden_root: Path, location: Location) -> None:
+    def __init__(self, config: pytest.Config, golden_root: Path, location: Location, keyed: bool = False) -> None:
         self.golden_root = golden_root
+        self.keyed = keyed  # featviz_golden_key = device
         self.location = location
         self.prune = bool(config.getoption("featviz_prune", False))
         self.worker_output: dict[str, Any] | None = getattr(config, "workeroutput", None)
@@ -119,7 +123,7 @@ class StaleGoldens:
         if report.failed or report.skipped:
             self.not_passed.add(report.nodeid)
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
-            self.used.add(_shared_key(record["golden_dir"]))
+            self.used.add(_shared_key(record["golden_dir"], self.keyed))
         # --setup-only and --setup-plan report setup and teardown of every test, and no call: no body ran
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.ran.add(report.nodeid)
@@ -182,7 +186,7 @@ class StaleGoldens:
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in _subdirectories(test_dir):
-                    if (snapshot / SIDECAR).is_file() and _shared_key(snapshot) not in self.used:
+                    if (snapshot / SIDECAR).is_file() and _shared_key(snapshot, self.keyed) not in self.used:
                         stale.append(snapshot)
         return stale
 

@@ -100,6 +100,7 @@ ALL += ["golden/test_st/test_b/0", "golden/test_st/test_c/0"]
 
 def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> None:
     assert _snapshots(project.path) == ALL
+    project.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = device\n")
     keep = project.path / "golden" / "test_st" / "test_a" / "keep"
     keyed = keep.with_name("keep@cuda")  # an environment-keyed golden, used on another machine
     keyed.mkdir()
@@ -273,6 +274,30 @@ def test_a_snapshot_named_like_a_device_keyed_golden_does_not_hide_a_stale_one(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_at/test_at/enc"])
     assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/enc@fp16"]
+
+
+def test_without_device_keys_a_snapshot_named_after_its_device_is_only_itself(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # name=f"enc@{device}" made on that device looks like a device-keyed golden; keys are off, so it is not one.
+    featviz_pytester.makepyfile(
+        featviz_models=MODELS,
+        test_at="""
+        import os
+        from featviz_models import make_input, make_model
+
+
+        def test_at(feature_snapshot):
+            if not os.environ.get("FEATVIZ_DROP"):
+                feature_snapshot(make_model(), make_input(), layers=["0"], name="enc")
+            feature_snapshot(make_model(), make_input(), layers=["0"], name="enc@cpu")
+        """,
+    )
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("FEATVIZ_DROP", "1")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_at/test_at/enc"])
+    assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/enc@cpu"]
 
 
 def test_last_failed_and_a_conftest_filter_leave_files_incomplete(
