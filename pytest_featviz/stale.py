@@ -206,7 +206,8 @@ class StaleGoldens:
             directory.rmdir()
         except OSError:  # it holds files of someone else's (a .DS_Store): they stay, and so does the directory
             others = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
-            self.kept_files.append(f"{directory}: {', '.join(others[:5])}")
+            more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+            self.kept_files.append(f"{directory}: {', '.join(others[:5])}{more}")
             return
         root = _key(self.golden_root)
         parent = directory.parent
