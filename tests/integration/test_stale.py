@@ -413,10 +413,13 @@ def test_a_pruned_snapshot_directory_with_a_file_of_someone_elses_stays(project:
     )
     leftover = project.path / "golden" / "test_st" / "test_b" / "0"
     assert sorted(p.name for p in leftover.iterdir()) == [".DS_Store"]
+
+    project.makepyfile(test_other=OTHER_BEFORE)
+    project.runpytest("--featviz-update", "test_other.py").assert_outcomes(passed=1)
     for index in range(6):
-        (project.path / "golden" / "test_other" / "test_o" / "0" / f"note{index}.txt").write_text("mine")
-    project.makepyfile(test_other=OTHER_BEFORE.replace("def test_o", "def test_renamed"))
-    result = project.runpytest("--featviz-prune", "--featviz-update", "test_other.py")
+        (project.path / OTHER_STALE / f"note{index}.txt").write_text("mine")
+    project.makepyfile(test_other=OTHER_AFTER)
+    result = project.runpytest("--featviz-prune", "test_other.py")
     result.stdout.fnmatch_lines(
         ["left the directory for files pytest-featviz did not write: *test_o/0: note0.txt, *, note4.txt and 1 more"]
     )
