@@ -673,6 +673,14 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=writable_and_retry)
 
 
+def remove_leftovers(directory: Path) -> None:
+    """Remove the hidden siblings of ``directory`` that killed writes left (never those of a write going on): every
+    write of the snapshot does, and so do ``--featviz-update`` on a snapshot that needs no write and prune."""
+    for leftover, match in _siblings(directory):
+        if _abandoned(match):
+            _remove_tree(leftover)
+
+
 def _switch_directory(
     directory: Path, payload: bytes, files: dict[str, bytes | None], previous: dict[str, bytes | None]
 ) -> None:
@@ -680,9 +688,7 @@ def _switch_directory(
     ``previous`` holds the bytes of each picture now on disk (``None``: none there)."""
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
-    for leftover, match in _siblings(directory):
-        if _abandoned(match):
-            _remove_tree(leftover)
+    remove_leftovers(directory)
     owner = _owner()
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.featviz-new-{owner}-", dir=parent))
     try:

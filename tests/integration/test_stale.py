@@ -423,3 +423,23 @@ def test_a_pruned_snapshot_directory_with_a_file_of_someone_elses_stays(project:
     result.stdout.fnmatch_lines(
         ["left the directory for files pytest-featviz did not write: *test_o/0: note0.txt, *, note4.txt and 1 more"]
     )
+
+
+def test_prune_removes_what_killed_writes_left_beside_a_stale_snapshot(project: pytest.Pytester) -> None:
+    leftover = project.path / "golden" / "test_st" / "test_b" / ".0.featviz-old-ab12cd34"  # from a killed update
+    leftover.mkdir()
+    (leftover / "0.png").write_bytes(b"the previous golden")
+    project.runpytest("--featviz-prune").assert_outcomes(passed=3)
+    assert not (project.path / "golden" / "test_st" / "test_b").exists()
+
+
+def test_an_update_that_writes_nothing_still_removes_what_a_killed_write_left(project: pytest.Pytester) -> None:
+    leftover = project.path / "golden" / "test_st" / "test_c" / ".0.featviz-new-zz99zz99"
+    leftover.mkdir()
+    (leftover / "0.png").write_bytes(b"half")
+    project.runpytest("-k", "test_c").assert_outcomes(passed=1, deselected=2)
+    assert leftover.is_dir()  # a check writes nothing, removes nothing
+    result = project.runpytest("--featviz-update", "-k", "test_c")
+    result.assert_outcomes(passed=1, deselected=2)
+    result.stdout.fnmatch_lines(["goldens: 0 created, 0 updated, 1 unchanged*"])
+    assert sorted(p.name for p in leftover.parent.iterdir()) == ["0"]
