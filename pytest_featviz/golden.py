@@ -132,6 +132,22 @@ def case_collision(golden_root: Path, directory: Path) -> str | None:
     merges their goldens and the two snapshots overwrite each other's. On Linux both work, which is where such a
     pair is made, so it is refused wherever it is met. Costs one directory listing per path segment.
     """
+    twin = case_twin(golden_root, directory)
+    if twin is None:
+        return None
+    ours, theirs = twin
+    return (
+        f"golden path {ours} differs only in letter case from {theirs}, which already exists: on case-insensitive"
+        " file systems (macOS, Windows) the two are one directory and the snapshots would overwrite each other's"
+        " goldens; rename the test, its parametrize id or the snapshot (name=) so that the two differ in more than"
+        " case; if one is left over from a test renamed in case only, delete it and run again (pytest"
+        " --featviz-prune deletes the goldens of tests that no longer exist)"
+    )
+
+
+def case_twin(golden_root: Path, directory: Path) -> tuple[Path, Path] | None:
+    """The first segment of ``directory`` below ``golden_root`` with a sibling on disk that differs from it only in
+    letter case, and that sibling; ``None`` when there is none (see :func:`case_collision`)."""
     try:
         segments = directory.relative_to(golden_root).parts
     except ValueError:
@@ -145,16 +161,25 @@ def case_collision(golden_root: Path, directory: Path) -> str | None:
         folded = segment.casefold()
         others = sorted(name for name in siblings if name != segment and name.casefold() == folded)
         if others:
-            return (
-                f"golden path {parent / segment} differs only in letter case from {parent / others[0]}, which already"
-                " exists: on case-insensitive file systems (macOS, Windows) the two are one directory and the"
-                " snapshots would overwrite each other's goldens; rename the test, its parametrize id or the"
-                " snapshot (name=) so that the two differ in more than case; if one is left over from a test"
-                " renamed in case only, delete it and run again (pytest --featviz-prune deletes the goldens of"
-                " tests that no longer exist)"
-            )
+            return parent / segment, parent / others[0]
         parent = parent / segment
     return None
+
+
+def remove_created(directory: Path, top: Path) -> None:
+    """Undo the creation of a snapshot's golden: the files this module writes in ``directory``, then the directories
+    left empty from it up to ``top`` (which ``directory`` lies in). Files someone else put there stay, and so do
+    the directories holding them."""
+    for path in [directory / SIDECAR, *_own_pictures(directory)]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    for place in (directory, *directory.parents):
+        try:
+            place.rmdir()
+        except OSError:  # not empty
+            return
+        if place == top:
+            return
 
 
 @dataclass(frozen=True, slots=True)

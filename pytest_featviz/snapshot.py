@@ -8,6 +8,7 @@ which is the one place that decides what happens. It owns every message a user r
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -453,9 +454,13 @@ def _check(
             sidecar, files = fresh()
             golden.write_files(directory, sidecar, files)
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
-            # then pass their update and fail every later check. Looking again after writing fails this one now.
+            # would pass their update and fail every later check. Looking again after writing, the one that sees
+            # the twin takes its own golden back and fails, as the second of the two does in a serial run.
             collision = golden.case_collision(settings.golden_dir, directory)
             if collision is not None:
+                twin = golden.case_twin(settings.golden_dir, directory)
+                if twin is not None and not os.path.samefile(*twin):  # one directory where case is ignored
+                    golden.remove_created(directory, twin[0])
                 raise GoldenError(collision, recreatable=False)
             return evidence(UPDATED if damaged else CREATED, results, pictures)
         message = (

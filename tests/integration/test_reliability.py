@@ -296,6 +296,12 @@ def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(feat
     result.stdout.fnmatch_lines(
         ["*golden path */test_case/test_mode[[]rgb[]] differs only in letter case from */test_mode[[]RGB[]]*"]
     )
+    # it took its own golden back: one of the two stays, as in a serial run
+    golden = featviz_pytester.path / "golden" / "test_case"
+    assert sorted(p.parent.relative_to(golden).as_posix() for p in golden.rglob("snapshot.json")) == [
+        "test_mode[RGB]/0"
+    ]
+    assert sorted(p.name for p in golden.iterdir()) == ["test_mode[RGB]"]
 
 
 BAD_INPUT_TESTS = """
