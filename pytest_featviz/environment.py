@@ -1,11 +1,11 @@
-"""Determinism and provenance: the ``deterministic=True`` context, the environment record, and what a golden records
+"""Determinism and provenance: the ``deterministic=True`` context, the environment record and provenance.
 
 :func:`deterministic_mode` turns off TF32 (cuBLAS matmul and cuDNN), ``cudnn.benchmark`` and non-deterministic
 algorithms for the duration of one snapshot call and restores every flag afterwards, also when the forward pass
 raised. :class:`Provenance` is what a golden's sidecar records about the run that made it: the environment (torch
 version, device type, dtype, TF32 flags, deterministic flag) and fingerprints of the input, of each selected layer's
-parameters and buffers, and of the whole model's. :func:`provenance_sentences` turns the difference between a
-golden's provenance and the current one into the sentences a drift message carries.
+parameters and buffers, and of the whole model's (:mod:`pytest_featviz.fingerprint`). :func:`provenance_sentences`
+turns the difference between a golden's provenance and the current one into the sentences a drift message carries.
 """
 
 from __future__ import annotations
