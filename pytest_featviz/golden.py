@@ -688,8 +688,11 @@ def _remove_tree(path: Path) -> None:
     replaced); errors are ignored: a leftover is removed by a later write."""
 
     def writable_and_retry(function: Any, name: str, *_: Any) -> None:
+        folder = Path(os.path.dirname(name))
+        if not folder.is_relative_to(path):  # never the permissions of a directory outside the one removed
+            return
         with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(name), 0o700)
+            os.chmod(folder, 0o700)
             function(name)
 
     if sys.version_info >= (3, 12):
@@ -729,11 +732,12 @@ def _switch_directory(
             else:
                 written[name] = data
         _write_together(staging, {**written, SIDECAR: payload})
-        # Best effort when another writer replaced the directory meanwhile: the bytes are in place already.
-        with contextlib.suppress(FileNotFoundError):
-            for name in unchanged:
+        # Each copy is best effort when another writer replaced the directory meanwhile (the bytes are in place).
+        for name in unchanged:
+            with contextlib.suppress(FileNotFoundError):
                 shutil.copystat(directory / name, staging / name)  # unchanged: same bytes and mtime
-            for other in _foreign_files(directory):  # someone's notes or .gitattributes move with the snapshot
+        for other in _foreign_files(directory):  # someone's notes or .gitattributes move with the snapshot
+            with contextlib.suppress(FileNotFoundError):
                 shutil.copy2(other, staging / other.name, follow_symlinks=False)
         umask = os.umask(0)
         os.umask(umask)
