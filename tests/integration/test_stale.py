@@ -252,12 +252,20 @@ def test_a_used_snapshot_whose_name_holds_an_at_sign_is_not_stale(featviz_pytest
     assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/conv@Stage-2"]
 
 
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [("enc@fp16", "device"), ("enc@cpu", "none")],
+    ids=["no-device-name-keys-on", "its-own-device-keys-off"],
+)
 def test_a_snapshot_named_like_a_device_keyed_golden_does_not_hide_a_stale_one(
-    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str, keys: str
 ) -> None:
+    # With keys on, enc@fp16 was made on the cpu, not on an "fp16" device; with keys off, enc@cpu (a plausible
+    # name=f"enc@{device}") is a snapshot of its own even though it was made on the cpu.
+    featviz_pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = {keys}\n")
     featviz_pytester.makepyfile(
         featviz_models=MODELS,
-        test_at="""
+        test_at=f"""
         import os
         from featviz_models import make_input, make_model
 
@@ -265,7 +273,7 @@ def test_a_snapshot_named_like_a_device_keyed_golden_does_not_hide_a_stale_one(
         def test_at(feature_snapshot):
             if not os.environ.get("FEATVIZ_DROP"):
                 feature_snapshot(make_model(), make_input(), layers=["0"], name="enc")
-            feature_snapshot(make_model(), make_input(), layers=["0"], name="enc@fp16")
+            feature_snapshot(make_model(), make_input(), layers=["0"], name="{name}")
         """,
     )
     featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
@@ -273,31 +281,7 @@ def test_a_snapshot_named_like_a_device_keyed_golden_does_not_hide_a_stale_one(
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_at/test_at/enc"])
-    assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/enc@fp16"]
-
-
-def test_without_device_keys_a_snapshot_named_after_its_device_is_only_itself(
-    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # name=f"enc@{device}" made on that device looks like a device-keyed golden; keys are off, so it is not one.
-    featviz_pytester.makepyfile(
-        featviz_models=MODELS,
-        test_at="""
-        import os
-        from featviz_models import make_input, make_model
-
-
-        def test_at(feature_snapshot):
-            if not os.environ.get("FEATVIZ_DROP"):
-                feature_snapshot(make_model(), make_input(), layers=["0"], name="enc")
-            feature_snapshot(make_model(), make_input(), layers=["0"], name="enc@cpu")
-        """,
-    )
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
-    monkeypatch.setenv("FEATVIZ_DROP", "1")
-    result = featviz_pytester.runpytest("--featviz-prune")
-    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_at/test_at/enc"])
-    assert _snapshots(featviz_pytester.path) == ["golden/test_at/test_at/enc@cpu"]
+    assert _snapshots(featviz_pytester.path) == [f"golden/test_at/test_at/{name}"]
 
 
 def test_last_failed_and_a_conftest_filter_leave_files_incomplete(
