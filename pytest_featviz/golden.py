@@ -1,15 +1,14 @@
-"""Goldens on disk: where they live, sanitized names, the sidecar format, and atomic reads and writes.
+"""Goldens on disk: where they live, sanitized names, the sidecar format, checked reads and whole-snapshot writes.
 
 A snapshot's golden is a directory ``<golden dir>/<test file without .py>/<test name>/<snapshot name>/`` holding
 one PNG per layer (the channel tiles as a mosaic) and ``snapshot.json``, the sidecar. Goldens are data: PNG and
-JSON only, never pickle. A snapshot is written as a whole into a hidden sibling directory and renamed into place
-(see :func:`write_files`), so it switches from old to new at once; a file whose bytes would not change is not written
-at all, so its mtime stays. PNG headers are checked before anything is decoded.
+JSON only, never pickle. A snapshot is switched from old to new as a whole (:func:`write_files`, through
+:mod:`pytest_featviz.durable`); a file whose bytes would not change is not written at all, so its mtime stays.
+PNG headers and every sidecar value are checked before anything is decoded or compared.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import hashlib
@@ -18,12 +17,6 @@ import json
 import math
 import os
 import re
-import secrets
-import shutil
-import socket
-import sys
-import tempfile
-import time
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pytest_featviz import png
+from pytest_featviz import durable, png
 from pytest_featviz.records import NORMALIZE_MODES, FeatvizError
 from pytest_featviz.render import TileArray, mosaic_size
 
@@ -391,7 +384,7 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        leftovers = _leftovers(directory)
+        leftovers = durable.leftovers(directory)
         if leftovers:
             raise GoldenError(
                 f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
@@ -482,34 +475,6 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
     return result
 
 
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``; return whether anything changed.
-
-    An existing file with the same bytes is left alone (same mtime). The temporary file is removed on failure.
-    """
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return True
-
-
 def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> list[Path]:
     """Replace a snapshot's golden as a whole: its pictures and its sidecar switch together, or not at all.
 
@@ -522,13 +487,13 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
     """
     payload = sidecar.encode("utf-8")
     kept = [str(layer["file"]) for layer in json.loads(sidecar)["layers"]]
-    for attempt in range(SWITCH_ATTEMPTS):
+    for attempt in range(durable.SWITCH_ATTEMPTS):
         try:
             return _write_once(directory, payload, pictures, kept)
         except FileNotFoundError as exc:
             # Another process writing this snapshot moved the directory aside while it was read (two update runs
             # at once): read it again, unless it stays gone.
-            if attempt + 1 < SWITCH_ATTEMPTS and directory.is_dir():
+            if attempt + 1 < durable.SWITCH_ATTEMPTS and directory.is_dir():
                 continue
             raise _write_error(directory, exc) from exc
         except OSError as exc:
@@ -549,8 +514,20 @@ def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kep
         # Another test file's goldens nest inside this directory (pathological names): a directory switch would
         # move them too, so fall back to file-by-file replacement, sidecar last.
         _write_in_place(directory, payload, pictures, kept)
-    else:
-        _switch_directory(directory, payload, {name: pictures.get(name) for name in kept}, previous)
+        return changed
+    files: dict[str, bytes] = {}
+    same = []  # pictures whose bytes do not change: the new snapshot gets them with their mtime
+    for name in kept:
+        data, before = pictures.get(name), previous[name]
+        if data is None or data == before:
+            if before is None:  # to be kept, but not on disk
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(directory / name))
+            files[name] = before
+            same.append(name)
+        else:
+            files[name] = data
+    # someone's notes or .gitattributes move with the snapshot
+    durable.switch_directory(directory, {**files, SIDECAR: payload}, same, _foreign_files(directory))
     return changed
 
 
@@ -580,211 +557,11 @@ def _bytes_of(path: Path) -> bytes | None:
         return None
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist) with ``data``, flushed to disk."""
-    with path.open("xb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-
-
-_writers: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid that made it, pool)
-
-
-def _write_together(folder: Path, files: dict[str, bytes]) -> None:
-    """Create each of ``files`` in ``folder`` with :func:`_write_file`, side by side.
-
-    Most of a write is waiting for ``fsync``; issued together, the waits overlap and a journaling file system
-    commits several files at once (a ResNet-18 snapshot's six files: 1.7-1.9 ms instead of 2.6-3.7 ms one after the
-    other on this project's ext4 VM; more where ``fsync`` is slow). Returns only when every write has ended, and
-    raises the first error, so that the caller never removes a folder a writer is still filling.
-    """
-    global _writers
-    if _writers is None or _writers[0] != os.getpid():  # a forked child inherits the pool but not its threads
-        _writers = os.getpid(), concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="featviz-write")
-    pool = _writers[1]
-    futures = [pool.submit(_write_file, folder / name, data) for name, data in files.items()]
-    try:
-        for future in futures:
-            future.result()
-    finally:
-        concurrent.futures.wait(futures)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows cannot open a directory; its renames are durable enough
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
-# Hidden siblings a write makes: ``.<name>.featviz-new-<owner>-XXXXXXXX`` (the snapshot being written) and
-# ``.<name>.featviz-old-<owner>-XXXXXXXX`` (the one it replaces, for the moment between two renames). The owner,
-# ``<seconds since the epoch, hex>-<host tag>-<pid>``, tells a write still going on in another pytest process
-# (two --featviz-update runs at once, xdist workers) from a leftover of a run that was killed; names without it
-# come from versions before the owner was recorded.
-_SIBLING = r"\.featviz-(new|old)-(?:([0-9a-f]+)-([0-9a-f]{6})-([0-9]+)-)?[a-z0-9_]{8}"
-# A leftover whose owner cannot be asked (another host, or a pid the OS may have reused) is abandoned after this long;
-# a write takes milliseconds.
-ABANDONED_AFTER_S = 3600
-SWITCH_ATTEMPTS = 8  # renames lost to other writers of the same snapshot before a write gives up
-
-
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
-
-
-def _owner() -> str:
-    return f"{int(time.time()):x}-{_host_tag()}-{os.getpid()}"
-
-
-def _leftovers(directory: Path) -> list[Path]:
-    """Hidden siblings of ``directory`` that writes made (``.<name>.featviz-new-*`` / ``-old-*``), live or left."""
-    return [path for path, _ in _siblings(directory)]
-
-
-def _siblings(directory: Path) -> list[tuple[Path, re.Match[str]]]:
-    pattern = re.compile(re.escape(f".{directory.name}") + _SIBLING)
-    try:
-        entries = sorted(directory.parent.iterdir())
-    except OSError:
-        return []
-    found = [(path, pattern.fullmatch(path.name)) for path in entries]
-    return [(path, match) for path, match in found if match is not None and path.is_dir()]
-
-
-def _abandoned(match: re.Match[str]) -> bool:
-    """Whether the write that made a hidden sibling is over: it was killed, or it is this process's own."""
-    stamp, host, pid = match.group(2), match.group(3), match.group(4)
-    if stamp is None:
-        return True  # written before owners were recorded
-    if time.time() - int(stamp, 16) > ABANDONED_AFTER_S:
-        return True
-    if host != _host_tag():
-        return False  # another machine's write on a shared drive, still recent
-    return int(pid) == os.getpid() or not _process_alive(int(pid))
-
-
-def _process_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would terminate it on Windows: rely on the age alone
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but is another user's
-        return True
-    return True
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a directory this module made, also when its files were made read-only (a read-only golden that was
-    replaced); errors are ignored: a leftover is removed by a later write."""
-
-    def writable_and_retry(function: Any, name: str, *_: Any) -> None:
-        folder = Path(os.path.dirname(name))
-        if not folder.is_relative_to(path):  # never the permissions of a directory outside the one removed
-            return
-        with contextlib.suppress(OSError):
-            os.chmod(folder, 0o700)
-            function(name)
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=writable_and_retry)
-    else:
-        shutil.rmtree(path, onerror=writable_and_retry)
-
-
-def remove_leftovers(directory: Path) -> None:
-    """Remove the hidden siblings of ``directory`` that killed writes left (never those of a write going on): every
-    write of the snapshot does, and so do ``--featviz-update`` on a snapshot that needs no write and prune."""
-    for leftover, match in _siblings(directory):
-        if _abandoned(match):
-            _remove_tree(leftover)
-
-
-def _switch_directory(
-    directory: Path, payload: bytes, files: dict[str, bytes | None], previous: dict[str, bytes | None]
-) -> None:
-    """``files`` (``None``: keep the picture on disk) and the sidecar switched into place as a whole directory;
-    ``previous`` holds the bytes of each picture now on disk (``None``: none there)."""
-    parent = directory.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(directory)
-    owner = _owner()
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.featviz-new-{owner}-", dir=parent))
-    try:
-        written: dict[str, bytes] = {}
-        unchanged = []
-        for name, data in files.items():
-            old = previous.get(name)
-            if data is None or old == data:
-                if old is None:
-                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(directory / name))
-                written[name] = old
-                unchanged.append(name)
-            else:
-                written[name] = data
-        _write_together(staging, {**written, SIDECAR: payload})
-        # Each copy is best effort when another writer replaced the directory meanwhile (the bytes are in place).
-        for name in unchanged:
-            with contextlib.suppress(FileNotFoundError):
-                shutil.copystat(directory / name, staging / name)  # unchanged: same bytes and mtime
-        for other in _foreign_files(directory):  # someone's notes or .gitattributes move with the snapshot
-            with contextlib.suppress(FileNotFoundError):
-                shutil.copy2(other, staging / other.name, follow_symlinks=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private
-        _put_in_place(staging, directory, owner)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _fsync_directory(parent)
-
-
-def _put_in_place(staging: Path, directory: Path, owner: str) -> None:
-    """Rename ``staging`` to ``directory``, moving the snapshot there aside first and deleting it after.
-
-    Another process writing the same snapshot at the same moment can put its own directory in place between the two
-    renames; then this write tries again, so the last writer wins and neither fails. Any other error restores the
-    snapshot that was there.
-    """
-    for _ in range(SWITCH_ATTEMPTS):
-        backup: Path | None = None
-        if directory.exists():
-            backup = directory.with_name(f".{directory.name}.featviz-old-{owner}-{secrets.token_hex(4)}")
-            try:
-                os.replace(directory, backup)
-            except FileNotFoundError:  # another writer moved it aside just now
-                backup = None
-        try:
-            os.replace(staging, directory)
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and directory.exists():
-                if backup is not None:  # superseded by the snapshot the other writer put in place
-                    _remove_tree(backup)
-                continue
-            if backup is not None:
-                os.replace(backup, directory)
-            raise
-        if backup is not None:
-            _remove_tree(backup)
-        return
-    raise OSError(errno.EBUSY, f"other processes kept replacing it ({SWITCH_ATTEMPTS} attempts)", str(directory))
-
-
 def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> None:
     for name in kept:
         if name in pictures:
-            write_atomic(directory / name, pictures[name])
-    write_atomic(directory / SIDECAR, payload)
+            durable.write_atomic(directory / name, pictures[name])
+    durable.write_atomic(directory / SIDECAR, payload)
     for stale in _own_pictures(directory):
         if stale.name not in kept:
             stale.unlink()

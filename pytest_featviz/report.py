@@ -110,7 +110,8 @@ class Reporter:
         return replace(result, artifacts=artifacts, message=_join(result.message, *lines))
 
     def _write(self, evidence: Evidence) -> dict[str, str]:
-        from pytest_featviz.golden import sanitize_name, write_atomic
+        from pytest_featviz.durable import write_atomic
+        from pytest_featviz.golden import sanitize_name
 
         result = evidence.result
         target = self.snapshot_dir(result)
@@ -406,7 +407,7 @@ def write_session_report(
     written."""
     if not any(wanted(r, report_all) for r in results):
         return None
-    from pytest_featviz.golden import write_atomic  # numpy and Pillow: only when a report is written
+    from pytest_featviz.durable import write_atomic
 
     data = report_data(results, report_dir, root, report_all)
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from pytest_featviz import calibrate, compare, environment, golden, png
+from pytest_featviz import calibrate, compare, durable, environment, golden, png
 from pytest_featviz.capture import LayerCapture, call_name, capture
 from pytest_featviz.compare import compare_layer
 from pytest_featviz.config import Settings
@@ -516,7 +516,7 @@ def _check(
         )
     if not any(r.drifted for r in results):
         if settings.update:  # nothing to write; a killed run's hidden copy beside it would otherwise stay for good
-            golden.remove_leftovers(directory)
+            durable.remove_leftovers(directory)
         return evidence(MATCHED, results, pictures)
     if settings.update:
         if keyed is not None:  # the shared golden drifted on this device: write the device's own, whole

@@ -192,7 +192,8 @@ class StaleGoldens:
 
     def _delete(self, directory: Path) -> None:
         """Delete the files this plugin writes in a snapshot directory, then the directories left empty."""
-        from pytest_featviz.golden import SIDECAR, remove_leftovers
+        from pytest_featviz.durable import remove_leftovers
+        from pytest_featviz.golden import SIDECAR
 
         remove_leftovers(directory)  # hidden copies killed writes left beside it would keep its parents alive
         try:

@@ -435,10 +435,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def hang_mid_write(monkeypatch):
-    from pytest_featviz import golden
+    from pytest_featviz import durable
 
     after = int(os.environ["FEATVIZ_HANG_AFTER"])
-    real = golden._write_file
+    real = durable._write_file
     count = []
 
     def write(path, data):
@@ -448,7 +448,7 @@ def hang_mid_write(monkeypatch):
             Path(os.environ["FEATVIZ_READY"]).write_text(str(path))
             time.sleep(300)
 
-    monkeypatch.setattr(golden, "_write_file", write)
+    monkeypatch.setattr(durable, "_write_file", write)
 """
 
 
@@ -500,11 +500,11 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def fault(monkeypatch):
-    from pytest_featviz import golden
+    from pytest_featviz import durable
 
     kind = os.environ["FEATVIZ_FAULT"]
     if kind == "enospc":
-        real = golden._write_file
+        real = durable._write_file
 
         def write(path, data):
             if path.name == "2.png":
@@ -513,12 +513,12 @@ def fault(monkeypatch):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             real(path, data)
 
-        monkeypatch.setattr(golden, "_write_file", write)
+        monkeypatch.setattr(durable, "_write_file", write)
     else:
         def refuse(source, target):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
 
-        monkeypatch.setattr(golden.os, "replace", refuse)
+        monkeypatch.setattr(durable.os, "replace", refuse)
 """
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 from pathlib import Path
@@ -14,7 +13,7 @@ from torch import nn
 
 import pytest_featviz
 from pytest_featviz import golden
-from pytest_featviz.golden import MAX_NAME_LENGTH, SIDECAR, sanitize_name, snapshot_dir, write_atomic
+from pytest_featviz.golden import MAX_NAME_LENGTH, SIDECAR, sanitize_name, snapshot_dir
 from unit import snapshotter
 
 SAFE = re.compile(r"^[A-Za-z0-9._\-\[\]+=,@]+$")
@@ -209,25 +208,6 @@ def test_update_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert snapshotter(tmp_path, update=True)(changed, _x(), layers=["0"]).outcome == "updated"
     hidden = [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert hidden == []
-
-
-def test_write_atomic_failure_keeps_the_old_file_and_no_temporary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "layer.png"
-    assert write_atomic(target, b"old") is True
-    before = target.stat().st_mtime_ns
-    assert write_atomic(target, b"old") is False  # same bytes: not written
-    assert target.stat().st_mtime_ns == before
-
-    def broken_replace(src: object, dst: object) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["layer.png"]
 
 
 def test_a_damaged_golden_is_a_clear_error_not_a_pass(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_featviz import golden, png
+from pytest_featviz import durable, golden, png
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.render import build_mosaic
 
@@ -259,7 +259,7 @@ def test_kept_picture_keeps_its_mtime_and_dropped_layer_goes(snap: Path) -> None
 
 
 def _failing_write(error: int) -> Any:
-    real = golden._write_file
+    real = durable._write_file
     calls = []
 
     def write(path: Path, data: bytes) -> None:
@@ -280,63 +280,13 @@ def test_disk_full_leaves_the_old_golden(tmp_path: Path, monkeypatch: pytest.Mon
     if not fresh:
         _write(directory, seed=0)
     before = _files(tmp_path)
-    monkeypatch.setattr(golden, "_write_file", _failing_write(errno.ENOSPC))
+    monkeypatch.setattr(durable, "_write_file", _failing_write(errno.ENOSPC))
     stored, png = _snapshot(1)
     with pytest.raises(GoldenError) as info:
         golden.write_files(directory, golden.sidecar_text(stored), {"conv.png": png})
     assert str(info.value).startswith(f"cannot write golden snapshot {directory}: [Errno 28] No space left on device")
     assert "left as it was" in str(info.value)
     assert _files(tmp_path) == before  # no partial file anywhere, old golden byte for byte
-
-
-def test_a_failed_write_is_raised_only_after_every_other_writer_ended(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The files of a snapshot are written side by side; the caller removes the staging folder on error, so no writer
-    # may still be filling it when the error arrives.
-    import threading
-    import time
-
-    real = golden._write_file
-    started = threading.Barrier(2, timeout=5)
-
-    def write(path: Path, data: bytes) -> None:
-        if path.name == "slow.png":
-            started.wait()
-            time.sleep(0.2)
-            real(path, data)
-        elif path.name == "bad.png":
-            started.wait()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        else:
-            real(path, data)
-
-    monkeypatch.setattr(golden, "_write_file", write)
-    with pytest.raises(OSError, match="No space left"):
-        golden._write_together(tmp_path, {"bad.png": b"1", "slow.png": b"2", "fast.png": b"3"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast.png", "slow.png"]
-
-
-def _write_in_child(folder: str) -> None:
-    golden._write_together(Path(folder), {"child.png": b"2"})
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
-def test_a_forked_child_writes_goldens_with_its_own_writers(tmp_path: Path) -> None:
-    # A child forked after a write inherits the writer pool but not its threads (a DataLoader worker, a test that
-    # forks); its writes must not wait forever on threads that do not exist in it.
-    import multiprocessing
-
-    golden._write_together(tmp_path, {"parent.png": b"1"})
-    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(str(tmp_path),))
-    child.start()
-    child.join(timeout=20)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("the forked child's golden write never finished")
-    assert child.exitcode == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.png", "parent.png"]
 
 
 @pytest.mark.parametrize("fault", ["replace", "mkdtemp"])
@@ -348,9 +298,9 @@ def test_read_only_golden_dir(snap: Path, monkeypatch: pytest.MonkeyPatch, fault
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(snap.parent))
 
     if fault == "replace":
-        monkeypatch.setattr(golden.os, "replace", refuse)
+        monkeypatch.setattr(durable.os, "replace", refuse)
     else:
-        monkeypatch.setattr(golden.tempfile, "mkdtemp", refuse)
+        monkeypatch.setattr(durable.tempfile, "mkdtemp", refuse)
     stored, png = _snapshot(1)
     with pytest.raises(GoldenError, match=r"Read-only file system") as info:
         golden.write_files(snap, golden.sidecar_text(stored), {"conv.png": png})
@@ -391,13 +341,13 @@ def _dead_pid() -> int:
 
 
 def test_a_write_going_on_in_another_process_keeps_its_hidden_directories(snap: Path) -> None:
-    now, host = int(time.time()), golden._host_tag()
+    now, host = int(time.time()), durable._host_tag()
     names = {
         "live here": f".0.featviz-new-{now:x}-{host}-{os.getppid()}-aaaaaaaa",  # another pytest writing this now
         "live elsewhere": f".0.featviz-old-{now:x}-{'f' * 6 if host != 'ffffff' else '0' * 6}-1-bbbbbbbb",
         "killed": f".0.featviz-new-{now:x}-{host}-{_dead_pid()}-cccccccc",
         "this process": f".0.featviz-old-{now:x}-{host}-{os.getpid()}-dddddddd",  # its own, from a failed write
-        "long ago elsewhere": f".0.featviz-new-{now - 2 * golden.ABANDONED_AFTER_S:x}-abcdef-1-eeeeeeee",
+        "long ago elsewhere": f".0.featviz-new-{now - 2 * durable.ABANDONED_AFTER_S:x}-abcdef-1-eeeeeeee",
         "before owners": ".0.featviz-new-zz99zz99",
     }
     for name in names.values():
