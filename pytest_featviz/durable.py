@@ -192,7 +192,7 @@ def switch_directory(
     the new one, never a mix.
 
     The new directory is written beside the old one, each file flushed to disk, and renamed into place (see
-    :func:`put_in_place`). The files named in ``same`` keep the mtime of the file of that name in the old directory
+    :func:`_put_in_place`). The files named in ``same`` keep the mtime of the file of that name in the old directory
     (their bytes did not change); the ``carried`` files (someone else's, in the old directory) are copied in as they
     are. Raises ``OSError`` with nothing changed when the new directory cannot be written.
     """
