@@ -12,7 +12,8 @@ name: a model without submodules cannot be snapshot (wrap it, ``nn.Sequential(mo
 
 The default choice (``layers=None``) runs one shape-only forward pass and takes the *output of each stage*: for
 every spatial grid that an output takes in the network (H x W of an NCHW or NHWC map or of patch tokens, T x H x W
-of a video), the shallowest module producing it, the last one in forward order. For a ResNet that is ``relu,
+of a video), the shallowest module producing it, the last one in forward order that does more than pass its input
+on (a dropout or identity after a stage's block is passed over for the block). For a ResNet that is ``relu,
 layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. Of a module
 that runs several times (RAFT's update block) only the last call counts. Grids of 1 x 1 are skipped when larger ones
 exist. When that gives fewer than four layers (isotropic networks such as ViT, dilated
@@ -263,6 +264,18 @@ def _no_submodules(model: nn.Module) -> FeatvizError:
     )
 
 
+# Modules that return their input unchanged in eval mode, where snapshots are taken.
+PASS_THROUGH = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
 def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
     refuse_torchscript(model)
@@ -330,6 +343,11 @@ def default_layers(
     def depth(item: LayerTrace) -> int:
         return module_name(item).count(".") + 1
 
+    def passes_on(item: LayerTrace) -> bool:
+        """Whether the module returns its input in eval mode: its output is the previous module's, under a name
+        that is gone once the dropout is removed."""
+        return isinstance(index.get(module_name(item)), PASS_THROUGH)
+
     traces = [t for t in traces if not _is_wrapper_name(module_name(t))]
     # Of a module that runs several times only the last call is eligible: a golden records ``step`` for the first
     # call, and ``step`` selects every call when the golden is checked again.
@@ -358,7 +376,12 @@ def default_layers(
     best: dict[tuple[int, ...], LayerTrace] = {}
     for item, key in spatial:
         held = best.get(key)
-        if held is None or depth(item) <= depth(held):
+        if (
+            held is None
+            or depth(item) < depth(held)
+            # of equal depth the last one, unless it only passes its input on (a dropout after the stage's block)
+            or (depth(item) == depth(held) and (passes_on(held) or not passes_on(item)))
+        ):
             best[key] = item
     chosen = {id(t): t for t in best.values()}
     if len(chosen) < MIN_DEFAULT_LAYERS:

@@ -245,3 +245,30 @@ def test_the_default_choice_pass_leaves_input_and_random_numbers_as_a_check_find
 
     assert run(update=True) == "created"  # with the default choice's shape-only pass first
     assert run(update=False) == "matched"  # without it
+
+
+class _StagesWithDropout(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.block1 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.pool = nn.MaxPool2d(2)
+        self.block2 = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU())
+        self.drop = nn.Dropout2d(0.1)
+        self.pool2 = nn.MaxPool2d(2)
+        self.block3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.tail = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.block2(self.pool(self.block1(self.stem(x)))))
+        return self.tail(self.block3(self.pool2(x)))
+
+
+def test_the_default_choice_takes_a_stage_s_block_not_the_dropout_after_it() -> None:
+    # In eval the dropout returns block2's output: choosing it named the same tensor twice (with block2) under a
+    # name that disappears with the dropout; an Identity at the end is passed over the same way.
+    from pytest_featviz.layers import default_selection
+
+    torch.manual_seed(0)
+    chosen = default_selection(_StagesWithDropout().eval(), torch.rand(1, 3, 16, 16))
+    assert chosen == ["block1", "block2", "block3"]
