@@ -326,7 +326,12 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the pytest rootdir the report's golden paths are relative to (default: the one report.json records)",
     )
-    parser.add_argument("-k", dest="select", default=None, help="only snapshots whose test id contains this text")
+    parser.add_argument(
+        "-k",
+        dest="select",
+        default=None,
+        help="only the snapshots of the test with this id, else of the tests whose id contains this text",
+    )
 
 
 def _run_promote(args: argparse.Namespace, out: TextIO) -> int:

@@ -104,8 +104,8 @@ class Reporter:
         if CURRENT in artifacts:
             lines.append(
                 f"current render: {display_path(Path(artifacts[CURRENT]).parent)}"
-                f" (promote it with `featviz promote {shlex.quote(display_path(self.report_dir))}`, or copy its files"
-                " into the golden directory)"
+                f" (promote it with `featviz promote {shlex.quote(display_path(self.report_dir))} -k"
+                f" {shlex.quote(result.test_id)}`, or copy its files into the golden directory)"
             )
         return replace(result, artifacts=artifacts, message=_join(result.message, *lines))
 
@@ -602,7 +602,8 @@ def html_extras(results: Iterable[SnapshotResult]) -> list[Any]:
 
 def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[Path]:
     """Copy the current renders of a report into the golden directories (what ``--featviz-update`` would have
-    written), for the snapshots whose test id contains ``select`` (all when ``None``). Returns the golden
+    written), for the snapshots of the test whose id is ``select``, else of every test whose id contains it (all
+    when ``None``): a whole node id pasted from a failure selects that test alone. Returns the golden
     directories written. ``root`` is the directory the report's golden paths are relative to (the rootdir); by
     default the one the report records, relative to the report directory."""
     from pytest_featviz.golden import GoldenError, read_sidecar, write_files
@@ -614,9 +615,11 @@ def promote(report_dir: Path, root: Path | None = None, select: str | None = Non
         root = report_dir / data["root"]
     if not root.is_dir():  # a typo must not grow a golden tree of its own
         raise ValueError(f"the root {root} is not a directory")
+    exact = select is not None and any(snapshot["test_id"] == select for snapshot in data["snapshots"])
     written = []
     for snapshot in data["snapshots"]:
-        if not snapshot["current"] or (select is not None and select not in snapshot["test_id"]):
+        test_id = snapshot["test_id"]
+        if not snapshot["current"] or (select is not None and (test_id != select if exact else select not in test_id)):
             continue
         current = report_dir / snapshot["current"]
         sidecar = (current / "snapshot.json").read_text(encoding="utf-8")

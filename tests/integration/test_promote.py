@@ -68,3 +68,24 @@ def test_promote_accepts_the_drift_shown_in_the_report(
 def test_promote_without_a_report_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["promote", str(tmp_path)], out=io.StringIO()) == 2
     assert "no report.json" in capsys.readouterr().err
+
+
+def test_the_command_under_a_failure_promotes_that_test_alone(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # test_net2's id contains test_net's: the pasted command must not take test_net2's drift with it
+    featviz_pytester.makepyfile(
+        test_models=TEST_FILE + TEST_FILE.split("\n\n\n", 1)[1].replace("test_net(", "test_net2(")
+    )
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    goldens = featviz_pytester.path / "golden" / "test_models"
+    before = {name: (goldens / name / "0" / "0.png").read_bytes() for name in ("test_net", "test_net2")}
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    drifted = featviz_pytester.runpytest("-p", "no:randomly")
+    drifted.assert_outcomes(failed=2)
+    drifted.stdout.fnmatch_lines(["*promote it with `featviz promote featviz-report -k test_models.py::test_net`*"])
+    assert main(["promote", "featviz-report", "-k", "test_models.py::test_net"], out=io.StringIO()) == 0
+    assert (goldens / "test_net" / "0" / "0.png").read_bytes() != before["test_net"]
+    assert (goldens / "test_net2" / "0" / "0.png").read_bytes() == before["test_net2"]  # not promoted with it
+    assert main(["promote", "featviz-report", "-k", "test_net"], out=io.StringIO()) == 0  # a part: every match
+    assert (goldens / "test_net2" / "0" / "0.png").read_bytes() != before["test_net2"]
