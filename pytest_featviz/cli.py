@@ -70,7 +70,10 @@ def load_callable(reference: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CommandError(f"cannot import {module_name!r}: {exc}") from exc
+        raise CommandError(
+            f"cannot import {module_name!r}: {exc} (run featviz where the module is importable: install the project,"
+            " e.g. pip install -e ., or set PYTHONPATH, e.g. PYTHONPATH=src for a src/ layout)"
+        ) from exc
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):
@@ -242,6 +245,8 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
     from pytest_featviz.render import mosaic_size
 
     root = Path(args.golden_dir)
+    if root.name == golden.SIDECAR and root.is_file():  # a snapshot's sidecar: show that snapshot
+        root = root.parent
     if not root.is_dir():
         raise CommandError(f"{root} is not a directory")
     snapshots = _snapshot_dirs(root)
@@ -339,7 +344,10 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
 
     report_dir = Path(args.report_dir)
     if not (report_dir / report.REPORT_JSON).is_file():
-        raise CommandError(f"no {report.REPORT_JSON} in {report_dir}: run pytest first (it writes the report on drift)")
+        raise CommandError(
+            f"no {report.REPORT_JSON} in {report_dir.resolve()}: run pytest first (it writes the report on drift), or"
+            " name the report directory (featviz promote PATH)"
+        )
     try:
         written = report.promote(report_dir, Path(args.root) if args.root is not None else None, args.select)
     except KeyError as exc:

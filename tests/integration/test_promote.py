@@ -67,7 +67,7 @@ def test_promote_accepts_the_drift_shown_in_the_report(
 
 def test_promote_without_a_report_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["promote", str(tmp_path)], out=io.StringIO()) == 2
-    assert "no report.json" in capsys.readouterr().err
+    assert f"no report.json in {tmp_path.resolve()}: run pytest first" in capsys.readouterr().err
 
 
 def test_the_command_under_a_failure_promotes_that_test_alone(

@@ -127,6 +127,7 @@ def test_layers_takes_several_inputs_or_an_input_function(factories: str, capsys
     ("args", "status", "message"),
     [
         (["nowhere:seg"], 2, "featviz layers: error: cannot import 'nowhere'"),
+        (["nowhere:seg"], 2, "install the project, e.g. pip install -e ., or set PYTHONPATH, e.g. PYTHONPATH=src"),
         (["{m}"], 2, "expected PACKAGE.MODULE:NAME, got 'featviz_cli_models'"),
         (["{m}:missing"], 2, "'featviz_cli_models' has no attribute 'missing'"),
         (["{m}:not_a_model"], 2, "returned a int, not a torch.nn.Module"),
@@ -164,6 +165,7 @@ def test_show_prints_what_a_golden_holds(tmp_path: Path, capsys: pytest.CaptureF
     assert header == ["layer", "shape", "layout", "tile", "channels", "mosaic", "bytes", "state"]
     size = (tmp_path / "first" / "1.png").stat().st_size
     assert relu[:9] == ["1", "(1,", "5,", "6,", "6)", "nchw", "6x6", "4:", "0-2,4"] and relu[10:] == [str(size), "ok"]
+    assert run(["show", str(tmp_path / "first" / "snapshot.json")], capsys)[1] == lines  # the sidecar names it too
     status, lines, _ = run(["show", str(tmp_path)], capsys)
     assert status == 0 and lines[0] == "first" and "second" in lines and lines[-1].startswith("2 snapshots, ")
     head = next(line.split() for line in lines if line.split()[:1] == ["3"])
