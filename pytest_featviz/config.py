@@ -358,6 +358,12 @@ def from_pytest(config: pytest.Config) -> Settings:
             " files would mix with the committed goldens, and each run clears the report; give them separate"
             " directories (--featviz-report-dir, --featviz-golden-dir)"
         )
+    html = config.getoption("htmlpath", None)  # pytest-html's report, when that plugin is installed
+    if html and Path(config.invocation_params.dir, html).resolve() == real_report / "index.html":
+        raise pytest.UsageError(
+            f"pytest-html's --html={html} is the featviz report's index.html in {report_dir}: one would overwrite the"
+            " other; give pytest-html another file name or featviz another --featviz-report-dir"
+        )
     if golden_dir.exists() and not golden_dir.is_dir():
         raise pytest.UsageError(
             f"the featviz golden directory {golden_dir} is a file: move it away, or keep the goldens elsewhere"

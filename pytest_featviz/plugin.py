@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_featviz.config import Settings, add_options, from_pytest
-from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, UPDATED, FeatvizError, SnapshotResult
+from pytest_featviz.records import (
+    CREATED,
+    DRIFTED,
+    MATCHED,
+    MISSING,
+    UPDATED,
+    FeatvizError,
+    SnapshotResult,
+    display_path,
+)
 
 if TYPE_CHECKING:
     from pytest_featviz.snapshot import FeatureSnapshot
@@ -216,7 +225,8 @@ class SessionTracker:
             try:
                 remove_stale(self.settings.report_dir)
             except OSError as exc:
-                self.report_errors.append(f"could not remove the previous report in {self.settings.report_dir}: {exc}")
+                where = display_path(self.settings.report_dir)
+                self.report_errors.append(f"could not remove the previous report in {where}: {exc}")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -269,7 +279,7 @@ class SessionTracker:
                 self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
             )
         except OSError as exc:
-            self.report_errors.append(f"could not write the report in {self.settings.report_dir}: {exc}")
+            self.report_errors.append(f"could not write the report in {display_path(self.settings.report_dir)}: {exc}")
             return
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and self.index is not None:

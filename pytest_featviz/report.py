@@ -11,6 +11,7 @@ removes exactly those files and nothing else. numpy and Pillow are imported only
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import json
 import math
@@ -44,6 +45,8 @@ REPORT_FORMAT = 1
 MANIFEST = ".featviz-manifest"
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
+GITIGNORE = ".gitignore"
+GITIGNORE_TEXT = "# Written by pytest-featviz: the drift report is evidence of one run, not something to commit.\n*\n"
 SNAPSHOTS = "snapshots"
 CURRENT = "current"
 MAX_ROWS = 8  # drifted channels drawn per diff mosaic; the rest are counted in its last line
@@ -110,8 +113,10 @@ class Reporter:
         return replace(result, artifacts=artifacts, message=_join(result.message, *lines))
 
     def _write(self, evidence: Evidence) -> dict[str, str]:
-        from pytest_featviz.durable import write_atomic
         from pytest_featviz.golden import sanitize_name
+
+        def write_atomic(path: Path, data: bytes) -> None:
+            _write_ours(self.report_dir, path, data)
 
         result = evidence.result
         target = self.snapshot_dir(result)
@@ -146,7 +151,6 @@ class Reporter:
                 artifacts[f"current:{names.get(file, file)}"] = str(target / CURRENT / file)
             write_atomic(target / CURRENT / "snapshot.json", sidecar.encode("utf-8"))
             artifacts[CURRENT] = str(target / CURRENT / "snapshot.json")
-        _record(self.report_dir, artifacts.values())
         return artifacts
 
 
@@ -265,6 +269,37 @@ def _record(report_dir: Path, paths: Iterable[str | Path]) -> None:
         report_dir.mkdir(parents=True, exist_ok=True)
         with open(report_dir / MANIFEST, "a", encoding="utf-8") as stream:
             stream.write(lines)
+
+
+def _refuse_foreign(report_dir: Path, *paths: Path) -> None:
+    """Raise ``FileExistsError`` when one of ``paths`` holds a file this plugin did not write: one the manifest
+    does not list (what the previous report wrote was removed at session start; what this session wrote is listed).
+    A report directory pointed at a folder of someone else's files (``--featviz-report-dir site``) leaves them be."""
+    present = [path for path in paths if path.exists() or path.is_symlink()]
+    if not present:
+        return
+    try:
+        listed = set((report_dir / MANIFEST).read_text(encoding="utf-8").splitlines())
+    except FileNotFoundError:
+        listed = set()
+    for path in present:
+        if Path(os.path.relpath(path, report_dir)).as_posix() not in listed:
+            raise FileExistsError(
+                errno.EEXIST,
+                "a file pytest-featviz did not write is in the way (it never overwrites one); choose another"
+                " --featviz-report-dir",
+                str(path),
+            )
+
+
+def _write_ours(report_dir: Path, path: Path, data: bytes) -> None:
+    """``write_atomic`` where :func:`_refuse_foreign` allows it, and the file recorded in the manifest at once, so
+    that a report cut short by an error is still cleared by the next session."""
+    from pytest_featviz.durable import write_atomic
+
+    _refuse_foreign(report_dir, path)
+    write_atomic(path, data)
+    _record(report_dir, [path])
 
 
 def remove_stale(report_dir: Path) -> list[Path]:
@@ -407,13 +442,13 @@ def write_session_report(
     written."""
     if not any(wanted(r, report_all) for r in results):
         return None
-    from pytest_featviz.durable import write_atomic
-
     data = report_data(results, report_dir, root, report_all)
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    write_atomic(report_dir / REPORT_JSON, text.encode("utf-8"))
-    write_atomic(report_dir / INDEX_HTML, render_index(data).encode("utf-8"))
-    _record(report_dir, [report_dir / REPORT_JSON, report_dir / INDEX_HTML])
+    _refuse_foreign(report_dir, report_dir / REPORT_JSON, report_dir / INDEX_HTML)  # both or neither
+    _write_ours(report_dir, report_dir / REPORT_JSON, text.encode("utf-8"))
+    _write_ours(report_dir, report_dir / INDEX_HTML, render_index(data).encode("utf-8"))
+    if not (report_dir / GITIGNORE).exists():  # like .pytest_cache: `git add -A` after a failing run leaves it out
+        _write_ours(report_dir, report_dir / GITIGNORE, GITIGNORE_TEXT.encode("utf-8"))
     return report_dir / INDEX_HTML
 
 

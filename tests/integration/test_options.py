@@ -236,3 +236,12 @@ def test_a_file_where_the_golden_directory_should_be_is_a_usage_error(featviz_py
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: the featviz golden directory */golden is a file: move it away, *"])
     assert (featviz_pytester.path / "golden").read_text() == "not a directory"
+
+
+def test_pytest_html_writing_the_featviz_index_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_html")
+    featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = featviz_pytester.runpytest("--html=out/index.html", "--featviz-report-dir", "out")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-html's --html=out/index.html is the featviz report's index.html in *"])
+    featviz_pytester.runpytest("--html=out/tests.html", "--featviz-report-dir", "out").assert_outcomes(passed=1)

@@ -109,6 +109,28 @@ def test_stale_report_is_removed_and_foreign_files_kept(
     assert sorted(p.name for p in root.iterdir()) == ["README.txt"]
 
 
+def test_a_report_dir_holding_someone_elses_index_is_never_overwritten_and_ignores_itself_in_git(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = drifted.path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("our docs")
+    result = drifted.runpytest("--featviz-report-dir", "site")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        ["featviz: could not write the report in site: *a file pytest-featviz did not write is in the way*index.html*"]
+    )
+    assert (site / "index.html").read_text() == "our docs"
+    monkeypatch.delenv("FEATVIZ_TEST_DRIFT")
+    drifted.runpytest("--featviz-report-dir", "site").assert_outcomes(passed=3)  # clears what it wrote, only that
+    assert sorted(p.name for p in site.iterdir()) == ["index.html"] and (site / "index.html").read_text() == "our docs"
+
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    ignore = drifted.path / "featviz-report" / ".gitignore"
+    assert ignore.read_text().splitlines()[-1] == "*"  # like .pytest_cache: git add -A leaves the report out
+
+
 def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:
     drifted.runpytest("--featviz-report-dir", "out/cli", "-k", "plain").assert_outcomes(failed=1, deselected=2)
     assert (drifted.path / "out/cli/index.html").is_file() and not (drifted.path / "featviz-report").exists()
