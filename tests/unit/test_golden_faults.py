@@ -314,6 +314,7 @@ def test_interrupted_between_renames_is_named_and_healed(snap: Path) -> None:
     # The one moment a kill can hit with no snapshot directory: after the old one moved aside, before the new one
     # moved in.
     os.replace(snap, snap.parent / ".0.featviz-old-ab12cd34")
+    (snap.parent / ".0.featviz-new-aa11bb22").mkdir()  # the new render, fully written: not the one to name
     with pytest.raises(GoldenError, match=r"an interrupted --featviz-update left \.0\.featviz-old-ab12cd34"):
         golden.read_sidecar(snap)
     stored = _write(snap, seed=1)
