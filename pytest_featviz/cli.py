@@ -354,13 +354,15 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
         raise FeatvizError(f"cannot promote from {report_dir}: {report.REPORT_JSON} lacks the entry {exc}") from exc
     except (OSError, ValueError) as exc:
         raise FeatvizError(f"cannot promote from {report_dir}: {exc}") from exc
-    for directory in written:
-        out.write(f"promoted {display_path(directory)}\n")
+    for directory, changed in written:
+        out.write(f"{'promoted' if changed else 'already the current render:'} {display_path(directory)}\n")
     if not written:
         what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"
         out.write(f"nothing promoted: the report in {report_dir} has no drifted or missing snapshot {what}\n")
         return 1
-    out.write(f"{len(written)} golden snapshot(s) replaced by the current render; review and commit them\n")
+    replaced = sum(1 for _, changed in written if changed)
+    same = f"; {len(written) - replaced} already held it" if replaced < len(written) else ""
+    out.write(f"{replaced} golden snapshot(s) replaced by the current render{same}; review and commit them\n")
     return 0
 
 

@@ -351,6 +351,15 @@ def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
     return found or None
 
 
+def refuse_unfetched(directory: Path) -> None:
+    """Raise :class:`GoldenNotFetched` when a picture of the snapshot in ``directory`` is a Git LFS pointer (a
+    sidecar that is one is refused by :func:`read_sidecar`): what replaces a golden must never write over it."""
+    for picture in _own_pictures(directory) if directory.is_dir() else ():
+        with contextlib.suppress(OSError), picture.open("rb") as stream:
+            if stream.read(len(LFS_POINTER_MARK)) == LFS_POINTER_MARK:
+                raise _not_fetched(picture, "picture")
+
+
 def keyed_dir(directory: Path, key: str) -> Path:
     """The environment-keyed sibling of a snapshot's golden directory: ``<snapshot>@<key>`` (``0@cuda``)."""
     return directory.with_name(f"{directory.name}{KEY_SEPARATOR}{sanitize_name(key)}")

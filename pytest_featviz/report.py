@@ -635,13 +635,14 @@ def html_extras(results: Iterable[SnapshotResult]) -> list[Any]:
 # --------------------------------------------------------------------------------------------------- promote
 
 
-def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[Path]:
+def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[tuple[Path, bool]]:
     """Copy the current renders of a report into the golden directories (what ``--featviz-update`` would have
     written), for the snapshots of the test whose id is ``select``, else of every test whose id contains it (all
-    when ``None``): a whole node id pasted from a failure selects that test alone. Returns the golden
-    directories written. ``root`` is the directory the report's golden paths are relative to (the rootdir); by
-    default the one the report records, relative to the report directory."""
-    from pytest_featviz.golden import GoldenError, read_sidecar, write_files
+    when ``None``): a whole node id pasted from a failure selects that test alone. Returns each golden directory
+    selected, with whether its files changed (a second promote of the same report changes nothing). ``root`` is the
+    directory the report's golden paths are relative to (the rootdir); by default the one the report records,
+    relative to the report directory."""
+    from pytest_featviz.golden import GoldenError, read_sidecar, refuse_unfetched, write_files
 
     data = json.loads((report_dir / REPORT_JSON).read_text(encoding="utf-8"))
     if root is None:
@@ -663,10 +664,11 @@ def promote(report_dir: Path, root: Path | None = None, select: str | None = Non
             raise ValueError(f"{current / 'snapshot.json'} names a file outside its directory")
         directory = root / snapshot["golden_dir"]
         try:
+            refuse_unfetched(directory)
             read_sidecar(directory)
         except GoldenError as exc:  # as --featviz-update: never over a newer format, an LFS pointer, an OS error
             if not exc.recreatable:
                 raise ValueError(str(exc)) from exc
-        write_files(directory, sidecar, {file: (current / file).read_bytes() for file in files})
-        written.append(directory)
+        changed = write_files(directory, sidecar, {file: (current / file).read_bytes() for file in files})
+        written.append((directory, bool(changed)))
     return written
