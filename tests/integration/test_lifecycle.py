@@ -119,3 +119,41 @@ def test_a_check_with_another_batch_size_compares_item_0_whatever_the_batch_axis
     monkeypatch.setenv("FEATVIZ_BATCH", "4")
     result = featviz_pytester.runpytest()
     result.assert_outcomes(passed=3)  # not "shape changed from (2, 1, 12) to (2, 4, 12)"
+
+
+TWO_SNAPSHOTS = """
+import os
+
+import torch
+from torch import nn
+
+
+def test_two(feature_snapshot):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    if os.environ.get("FEATVIZ_DRIFT"):
+        with torch.no_grad():
+            model[0].weight[:2] *= -1
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    feature_snapshot(model, x, layers=["0"], name="first")
+    feature_snapshot(model, x, layers=["1"], name="second")
+"""
+
+
+def test_the_summary_names_the_snapshots_a_drifted_test_never_reached(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(test_two=TWO_SNAPSHOTS)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("FEATVIZ_DRIFT", "1")
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "1 snapshot(s) checked: 0 matched, 1 drifted (1 test(s), 1 layer(s)), 0 missing",
+            "1 golden snapshot(s) of the drifted tests were not checked: a test stops at its first drifted snapshot"
+            " (accept that drift, then run again): golden/test_two/test_two/second",
+        ]
+    )
+    monkeypatch.delenv("FEATVIZ_DRIFT")
+    assert "were not checked" not in featviz_pytester.runpytest().stdout.str()
