@@ -81,6 +81,16 @@ def test_steps_can_be_walked_one_by_one(featviz_pytester: pytest.Pytester) -> No
         lifecycle.drift()
 
 
+def _goldens_then_rerun(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str, tests: int, change: tuple[str, str]
+) -> pytest.RunResult:
+    """Goldens made for ``source``'s ``tests`` tests, then a check run with the environment variable ``change`` set."""
+    pytester.makepyfile(test_suite=source)
+    pytester.runpytest("--featviz-update").assert_outcomes(passed=tests)
+    monkeypatch.setenv(*change)
+    return pytester.runpytest()
+
+
 BATCH_SIZES = """
 import os
 
@@ -114,10 +124,7 @@ def test_sequence_first_transformer(feature_snapshot):
 def test_a_check_with_another_batch_size_compares_item_0_whatever_the_batch_axis(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    featviz_pytester.makepyfile(test_batches=BATCH_SIZES)
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
-    monkeypatch.setenv("FEATVIZ_BATCH", "4")
-    result = featviz_pytester.runpytest()
+    result = _goldens_then_rerun(featviz_pytester, monkeypatch, BATCH_SIZES, 3, ("FEATVIZ_BATCH", "4"))
     result.assert_outcomes(passed=3)  # not "shape changed from (2, 1, 12) to (2, 4, 12)"
 
 
@@ -143,16 +150,13 @@ def test_two(feature_snapshot):
 def test_the_summary_names_the_snapshots_a_drifted_test_never_reached(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    featviz_pytester.makepyfile(test_two=TWO_SNAPSHOTS)
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
-    monkeypatch.setenv("FEATVIZ_DRIFT", "1")
-    result = featviz_pytester.runpytest()
+    result = _goldens_then_rerun(featviz_pytester, monkeypatch, TWO_SNAPSHOTS, 1, ("FEATVIZ_DRIFT", "1"))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
             "1 snapshot(s) checked: 0 matched, 1 drifted (1 test(s), 1 layer(s)), 0 missing",
             "1 golden snapshot(s) of the drifted tests were not checked: a test stops at its first drifted snapshot"
-            " (accept that drift, then run again): golden/test_two/test_two/second",
+            " (accept that drift, then run again): golden/test_suite/test_two/second",
         ]
     )
     monkeypatch.delenv("FEATVIZ_DRIFT")
