@@ -65,12 +65,34 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _torch_version() -> str:
+    """The installed torch's version, read from its metadata: the controller of an xdist run never imports torch."""
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _run_facts(settings: Settings, rootpath: Path) -> dict[str, Any]:
+    """What ``report.json`` and the report page say about the run: torch, mode, configured tolerances, goldens."""
+    try:
+        golden_dir = Path(os.path.relpath(settings.golden_dir, rootpath)).as_posix()
+    except ValueError:  # another drive on Windows
+        golden_dir = settings.golden_dir.as_posix()
+    return {
+        "torch": _torch_version(),
+        "mode": "update" if settings.update else "check",
+        "threshold": settings.threshold,
+        "stat_tolerance": settings.stat_tolerance,
+        "rms_tolerance": settings.rms_tolerance,
+        "normalize": settings.normalize,
+        "golden_dir": golden_dir,
+    }
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = "not installed"
+    torch_version = _torch_version()
     mode = "update (goldens are written)" if settings.update else "check"
     lines = [
         f"featviz: torch {torch_version}, mode {mode}, golden dir {settings.golden_dir},"
@@ -301,9 +323,10 @@ class SessionTracker:
             return
         from pytest_featviz import report
 
+        run = _run_facts(self.settings, session.config.rootpath)
         try:
             self.index = report.write_session_report(
-                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
+                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
             )
         except OSError as exc:
             self.report_errors.append(f"could not write the report in {display_path(self.settings.report_dir)}: {exc}")
@@ -311,7 +334,7 @@ class SessionTracker:
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and self.index is not None:
             data = report.report_data(
-                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all
+                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
             )
             try:
                 report.append_step_summary(Path(summary), report.step_summary(data, self.index))

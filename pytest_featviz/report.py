@@ -18,7 +18,7 @@ import math
 import os
 import shlex
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -57,6 +57,7 @@ GAP = 4
 LINE = 14
 BACKGROUND = (30, 30, 30)
 STEP_SUMMARY_ROWS = 50
+MISSING_IDS = 10  # test ids in the step summary's command that creates missing goldens
 STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
 # Viridis at nine stops: perceptually uniform and readable for the colour-blind.
 _VIRIDIS = (
@@ -370,10 +371,17 @@ def summary_counts(results: Sequence[SnapshotResult]) -> dict[str, int]:
     }
 
 
-def report_data(results: Sequence[SnapshotResult], report_dir: Path, root: Path, report_all: bool) -> dict[str, Any]:
+def report_data(
+    results: Sequence[SnapshotResult],
+    report_dir: Path,
+    root: Path,
+    report_all: bool,
+    run: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The content of ``report.json``: plain values in a fixed key order, snapshots most severe first; paths are
-    relative to the report directory, golden directories relative to ``root``. No times, no worker names, so a
-    serial run and an xdist run give the same file."""
+    relative to the report directory, golden directories relative to ``root``. ``run`` says what the run was
+    (torch version, mode, configured tolerances, golden directory). No times, no worker names, so a serial run and
+    an xdist run give the same file."""
     snapshots = []
     for result in sorted((r for r in results if wanted(r, report_all)), key=_severity):
         layers = []
@@ -429,20 +437,25 @@ def report_data(results: Sequence[SnapshotResult], report_dir: Path, root: Path,
         # where the snapshots' golden_dir paths start, relative to the report directory: `featviz promote` finds the
         # goldens from wherever it runs
         "root": _relative(str(root), report_dir),
+        "run": dict(run) if run is not None else None,
         "summary": summary_counts(results),
         "snapshots": snapshots,
     }
 
 
 def write_session_report(
-    results: Sequence[SnapshotResult], report_dir: Path, root: Path, report_all: bool = False
+    results: Sequence[SnapshotResult],
+    report_dir: Path,
+    root: Path,
+    report_all: bool = False,
+    run: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Write ``report.json`` and ``index.html`` when anything drifted or was missing (always with
     ``report_all`` and at least one snapshot); returns the path of ``index.html``, or ``None`` when nothing was
     written."""
     if not any(wanted(r, report_all) for r in results):
         return None
-    data = report_data(results, report_dir, root, report_all)
+    data = report_data(results, report_dir, root, report_all, run)
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     _refuse_foreign(report_dir, report_dir / REPORT_JSON, report_dir / INDEX_HTML)  # both or neither
     _write_ours(report_dir, report_dir / REPORT_JSON, text.encode("utf-8"))
@@ -535,8 +548,19 @@ def render_index(data: dict[str, Any]) -> str:
         f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
         f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)), {counts[MISSING]} missing"
     )
+    if data.get("run"):
+        summary += ". " + run_line(data["run"])
     template = Template(resources.files("pytest_featviz").joinpath("templates/index.html").read_text("utf-8"))
     return template.substitute(summary=_e(summary), tests=len(tests), body="\n".join(sections))
+
+
+def run_line(run: Mapping[str, Any]) -> str:
+    """``torch 2.14.1, check mode, goldens in golden; configured tolerances ...``: what the run was, in words."""
+    return (
+        f"torch {run['torch']}, {run['mode']} mode, goldens in {run['golden_dir']}; configured tolerances: SSIM >="
+        f" {run['threshold']:g}, statistics change <= {run['stat_tolerance']:g}, picture change <="
+        f" {run['rms_tolerance']:g} (a marker or call may set others; each layer shows the ones it was judged by)"
+    )
 
 
 # ------------------------------------------------------------------------------------------ terminal and CI
@@ -574,6 +598,13 @@ def step_summary(data: dict[str, Any], index: Path) -> str:
         )
     if len(shown) > STEP_SUMMARY_ROWS:
         lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")
+    missing = list(dict.fromkeys(s["test_id"] for s in shown if s["outcome"] == MISSING))
+    if missing:
+        command = shlex.join(["pytest", "--featviz-update", *missing[:MISSING_IDS]])
+        more = f" (and {len(missing) - MISSING_IDS} more)" if len(missing) > MISSING_IDS else ""
+        lines += ["", f"Missing goldens: create them locally with `{_md(command, 400)}`{more}, review and commit them."]
+    if data.get("run"):
+        lines += ["", _md(run_line(data["run"]), 400) + "."]
     lines += [
         "",
         f"Diff mosaics and current renders: `{_md(display_path(index), 200)}` (upload the report directory as a build"

@@ -88,7 +88,7 @@ def test_report_data_is_sorted_by_severity_with_a_fixed_key_order(tmp_path: Path
     missing = _result("t.py::new", MISSING, LayerResult("a", "new", (1, 2), None))
     fine = _result("t.py::fine", MATCHED, _layer("a", (0.99,), MATCH))
     data = report.report_data([missing, mild, fine, bad], tmp_path, Path("/"), report_all=False)
-    assert list(data) == ["format", "root", "summary", "snapshots"]
+    assert list(data) == ["format", "root", "run", "summary", "snapshots"]
     assert [s["test_id"] for s in data["snapshots"]] == ["t.py::bad", "t.py::mild", "t.py::new"]
     assert data["summary"]["checked"] == 4 and data["summary"]["drifted_tests"] == 2
     bad_entry = data["snapshots"][0]
@@ -146,6 +146,35 @@ def test_index_escapes_every_name(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in page
     assert "http://" not in page and "https://" not in page  # opens with no network
     assert 'class="drift first"' in page and "first drift" in page
+
+
+RUN = {
+    "torch": "2.14.1",
+    "mode": "check",
+    "threshold": 0.99,
+    "stat_tolerance": 0.03,
+    "rms_tolerance": 0.15,
+    "normalize": "minmax",
+    "golden_dir": "golden",
+}
+
+
+def test_the_report_says_what_the_run_was_and_how_to_create_missing_goldens(tmp_path: Path) -> None:
+    missing = [_result(f"t.py::new{i}", MISSING, LayerResult("a", "new", (1, 2), None)) for i in range(12)]
+    data = report.report_data(
+        [*missing, _result("t.py::bad", DRIFTED, _layer("a", (0.1,)))], tmp_path, Path("/"), False, RUN
+    )
+    assert data["run"] == RUN
+    line = (
+        "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM &gt;= 0.99, statistics change &lt;="
+        " 0.03, picture change &lt;= 0.15"
+    )
+    assert line in report.render_index(data)
+    text = report.step_summary(data, tmp_path / "index.html")
+    assert "Missing goldens: create them locally with `pytest --featviz-update t.py::new0 " in text
+    assert "t.py::new7` (and 2 more), review and commit them." in text  # ten ids, in the report's order
+    assert "t.py::bad" not in text.split("Missing")[1]  # a drift is not accepted along with them
+    assert "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM >= 0.99" in text
 
 
 def test_step_summary_is_bounded_markdown_without_images(tmp_path: Path) -> None:
