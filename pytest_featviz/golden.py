@@ -126,9 +126,11 @@ def case_collision(golden_root: Path, directory: Path) -> str | None:
     pair is made, so it is refused wherever it is met. Costs one directory listing per path segment.
     """
     twin = case_twin(golden_root, directory)
-    if twin is None:
-        return None
-    ours, theirs = twin
+    return None if twin is None else case_message(*twin)
+
+
+def case_message(ours: Path, theirs: Path) -> str:
+    """The failure message of a golden path ``ours`` whose case-only twin ``theirs`` exists (:func:`case_twin`)."""
     return (
         f"golden path {ours} differs only in letter case from {theirs}, which already exists: on case-insensitive"
         " file systems (macOS, Windows) the two are one directory and the snapshots would overwrite each other's"

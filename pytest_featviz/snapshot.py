@@ -184,6 +184,18 @@ class FeatureSnapshot:
         return result
 
 
+def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = False) -> None:
+    """Fail when a segment of ``directory`` has a case-only twin on disk (:func:`golden.case_twin`); with
+    ``take_back``, first remove the golden this call just created there (unless the two are one directory, on a file
+    system that ignores case)."""
+    twin = golden.case_twin(golden_root, directory)
+    if twin is None:
+        return
+    if take_back and not os.path.samefile(*twin):
+        golden.remove_created(directory, twin[0])
+    raise GoldenError(golden.case_message(*twin), recreatable=False)
+
+
 def _compiled(module: nn.Module) -> bool:
     """Whether ``module`` is what ``torch.compile`` returns (told by name: importing torch._dynamo is slow)."""
     return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
@@ -397,9 +409,7 @@ def _check(
     measure_noise: bool = False,
 ) -> Evidence:
     __tracebackhide__ = True
-    collision = golden.case_collision(settings.golden_dir, directory)
-    if collision is not None:
-        raise GoldenError(collision, recreatable=False)
+    _refuse_case_twin(settings.golden_dir, directory)
     keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
     if settings.golden_key == "device":
         keyed = golden.keyed_dir(directory, environment.device_type(model, inputs))
@@ -456,12 +466,7 @@ def _check(
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
             # would pass their update and fail every later check. Looking again after writing, the one that sees
             # the twin takes its own golden back and fails, as the second of the two does in a serial run.
-            collision = golden.case_collision(settings.golden_dir, directory)
-            if collision is not None:
-                twin = golden.case_twin(settings.golden_dir, directory)
-                if twin is not None and not os.path.samefile(*twin):  # one directory where case is ignored
-                    golden.remove_created(directory, twin[0])
-                raise GoldenError(collision, recreatable=False)
+            _refuse_case_twin(settings.golden_dir, directory, take_back=True)
             return evidence(UPDATED if damaged else CREATED, results, pictures)
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
