@@ -336,6 +336,20 @@ def _fit(configured: float, measured: float) -> float:
     return max(NOISE_TIGHTEST * configured, min(configured, NOISE_FACTOR * measured))
 
 
+def noise_reaches_tolerances(layer: LayerResult) -> bool:
+    """Whether the tolerances :func:`fitted` to the layer's noise floor hit their ceiling, the configured ones:
+    ``NOISE_FACTOR`` times its TF32 noise is more than the configuration allows (:func:`_fit`), so that noise alone
+    could fail the layer on other float arithmetic. ``False`` for a layer judged without a noise floor."""
+    noise = layer.noise
+    if noise is None:
+        return False
+    return (
+        NOISE_FACTOR * (1.0 - noise.ssim) > 1.0 - layer.threshold
+        or NOISE_FACTOR * noise.rms_error > layer.rms_tolerance
+        or NOISE_FACTOR * noise.stat_delta > layer.stat_tolerance
+    )
+
+
 def fitted(layer: LayerResult, noise: NoiseFloor) -> LayerResult:
     """``layer`` judged again by tolerances fitted to its ``noise`` floor (tighter or equal, never looser)."""
     deficit = 1.0 - layer.threshold

@@ -43,7 +43,6 @@ from pytest_featviz.records import (
     GoldenMissingError,
     LayerEvidence,
     LayerResult,
-    NoiseFloor,
     SnapshotResult,
     display_path,
 )
@@ -665,16 +664,6 @@ def _channel_line(layer: LayerResult, position: int) -> str:
     return f"      channel {layer.channels[position]}: " + ", ".join(parts)
 
 
-def _noise_reaches_tolerances(layer: LayerResult, noise: NoiseFloor) -> bool:
-    """Whether the tolerances fitted to ``noise`` hit their ceiling, the configured ones: NOISE_FACTOR times the
-    layer's TF32 noise is more than the configuration allows, so that noise alone could fail it on another device."""
-    return (
-        compare.NOISE_FACTOR * (1.0 - noise.ssim) > 1.0 - layer.threshold
-        or compare.NOISE_FACTOR * noise.rms_error > layer.rms_tolerance
-        or compare.NOISE_FACTOR * noise.stat_delta > layer.stat_tolerance
-    )
-
-
 def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list[str]:
     """The lines that describe one drifted layer in a failure message, with its ``shown`` worst channels."""
     if layer.reason or not layer.ssim:
@@ -706,7 +695,7 @@ def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list
             f" {compare.NOISE_TIGHTEST:g}x and 1x the configured tolerances; --featviz-noise-floor=off judges by the"
             " configured ones)"
         )
-        if _noise_reaches_tolerances(layer, noise):
+        if compare.noise_reaches_tolerances(layer):
             lines.append(
                 "    TF32 rounding alone takes this layer near its tolerances: against a golden made with other float"
                 " arithmetic (CPU vs a GPU with TF32) this drift may be that noise; keep one golden per device type"
