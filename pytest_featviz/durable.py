@@ -121,8 +121,13 @@ def _owner() -> str:
 
 
 def leftovers(directory: Path) -> list[Path]:
-    """Hidden siblings of ``directory`` that writes made (``.<name>.featviz-new-*`` / ``-old-*``), live or left."""
-    return [path for path, _ in _siblings(directory)]
+    """Hidden siblings of ``directory`` that writes made (``.<name>.featviz-new-*`` / ``-old-*``), live or left;
+    the copies moved aside first, since one of those holds what ``directory`` held before (a run killed between the
+    two renames of :func:`_put_in_place`)."""
+    found = _siblings(directory)
+    return [path for path, match in found if match.group(1) == "old"] + [
+        path for path, match in found if match.group(1) == "new"
+    ]
 
 
 def _siblings(directory: Path) -> list[tuple[Path, re.Match[str]]]:

@@ -396,12 +396,10 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         leftovers = durable.leftovers(directory)
-        if leftovers:
-            # the copy moved aside holds the previous golden (a run killed between its two renames): name that one
-            previous = [path for path in leftovers if ".featviz-old-" in path.name] or leftovers
+        if leftovers:  # the first holds the previous golden when there is one
             raise GoldenError(
                 f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
-                f" {previous[0].name} beside it; re-run with --featviz-update"
+                f" {leftovers[0].name} beside it; re-run with --featviz-update"
             ) from None
         if directory.is_dir() and any(p.suffix == ".png" for p in directory.iterdir()):
             raise GoldenError(
