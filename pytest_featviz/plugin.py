@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,30 +189,6 @@ MISSING_LISTED = 10  # node ids in the summary's command that creates missing go
 UNREACHED_LISTED = 5
 
 
-def _unreached(results: Sequence[SnapshotResult]) -> list[Path]:
-    """Golden snapshots of drifted or missing tests that this run has no record of: the test raised at an earlier
-    snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is gone)."""
-    from pytest_featviz.golden import SIDECAR  # numpy and Pillow: only in a run that took snapshots
-
-    by_test: dict[str, list[SnapshotResult]] = {}
-    for result in results:
-        by_test.setdefault(result.test_id, []).append(result)
-    found: list[Path] = []
-    for records in by_test.values():
-        if not any(r.outcome in (DRIFTED, MISSING) for r in records):
-            continue
-        used = {Path(r.golden_dir) for r in records}
-        # a device-keyed golden (0@cuda) and its shared one (0) are one snapshot: a run uses one of them
-        names = {directory.name.split("@")[0] for directory in used}
-        for folder in sorted({directory.parent for directory in used}):
-            try:
-                snapshots = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-            except OSError:
-                continue
-            found.extend(p for p in snapshots if p.name.split("@")[0] not in names and (p / SIDECAR).is_file())
-    return found
-
-
 def _create_missing(missing: list[SnapshotResult], drifted_tests: set[str]) -> str:
     """The summary's command that creates the missing goldens, and only those: a bare ``pytest --featviz-update``
     would also rewrite every drifted golden, accepting the drift unseen. Built from each missing snapshot's own
@@ -384,7 +360,9 @@ class SessionTracker:
             drifted_ids = {r.test_id for r in self.results if r.outcome == DRIFTED}
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING], drifted_ids))
         if not self.settings.update:
-            unreached = _unreached(self.results)
+            from pytest_featviz.stale import unreached_snapshots
+
+            unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")
             if unreached:
                 shown = ", ".join(display_path(path) for path in unreached[:UNREACHED_LISTED])
                 more = f" and {len(unreached) - UNREACHED_LISTED} more" if len(unreached) > UNREACHED_LISTED else ""

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pytest_featviz.records import display_path
+from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult, display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
 LISTED = 20  # stale snapshots named in the terminal summary; the rest are counted
@@ -248,6 +248,30 @@ class StaleGoldens:
 
     def files_checked_text(self) -> str:
         return f"{self.files_checked} test file(s) that ran completely"
+
+
+def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:
+    """Golden snapshots of drifted or missing tests that the run has no record of: the test raised at an earlier
+    snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is gone). A keyed
+    golden and its shared one count as one snapshot as for stale goldens (:func:`_shared_key`)."""
+    from pytest_featviz.golden import SIDECAR  # numpy and Pillow: only in a run that took snapshots
+
+    by_test: dict[str, list[SnapshotResult]] = {}
+    for result in results:
+        by_test.setdefault(result.test_id, []).append(result)
+    found: list[Path] = []
+    for records in by_test.values():
+        if not any(r.outcome in (DRIFTED, MISSING) for r in records):
+            continue
+        used = {Path(r.golden_dir) for r in records}
+        seen = {_shared_key(directory, keyed) for directory in used}
+        for folder in sorted({directory.parent for directory in used}):
+            found.extend(
+                snapshot
+                for snapshot in _subdirectories(folder)
+                if _shared_key(snapshot, keyed) not in seen and (snapshot / SIDECAR).is_file()
+            )
+    return found
 
 
 def _variant_of(test: str, owner: str) -> bool:
