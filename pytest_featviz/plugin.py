@@ -73,12 +73,9 @@ def _torch_version() -> str:
         return "not installed"
 
 
-def _run_facts(settings: Settings, rootpath: Path) -> dict[str, Any]:
-    """What ``report.json`` and the report page say about the run: torch, mode, configured tolerances, goldens."""
-    try:
-        golden_dir = Path(os.path.relpath(settings.golden_dir, rootpath)).as_posix()
-    except ValueError:  # another drive on Windows
-        golden_dir = settings.golden_dir.as_posix()
+def _run_facts(settings: Settings) -> dict[str, Any]:
+    """What ``report.json`` and the report page say about the run: torch, mode, configured tolerances, goldens (the
+    report gives the golden directory relative to the rootdir, as it does every golden path)."""
     return {
         "torch": _torch_version(),
         "mode": "update" if settings.update else "check",
@@ -86,7 +83,7 @@ def _run_facts(settings: Settings, rootpath: Path) -> dict[str, Any]:
         "stat_tolerance": settings.stat_tolerance,
         "rms_tolerance": settings.rms_tolerance,
         "normalize": settings.normalize,
-        "golden_dir": golden_dir,
+        "golden_dir": str(settings.golden_dir),
     }
 
 
@@ -299,7 +296,7 @@ class SessionTracker:
             return
         from pytest_featviz import report
 
-        run = _run_facts(self.settings, session.config.rootpath)
+        run = _run_facts(self.settings)
         try:
             self.index = report.write_session_report(
                 self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run

@@ -294,11 +294,16 @@ def _refuse_foreign(report_dir: Path, *paths: Path) -> None:
 
 
 def _write_ours(report_dir: Path, path: Path, data: bytes) -> None:
-    """``write_atomic`` where :func:`_refuse_foreign` allows it, and the file recorded in the manifest at once, so
-    that a report cut short by an error is still cleared by the next session."""
+    """:func:`_write_recorded` where :func:`_refuse_foreign` allows it."""
+    _refuse_foreign(report_dir, path)
+    _write_recorded(report_dir, path, data)
+
+
+def _write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
+    """``write_atomic``, and the file recorded in the manifest at once, so that a report cut short by an error is
+    still cleared by the next session."""
     from pytest_featviz.durable import write_atomic
 
-    _refuse_foreign(report_dir, path)
     write_atomic(path, data)
     _record(report_dir, [path])
 
@@ -437,7 +442,7 @@ def report_data(
         # where the snapshots' golden_dir paths start, relative to the report directory: `featviz promote` finds the
         # goldens from wherever it runs
         "root": _relative(str(root), report_dir),
-        "run": dict(run) if run is not None else None,
+        "run": {**run, "golden_dir": _relative(str(run["golden_dir"]), root)} if run is not None else None,
         "summary": summary_counts(results),
         "snapshots": snapshots,
     }
@@ -458,10 +463,10 @@ def write_session_report(
     data = report_data(results, report_dir, root, report_all, run)
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     _refuse_foreign(report_dir, report_dir / REPORT_JSON, report_dir / INDEX_HTML)  # both or neither
-    _write_ours(report_dir, report_dir / REPORT_JSON, text.encode("utf-8"))
-    _write_ours(report_dir, report_dir / INDEX_HTML, render_index(data).encode("utf-8"))
+    _write_recorded(report_dir, report_dir / REPORT_JSON, text.encode("utf-8"))
+    _write_recorded(report_dir, report_dir / INDEX_HTML, render_index(data).encode("utf-8"))
     if not (report_dir / GITIGNORE).exists():  # like .pytest_cache: `git add -A` after a failing run leaves it out
-        _write_ours(report_dir, report_dir / GITIGNORE, GITIGNORE_TEXT.encode("utf-8"))
+        _write_recorded(report_dir, report_dir / GITIGNORE, GITIGNORE_TEXT.encode("utf-8"))
     return report_dir / INDEX_HTML
 
 

@@ -155,16 +155,16 @@ RUN = {
     "stat_tolerance": 0.03,
     "rms_tolerance": 0.15,
     "normalize": "minmax",
-    "golden_dir": "golden",
+    "golden_dir": "/repo/golden",  # as the plugin gives it; the report makes it relative to the rootdir
 }
 
 
 def test_the_report_says_what_the_run_was_and_how_to_create_missing_goldens(tmp_path: Path) -> None:
     missing = [_result(f"t.py::new{i}", MISSING, LayerResult("a", "new", (1, 2), None)) for i in range(12)]
     data = report.report_data(
-        [*missing, _result("t.py::bad", DRIFTED, _layer("a", (0.1,)))], tmp_path, Path("/"), False, RUN
+        [*missing, _result("t.py::bad", DRIFTED, _layer("a", (0.1,)))], tmp_path, Path("/repo"), False, RUN
     )
-    assert data["run"] == RUN
+    assert data["run"] == {**RUN, "golden_dir": "golden"}
     line = (
         "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM &gt;= 0.99, statistics change &lt;="
         " 0.03, picture change &lt;= 0.15"
