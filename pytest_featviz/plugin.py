@@ -112,7 +112,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
             "threads": torch.get_num_threads(),
         }
-        lines.append("featviz: " + ", ".join(f"{key} {value}" for key, value in flags.items()))
+        # TF32 and cuDNN exist only on CUDA: on a CPU-only machine the flags are what a GPU run would use, so the
+        # line says they do not apply here rather than leave "cuDNN TF32 True" to be read as a source of noise.
+        where = "" if torch.cuda.is_available() else "no CUDA here, so TF32 and cuDNN flags do not apply; "
+        lines.append("featviz: " + where + ", ".join(f"{key} {value}" for key, value in flags.items()))
     return lines
 
 
