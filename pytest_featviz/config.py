@@ -369,6 +369,13 @@ def from_pytest(config: pytest.Config) -> Settings:
             f"the featviz golden directory {golden_dir} is a file: move it away, or keep the goldens elsewhere"
             " (--featviz-golden-dir, ini featviz_golden_dir)"
         )
+    if golden_dir.is_symlink() and not golden_dir.exists():
+        # Every golden would read as missing, and the update the message suggests would fail to write.
+        raise pytest.UsageError(
+            f"the featviz golden directory {golden_dir} is a symbolic link to {os.readlink(golden_dir)}, which does"
+            " not exist: restore its target (a checkout or mount the goldens live in), or point"
+            " --featviz-golden-dir / ini featviz_golden_dir at the goldens"
+        )
     settings = Settings(
         golden_dir=golden_dir,
         update=bool(config.getoption("featviz_update")),

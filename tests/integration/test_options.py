@@ -238,6 +238,22 @@ def test_a_file_where_the_golden_directory_should_be_is_a_usage_error(featviz_py
     assert (featviz_pytester.path / "golden").read_text() == "not a directory"
 
 
+def test_a_dangling_symlink_for_the_golden_directory_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
+    """Goldens kept in another checkout behind a link: with the target gone, every test said "missing golden, run
+    --featviz-update", and the update then failed to write. The start-up error names the link and its target."""
+    featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    (featviz_pytester.path / "golden").symlink_to(featviz_pytester.path / "elsewhere" / "goldens")
+    for args in ((), ("--featviz-update",)):
+        result = featviz_pytester.runpytest(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(
+            ["ERROR: the featviz golden directory */golden is a symbolic link to */elsewhere/goldens, which does not*"]
+        )
+    assert not (featviz_pytester.path / "elsewhere").exists()
+    (featviz_pytester.path / "elsewhere" / "goldens").mkdir(parents=True)
+    featviz_pytester.runpytest().assert_outcomes(passed=1)
+
+
 def test_pytest_html_writing_the_featviz_index_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
     pytest.importorskip("pytest_html")
     featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
