@@ -269,7 +269,7 @@ class SessionTracker:
         # pytest-html shows the extras of a test's own setup, call and teardown reports, not of its subtests' (made
         # here as call reports too): every picture of the run goes with the teardown report, the last one.
         if self.html and call.when == "teardown" and records and item.config.getoption("htmlpath", None):
-            from pytest_featviz.report import html_extras
+            from pytest_featviz.outputs import html_extras
 
             report.extras = [*getattr(report, "extras", []), *html_extras(records)]
         sent = item.stash.get(SENT_KEY, 0)
@@ -282,7 +282,7 @@ class SessionTracker:
         # the controller which run of which item the records belong to (node ids need not be unique).
         report.featviz = [record.to_dict() for record in new]
         report.featviz_run = [f"{os.getpid()}:{id(item)}", item.stash.get(RUN_KEY, 1)]
-        from pytest_featviz.report import attachment_lines, junit_properties
+        from pytest_featviz.outputs import attachment_lines, junit_properties
 
         properties = junit_properties(new)
         item.user_properties.extend(properties)  # junitxml reads them from the teardown report, made from the item
@@ -297,7 +297,7 @@ class SessionTracker:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
             return
-        from pytest_featviz import report
+        from pytest_featviz import outputs, report
 
         run = _run_facts(self.settings)
         try:
@@ -313,7 +313,7 @@ class SessionTracker:
                 self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
             )
             try:
-                report.append_step_summary(Path(summary), report.step_summary(data, self.index))
+                outputs.append_step_summary(Path(summary), outputs.step_summary(data, self.index))
             except OSError as exc:
                 self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
 

@@ -1,18 +1,18 @@
-"""Drift reports: diff mosaics, current renders, report.json, index.html, and the terminal, JUnit, pytest-html and
-GitHub outputs.
+"""The drift report's files: each snapshot's diff mosaics and current render, the session's ``report.json`` and
+``index.html``, the manifest that says which files in the report directory are ours, and ``featviz promote``.
 
 A :class:`Reporter` receives each check's :class:`~pytest_featviz.records.Evidence` (in the process that ran the
 test, an xdist worker included), writes that snapshot's files under ``<report dir>/snapshots/`` and returns the
 result with ``artifacts`` and the mosaic paths in its message. At session end the controller merges the result
 records into ``report.json`` and ``index.html``. Every file written is listed in a manifest, so the next session
-removes exactly those files and nothing else. numpy and Pillow are imported only when a picture is drawn.
+removes exactly those files and nothing else. The pictures are drawn by :mod:`pytest_featviz.diffmosaic` and the
+page and CI texts rendered by :mod:`pytest_featviz.outputs`; numpy and Pillow are imported only when a picture is
+drawn.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
-import html
 import json
 import math
 import os
@@ -20,26 +20,12 @@ import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
-from string import Template
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
-from pytest_featviz.records import (
-    DRIFTED,
-    MATCHED,
-    MISSING,
-    OUTCOMES,
-    Evidence,
-    LayerResult,
-    SnapshotResult,
-    display_path,
-)
-
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
+from pytest_featviz.diffmosaic import channel_label, diff_mosaic, encode_rgb
+from pytest_featviz.outputs import render_index
+from pytest_featviz.records import DRIFTED, MATCHED, MISSING, OUTCOMES, Evidence, SnapshotResult, display_path
 
 REPORT_FORMAT = 1
 MANIFEST = ".featviz-manifest"
@@ -49,21 +35,6 @@ GITIGNORE = ".gitignore"
 GITIGNORE_TEXT = "# Written by pytest-featviz: the drift report is evidence of one run, not something to commit.\n*\n"
 SNAPSHOTS = "snapshots"
 CURRENT = "current"
-MAX_ROWS = 8  # drifted channels drawn per diff mosaic; the rest are counted in its last line
-MIN_PANEL = 64  # small maps are upscaled (nearest) until their longer side reaches this many pixels
-MAX_SCALE = 16
-LABEL_WIDTH = 110
-GAP = 4
-LINE = 14
-BACKGROUND = (30, 30, 30)
-STEP_SUMMARY_ROWS = 50
-MISSING_IDS = 10  # test ids in the step summary's command that creates missing goldens
-STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
-# Viridis at nine stops: perceptually uniform and readable for the colour-blind.
-_VIRIDIS = (
-    (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
-    (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37),
-)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- per snapshot
@@ -142,7 +113,7 @@ class Reporter:
                 evidence.bit_depth,
             )
             path = target / f"diff-{sanitize_name(layer.name)}.png"
-            write_atomic(path, _encode_rgb(image))
+            write_atomic(path, encode_rgb(image))
             artifacts[f"mosaic:{layer.name}"] = str(path)
         if result.outcome in (DRIFTED, MISSING):
             sidecar, files = evidence.fresh()
@@ -161,102 +132,6 @@ def _join(message: str, *lines: str) -> str:
 
 def _mosaics(artifacts: dict[str, str]) -> list[tuple[str, str]]:
     return [(role, path) for role, path in artifacts.items() if role.startswith("mosaic:")]
-
-
-def _encode_rgb(image: npt.NDArray[np.uint8]) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
-
-
-def panel_scale(tile_shape: tuple[int, int]) -> int:
-    """The nearest-neighbour upscale factor of a tile in a diff mosaic: small maps grow to about ``MIN_PANEL``."""
-    return max(1, min(MAX_SCALE, math.ceil(MIN_PANEL / max(tile_shape))))
-
-
-def channel_label(layer: LayerResult, position: int) -> str:
-    """The score a diff mosaic prints under a channel: its SSIM, or the score that failed when SSIM passed (a
-    statistics-only drift must not show a passing SSIM in red)."""
-    ssim = layer.ssim[position]
-    if ssim >= layer.threshold and layer.stat_delta[position] > layer.stat_tolerance:
-        return f"stats {layer.stat_delta[position]:.3f}"
-    if ssim >= layer.threshold and layer.rms_error[position] > layer.rms_tolerance:
-        return f"picture {layer.rms_error[position]:.3f}"
-    return f"SSIM {ssim:.4f}"
-
-
-def diff_mosaic(
-    layer: str,
-    golden_tiles: npt.NDArray[Any],
-    current_tiles: npt.NDArray[Any],
-    rows: Sequence[tuple[int, int, str, bool]],
-    bit_depth: int = 8,
-    max_rows: int = MAX_ROWS,
-) -> npt.NDArray[np.uint8]:
-    """An RGB picture of one layer: a row per channel, golden | current | difference heatmap.
-
-    ``rows`` holds ``(tile position, channel index, score label, failed)`` in the order to draw (the label from
-    :func:`channel_label`, red when the channel failed); only the first
-    ``max_rows`` are drawn and the rest are counted on a last line. The heatmap is ``sqrt(|golden - current|)``
-    of the full grey range through viridis, so equal colours mean equal change.
-    """
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
-
-    level = float((1 << bit_depth) - 1)
-    height, width = int(golden_tiles.shape[1]), int(golden_tiles.shape[2])
-    scale = panel_scale((height, width))
-    panel_h, panel_w = height * scale, width * scale
-    row_h = max(panel_h, 2 * LINE)
-    shown, more = list(rows[:max_rows]), max(0, len(rows) - max_rows)
-    canvas_w = LABEL_WIDTH + 3 * panel_w + 4 * GAP
-    canvas_h = 2 * LINE + GAP + len(shown) * (row_h + GAP) + (LINE if more else 0) + GAP
-    canvas = Image.new("RGB", (canvas_w, canvas_h), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    draw.text((GAP, 1), _fit(draw, f"layer {layer}", canvas_w - 2 * GAP, font), fill=(235, 235, 235), font=font)
-    for column, title in enumerate(("golden", "current", "difference")):
-        x = LABEL_WIDTH + GAP + column * (panel_w + GAP)
-        draw.text((x, LINE + 1), _fit(draw, title, panel_w, font), fill=(190, 190, 190), font=font)
-    lut = _viridis_lut()
-    for row, (position, channel, label, failed) in enumerate(shown):
-        golden = golden_tiles[position].astype(np.float64) / level
-        current = current_tiles[position].astype(np.float64) / level
-        difference = np.sqrt(np.abs(golden - current))
-        panels = [np.repeat(np.round(p * 255).astype(np.uint8)[..., None], 3, axis=2) for p in (golden, current)] + [
-            lut[np.round(difference * 255).astype(np.intp)]
-        ]
-        top = 2 * LINE + GAP + row * (row_h + GAP)
-        draw.text((GAP, top), f"channel {channel}", fill=(235, 235, 235), font=font)
-        colour = (255, 110, 110) if failed else (150, 220, 150)
-        draw.text((GAP, top + LINE), label, fill=colour, font=font)
-        for column, panel in enumerate(panels):
-            big = np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)
-            canvas.paste(Image.fromarray(big, mode="RGB"), (LABEL_WIDTH + GAP + column * (panel_w + GAP), top))
-    if more:
-        text = f"... and {more} more channel(s) not shown"
-        draw.text((GAP, canvas_h - GAP - LINE), text, fill=(235, 235, 235), font=font)
-    return np.asarray(canvas, dtype=np.uint8)
-
-
-def _fit(draw: Any, text: str, width: int, font: Any) -> str:
-    while text and draw.textlength(text, font=font) > width:
-        text = text[:-2] + "…" if len(text) > 2 else ""
-    return text
-
-
-def _viridis_lut() -> npt.NDArray[np.uint8]:
-    import numpy as np
-
-    stops = np.linspace(0.0, 1.0, len(_VIRIDIS))
-    anchors = np.array(_VIRIDIS, dtype=np.float64)
-    levels = np.linspace(0.0, 1.0, 256)
-    lut = np.stack([np.interp(levels, stops, anchors[:, c]) for c in range(3)], axis=1)
-    return np.round(lut).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ the manifest
@@ -468,204 +343,6 @@ def write_session_report(
     if not (report_dir / GITIGNORE).exists():  # like .pytest_cache: `git add -A` after a failing run leaves it out
         _write_recorded(report_dir, report_dir / GITIGNORE, GITIGNORE_TEXT.encode("utf-8"))
     return report_dir / INDEX_HTML
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _src(path: str) -> str:
-    return _e(quote(path, safe="/"))
-
-
-def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _noise_note(layer: dict[str, Any]) -> str:
-    """Under ``reason``: the tolerances a layer judged by its noise floor was held to (they differ per layer)."""
-    if layer["noise_floor"] is None:
-        return ""
-    return (
-        f"tolerances fitted to its TF32 noise floor: SSIM >= {layer['threshold']:g},"
-        f" statistics <= {layer['stat_tolerance']:g}, picture <= {layer['rms_tolerance']:g}"
-    )
-
-
-def _snapshot_html(snapshot: dict[str, Any]) -> str:
-    rows, figures = [], []
-    for layer in snapshot["layers"]:
-        first = layer["first_drifted"]
-        drifted = len(layer["drifted_channels"])
-        badge = ' <span class="badge">first drift</span>' if first else ""
-        threshold = "–" if layer["threshold"] is None else f"{layer['threshold']:g}"  # not compared: no threshold
-        rows.append(
-            f'<tr class="{_e(layer["verdict"])}{" first" if first else ""}">'
-            f"<td>{_e(layer['layer'])}{badge}</td>"
-            f"<td>{_e(layer['verdict'])}</td><td>{_e('x'.join(map(str, layer['shape'] or [])) or '–')}</td>"
-            f"<td>{drifted} / {len(layer['channels'])}</td><td>{_cell(layer['min_ssim'])}</td>"
-            f"<td>{_cell(layer['mean_ssim'])}</td><td>{threshold}</td>"
-            f"<td>{_cell(layer['max_stat_delta'])}</td><td>{_cell(layer['max_rms_error'])}</td>"
-            f"<td>{_e(layer['reason'] or _noise_note(layer))}</td></tr>"
-        )
-        for kind in ("mosaic", "current"):
-            if layer[kind] and (kind == "mosaic" or snapshot["outcome"] == MISSING):
-                caption = f"{'diff' if kind == 'mosaic' else 'current render'}: layer {layer['layer']}"
-                figures.append(
-                    f'<figure class="{kind}"><a href="{_src(layer[kind])}"><img src="{_src(layer[kind])}"'
-                    f' alt="{_e(caption)}"></a><figcaption>{_e(caption)}</figcaption></figure>'
-                )
-    current = (
-        f'<p class="current">current render: <a href="{_src(snapshot["current"])}/snapshot.json">'
-        f"{_e(snapshot['current'])}/</a> &rarr; golden <code>{_e(snapshot['golden_dir'])}/</code></p>"
-        if snapshot["current"]
-        else ""
-    )
-    return (
-        f'<div class="snapshot {_e(snapshot["outcome"])}"><h3>snapshot {_e(snapshot["snapshot"])}'
-        f' <span class="outcome">{_e(snapshot["outcome"])}</span></h3>'
-        "<table><thead><tr><th>layer</th><th>verdict</th><th>shape</th><th>drifted channels</th><th>min SSIM</th>"
-        "<th>mean SSIM</th><th>threshold</th><th>max stat &Delta;</th><th>max RMS</th><th>reason</th></tr></thead>"
-        f'<tbody>{"".join(rows)}</tbody></table>{current}<div class="figures">{"".join(figures)}</div>'
-        f"<details><summary>message</summary><pre>{_e(snapshot['message'])}</pre></details></div>"
-    )
-
-
-def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
-    outcomes = {snapshot["outcome"] for snapshot in snapshots}
-    return next((o for o in (DRIFTED, MISSING) if o in outcomes), MATCHED)
-
-
-def render_index(data: dict[str, Any]) -> str:
-    """The static ``index.html`` of a report: no network, every name escaped, tests most severe first (the order
-    of ``report.json``), a filter box by test name (also read from ``#filter=...`` in the address)."""
-    tests: dict[str, list[dict[str, Any]]] = {}
-    for snapshot in data["snapshots"]:
-        tests.setdefault(snapshot["test_id"], []).append(snapshot)
-    sections = [
-        # the test's worst outcome colours its border (--featviz-report-all also lists tests that matched)
-        f'<section class="test {_e(_worst_outcome(snapshots))}" data-test="{_e(test_id.lower())}">'
-        f"<h2>{_e(test_id)}</h2>" + "".join(_snapshot_html(s) for s in snapshots) + "</section>"
-        for test_id, snapshots in tests.items()
-    ]
-    counts = data["summary"]
-    summary = (
-        f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
-        f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)), {counts[MISSING]} missing"
-    )
-    if data.get("run"):
-        summary += ". " + run_line(data["run"])
-    template = Template(resources.files("pytest_featviz").joinpath("templates/index.html").read_text("utf-8"))
-    return template.substitute(summary=_e(summary), tests=len(tests), body="\n".join(sections))
-
-
-def run_line(run: Mapping[str, Any]) -> str:
-    """``torch 2.14.1, check mode, goldens in golden; configured tolerances ...``: what the run was, in words."""
-    return (
-        f"torch {run['torch']}, {run['mode']} mode, goldens in {run['golden_dir']}; configured tolerances: SSIM >="
-        f" {run['threshold']:g}, statistics change <= {run['stat_tolerance']:g}, picture change <="
-        f" {run['rms_tolerance']:g} (a marker or call may set others; each layer shows the ones it was judged by)"
-    )
-
-
-# ------------------------------------------------------------------------------------------ terminal and CI
-
-
-def _md(text: str, limit: int = 120) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def step_summary(data: dict[str, Any], index: Path) -> str:
-    """A compact markdown table of the drifted and missing snapshots for ``GITHUB_STEP_SUMMARY``: no images
-    (GitHub strips data URIs), at most ``STEP_SUMMARY_ROWS`` rows and ``STEP_SUMMARY_LIMIT`` bytes."""
-    counts = data["summary"]
-    lines = [
-        "### featviz: feature-map drift",
-        "",
-        f"{counts['checked']} snapshot(s) checked: {counts[DRIFTED]} drifted ({counts['drifted_tests']} test(s),"
-        f" {counts['drifted_layers']} layer(s)), {counts[MISSING]} missing.",
-        "",
-        "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
-        "|---|---|---|---|---|---|",
-    ]
-    shown = [s for s in data["snapshots"] if s["outcome"] in (DRIFTED, MISSING)]
-    if not shown:
-        return ""
-    for snapshot in shown[:STEP_SUMMARY_ROWS]:
-        compared = snapshot["outcome"] == DRIFTED  # a missing snapshot has nothing it drifted from
-        drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"] if compared else []
-        ssims = [layer["min_ssim"] for layer in drifted if layer["min_ssim"] is not None]
-        lines.append(
-            f"| `{_md(snapshot['test_id'])}` | {_md(snapshot['snapshot'], 40)} | {snapshot['outcome']} |"
-            f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted) if compared else '–'} |"
-            f" {f'{min(ssims):.4f}' if ssims else '–'} |"
-        )
-    if len(shown) > STEP_SUMMARY_ROWS:
-        lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")
-    missing = list(dict.fromkeys(s["test_id"] for s in shown if s["outcome"] == MISSING))
-    if missing:
-        command = shlex.join(["pytest", "--featviz-update", *missing[:MISSING_IDS]])
-        more = f" (and {len(missing) - MISSING_IDS} more)" if len(missing) > MISSING_IDS else ""
-        lines += ["", f"Missing goldens: create them locally with `{_md(command, 400)}`{more}, review and commit them."]
-    if data.get("run"):
-        lines += ["", _md(run_line(data["run"]), 400) + "."]
-    lines += [
-        "",
-        f"Diff mosaics and current renders: `{_md(display_path(index), 200)}` (upload the report directory as a build"
-        " artifact, for example with `actions/upload-artifact`, to look at them).",
-        "",
-    ]
-    text = "\n".join(lines)
-    encoded = text.encode("utf-8")
-    return text if len(encoded) <= STEP_SUMMARY_LIMIT else encoded[:STEP_SUMMARY_LIMIT].decode("utf-8", "ignore")
-
-
-def append_step_summary(path: Path, text: str) -> None:
-    """Append ``text`` to the job summary file GitHub names in ``GITHUB_STEP_SUMMARY`` (nothing when empty)."""
-    if not text:
-        return
-    with open(path, "a", encoding="utf-8") as stream:
-        stream.write(text)
-
-
-def junit_properties(results: Iterable[SnapshotResult]) -> list[tuple[str, object]]:
-    """``(name, value)`` pairs for the JUnit XML ``<properties>`` of a test: per snapshot its outcome, the lowest
-    SSIM of the layers compared, the first drifted layer, and every file of its report."""
-    properties: list[tuple[str, object]] = []
-    for r in results:
-        properties.append((f"featviz:{r.name}:outcome", r.outcome))
-        ssims = [layer.min_ssim for layer in r.layers if layer.ssim]
-        if ssims:
-            properties.append((f"featviz:{r.name}:min_ssim", f"{min(ssims):.4f}"))
-        if r.first_drifted is not None:
-            properties.append((f"featviz:{r.name}:first_drifted", r.first_drifted))
-        properties.extend((f"featviz:{r.name}:{role}", path) for role, path in sorted(r.artifacts.items()))
-    return properties
-
-
-def attachment_lines(results: Iterable[SnapshotResult]) -> str:
-    """``[[ATTACHMENT|path]]`` lines (absolute paths) of the pictures, which Jenkins and Azure DevOps pick up
-    from a test's output in the JUnit XML."""
-    return "".join(
-        f"[[ATTACHMENT|{Path(path).resolve()}]]\n"
-        for r in results
-        for role, path in sorted(r.artifacts.items())
-        if path.endswith(".png")
-    )
-
-
-def html_extras(results: Iterable[SnapshotResult]) -> list[Any]:
-    """pytest-html extras: the diff mosaics (and current renders of missing snapshots) as inline PNGs."""
-    from pytest_html import extras
-
-    found = []
-    for result in results:
-        for role, path in sorted(result.artifacts.items()):
-            if role.startswith("mosaic:") or (role.startswith("current:") and result.outcome == MISSING):
-                content = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-                found.append(extras.png(content, name=f"featviz {result.name} {role}"))
-    return found
 
 
 # --------------------------------------------------------------------------------------------------- promote

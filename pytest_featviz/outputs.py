@@ -1,0 +1,226 @@
+"""What a reader sees of a session's drift: the static ``index.html`` and the GitHub job summary, both rendered
+from the content of ``report.json``, and per test the JUnit properties, the Jenkins / Azure DevOps attachment lines
+and the pytest-html extras, taken from its result records.
+
+Everything here turns records or report data into text (or pytest-html extras); which files are written, and where,
+is :mod:`pytest_featviz.report`'s business. Nothing heavy is imported; pytest-html only when its extras are asked for.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import quote
+
+from pytest_featviz.records import DRIFTED, MATCHED, MISSING, SnapshotResult, display_path
+
+STEP_SUMMARY_ROWS = 50
+MISSING_IDS = 10  # test ids in the step summary's command that creates missing goldens
+STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
+
+
+# ------------------------------------------------------------------------------------------------ index.html
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _src(path: str) -> str:
+    return _e(quote(path, safe="/"))
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _noise_note(layer: dict[str, Any]) -> str:
+    """Under ``reason``: the tolerances a layer judged by its noise floor was held to (they differ per layer)."""
+    if layer["noise_floor"] is None:
+        return ""
+    return (
+        f"tolerances fitted to its TF32 noise floor: SSIM >= {layer['threshold']:g},"
+        f" statistics <= {layer['stat_tolerance']:g}, picture <= {layer['rms_tolerance']:g}"
+    )
+
+
+def _snapshot_html(snapshot: dict[str, Any]) -> str:
+    rows, figures = [], []
+    for layer in snapshot["layers"]:
+        first = layer["first_drifted"]
+        drifted = len(layer["drifted_channels"])
+        badge = ' <span class="badge">first drift</span>' if first else ""
+        threshold = "–" if layer["threshold"] is None else f"{layer['threshold']:g}"  # not compared: no threshold
+        rows.append(
+            f'<tr class="{_e(layer["verdict"])}{" first" if first else ""}">'
+            f"<td>{_e(layer['layer'])}{badge}</td>"
+            f"<td>{_e(layer['verdict'])}</td><td>{_e('x'.join(map(str, layer['shape'] or [])) or '–')}</td>"
+            f"<td>{drifted} / {len(layer['channels'])}</td><td>{_cell(layer['min_ssim'])}</td>"
+            f"<td>{_cell(layer['mean_ssim'])}</td><td>{threshold}</td>"
+            f"<td>{_cell(layer['max_stat_delta'])}</td><td>{_cell(layer['max_rms_error'])}</td>"
+            f"<td>{_e(layer['reason'] or _noise_note(layer))}</td></tr>"
+        )
+        for kind in ("mosaic", "current"):
+            if layer[kind] and (kind == "mosaic" or snapshot["outcome"] == MISSING):
+                caption = f"{'diff' if kind == 'mosaic' else 'current render'}: layer {layer['layer']}"
+                figures.append(
+                    f'<figure class="{kind}"><a href="{_src(layer[kind])}"><img src="{_src(layer[kind])}"'
+                    f' alt="{_e(caption)}"></a><figcaption>{_e(caption)}</figcaption></figure>'
+                )
+    current = (
+        f'<p class="current">current render: <a href="{_src(snapshot["current"])}/snapshot.json">'
+        f"{_e(snapshot['current'])}/</a> &rarr; golden <code>{_e(snapshot['golden_dir'])}/</code></p>"
+        if snapshot["current"]
+        else ""
+    )
+    return (
+        f'<div class="snapshot {_e(snapshot["outcome"])}"><h3>snapshot {_e(snapshot["snapshot"])}'
+        f' <span class="outcome">{_e(snapshot["outcome"])}</span></h3>'
+        "<table><thead><tr><th>layer</th><th>verdict</th><th>shape</th><th>drifted channels</th><th>min SSIM</th>"
+        "<th>mean SSIM</th><th>threshold</th><th>max stat &Delta;</th><th>max RMS</th><th>reason</th></tr></thead>"
+        f'<tbody>{"".join(rows)}</tbody></table>{current}<div class="figures">{"".join(figures)}</div>'
+        f"<details><summary>message</summary><pre>{_e(snapshot['message'])}</pre></details></div>"
+    )
+
+
+def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
+    outcomes = {snapshot["outcome"] for snapshot in snapshots}
+    return next((o for o in (DRIFTED, MISSING) if o in outcomes), MATCHED)
+
+
+def render_index(data: dict[str, Any]) -> str:
+    """The static ``index.html`` of a report: no network, every name escaped, tests most severe first (the order
+    of ``report.json``), a filter box by test name (also read from ``#filter=...`` in the address)."""
+    tests: dict[str, list[dict[str, Any]]] = {}
+    for snapshot in data["snapshots"]:
+        tests.setdefault(snapshot["test_id"], []).append(snapshot)
+    sections = [
+        # the test's worst outcome colours its border (--featviz-report-all also lists tests that matched)
+        f'<section class="test {_e(_worst_outcome(snapshots))}" data-test="{_e(test_id.lower())}">'
+        f"<h2>{_e(test_id)}</h2>" + "".join(_snapshot_html(s) for s in snapshots) + "</section>"
+        for test_id, snapshots in tests.items()
+    ]
+    counts = data["summary"]
+    summary = (
+        f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
+        f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)), {counts[MISSING]} missing"
+    )
+    if data.get("run"):
+        summary += ". " + run_line(data["run"])
+    template = Template(resources.files("pytest_featviz").joinpath("templates/index.html").read_text("utf-8"))
+    return template.substitute(summary=_e(summary), tests=len(tests), body="\n".join(sections))
+
+
+def run_line(run: Mapping[str, Any]) -> str:
+    """``torch 2.14.1, check mode, goldens in golden; configured tolerances ...``: what the run was, in words."""
+    return (
+        f"torch {run['torch']}, {run['mode']} mode, goldens in {run['golden_dir']}; configured tolerances: SSIM >="
+        f" {run['threshold']:g}, statistics change <= {run['stat_tolerance']:g}, picture change <="
+        f" {run['rms_tolerance']:g} (a marker or call may set others; each layer shows the ones it was judged by)"
+    )
+
+
+# -------------------------------------------------------------------------- job summary, JUnit, pytest-html
+
+
+def _md(text: str, limit: int = 120) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def step_summary(data: dict[str, Any], index: Path) -> str:
+    """A compact markdown table of the drifted and missing snapshots for ``GITHUB_STEP_SUMMARY``: no images
+    (GitHub strips data URIs), at most ``STEP_SUMMARY_ROWS`` rows and ``STEP_SUMMARY_LIMIT`` bytes."""
+    counts = data["summary"]
+    lines = [
+        "### featviz: feature-map drift",
+        "",
+        f"{counts['checked']} snapshot(s) checked: {counts[DRIFTED]} drifted ({counts['drifted_tests']} test(s),"
+        f" {counts['drifted_layers']} layer(s)), {counts[MISSING]} missing.",
+        "",
+        "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
+        "|---|---|---|---|---|---|",
+    ]
+    shown = [s for s in data["snapshots"] if s["outcome"] in (DRIFTED, MISSING)]
+    if not shown:
+        return ""
+    for snapshot in shown[:STEP_SUMMARY_ROWS]:
+        compared = snapshot["outcome"] == DRIFTED  # a missing snapshot has nothing it drifted from
+        drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"] if compared else []
+        ssims = [layer["min_ssim"] for layer in drifted if layer["min_ssim"] is not None]
+        lines.append(
+            f"| `{_md(snapshot['test_id'])}` | {_md(snapshot['snapshot'], 40)} | {snapshot['outcome']} |"
+            f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted) if compared else '–'} |"
+            f" {f'{min(ssims):.4f}' if ssims else '–'} |"
+        )
+    if len(shown) > STEP_SUMMARY_ROWS:
+        lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")
+    missing = list(dict.fromkeys(s["test_id"] for s in shown if s["outcome"] == MISSING))
+    if missing:
+        command = shlex.join(["pytest", "--featviz-update", *missing[:MISSING_IDS]])
+        more = f" (and {len(missing) - MISSING_IDS} more)" if len(missing) > MISSING_IDS else ""
+        lines += ["", f"Missing goldens: create them locally with `{_md(command, 400)}`{more}, review and commit them."]
+    if data.get("run"):
+        lines += ["", _md(run_line(data["run"]), 400) + "."]
+    lines += [
+        "",
+        f"Diff mosaics and current renders: `{_md(display_path(index), 200)}` (upload the report directory as a build"
+        " artifact, for example with `actions/upload-artifact`, to look at them).",
+        "",
+    ]
+    text = "\n".join(lines)
+    encoded = text.encode("utf-8")
+    return text if len(encoded) <= STEP_SUMMARY_LIMIT else encoded[:STEP_SUMMARY_LIMIT].decode("utf-8", "ignore")
+
+
+def append_step_summary(path: Path, text: str) -> None:
+    """Append ``text`` to the job summary file GitHub names in ``GITHUB_STEP_SUMMARY`` (nothing when empty)."""
+    if not text:
+        return
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.write(text)
+
+
+def junit_properties(results: Iterable[SnapshotResult]) -> list[tuple[str, object]]:
+    """``(name, value)`` pairs for the JUnit XML ``<properties>`` of a test: per snapshot its outcome, the lowest
+    SSIM of the layers compared, the first drifted layer, and every file of its report."""
+    properties: list[tuple[str, object]] = []
+    for r in results:
+        properties.append((f"featviz:{r.name}:outcome", r.outcome))
+        ssims = [layer.min_ssim for layer in r.layers if layer.ssim]
+        if ssims:
+            properties.append((f"featviz:{r.name}:min_ssim", f"{min(ssims):.4f}"))
+        if r.first_drifted is not None:
+            properties.append((f"featviz:{r.name}:first_drifted", r.first_drifted))
+        properties.extend((f"featviz:{r.name}:{role}", path) for role, path in sorted(r.artifacts.items()))
+    return properties
+
+
+def attachment_lines(results: Iterable[SnapshotResult]) -> str:
+    """``[[ATTACHMENT|path]]`` lines (absolute paths) of the pictures, which Jenkins and Azure DevOps pick up
+    from a test's output in the JUnit XML."""
+    return "".join(
+        f"[[ATTACHMENT|{Path(path).resolve()}]]\n"
+        for r in results
+        for role, path in sorted(r.artifacts.items())
+        if path.endswith(".png")
+    )
+
+
+def html_extras(results: Iterable[SnapshotResult]) -> list[Any]:
+    """pytest-html extras: the diff mosaics (and current renders of missing snapshots) as inline PNGs."""
+    from pytest_html import extras
+
+    found = []
+    for result in results:
+        for role, path in sorted(result.artifacts.items()):
+            if role.startswith("mosaic:") or (role.startswith("current:") and result.outcome == MISSING):
+                content = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+                found.append(extras.png(content, name=f"featviz {result.name} {role}"))
+    return found

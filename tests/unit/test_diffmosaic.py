@@ -1,0 +1,38 @@
+"""Unit tests of pytest_featviz.diffmosaic: the geometry and the panels of a diff mosaic."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pytest_featviz.diffmosaic import _VIRIDIS, BACKGROUND, GAP, LABEL_WIDTH, LINE, diff_mosaic, panel_scale
+
+
+def test_diff_mosaic_upscales_a_7x7_map_and_draws_golden_current_difference() -> None:
+    rng = np.random.default_rng(0)
+    golden = rng.integers(0, 256, (3, 7, 7), dtype=np.uint8)
+    current = golden.copy()
+    current[1] = 255 - current[1]
+    image = diff_mosaic("layer1", golden, current, [(1, 5, "SSIM 0.1200", True), (0, 2, "SSIM 0.9900", False)])
+    scale = panel_scale((7, 7))
+    assert scale == 10  # 7 px -> 70 px: a small map stays visible
+    assert image.shape == (2 * LINE + GAP + 2 * (70 + GAP) + GAP, 110 + 3 * 70 + 16, 3)
+    top, left = 2 * LINE + GAP, LABEL_WIDTH + GAP
+    # Row 0 shows tile position 1 (the worst channel first): golden, then current, nearest-upscaled.
+    golden_panel = image[top : top + 70, left : left + 70, 0]
+    current_panel = image[top : top + 70, left + 74 : left + 144, 0]
+    assert np.array_equal(golden_panel, np.kron(golden[1], np.ones((10, 10), dtype=np.uint8)))
+    assert np.array_equal(current_panel, np.kron(current[1], np.ones((10, 10), dtype=np.uint8)))
+    # Row 1 (an unchanged tile): the heatmap is the colormap's zero colour everywhere.
+    row1 = top + 70 + GAP
+    heat = image[row1 : row1 + 70, left + 148 : left + 218]
+    assert (heat == np.array(_VIRIDIS[0], dtype=np.uint8)).all()
+
+
+def test_diff_mosaic_caps_rows_and_counts_the_rest() -> None:
+    tiles = np.zeros((12, 32, 32), dtype=np.uint16)
+    rows = [(i, i, "SSIM 0.5000", True) for i in range(12)]
+    image = diff_mosaic("x", tiles, tiles + 1000, rows, bit_depth=16, max_rows=3)
+    assert panel_scale((32, 32)) == 2
+    assert image.shape[0] == 2 * LINE + GAP + 3 * (64 + GAP) + LINE + GAP
+    footer = image[-LINE - GAP : -GAP]
+    assert (footer != np.array(BACKGROUND, dtype=np.uint8)).any()  # the "... and 9 more" line is drawn

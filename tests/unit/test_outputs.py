@@ -1,0 +1,69 @@
+"""Unit tests of pytest_featviz.outputs: index.html and the GitHub step summary, rendered from report data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_featviz import outputs, report
+from pytest_featviz.records import DRIFTED, MISSING, LayerResult
+from unit.test_report import FITTED, RESHAPED, RUN, layer_record, snapshot_record
+
+
+def test_the_index_shows_the_tolerances_a_layer_judged_by_its_noise_floor_was_held_to(tmp_path: Path) -> None:
+    data = report.report_data([snapshot_record("t.py::fit", DRIFTED, FITTED)], tmp_path, Path("/"), False)
+    page = outputs.render_index(data)
+    assert (
+        "tolerances fitted to its TF32 noise floor: SSIM &gt;= 0.996, statistics &lt;= 0.012, picture &lt;= 0.06"
+        in page
+    )
+
+
+def test_the_index_says_why_a_layer_was_not_compared(tmp_path: Path) -> None:
+    data = report.report_data([snapshot_record("t.py::t", DRIFTED, RESHAPED)], tmp_path, Path("/"), False)
+    assert "<td>normalize changed from minmax to sigmoid</td>" in outputs.render_index(data)
+
+
+def test_index_escapes_every_name(tmp_path: Path) -> None:
+    evil = "t.py::test[<script>alert(1)</script>&\"']"
+    data = report.report_data(
+        [snapshot_record(evil, DRIFTED, layer_record("<b>layer</b>", (0.1,)), name="<i>n</i>")],
+        tmp_path,
+        Path("/"),
+        False,
+    )
+    page = outputs.render_index(data)
+    assert "<script>alert" not in page and "<b>layer" not in page and "<i>n" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in page
+    assert "http://" not in page and "https://" not in page  # opens with no network
+    assert 'class="drift first"' in page and "first drift" in page
+
+
+def test_the_outputs_say_what_the_run_was_and_how_to_create_missing_goldens(tmp_path: Path) -> None:
+    missing = [snapshot_record(f"t.py::new{i}", MISSING, LayerResult("a", "new", (1, 2), None)) for i in range(12)]
+    data = report.report_data(
+        [*missing, snapshot_record("t.py::bad", DRIFTED, layer_record("a", (0.1,)))],
+        tmp_path,
+        Path("/repo"),
+        False,
+        RUN,
+    )
+    line = (
+        "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM &gt;= 0.99, statistics change &lt;="
+        " 0.03, picture change &lt;= 0.15"
+    )
+    assert line in outputs.render_index(data)
+    text = outputs.step_summary(data, tmp_path / "index.html")
+    assert "Missing goldens: create them locally with `pytest --featviz-update t.py::new0 " in text
+    assert "t.py::new7` (and 2 more), review and commit them." in text  # ten ids, in the report's order
+    assert "t.py::bad" not in text.split("Missing")[1]  # a drift is not accepted along with them
+    assert "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM >= 0.99" in text
+
+
+def test_step_summary_is_bounded_markdown_without_images(tmp_path: Path) -> None:
+    results = [snapshot_record(f"t.py::test_{i}|x", DRIFTED, layer_record("a", (0.5,))) for i in range(400)]
+    data = report.report_data(results, tmp_path, Path("/"), False)
+    text = outputs.step_summary(data, tmp_path / "index.html")
+    assert text.startswith("### featviz") and "![" not in text and "data:" not in text
+    assert len(text.encode()) < outputs.STEP_SUMMARY_LIMIT
+    assert "| … and 350 more |" in text and "test_0\\|x" in text
+    assert outputs.step_summary(report.report_data([], tmp_path, Path("/"), False), tmp_path) == ""
