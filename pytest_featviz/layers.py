@@ -14,7 +14,9 @@ The default choice (``layers=None``) runs one shape-only forward pass and takes 
 every spatial grid that an output takes in the network (H x W of an NCHW or NHWC map or of patch tokens, T x H x W
 of a video), the shallowest module producing it, the last one in forward order that does more than pass its input
 on (a dropout or identity after a stage's block is passed over for the block). For a ResNet that is ``relu,
-layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. Of a module
+layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. A grid that
+comes back after smaller ones (a U-Net's decoder) starts a new set of stages, so an encoder and its decoder are both
+chosen (``enc1, enc2, enc3, bottleneck, dec3, dec2, head``). Of a module
 that runs several times (RAFT's update block) only the last call counts. Grids of 1 x 1 are skipped when larger ones
 exist. When that gives fewer than four layers (isotropic networks such as ViT, dilated
 segmentation backbones, RAFT), it adds four evenly spaced blocks of the network's longest run of siblings with a
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
@@ -373,8 +376,11 @@ def default_layers(
     spatial = [(t, g) for t, g in spatial if depth(t) <= shallowest + STAGE_DEPTH_WINDOW]
     if any(any(side != 1 for side in g) for _, g in spatial):
         spatial = [(t, g) for t, g in spatial if any(side != 1 for side in g)]
-    best: dict[tuple[int, ...], LayerTrace] = {}
-    for item, key in spatial:
+    best: dict[tuple[tuple[int, ...], int], LayerTrace] = {}
+    grids = {module_name(t): g for t, g in spatial}  # of every module with a spatial output, for _phases
+    staged = [(module_name(t), g) for t, g in spatial]
+    for (item, grid_of_item), phase in zip(spatial, _phases(staged, grids), strict=True):
+        key = (grid_of_item, phase)
         held = best.get(key)
         if (
             held is None
@@ -389,6 +395,34 @@ def default_layers(
             chosen.setdefault(id(item), item)
     ordered = sorted(chosen.values(), key=lambda t: order[id(t)])
     return _spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)))
+
+
+def _phases(staged: Sequence[tuple[str, tuple[int, ...]]], grids: Mapping[str, tuple[int, ...]]) -> list[int]:
+    """The phase of each ``(module name, grid)`` in forward order: 0, and one more each time the grids grow back to one
+    the current phase already had (a U-Net's decoder going up through its encoder's resolutions).
+
+    Each phase's stages are chosen on their own, so an encoder and its decoder both have their stage outputs chosen,
+    and a change in the encoder is found there first, not at the decoder stage that holds the encoder's resolution.
+    Growth inside a module whose own output (in ``grids``) is smaller does not count: that is a parallel branch
+    starting again from the module's input (an Inception block, RAFT's second encoder), not a decoder. Nor does a
+    container that ends larger than its last child (a backbone returning a dict of earlier maps).
+    """
+    phase, seen, previous, phases = 0, set[tuple[int, ...]](), ("", math.inf), []
+    for name, grid in staged:
+        area = math.prod(grid)
+        parts = name.split(".")
+        enclosing = (grids.get(".".join(parts[:end])) for end in range(1, len(parts)))
+        if (
+            grid in seen
+            and area > previous[1]
+            and not previous[0].startswith(f"{name}.")  # a container returning an earlier map (a backbone's dict)
+            and all(g is None or math.prod(g) >= area for g in enclosing)
+        ):
+            phase, seen = phase + 1, set()
+        seen.add(grid)
+        previous = (name, area)
+        phases.append(phase)
+    return phases
 
 
 def _spread(names: list[str]) -> list[str]:

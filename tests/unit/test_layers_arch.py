@@ -137,6 +137,79 @@ def test_default_choice_for_a_swin_takes_its_nhwc_stages() -> None:
     ]
 
 
+def _unit(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, padding=1), nn.ReLU())
+
+
+class UNet(nn.Module):
+    """Down 16 -> 8 -> 4, up 8 -> 16 with skip connections: the decoder returns through the encoder's grids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1, self.enc2, self.bottom = _unit(3, 4), _unit(4, 4), _unit(4, 4)
+        self.pool = nn.MaxPool2d(2)
+        self.up2, self.dec2 = nn.ConvTranspose2d(4, 4, 2, stride=2), _unit(8, 4)
+        self.up1, self.dec1 = nn.ConvTranspose2d(4, 4, 2, stride=2), _unit(8, 4)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        bottom = self.bottom(self.pool(e2))
+        d2 = self.dec2(torch.cat([self.up2(bottom), e2], 1))
+        return self.head(self.dec1(torch.cat([self.up1(d2), e1], 1)))
+
+
+class Branches(nn.Module):
+    """An Inception reduction block: each branch starts again from the block's input and ends at half its size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branch1 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.branch2a, self.branch2b = _unit(4, 4), nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2b(self.branch2a(x))], 1)
+
+
+class Backbone(nn.Module):
+    """Ends by returning an earlier, larger map as well (torchvision's IntermediateLayerGetter's dict)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.early, self.late = _unit(3, 4), nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        early = self.early(x)
+        return {"low": early, "high": self.late(early)}
+
+
+class Tapped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone, self.head = Backbone(), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)["high"])
+
+
+def test_default_choice_of_a_u_net_takes_its_encoder_and_its_decoder() -> None:
+    """Each grid had one chosen module, the last: the decoder's stages took the encoder's grids, so no encoder stage
+    was snapshot and a change in the encoder was reported at a decoder stage. A grid that comes back after smaller
+    ones now starts the decoder's own stages."""
+    torch.manual_seed(0)
+    assert default_selection(UNet(), torch.randn(1, 3, 16, 16)) == ["enc1", "enc2", "bottom", "dec2", "head"]
+
+
+def test_parallel_branches_and_a_backbone_s_dict_start_no_decoder_stages() -> None:
+    """Grids also grow back where a block's second branch starts from the block's input, or where a backbone
+    returns an earlier map: neither is a decoder, so the choice stays one module per grid."""
+    torch.manual_seed(0)
+    inception = nn.Sequential(_unit(3, 4), Branches(), _unit(8, 4), Branches())
+    assert default_selection(inception, torch.randn(1, 3, 16, 16)) == ["0", "1", "2", "3"]
+    assert default_selection(Tapped(), torch.randn(1, 3, 16, 16)) == ["backbone", "head"]
+
+
 def test_default_choice_for_a_video_net_and_for_a_net_without_maps() -> None:
     video = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 4, 3, stride=2, padding=1))
     # two T x H x W grids, topped up by the run of three sibling layers
