@@ -69,6 +69,9 @@ class Reporter:
 
     def __call__(self, evidence: Evidence) -> SnapshotResult:
         result = evidence.result
+        # A test run again (pytest-rerunfailures) checks its snapshots again: what the failed attempt wrote for one
+        # would stay in the report beside a pass, or beside the new attempt's pictures.
+        _discard_ours(self.report_dir, self.snapshot_dir(result))
         if not wanted(result, self.report_all):
             return result
         try:
@@ -181,6 +184,26 @@ def _write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
 
     write_atomic(path, data)
     _record(report_dir, [path])
+
+
+def _discard_ours(report_dir: Path, folder: Path) -> None:
+    """Remove the files in ``folder`` that the manifest lists (written earlier in this session) and the folders
+    they leave empty, up to ``report_dir``; nothing when ``folder`` does not exist."""
+    if not folder.is_dir():
+        return
+    try:
+        listed = set((report_dir / MANIFEST).read_text(encoding="utf-8").splitlines())
+    except FileNotFoundError:
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and Path(os.path.relpath(path, report_dir)).as_posix() in listed:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    for empty in (folder, *folder.parents):
+        if empty == report_dir or not empty.is_relative_to(report_dir) or any(empty.iterdir()):
+            break
+        empty.rmdir()
 
 
 def remove_stale(report_dir: Path) -> list[Path]:
