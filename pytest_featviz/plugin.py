@@ -241,6 +241,7 @@ class SessionTracker:
         # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
         # said in the summary; the tests' own outcomes stand.
         self.report_errors: list[str] = []
+        self.running: pytest.Item | None = None  # the item whose protocol started last (for an interrupted run)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -256,6 +257,7 @@ class SessionTracker:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # Each run of a test starts with no records: a rerun (pytest-rerunfailures) counts only its own snapshots.
+        self.running = item
         item.stash[RESULTS_KEY] = []
         item.stash[SENT_KEY] = 0
         item.stash[RUN_KEY] = item.stash.get(RUN_KEY, 0) + 1
@@ -321,6 +323,19 @@ class SessionTracker:
     def results(self) -> list[SnapshotResult]:
         """Every snapshot's record, of each item's last run, in the order the reports came."""
         return [result for _, results in self.runs.values() for result in results]
+
+    def pytest_keyboard_interrupt(self) -> None:
+        """Count the snapshots of the test that Ctrl-C stopped: no report carries them, yet under --featviz-update
+        their goldens are written, and the summary would leave them out."""
+        item = self.running
+        if item is None or hasattr(item.config, "workerinput"):
+            return
+        records, sent = item.stash.get(RESULTS_KEY, []), item.stash.get(SENT_KEY, 0)
+        if len(records) > sent:
+            item.stash[SENT_KEY] = len(records)
+            key = f"{os.getpid()}:{id(item)}"  # as pytest_runtest_makereport sends it
+            run, results = self.runs.get(key, (item.stash.get(RUN_KEY, 1), []))
+            self.runs[key] = (run, [*results, *records[sent:]])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)

@@ -331,6 +331,36 @@ def test_each_snapshot_counts_once_with_subtests(featviz_pytester: pytest.Pytest
     check.stdout.fnmatch_lines(["3 snapshot(s) checked: 3 matched, 0 drifted*"])
 
 
+INTERRUPTED = """
+import torch
+from torch import nn
+
+
+def test_first(feature_snapshot):
+    torch.manual_seed(0)
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), layers=["0"])
+
+
+def test_stopped(feature_snapshot):
+    torch.manual_seed(0)
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), layers=["0"], name="a")
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 8, 8), layers=["0"], name="b")
+    raise KeyboardInterrupt
+"""
+
+
+def test_ctrl_c_counts_the_goldens_the_stopped_test_wrote(featviz_pytester: pytest.Pytester) -> None:
+    """No report carries the snapshots of the test that Ctrl-C stopped, so the summary said "1 created" while three
+    goldens were on disk."""
+    featviz_pytester.makepyfile(test_stop=INTERRUPTED)
+    update = featviz_pytester.runpytest("--featviz-update", no_reraise_ctrlc=True)
+    assert update.ret == pytest.ExitCode.INTERRUPTED
+    update.stdout.fnmatch_lines(["goldens: 3 created, 0 updated, 0 unchanged*"])
+    assert len(list((featviz_pytester.path / "golden").rglob("snapshot.json"))) == 3
+    check = featviz_pytester.runpytest(no_reraise_ctrlc=True)
+    check.stdout.fnmatch_lines(["3 snapshot(s) checked: 3 matched, 0 drifted*"])
+
+
 OUTSIDE = """
 import torch
 from torch import nn
