@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/detection.py
+	$(PY) benchmarks/detection_text.py
 
 clean:
 	rm -rf featviz-report site dist build .pytest_cache .mypy_cache .ruff_cache

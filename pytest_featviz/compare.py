@@ -274,11 +274,18 @@ def compare_layer(
     threshold: float,
     stat_tolerance: float,
     rms_tolerance: float,
+    features: tuple[FloatArray, FloatArray] | None = None,
 ) -> LayerResult:
-    """Score every channel of one layer and give the layer's verdict (drift if any channel breaks a tolerance)."""
+    """Score every channel of one layer and give the layer's verdict (drift if any channel breaks a tolerance).
+
+    ``features``: a token image's golden and current per-feature statistics (``mean, std`` rows); its statistics
+    change is then the largest of its whole picture's and of its features'.
+    """
     current_tiles = level_aligned(golden_tiles, current_tiles, data_range)
     ssim, errors = tile_scores(golden_tiles, current_tiles, data_range)
     deltas = statistic_delta(golden_stats, current_stats)
+    if features is not None:
+        deltas = np.maximum(deltas, float(statistic_delta(*features).max(initial=0.0)))
     failed = (ssim < threshold) | (errors > rms_tolerance) | (deltas > stat_tolerance)
     failed |= ~(np.isfinite(ssim) & np.isfinite(errors) & np.isfinite(deltas))
     return LayerResult(
@@ -319,14 +326,23 @@ def noise_floor(
     current_stats: FloatArray,
     noisy_stats: FloatArray,
     data_range: float,
+    features: tuple[FloatArray, FloatArray, FloatArray] | None = None,
 ) -> NoiseFloor:
-    """How far the TF32-rounded run moved a layer from the plain run, in the golden's units (worst channel)."""
+    """How far the TF32-rounded run moved a layer from the plain run, in the golden's units (worst channel).
+
+    ``features``: a token image's golden, current and noisy per-feature statistics (as in :func:`compare_layer`).
+    """
     plain = level_aligned(golden_tiles, current_tiles, data_range)
     noisy = level_aligned(golden_tiles, noisy_tiles, data_range)
+    stat = float(statistic_delta(golden_stats, noisy_stats, reference=current_stats).max())
+    if features is not None:
+        golden_features, current_features, noisy_features = features
+        moved = statistic_delta(golden_features, noisy_features, reference=current_features)
+        stat = max(stat, float(moved.max(initial=0.0)))
     return NoiseFloor(
         ssim=float(ssim_batch(plain, noisy, data_range).min()),
         rms_error=float(rms_error(golden_tiles, noisy, data_range, reference=plain).max()),
-        stat_delta=float(statistic_delta(golden_stats, noisy_stats, reference=current_stats).max()),
+        stat_delta=stat,
     )
 
 

@@ -191,12 +191,19 @@ class LayerGolden:
     sha256: str
     layout: str = ""  # how the output was read (layout.Layout.label); "" in sidecars written before it existed
     pool: tuple[int, int] = (1, 1)  # average-pooling factors from the channel map to its tile (render.tile_pool)
+    # A token image's per-feature statistics (render.feature_statistics): the features' indices and their mean and
+    # std over the tokens; empty for other layouts and in sidecars written before they were recorded.
+    features: tuple[int, ...] = ()
+    feature_stats: tuple[tuple[float, float], ...] = ()
 
     def frames_array(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         return np.array(self.frames, dtype=np.float64).reshape(len(self.channels), 2)
 
     def stats_array(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         return np.array(self.stats, dtype=np.float64).reshape(len(self.channels), 4)
+
+    def feature_stats_array(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return np.array(self.feature_stats, dtype=np.float64).reshape(len(self.features), 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +260,7 @@ def sidecar_text(golden: SnapshotGolden) -> str:
             f'      "tile": {_json(list(layer.tile_shape))},',
             *([f'      "layout": {_json(layer.layout)},'] if layer.layout else []),
             *([f'      "pool": {_json(list(layer.pool))},'] if layer.pool != (1, 1) else []),
+            *(_features_lines(layer) if layer.features else []),
             '      "channels": [',
             ",\n".join(f"        {channel}" for channel in channels),
             "      ]",
@@ -260,6 +268,28 @@ def sidecar_text(golden: SnapshotGolden) -> str:
         ]
     out += ["  ]", "}", ""]
     return "\n".join(out)
+
+
+def _features_lines(layer: LayerGolden) -> list[str]:
+    """A token image's per-feature statistics in the sidecar: indices, means and stds, a line each."""
+    return [
+        '      "features": {',
+        f'        "index": {_json(list(layer.features))},',
+        f'        "mean": {_json([mean for mean, _ in layer.feature_stats])},',
+        f'        "std": {_json([std for _, std in layer.feature_stats])}',
+        "      },",
+    ]
+
+
+def _parse_features(entry: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[float, float], ...]]:
+    """The ``features`` of a layer entry (absent from other layouts and older sidecars: empty)."""
+    if "features" not in entry:
+        return (), ()
+    features = entry["features"]
+    index, means, stds = features["index"], features["mean"], features["std"]
+    if not len(index) == len(means) == len(stds):
+        raise ValueError(f"features: {len(index)} indices, {len(means)} means, {len(stds)} stds")
+    return tuple(int(i) for i in index), tuple((float(m), float(s)) for m, s in zip(means, stds, strict=True))
 
 
 def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
@@ -280,6 +310,7 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
         layers = []
         for entry in data["layers"]:
             channels = entry["channels"]
+            features, feature_stats = _parse_features(entry)
             layers.append(
                 LayerGolden(
                     name=str(entry["name"]),
@@ -294,6 +325,8 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
                     stats=tuple(
                         (float(c["mean"]), float(c["std"]), float(c["min"]), float(c["max"])) for c in channels
                     ),
+                    features=features,
+                    feature_stats=feature_stats,
                 )
             )
         golden = SnapshotGolden(
@@ -344,6 +377,13 @@ def _wrong_value(layer: LayerGolden, normalize: str) -> str | None:
             return f"channel {index}: range {[low, high]}"
         if std < 0 or smallest > largest:
             return f"channel {index}: statistics std {std}, min {smallest}, max {largest}"
+    if layer.features:
+        if min(layer.features) < 0 or len(set(layer.features)) != len(layer.features):
+            return "feature indices negative or repeated"
+        if not all(math.isfinite(value) for pair in layer.feature_stats for value in pair):
+            return "a feature's statistics are not finite numbers"
+        if min(std for _, std in layer.feature_stats) < 0:
+            return "a feature's std is negative"
     return None
 
 

@@ -120,6 +120,11 @@ class Layout:
         found = re.search(r" \(batch axis (\d+)\)$", label)
         return int(found.group(1)) if found else 0
 
+    @staticmethod
+    def kind_of(label: str) -> str:
+        """The kind a :attr:`label` names (``token-image (batch axis 1)`` -> ``token-image``)."""
+        return label.split(" ", 1)[0].split(":", 1)[0]
+
     @property
     def single_picture(self) -> bool:
         """Whether the layout renders the whole output as one picture (channel selection does not apply)."""

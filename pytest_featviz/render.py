@@ -110,6 +110,33 @@ def channel_statistics(maps: npt.NDArray[np.floating]) -> FloatArray:
     return round_stored(np.stack([mean, std, low, high], axis=1))
 
 
+# Features of a token image whose statistics a golden keeps (evenly spaced over the features when there are more).
+FEATURE_STATISTICS = 256
+
+
+def feature_columns(count: int) -> tuple[int, ...]:
+    """The features of a token image of ``count`` features whose statistics a new golden keeps: all of them, or
+    :data:`FEATURE_STATISTICS` evenly spaced from the first to the last."""
+    if count <= FEATURE_STATISTICS:
+        return tuple(range(count))
+    return tuple(int(i) for i in np.rint(np.linspace(0, count - 1, FEATURE_STATISTICS)))
+
+
+def feature_statistics(maps: npt.NDArray[np.floating], columns: tuple[int, ...]) -> FloatArray:
+    """Per-feature ``mean, std`` over the tokens of a token image ``maps`` (1, N, F), for the features ``columns``:
+    a float64 array of shape (len(columns), 2), rounded as stored.
+
+    A token image is one picture, so its channel statistics are one mean and std for the whole layer, and a
+    normalized layer (LayerNorm) keeps those fixed whatever its weights do; each feature's own mean and std over the
+    tokens moves with them (a 1% weight change moves them about 50 times as far as TF32 rounding does).
+    """
+    flat = np.asarray(maps)[0][:, list(columns)]
+    mean = flat.mean(axis=0, dtype=np.float64)
+    centred = flat - mean[None, :]
+    std = np.sqrt(np.einsum("ij,ij->j", centred, centred) / max(flat.shape[0], 1))
+    return round_stored(np.stack([mean, std], axis=1))
+
+
 def channel_frames(maps: npt.NDArray[np.floating], mode: str) -> FloatArray:
     """The frame of each channel of ``maps`` (C, H, W) for normalization ``mode``: float64 array (C, 2)."""
     flat = np.asarray(maps, dtype=np.float64).reshape(maps.shape[0], -1)

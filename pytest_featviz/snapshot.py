@@ -20,7 +20,7 @@ from torch import nn
 
 from pytest_featviz import calibrate, compare, durable, environment, golden, png
 from pytest_featviz.capture import LayerCapture, call_name, capture
-from pytest_featviz.compare import compare_layer
+from pytest_featviz.compare import FloatArray, compare_layer
 from pytest_featviz.config import Settings
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
@@ -51,6 +51,8 @@ from pytest_featviz.render import (
     build_mosaic,
     channel_frames,
     channel_statistics,
+    feature_columns,
+    feature_statistics,
     max_level,
     pool_maps,
     render_tiles,
@@ -223,11 +225,21 @@ class _Current:
     maps: np.ndarray[Any, np.dtype[np.float32]]
     stats: np.ndarray[Any, np.dtype[np.float64]]
 
+    @property
+    def token_image(self) -> bool:
+        """Whether the layer is one picture of tokens x features, judged per feature too (feature_statistics)."""
+        return Layout.kind_of(self.capture.layout) == "token-image"
+
+    def feature_stats(self, columns: tuple[int, ...]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return feature_statistics(self.maps, columns)
+
     def as_golden(self, normalize: str) -> tuple[LayerGolden, bytes]:
         pool = tile_pool(int(self.maps.shape[1]), int(self.maps.shape[2]))
         pictures = pool_maps(self.maps, pool)
         frames = channel_frames(pictures, normalize)
         picture = png.encode(build_mosaic(render_tiles(pictures, frames, normalize, BIT_DEPTH)))
+        features = feature_columns(int(self.maps.shape[2])) if self.token_image else ()
+        feature_stats = self.feature_stats(features) if features else np.zeros((0, 2))
         layer = LayerGolden(
             name=self.capture.name,
             file=golden.sanitize_name(self.capture.name) + ".png",
@@ -239,6 +251,8 @@ class _Current:
             stats=tuple((float(s[0]), float(s[1]), float(s[2]), float(s[3])) for s in self.stats),
             sha256=golden.sha256_hex(picture),
             layout=self.capture.layout,
+            features=features,
+            feature_stats=tuple((float(mean), float(std)) for mean, std in feature_stats),
         )
         return layer, picture
 
@@ -368,8 +382,17 @@ def _compare(
         threshold=settings.threshold,
         stat_tolerance=settings.stat_tolerance,
         rms_tolerance=settings.rms_tolerance,
+        features=_features(item, layer),
     )
     return result, LayerEvidence(item.capture.name, golden_tiles, current_tiles)
+
+
+def _features(item: _Current, layer: LayerGolden) -> tuple[FloatArray, FloatArray] | None:
+    """The golden's and the current per-feature statistics of a token image, at the golden's features; ``None``
+    where the golden has none (another layout, or a golden written before they were recorded)."""
+    if not layer.features or not item.token_image or max(layer.features) >= item.maps.shape[2]:
+        return None
+    return layer.feature_stats_array(), item.feature_stats(layer.features)
 
 
 def check_snapshot(
@@ -591,6 +614,7 @@ def _fit_noise_floor(
         if layer is None or name not in rounded or evidence.golden_tiles is None or evidence.current_tiles is None:
             continue
         noisy_tiles = _in_golden_frame(pool_maps(rounded[name].maps, layer.pool), stored, layer)
+        features = _features(plain[name], layer)
         floor = compare.noise_floor(
             evidence.golden_tiles,
             evidence.current_tiles,
@@ -599,6 +623,7 @@ def _fit_noise_floor(
             plain[name].stats,
             rounded[name].stats,
             float(max_level(stored.bit_depth)),
+            features=None if features is None else (*features, rounded[name].feature_stats(layer.features)),
         )
         if settings.noise_floor:
             fitted[i] = compare.fitted(results[i], floor)

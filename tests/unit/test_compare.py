@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -428,3 +429,59 @@ def test_a_run_in_reduced_precision_measures_its_noise_against_full_precision(
         saved.restore()
     assert full == [1] and emulated == []  # rounding an already-TF32 run again would measure almost nothing
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+class _TextModel(nn.Module):
+    """Embedding, two post-norm transformer layers and a head: a text model, whose layers are token images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(500, 64)
+        block = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
+        self.body = nn.TransformerEncoder(block, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(64, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.embed(ids)))
+
+
+def _tokens() -> torch.Tensor:
+    return torch.randint(0, 500, (1, 40), generator=torch.Generator().manual_seed(1))
+
+
+def _noisy(model: nn.Module, fraction: float) -> nn.Module:
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * parameter.std() * fraction)
+    return model
+
+
+def test_a_token_image_is_judged_per_feature(tmp_path: Path) -> None:
+    """A LayerNorm keeps a layer's overall mean and std fixed, and a token image had only those: a 2% weight change
+    in every layer of a text transformer passed. Each feature's statistics over the tokens move with it, about 50
+    times as far as TF32 rounding moves them."""
+    from pytest_featviz import calibrate
+
+    layers = ["body.layers.0", "body.layers.1", "head"]
+    snapshotter(tmp_path, update=True)(_TextModel(), _tokens(), layers=layers)
+    stored = json.loads(next(tmp_path.rglob("snapshot.json")).read_text())
+    assert [len(layer["features"]["index"]) for layer in stored["layers"]] == [64, 64, 8]
+    with calibrate.tf32_emulation():
+        assert all(layer.verdict == MATCH for layer in snapshotter(tmp_path)(_TextModel(), _tokens()).layers)
+    with pytest.raises(FeatureDriftError, match=r"statistics change 0\.0\d\d > 0\.0"):
+        snapshotter(tmp_path)(_noisy(_TextModel(), 0.02), _tokens())
+
+
+def test_a_token_image_golden_without_feature_statistics_is_judged_as_before(tmp_path: Path) -> None:
+    """Goldens written before features were recorded compare their picture and overall statistics only: no new
+    verdict without the numbers to judge it."""
+    snapshotter(tmp_path, update=True)(_TextModel(), _tokens(), layers=["body.layers.0"])
+    sidecar = next(tmp_path.rglob("snapshot.json"))
+    data = json.loads(sidecar.read_text())
+    del data["layers"][0]["features"]
+    sidecar.write_text(json.dumps(data))
+    result = snapshotter(tmp_path)(_noisy(_TextModel(), 0.02), _tokens())
+    assert result.layers[0].verdict == MATCH and result.layers[0].max_stat_delta < 0.001

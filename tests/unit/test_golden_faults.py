@@ -3,6 +3,7 @@ and a failed or interrupted write leaves the old snapshot as it was."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -133,6 +134,46 @@ def _edited(snap: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture
+def token_snap(tmp_path: Path) -> Path:
+    """A token image's snapshot, with the per-feature statistics such a golden keeps."""
+    stored, picture = _snapshot(0)
+    layer = dataclasses.replace(
+        stored.layers[0], channels=(0,), frames=((0.0, 1.0),), stats=((0.5, 0.1, 0.0, 1.0),), tile_shape=(12, 5),
+        shape=(1, 12, 5), layout="token-image", features=(0, 1, 2), feature_stats=((0.1, 0.2), (0.3, 0.4), (0.5, 0.6)),
+    )  # fmt: skip
+    picture = png.encode(np.zeros((12, 5), dtype=np.uint8))
+    layer = dataclasses.replace(layer, sha256=golden.sha256_hex(picture))
+    directory = tmp_path / "golden" / "snap"
+    golden.write_files(directory, golden.sidecar_text(SnapshotGolden("minmax", 8, (layer,))), {"conv.png": picture})
+    return directory
+
+
+def test_a_token_image_s_feature_statistics_survive_the_sidecar(token_snap: Path) -> None:
+    stored = golden.read_sidecar(token_snap)
+    assert stored is not None
+    assert stored.layers[0].features == (0, 1, 2)
+    assert stored.layers[0].feature_stats_array().tolist() == [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
+    text = (token_snap / golden.SIDECAR).read_text()
+    assert '        "index": [0, 1, 2],\n        "mean": [0.1, 0.3, 0.5],\n        "std": [0.2, 0.4, 0.6]\n' in text
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('"mean": [0.1', '"mean": [NaN', "a feature's statistics are not finite numbers"),
+        ('"std": [0.2', '"std": [-0.2', "a feature's std is negative"),
+        ('"index": [0, 1', '"index": [0, 0', "feature indices negative or repeated"),
+        ('"index": [0, 1, 2]', '"index": [0, 1]', "features: 2 indices, 3 means, 3 stds"),
+        ('"features": {', '"features": [], "was": {', "TypeError"),
+    ],
+)
+def test_damaged_feature_statistics_are_malformed(token_snap: Path, old: str, new: str, message: str) -> None:
+    _edited(token_snap, old, new)
+    with pytest.raises(GoldenError, match=rf"golden sidecar .* is malformed \(.*{message}"):
+        golden.read_sidecar(token_snap)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from pytest_featviz.render import (
     build_mosaic,
     channel_frames,
     channel_statistics,
+    feature_columns,
+    feature_statistics,
     grid_shape,
     mosaic_size,
     render_tiles,
@@ -193,3 +195,18 @@ def test_a_large_layer_is_stored_pooled_and_compared_in_the_same_frame(tmp_path:
         model[0].weight.mul_(-1)
     flipped = check_snapshot(model, x, ["0"], Settings(golden_dir=tmp_path), directory, identity, "0")
     assert flipped.result.outcome == "drifted"
+
+
+def test_a_token_image_keeps_every_feature_or_256_spread_from_first_to_last() -> None:
+    assert feature_columns(5) == (0, 1, 2, 3, 4)
+    wide = feature_columns(4096)
+    assert len(wide) == 256 and wide[0] == 0 and wide[-1] == 4095 and list(wide) == sorted(set(wide))
+    assert max(np.diff(wide)) - min(np.diff(wide)) <= 1
+
+
+def test_feature_statistics_are_each_feature_s_mean_and_std_over_the_tokens() -> None:
+    maps = _maps(shape=(1, 48, 10))
+    stats = feature_statistics(maps, (0, 3, 9))
+    expected = np.stack([maps[0].astype(np.float64).mean(axis=0), maps[0].astype(np.float64).std(axis=0)], axis=1)
+    np.testing.assert_allclose(stats, expected[[0, 3, 9]], rtol=1e-8)
+    assert stats.tolist() == feature_statistics(maps.copy(), (0, 3, 9)).tolist()  # rounded as stored: exact
