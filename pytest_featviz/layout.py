@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Literal, Union
 
 import torch
@@ -356,8 +356,11 @@ def first_tensor(output: Any) -> torch.Tensor | None:
 def tensor_leaves(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor leaf of ``output`` with its selector (``""`` for a bare tensor), depth first, in order."""
     if isinstance(output, torch.Tensor):
-        # a nested tensor (ragged batch) has no shape to read; its padded form does
-        yield path, output.to_padded_tensor(0.0) if output.is_nested else output
+        # a nested tensor (ragged batch) has no shape to read; its padded form does; a quantized one is read as the
+        # real values it stands for
+        if output.is_nested:
+            output = output.to_padded_tensor(0.0)
+        yield path, output.dequantize() if output.is_quantized else output
         return
     if isinstance(output, nn.utils.rnn.PackedSequence):  # an RNN's packed output: padded, (B, T, H)
         padded, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True)
@@ -370,6 +373,8 @@ def tensor_leaves(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tens
         items = [(str(field), getattr(output, field)) for field in output._fields]
     elif isinstance(output, (tuple, list)):
         items = [(str(position), value) for position, value in enumerate(output)]
+    elif is_dataclass(output) and not isinstance(output, type):  # by field, as a namedtuple
+        items = [(field.name, getattr(output, field.name)) for field in fields(output)]
     else:
         return
     for key, value in items:
@@ -446,7 +451,10 @@ def _channel_view(item: torch.Tensor, layout: Layout) -> torch.Tensor:
 def energies(tensor: torch.Tensor, layout: Layout) -> list[float]:
     """Mean square activation of each channel of batch item 0 (computed where the tensor lives)."""
     view = _channel_view(_item(tensor, layout), layout)
-    energy = view.reshape(view.shape[0], -1).float().square().mean(dim=1)
+    # float64 (where the device has it): the square of a float32 value above 1.8e19 overflows, and every such channel
+    # would tie at inf
+    wide = torch.float32 if view.device.type == "mps" else torch.float64
+    energy = view.reshape(view.shape[0], -1).to(wide).square().mean(dim=1)
     return [float(e) for e in energy.cpu().tolist()]
 
 

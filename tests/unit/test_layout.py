@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -139,6 +139,24 @@ def test_leaves_of_nested_outputs_have_selectors_and_skip_non_tensors() -> None:
     assert pick(output, "aux+2+hidden+0").shape == (1, 4)
 
 
+def test_a_dataclass_output_has_its_fields_as_leaves_and_quantized_ones_read_as_values() -> None:
+    """A dataclass output failed with "returned Out, which holds no tensor", and a quantized model's output with
+    torch's "Creation of quantized tensor requires quantized dtype" from inside the plugin."""
+
+    @dataclass
+    class Out:
+        logits: torch.Tensor
+        note: str
+
+    values = torch.linspace(-1.0, 1.0, 8).reshape(1, 2, 2, 2)
+    quantized = torch.quantize_per_tensor(values, scale=0.1, zero_point=10, dtype=torch.quint8)
+    leaves = list(tensor_leaves(Out(quantized, "x")))
+    assert [selector for selector, _ in leaves] == ["logits"]
+    assert torch.equal(leaves[0][1], quantized.dequantize())
+    kept = keep(quantized, None, None, 2)
+    assert torch.equal(kept.maps, quantized.dequantize()[0])
+
+
 def test_an_unknown_leaf_lists_the_leaves_there_are() -> None:
     with pytest.raises(LayoutError, match=r"no leaf '\+aux'; its tensor leaves: '\+out', '\+0'"):
         pick({"out": torch.zeros(1), "0": torch.zeros(1)}, "aux")
@@ -154,6 +172,11 @@ def test_top_channels_are_those_of_highest_energy_in_index_order() -> None:
     layout = plan(output.shape)
     assert choose_channels("top:3", output, layout) == (1, 4, 5)
     assert choose_channels("top:99", output, layout) == tuple(range(6))
+
+
+def test_top_channels_rank_values_whose_square_overflows_float32() -> None:
+    output = torch.ones(1, 4, 2, 2) * torch.tensor([1e19, 2e19, 3e19, 4e19]).view(1, 4, 1, 1)
+    assert choose_channels("top:3", output, plan(output.shape)) == (1, 2, 3)  # not 0, 1, 2: all tied at inf
 
 
 def test_top_channels_of_tokens_rank_only_patch_tokens() -> None:
