@@ -69,7 +69,19 @@ def input_fingerprint(inputs: Any) -> str:
     def feed(value: Any) -> None:
         nonlocal stable
         if isinstance(value, torch.Tensor):
-            tensor = _as_compared(value.detach())
+            tensor = value.detach()
+            if tensor.is_quantized:
+                tensor = tensor.dequantize()
+            if tensor.is_nested:  # a ragged batch: its pieces
+                hasher.update(b"nested;")
+                feed(list(tensor.unbind()))
+                return
+            if tensor.layout != torch.strided:  # sparse (a graph's adjacency): its indices and values, never dense
+                coalesced = tensor.to_sparse().coalesce()
+                hasher.update(f"sparse{tuple(tensor.shape)};".encode())
+                feed([coalesced.indices(), coalesced.values()])
+                return
+            tensor = _as_compared(tensor)
             hasher.update(f"tensor{tuple(tensor.shape)}{tensor.dtype};".encode())
             if tensor.numel():
                 # the bytes, as on the CPU, of a contiguous copy: the same values give the same hash on any device
@@ -203,6 +215,21 @@ def _cpu_sums(tensors: list[torch.Tensor]) -> list[list[int]]:
     return sums
 
 
+def _packed(module: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
+    """The weights of quantized modules in ``module`` (``torch.ao.nn.quantized``), which keep them packed, neither
+    parameters nor buffers: the tensors of their state dict, quantized ones as the real values they stand for.
+    Without them a quantized model's fingerprints never changed, and a drift message blamed code for new weights."""
+    for prefix, sub in module.named_modules():
+        packed = getattr(sub, "_packed_params", None)
+        if packed is None or isinstance(packed, nn.Module):  # none, or the module that holds the packed ones
+            continue
+        for key, value in sub.state_dict().items():
+            for position, tensor in enumerate(value if isinstance(value, (tuple, list)) else (value,)):
+                if isinstance(tensor, torch.Tensor):
+                    name = f"{prefix}.{key}.{position}" if prefix else f"{key}.{position}"
+                    yield name, tensor.dequantize() if tensor.is_quantized else tensor
+
+
 @dataclass
 class ParameterFingerprints:
     """Fingerprints of modules' parameters and buffers; each tensor is reduced once, however many modules share it."""
@@ -213,7 +240,7 @@ class ParameterFingerprints:
 
     def _entries(self, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
         if id(module) not in self._walked:  # each module's tree is walked once per run
-            self._walked[id(module)] = [*module.named_parameters(), *module.named_buffers()]
+            self._walked[id(module)] = [*module.named_parameters(), *module.named_buffers(), *_packed(module)]
         return self._walked[id(module)]
 
     def _reduce(self, modules: Iterable[nn.Module]) -> None:

@@ -180,3 +180,41 @@ def test_an_input_part_known_only_by_its_address_makes_the_fingerprint_unknown()
     assert input_fingerprint(Config()) == UNKNOWN_INPUT
     assert input_fingerprint({"image": torch.zeros(2), "config": Config()}) == UNKNOWN_INPUT
     assert input_fingerprint({"image": torch.zeros(2), "scale": 0.5}) != UNKNOWN_INPUT
+
+
+def test_a_quantized_model_s_packed_weights_are_fingerprinted() -> None:
+    """Dynamically quantized linears keep their weights packed, neither parameters nor buffers: every fingerprint
+    was the empty one, and a drift message called new weights "a code or dependency change"."""
+    import warnings
+
+    def quantized(scale: float) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+        with torch.no_grad():
+            model[0].weight.mul_(scale)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notice that eager quantization moves to torchao
+            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear})
+
+    before, after, again = quantized(1.0), quantized(1.3), quantized(1.0)
+    prints = [ParameterFingerprints(m).layers({"0": m[0], "2": m[2]}) for m in (before, after, again)]
+    assert prints[0]["0"] != prints[1]["0"] and prints[0]["2"] == prints[1]["2"]
+    assert prints[0] == prints[2]
+    assert ParameterFingerprints(nn.Sequential()).of(nn.Sequential()) != prints[0]["0"]
+
+
+def test_sparse_nested_and_quantized_inputs_are_fingerprinted_by_their_values() -> None:
+    """A sparse input (a graph's adjacency) crashed the golden write with torch's "unsupported memory format option
+    Contiguous"; sparse tensors are read as indices and values (never made dense), in any sparse layout."""
+    import warnings
+
+    eye = torch.eye(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # beta / prototype / deprecation notices of these tensor kinds
+        coo, csr = input_fingerprint((eye.to_sparse(),)), input_fingerprint((eye.to_sparse_csr(),))
+        nested = [torch.nested.nested_tensor([torch.ones(2), torch.ones(k)]) for k in (3, 4)]
+        quantized = [torch.quantize_per_tensor(torch.full((3,), v), 0.1, 0, torch.quint8) for v in (1.0, 2.0)]
+    assert coo == csr != input_fingerprint(((2 * eye).to_sparse(),))
+    assert coo != input_fingerprint((eye,))
+    assert input_fingerprint(nested[0]) != input_fingerprint(nested[1])
+    assert input_fingerprint(quantized[0]) != input_fingerprint(quantized[1]) != UNKNOWN_INPUT
