@@ -34,11 +34,12 @@ what it computes in a check, which runs no such pass.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any, Union
 
@@ -286,9 +287,28 @@ def default_selection(model: nn.Module, inputs: Any) -> list[str]:
         raise _no_submodules(model)
     tensors = itertools.chain(model.parameters(), model.buffers(), input_tensors(inputs))
     devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
-    with torch.random.fork_rng(devices=devices):  # as if this pass had not drawn
+    with torch.random.fork_rng(devices=devices), _buffers_kept(model):  # as if this pass had not run
         traces = trace(model, _copied(inputs))
     return default_layers(traces, model, facts=input_facts(inputs))
+
+
+@contextlib.contextmanager
+def _buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Every buffer of ``model`` as it was before the block: a forward pass that counts its calls, keeps a running
+    state or caches, would otherwise make the golden from its second pass and leave the model one pass ahead."""
+    kept = [
+        (module, name, buffer, None if buffer is None else buffer.detach().clone())
+        for module in model.modules()
+        for name, buffer in module._buffers.items()
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, value in kept:
+                module._buffers[name] = buffer  # a forward that assigned a new tensor to the buffer
+                if buffer is not None and value is not None:
+                    buffer.copy_(value)
 
 
 def _copied(value: Any) -> Any:

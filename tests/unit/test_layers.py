@@ -247,6 +247,33 @@ def test_the_default_choice_pass_leaves_input_and_random_numbers_as_a_check_find
     assert run(update=False) == "matched"  # without it
 
 
+class _Counting(nn.Module):
+    """Counts its calls in a buffer, in place and by reassignment, and adds the count: a stateful forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("total", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.total = self.total + 1  # a new tensor in the buffer's place
+        return torch.relu(self.conv(x) + self.calls + self.total)
+
+
+def test_the_default_choice_pass_leaves_the_model_s_buffers_as_they_were(tmp_path: Path) -> None:
+    """The golden of a model with state was taken from its second pass (the shape-only pass ran first), and the model
+    was left a pass ahead: the next check failed on every channel. Buffers are restored after that pass."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_Counting(), nn.Conv2d(4, 4, 3, padding=1))
+    snapshotter(tmp_path, update=True)(model, _x())
+    assert model[0].calls.item() == 1 and model[0].total.item() == 1  # the snapshot's own pass only
+    torch.manual_seed(0)
+    fresh = nn.Sequential(_Counting(), nn.Conv2d(4, 4, 3, padding=1))
+    assert snapshotter(tmp_path)(fresh, _x()).outcome == "matched"
+
+
 class _StagesWithDropout(nn.Module):
     def __init__(self) -> None:
         super().__init__()
