@@ -325,9 +325,15 @@ def _capture(
             stats = channel_statistics(maps)
         if not np.isfinite(stats).all():
             bad = int((~np.isfinite(maps)).sum())
+            # Kept maps are float32: a float64 layer's values beyond its range arrive here as Inf.
+            wide = (
+                ""
+                if np.isnan(maps).any()
+                else " (or values beyond float32's range, about 3.4e38, which the kept float32 maps hold as Inf)"
+            )
             raise FeatvizError(
-                f"layer {item.name!r} produced {bad} NaN or Inf value(s) among the {item.maps.numel()} values kept"
-                f" (output shape {item.shape}); a snapshot of a non-finite activation cannot be compared"
+                f"layer {item.name!r} produced {bad} NaN or Inf value(s){wide} among the {item.maps.numel()} values"
+                f" kept (output shape {item.shape}); a snapshot of a non-finite activation cannot be compared"
             )
         current.append(_Current(item, maps, stats))
     return current, gone

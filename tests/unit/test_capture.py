@@ -224,9 +224,20 @@ def test_nan_or_inf_fails_naming_the_layer_and_the_count(tmp_path: Path, value: 
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())
     x = _x(1, 1, 4, 4)
     x[0, 0, :2, :3] = value  # six positions, in both channels of the 1x1 conv
-    with pytest.raises(FeatvizError, match=r"layer '0' produced 12 NaN or Inf value\(s\) among the 32 values kept"):
+    with pytest.raises(FeatvizError, match=r"layer '0' produced 12 NaN or Inf value\(s\).* among the 32 values kept"):
         snapshotter(tmp_path, update=update)(model, x, layers=["0", "1"])
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_float64_values_beyond_float32_s_range_are_named_as_such(tmp_path: Path) -> None:
+    """Kept maps are float32: a float64 layer around 1e60 (finite) failed with "produced 32 NaN or Inf values"."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU()).double()
+    with torch.no_grad():
+        model[0].bias.fill_(1e60)
+    expected = r"produced 32 NaN or Inf value\(s\) \(or values beyond float32's range, about 3\.4e38, "
+    with pytest.raises(FeatvizError, match=expected):
+        snapshotter(tmp_path, update=True)(model, _x(1, 1, 4, 4).double(), layers=["0"])
 
 
 def test_missing_golden_writes_nothing(tmp_path: Path) -> None:
