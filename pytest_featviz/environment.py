@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,11 +319,14 @@ def environment_sentence(golden: Environment, current: Environment) -> str | Non
     return f"environment differs from the golden's: golden made on {golden.describe()}; running on {current.describe()}"
 
 
-def provenance_sentences(golden: Provenance | None, current: Provenance, compared: bool = True) -> list[str]:
+def provenance_sentences(
+    golden: Provenance | None, current: Provenance, compared: bool = True, order: Sequence[str] = ()
+) -> list[str]:
     """What a drift message says about where the drift comes from: environment, input, weights, or neither.
 
     ``compared=False``: no activation was compared (only the snapshot's settings changed), so the sentences name
-    what changed and conclude nothing about activations that moved.
+    what changed and conclude nothing about activations that moved. ``order``: the layers in forward order, the
+    order in which the message names layers with changed weights (else the order of selection).
     """
     if golden is None:
         return [
@@ -343,6 +346,8 @@ def provenance_sentences(golden: Provenance | None, current: Provenance, compare
         )
     if golden.model != current.model:
         changed = [name for name, value in current.layers.items() if golden.layers.get(name, value) != value]
+        position = {name.split("@")[0]: i for i, name in reversed(list(enumerate(order)))}
+        changed.sort(key=lambda name: position.get(name, len(position)))  # stable: the rest keep their order
         where = (
             f"; selected layer(s) with changed weights: {', '.join(repr(n) for n in changed)}"
             if changed

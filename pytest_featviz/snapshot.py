@@ -560,7 +560,9 @@ def _check(
             _rewrite(directory, stored, current, results, settings, now())
         return evidence(UPDATED, results, pictures)
     settings_only = all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
-    explanation = provenance_sentences(Provenance.from_sidecar(stored.provenance), now(), compared=not settings_only)
+    explanation = provenance_sentences(
+        Provenance.from_sidecar(stored.provenance), now(), not settings_only, [r.name for r in results]
+    )
     if settings_only:
         explanation.insert(
             0,

@@ -243,6 +243,13 @@ def test_sentences_when_the_input_changed_rather_than_the_model() -> None:
     assert "rather than the model" in line
 
 
+def test_layers_with_changed_weights_are_named_in_forward_order() -> None:
+    """Selected as ``layers=["2", "0"]``: the message named them '2', '0' under "drift starts at layer '0'"."""
+    golden = _provenance(**{"2": "a", "0": "b"})
+    (line,) = provenance_sentences(golden, _provenance(model="m2", **{"2": "c", "0": "d"}), order=["0", "2@1"])
+    assert line.endswith("selected layer(s) with changed weights: '0', '2'")
+
+
 def test_sentences_when_the_weights_changed_name_the_layers() -> None:
     (line,) = provenance_sentences(_provenance(), _provenance(model="m2", **{"0": "a", "2": "c"}))
     assert "the model's weights or buffers changed since the golden was made (model fingerprint m1 -> m2)" in line
