@@ -202,7 +202,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help=f"directory of golden snapshots, relative to the invocation directory (ini: featviz_golden_dir,"
-        f" relative to the rootdir; default: {DEFAULT_GOLDEN_DIR}/).",
+        f" relative to the ini file's directory; default: {DEFAULT_GOLDEN_DIR}/ there).",
     )
     group.addoption(
         "--featviz-threshold",
@@ -252,8 +252,8 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help="directory of the drift report (diff mosaics, current renders, report.json, index.html), relative to"
-        f" the invocation directory (ini: featviz_report_dir, relative to the rootdir;"
-        f" default: {DEFAULT_REPORT_DIR}/).",
+        f" the invocation directory (ini: featviz_report_dir, relative to the ini file's directory;"
+        f" default: {DEFAULT_REPORT_DIR}/ there).",
     )
     group.addoption(
         "--featviz-report-all",
@@ -307,8 +307,12 @@ def add_options(parser: pytest.Parser) -> None:
         "'device': goldens per device type (<snapshot>@cuda/), falling back to the shared one; 'none' (default)",
         default=None,
     )
-    parser.addini("featviz_golden_dir", "directory of golden snapshots, relative to the rootdir", default=None)
-    parser.addini("featviz_report_dir", "directory of the drift report, relative to the rootdir", default=None)
+    parser.addini(
+        "featviz_golden_dir", "directory of golden snapshots, relative to this ini file's directory", default=None
+    )
+    parser.addini(
+        "featviz_report_dir", "directory of the drift report, relative to this ini file's directory", default=None
+    )
     parser.addini("featviz_preset", f"tolerance preset: {', '.join(PRESETS)}", default=None)
     parser.addini("featviz_threshold", "lowest per-channel SSIM that still matches", type=number, default=None)
     parser.addini(
@@ -345,11 +349,11 @@ def from_pytest(config: pytest.Config) -> Settings:
     if golden_cli is not None:
         golden_dir = Path(config.invocation_params.dir, golden_cli)
     else:
-        golden_dir = Path(base, ini("golden_dir") or DEFAULT_GOLDEN_DIR)
+        golden_dir = Path(base, _expanded(ini("golden_dir") or DEFAULT_GOLDEN_DIR))
     if report_cli is not None:
         report_dir = Path(config.invocation_params.dir, report_cli)
     else:
-        report_dir = Path(base, ini("report_dir") or DEFAULT_REPORT_DIR)
+        report_dir = Path(base, _expanded(ini("report_dir") or DEFAULT_REPORT_DIR))
     golden_dir, report_dir = Path(os.path.normpath(golden_dir)), Path(os.path.normpath(report_dir))
     real_golden, real_report = golden_dir.resolve(), report_dir.resolve()  # through symlinks too
     if real_golden == real_report or real_golden in real_report.parents or real_report in real_golden.parents:
@@ -400,6 +404,12 @@ def from_pytest(config: pytest.Config) -> Settings:
     except FeatvizError as exc:
         raise pytest.UsageError(str(exc)) from None
     return settings
+
+
+def _expanded(path: str) -> str:
+    """An ini path with ``~`` and ``$VAR`` expanded, as pytest does for its own ``cache_dir`` (a shell expands them
+    on the command line)."""
+    return os.path.expandvars(os.path.expanduser(path))
 
 
 def _cli_reader(config: pytest.Config) -> Callable[[str], Any]:

@@ -82,6 +82,32 @@ def test_an_empty_ini_value_is_unset_and_o_with_an_empty_value_restores_the_defa
     assert _settings_line(featviz_pytester.runpytest("-s", "-o", "featviz_threshold=")) == DEFAULTS
 
 
+DIRECTORIES_SUITE = """
+def test_dirs(pytestconfig):
+    from pytest_featviz.plugin import SETTINGS_KEY
+
+    s = pytestconfig.stash[SETTINGS_KEY]
+    print("\\nDIRS", s.golden_dir, s.report_dir)
+"""
+
+
+def test_ini_directories_expand_variables_and_home_as_pytest_s_cache_dir_does(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``featviz_golden_dir = $GOLDENS/g`` made a folder named ``$GOLDENS`` under the rootdir."""
+    monkeypatch.setenv("FEATVIZ_QA_GOLDENS", str(featviz_pytester.path / "shared"))
+    monkeypatch.setenv("HOME", str(featviz_pytester.path / "home"))
+    featviz_pytester.makepyfile(test_dirs=DIRECTORIES_SUITE)
+    featviz_pytester.makeini(
+        "[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = $FEATVIZ_QA_GOLDENS/g\n"
+        "featviz_report_dir = ~/report\n"
+    )
+    result = featviz_pytester.runpytest("-s")
+    result.assert_outcomes(passed=1)
+    line = next(line for line in result.outlines if line.startswith("DIRS "))
+    assert line == f"DIRS {featviz_pytester.path / 'shared' / 'g'} {featviz_pytester.path / 'home' / 'report'}"
+
+
 @NATIVE_TOML
 def test_an_empty_string_in_the_native_toml_table_is_unset(featviz_pytester: pytest.Pytester) -> None:
     featviz_pytester.makepyfile(test_settings=SETTINGS_SUITE)
