@@ -244,7 +244,12 @@ class SessionTracker:
         self.running: pytest.Item | None = None  # the item whose protocol started last (for an interrupted run)
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # Just before the tests run, not at session start: --collect-only, --fixtures or --setup-plan runs no test
+        # and leaves the last report be.
+        option = session.config.option
+        if any(getattr(option, name, False) for name in ("collectonly", "setupplan")):
+            return
         if not hasattr(session.config, "workerinput"):  # the controller (or a serial run) owns the report dir
             from pytest_featviz.report import remove_stale
 

@@ -363,9 +363,21 @@ def write_session_report(
     _refuse_foreign(report_dir, report_dir / REPORT_JSON, report_dir / INDEX_HTML)  # both or neither
     _write_recorded(report_dir, report_dir / REPORT_JSON, text.encode("utf-8"))
     _write_recorded(report_dir, report_dir / INDEX_HTML, render_index(data).encode("utf-8"))
-    if not (report_dir / GITIGNORE).exists():  # like .pytest_cache: `git add -A` after a failing run leaves it out
+    # Like .pytest_cache: `git add -A` after a failing run leaves the report out. Only in a folder of the report's
+    # own: in one that holds other files (--featviz-report-dir tests), `*` would hide them from git too.
+    if not (report_dir / GITIGNORE).exists() and _only_ours(report_dir):
         _write_recorded(report_dir, report_dir / GITIGNORE, GITIGNORE_TEXT.encode("utf-8"))
     return report_dir / INDEX_HTML
+
+
+def _only_ours(report_dir: Path) -> bool:
+    """Whether everything in ``report_dir`` is the report's: its manifest and what the manifest lists."""
+    try:
+        listed = (report_dir / MANIFEST).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        listed = []
+    ours = {MANIFEST, *(Path(line).parts[0] for line in listed if line)}
+    return all(entry.name in ours for entry in report_dir.iterdir())
 
 
 # --------------------------------------------------------------------------------------------------- promote

@@ -131,6 +131,26 @@ def test_a_report_dir_holding_someone_elses_index_is_never_overwritten_and_ignor
     assert ignore.read_text().splitlines()[-1] == "*"  # like .pytest_cache: git add -A leaves the report out
 
 
+def test_a_report_dir_holding_other_files_gets_no_gitignore(drifted: pytest.Pytester) -> None:
+    """``--featviz-report-dir tests``: a `.gitignore` of `*` there hid the test files from `git add -A`."""
+    (drifted.path / "tests").mkdir()
+    (drifted.path / "tests" / "test_new.py").write_text("def test_new():\n    pass\n")
+    drifted.runpytest("test_models.py", "--featviz-report-dir", "tests").assert_outcomes(passed=1, failed=2)
+    assert (drifted.path / "tests" / "index.html").is_file()
+    assert not (drifted.path / "tests" / ".gitignore").exists()
+
+
+def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> None:
+    """``--collect-only`` or ``--fixtures`` after a drift deleted its report; only a run of tests replaces it."""
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    index = drifted.path / "featviz-report" / "index.html"
+    for args in (["--collect-only"], ["--fixtures"], ["--setup-plan"]):
+        drifted.runpytest(*args)
+        assert index.is_file(), args
+    drifted.runpytest("-k", "stable").assert_outcomes(passed=1, deselected=2)
+    assert not index.exists()
+
+
 def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:
     drifted.runpytest("--featviz-report-dir", "out/cli", "-k", "plain").assert_outcomes(failed=1, deselected=2)
     assert (drifted.path / "out/cli/index.html").is_file() and not (drifted.path / "featviz-report").exists()
