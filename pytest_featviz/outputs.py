@@ -81,12 +81,17 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
     )
     return (
         f'<div class="snapshot {_e(snapshot["outcome"])}"><h3>snapshot {_e(snapshot["snapshot"])}'
-        f' <span class="outcome">{_e(snapshot["outcome"])}</span></h3>'
+        f' <span class="outcome">{_e(_outcome(snapshot))}</span></h3>'
         "<table><thead><tr><th>layer</th><th>verdict</th><th>shape</th><th>drifted channels</th><th>min SSIM</th>"
         "<th>mean SSIM</th><th>threshold</th><th>max stat &Delta;</th><th>max RMS</th><th>reason</th></tr></thead>"
         f'<tbody>{"".join(rows)}</tbody></table>{current}<div class="figures">{"".join(figures)}</div>'
         f"<details><summary>message</summary><pre>{_e(snapshot['message'])}</pre></details></div>"
     )
+
+
+def _outcome(snapshot: Mapping[str, Any]) -> str:
+    """A snapshot's outcome as shown: ``drifted (xfail)`` where its test expected to fail."""
+    return f"{snapshot['outcome']} (xfail)" if snapshot.get("xfail") else str(snapshot["outcome"])
 
 
 def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
@@ -142,7 +147,9 @@ def step_summary(data: dict[str, Any], index: Path) -> str:
         "### featviz: feature-map drift",
         "",
         f"{counts['checked']} snapshot(s) checked: {counts[DRIFTED]} drifted ({counts['drifted_tests']} test(s),"
-        f" {counts['drifted_layers']} layer(s)), {counts[MISSING]} missing.",
+        f" {counts['drifted_layers']} layer(s)"
+        + (f"; {counts['drifted_xfail']} of them in xfail tests, as expected" if counts.get("drifted_xfail") else "")
+        + f"), {counts[MISSING]} missing.",
         "",
         "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
         "|---|---|---|---|---|---|",
@@ -155,7 +162,7 @@ def step_summary(data: dict[str, Any], index: Path) -> str:
         drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"] if compared else []
         ssims = [layer["min_ssim"] for layer in drifted if layer["min_ssim"] is not None]
         lines.append(
-            f"| `{_md(snapshot['test_id'])}` | {_md(snapshot['snapshot'], 40)} | {snapshot['outcome']} |"
+            f"| `{_md(snapshot['test_id'])}` | {_md(snapshot['snapshot'], 40)} | {_outcome(snapshot)} |"
             f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted) if compared else '–'} |"
             f" {f'{min(ssims):.4f}' if ssims else '–'} |"
         )

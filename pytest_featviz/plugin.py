@@ -9,6 +9,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Generator
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -350,7 +351,8 @@ class SessionTracker:
         held, results = self.runs.get(item, (run, []))
         if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
             results = []
-        results.extend(SnapshotResult.from_dict(record) for record in records)
+        expected = str(report.outcome) == "skipped" and hasattr(report, "wasxfail")  # an xfail test that failed
+        results.extend(replace(SnapshotResult.from_dict(record), xfail=expected) for record in records)
         self.runs[item] = (run, results)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -367,9 +369,12 @@ class SessionTracker:
                 f" (rewritten), {counts[CREATED]} without a golden (created)"
             )
         else:
+            expected = sum(r.xfail for r in drifted)
             terminalreporter.write_line(
                 f"{len(self.results)} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
-                f" ({drifted_tests} test(s), {drifted_layers} layer(s)), {counts[MISSING]} missing"
+                f" ({drifted_tests} test(s), {drifted_layers} layer(s)"
+                + (f"; {expected} of them in xfail tests, as expected" if expected else "")
+                + f"), {counts[MISSING]} missing"
             )
         if self.settings.update:
             terminalreporter.write_line(

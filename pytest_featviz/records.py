@@ -235,7 +235,8 @@ class SnapshotResult:
 
     ``outcome`` is one of ``matched``, ``drifted``, ``missing`` (check mode, no golden), ``created`` or
     ``updated`` (update mode). ``layers`` are in forward order. ``artifacts`` maps a role (for example
-    ``"mosaic:layer1"``) to a file the report wrote for this snapshot.
+    ``"mosaic:layer1"``) to a file the report wrote for this snapshot. ``xfail``: its test is marked xfail and
+    failed, so its drift was expected (set by the session, from the test's report).
     """
 
     test_id: str
@@ -246,6 +247,7 @@ class SnapshotResult:
     message: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)
     calibration: tuple[CalibrationRun, ...] = ()  # --featviz-calibrate only
+    xfail: bool = False
 
     @property
     def drifted_layers(self) -> list[LayerResult]:
@@ -277,6 +279,7 @@ class SnapshotResult:
             "message": self.message,
             "artifacts": dict(sorted(self.artifacts.items())),
             **({"calibration": [run.to_dict() for run in self.calibration]} if self.calibration else {}),
+            **({"xfail": True} if self.xfail else {}),
         }
 
     @classmethod
@@ -290,6 +293,7 @@ class SnapshotResult:
             message=str(data.get("message", "")),
             artifacts={str(k): str(v) for k, v in data.get("artifacts", {}).items()},
             calibration=tuple(CalibrationRun.from_dict(d) for d in data.get("calibration", ())),
+            xfail=data.get("xfail") is True,
         )
 
 

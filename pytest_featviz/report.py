@@ -270,6 +270,7 @@ def summary_counts(results: Sequence[SnapshotResult]) -> dict[str, int]:
         **{outcome: counts[outcome] for outcome in OUTCOMES},
         "drifted_tests": len({r.test_id for r in drifted}),
         "drifted_layers": sum(len(r.drifted_layers) for r in drifted),
+        "drifted_xfail": sum(r.xfail for r in drifted),  # of the drifted snapshots, those of xfail tests (expected)
         "missing_tests": len({r.test_id for r in results if r.outcome == MISSING}),
     }
 
@@ -328,6 +329,7 @@ def report_data(
                 "test_id": result.test_id,
                 "snapshot": result.name,
                 "outcome": result.outcome,
+                "xfail": result.xfail,
                 "first_drifted": result.first_drifted,
                 "golden_dir": _relative(result.golden_dir, root),
                 "current": _relative(str(Path(current_dir).parent), report_dir) if current_dir else None,

@@ -151,6 +151,40 @@ def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> No
     assert not index.exists()
 
 
+XFAIL = """
+import os
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.mark.xfail(reason="known drift", strict=True)
+def test_known(feature_snapshot):
+    torch.manual_seed(0)
+    scale = 2.0 if os.environ.get("FEATVIZ_TEST_DRIFT") else 1.0
+    feature_snapshot(nn.Sequential(nn.Conv2d(3, 2, 1)), scale * torch.ones(1, 3, 5, 5).cumsum(-1))
+"""
+
+
+def test_an_expected_drift_of_an_xfail_test_is_said_to_be_expected(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest said "1 xfailed"; the summary, the report and the job summary said only "drifted"."""
+    featviz_pytester.makepyfile(test_known=XFAIL)
+    featviz_pytester.runpytest("--featviz-update", "--runxfail").assert_outcomes(passed=1)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(featviz_pytester.path / "summary.md"))
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(["*1 drifted (1 test(s), 1 layer(s); 1 of them in xfail tests, as expected)*"])
+    data = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())
+    assert data["snapshots"][0]["xfail"] is True and data["summary"]["drifted_xfail"] == 1
+    summary = (featviz_pytester.path / "summary.md").read_text()
+    assert "| drifted (xfail) |" in summary and "1 of them in xfail tests, as expected" in summary
+    assert "drifted (xfail)" in (featviz_pytester.path / "featviz-report" / "index.html").read_text()
+
+
 def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:
     drifted.runpytest("--featviz-report-dir", "out/cli", "-k", "plain").assert_outcomes(failed=1, deselected=2)
     assert (drifted.path / "out/cli/index.html").is_file() and not (drifted.path / "featviz-report").exists()
