@@ -237,10 +237,14 @@ class ParameterFingerprints:
     model: nn.Module
     _sums: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
     _walked: dict[int, list[tuple[str, torch.Tensor]]] = field(default_factory=dict)
+    _quantized: bool | None = None  # whether the model holds packed weights (looked for once)
 
     def _entries(self, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        if self._quantized is None:
+            self._quantized = any(hasattr(sub, "_packed_params") for sub in self.model.modules())
         if id(module) not in self._walked:  # each module's tree is walked once per run
-            self._walked[id(module)] = [*module.named_parameters(), *module.named_buffers(), *_packed(module)]
+            packed = _packed(module) if self._quantized else ()
+            self._walked[id(module)] = [*module.named_parameters(), *module.named_buffers(), *packed]
         return self._walked[id(module)]
 
     def _reduce(self, modules: Iterable[nn.Module]) -> None:
