@@ -615,6 +615,10 @@ def _fit_noise_floor(
         return results
     plain = {item.capture.name: item for item in current}
     rounded = {item.capture.name: item for item in noisy}
+    if any(name in rounded and rounded[name].maps.shape != item.maps.shape for name, item in plain.items()):
+        # The second run took another path (a TorchFunctionMode turns off the nested-tensor fast path of a padded
+        # nn.TransformerEncoder, whose outputs then hold every padded position): it measured no noise of this one.
+        return results
     fitted = list(results)
     for i in positions:
         name, evidence = results[i].name, pictures[i]

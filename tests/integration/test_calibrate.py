@@ -195,6 +195,26 @@ def _layer(name: str, ssim: float, rms: float, stat: float, reason: str = "") ->
     return LayerResult(name, MATCH, (1, 2), (1, 2), (0, 1), (1.0, ssim), (0.0, stat), (0.0, rms), 0.98, 0.05, 0.03)
 
 
+def test_tf32_emulation_reaches_rnns_and_multi_head_attention() -> None:
+    """torch's RNNs and nn.MultiheadAttention run as one function each, inside which the emulation is off: their
+    noise floor measured 0, so their tolerances were pinned at the tightest while a GPU's TF32 does move them."""
+    import torch
+    from torch import nn
+
+    from pytest_featviz import calibrate
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 20, 32)
+    attention = nn.MultiheadAttention(32, 4, batch_first=True)
+    runs = [nn.LSTM(32, 32, batch_first=True), nn.GRU(32, 32), nn.RNN(32, 32), lambda v: attention(v, v, v)]
+    with torch.no_grad():
+        plain = [run(x)[0] for run in runs]
+        with calibrate.tf32_emulation():
+            rounded = [run(x)[0] for run in runs]
+    moved = [float((a - b).abs().max()) for a, b in zip(plain, rounded, strict=True)]
+    assert all(0 < m < 1e-2 for m in moved), moved
+
+
 def test_layer_floors_take_the_worst_of_every_perturbation_and_name_it() -> None:
     runs = (
         CalibrationRun("threads=1", (_layer("a", 0.999, 0.001, 0.002),)),

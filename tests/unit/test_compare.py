@@ -485,3 +485,34 @@ def test_a_token_image_golden_without_feature_statistics_is_judged_as_before(tmp
     sidecar.write_text(json.dumps(data))
     result = snapshotter(tmp_path)(_noisy(_TextModel(), 0.02), _tokens())
     assert result.layers[0].verdict == MATCH and result.layers[0].max_stat_delta < 0.001
+
+
+class _Padded(nn.Module):
+    """A padded nn.TransformerEncoder: on its nested-tensor fast path its output holds only the real tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, 0.0, batch_first=True), 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x, src_key_padding_mask=mask)
+
+
+def test_a_noise_floor_run_that_takes_another_path_keeps_the_configured_tolerances(tmp_path: Path) -> None:
+    """The TF32 emulation turns the fast path off, so its run held all 24 positions where the check held the 20
+    real ones, and the check crashed with "tile stacks differ in shape"."""
+    import warnings
+
+    from pytest_featviz import compare
+
+    x = torch.randn(1, 24, 32, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 24, dtype=torch.bool)
+    mask[0, 20:] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's prototype notice for nested tensors
+        snapshotter(tmp_path, update=True)(_Padded().eval(), (x, mask), layers=["encoder.layers.0"])
+        result = snapshotter(tmp_path)(_noisy(_Padded(), 0.03).eval(), (x, mask), layers=["encoder.layers.0"])
+    layer = result.layers[0]
+    assert layer.shape == (1, 20, 32) and layer.noise is None and layer.stat_tolerance == 0.03
+    assert compare.needs_noise_floor(layer)  # it did run the second pass, and kept the configured verdict
