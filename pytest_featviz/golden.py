@@ -287,9 +287,11 @@ def _parse_features(entry: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple
         return (), ()
     features = entry["features"]
     index, means, stds = features["index"], features["mean"], features["std"]
-    if not len(index) == len(means) == len(stds):
+    if not len(index) == len(means) == len(stds) or not index:
         raise ValueError(f"features: {len(index)} indices, {len(means)} means, {len(stds)} stds")
-    return tuple(int(i) for i in index), tuple((float(m), float(s)) for m, s in zip(means, stds, strict=True))
+    if not all(type(i) is int for i in index):  # not 0.5, not true
+        raise ValueError(f"features: an index that is no whole number in {index[:8]}")
+    return tuple(index), tuple((float(m), float(s)) for m, s in zip(means, stds, strict=True))
 
 
 def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:

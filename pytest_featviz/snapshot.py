@@ -388,16 +388,22 @@ def _compare(
         threshold=settings.threshold,
         stat_tolerance=settings.stat_tolerance,
         rms_tolerance=settings.rms_tolerance,
-        features=_features(item, layer),
+        features=_features(item, layer, directory),
     )
     return result, LayerEvidence(item.capture.name, golden_tiles, current_tiles)
 
 
-def _features(item: _Current, layer: LayerGolden) -> tuple[FloatArray, FloatArray] | None:
+def _features(item: _Current, layer: LayerGolden, directory: Path) -> tuple[FloatArray, FloatArray] | None:
     """The golden's and the current per-feature statistics of a token image, at the golden's features; ``None``
     where the golden has none (another layout, or a golden written before they were recorded)."""
-    if not layer.features or not item.token_image or max(layer.features) >= item.maps.shape[2]:
+    if not layer.features or not item.token_image:
         return None
+    count = int(item.maps.shape[2])
+    if max(layer.features) >= count:  # the shapes agree (checked first): the sidecar was edited or damaged
+        raise GoldenError(
+            f"golden sidecar {directory / golden.SIDECAR} is malformed (layer {layer.name!r}: feature index"
+            f" {max(layer.features)} of a map of {count} features)"
+        )
     return layer.feature_stats_array(), item.feature_stats(layer.features)
 
 
@@ -538,7 +544,9 @@ def _check(
             results.append(LayerResult(layer.name, GONE, None, layer.shape, layer.channels, reason=reason))
             pictures.append(LayerEvidence(layer.name, None, None))
     if settings.noise_floor or measure_noise:
-        results = _fit_noise_floor(model, inputs, spec, settings, stored, current, results, pictures, measure_noise)
+        results = _fit_noise_floor(
+            model, inputs, spec, settings, stored, directory, current, results, pictures, measure_noise
+        )
     if settings.calibrate:
         # Against a golden this run already differs from, every perturbation's scores would carry that difference,
         # and the table would credit a real change to harmless noise.
@@ -585,6 +593,7 @@ def _fit_noise_floor(
     spec: LayerSpec,
     settings: Settings,
     stored: SnapshotGolden,
+    directory: Path,
     current: list[_Current],
     results: list[LayerResult],
     pictures: list[LayerEvidence],
@@ -626,7 +635,7 @@ def _fit_noise_floor(
         if layer is None or name not in rounded or evidence.golden_tiles is None or evidence.current_tiles is None:
             continue
         noisy_tiles = _in_golden_frame(pool_maps(rounded[name].maps, layer.pool), stored, layer)
-        features = _features(plain[name], layer)
+        features = _features(plain[name], layer, directory)
         floor = compare.noise_floor(
             evidence.golden_tiles,
             evidence.current_tiles,

@@ -475,6 +475,19 @@ def test_a_token_image_is_judged_per_feature(tmp_path: Path) -> None:
         snapshotter(tmp_path)(_noisy(_TextModel(), 0.02), _tokens())
 
 
+def test_a_feature_index_beyond_the_map_is_a_malformed_golden(tmp_path: Path) -> None:
+    """An edited index (999 of 64 features) silently dropped the per-feature verdict."""
+    from pytest_featviz.golden import GoldenError
+
+    snapshotter(tmp_path, update=True)(_TextModel(), _tokens(), layers=["body.layers.0"])
+    sidecar = next(tmp_path.rglob("snapshot.json"))
+    data = json.loads(sidecar.read_text())
+    data["layers"][0]["features"]["index"][-1] = 999
+    sidecar.write_text(json.dumps(data))
+    with pytest.raises(GoldenError, match=r"is malformed \(layer 'body.layers.0': feature index 999 of a map of 64"):
+        snapshotter(tmp_path)(_TextModel(), _tokens())
+
+
 def test_a_token_image_golden_without_feature_statistics_is_judged_as_before(tmp_path: Path) -> None:
     """Goldens written before features were recorded compare their picture and overall statistics only: no new
     verdict without the numbers to judge it."""

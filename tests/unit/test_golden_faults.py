@@ -168,6 +168,9 @@ def test_a_token_image_s_feature_statistics_survive_the_sidecar(token_snap: Path
         ('"index": [0, 1', '"index": [0, 0', "feature indices negative or repeated"),
         ('"index": [0, 1, 2]', '"index": [0, 1]', "features: 2 indices, 3 means, 3 stds"),
         ('"features": {', '"features": [], "was": {', "TypeError"),
+        ('"index": [0, 1, 2]', '"index": [0, 0.5, 2]', "an index that is no whole number"),
+        ('"index": [0, 1, 2]', '"index": [0, true, 2]', "an index that is no whole number"),
+        ('"index": [0, 1, 2],', '"index": [], "was": [0, 1, 2],', "features: 0 indices"),
     ],
 )
 def test_damaged_feature_statistics_are_malformed(token_snap: Path, old: str, new: str, message: str) -> None:
