@@ -246,10 +246,11 @@ class SessionTracker:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
-        # Just before the tests run, not at session start: --collect-only, --fixtures or --setup-plan runs no test
-        # and leaves the last report be.
+        # Just before the tests run, not at session start: a run of no test body (--collect-only, --fixtures,
+        # --setup-only, --setup-plan, a -k that selects nothing) leaves the last report be.
         option = session.config.option
-        if any(getattr(option, name, False) for name in ("collectonly", "setupplan")):
+        skipped = any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan"))
+        if skipped or not session.items:
             return
         if not hasattr(session.config, "workerinput"):  # the controller (or a serial run) owns the report dir
             from pytest_featviz.report import remove_stale
@@ -264,6 +265,11 @@ class SessionTracker:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # Each run of a test starts with no records: a rerun (pytest-rerunfailures) counts only its own snapshots.
         self.running = item
+        earlier = item.stash.get(RESULTS_KEY, [])
+        if earlier:  # the item runs again (pytest-rerunfailures): what its last attempt wrote goes
+            from pytest_featviz.report import Reporter
+
+            Reporter(self.settings.report_dir, self.settings.golden_dir).discard(earlier)
         item.stash[RESULTS_KEY] = []
         item.stash[SENT_KEY] = 0
         item.stash[RUN_KEY] = item.stash.get(RUN_KEY, 0) + 1

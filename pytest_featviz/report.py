@@ -69,9 +69,6 @@ class Reporter:
 
     def __call__(self, evidence: Evidence) -> SnapshotResult:
         result = evidence.result
-        # A test run again (pytest-rerunfailures) checks its snapshots again: what the failed attempt wrote for one
-        # would stay in the report beside a pass, or beside the new attempt's pictures.
-        _discard_ours(self.report_dir, self.snapshot_dir(result))
         if not wanted(result, self.report_all):
             return result
         try:
@@ -86,6 +83,14 @@ class Reporter:
                 f" {shlex.quote(result.test_id)}`, or copy its files into the golden directory)"
             )
         return replace(result, artifacts=artifacts, message=_join(result.message, *lines))
+
+    def discard(self, results: Iterable[SnapshotResult]) -> None:
+        """Remove what was written for ``results``, an earlier attempt of a test that runs again
+        (pytest-rerunfailures): its mosaics and current renders, of the snapshots the new attempt checks again and of
+        those it never reaches, would stay in the report beside the last attempt, listed nowhere."""
+        for result in results:
+            if result.artifacts:
+                _discard_ours(self.report_dir, self.snapshot_dir(result))
 
     def _write(self, evidence: Evidence) -> dict[str, str]:
         from pytest_featviz.golden import sanitize_name

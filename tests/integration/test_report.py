@@ -144,7 +144,7 @@ def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> No
     """``--collect-only`` or ``--fixtures`` after a drift deleted its report; only a run of tests replaces it."""
     drifted.runpytest().assert_outcomes(passed=1, failed=2)
     index = drifted.path / "featviz-report" / "index.html"
-    for args in (["--collect-only"], ["--fixtures"], ["--setup-plan"]):
+    for args in (["--collect-only"], ["--fixtures"], ["--setup-plan"], ["--setup-only"], ["-k", "nothing_matches"]):
         drifted.runpytest(*args)
         assert index.is_file(), args
     drifted.runpytest("-k", "stable").assert_outcomes(passed=1, deselected=2)
@@ -183,6 +183,54 @@ def test_an_expected_drift_of_an_xfail_test_is_said_to_be_expected(
     summary = (featviz_pytester.path / "summary.md").read_text()
     assert "| drifted (xfail) |" in summary and "1 of them in xfail tests, as expected" in summary
     assert "drifted (xfail)" in (featviz_pytester.path / "featviz-report" / "index.html").read_text()
+
+
+RERUN = """
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def test_moves(feature_snapshot):
+    attempt = Path("attempt")
+    attempt.write_text(str(int(attempt.read_text()) + 1 if attempt.exists() else 1))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 1))
+    drift = 2.0 if os.environ.get("FEATVIZ_TEST_DRIFT") else 1.0
+    first = attempt.read_text() == "1"
+    feature_snapshot(model, (1.0 if first else drift) * torch.ones(1, 3, 5, 5).cumsum(-1), name="a")
+    feature_snapshot(model, drift * torch.ones(1, 3, 5, 5).cumsum(-2), name="b")
+"""
+
+# What pytest-rerunfailures does, in short: run the test's protocol once more before the logged one.
+RERUN_CONFTEST = """
+from _pytest.runner import runtestprotocol
+
+
+def pytest_runtest_protocol(item, nextitem):
+    if item.config.getoption("featviz_update"):
+        return None
+    runtestprotocol(item, nextitem=nextitem, log=False)
+    return None
+"""
+
+
+def test_a_test_run_again_leaves_only_its_last_attempt_s_files(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt drifts at 'b'; the second drifts at 'a' and never reaches 'b': the first attempt's files
+    for 'b' stayed in the report, listed nowhere."""
+    featviz_pytester.makepyfile(test_rerun=RERUN)
+    featviz_pytester.makeconftest(RERUN_CONFTEST)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    (featviz_pytester.path / "attempt").unlink()
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    featviz_pytester.runpytest().assert_outcomes(failed=1)
+    snapshots = featviz_pytester.path / "featviz-report" / "snapshots" / "test_rerun" / "test_moves"
+    assert (featviz_pytester.path / "attempt").read_text() == "2"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["a"]
 
 
 def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:

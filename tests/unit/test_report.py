@@ -165,10 +165,10 @@ def test_reporter_leaves_passing_snapshots_alone(tmp_path: Path, outcome: str) -
     assert not (tmp_path / "r").exists()
 
 
-def test_a_test_run_again_leaves_only_its_last_attempt_s_files(tmp_path: Path) -> None:
+def test_discarding_an_attempt_removes_its_files_and_only_its_own(tmp_path: Path) -> None:
     """pytest-rerunfailures runs a failed test again: the failed attempt's current render stayed in the report
-    beside the attempt that passed (listed nowhere in index.html). A snapshot's earlier files in this session go
-    when it is checked again; another snapshot's and files the plugin did not write stay."""
+    beside the attempt that passed (listed nowhere in index.html). Discarding that attempt's results removes their
+    files and the folders they leave empty; another test's files, and files the plugin did not write, stay."""
     from pytest_featviz.records import Evidence
 
     def fresh() -> tuple[str, dict[str, bytes]]:
@@ -176,16 +176,13 @@ def test_a_test_run_again_leaves_only_its_last_attempt_s_files(tmp_path: Path) -
         return sidecar, {"conv.png": b"picture"}
 
     reporter = report.Reporter(tmp_path / "r", Path("/g"))
-    for test in ("t.py::a", "t.py::b"):
-        reporter(Evidence(snapshot_record(test, MISSING), (), 8, fresh))
-    first = reporter.snapshot_dir(snapshot_record("t.py::a", MISSING))
-    assert (first / "current" / "conv.png").read_bytes() == b"picture"
-    (first / "notes.txt").write_text("mine")
-    result = snapshot_record("t.py::a", MATCHED, layer_record("conv", (1.0,), MATCH))
-    assert reporter(Evidence(result, (), 8, fresh)) is result
-    assert sorted(p.relative_to(first).as_posix() for p in first.rglob("*")) == ["notes.txt"]
-    other = reporter.snapshot_dir(snapshot_record("t.py::b", MISSING))
-    assert (other / "current" / "conv.png").is_file()
-    (first / "notes.txt").unlink()
-    reporter(Evidence(result, (), 8, fresh))
-    assert not first.exists() and (tmp_path / "r" / "snapshots").is_dir()
+    first, other = (reporter(Evidence(snapshot_record(t, MISSING), (), 8, fresh)) for t in ("t.py::a", "t.py::b"))
+    kept = reporter.snapshot_dir(first)
+    assert (kept / "current" / "conv.png").read_bytes() == b"picture"
+    (kept / "notes.txt").write_text("mine")
+    reporter.discard([first, snapshot_record("t.py::a", MATCHED, name="1")])  # one that wrote nothing
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")) == ["notes.txt"]
+    assert (reporter.snapshot_dir(other) / "current" / "conv.png").is_file()
+    (kept / "notes.txt").unlink()
+    reporter.discard([first])
+    assert not kept.exists() and (tmp_path / "r" / "snapshots").is_dir()
