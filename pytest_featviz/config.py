@@ -355,6 +355,13 @@ def from_pytest(config: pytest.Config) -> Settings:
     else:
         report_dir = Path(base, _expanded(ini("report_dir") or DEFAULT_REPORT_DIR))
     golden_dir, report_dir = Path(os.path.normpath(golden_dir)), Path(os.path.normpath(report_dir))
+    for role, directory in (("golden", golden_dir), ("report", report_dir)):
+        broken = _broken_link(directory)
+        if broken:  # every golden would read as missing, and the update the message suggests would fail to write
+            raise pytest.UsageError(
+                f"the featviz {role} directory {directory}: {broken}; restore what it points at (a checkout or mount"
+                f" the files live in), or point --featviz-{role}-dir / ini featviz_{role}_dir elsewhere"
+            )
     real_golden, real_report = golden_dir.resolve(), report_dir.resolve()  # through symlinks too
     if real_golden == real_report or real_golden in real_report.parents or real_report in real_golden.parents:
         raise pytest.UsageError(
@@ -372,13 +379,6 @@ def from_pytest(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"the featviz golden directory {golden_dir} is a file: move it away, or keep the goldens elsewhere"
             " (--featviz-golden-dir, ini featviz_golden_dir)"
-        )
-    if golden_dir.is_symlink() and not golden_dir.exists():
-        # Every golden would read as missing, and the update the message suggests would fail to write.
-        raise pytest.UsageError(
-            f"the featviz golden directory {golden_dir} is a symbolic link to {os.readlink(golden_dir)}, which does"
-            " not exist: restore its target (a checkout or mount the goldens live in), or point"
-            " --featviz-golden-dir / ini featviz_golden_dir at the goldens"
         )
     settings = Settings(
         golden_dir=golden_dir,
@@ -404,6 +404,21 @@ def from_pytest(config: pytest.Config) -> Settings:
     except FeatvizError as exc:
         raise pytest.UsageError(str(exc)) from None
     return settings
+
+
+def _broken_link(path: Path) -> str | None:
+    """What is wrong when ``path`` or a folder above it is a symbolic link that leads nowhere (its final target
+    missing, or a loop); ``None`` otherwise."""
+    for candidate in (path, *path.parents):
+        if not candidate.is_symlink():
+            continue
+        try:
+            candidate.resolve(strict=True)
+        except FileNotFoundError:
+            return f"{candidate} is a symbolic link to {os.path.realpath(candidate)}, which does not exist"
+        except (OSError, RuntimeError):  # RuntimeError: Python before 3.13 on a loop
+            return f"{candidate} is a symbolic link that loops"
+    return None
 
 
 def _expanded(path: str) -> str:

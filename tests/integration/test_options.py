@@ -280,6 +280,28 @@ def test_a_dangling_symlink_for_the_golden_directory_is_a_usage_error(featviz_py
     featviz_pytester.runpytest().assert_outcomes(passed=1)
 
 
+def test_a_link_loop_a_dangling_parent_and_a_chain_of_links_are_usage_errors(featviz_pytester: pytest.Pytester) -> None:
+    """A loop stopped the session with an INTERNALERROR; a dangling link above the golden directory, or a chain of
+    links, slipped past the start-up check (or named the wrong missing target)."""
+    featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    path = featviz_pytester.path
+    (path / "loop").symlink_to(path / "loop")
+    (path / "base").symlink_to(path / "nowhere")
+    (path / "first").symlink_to(path / "second")
+    (path / "second").symlink_to(path / "gone")
+    cases = {
+        "loop": "*loop is a symbolic link that loops; *",
+        "base/golden": "*base is a symbolic link to */nowhere, which does not exist; *",
+        "first": "*first is a symbolic link to */gone, which does not exist; *",
+    }
+    for directory, message in cases.items():
+        result = featviz_pytester.runpytest("--featviz-golden-dir", directory)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, directory
+        result.stderr.fnmatch_lines([f"ERROR: the featviz golden directory *{directory}: {message}"])
+    result = featviz_pytester.runpytest("--featviz-report-dir", "base/report")
+    result.stderr.fnmatch_lines(["ERROR: the featviz report directory *base/report: *base is a symbolic link to *"])
+
+
 def test_pytest_html_writing_the_featviz_index_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
     pytest.importorskip("pytest_html")
     featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
