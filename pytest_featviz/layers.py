@@ -414,7 +414,11 @@ def default_layers(
         for item in _blocks([t for t, _ in spatial], index)[0]:
             chosen.setdefault(id(item), item)
     ordered = sorted(chosen.values(), key=lambda t: order[id(t)])
-    return _spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)))
+    # the deepest stage (a U-Net's bottleneck) stays when the stages are more than can be taken
+    areas = {id(item): math.prod(key[0]) for key, item in best.items()}
+    deepest = min((t for t in ordered if id(t) in areas), key=lambda t: areas[id(t)], default=None)
+    keep = canonical_name(deepest.name) if deepest is not None else None
+    return _spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)), keep)
 
 
 def _phases(staged: Sequence[tuple[str, tuple[int, ...]]], grids: Mapping[str, tuple[int, ...]]) -> list[int]:
@@ -445,12 +449,19 @@ def _phases(staged: Sequence[tuple[str, tuple[int, ...]]], grids: Mapping[str, t
     return phases
 
 
-def _spread(names: list[str]) -> list[str]:
-    """At most :data:`MAX_DEFAULT_LAYERS` of ``names``, evenly spaced, the first and the last included."""
+def _spread(names: list[str], keep: str | None = None) -> list[str]:
+    """At most :data:`MAX_DEFAULT_LAYERS` of ``names``, evenly spaced, the first and the last included, and ``keep``
+    in place of the pick nearest to it (neither the first nor the last) when the spacing passed over it."""
     if len(names) <= MAX_DEFAULT_LAYERS:
         return names
     step = (len(names) - 1) / (MAX_DEFAULT_LAYERS - 1)
-    return [names[round(i * step)] for i in range(MAX_DEFAULT_LAYERS)]
+    picked = [round(i * step) for i in range(MAX_DEFAULT_LAYERS)]
+    at = names.index(keep) if keep in names else None
+    if at is not None and at not in picked:
+        nearest = min(range(1, MAX_DEFAULT_LAYERS - 1), key=lambda k: (abs(picked[k] - at), k))
+        picked[nearest] = at
+        picked.sort()
+    return [names[i] for i in picked]
 
 
 def _blocks(items: Sequence[LayerTrace], index: dict[str, nn.Module]) -> tuple[list[LayerTrace], bool]:

@@ -201,6 +201,33 @@ def test_default_choice_of_a_u_net_takes_its_encoder_and_its_decoder() -> None:
     assert default_selection(UNet(), torch.randn(1, 3, 16, 16)) == ["enc1", "enc2", "bottom", "dec2", "head"]
 
 
+class DeepUNet(nn.Module):
+    """The classic U-Net's five levels: nine stages, one more than the default choice takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1, self.enc2, self.enc3, self.enc4, self.bottom = (_unit(3 if i == 0 else 4, 4) for i in range(5))
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2.0)
+        self.dec4, self.dec3, self.dec2, self.dec1 = (_unit(8, 4) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.enc1(x)]
+        for encoder in (self.enc2, self.enc3, self.enc4):
+            skips.append(encoder(self.pool(skips[-1])))
+        x = self.bottom(self.pool(skips[-1]))
+        for decoder in (self.dec4, self.dec3, self.dec2, self.dec1):
+            x = decoder(torch.cat([self.up(x), skips.pop()], 1))
+        return x
+
+
+def test_default_choice_of_a_deep_u_net_keeps_its_bottleneck() -> None:
+    """Nine stages spread over eight picks passed over the middle one: the bottleneck, the deepest stage."""
+    torch.manual_seed(0)
+    chosen = default_selection(DeepUNet(), torch.randn(1, 3, 32, 32))
+    assert len(chosen) == 8 and "bottom" in chosen and chosen[0] == "enc1" and chosen[-1] == "dec1"
+
+
 def test_parallel_branches_and_a_backbone_s_dict_start_no_decoder_stages() -> None:
     """Grids also grow back where a block's second branch starts from the block's input, or where a backbone
     returns an earlier map: neither is a decoder, so the choice stays one module per grid."""
