@@ -250,7 +250,9 @@ class SessionTracker:
         # --setup-only, --setup-plan, a -k that selects nothing) leaves the last report be.
         option = session.config.option
         skipped = any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan"))
-        if skipped or not session.items:
+        # An xdist controller collects nothing itself: its workers' items are not in session.items.
+        distributed = session.config.pluginmanager.getplugin("dsession") is not None
+        if skipped or not (session.items or distributed):
             return
         if not hasattr(session.config, "workerinput"):  # the controller (or a serial run) owns the report dir
             from pytest_featviz.report import remove_stale

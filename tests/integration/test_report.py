@@ -149,6 +149,10 @@ def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> No
         assert index.is_file(), args
     drifted.runpytest("-k", "stable").assert_outcomes(passed=1, deselected=2)
     assert not index.exists()
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    assert index.is_file()
+    drifted.runpytest("-n", "2", "-k", "stable").assert_outcomes(passed=1)  # an xdist controller collects nothing
+    assert not index.exists()
 
 
 XFAIL = """
