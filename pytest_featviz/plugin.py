@@ -247,9 +247,11 @@ class SessionTracker:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         # Just before the tests run, not at session start: a run of no test body (--collect-only, --fixtures,
-        # --setup-only, --setup-plan, a -k that selects nothing) leaves the last report be.
+        # --setup-only, --setup-plan, a -k that selects nothing, a collection error) leaves the last report be.
         option = session.config.option
         skipped = any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan"))
+        # collection errors stop the run before its first test (unless --continue-on-collection-errors)
+        skipped = skipped or bool(session.testsfailed and not option.continue_on_collection_errors)
         # An xdist controller collects nothing itself: its workers' items are not in session.items.
         distributed = session.config.pluginmanager.getplugin("dsession") is not None
         if skipped or not (session.items or distributed):

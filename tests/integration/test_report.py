@@ -147,6 +147,10 @@ def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> No
     for args in (["--collect-only"], ["--fixtures"], ["--setup-plan"], ["--setup-only"], ["-k", "nothing_matches"]):
         drifted.runpytest(*args)
         assert index.is_file(), args
+    (drifted.path / "test_broken.py").write_text("import nothing_by_this_name\n")
+    drifted.runpytest().assert_outcomes(errors=1)  # a collection error: no test runs
+    assert index.is_file()
+    (drifted.path / "test_broken.py").unlink()
     drifted.runpytest("-k", "stable").assert_outcomes(passed=1, deselected=2)
     assert not index.exists()
     drifted.runpytest().assert_outcomes(passed=1, failed=2)
