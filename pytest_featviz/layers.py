@@ -45,6 +45,7 @@ from typing import Any, Union
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from pytest_featviz.capture import LayerTrace, Target, trace
 from pytest_featviz.environment import input_tensors
@@ -297,18 +298,20 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
     """Every buffer of ``model`` as it was before the block: a forward pass that counts its calls, keeps a running
     state or caches, would otherwise make the golden from its second pass and leave the model one pass ahead."""
     kept = [
-        (module, name, buffer, None if buffer is None else buffer.detach().clone())
+        (module, name, buffer, buffer.detach().clone())
         for module in model.modules()
         for name, buffer in module._buffers.items()
+        # a lazy module's buffer has no value yet, and the pass gives it one: the model keeps that
+        if buffer is not None and not is_lazy(buffer)
     ]
     try:
         yield
     finally:
-        with torch.no_grad():
-            for module, name, buffer, value in kept:
-                module._buffers[name] = buffer  # a forward that assigned a new tensor to the buffer
-                if buffer is not None and value is not None:
-                    buffer.copy_(value)
+        for module, name, buffer, value in kept:
+            module._buffers[name] = buffer  # a forward that assigned a new tensor to the buffer
+            # made under inference_mode (a model built in such a fixture), it takes writes only there
+            with torch.inference_mode() if buffer.is_inference() else torch.no_grad():
+                buffer.copy_(value)
 
 
 def _copied(value: Any) -> Any:

@@ -274,6 +274,20 @@ def test_the_default_choice_pass_leaves_the_model_s_buffers_as_they_were(tmp_pat
     assert snapshotter(tmp_path)(fresh, _x()).outcome == "matched"
 
 
+def test_the_default_choice_pass_takes_lazy_modules_and_models_made_under_inference_mode(tmp_path: Path) -> None:
+    """Restoring buffers failed on a lazy module's uninitialized buffer ("Attempted to use an uninitialized
+    parameter") and on buffers made under inference_mode ("Inplace update to inference tensor outside
+    InferenceMode")."""
+    torch.manual_seed(0)
+    lazy = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d(), nn.LazyConv2d(4, 3)).eval()
+    with torch.inference_mode():
+        made_there = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3)).eval()
+    for position, model in enumerate((lazy, made_there)):
+        root = tmp_path / str(position)
+        assert snapshotter(root, update=True)(model, _x()).outcome == "created"
+        assert snapshotter(root)(model, _x()).outcome == "matched"
+
+
 class _StagesWithDropout(nn.Module):
     def __init__(self) -> None:
         super().__init__()
