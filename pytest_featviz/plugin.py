@@ -106,17 +106,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         # Read through the environment module: torch (>= 2.9) raises on reading a legacy allow_tf32 flag after a
         # conftest set the new fp32_precision switches, which would stop the session before the first test.
         matmul_tf32, cudnn_tf32 = tf32_flags()
-        flags = {
-            "matmul TF32": matmul_tf32,
-            "cuDNN TF32": cudnn_tf32,
-            "cudnn.benchmark": torch.backends.cudnn.benchmark,
-            "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
-            "threads": torch.get_num_threads(),
-        }
-        # TF32 and cuDNN exist only on CUDA: on a CPU-only machine the flags are what a GPU run would use, so the
-        # line says they do not apply here rather than leave "cuDNN TF32 True" to be read as a source of noise.
-        where = "" if torch.cuda.is_available() else "no CUDA here, so TF32 and cuDNN flags do not apply; "
-        lines.append("featviz: " + where + ", ".join(f"{key} {value}" for key, value in flags.items()))
+        cuda = {"matmul TF32": matmul_tf32, "cuDNN TF32": cudnn_tf32, "cudnn.benchmark": torch.backends.cudnn.benchmark}
+        every = {"deterministic algorithms": torch.are_deterministic_algorithms_enabled()}
+        every["threads"] = torch.get_num_threads()
+        # Said, not probed: "cuDNN TF32 True" on a CPU run read as a source of noise, and torch.cuda.is_available()
+        # would initialize CUDA in this process, which breaks a test's fork-started workers that use it.
+        lines.append(
+            "featviz: CUDA runs only: "
+            + ", ".join(f"{key} {value}" for key, value in cuda.items())
+            + "; "
+            + ", ".join(f"{key} {value}" for key, value in every.items())
+        )
     return lines
 
 
