@@ -111,15 +111,24 @@ def render_index(data: dict[str, Any]) -> str:
         f"<h2>{_e(test_id)}</h2>" + "".join(_snapshot_html(s) for s in snapshots) + "</section>"
         for test_id, snapshots in tests.items()
     ]
-    counts = data["summary"]
-    summary = (
-        f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
-        f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)), {counts[MISSING]} missing"
-    )
+    summary = checked_line(data["summary"])
     if data.get("run"):
         summary += ". " + run_line(data["run"])
     template = Template(resources.files("pytest_featviz").joinpath("templates/index.html").read_text("utf-8"))
     return template.substitute(summary=_e(summary), tests=len(tests), body="\n".join(sections))
+
+
+def checked_line(counts: Mapping[str, int]) -> str:
+    """The check's counts as one sentence (terminal, page, job summary), from ``report.summary_counts``:
+    ``3 snapshot(s) checked: 1 matched, 2 drifted (2 test(s), 3 layer(s); 1 in xfail tests, as expected), 0 missing``.
+    """
+    xfail = counts.get("drifted_xfail", 0)
+    return (
+        f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
+        f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)"
+        + (f"; {xfail} in xfail tests, as expected" if xfail else "")
+        + f"), {counts[MISSING]} missing"
+    )
 
 
 def run_line(run: Mapping[str, Any]) -> str:
@@ -146,10 +155,7 @@ def step_summary(data: dict[str, Any], index: Path) -> str:
     lines = [
         "### featviz: feature-map drift",
         "",
-        f"{counts['checked']} snapshot(s) checked: {counts[DRIFTED]} drifted ({counts['drifted_tests']} test(s),"
-        f" {counts['drifted_layers']} layer(s)"
-        + (f"; {counts['drifted_xfail']} of them in xfail tests, as expected" if counts.get("drifted_xfail") else "")
-        + f"), {counts[MISSING]} missing.",
+        checked_line(counts) + ".",
         "",
         "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
         "|---|---|---|---|---|---|",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from collections.abc import Generator
 from dataclasses import replace
 from importlib import metadata
@@ -362,16 +361,17 @@ class SessionTracker:
         if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
             results = []
         expected = str(report.outcome) == "skipped" and hasattr(report, "wasxfail")  # an xfail test that failed
-        results.extend(replace(SnapshotResult.from_dict(record), xfail=expected) for record in records)
+        for record in map(SnapshotResult.from_dict, records):  # its drifts were expected, not its matches
+            results.append(replace(record, xfail=True) if expected and record.outcome == DRIFTED else record)
         self.runs[item] = (run, results)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results and not self.report_errors:
             return
-        counts = Counter(result.outcome for result in self.results)
-        drifted = [r for r in self.results if r.outcome == DRIFTED]
-        drifted_tests = len({r.test_id for r in drifted})
-        drifted_layers = sum(len(r.drifted_layers) for r in drifted)
+        from pytest_featviz.outputs import checked_line
+        from pytest_featviz.report import summary_counts
+
+        counts = summary_counts(self.results)
         terminalreporter.section("featviz")
         if self.settings.update:  # nothing drifts or goes missing: it is rewritten or created
             terminalreporter.write_line(
@@ -379,13 +379,7 @@ class SessionTracker:
                 f" (rewritten), {counts[CREATED]} without a golden (created)"
             )
         else:
-            expected = sum(r.xfail for r in drifted)
-            terminalreporter.write_line(
-                f"{len(self.results)} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
-                f" ({drifted_tests} test(s), {drifted_layers} layer(s)"
-                + (f"; {expected} of them in xfail tests, as expected" if expected else "")
-                + f"), {counts[MISSING]} missing"
-            )
+            terminalreporter.write_line(checked_line(counts))
         if self.settings.update:
             terminalreporter.write_line(
                 f"goldens: {counts[CREATED]} created, {counts[UPDATED]} updated, {counts[MATCHED]} unchanged"

@@ -171,7 +171,8 @@ from torch import nn
 def test_known(feature_snapshot):
     torch.manual_seed(0)
     scale = 2.0 if os.environ.get("FEATVIZ_TEST_DRIFT") else 1.0
-    feature_snapshot(nn.Sequential(nn.Conv2d(3, 2, 1)), scale * torch.ones(1, 3, 5, 5).cumsum(-1))
+    feature_snapshot(nn.Sequential(nn.Conv2d(3, 2, 1)), torch.ones(1, 3, 5, 5).cumsum(-2), name="steady")
+    feature_snapshot(nn.Sequential(nn.Conv2d(3, 2, 1)), scale * torch.ones(1, 3, 5, 5).cumsum(-1), name="moved")
 """
 
 
@@ -183,14 +184,16 @@ def test_an_expected_drift_of_an_xfail_test_is_said_to_be_expected(
     featviz_pytester.runpytest("--featviz-update", "--runxfail").assert_outcomes(passed=1)
     monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(featviz_pytester.path / "summary.md"))
-    result = featviz_pytester.runpytest()
+    result = featviz_pytester.runpytest("--featviz-report-all")
     result.assert_outcomes(xfailed=1)
-    result.stdout.fnmatch_lines(["*1 drifted (1 test(s), 1 layer(s); 1 of them in xfail tests, as expected)*"])
+    result.stdout.fnmatch_lines(["*1 drifted (1 test(s), 1 layer(s); 1 in xfail tests, as expected)*"])
     data = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())
-    assert data["snapshots"][0]["xfail"] is True and data["summary"]["drifted_xfail"] == 1
+    assert {s["snapshot"]: s["xfail"] for s in data["snapshots"]} == {"moved": True, "steady": False}
+    assert data["summary"]["drifted_xfail"] == 1
     summary = (featviz_pytester.path / "summary.md").read_text()
-    assert "| drifted (xfail) |" in summary and "1 of them in xfail tests, as expected" in summary
-    assert "drifted (xfail)" in (featviz_pytester.path / "featviz-report" / "index.html").read_text()
+    assert "| drifted (xfail) |" in summary and "1 in xfail tests, as expected" in summary
+    page = (featviz_pytester.path / "featviz-report" / "index.html").read_text()
+    assert "drifted (xfail)" in page and "1 in xfail tests, as expected" in page
 
 
 RERUN = """
