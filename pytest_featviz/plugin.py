@@ -52,6 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
     tracker = SessionTracker(config.stash[SETTINGS_KEY], html=config.pluginmanager.hasplugin("html"))
     config.stash[TRACKER_KEY] = tracker
     config.pluginmanager.register(tracker, "featviz-session")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistClearing(tracker, config), "featviz-xdist")
     from pytest_featviz.stale import StaleGoldens
 
     config.pluginmanager.register(
@@ -229,6 +231,18 @@ def _node_id_from(item: pytest.Item, directory: Path) -> str:
         return str(item.path) + separator + rest
 
 
+class XdistClearing:
+    """On an xdist controller, removes the last report when the first worker has collected tests to run (the
+    controller's own session collects none); registered only where xdist is installed."""
+
+    def __init__(self, tracker: SessionTracker, config: pytest.Config) -> None:
+        self.tracker, self.config = tracker, config
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if ids:  # before any test is scheduled
+            self.tracker.clear_last_report(self.config)
+
+
 class SessionTracker:
     """Collects the result records of every test (also from xdist workers) and prints the summary."""
 
@@ -242,27 +256,33 @@ class SessionTracker:
         # said in the summary; the tests' own outcomes stand.
         self.report_errors: list[str] = []
         self.running: pytest.Item | None = None  # the item whose protocol started last (for an interrupted run)
+        self.cleared = False  # whether the last report was removed (once per session)
+
+    # The last report is removed just before the first test body runs, not at session start: a run of none
+    # (--collect-only, --fixtures, --setup-only, --setup-plan, a -k that selects nothing, a collection error) leaves
+    # it be. The controller (or a serial run) owns the report directory.
+
+    def clear_last_report(self, config: pytest.Config) -> None:
+        option = config.option
+        if self.cleared or any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan")):
+            return
+        self.cleared = True
+        from pytest_featviz.report import remove_stale
+
+        try:
+            remove_stale(self.settings.report_dir)
+        except OSError as exc:
+            where = display_path(self.settings.report_dir)
+            self.report_errors.append(f"could not remove the previous report in {where}: {exc}")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
-        # Just before the tests run, not at session start: a run of no test body (--collect-only, --fixtures,
-        # --setup-only, --setup-plan, a -k that selects nothing, a collection error) leaves the last report be.
-        option = session.config.option
-        skipped = any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan"))
-        # collection errors stop the run before its first test (unless --continue-on-collection-errors)
-        skipped = skipped or bool(session.testsfailed and not option.continue_on_collection_errors)
-        # An xdist controller collects nothing itself: its workers' items are not in session.items.
+        # collection errors stop the run before its first test (unless --continue-on-collection-errors); an xdist
+        # controller collects nothing itself and clears when a worker's collection arrives (XdistClearing)
+        stopped = session.testsfailed and not session.config.option.continue_on_collection_errors
         distributed = session.config.pluginmanager.getplugin("dsession") is not None
-        if skipped or not (session.items or distributed):
-            return
-        if not hasattr(session.config, "workerinput"):  # the controller (or a serial run) owns the report dir
-            from pytest_featviz.report import remove_stale
-
-            try:
-                remove_stale(self.settings.report_dir)
-            except OSError as exc:
-                where = display_path(self.settings.report_dir)
-                self.report_errors.append(f"could not remove the previous report in {where}: {exc}")
+        if session.items and not stopped and not distributed and not hasattr(session.config, "workerinput"):
+            self.clear_last_report(session.config)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -324,6 +344,8 @@ class SessionTracker:
         except OSError as exc:
             self.report_errors.append(f"could not write the report in {display_path(self.settings.report_dir)}: {exc}")
             return
+        if self.index is None:  # a report whose every file went (a rerun passed) leaves no folder behind
+            report.tidy(self.settings.report_dir)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and self.index is not None:
             data = report.report_data(

@@ -89,8 +89,8 @@ class Reporter:
         (pytest-rerunfailures): its mosaics and current renders, of the snapshots the new attempt checks again and of
         those it never reaches, would stay in the report beside the last attempt, listed nowhere."""
         for result in results:
-            if result.artifacts:
-                _discard_ours(self.report_dir, self.snapshot_dir(result))
+            if result.artifacts and self.snapshot_dir(result).is_dir():
+                _remove_listed(self.report_dir, self.snapshot_dir(result))
 
     def _write(self, evidence: Evidence) -> dict[str, str]:
         from pytest_featviz.golden import sanitize_name
@@ -148,11 +148,24 @@ def _mosaics(artifacts: dict[str, str]) -> list[tuple[str, str]]:
 def _record(report_dir: Path, paths: Iterable[str | Path]) -> None:
     """Add ``paths`` to the manifest of files this plugin wrote. One short line per ``write`` in append mode, so
     xdist workers can add to it at the same time."""
-    lines = "".join(Path(os.path.relpath(path, report_dir)).as_posix() + "\n" for path in paths)
+    lines = "".join(_entry(report_dir, path) + "\n" for path in paths)
     if lines:
         report_dir.mkdir(parents=True, exist_ok=True)
         with open(report_dir / MANIFEST, "a", encoding="utf-8") as stream:
             stream.write(lines)
+
+
+def _entry(report_dir: Path, path: Path | str) -> str:
+    """``path`` as the manifest lists it: relative to the report directory, with forward slashes."""
+    return Path(os.path.relpath(path, report_dir)).as_posix()
+
+
+def _listed(report_dir: Path) -> list[str]:
+    """The manifest's lines: the files this plugin wrote in the report directory (none without a manifest)."""
+    try:
+        return (report_dir / MANIFEST).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
 
 
 def _refuse_foreign(report_dir: Path, *paths: Path) -> None:
@@ -162,12 +175,9 @@ def _refuse_foreign(report_dir: Path, *paths: Path) -> None:
     present = [path for path in paths if path.exists() or path.is_symlink()]
     if not present:
         return
-    try:
-        listed = set((report_dir / MANIFEST).read_text(encoding="utf-8").splitlines())
-    except FileNotFoundError:
-        listed = set()
+    listed = set(_listed(report_dir))
     for path in present:
-        if Path(os.path.relpath(path, report_dir)).as_posix() not in listed:
+        if _entry(report_dir, path) not in listed:
             raise FileExistsError(
                 errno.EEXIST,
                 "a file pytest-featviz did not write is in the way (it never overwrites one); choose another"
@@ -191,53 +201,45 @@ def _write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
     _record(report_dir, [path])
 
 
-def _discard_ours(report_dir: Path, folder: Path) -> None:
-    """Remove the files in ``folder`` that the manifest lists (written earlier in this session) and the folders
-    they leave empty, up to ``report_dir``; nothing when ``folder`` does not exist."""
-    if not folder.is_dir():
-        return
-    try:
-        listed = set((report_dir / MANIFEST).read_text(encoding="utf-8").splitlines())
-    except FileNotFoundError:
-        return
-    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file() and Path(os.path.relpath(path, report_dir)).as_posix() in listed:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-    for empty in (folder, *folder.parents):
-        if empty == report_dir or not empty.is_relative_to(report_dir) or any(empty.iterdir()):
-            break
-        empty.rmdir()
-
-
-def remove_stale(report_dir: Path) -> list[Path]:
-    """Remove the files an earlier session wrote (as listed in its manifest) and the folders they leave empty.
-
-    Files the manifest does not list, or that lie outside ``report_dir``, are never touched. Returns what was
-    removed.
-    """
-    manifest = report_dir / MANIFEST
-    try:
-        listed = manifest.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    root = report_dir.resolve()
+def _remove_listed(report_dir: Path, within: Path) -> list[Path]:
+    """Remove the files under ``within`` that the manifest lists and the folders they leave empty (up to the report
+    directory). Files the manifest does not list, or that lie outside the report directory, are never touched."""
+    root, base = report_dir.resolve(), within.resolve()
     removed: list[Path] = []
     folders: set[Path] = set()
-    for line in sorted(set(listed)):
+    for line in sorted(set(_listed(report_dir))):
         path = (report_dir / line).resolve()
-        if not line or not path.is_relative_to(root) or path == root or not path.is_file():
+        if not line or not path.is_relative_to(root) or not path.is_relative_to(base) or not path.is_file():
             continue
         path.unlink()
         removed.append(path)
         folders.update(p for p in path.parents if p.is_relative_to(root) and p != root)
-    manifest.unlink()
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    if report_dir.is_dir() and not any(report_dir.iterdir()):
+    return removed
+
+
+def tidy(report_dir: Path) -> None:
+    """Remove the manifest when no file it lists is left, and the report directory when that empties it (nothing
+    without a manifest: the directory is then not the report's)."""
+    if not (report_dir / MANIFEST).is_file():
+        return
+    root = report_dir.resolve()
+    for line in filter(None, _listed(report_dir)):
+        path = (root / line).resolve()
+        if path.is_relative_to(root) and path.is_file():
+            return
+    (report_dir / MANIFEST).unlink()
+    if not any(report_dir.iterdir()):
         report_dir.rmdir()
+
+
+def remove_stale(report_dir: Path) -> list[Path]:
+    """Remove the files an earlier session wrote (as listed in its manifest), the folders they leave empty, the
+    manifest, and the report directory when that empties it. Returns what was removed."""
+    removed = _remove_listed(report_dir, report_dir)
+    tidy(report_dir)
     return removed
 
 
@@ -379,11 +381,7 @@ def write_session_report(
 
 def _only_ours(report_dir: Path) -> bool:
     """Whether everything in ``report_dir`` is the report's: its manifest and what the manifest lists."""
-    try:
-        listed = (report_dir / MANIFEST).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        listed = []
-    ours = {MANIFEST, *(Path(line).parts[0] for line in listed if line)}
+    ours = {MANIFEST, *(Path(line).parts[0] for line in _listed(report_dir) if line)}
     return all(entry.name in ours for entry in report_dir.iterdir())
 
 

@@ -144,7 +144,15 @@ def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> No
     """``--collect-only`` or ``--fixtures`` after a drift deleted its report; only a run of tests replaces it."""
     drifted.runpytest().assert_outcomes(passed=1, failed=2)
     index = drifted.path / "featviz-report" / "index.html"
-    for args in (["--collect-only"], ["--fixtures"], ["--setup-plan"], ["--setup-only"], ["-k", "nothing_matches"]):
+    nothing = ["-k", "nothing_matches"]
+    for args in (
+        ["--collect-only"],
+        ["--fixtures"],
+        ["--setup-plan"],
+        ["--setup-only"],
+        nothing,
+        [*nothing, "-n", "2"],
+    ):
         drifted.runpytest(*args)
         assert index.is_file(), args
     (drifted.path / "test_broken.py").write_text("import nothing_by_this_name\n")
@@ -209,8 +217,10 @@ def test_moves(feature_snapshot):
     attempt.write_text(str(int(attempt.read_text()) + 1 if attempt.exists() else 1))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 2, 1))
-    drift = 2.0 if os.environ.get("FEATVIZ_TEST_DRIFT") else 1.0
     first = attempt.read_text() == "1"
+    drift = 2.0 if os.environ.get("FEATVIZ_TEST_DRIFT") else 1.0
+    if os.environ.get("FEATVIZ_TEST_FIRST_ONLY") and not first:
+        drift = 1.0
     feature_snapshot(model, (1.0 if first else drift) * torch.ones(1, 3, 5, 5).cumsum(-1), name="a")
     feature_snapshot(model, drift * torch.ones(1, 3, 5, 5).cumsum(-2), name="b")
 """
@@ -242,6 +252,10 @@ def test_a_test_run_again_leaves_only_its_last_attempt_s_files(
     snapshots = featviz_pytester.path / "featviz-report" / "snapshots" / "test_rerun" / "test_moves"
     assert (featviz_pytester.path / "attempt").read_text() == "2"
     assert sorted(p.name for p in snapshots.iterdir()) == ["a"]
+    (featviz_pytester.path / "attempt").unlink()
+    monkeypatch.setenv("FEATVIZ_TEST_FIRST_ONLY", "1")  # the second attempt passes: nothing is left behind
+    featviz_pytester.runpytest().assert_outcomes(passed=1)
+    assert not (featviz_pytester.path / "featviz-report").exists()
 
 
 def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:

@@ -176,13 +176,15 @@ def test_discarding_an_attempt_removes_its_files_and_only_its_own(tmp_path: Path
         return sidecar, {"conv.png": b"picture"}
 
     reporter = report.Reporter(tmp_path / "r", Path("/g"))
-    first, other = (reporter(Evidence(snapshot_record(t, MISSING), (), 8, fresh)) for t in ("t.py::a", "t.py::b"))
-    kept = reporter.snapshot_dir(first)
-    assert (kept / "current" / "conv.png").read_bytes() == b"picture"
-    (kept / "notes.txt").write_text("mine")
-    reporter.discard([first, snapshot_record("t.py::a", MATCHED, name="1")])  # one that wrote nothing
-    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")) == ["notes.txt"]
+    a, b, other = (
+        reporter(Evidence(snapshot_record(test, MISSING, name=name), (), 8, fresh))
+        for test, name in (("t.py::a", "0"), ("t.py::a", "1"), ("t.py::b", "0"))
+    )
+    assert (reporter.snapshot_dir(a) / "current" / "conv.png").read_bytes() == b"picture"
+    (reporter.snapshot_dir(a) / "notes.txt").write_text("mine")
+    reporter.discard([a, b, snapshot_record("t.py::a", MATCHED, name="2")])  # the last one wrote nothing
+    assert sorted(p.name for p in reporter.snapshot_dir(a).rglob("*")) == ["notes.txt"]
+    assert not reporter.snapshot_dir(b).exists()
     assert (reporter.snapshot_dir(other) / "current" / "conv.png").is_file()
-    (kept / "notes.txt").unlink()
-    reporter.discard([first])
-    assert not kept.exists() and (tmp_path / "r" / "snapshots").is_dir()
+    report.tidy(tmp_path / "r")  # files of t.py::b are still listed: the manifest stays
+    assert (tmp_path / "r" / report.MANIFEST).is_file()
