@@ -46,6 +46,7 @@ class LayerCapture:
     channels: tuple[int, ...]
     maps: torch.Tensor  # float32, CPU, (len(channels), H, W)
     layout: str = ""  # layout.Layout.label: how the output was read
+    dtype: torch.dtype = torch.float32  # the output's own dtype
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ def capture(
             except ValueError as exc:
                 errors.append(FeatvizError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
                 return
-            captured.append(LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout))
+            captured.append(LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype))
 
         return hook
 

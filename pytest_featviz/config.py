@@ -202,7 +202,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help=f"directory of golden snapshots, relative to the invocation directory (ini: featviz_golden_dir,"
-        f" relative to the ini file's directory; default: {DEFAULT_GOLDEN_DIR}/ there).",
+        f" relative to the ini file's directory, else the rootdir; default: {DEFAULT_GOLDEN_DIR}/ there).",
     )
     group.addoption(
         "--featviz-threshold",
@@ -252,7 +252,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help="directory of the drift report (diff mosaics, current renders, report.json, index.html), relative to"
-        f" the invocation directory (ini: featviz_report_dir, relative to the ini file's directory;"
+        f" the invocation directory (ini: featviz_report_dir, relative to the ini file's directory, else the rootdir;"
         f" default: {DEFAULT_REPORT_DIR}/ there).",
     )
     group.addoption(

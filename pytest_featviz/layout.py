@@ -160,6 +160,7 @@ class Kept:
     channels: tuple[int, ...]
     maps: torch.Tensor
     layout: str
+    dtype: torch.dtype = torch.float32  # the leaf's own dtype, before its maps were made float32
 
 
 def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
@@ -526,7 +527,7 @@ def keep(
     leading = (found.attention and later) or getattr(tensor, "featviz_leading", False)
     layout = plan(tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading)
     channels = choose_channels(spec, tensor, layout)
-    return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label)
+    return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label, tensor.dtype)
 
 
 def channel_count(shape: Sequence[int]) -> int:

@@ -231,6 +231,11 @@ def _node_id_from(item: pytest.Item, directory: Path) -> str:
         return str(item.path) + separator + rest
 
 
+def _run_key(item: pytest.Item) -> str:
+    """Which item, in which process, a test report's records belong to: node ids need not be unique."""
+    return f"{os.getpid()}:{id(item)}"
+
+
 class XdistClearing:
     """On an xdist controller, removes the last report when the first worker has collected tests to run (the
     controller's own session collects none); registered only where xdist is installed."""
@@ -318,7 +323,7 @@ class SessionTracker:
         # Plain JSON-able attributes travel with the report from an xdist worker to the controller. The run tells
         # the controller which run of which item the records belong to (node ids need not be unique).
         report.featviz = [record.to_dict() for record in new]
-        report.featviz_run = [f"{os.getpid()}:{id(item)}", item.stash.get(RUN_KEY, 1)]
+        report.featviz_run = [_run_key(item), item.stash.get(RUN_KEY, 1)]
         from pytest_featviz.outputs import attachment_lines, junit_properties
 
         properties = junit_properties(new)
@@ -370,7 +375,7 @@ class SessionTracker:
         records, sent = item.stash.get(RESULTS_KEY, []), item.stash.get(SENT_KEY, 0)
         if len(records) > sent:
             item.stash[SENT_KEY] = len(records)
-            key = f"{os.getpid()}:{id(item)}"  # as pytest_runtest_makereport sends it
+            key = _run_key(item)
             run, results = self.runs.get(key, (item.stash.get(RUN_KEY, 1), []))
             self.runs[key] = (run, [*results, *records[sent:]])
 

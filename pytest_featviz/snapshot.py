@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from pytest_featviz import calibrate, compare, durable, environment, golden, png
@@ -327,9 +328,9 @@ def _capture(
             bad = int((~np.isfinite(maps)).sum())
             # Kept maps are float32: a float64 layer's values beyond its range arrive here as Inf.
             wide = (
-                ""
-                if np.isnan(maps).any()
-                else " (or values beyond float32's range, about 3.4e38, which the kept float32 maps hold as Inf)"
+                " (or values beyond float32's range, about 3.4e38, which the kept float32 maps hold as Inf)"
+                if item.dtype == torch.float64 and not np.isnan(maps).any()
+                else ""
             )
             raise FeatvizError(
                 f"layer {item.name!r} produced {bad} NaN or Inf value(s){wide} among the {item.maps.numel()} values"
@@ -774,7 +775,7 @@ def drift_message(
     lines.append(
         "scores per channel: SSIM of its picture (1 = the same); picture change, the RMS difference of its picture in"
         " units of the golden picture's spread; statistics change, the larger change of its mean or std in units of"
-        " its golden std"
+        " its golden std (of a picture of tokens x features, also of each feature's over the tokens)"
     )
     lines.append(f"golden: {display_path(directory)}")
     lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
