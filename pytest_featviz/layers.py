@@ -296,22 +296,43 @@ def default_selection(model: nn.Module, inputs: Any) -> list[str]:
 @contextlib.contextmanager
 def _buffers_kept(model: nn.Module) -> Iterator[None]:
     """Every buffer of ``model`` as it was before the block: a forward pass that counts its calls, keeps a running
-    state or caches, would otherwise make the golden from its second pass and leave the model one pass ahead."""
+    state or caches, would otherwise make the golden from its second pass and leave the model one pass ahead.
+
+    A buffer the pass added goes again, one it set from ``None`` is ``None`` again; a lazy module's buffer, which
+    had no value yet, keeps the one the pass gave it (the model needs it).
+    """
+    modules = list(model.modules())
     kept = [
-        (module, name, buffer, buffer.detach().clone())
-        for module in model.modules()
+        (module, name, buffer, None if buffer is None or is_lazy(buffer) else buffer.detach().clone())
+        for module in modules
         for name, buffer in module._buffers.items()
-        # a lazy module's buffer has no value yet, and the pass gives it one: the model keeps that
-        if buffer is not None and not is_lazy(buffer)
     ]
     try:
         yield
     finally:
+        before = {(id(module), name) for module, name, _, _ in kept}
+        for module in modules:
+            for name in [name for name in module._buffers if (id(module), name) not in before]:
+                del module._buffers[name]
         for module, name, buffer, value in kept:
-            module._buffers[name] = buffer  # a forward that assigned a new tensor to the buffer
-            # made under inference_mode (a model built in such a fixture), it takes writes only there
-            with torch.inference_mode() if buffer.is_inference() else torch.no_grad():
-                buffer.copy_(value)
+            if value is None:  # None before (put back), or lazy (the model keeps the value the pass gave it)
+                if buffer is None:
+                    module._buffers[name] = None
+                continue
+            assert buffer is not None
+            now = module._buffers.get(name)
+            module._buffers[name] = buffer  # a forward that assigned a new tensor to the buffer, or deleted it
+            if buffer.shape != value.shape:  # resized in place in the pass: the copy instead
+                module._buffers[name] = value
+                continue
+            if now is buffer and torch.equal(buffer, value):
+                continue  # untouched (and perhaps not writable: an expanded view)
+            try:
+                # made under inference_mode (a model built in such a fixture), it takes writes only there
+                with torch.inference_mode() if buffer.is_inference() else torch.no_grad():
+                    buffer.copy_(value)
+            except RuntimeError:  # a view that cannot be written: the copy instead
+                module._buffers[name] = value
 
 
 def _copied(value: Any) -> Any:
