@@ -52,8 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     tracker = SessionTracker(config.stash[SETTINGS_KEY], html=config.pluginmanager.hasplugin("html"))
     config.stash[TRACKER_KEY] = tracker
     config.pluginmanager.register(tracker, "featviz-session")
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistClearing(tracker, config), "featviz-xdist")
+    config.pluginmanager.register(XdistClearing(tracker, config), "featviz-xdist")
     from pytest_featviz.stale import StaleGoldens
 
     config.pluginmanager.register(
@@ -238,11 +237,13 @@ def _run_key(item: pytest.Item) -> str:
 
 class XdistClearing:
     """On an xdist controller, removes the last report when the first worker has collected tests to run (the
-    controller's own session collects none); registered only where xdist is installed."""
+    controller's own session collects none). Its hook is optional: without xdist it is never called (and xdist
+    loaded as ``-p xdist.plugin`` is not the plugin named ``xdist``, so registration does not depend on it)."""
 
     def __init__(self, tracker: SessionTracker, config: pytest.Config) -> None:
         self.tracker, self.config = tracker, config
 
+    @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if ids:  # before any test is scheduled
             self.tracker.clear_last_report(self.config)
@@ -263,20 +264,21 @@ class SessionTracker:
         self.running: pytest.Item | None = None  # the item whose protocol started last (for an interrupted run)
         self.cleared = False  # whether the last report was removed (once per session)
 
-    # The last report is removed just before the first test body runs, not at session start: a run of none
-    # (--collect-only, --fixtures, --setup-only, --setup-plan, a -k that selects nothing, a collection error) leaves
-    # it be. The controller (or a serial run) owns the report directory.
+    # The last report is removed just before the first test runs, not at session start: a run of none
+    # (--collect-only, --fixtures, --setup-plan, a -k that selects nothing, a collection error) leaves it be. The
+    # controller (or a serial run) owns the report directory.
 
     def clear_last_report(self, config: pytest.Config) -> None:
         option = config.option
-        if self.cleared or any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan")):
+        # --setup-only still runs fixtures, and a snapshot taken in one is written: it clears like a run of tests
+        if self.cleared or any(getattr(option, name, False) for name in ("collectonly", "setupplan")):
             return
         self.cleared = True
         from pytest_featviz.report import remove_stale
 
         try:
             remove_stale(self.settings.report_dir)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a manifest holding a NUL byte
             where = display_path(self.settings.report_dir)
             self.report_errors.append(f"could not remove the previous report in {where}: {exc}")
 

@@ -163,9 +163,10 @@ def _entry(report_dir: Path, path: Path | str) -> str:
 def _listed(report_dir: Path) -> list[str]:
     """The manifest's lines: the files this plugin wrote in the report directory (none without a manifest)."""
     try:
-        return (report_dir / MANIFEST).read_text(encoding="utf-8").splitlines()
+        text = (report_dir / MANIFEST).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
+    return [line for line in text.splitlines() if "\x00" not in line]  # a damaged line names no file of ours
 
 
 def _refuse_foreign(report_dir: Path, *paths: Path) -> None:

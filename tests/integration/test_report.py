@@ -140,19 +140,12 @@ def test_a_report_dir_holding_other_files_gets_no_gitignore(drifted: pytest.Pyte
     assert not (drifted.path / "tests" / ".gitignore").exists()
 
 
-def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> None:
+def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--collect-only`` or ``--fixtures`` after a drift deleted its report; only a run of tests replaces it."""
     drifted.runpytest().assert_outcomes(passed=1, failed=2)
     index = drifted.path / "featviz-report" / "index.html"
     nothing = ["-k", "nothing_matches"]
-    for args in (
-        ["--collect-only"],
-        ["--fixtures"],
-        ["--setup-plan"],
-        ["--setup-only"],
-        nothing,
-        [*nothing, "-n", "2"],
-    ):
+    for args in (["--collect-only"], ["--fixtures"], ["--setup-plan"], nothing, [*nothing, "-n", "2"]):
         drifted.runpytest(*args)
         assert index.is_file(), args
     (drifted.path / "test_broken.py").write_text("import nothing_by_this_name\n")
@@ -165,6 +158,20 @@ def test_a_run_of_no_test_leaves_the_last_report(drifted: pytest.Pytester) -> No
     assert index.is_file()
     drifted.runpytest("-n", "2", "-k", "stable").assert_outcomes(passed=1)  # an xdist controller collects nothing
     assert not index.exists()
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    # xdist loaded by its module name, as with PYTEST_DISABLE_PLUGIN_AUTOLOAD (no plugin named "xdist" then)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    loaded = ["-p", "xdist.plugin", "-p", "pytest_featviz.plugin"]
+    drifted.runpytest(*loaded, "-n", "2", "-k", "stable").assert_outcomes(passed=1)
+    assert not index.exists()
+
+
+def test_a_damaged_manifest_is_said_not_an_internal_error(drifted: pytest.Pytester) -> None:
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    (drifted.path / "featviz-report" / ".featviz-manifest").write_bytes(b"index.html\nsnap\x00shots/x\n\xff\xfe\n")
+    result = drifted.runpytest("-k", "stable")
+    result.assert_outcomes(passed=1, deselected=2)
+    assert not (drifted.path / "featviz-report" / "index.html").exists()  # the lines it could read were cleared
 
 
 XFAIL = """
