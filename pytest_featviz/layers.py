@@ -298,41 +298,61 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
     """Every buffer of ``model`` as it was before the block: a forward pass that counts its calls, keeps a running
     state or caches, would otherwise make the golden from its second pass and leave the model one pass ahead.
 
-    A buffer the pass added goes again, one it set from ``None`` is ``None`` again; a lazy module's buffer, which
+    A buffer or submodule the pass added goes again, one it set from ``None`` is ``None`` again, one it deleted
+    comes back; each buffer keeps its identity (modules may share it) unless the pass moved it to another dtype or
+    device (``self.to(...)`` in forward), whose tensor then stays, with the old values. A lazy module's buffer, which
     had no value yet, keeps the one the pass gave it (the model needs it).
     """
     modules = list(model.modules())
+    children = {(id(module), name) for module in modules for name in module._modules}
     kept = [
-        (module, name, buffer, None if buffer is None or is_lazy(buffer) else buffer.detach().clone())
+        (module, name, buffer, _version(buffer), None if buffer is None or is_lazy(buffer) else buffer.detach().clone())
         for module in modules
         for name, buffer in module._buffers.items()
     ]
     try:
         yield
     finally:
-        before = {(id(module), name) for module, name, _, _ in kept}
+        names = {(id(module), name) for module, name, _, _, _ in kept}
         for module in modules:
-            for name in [name for name in module._buffers if (id(module), name) not in before]:
+            for name in [name for name in module._modules if (id(module), name) not in children]:
+                del module._modules[name]
+            for name in [name for name in module._buffers if (id(module), name) not in names]:
                 del module._buffers[name]
-        for module, name, buffer, value in kept:
-            if value is None:  # None before (put back), or lazy (the model keeps the value the pass gave it)
-                if buffer is None:
-                    module._buffers[name] = None
-                continue
-            assert buffer is not None
-            now = module._buffers.get(name)
-            module._buffers[name] = buffer  # a forward that assigned a new tensor to the buffer, or deleted it
-            if buffer.shape != value.shape:  # resized in place in the pass: the copy instead
-                module._buffers[name] = value
-                continue
-            if now is buffer and torch.equal(buffer, value):
-                continue  # untouched (and perhaps not writable: an expanded view)
-            try:
-                # made under inference_mode (a model built in such a fixture), it takes writes only there
-                with torch.inference_mode() if buffer.is_inference() else torch.no_grad():
-                    buffer.copy_(value)
-            except RuntimeError:  # a view that cannot be written: the copy instead
-                module._buffers[name] = value
+        for module, name, buffer, version, value in kept:
+            _restore(module, name, buffer, version, value)
+
+
+def _version(tensor: torch.Tensor | None) -> int | None:
+    """``tensor``'s in-place write counter; ``None`` where it keeps none (an inference tensor)."""
+    try:
+        return None if tensor is None else int(tensor._version)
+    except RuntimeError:
+        return None
+
+
+def _restore(module: nn.Module, name: str, buffer: torch.Tensor | None, version: int | None, value: Any) -> None:
+    """Put ``module``'s buffer ``name`` back as :func:`_buffers_kept` says."""
+    now = module._buffers.get(name)
+    if value is None:  # None before (put back), or lazy (the model keeps the value the pass gave it)
+        if buffer is None:
+            module._buffers[name] = None
+        return
+    assert buffer is not None
+    if now is buffer and version is not None and _version(buffer) == version:
+        return  # not written (and perhaps not writable: an expanded view)
+    target = buffer
+    if now is not None and (now.dtype != buffer.dtype or now.device != buffer.device):
+        target = now  # the model moved to another dtype or device in forward: its parameters did too
+    module._buffers[name] = target
+    try:
+        # made under inference_mode (a model built in such a fixture), it takes writes only there
+        with torch.inference_mode() if target.is_inference() else torch.no_grad():
+            if target.shape != value.shape:
+                target.resize_(value.shape)
+            target.copy_(value)
+    except (RuntimeError, NotImplementedError):  # a view that cannot be written, a meta or sparse tensor: the copy
+        module._buffers[name] = value
 
 
 def _copied(value: Any) -> Any:

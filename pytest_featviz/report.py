@@ -151,6 +151,10 @@ def _record(report_dir: Path, paths: Iterable[str | Path]) -> None:
     lines = "".join(_entry(report_dir, path) + "\n" for path in paths)
     if lines:
         report_dir.mkdir(parents=True, exist_ok=True)
+        if (report_dir / MANIFEST).is_symlink():  # appending would write where it points, maybe outside
+            raise OSError(
+                errno.EEXIST, "the report's manifest is a symbolic link; remove it", str(report_dir / MANIFEST)
+            )
         with open(report_dir / MANIFEST, "a", encoding="utf-8") as stream:
             stream.write(lines)
 

@@ -327,6 +327,57 @@ def test_the_default_choice_pass_puts_back_none_added_deleted_and_resized_buffer
     assert snapshotter(tmp_path)(nn.Sequential(_Caching(), nn.Conv2d(4, 4, 3, padding=1)), _x()).outcome == "matched"
 
 
+class _Growing(nn.Module):
+    """Creates a submodule with a counting buffer on its first call, and shares one buffer with a sibling."""
+
+    def __init__(self, shared: torch.Tensor) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("shared", shared)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "holder"):
+            self.holder = nn.Module()
+            self.holder.register_buffer("count", torch.zeros(()))
+        self.holder.count += 1
+        self.shared.resize_(3)
+        return torch.relu(self.conv(x) + self.holder.count)
+
+
+def test_the_default_choice_pass_drops_added_submodules_and_keeps_shared_buffers_shared(tmp_path: Path) -> None:
+    shared = torch.zeros(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(_Growing(shared), nn.Conv2d(4, 4, 3, padding=1))
+    model.register_buffer("same", shared)
+    snapshotter(tmp_path, update=True)(model, _x())
+    assert model[0].holder.count.item() == 1  # made again by the snapshot's own pass, not kept from the first
+    assert model[0].shared is model.same is shared  # restored in place, not replaced by a copy
+    torch.manual_seed(0)
+    fresh = nn.Sequential(_Growing(torch.zeros(1)), nn.Conv2d(4, 4, 3, padding=1))
+    assert snapshotter(tmp_path)(fresh, _x()).outcome == "matched"
+
+
+def test_the_default_choice_of_a_meta_model_and_of_one_that_casts_itself() -> None:
+    from pytest_featviz.layers import default_selection
+
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    assert default_selection(meta.eval(), torch.empty(1, 3, 8, 8, device="meta")) == ["2"]
+
+    class Follows(nn.Module):  # casts itself to its input's dtype in forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.to(x.dtype)
+            return self.body(x)
+
+    follows = Follows().eval()
+    default_selection(follows, _x().double())
+    assert {t.dtype for t in [*follows.parameters(), *follows.buffers()] if t.is_floating_point()} == {torch.float64}
+
+
 class _StagesWithDropout(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -188,3 +188,13 @@ def test_discarding_an_attempt_removes_its_files_and_only_its_own(tmp_path: Path
     assert (reporter.snapshot_dir(other) / "current" / "conv.png").is_file()
     report.tidy(tmp_path / "r")  # files of t.py::b are still listed: the manifest stays
     assert (tmp_path / "r" / report.MANIFEST).is_file()
+
+
+def test_a_manifest_that_is_a_symbolic_link_is_never_written_through(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / report.MANIFEST).symlink_to(tmp_path / "outside")
+    with pytest.raises(OSError, match="the report's manifest is a symbolic link"):
+        report.write_session_report(
+            [snapshot_record("t.py::a", DRIFTED, layer_record("a", (0.5,)))], tmp_path / "r", tmp_path
+        )
+    assert not (tmp_path / "outside").exists()
