@@ -295,64 +295,84 @@ def default_selection(model: nn.Module, inputs: Any) -> list[str]:
 
 @contextlib.contextmanager
 def _buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Every buffer of ``model`` as it was before the block: a forward pass that counts its calls, keeps a running
-    state or caches, would otherwise make the golden from its second pass and leave the model one pass ahead.
+    """Every buffer and submodule of ``model`` as it was before the block: a forward pass that counts its calls,
+    keeps a running state or caches, would otherwise make the golden from its second pass and leave the model one
+    pass ahead.
 
-    A buffer or submodule the pass added goes again, one it set from ``None`` is ``None`` again, one it deleted
-    comes back; each buffer keeps its identity (modules may share it) unless the pass moved it to another dtype or
-    device (``self.to(...)`` in forward), whose tensor then stays, with the old values. A lazy module's buffer, which
-    had no value yet, keeps the one the pass gave it (the model needs it).
+    Submodules the pass added, replaced or deleted are put back as they were, and so are buffers (``None`` ones and
+    non-persistent ones included), each in place where it changed, so that buffers shared by modules or viewing one
+    another stay so. A buffer the pass moved to another dtype or device (``self.to(...)`` in forward) keeps its new
+    tensor, with the old values, as the parameters moved too. A lazy module's buffer, which had no value yet, keeps
+    the one the pass gave it (the model needs it).
     """
     modules = list(model.modules())
-    children = {(id(module), name) for module in modules for name in module._modules}
-    kept = [
-        (module, name, buffer, _version(buffer), None if buffer is None or is_lazy(buffer) else buffer.detach().clone())
+    saved = [
+        (module, dict(module._modules), dict(module._buffers), set(module._non_persistent_buffers_set))
         for module in modules
-        for name, buffer in module._buffers.items()
     ]
+    values = {
+        id(buffer): buffer.detach().clone()
+        for _, _, buffers, _ in saved
+        for buffer in buffers.values()
+        if buffer is not None and not is_lazy(buffer)
+    }
     try:
         yield
     finally:
-        names = {(id(module), name) for module, name, _, _, _ in kept}
-        for module in modules:
-            for name in [name for name in module._modules if (id(module), name) not in children]:
-                del module._modules[name]
-            for name in [name for name in module._buffers if (id(module), name) not in names]:
-                del module._buffers[name]
-        for module, name, buffer, version, value in kept:
-            _restore(module, name, buffer, version, value)
+        failed: list[tuple[nn.Module, str, torch.Tensor]] = []
+        for module, children, buffers, transient in saved:
+            now = dict(module._buffers)
+            module._modules.clear()
+            module._modules.update(children)
+            module._buffers.clear()
+            module._non_persistent_buffers_set.clear()
+            module._non_persistent_buffers_set.update(transient)
+            for name, buffer in buffers.items():
+                module._buffers[name] = _restored(buffer, now.get(name), values, failed, module, name)
+        for module, name, buffer in failed:  # written views: in place if writing what they view fixed them
+            value, current = values[id(buffer)], module._buffers[name]
+            if current is None or not _same(current, value):
+                module._buffers[name] = value
 
 
-def _version(tensor: torch.Tensor | None) -> int | None:
-    """``tensor``'s in-place write counter; ``None`` where it keeps none (an inference tensor)."""
+def _same(tensor: torch.Tensor, value: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds ``value`` (NaN equal to NaN); ``False`` where they cannot be compared (meta, sparse)."""
     try:
-        return None if tensor is None else int(tensor._version)
-    except RuntimeError:
-        return None
+        if tensor.shape != value.shape or tensor.dtype != value.dtype:
+            return False
+        if tensor.is_floating_point() or tensor.is_complex():
+            return bool(torch.allclose(tensor, value, rtol=0.0, atol=0.0, equal_nan=True))
+        return bool(torch.equal(tensor, value))
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
-def _restore(module: nn.Module, name: str, buffer: torch.Tensor | None, version: int | None, value: Any) -> None:
-    """Put ``module``'s buffer ``name`` back as :func:`_buffers_kept` says."""
-    now = module._buffers.get(name)
-    if value is None:  # None before (put back), or lazy (the model keeps the value the pass gave it)
-        if buffer is None:
-            module._buffers[name] = None
-        return
-    assert buffer is not None
-    if now is buffer and version is not None and _version(buffer) == version:
-        return  # not written (and perhaps not writable: an expanded view)
+def _restored(
+    buffer: torch.Tensor | None,
+    now: torch.Tensor | None,
+    values: dict[int, torch.Tensor],
+    failed: list[tuple[nn.Module, str, torch.Tensor]],
+    module: nn.Module,
+    name: str,
+) -> torch.Tensor | None:
+    """The tensor to put back as buffer ``name`` (see :func:`_buffers_kept`), written back where it changed."""
+    if buffer is None or id(buffer) not in values:  # None, or lazy: the model keeps what the pass gave it
+        return now if buffer is not None and now is not None else buffer
+    value = values[id(buffer)]
     target = buffer
-    if now is not None and (now.dtype != buffer.dtype or now.device != buffer.device):
+    if now is not None and now.device.type != "meta" and (now.dtype, now.device) != (buffer.dtype, buffer.device):
         target = now  # the model moved to another dtype or device in forward: its parameters did too
-    module._buffers[name] = target
+    if target is buffer and _same(buffer, value):
+        return buffer  # unchanged (and perhaps not writable: an expanded view)
     try:
         # made under inference_mode (a model built in such a fixture), it takes writes only there
         with torch.inference_mode() if target.is_inference() else torch.no_grad():
             if target.shape != value.shape:
                 target.resize_(value.shape)
             target.copy_(value)
-    except (RuntimeError, NotImplementedError):  # a view that cannot be written, a meta or sparse tensor: the copy
-        module._buffers[name] = value
+    except (RuntimeError, NotImplementedError):  # a view that cannot be written, a meta or sparse tensor
+        failed.append((module, name, buffer))
+    return target
 
 
 def _copied(value: Any) -> Any:

@@ -151,12 +151,17 @@ def _record(report_dir: Path, paths: Iterable[str | Path]) -> None:
     lines = "".join(_entry(report_dir, path) + "\n" for path in paths)
     if lines:
         report_dir.mkdir(parents=True, exist_ok=True)
-        if (report_dir / MANIFEST).is_symlink():  # appending would write where it points, maybe outside
-            raise OSError(
-                errno.EEXIST, "the report's manifest is a symbolic link; remove it", str(report_dir / MANIFEST)
-            )
-        with open(report_dir / MANIFEST, "a", encoding="utf-8") as stream:
+        _refuse_linked_manifest(report_dir)
+        # never through a link put there since: appending would write where it points, maybe outside
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(report_dir / MANIFEST, flags, 0o644), "a", encoding="utf-8") as stream:
             stream.write(lines)
+
+
+def _refuse_linked_manifest(report_dir: Path) -> None:
+    """Raise ``OSError`` when the manifest is a symbolic link: the report would record its files through it."""
+    if (report_dir / MANIFEST).is_symlink():
+        raise OSError(errno.EEXIST, "the report's manifest is a symbolic link; remove it", str(report_dir / MANIFEST))
 
 
 def _entry(report_dir: Path, path: Path | str) -> str:
@@ -202,6 +207,7 @@ def _write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
     still cleared by the next session."""
     from pytest_featviz.durable import write_atomic
 
+    _refuse_linked_manifest(report_dir)  # before the file: written unrecorded, it would count as someone else's
     write_atomic(path, data)
     _record(report_dir, [path])
 

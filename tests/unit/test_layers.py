@@ -357,6 +357,41 @@ def test_the_default_choice_pass_drops_added_submodules_and_keeps_shared_buffers
     assert snapshotter(tmp_path)(fresh, _x()).outcome == "matched"
 
 
+class _Quietly(nn.Module):
+    """Writes its buffers where no version counter sees it (``.data``, numpy), through a view, and swaps, adds and
+    deletes submodules and a non-persistent buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act, self.extra = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Identity()
+        self.register_buffer("ema", torch.zeros(4))
+        self.register_buffer("base", torch.zeros(1))
+        self.register_buffer("wide", self.base.expand(4))
+        self.register_buffer("scratch", torch.zeros(1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.ema.data.add_(1.0)
+        self.base.numpy()[0] += 1.0
+        self.act = nn.Tanh()
+        if hasattr(self, "extra"):
+            del self.extra
+        del self._buffers["scratch"]
+        return self.act(self.conv(x) + self.ema.view(1, 4, 1, 1) + self.wide.view(1, 4, 1, 1))
+
+
+def test_the_default_choice_pass_undoes_writes_no_version_counter_sees_and_module_swaps() -> None:
+    from pytest_featviz.layers import _buffers_kept
+
+    model = _Quietly()
+    keys = set(model.state_dict())
+    with _buffers_kept(model):
+        model(_x())
+    assert model.ema.tolist() == [0.0] * 4 and model.base.item() == 0.0
+    assert model.wide.data_ptr() == model.base.data_ptr()  # still a view of base, not a copy
+    assert isinstance(model.act, nn.ReLU) and isinstance(model.extra, nn.Identity)
+    assert "scratch" in model._buffers and set(model.state_dict()) == keys  # non-persistent again
+
+
 def test_the_default_choice_of_a_meta_model_and_of_one_that_casts_itself() -> None:
     from pytest_featviz.layers import default_selection
 

@@ -198,3 +198,4 @@ def test_a_manifest_that_is_a_symbolic_link_is_never_written_through(tmp_path: P
             [snapshot_record("t.py::a", DRIFTED, layer_record("a", (0.5,)))], tmp_path / "r", tmp_path
         )
     assert not (tmp_path / "outside").exists()
+    assert not (tmp_path / "r" / report.REPORT_JSON).exists()  # nothing written before the refusal
