@@ -319,7 +319,7 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        failed: list[tuple[nn.Module, str, torch.Tensor]] = []
+        unwritten: list[tuple[nn.Module, str, torch.Tensor]] = []
         for module, children, buffers, transient in saved:
             now = dict(module._buffers)
             module._modules.clear()
@@ -328,9 +328,11 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
             module._non_persistent_buffers_set.clear()
             module._non_persistent_buffers_set.update(transient)
             for name, buffer in buffers.items():
-                module._buffers[name] = _restored(buffer, now.get(name), values, failed, module, name)
-        for module, name, buffer in failed:  # written views: in place if writing what they view fixed them
-            value, current = values[id(buffer)], module._buffers[name]
+                module._buffers[name], written = _restored(buffer, now.get(name), values)
+                if not written:
+                    unwritten.append((module, name, values[id(buffer)]))
+        for module, name, value in unwritten:  # views: in place if writing what they view fixed them, else a copy
+            current = module._buffers[name]
             if current is None or not _same(current, value):
                 module._buffers[name] = value
 
@@ -348,31 +350,30 @@ def _same(tensor: torch.Tensor, value: torch.Tensor) -> bool:
 
 
 def _restored(
-    buffer: torch.Tensor | None,
-    now: torch.Tensor | None,
-    values: dict[int, torch.Tensor],
-    failed: list[tuple[nn.Module, str, torch.Tensor]],
-    module: nn.Module,
-    name: str,
-) -> torch.Tensor | None:
-    """The tensor to put back as buffer ``name`` (see :func:`_buffers_kept`), written back where it changed."""
-    if buffer is None or id(buffer) not in values:  # None, or lazy: the model keeps what the pass gave it
-        return now if buffer is not None and now is not None else buffer
+    buffer: torch.Tensor | None, now: torch.Tensor | None, values: dict[int, torch.Tensor]
+) -> tuple[torch.Tensor | None, bool]:
+    """The tensor to put back as a buffer that was ``buffer`` and is ``now`` (see :func:`_buffers_kept`), written
+    back where it changed, and ``False`` where that write failed (a view that cannot be written, a meta or sparse
+    tensor)."""
+    if buffer is None:
+        return None, True
+    if id(buffer) not in values:  # lazy: the model keeps what the pass gave it
+        return (buffer if now is None else now), True
     value = values[id(buffer)]
     target = buffer
     if now is not None and now.device.type != "meta" and (now.dtype, now.device) != (buffer.dtype, buffer.device):
         target = now  # the model moved to another dtype or device in forward: its parameters did too
     if target is buffer and _same(buffer, value):
-        return buffer  # unchanged (and perhaps not writable: an expanded view)
+        return buffer, True  # unchanged (and perhaps not writable: an expanded view)
     try:
         # made under inference_mode (a model built in such a fixture), it takes writes only there
         with torch.inference_mode() if target.is_inference() else torch.no_grad():
             if target.shape != value.shape:
                 target.resize_(value.shape)
             target.copy_(value)
-    except (RuntimeError, NotImplementedError):  # a view that cannot be written, a meta or sparse tensor
-        failed.append((module, name, buffer))
-    return target
+    except (RuntimeError, NotImplementedError):
+        return target, False
+    return target, True
 
 
 def _copied(value: Any) -> Any:

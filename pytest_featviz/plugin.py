@@ -107,8 +107,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         # conftest set the new fp32_precision switches, which would stop the session before the first test.
         matmul_tf32, cudnn_tf32 = tf32_flags()
         cuda = {"matmul TF32": matmul_tf32, "cuDNN TF32": cudnn_tf32, "cudnn.benchmark": torch.backends.cudnn.benchmark}
-        every = {"deterministic algorithms": torch.are_deterministic_algorithms_enabled()}
-        every["threads"] = torch.get_num_threads()
+        every = {
+            "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+            "threads": torch.get_num_threads(),
+        }
         # Said, not probed: "cuDNN TF32 True" on a CPU run read as a source of noise, and torch.cuda.is_available()
         # would initialize CUDA in this process, which breaks a test's fork-started workers that use it.
         lines.append(
