@@ -265,7 +265,8 @@ def add_options(parser: pytest.Parser) -> None:
         "--featviz-prune",
         action="store_true",
         default=False,
-        help="delete stale goldens: snapshots of test files that ran completely which no executed test used.",
+        help="delete stale goldens: snapshots of test files that ran completely which no executed test used, and of"
+        " test files that no longer exist.",
     )
     group.addoption(
         "--featviz-deterministic",

@@ -60,6 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
             config,
             config.stash[SETTINGS_KEY].golden_dir,
             _test_location,
+            lambda module: _module_file(module, config.rootpath),
             keyed=config.stash[SETTINGS_KEY].golden_key == "device",
         ),
         "featviz-stale",

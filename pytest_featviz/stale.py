@@ -9,15 +9,20 @@ have reached its snapshot call. So are the goldens a failed or skipped variant o
 while pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while
 ``test_q[u-1-2]`` fails. A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] =
 [...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it collects it,
-with no hook that says so) make the file incomplete. Goldens of test files that were not collected are never looked
-at. Under pytest-xdist the workers send what they collected in ``workeroutput`` and the controller, which receives
-every test report, decides. This module imports nothing heavy at pytest start-up; the golden layout is imported only
+with no hook that says so) make the file incomplete. A test file collected without error that holds no test any
+more ran completely too: all its goldens are stale. Goldens of test files that were not collected are looked at only
+when their test file no longer exists (deleted, renamed or moved) below a directory this run collected: all of
+them are stale (:meth:`StaleGoldens.find_orphans`). A run that executes no test body (``--collect-only``,
+``--setup-only``, ``--setup-plan``), an ``--lf`` run and an interrupted one judge nothing stale. Under pytest-xdist
+the workers send what they collected in ``workeroutput`` and the controller, which receives every test report,
+decides. This module imports nothing heavy at pytest start-up; the golden layout is imported only
 at session end, when a golden directory exists.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,8 @@ WORKER_OUTPUT_KEY = "featviz_collection"
 LISTED = 20  # stale snapshots named in the terminal summary; the rest are counted
 
 Location = Callable[[pytest.Item], "tuple[str, str]"]
+ModuleFile = Callable[[pytest.Module], str]
+_HASHED = re.compile(r"-[0-9a-f]{10}$")  # the digest golden.sanitize_name appends to a name it had to change
 
 
 def _file_of(node_id: str) -> str:
@@ -56,16 +63,35 @@ def _shared_key(path: str | Path, keyed: bool) -> str:
 class StaleGoldens:
     """Session plugin: tracks collection and outcomes, finds stale golden snapshots, prunes them if asked."""
 
-    def __init__(self, config: pytest.Config, golden_root: Path, location: Location, keyed: bool = False) -> None:
+    def __init__(
+        self, config: pytest.Config, golden_root: Path, location: Location, module_file: ModuleFile, keyed: bool = False
+    ) -> None:
         self.golden_root = golden_root
+        self.rootdir = config.rootpath
         self.keyed = keyed  # featviz_golden_key = device
         self.location = location
+        self.module_file = module_file
+        # runs in which no test body runs judge nothing stale; neither does --lf, which leaves tests out unseen
+        self.judged = not (
+            config.getoption("collectonly", False)
+            or config.getoption("setuponly", False)
+            or config.getoption("setupplan", False)
+            or config.getoption("lf", False)
+        )
         self.prune = bool(config.getoption("featviz_prune", False))
         self.worker_output: dict[str, Any] | None = getattr(config, "workeroutput", None)
         self.tests: dict[str, tuple[str, str]] = {}  # node id -> (test file, test name)
         self.collected: dict[str, str] = {}  # node id -> test file, of every item collected, before any filter
         self.incomplete: set[str] = set()  # test files with a deselected test
-        self.collect_errors: set[str] = set()  # node ids of collectors that failed
+        self.collect_errors: set[str] = set()  # node ids of collectors that failed, or skipped (importorskip)
+        self.starting: dict[str, str] = {}  # node id -> test file, of every test module whose collection started
+        self.modules: dict[str, str] = {}  # node id -> test file, of every test module collected without error
+        self.seen_files: set[str] = set()  # test files of every item and module collected: their goldens have an owner
+        # directories the command line named (or testpaths, or the invocation directory): where a missing test file
+        # was looked for by this run
+        base = config.invocation_params.dir
+        named = (Path(base, arg.split("::", 1)[0]).resolve() for arg in config.args)
+        self.scope = [directory for directory in named if directory.is_dir()]
         self.ran: set[str] = set()  # node ids whose body ran, or whose setup failed or skipped
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
@@ -75,6 +101,7 @@ class StaleGoldens:
         self.prune_errors: list[str] = []
         self.kept_files: list[str] = []  # pruned snapshot directories left in place for files that are not ours
         self.files_checked = 0
+        self.files_gone = 0  # test files that no longer exist, whose goldens are all stale
 
     # -- what was collected (in the main process, or on each xdist worker) --
 
@@ -84,6 +111,13 @@ class StaleGoldens:
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         self.collected[item.nodeid] = self.location(item)[0]
+        self.seen_files.add(self.collected[item.nodeid])
+
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        # a Package is a Module before pytest 8, but no test file
+        if isinstance(collector, pytest.Module) and not isinstance(collector, pytest.Package):
+            self.starting[collector.nodeid] = self.module_file(collector)
+            self.seen_files.add(self.starting[collector.nodeid])
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # A file named with a node id (``test_m.py::test_x``) was collected only in part: the tests left out are
@@ -103,8 +137,10 @@ class StaleGoldens:
                 self.incomplete.add(test_file)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:
+        if not report.passed:  # a module skipped at import (importorskip) is no module without tests
             self.collect_errors.add(report.nodeid)
+        elif report.nodeid in self.starting:  # a module whose collection an interrupt stopped is not here
+            self.modules[report.nodeid] = self.starting[report.nodeid]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -116,6 +152,8 @@ class StaleGoldens:
             self.tests[node_id] = (test_file, test_name)
         self.incomplete.update(collected["incomplete"])
         self.collect_errors.update(collected["collect_errors"])
+        self.modules.update(collected["modules"])
+        self.seen_files.update(collected["seen_files"])
 
     # -- what ran (reports reach the controller under xdist) --
 
@@ -133,24 +171,26 @@ class StaleGoldens:
     # -- session end --
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.worker_output is not None:
             self.worker_output[WORKER_OUTPUT_KEY] = {
                 "tests": {node_id: list(location) for node_id, location in self.tests.items()},
                 "incomplete": sorted(self.incomplete),
                 "collect_errors": sorted(self.collect_errors),
+                "modules": self.modules,
+                "seen_files": sorted(self.seen_files),
             }
             return
-        if not self.golden_root.is_dir():
+        if not self.golden_root.is_dir() or not self.judged or exitstatus == pytest.ExitCode.INTERRUPTED:
             return
-        self.stale = self.find_stale()
+        self.stale = self.find_stale() + self.find_orphans()
         if self.prune:
             for directory in self.stale:
                 self._delete(directory)
 
     def complete_files(self) -> dict[str, dict[str, list[str]]]:
-        """Test files that ran completely: file -> test name -> node ids."""
-        files: dict[str, dict[str, list[str]]] = {}
+        """Test files that ran completely: file -> test name -> node ids (none for a module without tests)."""
+        files: dict[str, dict[str, list[str]]] = {test_file: {} for test_file in self.modules.values()}
         for node_id, (test_file, test_name) in self.tests.items():
             files.setdefault(test_file, {}).setdefault(test_name, []).append(node_id)
         return {
@@ -189,6 +229,70 @@ class StaleGoldens:
                     if (snapshot / SIDECAR).is_file() and _shared_key(snapshot, self.keyed) not in self.used:
                         stale.append(snapshot)
         return stale
+
+    def find_orphans(self) -> list[Path]:
+        """Golden snapshot directories whose test file no longer exists, below a directory this run collected.
+
+        A golden's test file is found again from its directory's path below the golden root (``golden.snapshot_dir``
+        in reverse): each segment is the ``sanitize_name`` of an entry on disk (without ``.py`` for the test file's
+        own), in any letter case. The goldens are orphaned when an entry is missing below a directory the command
+        line named (or testpaths, or the invocation directory) and no collector there failed, so goldens of a
+        directory the run did not collect, of a file outside the rootdir (``..``) and of a missing name that
+        ``sanitize_name`` changed (its original cannot be known) are never judged. Nor are goldens a collected test
+        file or an executed snapshot owns, nor any when the golden root lies outside the rootdir: it may be shared
+        with another project, whose test
+        files are named relative to another rootdir.
+        """
+        from pytest_featviz.golden import SIDECAR, snapshot_dir
+
+        if not self.golden_root.resolve().is_relative_to(self.rootdir.resolve()):
+            return []
+        owned = {
+            _key(snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent) for test_file in self.seen_files
+        }
+        found: dict[Path, bool] = {}  # golden file directory -> whether its test file is gone
+        orphans: list[Path] = []
+        for sidecar in sorted(self.golden_root.rglob(SIDECAR)):
+            snapshot = sidecar.parent
+            parts = snapshot.relative_to(self.golden_root).parts
+            if len(parts) < 3 or any(part.startswith(".") for part in parts):
+                continue  # not file/test/snapshot, or inside a killed write's hidden copy
+            file_dir = snapshot.parent.parent
+            if file_dir not in found:
+                found[file_dir] = _key(file_dir) not in owned and self._gone(parts[:-2])
+            if found[file_dir] and _shared_key(snapshot, self.keyed) not in self.used:
+                orphans.append(snapshot)
+        self.files_gone = len({snapshot.parent.parent for snapshot in orphans})
+        return orphans
+
+    def _gone(self, segments: tuple[str, ...]) -> bool:
+        """Whether the test file whose goldens lie at ``segments`` below the golden root is missing below a directory
+        this run collected (:meth:`find_orphans`)."""
+        from pytest_featviz.golden import sanitize_name
+
+        place = self.rootdir
+        for position, segment in enumerate(segments):
+            last = position == len(segments) - 1
+            try:
+                entries = sorted(entry.name for entry in os.scandir(place))
+            except OSError:
+                return False  # not a directory we can read: nothing to conclude
+            # the entry whose golden name (golden.snapshot_dir) the segment is, in any letter case: on macOS and
+            # Windows a file renamed in case only still holds its old golden directory
+            stems = ((entry, entry[:-3] if last and entry.endswith(".py") else entry) for entry in entries)
+            match = next((e for e, stem in stems if sanitize_name(stem).casefold() == segment.casefold()), None)
+            if match is None:
+                missing = place.resolve() / segment
+                relative = os.path.relpath(missing, self.rootdir.resolve()).replace(os.sep, "/")
+                return (
+                    _HASHED.search(segment) is None
+                    and any(missing.is_relative_to(directory) for directory in self.scope)
+                    and not any(self._covers(error, relative) for error in self.collect_errors)
+                )
+            if last:
+                return False
+            place = place / match
+        return False
 
     def _delete(self, directory: Path) -> None:
         """Delete the files this plugin writes in a snapshot directory, then the directories left empty."""
@@ -247,7 +351,8 @@ class StaleGoldens:
             terminalreporter.write_line("delete them with:  pytest --featviz-prune")
 
     def files_checked_text(self) -> str:
-        return f"{self.files_checked} test file(s) that ran completely"
+        gone = f" and {self.files_gone} that no longer exist(s)" if self.files_gone else ""
+        return f"{self.files_checked} test file(s) that ran completely{gone}"
 
 
 def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:

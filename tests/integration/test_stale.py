@@ -3,6 +3,7 @@ touched for test files that were deselected in part, stopped early, failed to co
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -427,3 +428,148 @@ def test_an_update_that_writes_nothing_still_removes_what_a_killed_write_left(pr
     result.assert_outcomes(passed=1, deselected=2)
     result.stdout.fnmatch_lines(["goldens: 0 created, 0 updated, 1 unchanged*"])
     assert sorted(p.name for p in leftover.parent.iterdir()) == ["0"]
+
+
+# -- goldens of test files that no longer exist or hold no test --
+
+
+def test_goldens_of_a_deleted_or_renamed_test_file_are_stale(project: pytest.Pytester) -> None:
+    # test_other.py renamed: its goldens name a file that is gone from a directory this run collected from
+    (project.path / "test_other.py").rename(project.path / "test_renamed.py")
+    result = project.runpytest()
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "3 stale golden snapshot(s) that no executed test used"
+            " (1 test file(s) that ran completely and 1 that no longer exist(s) checked):",
+            f"  {STALE[0]}",
+            f"  {STALE[1]}",
+            f"  {OTHER_STALE}",
+        ]
+    )
+    result = project.runpytest("--featviz-prune")
+    result.stdout.fnmatch_lines(["3 stale golden snapshot(s) deleted*"])
+    assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
+    assert not (project.path / "golden" / "test_other").exists()
+
+
+def test_goldens_of_a_deleted_test_directory_are_stale(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS)
+    old = featviz_pytester.mkpydir("old")
+    (old / "test_gone.py").write_text(OTHER_BEFORE)
+    (featviz_pytester.path / "test_here.py").write_text(OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    assert _snapshots(featviz_pytester.path) == ["golden/old/test_gone/test_o/0", "golden/test_here/test_o/0"]
+    shutil.rmtree(old)
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/old/test_gone/test_o/0"])
+    assert _snapshots(featviz_pytester.path) == ["golden/test_here/test_o/0"]
+    assert not (featviz_pytester.path / "golden" / "old").exists()
+
+
+def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_top=OTHER_BEFORE)
+    sub = featviz_pytester.mkpydir("sub")
+    (sub / "test_sub.py").write_text(OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    (featviz_pytester.path / "test_top.py").unlink()
+    # a run of sub/ never looked at the rootdir's own files: test_top.py's goldens are not judged
+    result = featviz_pytester.runpytest("--featviz-prune", "sub")
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
+    # nor by runs that execute no test body or leave tests out unseen
+    for args in (["--collect-only"], ["--setup-plan"]):
+        result = featviz_pytester.runpytest("--featviz-prune", *args)
+        assert "stale golden" not in result.stdout.str()
+    assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_top/test_o/0"])
+
+
+def test_goldens_of_existing_uncollected_files_and_of_unknown_names_are_never_judged(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_plain=OTHER_BEFORE)
+    featviz_pytester.syspathinsert()  # featviz_models, for the test files in "odd dir"
+    (featviz_pytester.path / "test_odd name.py").write_text(OTHER_BEFORE)
+    (featviz_pytester.path / "test_twice.py").write_text(OTHER_BEFORE)
+    odd_dir = featviz_pytester.mkdir("odd dir")
+    (odd_dir / "test_inner_a.py").write_text(OTHER_BEFORE)
+    (odd_dir / "test_inner_b.py").write_text(OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=5)
+    snapshots = _snapshots(featviz_pytester.path)
+    odd = next(s for s in snapshots if s.startswith("golden/test_odd_name-"))
+    # files that exist but were not collected (an odd name found again through sanitize_name)
+    ignored = ["--ignore", "test_odd name.py", "--ignore", "test_twice.py", "--ignore", "odd dir"]
+    result = featviz_pytester.runpytest("--featviz-prune", *ignored)
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == snapshots
+    # a deleted file whose name sanitize_name changed: the golden's name cannot say which file it was; a deleted
+    # file in a directory whose name it changed is found through the directory on disk
+    (featviz_pytester.path / "test_odd name.py").unlink()
+    (odd_dir / "test_inner_b.py").unlink()
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=3)
+    inner_b = next(s for s in snapshots if s.endswith("/test_inner_b/test_o/0"))
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", f"  {inner_b}"])
+    assert odd in _snapshots(featviz_pytester.path)
+    assert inner_b not in _snapshots(featviz_pytester.path)
+    # a test file renamed in letter case only: on macOS and Windows its old golden directory is the new one's
+    (featviz_pytester.path / "test_twice.py").rename(featviz_pytester.path / "test_TWICE.py")
+    result = featviz_pytester.runpytest("--featviz-prune", "--ignore", "test_TWICE.py", "--ignore", "odd dir")
+    assert "stale golden" not in result.stdout.str()
+    assert "golden/test_twice/test_o/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_golden_root_outside_the_rootdir_is_never_judged_for_deleted_files(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    # a golden directory beside the project may be shared with another one, whose files another rootdir names
+    project = featviz_pytester.mkdir("project")
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = ../shared\n")
+    (project / "featviz_models.py").write_text(MODELS)
+    (project / "test_a.py").write_text(OTHER_BEFORE)
+    (project / "test_b.py").write_text(OTHER_BEFORE)
+    featviz_pytester.chdir()
+    featviz_pytester.runpytest("--featviz-update", "project").assert_outcomes(passed=2)
+    (project / "test_b.py").unlink()
+    result = featviz_pytester.runpytest("--featviz-prune", "project")
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert (featviz_pytester.path / "shared" / "test_b" / "test_o" / "0" / "snapshot.json").is_file()
+
+
+def test_a_test_file_without_tests_has_only_stale_goldens(project: pytest.Pytester) -> None:
+    project.makepyfile(test_other="HELPER = 1\n")
+    result = project.runpytest()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "3 stale golden snapshot(s) that no executed test used (2 test file(s) that ran completely checked):",
+            f"  {OTHER_STALE}",
+        ]
+    )
+    # skipped while importing: not a file without tests, its goldens stay
+    project.makepyfile(test_other="import pytest\npytest.importorskip('no_such_module_anywhere')\n")
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*", f"  {STALE[0]}", f"  {STALE[1]}"])
+    assert OTHER_STALE in _snapshots(project.path)
+
+
+def test_deleted_files_and_files_without_tests_under_xdist(project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    (project.path / "test_other.py").unlink()
+    project.makepyfile(test_empty="HELPER = 1\n")
+    result = project.runpytest("-n", "2", "--featviz-prune")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "3 stale golden snapshot(s) deleted, no executed test used them"
+            " (1 test file(s) that ran completely and 1 that no longer exist(s) checked):",
+        ]
+    )
+    assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
