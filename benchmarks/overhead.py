@@ -177,12 +177,12 @@ def plugin_work(model: nn.Module, inputs: torch.Tensor, layers: list[str], golde
     import statistics
     import time
 
-    from pytest_featviz import snapshot
+    from pytest_featviz import current
     from pytest_featviz.layers import resolve_layers
 
-    recorded = snapshot.capture(model, inputs, resolve_layers(model, layers), 16)
-    original = snapshot.capture
-    snapshot.capture = lambda *args, **kwargs: recorded  # type: ignore[assignment]
+    recorded = current.capture(model, inputs, resolve_layers(model, layers), 16)
+    original = current.capture
+    current.capture = lambda *args, **kwargs: recorded  # type: ignore[assignment]
     try:
         samples = []
         for _ in range(repeats + 2):
@@ -190,7 +190,7 @@ def plugin_work(model: nn.Module, inputs: torch.Tensor, layers: list[str], golde
             assert common.snapshot_call(model, inputs, layers, golden_dir, update=False) == "matched"
             samples.append(time.thread_time() - start)
     finally:
-        snapshot.capture = original  # type: ignore[assignment]
+        current.capture = original  # type: ignore[assignment]
     return statistics.median(samples[2:])
 
 

@@ -6,7 +6,7 @@ and matrix product rounds its operands and result to TF32's 10-bit mantissa) and
 scores is the margin a team has between the noise it must tolerate and its thresholds. ``channels_last`` and
 float64 run on deep copies of the model (threads and TF32 need none), so the model under test is never changed; a
 model that cannot be copied skips them with a note. Nothing is written to the golden directory. The same TF32
-emulation measures a layer's noise floor during a check (``snapshot._fit_noise_floor``).
+emulation measures a layer's noise floor during a check (``noisefloor.fit_noise_floor``).
 
 :func:`calibrate` runs the perturbations (torch is imported there); :func:`summary_lines` formats the records for
 the terminal summary and imports nothing heavy, since the xdist controller calls it without ever running a model.

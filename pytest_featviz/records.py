@@ -91,7 +91,7 @@ class GoldenMissingError(AssertionError):
 class NoiseFloor:
     """How far emulated TF32 rounding moves one layer (its worst channel): the noise its tolerances were fitted to.
 
-    Measured by a second forward pass only for a layer whose scores were not clean (see ``snapshot._fit_noise_floor``).
+    Measured by a second forward pass only for a layer whose scores were not clean (see ``noisefloor.fit_noise_floor``).
     """
 
     ssim: float  # lowest SSIM of a channel between the run and its TF32-rounded twin

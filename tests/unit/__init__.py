@@ -1,5 +1,5 @@
 """Unit tests of pytest-featviz, one module per package module; :func:`snapshotter` builds the fixture's object
-without pytest, writing goldens under a temporary directory."""
+without pytest, writing goldens under a temporary directory, and :func:`noisy_weights` changes a model a little."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from pytest_featviz.records import SnapshotResult
     from pytest_featviz.snapshot import FeatureSnapshot
 
@@ -23,3 +25,15 @@ def snapshotter(
     resolved = Settings(golden_dir=golden_dir, update=update).override(settings, "test")
     identity = TestIdentity(NODE_ID, "tests/test_model.py", "test_features", update_command(NODE_ID))
     return FeatureSnapshot(identity, resolved, (records if records is not None else []).append)
+
+
+def noisy_weights(model: nn.Module, fraction: float) -> nn.Module:
+    """``model`` with seeded Gaussian noise of ``fraction`` of each weight matrix's std added to it, in place."""
+    import torch
+
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * parameter.std() * fraction)
+    return model

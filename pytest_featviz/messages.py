@@ -1,0 +1,108 @@
+"""Drift messages: the text a test shows when its snapshot drifted.
+
+:func:`drift_message` names the first drifted layer in forward order as where the drift starts, gives each drifted
+layer's :func:`layer_summary` (its worst channels against their tolerances, and the noise floor it was judged by),
+then the explanation the policy found (environment, input, weights), where the golden is and the command that
+accepts the change. The snapshot policy (:mod:`pytest_featviz.snapshot`) decides that a snapshot drifted and why;
+this module only words it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_featviz import compare
+from pytest_featviz.records import LayerResult, display_path
+
+if TYPE_CHECKING:
+    from pytest_featviz.snapshot import TestIdentity
+
+WORST_CHANNELS_SHOWN = 5  # channel lines for the layer where drift starts
+LATER_CHANNELS_SHOWN = 2  # for each drifted layer after it, whose change it mostly carries on (the report has all)
+
+
+def _format_shape(shape: tuple[int, ...] | None) -> str:
+    return "x".join(str(s) for s in shape) if shape else "?"
+
+
+def _channel_line(layer: LayerResult, position: int) -> str:
+    ssim, rms, stat = layer.ssim[position], layer.rms_error[position], layer.stat_delta[position]
+    parts = [
+        f"SSIM {ssim:.4f}" + (f" < {layer.threshold:g}" if ssim < layer.threshold else ""),
+        f"picture change {rms:.3f}" + (f" > {layer.rms_tolerance:g}" if rms > layer.rms_tolerance else ""),
+        f"statistics change {stat:.3f}" + (f" > {layer.stat_tolerance:g}" if stat > layer.stat_tolerance else ""),
+    ]
+    return f"      channel {layer.channels[position]}: " + ", ".join(parts)
+
+
+def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list[str]:
+    """The lines that describe one drifted layer in a failure message, with its ``shown`` worst channels."""
+    if layer.reason or not layer.ssim:
+        return [f"  {layer.name}: {layer.reason or layer.verdict}"]
+    worst = layer.worst_channels(shown)
+    failing = sum(1 for i in range(len(layer.ssim)) if layer.channel_failed(i))
+    # the scores that broke their tolerance first, so that a statistics-only drift does not read as an SSIM one
+    causes = []
+    if layer.min_ssim < layer.threshold:
+        causes.append(f"min SSIM {layer.min_ssim:.4f} < {layer.threshold:g}")
+    if layer.max_rms_error > layer.rms_tolerance:
+        causes.append(f"picture change up to {layer.max_rms_error:.3f} > {layer.rms_tolerance:g}")
+    if layer.max_stat_delta > layer.stat_tolerance:
+        causes.append(f"statistics change up to {layer.max_stat_delta:.3f} > {layer.stat_tolerance:g}")
+    if not causes or layer.min_ssim >= layer.threshold:
+        causes.append(f"min SSIM {layer.min_ssim:.4f} (threshold {layer.threshold:g})")
+    head = (
+        f"  {layer.name} ({_format_shape(layer.shape)}): {failing} of {len(layer.channels)} channels drifted:"
+        f" {', '.join(causes)}, mean SSIM {layer.mean_ssim:.4f}"
+    )
+    lines = [head]
+    if layer.noise is not None:
+        noise = layer.noise
+        lines.append(
+            f"    judged by tolerances fitted to this layer's noise floor: TF32 rounding alone moves it to SSIM"
+            f" {noise.ssim:.4f}, picture change {noise.rms_error:.4f}, statistics change {noise.stat_delta:.4f};"
+            f" held to SSIM >= {layer.threshold:g}, picture change <= {layer.rms_tolerance:g}, statistics change"
+            f" <= {layer.stat_tolerance:g} ({compare.NOISE_FACTOR:g}x the floor, between"
+            f" {compare.NOISE_TIGHTEST:g}x and 1x the configured tolerances; --featviz-noise-floor=off judges by the"
+            " configured ones)"
+        )
+        if compare.noise_reaches_tolerances(layer):
+            lines.append(
+                "    TF32 rounding alone takes this layer near its tolerances: against a golden made with other float"
+                " arithmetic (CPU vs a GPU with TF32) this drift may be that noise; keep one golden per device type"
+                " (ini featviz_golden_key = device) or take the snapshot with deterministic=True (TF32 off)"
+            )
+    lines.extend(_channel_line(layer, i) for i in worst)
+    if failing > len(worst):
+        lines.append(f"      ... and {failing - len(worst)} more channel(s)")
+    return lines
+
+
+def drift_message(
+    identity: TestIdentity,
+    snapshot_name: str,
+    directory: Path,
+    results: Sequence[LayerResult],
+    explanation: Sequence[str] = (),
+) -> str:
+    """The failure message of a drifted snapshot: drifted layers in forward order, the first named as the start,
+    then the ``explanation`` (environment, input, weights: environment.provenance_sentences)."""
+    drifted = [r for r in results if r.drifted]
+    lines = [
+        f"feature drift in snapshot {snapshot_name!r} of {identity.node_id}:"
+        f" {len(drifted)} of {len(results)} layer(s) drifted",
+        f"drift starts at layer {drifted[0].name!r} (first drifted layer in forward order)",
+    ]
+    for position, layer in enumerate(drifted):
+        lines.extend(layer_summary(layer, WORST_CHANNELS_SHOWN if position == 0 else LATER_CHANNELS_SHOWN))
+    lines.extend(explanation)
+    lines.append(
+        "scores per channel: SSIM of its picture (1 = the same); picture change, the RMS difference of its picture in"
+        " units of the golden picture's spread; statistics change, the larger change of its mean or std in units of"
+        " its golden std (of a picture of tokens x features, also of each feature's over the tokens)"
+    )
+    lines.append(f"golden: {display_path(directory)}")
+    lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The noise floor of a check: how far float rounding alone moves a layer, measured by running the model again.
+
+A layer that scored outside its clean band is judged again by tolerances fitted to its own noise
+(:func:`fit_noise_floor`): the model runs once more with every convolution and matrix product rounded to TF32
+(:func:`calibrate.tf32_emulation`), or in full float32 when the check itself ran in reduced precision, and that run
+is compared with the check's in the golden's frames. :func:`measure_against_golden` is how ``--featviz-calibrate``
+scores a perturbed model. Both call the parts of :mod:`pytest_featviz.current`; neither writes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pytest_featviz import calibrate, compare, environment
+from pytest_featviz.config import Settings
+from pytest_featviz.current import CurrentLayer, capture_layers, compare_with_golden, compared_features, in_golden_frame
+from pytest_featviz.golden import SnapshotGolden
+from pytest_featviz.layers import LayerSpec
+from pytest_featviz.records import LayerEvidence, LayerResult
+from pytest_featviz.render import max_level, pool_maps
+
+
+def fit_noise_floor(
+    model: nn.Module,
+    inputs: Any,
+    spec: LayerSpec,
+    settings: Settings,
+    stored: SnapshotGolden,
+    directory: Path,
+    current: list[CurrentLayer],
+    results: list[LayerResult],
+    pictures: list[LayerEvidence],
+    every_layer: bool = False,
+) -> list[LayerResult]:
+    """``results`` with each layer that scored outside its clean band judged by tolerances fitted to its noise.
+
+    The noise is measured by running the model once more with every convolution and matrix product rounded to TF32
+    (:func:`calibrate.tf32_emulation`), or, when this run itself computed in reduced precision, once more in full
+    float32 (:func:`environment.full_precision`), and comparing that run with this one in the golden's frames.
+    Nothing runs when every layer is clean (an identical re-run) or when nothing is float32; a model that fails in
+    the second run keeps its configured tolerances, since the check itself has already run.
+    """
+    positions = [
+        i
+        for i, result in enumerate(results)
+        if (every_layer and result.ssim) or (settings.noise_floor and compare.needs_noise_floor(result))
+    ]
+    if not positions or not calibrate.has_float32(model, inputs):
+        return results
+    # Where this run already computed in TF32 (a GPU with TF32 on), rounding its operands again would change almost
+    # nothing: the other run is then the full-precision one. Either way the two runs differ by TF32's effect.
+    other = environment.full_precision if environment.reduced_precision(model, inputs) else calibrate.tf32_emulation
+    try:
+        with other():
+            noisy, _ = capture_layers(model, inputs, spec, settings, stored)
+    except Exception:  # noqa: BLE001 - any failure of the extra run leaves the configured verdict standing
+        return results
+    plain = {item.capture.name: item for item in current}
+    rounded = {item.capture.name: item for item in noisy}
+    if any(name in rounded and rounded[name].maps.shape != item.maps.shape for name, item in plain.items()):
+        # The second run took another path (a TorchFunctionMode turns off the nested-tensor fast path of a padded
+        # nn.TransformerEncoder, whose outputs then hold every padded position): it measured no noise of this one.
+        return results
+    fitted = list(results)
+    for i in positions:
+        name, evidence = results[i].name, pictures[i]
+        layer = stored.layer(name)
+        if layer is None or name not in rounded or evidence.golden_tiles is None or evidence.current_tiles is None:
+            continue
+        noisy_tiles = in_golden_frame(pool_maps(rounded[name].maps, layer.pool), stored, layer)
+        features = compared_features(plain[name], layer, directory)
+        floor = compare.noise_floor(
+            evidence.golden_tiles,
+            evidence.current_tiles,
+            noisy_tiles,
+            layer.stats_array(),
+            plain[name].stats,
+            rounded[name].stats,
+            float(max_level(stored.bit_depth)),
+            features=None if features is None else (*features, rounded[name].feature_stats(layer.features)),
+        )
+        if settings.noise_floor:
+            fitted[i] = compare.fitted(results[i], floor)
+        else:
+            fitted[i] = dataclasses.replace(results[i], noise=floor)
+    return fitted
+
+
+def measure_against_golden(
+    spec: LayerSpec, settings: Settings, stored: SnapshotGolden, directory: Path
+) -> calibrate.Measure:
+    """Scores of a (perturbed) model against the golden, for ``--featviz-calibrate``."""
+
+    def measure(model: nn.Module, inputs: Any) -> list[LayerResult]:
+        current, _ = capture_layers(model, inputs, spec, settings, stored)
+        scored = []
+        for item in current:
+            layer = stored.layer(item.capture.name)
+            if layer is not None:
+                scored.append(compare_with_golden(item, stored, layer, directory, settings)[0])
+        return scored
+
+    return measure
