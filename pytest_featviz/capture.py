@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_featviz.layout import ChannelSpec, Hints, first_tensor, input_facts, keep
+from pytest_featviz.channels import ChannelSpec, keep
+from pytest_featviz.layout import Hints, first_tensor, input_facts
 from pytest_featviz.records import FeatvizError
 
 

@@ -109,8 +109,9 @@ def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
     import torch
 
     from pytest_featviz.capture import LayerTrace, call_name, run_model
-    from pytest_featviz.layers import canonical_name, default_layers, module_hints, module_index
+    from pytest_featviz.layers import canonical_name, module_hints, module_index
     from pytest_featviz.layout import LayoutError, input_facts, plan, tensor_leaves
+    from pytest_featviz.stages import default_layers
 
     index = module_index(model)  # refuses TorchScript
     found = {name: _Layer(name, type(module).__name__) for name, module in index.items()}

@@ -159,7 +159,7 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
         text = value.strip()
         if text == "all":
             return "all"
-        if text.startswith("top:"):  # the N channels of highest activation energy (layout.choose_channels)
+        if text.startswith("top:"):  # the N channels of highest activation energy (channels.choose_channels)
             top = text[len("top:") :].strip()
             if not top.isdigit() or int(top) < 1:
                 raise FeatvizError(f"{name} 'top:N' needs a count N of at least 1; got {value!r}")

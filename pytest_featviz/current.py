@@ -21,11 +21,12 @@ from torch import nn
 
 from pytest_featviz import golden, png
 from pytest_featviz.capture import LayerCapture, call_name, capture
+from pytest_featviz.channels import TOP_PREFIX, ChannelSpec, StoredChannels
 from pytest_featviz.compare import FloatArray, compare_layer
 from pytest_featviz.config import Settings
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec, resolve_layers
-from pytest_featviz.layout import TOP_PREFIX, UNBATCHED, ChannelSpec, Layout, StoredChannels
+from pytest_featviz.layout import UNBATCHED, Layout
 from pytest_featviz.records import DRIFT, FeatvizError, LayerEvidence, LayerResult
 from pytest_featviz.render import (
     TileArray,

@@ -1,4 +1,4 @@
-"""Layer selection: dotted names, globs, module classes, call indices, leaf selectors, wrappers, the default choice.
+"""Layer names: dotted names, globs, module classes, call indices, leaf selectors, wrappers, module objects.
 
 Names are those of ``model.named_modules()``. The prefixes that wrappers add (``_orig_mod.`` from
 ``torch.compile``, ``module.`` from ``DataParallel`` / ``DistributedDataParallel``) are optional: ``layer1`` and
@@ -10,53 +10,27 @@ Names that reach a module only through an alias (``self.refine = self.decoder``:
 it too; a module object from the model (``layers=[model.layer1]``) selects it by its name. The model itself has no
 name: a model without submodules cannot be snapshot (wrap it, ``nn.Sequential(model)``, to snapshot its output).
 
-The default choice (``layers=None``) runs one shape-only forward pass and takes the *output of each stage*: for
-every spatial grid that an output takes in the network (H x W of an NCHW or NHWC map or of patch tokens, T x H x W
-of a video), the shallowest module producing it, the last one in forward order that does more than pass its input
-on (a dropout or identity after a stage's block is passed over for the block). For a ResNet that is ``relu,
-layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. A grid that
-comes back after smaller ones (a U-Net's decoder) starts a new set of stages, so an encoder and its decoder are both
-chosen (``enc1, enc2, enc3, bottleneck, dec3, dec2, head``). Of a module
-that runs several times (RAFT's update block) only the last call counts. Grids of 1 x 1 are skipped when larger ones
-exist. When that gives fewer than four layers (isotropic networks such as ViT, dilated
-segmentation backbones, RAFT), it adds four evenly spaced blocks of the network's longest run of siblings with a
-spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for ViT-B/16): siblings of one class, the run that
-holds the most modules (twelve transformer layers before the dropouts inside one), then the shallower parent. At
-most eight layers are taken, spread evenly over the forward order. Without any spatial output (a text or sequence
-model, an MLP): when such a run is one of blocks (modules with submodules), four of its blocks and the module that
-ran last at the top (a GPT's ``h.0, h.4, h.7, h.11, lm_head``); else the shallowest modules that ran (the direct
-children of the model, unless only deeper ones ran), topped up by the run when they are fewer than four.
-
-The shape-only pass runs on a copy of the input's tensors and with the random number generators' state restored
-afterwards, so a forward pass that normalizes its input in place or draws random numbers computes in the capture
-what it computes in a check, which runs no such pass.
+This module resolves the selection a test gives; :mod:`pytest_featviz.stages` makes the default choice
+(``layers=None``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import itertools
-import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any, Union
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
-from pytest_featviz.capture import LayerTrace, Target, trace
-from pytest_featviz.environment import input_tensors
-from pytest_featviz.layout import LEAF_SEPARATOR, Hints, InputFacts, LayoutError, hints, input_facts, plan
+from pytest_featviz.capture import Target
+from pytest_featviz.layout import LEAF_SEPARATOR, Hints, hints
 from pytest_featviz.records import FeatvizError
 
 LayerSpec = Union[None, str, type, nn.Module, Iterable[Union[str, type, nn.Module]]]  # noqa: UP007 (runtime, 3.10)
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-MAX_DEFAULT_LAYERS = 8
-MIN_DEFAULT_LAYERS = 4
-STAGE_DEPTH_WINDOW = 2
 _CALL_SUFFIX = re.compile(r"^(?P<name>.+)@(?P<call>\d+)$")
 
 
@@ -71,7 +45,8 @@ def canonical_name(name: str) -> str:
     return name
 
 
-def _is_wrapper_name(canonical: str) -> bool:
+def is_wrapper_name(canonical: str) -> bool:
+    """Whether a canonical name is the model itself or a wrapper around it (``_orig_mod``, ``module``): no layer."""
     return not canonical or canonical + "." in WRAPPER_PREFIXES or canonical in WRAPPER_PREFIXES
 
 
@@ -86,7 +61,7 @@ def module_index(model: nn.Module) -> dict[str, nn.Module]:
         if isinstance(module, torch.jit.ScriptModule):
             scripted.append(name)
         canonical = canonical_name(name)
-        if not _is_wrapper_name(canonical):
+        if not is_wrapper_name(canonical):
             index.setdefault(canonical, module)
     _refuse_scripted(model, scripted)
     return index
@@ -97,7 +72,7 @@ def _aliases(model: nn.Module, index: dict[str, nn.Module]) -> dict[str, nn.Modu
     found: dict[str, nn.Module] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         canonical = canonical_name(name)
-        if canonical not in index and not _is_wrapper_name(canonical):
+        if canonical not in index and not is_wrapper_name(canonical):
             found.setdefault(canonical, module)
     return found
 
@@ -160,7 +135,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
     index = module_index(model)  # refuses TorchScript
     names = list(index)
     if not index:
-        raise _no_submodules(model)
+        raise no_submodules(model)
     items = _items(spec)
     if not items:
         raise FeatvizError("layers is an empty list: select at least one layer, or pass layers=None for the default")
@@ -261,297 +236,10 @@ def _name_of(model: nn.Module, index: dict[str, nn.Module], aliases: _LazyAliase
     )
 
 
-def _no_submodules(model: nn.Module) -> FeatvizError:
+def no_submodules(model: nn.Module) -> FeatvizError:
+    """The error for a model without submodules: it says how to snapshot the model's output."""
     return FeatvizError(
         f"{type(model).__name__} has no submodules: feature_snapshot hooks the layers inside a model, and the model"
         " itself has no name to select; to snapshot its output, wrap it: feature_snapshot(nn.Sequential(model), x)"
         " (its output is then layer '0')"
     )
-
-
-# Modules that return their input unchanged in eval mode, where snapshots are taken.
-PASS_THROUGH = (
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
-
-
-def default_selection(model: nn.Module, inputs: Any) -> list[str]:
-    """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
-    refuse_torchscript(model)
-    if not any(True for _ in model.children()):
-        raise _no_submodules(model)
-    tensors = itertools.chain(model.parameters(), model.buffers(), input_tensors(inputs))
-    devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
-    with torch.random.fork_rng(devices=devices), _buffers_kept(model):  # as if this pass had not run
-        traces = trace(model, _copied(inputs))
-    return default_layers(traces, model, facts=input_facts(inputs))
-
-
-@contextlib.contextmanager
-def _buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Every buffer and submodule of ``model`` as it was before the block: a forward pass that counts its calls,
-    keeps a running state or caches, would otherwise make the golden from its second pass and leave the model one
-    pass ahead.
-
-    Submodules the pass added, replaced or deleted are put back as they were, and so are buffers (``None`` ones and
-    non-persistent ones included), each in place where it changed, so that buffers shared by modules or viewing one
-    another stay so. A buffer the pass moved to another dtype or device (``self.to(...)`` in forward) keeps its new
-    tensor, with the old values, as the parameters moved too. A lazy module's buffer, which had no value yet, keeps
-    the one the pass gave it (the model needs it).
-    """
-    modules = list(model.modules())
-    saved = [
-        (module, dict(module._modules), dict(module._buffers), set(module._non_persistent_buffers_set))
-        for module in modules
-    ]
-    values = {
-        id(buffer): buffer.detach().clone()
-        for _, _, buffers, _ in saved
-        for buffer in buffers.values()
-        if buffer is not None and not is_lazy(buffer)
-    }
-    try:
-        yield
-    finally:
-        unwritten: list[tuple[nn.Module, str, torch.Tensor]] = []
-        for module, children, buffers, transient in saved:
-            now = dict(module._buffers)
-            module._modules.clear()
-            module._modules.update(children)
-            module._buffers.clear()
-            module._non_persistent_buffers_set.clear()
-            module._non_persistent_buffers_set.update(transient)
-            for name, buffer in buffers.items():
-                module._buffers[name], written = _restored(buffer, now.get(name), values)
-                if not written:
-                    unwritten.append((module, name, values[id(buffer)]))
-        for module, name, value in unwritten:  # views: in place if writing what they view fixed them, else a copy
-            current = module._buffers[name]
-            if current is None or not _same(current, value):
-                module._buffers[name] = value
-
-
-def _same(tensor: torch.Tensor, value: torch.Tensor) -> bool:
-    """Whether ``tensor`` holds ``value`` (NaN equal to NaN); ``False`` where they cannot be compared (meta, sparse)."""
-    try:
-        if tensor.shape != value.shape or tensor.dtype != value.dtype:
-            return False
-        if tensor.is_floating_point() or tensor.is_complex():
-            return bool(torch.allclose(tensor, value, rtol=0.0, atol=0.0, equal_nan=True))
-        return bool(torch.equal(tensor, value))
-    except (RuntimeError, NotImplementedError):
-        return False
-
-
-def _restored(
-    buffer: torch.Tensor | None, now: torch.Tensor | None, values: dict[int, torch.Tensor]
-) -> tuple[torch.Tensor | None, bool]:
-    """The tensor to put back as a buffer that was ``buffer`` and is ``now`` (see :func:`_buffers_kept`), written
-    back where it changed, and ``False`` where that write failed (a view that cannot be written, a meta or sparse
-    tensor)."""
-    if buffer is None:
-        return None, True
-    if id(buffer) not in values:  # lazy: the model keeps what the pass gave it
-        return (buffer if now is None else now), True
-    value = values[id(buffer)]
-    target = buffer
-    if now is not None and now.device.type != "meta" and (now.dtype, now.device) != (buffer.dtype, buffer.device):
-        target = now  # the model moved to another dtype or device in forward: its parameters did too
-    if target is buffer and _same(buffer, value):
-        return buffer, True  # unchanged (and perhaps not writable: an expanded view)
-    try:
-        # made under inference_mode (a model built in such a fixture), it takes writes only there
-        with torch.inference_mode() if target.is_inference() else torch.no_grad():
-            if target.shape != value.shape:
-                target.resize_(value.shape)
-            target.copy_(value)
-    except (RuntimeError, NotImplementedError):
-        return target, False
-    return target, True
-
-
-def _copied(value: Any) -> Any:
-    """``value`` with each tensor in its dicts, lists and tuples replaced by a copy (for a pass that may write it)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, Mapping):
-        return {key: _copied(item) for key, item in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_copied(item) for item in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copied(item) for item in value)
-    return value
-
-
-def spatial_grid(
-    shape: tuple[int, ...] | None,
-    module_hints: Hints | None = None,
-    *,
-    facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
-) -> tuple[int, ...] | None:
-    """The spatial grid of an output for the default choice: H x W, T x H x W, or ``None`` when not spatial."""
-    if shape is None:
-        return None
-    try:
-        return plan(shape, module_hints, facts=facts).grid
-    except LayoutError:
-        return None
-
-
-def default_layers(
-    traces: Sequence[LayerTrace],
-    model: nn.Module | None = None,
-    *,
-    facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
-) -> list[str]:
-    """The default choice (see the module doc) from a shape trace; names are canonical, with ``@k`` call suffixes.
-
-    ``model`` gives the module types that tell NHWC maps and tokens apart; without it every 4-D output is NCHW.
-    ``facts``: what the model's input tells (:func:`layout.input_facts`): without an image, tokens have no grid.
-    """
-    index = module_index(model) if model is not None else {}
-    found: dict[str, Hints] = {}
-    known: dict[int, Hints | None] = {}
-
-    def module_name(item: LayerTrace) -> str:
-        return canonical_name(item.name).split("@")[0]
-
-    def grid(item: LayerTrace) -> tuple[int, ...] | None:
-        name = module_name(item)
-        if name not in found:
-            found[name] = module_hints(model, index, name, known) if model is not None else Hints()
-        return spatial_grid(item.shape, found[name], facts=facts)
-
-    def depth(item: LayerTrace) -> int:
-        return module_name(item).count(".") + 1
-
-    def passes_on(item: LayerTrace) -> bool:
-        """Whether the module returns its input in eval mode: its output is the previous module's, under a name
-        that is gone once the dropout is removed."""
-        return isinstance(index.get(module_name(item)), PASS_THROUGH)
-
-    traces = [t for t in traces if not _is_wrapper_name(module_name(t))]
-    # Of a module that runs several times only the last call is eligible: a golden records ``step`` for the first
-    # call, and ``step`` selects every call when the golden is checked again.
-    last_call = {module_name(t): t for t in traces}
-    traces = [t for t in traces if last_call[module_name(t)] is t]
-    order = {id(t): i for i, t in enumerate(traces)}
-    spatial = [(t, g) for t in traces if (g := grid(t)) is not None]
-    if not spatial:
-        ran = [t for t in traces if t.shape is not None]
-        if not ran:
-            return []
-        top = [t for t in ran if depth(t) == min(depth(t) for t in ran)]
-        blocks, are_blocks = _blocks(ran, index)
-        if are_blocks:  # a transformer or RNN stack: its blocks, and the module that ran last at the top (the head)
-            picked = {id(t): t for t in [*blocks, top[-1]]}
-        else:
-            picked = {id(t): t for t in top}
-            if len(picked) < MIN_DEFAULT_LAYERS:
-                picked.update((id(t), t) for t in blocks if id(t) not in picked)
-        return _spread([canonical_name(t.name) for t in sorted(picked.values(), key=lambda t: order[id(t)])])
-    # Deep inside a block, reshapes (window partitions, attention heads) make grids that are no stage of the network.
-    shallowest = min(depth(t) for t, _ in spatial)
-    spatial = [(t, g) for t, g in spatial if depth(t) <= shallowest + STAGE_DEPTH_WINDOW]
-    if any(any(side != 1 for side in g) for _, g in spatial):
-        spatial = [(t, g) for t, g in spatial if any(side != 1 for side in g)]
-    best: dict[tuple[tuple[int, ...], int], LayerTrace] = {}
-    grids = {module_name(t): g for t, g in spatial}  # of every module with a spatial output, for _phases
-    staged = [(module_name(t), g) for t, g in spatial]
-    for (item, grid_of_item), phase in zip(spatial, _phases(staged, grids), strict=True):
-        key = (grid_of_item, phase)
-        held = best.get(key)
-        if (
-            held is None
-            or depth(item) < depth(held)
-            # of equal depth the last one, unless it only passes its input on (a dropout after the stage's block)
-            or (depth(item) == depth(held) and (passes_on(held) or not passes_on(item)))
-        ):
-            best[key] = item
-    chosen = {id(t): t for t in best.values()}
-    if len(chosen) < MIN_DEFAULT_LAYERS:
-        for item in _blocks([t for t, _ in spatial], index)[0]:
-            chosen.setdefault(id(item), item)
-    ordered = sorted(chosen.values(), key=lambda t: order[id(t)])
-    # the deepest stage (a U-Net's bottleneck) stays when the stages are more than can be taken
-    areas = {id(item): math.prod(key[0]) for key, item in best.items()}
-    deepest = min((t for t in ordered if id(t) in areas), key=lambda t: areas[id(t)], default=None)
-    keep = canonical_name(deepest.name) if deepest is not None else None
-    return _spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)), keep)
-
-
-def _phases(staged: Sequence[tuple[str, tuple[int, ...]]], grids: Mapping[str, tuple[int, ...]]) -> list[int]:
-    """The phase of each ``(module name, grid)`` in forward order: 0, and one more each time the grids grow back to one
-    the current phase already had (a U-Net's decoder going up through its encoder's resolutions).
-
-    Each phase's stages are chosen on their own, so an encoder and its decoder both have their stage outputs chosen,
-    and a change in the encoder is found there first, not at the decoder stage that holds the encoder's resolution.
-    Growth inside a module whose own output (in ``grids``) is smaller does not count: that is a parallel branch
-    starting again from the module's input (an Inception block, RAFT's second encoder), not a decoder. Nor does a
-    container that ends larger than its last child (a backbone returning a dict of earlier maps).
-    """
-    phase, seen, previous, phases = 0, set[tuple[int, ...]](), ("", math.inf), []
-    for name, grid in staged:
-        area = math.prod(grid)
-        parts = name.split(".")
-        enclosing = (grids.get(".".join(parts[:end])) for end in range(1, len(parts)))
-        if (
-            grid in seen
-            and area > previous[1]
-            and not previous[0].startswith(f"{name}.")  # a container returning an earlier map (a backbone's dict)
-            and all(g is None or math.prod(g) >= area for g in enclosing)
-        ):
-            phase, seen = phase + 1, set()
-        seen.add(grid)
-        previous = (name, area)
-        phases.append(phase)
-    return phases
-
-
-def _spread(names: list[str], keep: str | None = None) -> list[str]:
-    """At most :data:`MAX_DEFAULT_LAYERS` of ``names``, evenly spaced, the first and the last included, and ``keep``
-    in place of the pick nearest to it (neither the first nor the last) when the spacing passed over it."""
-    if len(names) <= MAX_DEFAULT_LAYERS:
-        return names
-    step = (len(names) - 1) / (MAX_DEFAULT_LAYERS - 1)
-    picked = [round(i * step) for i in range(MAX_DEFAULT_LAYERS)]
-    at = names.index(keep) if keep in names else None
-    if at is not None and at not in picked:
-        nearest = min(range(1, MAX_DEFAULT_LAYERS - 1), key=lambda k: (abs(picked[k] - at), k))
-        picked[nearest] = at
-        picked.sort()
-    return [names[i] for i in picked]
-
-
-def _blocks(items: Sequence[LayerTrace], index: dict[str, nn.Module]) -> tuple[list[LayerTrace], bool]:
-    """Evenly spaced members of the heaviest run of sibling modules of one class among ``items``, and whether they
-    are blocks (modules with submodules).
-
-    A run weighs the modules its members hold: twelve transformer layers outweigh the three dropouts inside one, and
-    three residual stages the five conv-norm units of a small head; among equals the shallower parent, then the
-    first in forward order. Without the modules (``index`` empty) all siblings are one run, weighing its length.
-    """
-    runs: dict[tuple[str, str], list[LayerTrace]] = {}
-    weights: dict[tuple[str, str], int] = {}
-    containers: dict[tuple[str, str], bool] = {}
-    for item in items:
-        name = canonical_name(item.name).split("@")[0]
-        module = index.get(name)
-        key = (name.rpartition(".")[0], type(module).__qualname__ if module is not None else "")
-        runs.setdefault(key, []).append(item)
-        weights[key] = weights.get(key, 0) + (sum(1 for _ in module.modules()) if module is not None else 1)
-        containers[key] = module is not None and any(True for _ in module.children())
-    runs = {key: run for key, run in runs.items() if len(run) >= 2}
-    if not runs:
-        return [], False
-    key = max(runs, key=lambda k: (weights[k], -k[0].count(".") - bool(k[0])))
-    run = runs[key]
-    count = min(MIN_DEFAULT_LAYERS, len(run))
-    step = (len(run) - 1) / (count - 1)
-    return [run[round(i * step)] for i in range(count)], containers[key]

@@ -1,10 +1,10 @@
-"""Output layouts: how one module output becomes channel maps ``(channels, height, width)`` (torch).
+"""Output layouts: how one module output is read as channel maps ``(channels, height, width)`` (torch).
 
-A hook hands :func:`keep` the module and its output. The output's *leaf* is picked (see below), its *layout* is
-decided from its shape, the module's type and what the model's input tells (:func:`input_facts`: the image's sides
-and batch size, or that there is no image), the channels are selected, and only batch item 0 and the selected
-channels are copied, at hook time, to float32 on the CPU. The layout decision is a pure function of those, so it is
-the same on every run; its label is stored in the golden's sidecar.
+A hook hands :func:`pytest_featviz.channels.keep` the module and its output. The output's *leaf* is picked (see
+below) and its *layout* is decided here, from its shape, the module's type and what the model's input tells
+(:func:`input_facts`: the image's sides and batch size, or that there is no image); :mod:`pytest_featviz.channels`
+then selects the channels and copies batch item 0's, at hook time, as the maps each layout below names. The layout
+decision is a pure function of those, so it is the same on every run; its label is stored in the golden's sidecar.
 
 Batch axis. Batch item 0 is taken from dimension 0 or, for some 3-D outputs, from dimension 1 (the label then says
 ``(batch axis 1)``):
@@ -44,10 +44,6 @@ Leaves. A tuple, list, dict or namedtuple output is a tree; each tensor leaf has
 joined with ``+``: list/tuple positions (``lstm+0``, ``lstm+1+0`` for ``h_n`` of ``(output, (h_n, c_n))``), dict keys
 (``model+out``, ``backbone.fpn+p3``) and namedtuple field names. A layer name without a selector takes the first
 tensor leaf in that order; non-tensor leaves are skipped. ``+`` is safe in file names and means nothing to fnmatch.
-
-Channels: a count N (the first N), a list of indices, ``"all"``, or ``"top:N"``: the N channels of highest activation
-energy (mean square over the kept positions of batch item 0; ties to the lower index), listed in index order. The
-chosen indices are stored in the sidecar and reused by later checks (:class:`StoredChannels`).
 """
 
 from __future__ import annotations
@@ -56,17 +52,14 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass, replace
-from typing import Any, Literal, Union
+from typing import Any
 
 import torch
 from torch import nn
 
-ChannelSpec = Union[int, Sequence[int], Literal["all"], str, "StoredChannels"]  # noqa: UP007 (runtime alias, 3.10)
-
 LEAF_SEPARATOR = "+"
 UNBATCHED = -1  # Layout.batch_axis of an unbatched sequence: the whole output is item 0
 MAX_PREFIX_TOKENS = 8
-TOP_PREFIX = "top:"
 
 _CHANNELS_FIRST = (
     nn.modules.conv._ConvNd,
@@ -82,14 +75,6 @@ _CHANNELS_FIRST = (
 
 class LayoutError(ValueError):
     """An output that cannot be rendered as channel maps, or a leaf selector that names nothing."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredChannels:
-    """Channels recorded in a golden, reused when they still fit the layer; else ``fallback`` selects anew."""
-
-    indices: tuple[int, ...]
-    fallback: ChannelSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,17 +135,6 @@ class InputFacts:
 
     image_sides: tuple[int, ...] | None = ()
     batch: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Kept:
-    """What a hook keeps of one output: the leaf's shape, the channels, the maps (float32, CPU) and the layout."""
-
-    shape: tuple[int, ...]
-    channels: tuple[int, ...]
-    maps: torch.Tensor
-    layout: str
-    dtype: torch.dtype = torch.float32  # the leaf's own dtype, before its maps were made float32
 
 
 def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
@@ -396,145 +370,6 @@ def pick(output: Any, leaf: str | None) -> torch.Tensor:
     raise LayoutError(f"the output has no leaf {LEAF_SEPARATOR + leaf!r}; its tensor leaves: {known}")
 
 
-def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
-    """Resolve a channel spec (first N, a list of indices, or ``"all"``) against ``count`` channels."""
-    if isinstance(spec, StoredChannels):
-        if spec.indices and all(0 <= i < count for i in spec.indices):
-            return spec.indices
-        return select_channels(spec.fallback, count)
-    if isinstance(spec, str):
-        if spec.startswith(TOP_PREFIX):  # without the activation, the first N is all there is to go on
-            return tuple(range(min(top_count(spec), count)))
-        if spec != "all":
-            raise ValueError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
-        return tuple(range(count))
-    if isinstance(spec, bool):
-        raise ValueError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
-    if isinstance(spec, int):
-        if spec < 1:
-            raise ValueError(f"channels must be at least 1; got {spec}")
-        return tuple(range(min(spec, count)))
-    indices = tuple(int(i) for i in spec)
-    if not indices:
-        raise ValueError("channels is an empty list: select at least one channel")
-    bad = [i for i in indices if not 0 <= i < count]
-    if bad:
-        raise ValueError(f"channel indices {bad} are out of range for a layer with {count} channels")
-    if len(set(indices)) != len(indices):
-        raise ValueError(f"channel indices repeat: {list(indices)}")
-    return indices
-
-
-def top_count(spec: str) -> int:
-    """N of a ``"top:N"`` spec; ``ValueError`` when it is not one."""
-    text = spec[len(TOP_PREFIX) :] if spec.startswith(TOP_PREFIX) else ""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError(f"channels 'top:N' needs a count N of at least 1; got {spec!r}")
-    return int(text)
-
-
-def _item(tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """Batch item 0 of ``tensor`` (a view); an unbatched sequence whole."""
-    if layout.batch_axis == UNBATCHED:
-        return tensor.detach()
-    return tensor.detach().select(layout.batch_axis, 0)
-
-
-def _channel_view(item: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """Batch item 0 as (C, ...) with channels first, without copying (prefix tokens dropped)."""
-    if layout.kind == "nhwc":
-        return item.permute(2, 0, 1)
-    if layout.kind == "tokens":
-        return item[layout.prefix :].transpose(0, 1)
-    return item
-
-
-def energies(tensor: torch.Tensor, layout: Layout) -> list[float]:
-    """Mean square activation of each channel of batch item 0 (computed where the tensor lives)."""
-    view = _channel_view(_item(tensor, layout), layout)
-    # float64 (where the device has it): the square of a float32 value above 1.8e19 overflows, and every such channel
-    # would tie at inf
-    wide = torch.float32 if view.device.type == "mps" else torch.float64
-    energy = view.reshape(view.shape[0], -1).to(wide).square().mean(dim=1)
-    return [float(e) for e in energy.cpu().tolist()]
-
-
-def choose_channels(spec: ChannelSpec, tensor: torch.Tensor, layout: Layout) -> tuple[int, ...]:
-    """The channels ``spec`` selects in ``tensor`` read with ``layout`` (``top:N`` ranks by energy)."""
-    if isinstance(spec, StoredChannels):
-        if spec.indices and all(0 <= i < layout.channels for i in spec.indices):
-            return spec.indices
-        return choose_channels(spec.fallback, tensor, layout)
-    if layout.single_picture:  # one picture of the whole output: there are no channels to choose from
-        return (0,)
-    if isinstance(spec, str) and spec.startswith(TOP_PREFIX) and layout.channels > 1:
-        count = min(top_count(spec), layout.channels)
-        # NaN ranks first, so that a broken channel is kept and reported rather than hidden.
-        ranked = sorted(
-            enumerate(energies(tensor, layout)), key=lambda item: -(math.inf if math.isnan(item[1]) else item[1])
-        )
-        return tuple(sorted(index for index, _ in ranked[:count]))
-    return select_channels(spec, layout.channels)
-
-
-def extract(tensor: torch.Tensor, layout: Layout, channels: tuple[int, ...]) -> torch.Tensor:
-    """Copy batch item 0 and ``channels`` of ``tensor`` to a new float32 CPU tensor of shape (k, H, W)."""
-    item = _item(tensor, layout)
-    if layout.kind == "features":
-        return item.reshape(1, 1, -1).to(device="cpu", dtype=torch.float32, copy=True)
-    if layout.kind == "token-image":
-        return item.reshape(1, item.shape[0], -1).to(device="cpu", dtype=torch.float32, copy=True)
-    view = _channel_view(item, layout)
-    if channels == tuple(range(channels[0], channels[0] + len(channels))):
-        kept = view[channels[0] : channels[0] + len(channels)]
-    else:
-        kept = view.index_select(0, torch.tensor(channels, device=view.device))
-    if layout.kind == "ncl":
-        kept = kept.unsqueeze(1)
-    elif layout.kind == "tokens":
-        assert layout.grid is not None
-        kept = kept.reshape(len(channels), *layout.grid)
-    elif layout.kind == "ncthw":
-        count, frames, height, width = kept.shape
-        kept = kept.permute(0, 2, 1, 3).reshape(count, height, frames * width)
-    # Only the kept channels travel to the CPU; the conversion to float32 happens there.
-    return kept.to(device="cpu", copy=True).to(dtype=torch.float32)
-
-
-def _later_leaf(leaf: str | None) -> bool:
-    """Whether ``leaf`` names anything but a tuple output's first item (an RNN's states, attention weights)."""
-    return leaf is not None and leaf.split(LEAF_SEPARATOR)[0] != "0"
-
-
-def keep(
-    output: Any,
-    module: Hints | nn.Module | None,
-    leaf: str | None,
-    spec: ChannelSpec,
-    *,
-    facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
-) -> Kept:
-    """What a hook keeps of ``output`` of ``module`` (or of a module with these hints): the leaf, its layout, its
-    selected channels as maps. ``facts``: what the model's input tells (:func:`input_facts`)."""
-    tensor = pick(output, leaf)
-    if tensor.is_complex():  # float32 maps would keep the real part only, silently
-        raise LayoutError(
-            f"the output is complex ({tensor.dtype}); feature maps are real: snapshot a module that returns its"
-            " magnitude or real part (.abs(), .real), or an earlier layer"
-        )
-    found = module if isinstance(module, Hints) else hints(module)
-    later = _later_leaf(leaf)
-    leading = (found.attention and later) or getattr(tensor, "featviz_leading", False)
-    layout = plan(tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading)
-    channels = choose_channels(spec, tensor, layout)
-    return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label, tensor.dtype)
-
-
 def channel_count(shape: Sequence[int]) -> int:
     """How many channels an output of ``shape`` has when nothing is known of its module."""
     return plan(shape).channels
-
-
-def keep_maps(output: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
-    """:func:`extract` for an output of a module of unknown type."""
-    return extract(output, plan(tuple(output.shape)), channels)

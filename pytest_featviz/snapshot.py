@@ -23,7 +23,7 @@ from pytest_featviz.config import Settings
 from pytest_featviz.current import BIT_DEPTH, CurrentLayer, capture_layers, compare_with_golden, eager
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
-from pytest_featviz.layers import LayerSpec, default_selection
+from pytest_featviz.layers import LayerSpec
 from pytest_featviz.messages import drift_message
 from pytest_featviz.noisefloor import fit_noise_floor, measure_against_golden
 from pytest_featviz.records import (
@@ -46,6 +46,7 @@ from pytest_featviz.records import (
     SnapshotResult,
     display_path,
 )
+from pytest_featviz.stages import default_selection
 
 CALIBRATE_DRIFTED = (
     "not calibrated: this snapshot drifted from its golden, and its scores under the perturbations would credit that"
