@@ -62,6 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
             _test_location,
             lambda module: _module_file(module, config.rootpath),
             keyed=config.stash[SETTINGS_KEY].golden_key == "device",
+            options=_golden_options(config),
         ),
         "featviz-stale",
     )
@@ -123,6 +124,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def _golden_options(config: pytest.Config) -> list[str]:
+    """The command line options that decide where the goldens are, as given, for the commands a run prints (the
+    command runs where this one ran)."""
+    options = []
+    for option, flag in (
+        ("inifilename", "-c"),
+        ("rootdir", "--rootdir"),
+        ("featviz_golden_dir", "--featviz-golden-dir"),
+    ):
+        if config.getoption(option, None):
+            options += [flag, str(config.getoption(option))]
+    for override in config.getoption("override_ini", None) or ():  # -o featviz_golden_dir=...
+        if str(override).split("=", 1)[0].strip() in ("featviz_golden_dir", "featviz_golden_key"):
+            options += ["-o", str(override)]
+    return options
+
+
 def _test_location(node: pytest.Item) -> tuple[str, str]:
     module = node.getparent(pytest.Module)
     if module is None:
@@ -166,19 +184,7 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     item = request.node
     assert isinstance(item, pytest.Item)
     test_file, test_name = _test_location(item)
-    # the options that decide where the goldens are, as given: the command runs where this one ran
-    extra = []
-    for option, flag in (
-        ("inifilename", "-c"),
-        ("rootdir", "--rootdir"),
-        ("featviz_golden_dir", "--featviz-golden-dir"),
-    ):
-        if request.config.getoption(option, None):
-            extra += [flag, str(request.config.getoption(option))]
-    for override in request.config.getoption("override_ini", None) or ():  # -o featviz_golden_dir=...
-        if str(override).split("=", 1)[0].strip() in ("featviz_golden_dir", "featviz_golden_key"):
-            extra += ["-o", str(override)]
-    command = update_command(_node_id_from(item, request.config.invocation_params.dir), extra)
+    command = update_command(_node_id_from(item, request.config.invocation_params.dir), _golden_options(request.config))
     identity = TestIdentity(item.nodeid, test_file, test_name, command)
     results = item.stash.setdefault(RESULTS_KEY, [])
     from pytest_featviz.report import Reporter

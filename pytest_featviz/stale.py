@@ -7,12 +7,14 @@ skipped or failed in setup, and reached its teardown, which never happens under 
 without using it (the snapshot call was removed). Goldens of a test that failed or was skipped are kept: it may not
 have reached its snapshot call. So are the goldens a failed or skipped variant of a test stands for: ``test_a``'s
 while pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while
-``test_q[u-1-2]`` fails. A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] =
+``test_q[u-1-2]`` fails, every ``test_p[...]``'s while ``test_p[NOTSET]`` (parametrized with an empty list) is
+skipped. A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] =
 [...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it collects it,
-with no hook that says so) make the file incomplete. A test file collected without error that holds no test any
-more ran completely too: all its goldens are stale. Goldens of test files that were not collected are looked at only
-when their test file no longer exists (deleted, renamed or moved) below a directory this run collected: all of
-them are stale (:meth:`StaleGoldens.find_orphans`). A run that executes no test body (``--collect-only``,
+with no hook that says so) make the file incomplete. Only files a Python test module collected count (not a
+doctest module's, nor a lint plugin's items). A test file collected without error that holds no test any more ran
+completely too: all its goldens are stale. Goldens of test files that were not collected are looked at only when
+their test file no longer exists (deleted, renamed or moved) in a directory this run collected a test file from:
+all of them are stale (:meth:`StaleGoldens.find_orphans`). A run that executes no test body (``--collect-only``,
 ``--setup-only``, ``--setup-plan``), an ``--lf`` run and an interrupted one judge nothing stale. Under pytest-xdist
 the workers send what they collected in ``workeroutput`` and the controller, which receives every test report,
 decides. This module imports nothing heavy at pytest start-up; the golden layout is imported only
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+import shlex
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +67,20 @@ class StaleGoldens:
     """Session plugin: tracks collection and outcomes, finds stale golden snapshots, prunes them if asked."""
 
     def __init__(
-        self, config: pytest.Config, golden_root: Path, location: Location, module_file: ModuleFile, keyed: bool = False
+        self,
+        config: pytest.Config,
+        golden_root: Path,
+        location: Location,
+        module_file: ModuleFile,
+        keyed: bool = False,
+        options: Sequence[str] = (),
     ) -> None:
         self.golden_root = golden_root
         self.rootdir = config.rootpath
         self.keyed = keyed  # featviz_golden_key = device
         self.location = location
         self.module_file = module_file
+        self.options = list(options)  # the command line options that locate the goldens, for the prune command
         # runs in which no test body runs judge nothing stale; neither does --lf, which leaves tests out unseen
         self.judged = not (
             config.getoption("collectonly", False)
@@ -85,13 +95,8 @@ class StaleGoldens:
         self.incomplete: set[str] = set()  # test files with a deselected test
         self.collect_errors: set[str] = set()  # node ids of collectors that failed, or skipped (importorskip)
         self.starting: dict[str, str] = {}  # node id -> test file, of every test module whose collection started
-        self.modules: dict[str, str] = {}  # node id -> test file, of every test module collected without error
+        self.modules: dict[str, str] = {}  # node id -> test file, of every Python test module collected without error
         self.seen_files: set[str] = set()  # test files of every item and module collected: their goldens have an owner
-        # directories the command line named (or testpaths, or the invocation directory): where a missing test file
-        # was looked for by this run
-        base = config.invocation_params.dir
-        named = (Path(base, arg.split("::", 1)[0]).resolve() for arg in config.args)
-        self.scope = [directory for directory in named if directory.is_dir()]
         self.ran: set[str] = set()  # node ids whose body ran, or whose setup failed or skipped
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
@@ -114,8 +119,13 @@ class StaleGoldens:
         self.seen_files.add(self.collected[item.nodeid])
 
     def pytest_collectstart(self, collector: pytest.Collector) -> None:
-        # a Package is a Module before pytest 8, but no test file
-        if isinstance(collector, pytest.Module) and not isinstance(collector, pytest.Package):
+        # A Package is a Module before pytest 8, but no test file. A doctest module collects a file's doctests only
+        # (--doctest-modules reaches files that python_files leaves out): it never stands for the file's tests.
+        if (
+            isinstance(collector, pytest.Module)
+            and not isinstance(collector, pytest.Package)
+            and type(collector).__name__ != "DoctestModule"
+        ):
             self.starting[collector.nodeid] = self.module_file(collector)
             self.seen_files.add(self.starting[collector.nodeid])
 
@@ -189,10 +199,15 @@ class StaleGoldens:
                 self._delete(directory)
 
     def complete_files(self) -> dict[str, dict[str, list[str]]]:
-        """Test files that ran completely: file -> test name -> node ids (none for a module without tests)."""
+        """Test files that ran completely: file -> test name -> node ids (none for a module without tests).
+
+        Only files a Python test module collected: a file that only a lint plugin's collector (one item per ``.py``
+        file) or a doctest module reached may hold tests this run never collected.
+        """
         files: dict[str, dict[str, list[str]]] = {test_file: {} for test_file in self.modules.values()}
         for node_id, (test_file, test_name) in self.tests.items():
-            files.setdefault(test_file, {}).setdefault(test_name, []).append(node_id)
+            if test_file in files:
+                files[test_file].setdefault(test_name, []).append(node_id)
         return {
             test_file: tests
             for test_file, tests in files.items()
@@ -231,17 +246,17 @@ class StaleGoldens:
         return stale
 
     def find_orphans(self) -> list[Path]:
-        """Golden snapshot directories whose test file no longer exists, below a directory this run collected.
+        """Golden snapshot directories whose test file no longer exists in a directory this run collected a test
+        file from.
 
         A golden's test file is found again from its directory's path below the golden root (``golden.snapshot_dir``
         in reverse): each segment is the ``sanitize_name`` of an entry on disk (without ``.py`` for the test file's
-        own), in any letter case. The goldens are orphaned when an entry is missing below a directory the command
-        line named (or testpaths, or the invocation directory) and no collector there failed, so goldens of a
-        directory the run did not collect, of a file outside the rootdir (``..``) and of a missing name that
-        ``sanitize_name`` changed (its original cannot be known) are never judged. Nor are goldens a collected test
-        file or an executed snapshot owns, nor any when the golden root lies outside the rootdir: it may be shared
-        with another project, whose test
-        files are named relative to another rootdir.
+        own). Its goldens are orphaned when every directory segment names a directory on disk, one of them holds a
+        test file this run collected (so this rootdir and this golden root name the goldens of that directory), and
+        none holds the file. So goldens are never judged where a directory is missing (a second golden directory
+        kept inside this one, a backup copy, a test directory deleted whole, goldens written under another rootdir),
+        nor for a missing name that ``sanitize_name`` changed (its original cannot be known), nor where a collector
+        failed, nor when the golden root lies outside the rootdir (it may be shared with another project).
         """
         from pytest_featviz.golden import SIDECAR, snapshot_dir
 
@@ -250,49 +265,42 @@ class StaleGoldens:
         owned = {
             _key(snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent) for test_file in self.seen_files
         }
+        collected_from = {_key((self.rootdir / test_file).parent) for test_file in self.seen_files}
         found: dict[Path, bool] = {}  # golden file directory -> whether its test file is gone
         orphans: list[Path] = []
         for sidecar in sorted(self.golden_root.rglob(SIDECAR)):
             snapshot = sidecar.parent
             parts = snapshot.relative_to(self.golden_root).parts
-            if len(parts) < 3 or any(part.startswith(".") for part in parts):
+            if not sidecar.is_file() or len(parts) < 3 or any(part.startswith(".") for part in parts):
                 continue  # not file/test/snapshot, or inside a killed write's hidden copy
             file_dir = snapshot.parent.parent
             if file_dir not in found:
-                found[file_dir] = _key(file_dir) not in owned and self._gone(parts[:-2])
+                found[file_dir] = _key(file_dir) not in owned and self._gone(parts[:-2], collected_from)
             if found[file_dir] and _shared_key(snapshot, self.keyed) not in self.used:
                 orphans.append(snapshot)
         self.files_gone = len({snapshot.parent.parent for snapshot in orphans})
         return orphans
 
-    def _gone(self, segments: tuple[str, ...]) -> bool:
-        """Whether the test file whose goldens lie at ``segments`` below the golden root is missing below a directory
-        this run collected (:meth:`find_orphans`)."""
+    def _gone(self, segments: tuple[str, ...], collected_from: set[str]) -> bool:
+        """Whether the test file whose goldens lie at ``segments`` below the golden root is missing from a directory
+        this run collected a test file from (:meth:`find_orphans`)."""
         from pytest_featviz.golden import sanitize_name
 
-        place = self.rootdir
-        for position, segment in enumerate(segments):
-            last = position == len(segments) - 1
-            try:
-                entries = sorted(entry.name for entry in os.scandir(place))
-            except OSError:
-                return False  # not a directory we can read: nothing to conclude
-            # the entry whose golden name (golden.snapshot_dir) the segment is, in any letter case: on macOS and
-            # Windows a file renamed in case only still holds its old golden directory
-            stems = ((entry, entry[:-3] if last and entry.endswith(".py") else entry) for entry in entries)
-            match = next((e for e, stem in stems if sanitize_name(stem).casefold() == segment.casefold()), None)
-            if match is None:
-                missing = place.resolve() / segment
-                relative = os.path.relpath(missing, self.rootdir.resolve()).replace(os.sep, "/")
-                return (
-                    _HASHED.search(segment) is None
-                    and any(missing.is_relative_to(directory) for directory in self.scope)
-                    and not any(self._covers(error, relative) for error in self.collect_errors)
-                )
-            if last:
+        directories = [self.rootdir]  # every directory the segments may name: on Linux, tests/ and Tests/ are two
+        for segment in segments[:-1]:
+            directories = [d / entry for d in directories for entry in _names(d) if sanitize_name(entry) == segment]
+        stem = segments[-1]
+        if not directories or _HASHED.search(stem) is not None:
+            return False
+        for directory in directories:
+            if any(
+                sanitize_name(entry[:-3] if entry.endswith(".py") else entry) == stem for entry in _names(directory)
+            ):
                 return False
-            place = place / match
-        return False
+        relative = [os.path.relpath(d / stem, self.rootdir).replace(os.sep, "/") for d in directories]
+        return any(_key(d) in collected_from for d in directories) and not any(
+            self._covers(error, path) for error in self.collect_errors for path in relative
+        )
 
     def _delete(self, directory: Path) -> None:
         """Delete the files this plugin writes in a snapshot directory, then the directories left empty."""
@@ -348,7 +356,9 @@ class StaleGoldens:
         for kept in self.kept_files:
             terminalreporter.write_line(f"left the directory for files pytest-featviz did not write: {kept}")
         if not self.prune:
-            terminalreporter.write_line("delete them with:  pytest --featviz-prune")
+            terminalreporter.write_line(
+                f"delete them with:  {shlex.join(['pytest', '--featviz-prune', *self.options])}"
+            )
 
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} that no longer exist(s)" if self.files_gone else ""
@@ -385,9 +395,20 @@ def _variant_of(test: str, owner: str) -> bool:
     ``test_q[U]`` of ``test_q[u]``: a rename in letter case leaves the old golden stale)."""
     if test == owner:
         return True
+    base, _, ids = test.partition("[")
+    if "NOTSET" in ids and base == owner.split("[", 1)[0]:
+        return True  # parametrized with an empty list (skipped): it stands for every parameter set it had
     if "[" not in owner:
         return test.split("[", 1)[0] == owner
     return owner.endswith("]") and test.startswith(owner[:-1] + "-")
+
+
+def _names(directory: Path) -> list[str]:
+    """The entries of ``directory`` by name; none when it is no directory that can be read."""
+    try:
+        return sorted(entry.name for entry in os.scandir(directory))
+    except OSError:
+        return []
 
 
 def _subdirectories(directory: Path) -> list[Path]:

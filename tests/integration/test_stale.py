@@ -453,38 +453,64 @@ def test_goldens_of_a_deleted_or_renamed_test_file_are_stale(project: pytest.Pyt
     assert not (project.path / "golden" / "test_other").exists()
 
 
-def test_goldens_of_a_deleted_test_directory_are_stale(featviz_pytester: pytest.Pytester) -> None:
+def test_goldens_whose_directory_is_not_on_disk_are_never_judged(featviz_pytester: pytest.Pytester) -> None:
+    # A test directory deleted whole, a second golden directory kept inside this one and a copy of it, goldens
+    # written under another rootdir: a golden path whose directories are not on disk cannot be told apart from one
+    # another, so none is judged.
     featviz_pytester.makepyfile(featviz_models=MODELS)
     old = featviz_pytester.mkpydir("old")
     (old / "test_gone.py").write_text(OTHER_BEFORE)
     (featviz_pytester.path / "test_here.py").write_text(OTHER_BEFORE)
     featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
-    assert _snapshots(featviz_pytester.path) == ["golden/old/test_gone/test_o/0", "golden/test_here/test_o/0"]
+    featviz_pytester.runpytest("--featviz-update", "--featviz-golden-dir", "golden/gpu").assert_outcomes(passed=2)
+    shutil.copytree(featviz_pytester.path / "golden" / "gpu", featviz_pytester.path / "golden" / "gpu backup")
     shutil.rmtree(old)
+    snapshots = _snapshots(featviz_pytester.path)
+    assert "golden/old/test_gone/test_o/0" in snapshots and "golden/gpu/test_here/test_o/0" in snapshots
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/old/test_gone/test_o/0"])
-    assert _snapshots(featviz_pytester.path) == ["golden/test_here/test_o/0"]
-    assert not (featviz_pytester.path / "golden" / "old").exists()
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == snapshots
+    # goldens written under the rootdir above (tests/test_a.py) seen from a run whose rootdir is tests/
+    project = featviz_pytester.mkdir("project")
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = tests/golden\n")
+    (project / "tests").mkdir()
+    (project / "tests" / "featviz_models.py").write_text(MODELS)
+    (project / "tests" / "test_a.py").write_text(OTHER_BEFORE)
+    featviz_pytester.chdir()
+    featviz_pytester.runpytest("--featviz-update", "project").assert_outcomes(passed=1)
+    result = featviz_pytester.runpytest("--featviz-prune", "--rootdir", "project/tests", "project/tests")
+    result.assert_outcomes(failed=1)  # its golden is looked for as tests/golden/test_a
+    assert "stale golden" not in result.stdout.str()
+    assert (project / "tests" / "golden" / "tests" / "test_a" / "test_o" / "0" / "snapshot.json").is_file()
 
 
 def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pytester: pytest.Pytester) -> None:
-    featviz_pytester.makepyfile(featviz_models=MODELS, test_top=OTHER_BEFORE)
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_top=OTHER_BEFORE, test_keep=OTHER_BEFORE)
     sub = featviz_pytester.mkpydir("sub")
     (sub / "test_sub.py").write_text(OTHER_BEFORE)
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
     (featviz_pytester.path / "test_top.py").unlink()
-    # a run of sub/ never looked at the rootdir's own files: test_top.py's goldens are not judged
+    # a run of sub/ collected no test file from the rootdir itself: test_top.py's goldens are not judged
     result = featviz_pytester.runpytest("--featviz-prune", "sub")
     result.assert_outcomes(passed=1)
     assert "stale golden" not in result.stdout.str()
     assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
-    # nor by runs that execute no test body or leave tests out unseen
+    # nor by runs that execute no test body
     for args in (["--collect-only"], ["--setup-plan"]):
         result = featviz_pytester.runpytest("--featviz-prune", *args)
         assert "stale golden" not in result.stdout.str()
     assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
-    result = featviz_pytester.runpytest("--featviz-prune")
+    # a run of one file of the rootdir collected from it: the goldens of its deleted neighbour are judged
+    result = featviz_pytester.runpytest("test_keep.py")
+    result.stdout.fnmatch_lines(
+        ["1 stale golden snapshot(s) that no executed test used*", "  golden/test_top/test_o/0"]
+    )
+    # the command it gives keeps the options that locate the goldens
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = elsewhere\n")
+    result = featviz_pytester.runpytest("--featviz-golden-dir", "golden")
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir golden"])
+    result = featviz_pytester.runpytest("--featviz-prune", "--featviz-golden-dir", "golden")
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_top/test_o/0"])
 
 
@@ -494,16 +520,14 @@ def test_goldens_of_existing_uncollected_files_and_of_unknown_names_are_never_ju
     featviz_pytester.makepyfile(featviz_models=MODELS, test_plain=OTHER_BEFORE)
     featviz_pytester.syspathinsert()  # featviz_models, for the test files in "odd dir"
     (featviz_pytester.path / "test_odd name.py").write_text(OTHER_BEFORE)
-    (featviz_pytester.path / "test_twice.py").write_text(OTHER_BEFORE)
     odd_dir = featviz_pytester.mkdir("odd dir")
     (odd_dir / "test_inner_a.py").write_text(OTHER_BEFORE)
     (odd_dir / "test_inner_b.py").write_text(OTHER_BEFORE)
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=5)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=4)
     snapshots = _snapshots(featviz_pytester.path)
     odd = next(s for s in snapshots if s.startswith("golden/test_odd_name-"))
     # files that exist but were not collected (an odd name found again through sanitize_name)
-    ignored = ["--ignore", "test_odd name.py", "--ignore", "test_twice.py", "--ignore", "odd dir"]
-    result = featviz_pytester.runpytest("--featviz-prune", *ignored)
+    result = featviz_pytester.runpytest("--featviz-prune", "--ignore", "test_odd name.py", "--ignore", "odd dir")
     result.assert_outcomes(passed=1)
     assert "stale golden" not in result.stdout.str()
     assert _snapshots(featviz_pytester.path) == snapshots
@@ -512,16 +536,39 @@ def test_goldens_of_existing_uncollected_files_and_of_unknown_names_are_never_ju
     (featviz_pytester.path / "test_odd name.py").unlink()
     (odd_dir / "test_inner_b.py").unlink()
     result = featviz_pytester.runpytest("--featviz-prune")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=2)
     inner_b = next(s for s in snapshots if s.endswith("/test_inner_b/test_o/0"))
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", f"  {inner_b}"])
     assert odd in _snapshots(featviz_pytester.path)
     assert inner_b not in _snapshots(featviz_pytester.path)
-    # a test file renamed in letter case only: on macOS and Windows its old golden directory is the new one's
+
+
+def test_a_test_file_renamed_in_letter_case_leaves_its_old_goldens_stale(featviz_pytester: pytest.Pytester) -> None:
+    # the case-collision failure says to prune the old golden directory: prune must find it
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_twice=OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
     (featviz_pytester.path / "test_twice.py").rename(featviz_pytester.path / "test_TWICE.py")
-    result = featviz_pytester.runpytest("--featviz-prune", "--ignore", "test_TWICE.py", "--ignore", "odd dir")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*differs only in letter case*", "1 stale golden snapshot(s) deleted*"])
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    assert _snapshots(featviz_pytester.path) == ["golden/test_TWICE/test_o/0"]
+
+
+def test_a_directory_differing_in_case_from_a_golden_s_is_not_taken_for_it(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS)
+    featviz_pytester.syspathinsert()
+    (featviz_pytester.path / "tests").mkdir()
+    (featviz_pytester.path / "tests" / "test_low.py").write_text(OTHER_BEFORE)
+    (featviz_pytester.path / "Tests").mkdir()
+    (featviz_pytester.path / "Tests" / "test_up.py").write_text(OTHER_AFTER)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    snapshots = _snapshots(featviz_pytester.path)
+    assert snapshots == ["golden/tests/test_low/test_o/0"]
+    result = featviz_pytester.runpytest("--featviz-prune", "Tests")
+    result.assert_outcomes(passed=1)
     assert "stale golden" not in result.stdout.str()
-    assert "golden/test_twice/test_o/0" in _snapshots(featviz_pytester.path)
+    assert _snapshots(featviz_pytester.path) == snapshots
 
 
 def test_a_golden_root_outside_the_rootdir_is_never_judged_for_deleted_files(
@@ -573,3 +620,76 @@ def test_deleted_files_and_files_without_tests_under_xdist(project: pytest.Pytes
         ]
     )
     assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
+
+
+def test_a_file_only_a_doctest_or_lint_collector_reached_is_not_judged(featviz_pytester: pytest.Pytester) -> None:
+    # bench/bench_model.py is outside python_files, run by naming it; --doctest-modules and a lint plugin reach it
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_plain=OTHER_BEFORE)
+    featviz_pytester.syspathinsert()
+    (featviz_pytester.path / "bench").mkdir()
+    (featviz_pytester.path / "bench" / "bench_model.py").write_text(OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update", "bench/bench_model.py").assert_outcomes(passed=1)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    snapshots = _snapshots(featviz_pytester.path)
+    result = featviz_pytester.runpytest("--featviz-prune", "--doctest-modules")
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    featviz_pytester.makeconftest(
+        """
+        import pytest
+
+
+        class Lint(pytest.Item):
+            def runtest(self):
+                pass
+
+
+        class LintFile(pytest.File):
+            def collect(self):
+                yield Lint.from_parent(self, name="lint")
+
+
+        def pytest_collect_file(file_path, parent):
+            if file_path.suffix == ".py" and file_path.name != "conftest.py":
+                return LintFile.from_parent(parent, path=file_path)
+        """
+    )
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=4)  # test_plain's test and three lint items
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == snapshots
+
+
+def test_a_test_parametrized_with_an_empty_list_keeps_the_goldens_of_its_parameters(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(
+        featviz_models=MODELS,
+        test_devices="""
+        import os
+        import pytest
+        from featviz_models import make_input, make_model
+
+
+        @pytest.mark.parametrize("device", os.environ.get("DEVICES", "").split())
+        def test_p(feature_snapshot, device):
+            feature_snapshot(make_model(), make_input(), layers=["0"])
+        """,
+    )
+    monkeypatch.setenv("DEVICES", "cuda0 cuda1")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    snapshots = _snapshots(featviz_pytester.path)
+    monkeypatch.delenv("DEVICES")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(skipped=1)  # test_p[NOTSET]
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == snapshots
+
+
+def test_a_directory_named_like_a_sidecar_is_no_snapshot(project: pytest.Pytester) -> None:
+    (project.path / "test_other.py").unlink()
+    (project.path / "golden" / "test_other" / "test_o" / "odd" / "snapshot.json").mkdir(parents=True)
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["3 stale golden snapshot(s) deleted*"])
+    assert "could not delete" not in result.stdout.str()
