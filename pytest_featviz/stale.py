@@ -134,11 +134,12 @@ class StaleGoldens:
         # unknown here, so the file does not count as run completely. Under --lf, pytest leaves the passing tests of
         # a file out while collecting it, and no hook tells which: no file counts as run completely.
         base = session.config.invocation_params.dir
-        named = {Path(base, arg.split("::", 1)[0]).resolve() for arg in session.config.args if "::" in arg}
+        # realpath, not resolve: an argument that is a symbolic link loop (pytest says "not found") raises there
+        named = {os.path.realpath(Path(base, arg.split("::", 1)[0])) for arg in session.config.args if "::" in arg}
         last_failed = bool(session.config.getoption("lf", False))
         for item in session.items:
             self.tests[item.nodeid] = self.location(item)
-            if last_failed or (named and item.path.resolve() in named):
+            if last_failed or (named and os.path.realpath(item.path) in named):
                 self.incomplete.add(self.tests[item.nodeid][0])
         # A test collected but not run, whatever dropped it (-k, a conftest's ``items[:] = [...]`` in any hook
         # order), leaves its file run in part.

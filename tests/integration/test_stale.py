@@ -693,3 +693,12 @@ def test_a_directory_named_like_a_sidecar_is_no_snapshot(project: pytest.Pyteste
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["3 stale golden snapshot(s) deleted*"])
     assert "could not delete" not in result.stdout.str()
+
+
+def test_an_argument_that_is_a_symbolic_link_loop_is_pytest_s_error_not_a_crash(project: pytest.Pytester) -> None:
+    (project.path / "loop").symlink_to("loop")
+    for arg in ("loop", "loop::test_x"):
+        result = project.runpytest("--featviz-prune", arg)
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+        result.stderr.fnmatch_lines([f"ERROR: file or directory not found: {arg}"])
+    assert _snapshots(project.path) == ALL
