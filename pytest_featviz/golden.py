@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import time
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -545,8 +546,10 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
             return _write_once(directory, payload, pictures, kept)
         except FileNotFoundError as exc:
             # Another process writing this snapshot moved the directory aside while it was read (two update runs
-            # at once): read it again, unless it stays gone.
-            if attempt + 1 < durable.SWITCH_ATTEMPTS and directory.is_dir():
+            # at once): read it again. The directory may be missing at that very moment, between the other write's
+            # two renames, so it is not asked whether it exists; a picture that stays missing fails every attempt.
+            if attempt + 1 < durable.SWITCH_ATTEMPTS:
+                time.sleep(0.001 * (attempt + 1))
                 continue
             raise _write_error(directory, exc) from exc
         except OSError as exc:
