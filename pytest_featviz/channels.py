@@ -190,8 +190,3 @@ def keep(
     layout = plan(tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading)
     channels = choose_channels(spec, tensor, layout)
     return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label, tensor.dtype)
-
-
-def keep_maps(output: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
-    """:func:`extract` for an output of a module of unknown type."""
-    return extract(output, plan(tuple(output.shape)), channels)

@@ -368,8 +368,3 @@ def pick(output: Any, leaf: str | None) -> torch.Tensor:
             return tensor
     known = ", ".join(repr(LEAF_SEPARATOR + s) for s, _ in leaves if s) or "none: the output is a single tensor"
     raise LayoutError(f"the output has no leaf {LEAF_SEPARATOR + leaf!r}; its tensor leaves: {known}")
-
-
-def channel_count(shape: Sequence[int]) -> int:
-    """How many channels an output of ``shape`` has when nothing is known of its module."""
-    return plan(shape).channels
