@@ -242,7 +242,7 @@ def _channel_ranges(channels: Sequence[int]) -> str:
 
 
 def _run_show(args: argparse.Namespace, out: TextIO) -> int:
-    from pytest_featviz import golden
+    from pytest_featviz import golden, goldenpicture
     from pytest_featviz.render import mosaic_size
 
     root = Path(args.golden_dir)
@@ -277,7 +277,8 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
             picture = directory / layer.file
             height, width = mosaic_size(len(layer.channels), layer.tile_shape)
             try:
-                golden.read_layer(directory, layer, stored.bit_depth)  # hash, header and geometry, as a check does
+                # hash, header and geometry, as a check does
+                goldenpicture.read_layer(directory, layer, stored.bit_depth)
                 state = "ok"
             except golden.GoldenError as exc:
                 state = "damaged"

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pytest_featviz import golden, png
+from pytest_featviz import golden, goldenpath, goldenpicture, png
 from pytest_featviz.capture import LayerCapture, call_name, capture
 from pytest_featviz.channels import TOP_PREFIX, ChannelSpec, StoredChannels
 from pytest_featviz.compare import FloatArray, compare_layer
@@ -82,7 +82,7 @@ class CurrentLayer:
         feature_stats = self.feature_stats(features) if features else np.zeros((0, 2))
         layer = LayerGolden(
             name=self.capture.name,
-            file=golden.sanitize_name(self.capture.name) + ".png",
+            file=goldenpath.sanitize_name(self.capture.name) + ".png",
             shape=self.capture.shape,
             tile_shape=(int(pictures.shape[1]), int(pictures.shape[2])),
             pool=pool,
@@ -208,7 +208,7 @@ def compare_with_golden(
         drift = LayerResult(item.capture.name, DRIFT, shape, layer.shape, item.capture.channels, reason=reason)
         return drift, LayerEvidence(item.capture.name, None, None)
     golden_tiles = split_mosaic(
-        golden.read_layer(directory, layer, stored.bit_depth), len(layer.channels), layer.tile_shape
+        goldenpicture.read_layer(directory, layer, stored.bit_depth), len(layer.channels), layer.tile_shape
     )
     current_tiles = in_golden_frame(pictures, stored, layer)
     result = compare_layer(

@@ -5,7 +5,7 @@ directory as a whole: the new one is written beside it (each file flushed to dis
 renamed into place. The hidden siblings a switch makes carry their writer (time, host, process id), so a write
 removes what a killed run left (:func:`remove_leftovers`) but never the directories of a write going on in another
 process, and two processes switching one directory at once both succeed, the last one's directory staying whole.
-The golden directory (:mod:`pytest_featviz.golden`) and the drift report (:mod:`pytest_featviz.report`) write
+The golden directory (:mod:`pytest_featviz.goldenwrite`) and the drift report (:mod:`pytest_featviz.report`) write
 through this module.
 """
 

@@ -59,7 +59,7 @@ class Reporter:
         self.report_all = report_all
 
     def snapshot_dir(self, result: SnapshotResult) -> Path:
-        from pytest_featviz.golden import sanitize_name
+        from pytest_featviz.goldenpath import sanitize_name
 
         try:
             below = Path(result.golden_dir).relative_to(self.golden_root)
@@ -93,7 +93,7 @@ class Reporter:
                 _remove_listed(self.report_dir, self.snapshot_dir(result))
 
     def _write(self, evidence: Evidence) -> dict[str, str]:
-        from pytest_featviz.golden import sanitize_name
+        from pytest_featviz.goldenpath import sanitize_name
 
         def write_atomic(path: Path, data: bytes) -> None:
             _write_ours(self.report_dir, path, data)
@@ -406,7 +406,8 @@ def promote(report_dir: Path, root: Path | None = None, select: str | None = Non
     selected, with whether its files changed (a second promote of the same report changes nothing). ``root`` is the
     directory the report's golden paths are relative to (the rootdir); by default the one the report records,
     relative to the report directory."""
-    from pytest_featviz.golden import GoldenError, read_sidecar, refuse_unfetched, write_files
+    from pytest_featviz.golden import GoldenError, read_sidecar
+    from pytest_featviz.goldenwrite import refuse_unfetched, write_files
 
     data = json.loads((report_dir / REPORT_JSON).read_text(encoding="utf-8"))
     if root is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from pytest_featviz import calibrate, durable, environment, golden
+from pytest_featviz import calibrate, durable, environment, golden, goldenpath, goldenwrite
 from pytest_featviz.config import Settings
 from pytest_featviz.current import BIT_DEPTH, CurrentLayer, capture_layers, compare_with_golden, eager
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
@@ -154,7 +154,7 @@ class FeatureSnapshot:
         except FeatvizError as error:
             raise error.with_traceback(None) from None  # the message names the setting and the value
         snapshot_name = self._next_name(name)
-        directory = golden.snapshot_dir(
+        directory = goldenpath.snapshot_dir(
             settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
         )
         try:
@@ -171,15 +171,15 @@ class FeatureSnapshot:
 
 
 def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = False) -> None:
-    """Fail when a segment of ``directory`` has a case-only twin on disk (:func:`golden.case_twin`); with
+    """Fail when a segment of ``directory`` has a case-only twin on disk (:func:`goldenpath.case_twin`); with
     ``take_back``, first remove the golden this call just created there (unless the two are one directory, on a file
     system that ignores case)."""
-    twin = golden.case_twin(golden_root, directory)
+    twin = goldenpath.case_twin(golden_root, directory)
     if twin is None:
         return
     if take_back and not os.path.samefile(*twin):
-        golden.remove_created(directory, twin[0])
-    raise GoldenError(golden.case_message(*twin), recreatable=False)
+        goldenwrite.remove_created(directory, twin[0])
+    raise GoldenError(goldenpath.case_message(*twin), recreatable=False)
 
 
 def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings) -> FeatvizError:
@@ -240,7 +240,7 @@ def _check(
     _refuse_case_twin(settings.golden_dir, directory)
     keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
     if settings.golden_key == "device":
-        keyed = golden.keyed_dir(directory, environment.device_type(model, inputs))
+        keyed = goldenpath.keyed_dir(directory, environment.device_type(model, inputs))
         if keyed.is_dir():
             directory, keyed = keyed, None
     damaged = False  # a damaged golden that update mode re-creates: counted as updated, not created
@@ -290,7 +290,7 @@ def _check(
         pictures = [LayerEvidence(i.capture.name, None, None) for i in current]
         if settings.update:
             sidecar, files = fresh()
-            golden.write_files(directory, sidecar, files)
+            goldenwrite.write_files(directory, sidecar, files)
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
             # would pass their update and fail every later check. Looking again after writing, the one that sees
             # the twin takes its own golden back and fails, as the second of the two does in a serial run.
@@ -356,7 +356,7 @@ def _check(
     if settings.update:
         if keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
             sidecar, files = fresh()
-            golden.write_files(keyed, sidecar, files)
+            goldenwrite.write_files(keyed, sidecar, files)
             directory = keyed
         else:
             _rewrite(directory, stored, current, results, settings, now())
@@ -406,4 +406,4 @@ def _rewrite(
         pictures[layer.file] = png
     recorded = provenance.to_sidecar() if provenance is not None else stored.provenance
     snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers), provenance=recorded)
-    golden.write_files(directory, golden.sidecar_text(snapshot), pictures)
+    goldenwrite.write_files(directory, golden.sidecar_text(snapshot), pictures)

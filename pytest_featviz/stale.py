@@ -39,7 +39,7 @@ LISTED = 20  # stale snapshots named in the terminal summary; the rest are count
 
 Location = Callable[[pytest.Item], "tuple[str, str]"]
 ModuleFile = Callable[[pytest.Module], str]
-_HASHED = re.compile(r"-[0-9a-f]{10}$")  # the digest golden.sanitize_name appends to a name it had to change
+_HASHED = re.compile(r"-[0-9a-f]{10}$")  # the digest goldenpath.sanitize_name appends to a name it had to change
 
 
 def _file_of(node_id: str) -> str:
@@ -53,12 +53,12 @@ def _key(path: str | Path) -> str:
 def _shared_key(path: str | Path, keyed: bool) -> str:
     """``_key`` of the shared snapshot directory when goldens are keyed by device (``featviz_golden_key = device``):
     an environment-keyed golden ``0@cuda`` counts as used with ``0`` (and ``0`` with ``0@cuda``), since a run on one
-    device uses only one of them. The same mapping (``golden.shared_dir``) serves the used snapshots and the ones on
+    device uses only one of them. The same mapping (``goldenpath.shared_dir``) serves the used snapshots and the ones on
     disk. Without keys a directory is only itself: a snapshot the test named ``enc@cpu`` never hides a stale
     ``enc``, and keyed goldens left from when keys were on are stale like any other unused golden."""
     if not keyed:
         return _key(path)
-    from pytest_featviz.golden import shared_dir  # numpy and Pillow: only once a snapshot has run
+    from pytest_featviz.goldenpath import shared_dir  # numpy (through golden): only once a snapshot has run
 
     return _key(shared_dir(Path(path)))
 
@@ -226,7 +226,8 @@ class StaleGoldens:
 
     def find_stale(self) -> list[Path]:
         """Golden snapshot directories of completely run test files that no executed test used."""
-        from pytest_featviz.golden import SIDECAR, sanitize_name, snapshot_dir
+        from pytest_featviz.golden import SIDECAR
+        from pytest_featviz.goldenpath import sanitize_name, snapshot_dir
 
         # An environment-keyed golden (<snapshot>@cuda) and its shared one are used or stale together: a run on one
         # device uses only one of them, and must not prune the other device's golden (_shared_key on both sides).
@@ -250,7 +251,7 @@ class StaleGoldens:
         """Golden snapshot directories whose test file no longer exists in a directory this run collected a test
         file from.
 
-        A golden's test file is found again from its directory's path below the golden root (``golden.snapshot_dir``
+        A golden's test file is found again from its directory's path below the golden root (``goldenpath.snapshot_dir``
         in reverse): each segment is the ``sanitize_name`` of an entry on disk (without ``.py`` for the test file's
         own). Its goldens are orphaned when every directory segment names a directory on disk, one of them holds a
         test file this run collected (so this rootdir and this golden root name the goldens of that directory), and
@@ -259,7 +260,8 @@ class StaleGoldens:
         nor for a missing name that ``sanitize_name`` changed (its original cannot be known), nor where a collector
         failed, nor when the golden root lies outside the rootdir (it may be shared with another project).
         """
-        from pytest_featviz.golden import SIDECAR, snapshot_dir
+        from pytest_featviz.golden import SIDECAR
+        from pytest_featviz.goldenpath import snapshot_dir
 
         if not self.golden_root.resolve().is_relative_to(self.rootdir.resolve()):
             return []
@@ -285,7 +287,7 @@ class StaleGoldens:
     def _gone(self, segments: tuple[str, ...], collected_from: set[str]) -> bool:
         """Whether the test file whose goldens lie at ``segments`` below the golden root is missing from a directory
         this run collected a test file from (:meth:`find_orphans`)."""
-        from pytest_featviz.golden import sanitize_name
+        from pytest_featviz.goldenpath import sanitize_name
 
         directories = [self.rootdir]  # every directory the segments may name: on Linux, tests/ and Tests/ are two
         for segment in segments[:-1]:
@@ -370,7 +372,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     """Golden snapshots of drifted or missing tests that the run has no record of: the test raised at an earlier
     snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is gone). A keyed
     golden and its shared one count as one snapshot as for stale goldens (:func:`_shared_key`)."""
-    from pytest_featviz.golden import SIDECAR  # numpy and Pillow: only in a run that took snapshots
+    from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
 
     by_test: dict[str, list[SnapshotResult]] = {}
     for result in results:

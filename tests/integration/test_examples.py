@@ -15,7 +15,7 @@ import pytest
 # Imported before any pytester fixture exists: pytester drops the modules first imported while it is alive, and
 # numpy / torch cannot be imported a second time in one process (the outer session's featviz plugin needs them).
 torchvision = pytest.importorskip("torchvision", reason="the examples need torchvision (the examples or dev extra)")
-import pytest_featviz.golden  # noqa: E402, F401
+import pytest_featviz.goldenpicture  # noqa: E402, F401
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -276,9 +276,9 @@ def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(feat
     featviz_pytester.makeconftest(
         """
         import pytest
-        import pytest_featviz.golden as golden
+        import pytest_featviz.goldenwrite as goldenwrite
 
-        write_files = golden.write_files
+        write_files = goldenwrite.write_files
 
         def racing(directory, sidecar, pictures):
             twin = directory.parent.with_name(directory.parent.name.replace("rgb", "RGB")) / directory.name
@@ -287,7 +287,7 @@ def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(feat
 
         @pytest.fixture(autouse=True)
         def other_worker(monkeypatch):  # undone after the test: this pytest runs in the suite's own process
-            monkeypatch.setattr(golden, "write_files", racing)
+            monkeypatch.setattr(goldenwrite, "write_files", racing)
         """
     )
     featviz_pytester.makepyfile(featviz_models=MODELS, test_case=CASE_TESTS.replace('["RGB", "rgb"]', '["rgb"]'))

@@ -314,22 +314,6 @@ def test_a_garbled_provenance_is_ignored_not_fatal() -> None:
     assert Provenance.from_sidecar({"environment": {"torch": "2"}, "fingerprints": {}}) is None
 
 
-def test_keyed_directories_sit_beside_the_shared_one_and_map_back(tmp_path: Path) -> None:
-    shared = tmp_path / "golden/test_m/test_a/0"
-    keyed = golden.keyed_dir(shared, "cuda")
-    assert keyed == tmp_path / "golden/test_m/test_a/0@cuda"
-    assert golden.keyed_dir(shared, "../x") == shared.with_name(f"0@{golden.sanitize_name('../x')}")
-    keyed.mkdir(parents=True)
-    (keyed / golden.SIDECAR).write_text('{"format": 1, "environment": {"device": "cuda"}}')
-    assert golden.shared_dir(keyed) == shared  # made on the device its name ends with
-    assert golden.shared_dir(shared) == shared
-    named = shared.with_name("enc@fp16")  # a snapshot the test named so: its sidecar was made on cpu
-    named.mkdir()
-    (named / golden.SIDECAR).write_text('{"format": 1, "environment": {"device": "cpu"}}')
-    assert golden.shared_dir(named) == named
-    assert golden.shared_dir(shared.with_name("block@1")) == shared.with_name("block@1")  # not a device key
-
-
 def test_a_model_and_input_converted_to_float64_keep_their_fingerprints() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))

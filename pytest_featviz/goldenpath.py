@@ -1,0 +1,135 @@
+"""Golden paths: where a snapshot's golden lives, under names that are the same on Linux, macOS and Windows.
+
+A snapshot's golden is the directory ``<golden dir>/<test file without .py>/<test name>/<snapshot name>/``
+(:func:`snapshot_dir`), each segment a file-name-safe form of its name (:func:`sanitize_name`), never outside the
+golden directory. A segment that differs only in letter case from a sibling on disk is found before the directory is
+used (:func:`case_twin`): the two would be one directory on macOS and Windows. An environment-keyed golden lives
+beside the shared one as ``<snapshot>@<device type>`` (:func:`keyed_dir`, :func:`shared_dir`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+from pytest_featviz.golden import SIDECAR, GoldenError
+
+KEY_SEPARATOR = "@"  # environment-keyed goldens live beside the shared one: <snapshot>@<device type>
+_KEY = re.compile(r"[a-z][a-z0-9_]*")
+MAX_NAME_LENGTH = 80
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-\[\]+=,@]")
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+
+
+def sanitize_name(name: str, max_length: int = MAX_NAME_LENGTH) -> str:
+    """A file-name-safe form of ``name``, the same on Linux, macOS and Windows.
+
+    Characters outside ``A-Z a-z 0-9 . _ - [ ] + = , @`` become ``_``; a leading dot, trailing dots and Windows'
+    reserved device names are defused; when anything was changed or the name is longer than ``max_length``, a
+    short hash of the original is appended so two different names never share a file.
+    """
+    normalized = unicodedata.normalize("NFC", name)
+    safe = _UNSAFE.sub("_", normalized)
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    safe = safe.rstrip(". ")
+    if not safe:
+        safe = "_"
+    if safe.split(".")[0].upper() in _WINDOWS_RESERVED:
+        safe = "_" + safe
+    if safe != name or len(safe) > max_length:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        safe = f"{safe[: max_length - len(digest) - 1]}-{digest}"
+    return safe
+
+
+def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_name: str) -> Path:
+    """The golden directory of one snapshot; never outside ``golden_root``.
+
+    ``test_file`` is the test module's path relative to the rootdir, with ``/`` separators (as in a node id).
+    """
+    parts = [p for p in test_file.replace("\\", "/").split("/") if p not in ("", ".")]
+    if parts and parts[-1].endswith(".py"):
+        parts[-1] = parts[-1][: -len(".py")]
+    segments = [sanitize_name(p) for p in parts] + [sanitize_name(test_name), sanitize_name(snapshot_name)]
+    path = golden_root.joinpath(*segments)
+    root = golden_root.resolve()
+    if not path.resolve().is_relative_to(root):  # sanitize_name makes this unreachable; belt and braces
+        raise GoldenError(f"refusing to use golden path {path} outside the golden directory {root}", recreatable=False)
+    return path
+
+
+def case_collision(golden_root: Path, directory: Path) -> str | None:
+    """Why ``directory`` cannot be used portably, or ``None``: a segment of its path below ``golden_root`` differs
+    only in letter case from a sibling already on disk (``test_x[RGB]`` beside ``test_x[rgb]``).
+
+    macOS and Windows file systems ignore case, so there the two are one directory: a clone of the repository
+    merges their goldens and the two snapshots overwrite each other's. On Linux both work, which is where such a
+    pair is made, so it is refused wherever it is met. Costs one directory listing per path segment.
+    """
+    twin = case_twin(golden_root, directory)
+    return None if twin is None else case_message(*twin)
+
+
+def case_message(ours: Path, theirs: Path) -> str:
+    """The failure message of a golden path ``ours`` whose case-only twin ``theirs`` exists (:func:`case_twin`)."""
+    return (
+        f"golden path {ours} differs only in letter case from {theirs}, which already exists: on case-insensitive"
+        " file systems (macOS, Windows) the two are one directory and the snapshots would overwrite each other's"
+        " goldens; rename the test, its parametrize id or the snapshot (name=) so that the two differ in more than"
+        " case; if one is left over from a test renamed in case only, delete it and run again (pytest"
+        " --featviz-prune deletes the goldens of tests that no longer exist)"
+    )
+
+
+def case_twin(golden_root: Path, directory: Path) -> tuple[Path, Path] | None:
+    """The first segment of ``directory`` below ``golden_root`` with a sibling on disk that differs from it only in
+    letter case, and that sibling; ``None`` when there is none (see :func:`case_collision`)."""
+    try:
+        segments = directory.relative_to(golden_root).parts
+    except ValueError:
+        return None
+    parent = golden_root
+    for segment in segments:
+        try:
+            siblings = os.listdir(parent)
+        except OSError:  # not created yet: nothing below it can collide
+            return None
+        folded = segment.casefold()
+        others = sorted(name for name in siblings if name != segment and name.casefold() == folded)
+        if others:
+            return parent / segment, parent / others[0]
+        parent = parent / segment
+    return None
+
+
+def keyed_dir(directory: Path, key: str) -> Path:
+    """The environment-keyed sibling of a snapshot's golden directory: ``<snapshot>@<key>`` (``0@cuda``)."""
+    return directory.with_name(f"{directory.name}{KEY_SEPARATOR}{sanitize_name(key)}")
+
+
+def shared_dir(directory: Path) -> Path:
+    """The shared golden directory a keyed one belongs to (``0@cuda`` -> ``0``); other directories unchanged.
+
+    A directory counts as keyed only when its sidecar says it was made on the device its name ends with: a snapshot
+    the test itself named ``enc@fp16`` is a snapshot of its own, not a variant of ``enc``.
+    """
+    base, separator, key = directory.name.rpartition(KEY_SEPARATOR)
+    if separator and base and _KEY.fullmatch(key) and _made_on_device(directory) == key:
+        return directory.with_name(base)
+    return directory
+
+
+def _made_on_device(directory: Path) -> str | None:
+    """The device type a snapshot's sidecar records, or ``None`` (no readable sidecar, or none recorded)."""
+    try:
+        environment = json.loads((directory / SIDECAR).read_text(encoding="utf-8")).get("environment")
+    except (OSError, ValueError, AttributeError):
+        return None
+    device = environment.get("device") if isinstance(environment, dict) else None
+    return device if isinstance(device, str) else None

@@ -1,0 +1,80 @@
+"""Golden pictures: a layer's mosaic read back from its PNG, checked before it is decoded.
+
+:func:`read_layer` refuses a picture that is a Git LFS pointer, is not a PNG, claims more pixels than
+:data:`~pytest_featviz.golden.MAX_PIXELS`, differs from the hash its sidecar records or has another geometry than the
+sidecar's, all before a pixel is decoded; a picture this package wrote is decoded by :mod:`pytest_featviz.png`, any
+other PNG (one re-saved in an editor) by Pillow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pytest_featviz import png
+from pytest_featviz.golden import LFS_POINTER_MARK, MAX_PIXELS, GoldenError, LayerGolden, not_fetched
+from pytest_featviz.render import TileArray, mosaic_size
+
+
+def _png_size(head: bytes, path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk; refuses a file that is not a PNG or claims too many pixels."""
+    found = png.size(head)
+    if found is None:
+        raise GoldenError(
+            f"golden picture {path} is not a PNG (damaged, truncated or replaced); re-create it with --featviz-update"
+        )
+    width, height = found
+    if width * height > MAX_PIXELS:
+        raise GoldenError(
+            f"golden picture {path} claims {width}x{height} pixels, more than pytest-featviz decodes ({MAX_PIXELS});"
+            " refusing to decode it (damaged or hostile file); re-create it with --featviz-update"
+        )
+    return width, height
+
+
+def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray:
+    """The mosaic of ``layer``, checked before it is decoded: PNG header (signature, size), hash and geometry
+    against the sidecar, bit depth."""
+    path = directory / layer.file
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(png.HEADER_BYTES)
+            if head.startswith(LFS_POINTER_MARK):
+                raise not_fetched(path, "picture")
+            width, height = _png_size(head, path)
+            data = head + stream.read()
+    except FileNotFoundError as exc:
+        raise GoldenError(f"golden picture {path} is missing (the sidecar lists it)") from exc
+    except OSError as exc:
+        raise GoldenError(f"cannot read golden picture {path}: {exc}", recreatable=False) from exc
+    if hashlib.sha256(data).hexdigest() != layer.sha256:
+        raise GoldenError(
+            f"golden picture {path} does not match its sidecar (edited, damaged or half-merged);"
+            " re-create it with --featviz-update"
+        )
+    expected = mosaic_size(len(layer.channels), layer.tile_shape)
+    if (height, width) != expected:
+        raise GoldenError(
+            f"golden picture {path} is {width}x{height} pixels; its sidecar expects {expected[1]}x{expected[0]}"
+        )
+    fast = png.decode_unfiltered(data, width, height, bit_depth)
+    if fast is not None:
+        return fast
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            wanted_mode = "L" if bit_depth == 8 else "I;16"
+            if image.mode != wanted_mode:
+                raise GoldenError(f"golden picture {path} has mode {image.mode}, expected {wanted_mode}")
+            pixels = np.array(image)
+    except GoldenError:
+        raise
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise GoldenError(f"golden picture {path} is not a readable PNG ({type(exc).__name__}: {exc})") from exc
+    if pixels.shape != expected:
+        raise GoldenError(f"golden picture {path} decodes to shape {pixels.shape}; its sidecar expects {expected}")
+    result: TileArray = pixels.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    return result

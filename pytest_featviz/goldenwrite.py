@@ -1,0 +1,143 @@
+"""Golden writes: a snapshot's pictures and sidecar replaced as a whole, or not at all.
+
+:func:`write_files` builds the new snapshot in a hidden sibling directory and switches it into place through
+:mod:`pytest_featviz.durable`, so a run killed at any moment leaves the old snapshot or the new one; a file whose
+bytes would not change is not written at all, so its mtime stays, and files pytest-featviz does not write (notes,
+``.gitattributes``) move with the snapshot. :func:`refuse_unfetched` keeps a write from replacing a golden this
+checkout did not fetch from Git LFS; :func:`remove_created` undoes the creation of a snapshot's golden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from pytest_featviz import durable
+from pytest_featviz.golden import LFS_POINTER_MARK, SIDECAR, GoldenError, file_in_the_way, not_fetched
+
+
+def remove_created(directory: Path, top: Path) -> None:
+    """Undo the creation of a snapshot's golden: the files this module writes in ``directory``, then the directories
+    left empty from it up to ``top`` (which ``directory`` lies in). Files someone else put there stay, and so do
+    the directories holding them."""
+    for path in [directory / SIDECAR, *_own_pictures(directory)]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    for place in (directory, *directory.parents):
+        try:
+            place.rmdir()
+        except OSError:  # not empty
+            return
+        if place == top:
+            return
+
+
+def refuse_unfetched(directory: Path) -> None:
+    """Raise :class:`~pytest_featviz.golden.GoldenNotFetched` when a picture of the snapshot in ``directory`` is a
+    Git LFS pointer (a sidecar that is one is refused by :func:`~pytest_featviz.golden.read_sidecar`): what replaces
+    a golden must never write over it."""
+    for picture in _own_pictures(directory) if directory.is_dir() else ():
+        with contextlib.suppress(OSError), picture.open("rb") as stream:
+            if stream.read(len(LFS_POINTER_MARK)) == LFS_POINTER_MARK:
+                raise not_fetched(picture, "picture")
+
+
+def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> list[Path]:
+    """Replace a snapshot's golden as a whole: its pictures and its sidecar switch together, or not at all.
+
+    ``pictures`` maps a layer file name to PNG bytes; a layer absent from it keeps the file already on disk (copied
+    with its mtime). Pictures of layers the sidecar no longer lists are dropped; files that are not PNGs stay. The
+    new snapshot is built in a hidden sibling directory and renamed into place, so a run killed at any moment leaves
+    the old snapshot or the new one, plus at most a hidden leftover that the next write removes. Nothing is written
+    when no byte would change. Returns the files whose bytes changed; raises :class:`GoldenError` naming the path
+    when the golden cannot be written, with the old golden left as it was.
+    """
+    payload = sidecar.encode("utf-8")
+    kept = [str(layer["file"]) for layer in json.loads(sidecar)["layers"]]
+    for attempt in range(durable.SWITCH_ATTEMPTS):
+        try:
+            return _write_once(directory, payload, pictures, kept)
+        except FileNotFoundError as exc:
+            # Another process writing this snapshot moved the directory aside while it was read (two update runs
+            # at once): read it again. The directory may be missing at that very moment, between the other write's
+            # two renames, so it is not asked whether it exists; a picture that stays missing fails every attempt.
+            if attempt + 1 < durable.SWITCH_ATTEMPTS:
+                time.sleep(0.001 * (attempt + 1))
+                continue
+            raise _write_error(directory, exc) from exc
+        except OSError as exc:
+            raise _write_error(directory, exc) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> list[Path]:
+    old = {p.name for p in _own_pictures(directory)} if directory.is_dir() else set()
+    # each picture on disk is read once: to tell what changed, and to copy the unchanged ones
+    previous = {name: _bytes_of(directory / name) if name in old else None for name in kept}
+    changed = [directory / name for name in kept if name in pictures and previous[name] != pictures[name]]
+    if _bytes_of(directory / SIDECAR) != payload:
+        changed.append(directory / SIDECAR)
+    if not changed and old <= set(kept):
+        return []
+    if directory.is_dir() and any(entry.is_dir() for entry in directory.iterdir()):
+        # Another test file's goldens nest inside this directory (pathological names): a directory switch would
+        # move them too, so fall back to file-by-file replacement, sidecar last.
+        _write_in_place(directory, payload, pictures, kept)
+        return changed
+    files: dict[str, bytes] = {}
+    same = []  # pictures whose bytes do not change: the new snapshot gets them with their mtime
+    for name in kept:
+        data, before = pictures.get(name), previous[name]
+        if data is None or data == before:
+            if before is None:  # to be kept, but not on disk
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(directory / name))
+            files[name] = before
+            same.append(name)
+        else:
+            files[name] = data
+    # someone's notes or .gitattributes move with the snapshot
+    durable.switch_directory(directory, {**files, SIDECAR: payload}, same, _foreign_files(directory))
+    return changed
+
+
+def _write_error(directory: Path, exc: OSError) -> GoldenError:
+    return GoldenError(
+        f"cannot write golden snapshot {directory}: {exc}{file_in_the_way(directory)}; the golden there was left as"
+        " it was",
+        recreatable=False,
+    )
+
+
+def _bytes_of(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> None:
+    for name in kept:
+        if name in pictures:
+            durable.write_atomic(directory / name, pictures[name])
+    durable.write_atomic(directory / SIDECAR, payload)
+    for stale in _own_pictures(directory):
+        if stale.name not in kept:
+            stale.unlink()
+
+
+def _own_pictures(directory: Path) -> Iterable[Path]:
+    return sorted(p for p in directory.glob("*.png") if p.is_file())
+
+
+def _foreign_files(directory: Path) -> list[Path]:
+    """Files in a snapshot directory that pytest-featviz does not write (anything but its PNGs and sidecar)."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:  # no directory yet
+        return []
+    return sorted(p for p in entries if p.name != SIDECAR and p.suffix != ".png" and not p.is_dir())

@@ -1,0 +1,180 @@
+"""goldenpath: where goldens live: sanitized names, snapshot directories inside the golden directory, case-only
+twins, environment-keyed directories."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_featviz import goldenpath
+from pytest_featviz.golden import SIDECAR
+from pytest_featviz.goldenpath import MAX_NAME_LENGTH, sanitize_name, snapshot_dir
+
+SAFE = re.compile(r"^[A-Za-z0-9._\-\[\]+=,@]+$")
+RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+NASTY = [
+    "a/b",
+    "a\\b",
+    "..",
+    ".",
+    "../../etc/passwd",
+    ".hidden",
+    "CON",
+    "con.txt",
+    "Nul",
+    "LPT1.png",
+    "trailing. ",
+    "x" * 500,
+    "Ünïcödé 日本語 🚀",
+    "<script>alert('x')</script>",
+    'a:b*c?d"e|f',
+    "tab\there\nnewline",
+    "",
+]
+
+
+@pytest.mark.parametrize("name", NASTY)
+def test_sanitized_names_are_safe_everywhere(name: str) -> None:
+    safe = sanitize_name(name)
+    assert SAFE.match(safe), safe
+    assert len(safe) <= MAX_NAME_LENGTH
+    assert not safe.startswith(".") and not safe.endswith((".", " "))
+    assert safe.split(".")[0].upper() not in RESERVED
+    assert sanitize_name(name) == safe  # stable
+
+
+def test_plain_names_are_kept_and_different_names_stay_different() -> None:
+    for plain in ("layer1.0.conv1", "test_x[1-a]", "block@1", "features.3"):
+        assert sanitize_name(plain) == plain
+    # names that sanitize to the same characters keep apart through a hash of the original
+    variants = ["a/b", "a\\b", "a:b", "a_b", "a b", "A/B"]
+    assert len({sanitize_name(v) for v in variants}) == len(variants)
+    long_names = ["x" * 200 + "1", "x" * 200 + "2"]
+    assert len({sanitize_name(v) for v in long_names}) == 2
+
+
+@pytest.mark.parametrize(
+    ("existing", "clash"),
+    [
+        ("tests/test_Model/test_a/0", "tests/test_model/test_b/0"),  # test file
+        ("tests/test_m/test_a[RGB]/0", "tests/test_m/test_a[rgb]/0"),  # parametrize id
+        ("tests/test_m/test_a/Stem", "tests/test_m/test_a/stem"),  # snapshot name
+    ],
+)
+def test_a_path_that_differs_only_in_case_from_one_on_disk_is_named(tmp_path: Path, existing: str, clash: str) -> None:
+    (tmp_path / existing).mkdir(parents=True)
+    reason = goldenpath.case_collision(tmp_path, tmp_path / clash)
+    assert reason is not None and "differs only in letter case" in reason
+    first = next(a for a, b in zip(Path(existing).parts, Path(clash).parts, strict=True) if a != b)
+    assert f"from {tmp_path}" in reason and reason.split(" which already exists")[0].endswith(f"{first},")
+    # the same path, paths that differ in more than case, and paths not yet on disk are fine
+    assert goldenpath.case_collision(tmp_path, tmp_path / existing) is None
+    assert goldenpath.case_collision(tmp_path, tmp_path / existing.replace("test_a", "test_z")) is None
+    assert goldenpath.case_collision(tmp_path / "absent", tmp_path / "absent" / clash) is None
+
+
+def test_snapshot_dir_layout_and_containment(tmp_path: Path) -> None:
+    root = tmp_path / "golden"
+    path = snapshot_dir(root, "tests/models/test_vision.py", "TestResNet.test_stages[cpu-64]", "0")
+    assert path == root / "tests" / "models" / "test_vision" / "TestResNet.test_stages[cpu-64]" / "0"
+    for file_part, test_name, snap in [
+        ("../../outside.py", "..", ".."),
+        ("/abs/test_a.py", "../x", "a/../../b"),
+        ("tests\\win\\test_b.py", "CON", "NUL"),
+    ]:
+        escaped = snapshot_dir(root, file_part, test_name, snap)
+        assert escaped.resolve().is_relative_to(root.resolve()), escaped
+        assert ".." not in escaped.relative_to(root).parts
+
+
+HOSTILE = [
+    "../../../etc/passwd",
+    "..",
+    ".",
+    "a/b\\c",
+    "/absolute",
+    "C:\\windows",
+    "ctl\x00\x01\n\t",
+    "é" * 300,
+    "\U0001f600" * 100,
+    "<script>alert('x')</script>",
+    "CON",
+    "nul.txt",
+    "x" * 1000,
+    "",
+    " . ",
+]
+
+
+def test_hostile_names_stay_inside_the_golden_dir(tmp_path: Path) -> None:
+    root = tmp_path / "golden"
+    seen: set[Path] = set()
+    for test_file in ["../up.py", "tests/test_m.py", "/abs/test_x.py"]:
+        for name in HOSTILE:
+            directory = snapshot_dir(root, test_file, name, name)
+            assert directory.resolve().is_relative_to(root.resolve())
+            for part in directory.relative_to(root).parts:
+                assert len(part.encode("utf-8")) <= 255 and part not in (".", "..") and not part.startswith(".")
+                assert part.isascii() and part.isprintable() and "<" not in part
+            seen.add(directory)
+    assert len(seen) == 3 * len(HOSTILE)  # no two names share a directory
+
+
+LAYOUT_SUITE = """
+import pytest
+import torch
+from torch import nn
+
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3))
+
+
+class TestGroup:
+    @pytest.mark.parametrize("tag", ["a/b", "<b>"])
+    def test_param(self, feature_snapshot, tag):
+        feature_snapshot(model(), torch.ones(1, 1, 6, 6), layers="0", name="named/../x")
+
+
+def test_plain(feature_snapshot):
+    feature_snapshot(model(), torch.ones(1, 1, 6, 6), layers="0")
+    feature_snapshot(model(), torch.zeros(1, 1, 6, 6), layers="0")
+"""
+
+
+def test_layout_on_disk_for_a_real_suite(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.mkpydir("tests")
+    featviz_pytester.path.joinpath("tests", "test_suite.py").write_text(LAYOUT_SUITE)
+    result = featviz_pytester.runpytest("--featviz-update")
+    result.assert_outcomes(passed=3)
+    root = featviz_pytester.path / "golden"
+    sidecars = sorted(p.relative_to(root).as_posix() for p in root.rglob(SIDECAR))
+    assert len(sidecars) == 4
+    assert "tests/test_suite/test_plain/0/snapshot.json" in sidecars
+    assert "tests/test_suite/test_plain/1/snapshot.json" in sidecars
+    params = [s for s in sidecars if s.startswith("tests/test_suite/TestGroup.test_param")]
+    assert len(params) == 2 and len({s.split("/")[2] for s in params}) == 2
+    for sidecar in params:
+        assert SAFE.match(sidecar.split("/")[2]) and SAFE.match(sidecar.split("/")[3])
+    everything = [p for p in featviz_pytester.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    outside = [p for p in everything if not p.is_relative_to(root) and p.suffix not in (".py", ".ini")]
+    assert outside == []
+
+
+def test_keyed_directories_sit_beside_the_shared_one_and_map_back(tmp_path: Path) -> None:
+    shared = tmp_path / "golden/test_m/test_a/0"
+    keyed = goldenpath.keyed_dir(shared, "cuda")
+    assert keyed == tmp_path / "golden/test_m/test_a/0@cuda"
+    assert goldenpath.keyed_dir(shared, "../x") == shared.with_name(f"0@{sanitize_name('../x')}")
+    keyed.mkdir(parents=True)
+    (keyed / SIDECAR).write_text('{"format": 1, "environment": {"device": "cuda"}}')
+    assert goldenpath.shared_dir(keyed) == shared  # made on the device its name ends with
+    assert goldenpath.shared_dir(shared) == shared
+    named = shared.with_name("enc@fp16")  # a snapshot the test named so: its sidecar was made on cpu
+    named.mkdir()
+    (named / SIDECAR).write_text('{"format": 1, "environment": {"device": "cpu"}}')
+    assert goldenpath.shared_dir(named) == named
+    assert goldenpath.shared_dir(shared.with_name("block@1")) == shared.with_name("block@1")  # not a device key
