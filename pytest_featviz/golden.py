@@ -27,7 +27,8 @@ from pytest_featviz.render import mosaic_size
 
 FORMAT_VERSION = 1
 SIDECAR = "snapshot.json"
-PROVENANCE_KEYS = ("environment", "fingerprints")  # optional top-level sidecar entries (environment.Provenance)
+# optional top-level sidecar entries: environment.Provenance's, and the test file the golden belongs to
+PROVENANCE_KEYS = ("environment", "fingerprints", "test")
 # Refuse a PNG whose header claims more pixels than this before decoding it (a damaged or hostile file).
 MAX_PIXELS = 1 << 26
 

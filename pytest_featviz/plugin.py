@@ -62,7 +62,6 @@ def pytest_configure(config: pytest.Config) -> None:
             _test_location,
             lambda module: _module_file(module, config.rootpath),
             keyed=config.stash[SETTINGS_KEY].golden_key == "device",
-            options=_golden_options(config),
         ),
         "featviz-stale",
     )
@@ -185,7 +184,13 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     assert isinstance(item, pytest.Item)
     test_file, test_name = _test_location(item)
     command = update_command(_node_id_from(item, request.config.invocation_params.dir), _golden_options(request.config))
-    identity = TestIdentity(item.nodeid, test_file, test_name, command)
+    # The sidecar records the test file relative to the snapshot (stale detection): only when both lie inside the
+    # rootdir, so that the recorded path is the same on every machine that checks the repository out.
+    inside = all(
+        Path(os.path.abspath(p)).is_relative_to(os.path.abspath(item.config.rootpath))
+        for p in (item.path, settings.golden_dir)
+    )
+    identity = TestIdentity(item.nodeid, test_file, test_name, command, item.path if inside else None)
     results = item.stash.setdefault(RESULTS_KEY, [])
     from pytest_featviz.report import Reporter
 

@@ -72,6 +72,9 @@ class TestIdentity:
     test_file: str
     test_name: str
     update_command: str
+    # the test file, whose path relative to the snapshot's directory the sidecar records, so that stale detection
+    # can tell a golden whose test file is gone; None where it is not known
+    path: Path | None = None
 
 
 def update_command(node_id: str, extra_args: Sequence[str] = ()) -> str:
@@ -266,9 +269,13 @@ def _check(
 
     calibration: tuple[CalibrationRun, ...] = ()  # measured below, once the snapshot is known to match
 
+    def recorded() -> dict[str, Any]:
+        """What the sidecar records of the run that writes it: provenance, and the test file it belongs to."""
+        return {**now().to_sidecar(), **_test_entry(identity, directory)}
+
     def fresh() -> tuple[str, dict[str, bytes]]:
         written = dict(item.as_golden(settings.normalize) for item in current)
-        snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(written), provenance=now().to_sidecar())
+        snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(written), provenance=recorded())
         return golden.sidecar_text(snapshot), {layer.file: png for layer, png in written.items()}
 
     def evidence(
@@ -359,7 +366,7 @@ def _check(
             goldenwrite.write_files(keyed, sidecar, files)
             directory = keyed
         else:
-            _rewrite(directory, stored, current, results, settings, now())
+            _rewrite(directory, stored, current, results, settings, recorded())
         return evidence(UPDATED, results, pictures)
     settings_only = all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
     explanation = provenance_sentences(
@@ -381,17 +388,30 @@ def _check(
     return evidence(DRIFTED, results, pictures, message)
 
 
+def _test_entry(identity: TestIdentity, directory: Path) -> dict[str, Any]:
+    """The sidecar's ``"test"`` entry: the test file's path relative to the snapshot's directory (the same for its
+    device-keyed sibling), so the golden tells where its test file was whichever golden root reads it. Empty when
+    the file is not known or lies on another drive."""
+    if identity.path is None:
+        return {}
+    try:
+        relative = os.path.relpath(identity.path, directory)
+    except ValueError:
+        return {}
+    return {"test": {"file": relative.replace(os.sep, "/")}}
+
+
 def _rewrite(
     directory: Path,
     stored: SnapshotGolden,
     current: list[CurrentLayer],
     results: Sequence[LayerResult],
     settings: Settings,
-    provenance: Provenance | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> None:
     """Rewrite the drifted layers of a golden; layers that still match keep their picture and sidecar entry.
 
-    The sidecar then records ``provenance`` (the run that wrote the new pictures)."""
+    The sidecar then records ``provenance`` (the sidecar entries of the run that wrote the new pictures)."""
     verdicts = {r.name: r.verdict for r in results}
     mode_changed = settings.normalize != stored.normalize
     layers: list[LayerGolden] = []
@@ -404,6 +424,10 @@ def _rewrite(
         layer, png = item.as_golden(settings.normalize)
         layers.append(layer)
         pictures[layer.file] = png
-    recorded = provenance.to_sidecar() if provenance is not None else stored.provenance
-    snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers), provenance=recorded)
+    snapshot = SnapshotGolden(
+        settings.normalize,
+        BIT_DEPTH,
+        tuple(layers),
+        provenance=provenance if provenance is not None else stored.provenance,
+    )
     goldenwrite.write_files(directory, golden.sidecar_text(snapshot), pictures)

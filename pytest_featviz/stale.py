@@ -10,15 +10,17 @@ while pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fail
 ``test_q[u-1-2]`` fails, every ``test_p[...]``'s while ``test_p[NOTSET]`` (parametrized with an empty list) is
 skipped. A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] =
 [...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it collects it,
-with no hook that says so) make the file incomplete. Only files a Python test module collected count (not a
-doctest module's, nor a lint plugin's items). A test file collected without error that holds no test any more ran
-completely too: all its goldens are stale. Goldens of test files that were not collected are looked at only when
-their test file no longer exists (deleted, renamed or moved) in a directory this run collected a test file from:
-all of them are stale (:meth:`StaleGoldens.find_orphans`). A run that executes no test body (``--collect-only``,
-``--setup-only``, ``--setup-plan``), an ``--lf`` run and an interrupted one judge nothing stale. Under pytest-xdist
-the workers send what they collected in ``workeroutput`` and the controller, which receives every test report,
-decides. This module imports nothing heavy at pytest start-up; the golden layout is imported only
-at session end, when a golden directory exists.
+with no hook that says so) make the file incomplete, and so does a class or function pytest could not collect
+(a ``PytestCollectionWarning``). Only files a plain Python test module collected count (not a doctest module's, nor
+a lint plugin's items); a file that collects no test is not judged. Goldens of test files that were not collected
+are looked at only when their test file no longer exists (deleted, renamed or moved): both the path the golden
+directory names under this rootdir, in a directory this run collected a test file from, and the path the sidecar
+records (``"test": {"file": ...}``, relative to the snapshot's directory; goldens written before it was recorded
+are never judged) must be gone (:meth:`StaleGoldens.find_orphans`). A run that executes no test body
+(``--collect-only``, ``--setup-only``, ``--setup-plan``), an ``--lf`` run and an interrupted one judge nothing
+stale. Under pytest-xdist the workers send what they collected in ``workeroutput`` and the controller, which
+receives every test report, decides. This module imports nothing heavy at pytest start-up; the golden layout is
+imported only at session end, when a golden directory exists.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +75,18 @@ class StaleGoldens:
         location: Location,
         module_file: ModuleFile,
         keyed: bool = False,
-        options: Sequence[str] = (),
     ) -> None:
         self.golden_root = golden_root
         self.rootdir = config.rootpath
         self.keyed = keyed  # featviz_golden_key = device
         self.location = location
         self.module_file = module_file
-        self.options = list(options)  # the command line options that locate the goldens, for the prune command
+        # the command that prunes what this run lists: this one's arguments (its selection, the options that locate
+        # the goldens), with --featviz-prune instead of --featviz-update
+        arguments = [
+            str(a) for a in config.invocation_params.args if str(a) not in ("--featviz-update", "--featviz-prune")
+        ]
+        self.prune_command = shlex.join(["pytest", "--featviz-prune", *arguments])
         # runs in which no test body runs judge nothing stale; neither does --lf, which leaves tests out unseen
         self.judged = not (
             config.getoption("collectonly", False)
@@ -95,7 +101,7 @@ class StaleGoldens:
         self.incomplete: set[str] = set()  # test files with a deselected test
         self.collect_errors: set[str] = set()  # node ids of collectors that failed, or skipped (importorskip)
         self.starting: dict[str, str] = {}  # node id -> test file, of every test module whose collection started
-        self.modules: dict[str, str] = {}  # node id -> test file, of every Python test module collected without error
+        self.modules: dict[str, str] = {}  # node id -> test file, of every plain Python test module collected
         self.seen_files: set[str] = set()  # test files of every item and module collected: their goldens have an owner
         self.ran: set[str] = set()  # node ids whose body ran, or whose setup failed or skipped
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
@@ -119,13 +125,10 @@ class StaleGoldens:
         self.seen_files.add(self.collected[item.nodeid])
 
     def pytest_collectstart(self, collector: pytest.Collector) -> None:
-        # A Package is a Module before pytest 8, but no test file. A doctest module collects a file's doctests only
-        # (--doctest-modules reaches files that python_files leaves out): it never stands for the file's tests.
-        if (
-            isinstance(collector, pytest.Module)
-            and not isinstance(collector, pytest.Package)
-            and type(collector).__name__ != "DoctestModule"
-        ):
+        # Only a plain Python test module stands for a file's tests: a doctest module (--doctest-modules, --xdoctest)
+        # or a plugin's own module class may reach a file whose tests python_files leaves out, and a Package is a
+        # Module before pytest 8 but no test file.
+        if type(collector) is pytest.Module:
             self.starting[collector.nodeid] = self.module_file(collector)
             self.seen_files.add(self.starting[collector.nodeid])
 
@@ -147,8 +150,16 @@ class StaleGoldens:
             if node_id not in self.tests:
                 self.incomplete.add(test_file)
 
+    def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str, location: Any) -> None:
+        # a test class or function pytest could not collect (a class with __init__): its goldens have no owner
+        category = getattr(warning_message, "category", None)
+        if when == "collect" and isinstance(category, type) and issubclass(category, pytest.PytestCollectionWarning):
+            path = Path(str(getattr(warning_message, "filename", "") or ""))
+            if path.is_absolute():
+                self.incomplete.add(os.path.relpath(path, self.rootdir).replace(os.sep, "/"))
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if not report.passed:  # a module skipped at import (importorskip) is no module without tests
+        if not report.passed:  # failed, or skipped while importing (importorskip)
             self.collect_errors.add(report.nodeid)
         elif report.nodeid in self.starting:  # a module whose collection an interrupt stopped is not here
             self.modules[report.nodeid] = self.starting[report.nodeid]
@@ -200,15 +211,16 @@ class StaleGoldens:
                 self._delete(directory)
 
     def complete_files(self) -> dict[str, dict[str, list[str]]]:
-        """Test files that ran completely: file -> test name -> node ids (none for a module without tests).
+        """Test files that ran completely: file -> test name -> node ids.
 
-        Only files a Python test module collected: a file that only a lint plugin's collector (one item per ``.py``
-        file) or a doctest module reached may hold tests this run never collected.
+        Only files a plain Python test module collected: a file that only a lint plugin's collector (one item per
+        ``.py`` file) or a doctest module reached may hold tests this run never collected.
         """
-        files: dict[str, dict[str, list[str]]] = {test_file: {} for test_file in self.modules.values()}
+        modules = set(self.modules.values())
+        files: dict[str, dict[str, list[str]]] = {}
         for node_id, (test_file, test_name) in self.tests.items():
-            if test_file in files:
-                files[test_file].setdefault(test_name, []).append(node_id)
+            if test_file in modules:
+                files.setdefault(test_file, {}).setdefault(test_name, []).append(node_id)
         return {
             test_file: tests
             for test_file, tests in files.items()
@@ -227,14 +239,14 @@ class StaleGoldens:
     def find_stale(self) -> list[Path]:
         """Golden snapshot directories of completely run test files that no executed test used."""
         from pytest_featviz.golden import SIDECAR
-        from pytest_featviz.goldenpath import sanitize_name, snapshot_dir
+        from pytest_featviz.goldenpath import sanitize_name
 
         # An environment-keyed golden (<snapshot>@cuda) and its shared one are used or stale together: a run on one
         # device uses only one of them, and must not prune the other device's golden (_shared_key on both sides).
         stale: list[Path] = []
         for test_file, tests in sorted(self.complete_files().items()):
-            file_dir = snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent
-            if not file_dir.is_dir():
+            file_dir = self._file_dir(test_file)
+            if file_dir is None or not file_dir.is_dir():
                 continue
             self.files_checked += 1
             owners = {sanitize_name(name): ids for name, ids in tests.items()}
@@ -248,28 +260,25 @@ class StaleGoldens:
         return stale
 
     def find_orphans(self) -> list[Path]:
-        """Golden snapshot directories whose test file no longer exists in a directory this run collected a test
-        file from.
+        """Golden snapshot directories whose test file no longer exists.
 
-        A golden's test file is found again from its directory's path below the golden root (``goldenpath.snapshot_dir``
-        in reverse): each segment is the ``sanitize_name`` of an entry on disk (without ``.py`` for the test file's
-        own). Its goldens are orphaned when every directory segment names a directory on disk, one of them holds a
-        test file this run collected (so this rootdir and this golden root name the goldens of that directory), and
-        none holds the file. So goldens are never judged where a directory is missing (a second golden directory
-        kept inside this one, a backup copy, a test directory deleted whole, goldens written under another rootdir),
-        nor for a missing name that ``sanitize_name`` changed (its original cannot be known), nor where a collector
-        failed, nor when the golden root lies outside the rootdir (it may be shared with another project).
+        Two readings must agree. The golden's directory names a test file under this rootdir (``goldenpath.
+        snapshot_dir`` in reverse: each segment is the ``sanitize_name`` of an entry on disk, without ``.py`` for
+        the file's own); it must be missing from a directory that is on disk, from which this run collected a test
+        file. And the sidecar records the test file's path relative to its own directory (``"test": {"file":
+        ...}``); nothing may be there. The directory alone cannot tell a deleted file from a second golden directory
+        kept inside this one, a copy, or goldens written under another rootdir; the record alone would take every
+        golden for gone once the golden directory moves. Goldens without the record (written before it was) are never
+        judged, nor a missing name that ``sanitize_name`` changed, nor where a collector failed, nor any when the
+        golden root lies outside the rootdir.
         """
         from pytest_featviz.golden import SIDECAR
-        from pytest_featviz.goldenpath import snapshot_dir
 
         if not self.golden_root.resolve().is_relative_to(self.rootdir.resolve()):
             return []
-        owned = {
-            _key(snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent) for test_file in self.seen_files
-        }
+        owned = {_key(d) for d in map(self._file_dir, self.seen_files) if d is not None}
         collected_from = {_key((self.rootdir / test_file).parent) for test_file in self.seen_files}
-        found: dict[Path, bool] = {}  # golden file directory -> whether its test file is gone
+        found: dict[Path, bool] = {}  # golden file directory -> whether the test file it names is gone
         orphans: list[Path] = []
         for sidecar in sorted(self.golden_root.rglob(SIDECAR)):
             snapshot = sidecar.parent
@@ -279,10 +288,21 @@ class StaleGoldens:
             file_dir = snapshot.parent.parent
             if file_dir not in found:
                 found[file_dir] = _key(file_dir) not in owned and self._gone(parts[:-2], collected_from)
-            if found[file_dir] and _shared_key(snapshot, self.keyed) not in self.used:
+            if found[file_dir] and _shared_key(snapshot, self.keyed) not in self.used and _recorded_gone(sidecar):
                 orphans.append(snapshot)
         self.files_gone = len({snapshot.parent.parent for snapshot in orphans})
         return orphans
+
+    def _file_dir(self, test_file: str) -> Path | None:
+        """The golden directory of ``test_file``'s goldens; None when it cannot be used (a link in the golden
+        directory that leads out of it, or loops)."""
+        from pytest_featviz.golden import GoldenError
+        from pytest_featviz.goldenpath import snapshot_dir
+
+        try:
+            return snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent
+        except (GoldenError, OSError, RuntimeError):
+            return None
 
     def _gone(self, segments: tuple[str, ...], collected_from: set[str]) -> bool:
         """Whether the test file whose goldens lie at ``segments`` below the golden root is missing from a directory
@@ -359,12 +379,10 @@ class StaleGoldens:
         for kept in self.kept_files:
             terminalreporter.write_line(f"left the directory for files pytest-featviz did not write: {kept}")
         if not self.prune:
-            terminalreporter.write_line(
-                f"delete them with:  {shlex.join(['pytest', '--featviz-prune', *self.options])}"
-            )
+            terminalreporter.write_line(f"delete them with:  {self.prune_command}")
 
     def files_checked_text(self) -> str:
-        gone = f" and {self.files_gone} that no longer exist(s)" if self.files_gone else ""
+        gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
         return f"{self.files_checked} test file(s) that ran completely{gone}"
 
 
@@ -404,6 +422,18 @@ def _variant_of(test: str, owner: str) -> bool:
     if "[" not in owner:
         return test.split("[", 1)[0] == owner
     return owner.endswith("]") and test.startswith(owner[:-1] + "-")
+
+
+def _recorded_gone(sidecar: Path) -> bool:
+    """Whether the test file a sidecar records (relative to the snapshot's directory) is gone; False when it
+    records none or cannot be read."""
+    import json
+
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))["test"]["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(recorded, str) and bool(recorded) and not os.path.lexists(sidecar.parent / recorded)
 
 
 def _names(directory: Path) -> list[str]:

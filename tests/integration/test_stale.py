@@ -121,7 +121,7 @@ def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> Non
             f"  {OTHER_STALE}",
             f"  {STALE[0]}",
             f"  {STALE[1]}",
-            "delete them with:  pytest --featviz-prune",
+            "delete them with:  pytest --featviz-prune --basetemp=*",  # the run's own arguments (pytester's)
         ]
     )
     assert _snapshots(project.path) == sorted([*ALL, "golden/test_st/test_a/keep@cuda"])  # reporting deletes nothing
@@ -441,7 +441,7 @@ def test_goldens_of_a_deleted_or_renamed_test_file_are_stale(project: pytest.Pyt
     result.stdout.fnmatch_lines(
         [
             "3 stale golden snapshot(s) that no executed test used"
-            " (1 test file(s) that ran completely and 1 that no longer exist(s) checked):",
+            " (1 test file(s) that ran completely and 1 deleted or renamed test file(s) checked):",
             f"  {STALE[0]}",
             f"  {STALE[1]}",
             f"  {OTHER_STALE}",
@@ -504,12 +504,16 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
     # a run of one file of the rootdir collected from it: the goldens of its deleted neighbour are judged
     result = featviz_pytester.runpytest("test_keep.py")
     result.stdout.fnmatch_lines(
-        ["1 stale golden snapshot(s) that no executed test used*", "  golden/test_top/test_o/0"]
+        [
+            "1 stale golden snapshot(s) that no executed test used*",
+            "  golden/test_top/test_o/0",
+            "delete them with:  pytest --featviz-prune test_keep.py --basetemp=*",
+        ]
     )
     # the command it gives keeps the options that locate the goldens
     featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = elsewhere\n")
     result = featviz_pytester.runpytest("--featviz-golden-dir", "golden")
-    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir golden"])
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir golden --basetemp=*"])
     result = featviz_pytester.runpytest("--featviz-prune", "--featviz-golden-dir", "golden")
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_top/test_o/0"])
 
@@ -589,25 +593,42 @@ def test_a_golden_root_outside_the_rootdir_is_never_judged_for_deleted_files(
     assert (featviz_pytester.path / "shared" / "test_b" / "test_o" / "0" / "snapshot.json").is_file()
 
 
-def test_a_test_file_without_tests_has_only_stale_goldens(project: pytest.Pytester) -> None:
-    project.makepyfile(test_other="HELPER = 1\n")
-    result = project.runpytest()
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(
-        [
-            "3 stale golden snapshot(s) that no executed test used (2 test file(s) that ran completely checked):",
-            f"  {OTHER_STALE}",
-        ]
+def test_a_test_file_that_collects_no_test_keeps_its_goldens(project: pytest.Pytester) -> None:
+    # no test left (the snapshot tests moved elsewhere), switched off (__test__ = False), skipped while importing,
+    # or a test class pytest cannot collect (a PytestCollectionWarning): the file is not judged
+    for body in (
+        "HELPER = 1\n",
+        "__test__ = False\n" + OTHER_BEFORE,
+        "import pytest\npytest.importorskip('no_such_module_anywhere')\n",
+    ):
+        project.makepyfile(test_other=body)
+        result = project.runpytest()
+        result.stdout.fnmatch_lines(["2 stale golden snapshot(s) that no executed test used (1 test file(s)*"])
+        assert OTHER_STALE not in result.stdout.str()
+    project.makepyfile(
+        test_other="""
+        from featviz_models import make_input, make_model
+
+
+        def test_plain():
+            pass
+
+
+        class TestO:
+            def __init__(self):
+                pass
+
+            def test_o(self, feature_snapshot):
+                feature_snapshot(make_model(), make_input(), layers=["0"])
+        """
     )
-    # skipped while importing: not a file without tests, its goldens stay
-    project.makepyfile(test_other="import pytest\npytest.importorskip('no_such_module_anywhere')\n")
     result = project.runpytest("--featviz-prune")
-    result.assert_outcomes(passed=2, skipped=1)
+    result.assert_outcomes(passed=3, warnings=1)
     result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*", f"  {STALE[0]}", f"  {STALE[1]}"])
     assert OTHER_STALE in _snapshots(project.path)
 
 
-def test_deleted_files_and_files_without_tests_under_xdist(project: pytest.Pytester) -> None:
+def test_deleted_files_under_xdist(project: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     (project.path / "test_other.py").unlink()
     project.makepyfile(test_empty="HELPER = 1\n")
@@ -616,7 +637,7 @@ def test_deleted_files_and_files_without_tests_under_xdist(project: pytest.Pytes
     result.stdout.fnmatch_lines(
         [
             "3 stale golden snapshot(s) deleted, no executed test used them"
-            " (1 test file(s) that ran completely and 1 that no longer exist(s) checked):",
+            " (1 test file(s) that ran completely and 1 deleted or renamed test file(s) checked):",
         ]
     )
     assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
@@ -702,3 +723,76 @@ def test_an_argument_that_is_a_symbolic_link_loop_is_pytest_s_error_not_a_crash(
         assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
         result.stderr.fnmatch_lines([f"ERROR: file or directory not found: {arg}"])
     assert _snapshots(project.path) == ALL
+
+
+def test_goldens_of_a_nested_golden_directory_named_like_a_project_directory_are_kept(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    # golden/cuda/ holds a second golden directory (--featviz-golden-dir golden/cuda) beside golden/cuda/ of the
+    # project's own cuda/ tests: the directory names a file that is not there, the sidecar's record names one that is
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_top=OTHER_BEFORE)
+    featviz_pytester.syspathinsert()
+    (featviz_pytester.path / "cuda").mkdir()
+    (featviz_pytester.path / "cuda" / "test_kernels.py").write_text(OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    featviz_pytester.runpytest("--featviz-update", "--featviz-golden-dir", "golden/cuda").assert_outcomes(passed=2)
+    snapshots = _snapshots(featviz_pytester.path)
+    assert "golden/cuda/test_top/test_o/0" in snapshots and "golden/cuda/test_kernels/test_o/0" in snapshots
+    for args in ([], ["--featviz-golden-dir", "golden/cuda"]):
+        result = featviz_pytester.runpytest("--featviz-prune", *args)
+        result.assert_outcomes(passed=2)
+        assert "stale golden" not in result.stdout.str()
+        assert _snapshots(featviz_pytester.path) == snapshots
+    # a golden written before the test file was recorded is never judged
+    (featviz_pytester.path / "test_top.py").rename(featviz_pytester.path / "test_renamed.py")
+    sidecar = featviz_pytester.path / "golden" / "test_top" / "test_o" / "0" / "snapshot.json"
+    text = sidecar.read_text()
+    assert '  "test": {"file": "../../../../test_top.py"},\n' in text
+    sidecar.write_text(text.replace('  "test": {"file": "../../../../test_top.py"},\n', ""))
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1, failed=1)  # test_renamed.py has no golden yet
+    # the nested directory's golden of test_top.py records it, and it is gone: whichever root reads it, it is stale
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/cuda/test_top/test_o/0"])
+    assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_file_reached_by_a_plugin_s_module_class_is_not_judged(featviz_pytester: pytest.Pytester) -> None:
+    # xdoctest's module class subclasses pytest.Module and reaches files outside python_files
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_plain=OTHER_BEFORE, check_x=OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update", "check_x.py").assert_outcomes(passed=1)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    featviz_pytester.makeconftest(
+        """
+        import pytest
+
+
+        class Doc(pytest.Item):
+            def runtest(self):
+                pass
+
+
+        class PluginModule(pytest.Module):
+            def collect(self):  # like xdoctest: the file's doctests, not its tests
+                yield Doc.from_parent(self, name="doc")
+
+
+        def pytest_collect_file(file_path, parent):
+            if file_path.name == "check_x.py":
+                return PluginModule.from_parent(parent, path=file_path)
+        """
+    )
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2)  # test_plain's test_o and check_x's doc item
+    assert "stale golden" not in result.stdout.str()
+    assert "golden/check_x/test_o/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_link_in_the_golden_directory_that_leads_out_of_it_is_no_crash(project: pytest.Pytester) -> None:
+    outside = project.path / "elsewhere"
+    shutil.move(project.path / "golden" / "test_other", outside)
+    (project.path / "golden" / "test_other").symlink_to(outside, target_is_directory=True)
+    for args in ([], ["-k", "nomatch"]):
+        result = project.runpytest("--featviz-prune", *args)
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+        assert result.ret in (0, 5)
+    assert (outside / "test_o" / "0" / "snapshot.json").is_file()
