@@ -314,6 +314,8 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
         raise not_fetched(path, "sidecar")
     try:
         data = json.loads(text)
+    except RecursionError as exc:  # arrays or objects nested thousands deep
+        raise GoldenError(f"golden sidecar {path} is not valid JSON (nested too deep to read)") from exc
     except json.JSONDecodeError as exc:
         if _CONFLICT_MARKER.search(text):
             raise GoldenError(

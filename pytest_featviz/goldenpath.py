@@ -129,7 +129,7 @@ def _made_on_device(directory: Path) -> str | None:
     """The device type a snapshot's sidecar records, or ``None`` (no readable sidecar, or none recorded)."""
     try:
         environment = json.loads((directory / SIDECAR).read_text(encoding="utf-8")).get("environment")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     device = environment.get("device") if isinstance(environment, dict) else None
     return device if isinstance(device, str) else None

@@ -62,6 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
             _test_location,
             lambda module: _module_file(module, config.rootpath),
             keyed=config.stash[SETTINGS_KEY].golden_key == "device",
+            options=_golden_options(config),
         ),
         "featviz-stale",
     )

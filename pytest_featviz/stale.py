@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +75,14 @@ class StaleGoldens:
         location: Location,
         module_file: ModuleFile,
         keyed: bool = False,
+        options: Sequence[str] = (),
     ) -> None:
         self.golden_root = golden_root
         self.rootdir = config.rootpath
         self.keyed = keyed  # featviz_golden_key = device
         self.location = location
         self.module_file = module_file
-        # the command that prunes what this run lists: this one's arguments (its selection, the options that locate
-        # the goldens), with --featviz-prune instead of --featviz-update
-        arguments = [
-            str(a) for a in config.invocation_params.args if str(a) not in ("--featviz-update", "--featviz-prune")
-        ]
-        self.prune_command = shlex.join(["pytest", "--featviz-prune", *arguments])
+        self.prune_command = _prune_command(config, options)
         # runs in which no test body runs judge nothing stale; neither does --lf, which leaves tests out unseen
         self.judged = not (
             config.getoption("collectonly", False)
@@ -266,10 +262,11 @@ class StaleGoldens:
         snapshot_dir`` in reverse: each segment is the ``sanitize_name`` of an entry on disk, without ``.py`` for
         the file's own); it must be missing from a directory that is on disk, from which this run collected a test
         file. And the sidecar records the test file's path relative to its own directory (``"test": {"file":
-        ...}``); nothing may be there. The directory alone cannot tell a deleted file from a second golden directory
-        kept inside this one, a copy, or goldens written under another rootdir; the record alone would take every
-        golden for gone once the golden directory moves. Goldens without the record (written before it was) are never
-        judged, nor a missing name that ``sanitize_name`` changed, nor where a collector failed, nor any when the
+        ...}``), joined as text (no link followed): it must name that same missing file. The directory alone cannot
+        tell a deleted file from a second golden directory kept inside this one, a copy, or goldens written under
+        another rootdir; the record alone would take every golden for gone once the golden directory moves or is
+        reached through a link. Goldens without the record (written before it was) are never judged, nor a missing
+        name that ``sanitize_name`` changed, nor where a collector failed, nor any when the
         golden root lies outside the rootdir.
         """
         from pytest_featviz.golden import SIDECAR
@@ -278,7 +275,7 @@ class StaleGoldens:
             return []
         owned = {_key(d) for d in map(self._file_dir, self.seen_files) if d is not None}
         collected_from = {_key((self.rootdir / test_file).parent) for test_file in self.seen_files}
-        found: dict[Path, bool] = {}  # golden file directory -> whether the test file it names is gone
+        found: dict[Path, set[str]] = {}  # golden file directory -> the paths of the missing test file it names
         orphans: list[Path] = []
         for sidecar in sorted(self.golden_root.rglob(SIDECAR)):
             snapshot = sidecar.parent
@@ -287,8 +284,12 @@ class StaleGoldens:
                 continue  # not file/test/snapshot, or inside a killed write's hidden copy
             file_dir = snapshot.parent.parent
             if file_dir not in found:
-                found[file_dir] = _key(file_dir) not in owned and self._gone(parts[:-2], collected_from)
-            if found[file_dir] and _shared_key(snapshot, self.keyed) not in self.used and _recorded_gone(sidecar):
+                found[file_dir] = set() if _key(file_dir) in owned else self._gone(parts[:-2], collected_from)
+            if (
+                found[file_dir]
+                and _shared_key(snapshot, self.keyed) not in self.used
+                and _recorded(sidecar) in found[file_dir]
+            ):
                 orphans.append(snapshot)
         self.files_gone = len({snapshot.parent.parent for snapshot in orphans})
         return orphans
@@ -304,9 +305,10 @@ class StaleGoldens:
         except (GoldenError, OSError, RuntimeError):
             return None
 
-    def _gone(self, segments: tuple[str, ...], collected_from: set[str]) -> bool:
-        """Whether the test file whose goldens lie at ``segments`` below the golden root is missing from a directory
-        this run collected a test file from (:meth:`find_orphans`)."""
+    def _gone(self, segments: tuple[str, ...], collected_from: set[str]) -> set[str]:
+        """The paths (``_key``) the missing test file whose goldens lie at ``segments`` below the golden root had,
+        in a directory this run collected a test file from; empty when it is there, or cannot be judged
+        (:meth:`find_orphans`)."""
         from pytest_featviz.goldenpath import sanitize_name
 
         directories = [self.rootdir]  # every directory the segments may name: on Linux, tests/ and Tests/ are two
@@ -314,16 +316,16 @@ class StaleGoldens:
             directories = [d / entry for d in directories for entry in _names(d) if sanitize_name(entry) == segment]
         stem = segments[-1]
         if not directories or _HASHED.search(stem) is not None:
-            return False
+            return set()
         for directory in directories:
             if any(
                 sanitize_name(entry[:-3] if entry.endswith(".py") else entry) == stem for entry in _names(directory)
             ):
-                return False
+                return set()
         relative = [os.path.relpath(d / stem, self.rootdir).replace(os.sep, "/") for d in directories]
-        return any(_key(d) in collected_from for d in directories) and not any(
-            self._covers(error, path) for error in self.collect_errors for path in relative
-        )
+        if any(self._covers(error, path) for error in self.collect_errors for path in relative):
+            return set()
+        return {_key(d / name) for d in directories if _key(d) in collected_from for name in (f"{stem}.py", stem)}
 
     def _delete(self, directory: Path) -> None:
         """Delete the files this plugin writes in a snapshot directory, then the directories left empty."""
@@ -424,16 +426,35 @@ def _variant_of(test: str, owner: str) -> bool:
     return owner.endswith("]") and test.startswith(owner[:-1] + "-")
 
 
-def _recorded_gone(sidecar: Path) -> bool:
-    """Whether the test file a sidecar records (relative to the snapshot's directory) is gone; False when it
-    records none or cannot be read."""
+def _prune_command(config: pytest.Config, options: Sequence[str]) -> str:
+    """The command that deletes what a run lists: ``pytest --featviz-prune``, the options that locate the goldens
+    (``options``) and the run's selection: the paths and node ids it was given, ``-k``, ``-m`` and ``--deselect``.
+    Nothing else of the command line is repeated (an ``@file`` or ``-o addopts=`` could hold ``--featviz-update``,
+    and ``--junitxml`` would overwrite a report)."""
+    selection: list[str] = []
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        selection += [str(arg) for arg in config.args]
+    for flag, option in (("-k", "keyword"), ("-m", "markexpr")):
+        if config.getoption(option, None):
+            selection += [flag, str(config.getoption(option))]
+    for node_id in config.getoption("deselect", None) or ():
+        selection += ["--deselect", str(node_id)]
+    return shlex.join(["pytest", "--featviz-prune", *options, *selection])
+
+
+def _recorded(sidecar: Path) -> str | None:
+    """The test file a sidecar records, relative to the snapshot's directory, as a path (``_key``) joined as text:
+    no link on the way is followed, so a golden directory reached through a link, or moved, names another file than
+    the one its directory names, and is not judged. None when it records none, or cannot be read."""
     import json
 
     try:
         recorded = json.loads(sidecar.read_text(encoding="utf-8"))["test"]["file"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return isinstance(recorded, str) and bool(recorded) and not os.path.lexists(sidecar.parent / recorded)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested thousands deep
+        return None
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    return _key(os.path.normpath(os.path.join(sidecar.parent, recorded)))
 
 
 def _names(directory: Path) -> list[str]:

@@ -121,7 +121,7 @@ def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> Non
             f"  {OTHER_STALE}",
             f"  {STALE[0]}",
             f"  {STALE[1]}",
-            "delete them with:  pytest --featviz-prune --basetemp=*",  # the run's own arguments (pytester's)
+            "delete them with:  pytest --featviz-prune",
         ]
     )
     assert _snapshots(project.path) == sorted([*ALL, "golden/test_st/test_a/keep@cuda"])  # reporting deletes nothing
@@ -507,13 +507,13 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
         [
             "1 stale golden snapshot(s) that no executed test used*",
             "  golden/test_top/test_o/0",
-            "delete them with:  pytest --featviz-prune test_keep.py --basetemp=*",
+            "delete them with:  pytest --featviz-prune test_keep.py",
         ]
     )
     # the command it gives keeps the options that locate the goldens
     featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = elsewhere\n")
     result = featviz_pytester.runpytest("--featviz-golden-dir", "golden")
-    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir golden --basetemp=*"])
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir golden"])
     result = featviz_pytester.runpytest("--featviz-prune", "--featviz-golden-dir", "golden")
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_top/test_o/0"])
 
@@ -751,9 +751,13 @@ def test_goldens_of_a_nested_golden_directory_named_like_a_project_directory_are
     sidecar.write_text(text.replace('  "test": {"file": "../../../../test_top.py"},\n', ""))
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1, failed=1)  # test_renamed.py has no golden yet
-    # the nested directory's golden of test_top.py records it, and it is gone: whichever root reads it, it is stale
-    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/cuda/test_top/test_o/0"])
+    assert "stale golden" not in result.stdout.str()
     assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
+    # the nested directory's golden of test_top.py records it: read from golden/ the two readings name two files
+    # (cuda/test_top.py, test_top.py) and it is not judged; read from its own root they agree, and it is stale
+    assert "golden/cuda/test_top/test_o/0" in _snapshots(featviz_pytester.path)
+    result = featviz_pytester.runpytest("--featviz-prune", "--featviz-golden-dir", "golden/cuda")
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/cuda/test_top/test_o/0"])
 
 
 def test_a_file_reached_by_a_plugin_s_module_class_is_not_judged(featviz_pytester: pytest.Pytester) -> None:
@@ -796,3 +800,70 @@ def test_a_link_in_the_golden_directory_that_leads_out_of_it_is_no_crash(project
         assert "Traceback" not in result.stdout.str() + result.stderr.str()
         assert result.ret in (0, 5)
     assert (outside / "test_o" / "0" / "snapshot.json").is_file()
+
+
+def test_a_golden_directory_reached_through_a_link_or_moved_is_not_judged(featviz_pytester: pytest.Pytester) -> None:
+    # the record is joined as text: through a link, or from a moved golden directory, it names another file than
+    # the directory reading, and nothing is judged
+    featviz_pytester.makepyfile(featviz_models=MODELS)
+    featviz_pytester.syspathinsert()
+    for folder in ("tests", "cuda/tests"):
+        (featviz_pytester.path / folder).mkdir(parents=True)
+    (featviz_pytester.path / "tests" / "test_m.py").write_text(OTHER_BEFORE)
+    (featviz_pytester.path / "cuda" / "tests" / "test_k.py").write_text(OTHER_AFTER)
+    (featviz_pytester.path / "store").mkdir()
+    (featviz_pytester.path / "golden").symlink_to(featviz_pytester.path / "store", target_is_directory=True)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    featviz_pytester.runpytest("--featviz-update", "--featviz-golden-dir", "golden/cuda", "tests").assert_outcomes(
+        passed=1
+    )
+    snapshots = _snapshots(featviz_pytester.path / "store")
+    assert snapshots == ["cuda/tests/test_m/test_o/0", "tests/test_m/test_o/0"]
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2)
+    assert "stale golden" not in result.stdout.str()
+    # moved one level down
+    (featviz_pytester.path / "golden").unlink()
+    (featviz_pytester.path / "ci").mkdir()
+    (featviz_pytester.path / "store").rename(featviz_pytester.path / "ci" / "golden")
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = ci/golden\n")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2)
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path / "ci" / "golden") == snapshots
+
+
+@pytest.mark.parametrize(
+    "record",
+    ['"/abs/test_gone.py"', '"../../../../test_gone.py\\u0000x"', '"\\ud800"', '"' + "../" * 3000 + 'x"', "3"],
+    ids=["absolute", "nul", "surrogate", "huge", "number"],
+)
+def test_a_damaged_test_record_is_no_record(project: pytest.Pytester, record: str) -> None:
+    (project.path / "test_other.py").unlink()
+    sidecar = project.path / "golden" / "test_other" / "test_o" / "0" / "snapshot.json"
+    text = sidecar.read_text()
+    assert '  "test": {"file": "../../../../test_other.py"},\n' in text
+    sidecar.write_text(text.replace('"../../../../test_other.py"', record))
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*"])
+    assert OTHER_STALE in _snapshots(project.path)
+
+
+def test_a_sidecar_nested_too_deep_is_no_crash(project: pytest.Pytester) -> None:
+    (project.path / "test_other.py").unlink()
+    (project.path / "golden" / "test_other" / "test_o" / "0" / "snapshot.json").write_text("[" * 200000 + "]" * 200000)
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=2)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert OTHER_STALE in _snapshots(project.path)
+
+
+def test_the_prune_command_repeats_the_selection_and_nothing_else(project: pytest.Pytester) -> None:
+    (project.path / "args.txt").write_text("--featviz-update\ntest_other.py\n")
+    result = project.runpytest("@args.txt", "--junitxml=out.xml")
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) that no executed test used*", f"  {OTHER_STALE}"])
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune test_other.py"])
+    result = project.runpytest("-k", "test_a or test_plain", "-o", "junit_family=xunit2")
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune -k 'test_a or test_plain'"])
+    assert _snapshots(project.path) == ALL

@@ -463,3 +463,11 @@ def test_a_picture_whose_stream_inflates_past_its_geometry_is_read_no_further(tm
     assert png.decode_unfiltered(forged, width, height, 8) is None  # inflated only one byte past the geometry
     layer = _set_sha(tmp_path, forged)
     assert goldenpicture.read_layer(tmp_path, layer, stored.bit_depth).shape == (height, width)
+
+
+def test_a_sidecar_nested_too_deep_is_a_malformed_golden(tmp_path: Path) -> None:
+    directory = tmp_path / "0"
+    directory.mkdir()
+    (directory / golden.SIDECAR).write_text("[" * 200000 + "]" * 200000)
+    with pytest.raises(golden.GoldenError, match="nested too deep"):
+        golden.read_sidecar(directory)

@@ -178,3 +178,12 @@ def test_keyed_directories_sit_beside_the_shared_one_and_map_back(tmp_path: Path
     (named / SIDECAR).write_text('{"format": 1, "environment": {"device": "cpu"}}')
     assert goldenpath.shared_dir(named) == named
     assert goldenpath.shared_dir(shared.with_name("block@1")) == shared.with_name("block@1")  # not a device key
+
+
+def test_a_keyed_directory_whose_sidecar_cannot_be_read_is_a_snapshot_of_its_own(tmp_path: Path) -> None:
+    keyed = tmp_path / "0@cuda"
+    keyed.mkdir()
+    (keyed / SIDECAR).write_text("[" * 200000 + "]" * 200000)  # nested too deep for json
+    assert goldenpath.shared_dir(keyed) == keyed
+    (keyed / SIDECAR).write_text('{"environment": {"device": "cuda"}}')
+    assert goldenpath.shared_dir(keyed) == tmp_path / "0"
