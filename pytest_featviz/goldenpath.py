@@ -22,7 +22,7 @@ KEY_SEPARATOR = "@"  # environment-keyed goldens live beside the shared one: <sn
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
 MAX_NAME_LENGTH = 80
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._\-\[\]+=,@]")
+UNSAFE = re.compile(r"[^A-Za-z0-9._\-\[\]+=,@]")  # characters sanitize_name replaces
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 
 
@@ -34,7 +34,7 @@ def sanitize_name(name: str, max_length: int = MAX_NAME_LENGTH) -> str:
     short hash of the original is appended so two different names never share a file.
     """
     normalized = unicodedata.normalize("NFC", name)
-    safe = _UNSAFE.sub("_", normalized)
+    safe = UNSAFE.sub("_", normalized)
     if safe.startswith("."):
         safe = "_" + safe[1:]
     safe = safe.rstrip(". ")

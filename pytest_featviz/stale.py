@@ -98,6 +98,7 @@ class StaleGoldens:
         self.collect_errors: set[str] = set()  # node ids of collectors that failed, or skipped (importorskip)
         self.starting: dict[str, str] = {}  # node id -> test file, of every test module whose collection started
         self.modules: dict[str, str] = {}  # node id -> test file, of every plain Python test module collected
+        self.classes: dict[str, str] = {}  # node id -> test file, of every test class in one
         self.seen_files: set[str] = set()  # test files of every item and module collected: their goldens have an owner
         self.ran: set[str] = set()  # node ids whose body ran, or whose setup failed or skipped
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
@@ -127,6 +128,10 @@ class StaleGoldens:
         if type(collector) is pytest.Module:
             self.starting[collector.nodeid] = self.module_file(collector)
             self.seen_files.add(self.starting[collector.nodeid])
+        elif isinstance(collector, pytest.Class):
+            module = collector.getparent(pytest.Module)
+            if module is not None and type(module) is pytest.Module:
+                self.classes[collector.nodeid] = self.module_file(module)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # A file named with a node id (``test_m.py::test_x``) was collected only in part: the tests left out are
@@ -159,6 +164,10 @@ class StaleGoldens:
             self.collect_errors.add(report.nodeid)
         elif report.nodeid in self.starting:  # a module whose collection an interrupt stopped is not here
             self.modules[report.nodeid] = self.starting[report.nodeid]
+        elif report.nodeid in self.classes and not report.result:
+            # a test class that yields no test: pytest could not collect it (an __init__, its warning maybe
+            # filtered), or its tests are all gone; its goldens are not judged
+            self.incomplete.add(self.classes[report.nodeid])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -179,7 +188,9 @@ class StaleGoldens:
         if report.failed or report.skipped:
             self.not_passed.add(report.nodeid)
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
+            # as named and as it really is: a golden directory used through a link is used behind it too
             self.used.add(_shared_key(record["golden_dir"], self.keyed))
+            self.used.add(_shared_key(os.path.realpath(record["golden_dir"]), self.keyed))
         # --setup-only and --setup-plan report setup and teardown of every test, and no call: no body ran
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.ran.add(report.nodeid)
@@ -235,23 +246,21 @@ class StaleGoldens:
     def find_stale(self) -> list[Path]:
         """Golden snapshot directories of completely run test files that no executed test used."""
         from pytest_featviz.golden import SIDECAR
-        from pytest_featviz.goldenpath import sanitize_name
 
         # An environment-keyed golden (<snapshot>@cuda) and its shared one are used or stale together: a run on one
         # device uses only one of them, and must not prune the other device's golden (_shared_key on both sides).
         stale: list[Path] = []
         for test_file, tests in sorted(self.complete_files().items()):
             file_dir = self._file_dir(test_file)
-            if file_dir is None or not file_dir.is_dir():
+            if file_dir is None or not file_dir.is_dir() or self._through_link(file_dir):
                 continue
             self.files_checked += 1
-            owners = {sanitize_name(name): ids for name, ids in tests.items()}
             for test_dir in _subdirectories(file_dir):
-                ids = [i for name, ids in owners.items() if _variant_of(name, test_dir.name) for i in ids]
+                ids = [i for name, ids in tests.items() if _owns(name, test_dir.name) for i in ids]
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in _subdirectories(test_dir):
-                    if (snapshot / SIDECAR).is_file() and _shared_key(snapshot, self.keyed) not in self.used:
+                    if (snapshot / SIDECAR).is_file() and not self._used(snapshot):
                         stale.append(snapshot)
         return stale
 
@@ -285,14 +294,25 @@ class StaleGoldens:
             file_dir = snapshot.parent.parent
             if file_dir not in found:
                 found[file_dir] = set() if _key(file_dir) in owned else self._gone(parts[:-2], collected_from)
-            if (
-                found[file_dir]
-                and _shared_key(snapshot, self.keyed) not in self.used
-                and _recorded(sidecar) in found[file_dir]
-            ):
+            if found[file_dir] and not self._used(snapshot) and _recorded(sidecar) in found[file_dir]:
                 orphans.append(snapshot)
         self.files_gone = len({snapshot.parent.parent for snapshot in orphans})
         return orphans
+
+    def _used(self, snapshot: Path) -> bool:
+        """Whether a record of this run names ``snapshot`` (or its keyed twin), directly or through a link."""
+        keys = {_shared_key(snapshot, self.keyed), _shared_key(os.path.realpath(snapshot), self.keyed)}
+        return not keys.isdisjoint(self.used)
+
+    def _through_link(self, path: Path) -> bool:
+        """Whether ``path`` or a directory between it and the golden root is a symbolic link: what lies behind one
+        may be another snapshot's, so it is never judged nor deleted through it."""
+        root = _key(self.golden_root)
+        while _key(path) != root and _key(path).startswith(root + os.sep):
+            if path.is_symlink():
+                return True
+            path = path.parent
+        return False
 
     def _file_dir(self, test_file: str) -> Path | None:
         """The golden directory of ``test_file``'s goldens; None when it cannot be used (a link in the golden
@@ -332,6 +352,9 @@ class StaleGoldens:
         from pytest_featviz.durable import remove_leftovers
         from pytest_featviz.golden import SIDECAR
 
+        if self._through_link(directory):  # never reached: nothing behind a link is judged (belt and braces)
+            self.prune_errors.append(f"{directory}: reached through a symbolic link; left alone")
+            return
         remove_leftovers(directory)  # hidden copies killed writes left beside it would keep its parents alive
         try:
             for picture in sorted(directory.glob("*.png")):
@@ -343,10 +366,13 @@ class StaleGoldens:
         self.pruned.append(directory)
         try:
             directory.rmdir()
-        except OSError:  # it holds files of someone else's (a .DS_Store): they stay, and so does the directory
+        except OSError as exc:  # it holds files of someone else's (a .DS_Store): they stay, and so does the directory
             others = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
             more = f" and {len(others) - 5} more" if len(others) > 5 else ""
-            self.kept_files.append(f"{directory}: {', '.join(others[:5])}{more}")
+            if others:
+                self.kept_files.append(f"{directory}: {', '.join(others[:5])}{more}")
+            else:  # emptied, but the directory itself could not go (a read-only or immutable parent)
+                self.prune_errors.append(f"the emptied directory {directory}: {exc}")
             return
         root = _key(self.golden_root)
         parent = directory.parent
@@ -412,18 +438,23 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     return found
 
 
-def _variant_of(test: str, owner: str) -> bool:
-    """Whether test ``test`` is the test whose goldens are in directory ``owner``, or a variant of it that
-    parametrize or pytest-repeat made: ``test_a[x]`` of ``test_a``, ``test_q[u-1-2]`` of ``test_q[u]`` (never
-    ``test_q[U]`` of ``test_q[u]``: a rename in letter case leaves the old golden stale)."""
-    if test == owner:
-        return True
-    base, _, ids = test.partition("[")
-    if "NOTSET" in ids and base == owner.split("[", 1)[0]:
-        return True  # parametrized with an empty list (skipped): it stands for every parameter set it had
-    if "[" not in owner:
-        return test.split("[", 1)[0] == owner
-    return owner.endswith("]") and test.startswith(owner[:-1] + "-")
+def _owns(test: str, directory: str) -> bool:
+    """Whether test ``test`` (its name as pytest gives it) is the test whose goldens are in the test directory named
+    ``directory``, or a variant of it that parametrize or pytest-repeat made: ``test_a[x]`` of ``test_a``,
+    ``test_q[u-1-2]`` of ``test_q[u]`` (never ``test_q[U]`` of ``test_q[u]``: a rename in letter case leaves the
+    old golden stale), and a skipped ``test_p[NOTSET]`` (parametrized with an empty list) of every ``test_p[...]``.
+    Compared through ``sanitize_name``, so that names it changed (``test_café``) match too."""
+    from pytest_featviz.goldenpath import UNSAFE, sanitize_name
+
+    base, bracket, rest = test.partition("[")
+    ids = rest[:-1] if rest.endswith("]") else rest
+    if bracket and "NOTSET" in ids:
+        # any parameter set of ``base``: its directory starts with base's characters made safe (a name sanitizing
+        # changed ends in a digest of the whole name, so only the start is known)
+        return directory == sanitize_name(base) or directory.startswith(UNSAFE.sub("_", base) + "[")
+    parts = ids.split("-") if bracket else []
+    owners = [test, base] + [f"{base}[{'-'.join(parts[:count])}]" for count in range(1, len(parts))]
+    return directory in {sanitize_name(owner) for owner in owners}
 
 
 def _prune_command(config: pytest.Config, options: Sequence[str]) -> str:
@@ -466,8 +497,11 @@ def _names(directory: Path) -> list[str]:
 
 
 def _subdirectories(directory: Path) -> list[Path]:
-    """Subdirectories, without the hidden ones an interrupted write may leave."""
+    """Subdirectories, without the hidden ones an interrupted write may leave, nor links (what lies behind one may
+    be another snapshot's)."""
     try:
-        return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p for p in directory.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+        )
     except OSError:
         return []

@@ -867,3 +867,108 @@ def test_the_prune_command_repeats_the_selection_and_nothing_else(project: pytes
     result = project.runpytest("-k", "test_a or test_plain", "-o", "junit_family=xunit2")
     result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune -k 'test_a or test_plain'"])
     assert _snapshots(project.path) == ALL
+
+
+def test_nothing_behind_a_link_in_the_golden_directory_is_judged_or_deleted(project: pytest.Pytester) -> None:
+    golden_dir = project.path / "golden"
+    # a test file renamed, its golden directory kept through a link under the new name
+    (project.path / "test_other.py").rename(project.path / "test_moved.py")
+    (project.path / "test_moved.py").write_text(OTHER_BEFORE)
+    (golden_dir / "test_moved").symlink_to("test_other", target_is_directory=True)
+    # a test-level and a snapshot-level alias
+    (golden_dir / "test_st" / "test_old").symlink_to("test_a", target_is_directory=True)
+    (golden_dir / "test_st" / "test_c" / "alias").symlink_to("0", target_is_directory=True)
+    result = project.runpytest()
+    result.stdout.fnmatch_lines(
+        ["2 stale golden snapshot(s) that no executed test used*", f"  {STALE[0]}", f"  {STALE[1]}"]
+    )
+    assert "test_old" not in result.stdout.str() and "alias" not in result.stdout.str()
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*", f"  {STALE[0]}", f"  {STALE[1]}"])
+    assert _snapshots(project.path) == [
+        "golden/test_other/test_o/0",
+        "golden/test_st/test_a/keep",
+        "golden/test_st/test_c/0",
+    ]
+    assert "could not delete" not in result.stdout.str()
+    project.runpytest().assert_outcomes(passed=3)
+
+
+def test_a_test_class_pytest_cannot_collect_keeps_its_goldens_with_its_warning_filtered(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    featviz_pytester.makeini(
+        "[pytest]\naddopts = -p no:cacheprovider\nfilterwarnings = ignore::pytest.PytestCollectionWarning\n"
+    )
+    body = """
+        from featviz_models import make_input, make_model
+
+
+        def test_plain(feature_snapshot):
+            feature_snapshot(make_model(), make_input(), layers=["0"])
+
+
+        class TestC:
+            {init}
+            def test_b(self, feature_snapshot):
+                feature_snapshot(make_model(), make_input(), layers=["0"])
+        """
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_cls=body.format(init=""))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    featviz_pytester.makepyfile(test_cls=body.format(init="def __init__(self):\n                pass\n"))
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert "golden/test_cls/TestC.test_b/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_failing_variant_of_a_test_whose_name_sanitizing_changed_keeps_its_goldens(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    plain = """
+        from featviz_models import make_input, make_model
+
+
+        def test_café(feature_snapshot):
+            feature_snapshot(make_model(), make_input(), layers=["0"])
+        """
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_u=plain)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    snapshots = _snapshots(featviz_pytester.path)
+    assert len(snapshots) == 1 and snapshots[0].startswith("golden/test_u/test_caf_-")
+    # now parametrized, and failing before its snapshot: test_café[1] stands for test_café
+    featviz_pytester.makepyfile(
+        test_u="""
+        import pytest
+
+
+        @pytest.mark.parametrize("x", [1])
+        def test_café(feature_snapshot, x):
+            raise RuntimeError("broke before its snapshot")
+        """
+    )
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(failed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == snapshots
+
+
+def test_a_test_file_s_golden_directory_that_is_a_link_is_judged_only_where_it_really_is(
+    project: pytest.Pytester,
+) -> None:
+    golden_dir = project.path / "golden"
+    (project.path / "test_other.py").unlink()
+    (project.path / "test_moved.py").write_text(OTHER_BEFORE)  # test_other.py's old test, renamed
+    (golden_dir / "test_moved").symlink_to("test_other", target_is_directory=True)
+    shutil.copytree(golden_dir / "test_other" / "test_o" / "0", golden_dir / "test_other" / "test_o" / "extra")
+    result = project.runpytest("test_moved.py")
+    result.assert_outcomes(passed=1)
+    # the unused copy is judged once, where it is, as a golden of the deleted test_other.py; nothing through the link
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s)*", "  golden/test_other/test_o/extra"])
+    assert "golden/test_moved" not in result.stdout.str()
+    result = project.runpytest("--featviz-prune", "test_moved.py")
+    assert "could not delete" not in result.stdout.str()
+    assert (golden_dir / "test_other" / "test_o" / "0" / "snapshot.json").is_file()
+    assert not (golden_dir / "test_other" / "test_o" / "extra").exists()
+    project.runpytest("test_moved.py").assert_outcomes(passed=1)
