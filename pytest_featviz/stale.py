@@ -26,7 +26,6 @@ imported only at session end, when a golden directory exists.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 
 import pytest
 
+from pytest_featviz.orphans import covers
+from pytest_featviz.orphans import key as _key
 from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult, display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
@@ -41,15 +42,6 @@ LISTED = 20  # stale snapshots named in the terminal summary; the rest are count
 
 Location = Callable[[pytest.Item], "tuple[str, str]"]
 ModuleFile = Callable[[pytest.Module], str]
-_HASHED = re.compile(r"-[0-9a-f]{10}$")  # the digest goldenpath.sanitize_name appends to a name it had to change
-
-
-def _file_of(node_id: str) -> str:
-    return node_id.split("::", 1)[0]
-
-
-def _key(path: str | Path) -> str:
-    return os.path.normcase(os.path.abspath(path))
 
 
 def _shared_key(path: str | Path, keyed: bool) -> str:
@@ -232,16 +224,9 @@ class StaleGoldens:
             test_file: tests
             for test_file, tests in files.items()
             if test_file not in self.incomplete
-            and not any(self._covers(error, test_file) for error in self.collect_errors)
+            and not any(covers(error, test_file) for error in self.collect_errors)
             and all(node_id in self.finished for ids in tests.values() for node_id in ids)
         }
-
-    @staticmethod
-    def _covers(collector: str, test_file: str) -> bool:
-        if collector in ("", "."):
-            return True
-        collector_file = _file_of(collector).rstrip("/")
-        return collector_file == test_file or test_file.startswith(collector_file + "/")
 
     def find_stale(self) -> list[Path]:
         """Golden snapshot directories of completely run test files that no executed test used."""
@@ -265,39 +250,14 @@ class StaleGoldens:
         return stale
 
     def find_orphans(self) -> list[Path]:
-        """Golden snapshot directories whose test file no longer exists.
+        """Golden snapshot directories whose test file no longer exists (:func:`orphans.find_orphans`)."""
+        from pytest_featviz.orphans import find_orphans
 
-        Two readings must agree. The golden's directory names a test file under this rootdir (``goldenpath.
-        snapshot_dir`` in reverse: each segment is the ``sanitize_name`` of an entry on disk, without ``.py`` for
-        the file's own); it must be missing from a directory that is on disk, from which this run collected a test
-        file. And the sidecar records the test file's path relative to its own directory (``"test": {"file":
-        ...}``), joined as text (no link followed): it must name that same missing file. The directory alone cannot
-        tell a deleted file from a second golden directory kept inside this one, a copy, or goldens written under
-        another rootdir; the record alone would take every golden for gone once the golden directory moves or is
-        reached through a link. Goldens without the record (written before it was) are never judged, nor a missing
-        name that ``sanitize_name`` changed, nor where a collector failed, nor any when the
-        golden root lies outside the rootdir.
-        """
-        from pytest_featviz.golden import SIDECAR
-
-        if not self.golden_root.resolve().is_relative_to(self.rootdir.resolve()):
-            return []
-        owned = {_key(d) for d in map(self._file_dir, self.seen_files) if d is not None}
-        collected_from = {_key((self.rootdir / test_file).parent) for test_file in self.seen_files}
-        found: dict[Path, set[str]] = {}  # golden file directory -> the paths of the missing test file it names
-        orphans: list[Path] = []
-        for sidecar in sorted(self.golden_root.rglob(SIDECAR)):
-            snapshot = sidecar.parent
-            parts = snapshot.relative_to(self.golden_root).parts
-            if not sidecar.is_file() or len(parts) < 3 or any(part.startswith(".") for part in parts):
-                continue  # not file/test/snapshot, or inside a killed write's hidden copy
-            file_dir = snapshot.parent.parent
-            if file_dir not in found:
-                found[file_dir] = set() if _key(file_dir) in owned else self._gone(parts[:-2], collected_from)
-            if found[file_dir] and not self._used(snapshot) and _recorded(sidecar) in found[file_dir]:
-                orphans.append(snapshot)
-        self.files_gone = len({snapshot.parent.parent for snapshot in orphans})
-        return orphans
+        found = find_orphans(
+            self.golden_root, self.rootdir, self.seen_files, self.collect_errors, self._used, self._file_dir
+        )
+        self.files_gone = len({snapshot.parent.parent for snapshot in found})
+        return found
 
     def _used(self, snapshot: Path) -> bool:
         """Whether a record of this run names ``snapshot`` (or its keyed twin), directly or through a link."""
@@ -324,28 +284,6 @@ class StaleGoldens:
             return snapshot_dir(self.golden_root, test_file, "-", "-").parent.parent
         except (GoldenError, OSError, RuntimeError):
             return None
-
-    def _gone(self, segments: tuple[str, ...], collected_from: set[str]) -> set[str]:
-        """The paths (``_key``) the missing test file whose goldens lie at ``segments`` below the golden root had,
-        in a directory this run collected a test file from; empty when it is there, or cannot be judged
-        (:meth:`find_orphans`)."""
-        from pytest_featviz.goldenpath import sanitize_name
-
-        directories = [self.rootdir]  # every directory the segments may name: on Linux, tests/ and Tests/ are two
-        for segment in segments[:-1]:
-            directories = [d / entry for d in directories for entry in _names(d) if sanitize_name(entry) == segment]
-        stem = segments[-1]
-        if not directories or _HASHED.search(stem) is not None:
-            return set()
-        for directory in directories:
-            if any(
-                sanitize_name(entry[:-3] if entry.endswith(".py") else entry) == stem for entry in _names(directory)
-            ):
-                return set()
-        relative = [os.path.relpath(d / stem, self.rootdir).replace(os.sep, "/") for d in directories]
-        if any(self._covers(error, path) for error in self.collect_errors for path in relative):
-            return set()
-        return {_key(d / name) for d in directories if _key(d) in collected_from for name in (f"{stem}.py", stem)}
 
     def _delete(self, directory: Path) -> None:
         """Delete the files this plugin writes in a snapshot directory, then the directories left empty."""
@@ -471,29 +409,6 @@ def _prune_command(config: pytest.Config, options: Sequence[str]) -> str:
     for node_id in config.getoption("deselect", None) or ():
         selection += ["--deselect", str(node_id)]
     return shlex.join(["pytest", "--featviz-prune", *options, *selection])
-
-
-def _recorded(sidecar: Path) -> str | None:
-    """The test file a sidecar records, relative to the snapshot's directory, as a path (``_key``) joined as text:
-    no link on the way is followed, so a golden directory reached through a link, or moved, names another file than
-    the one its directory names, and is not judged. None when it records none, or cannot be read."""
-    import json
-
-    try:
-        recorded = json.loads(sidecar.read_text(encoding="utf-8"))["test"]["file"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested thousands deep
-        return None
-    if not isinstance(recorded, str) or not recorded:
-        return None
-    return _key(os.path.normpath(os.path.join(sidecar.parent, recorded)))
-
-
-def _names(directory: Path) -> list[str]:
-    """The entries of ``directory`` by name; none when it is no directory that can be read."""
-    try:
-        return sorted(entry.name for entry in os.scandir(directory))
-    except OSError:
-        return []
 
 
 def _subdirectories(directory: Path) -> list[Path]:
