@@ -21,6 +21,7 @@ from pytest_featviz.golden import SIDECAR, GoldenError
 KEY_SEPARATOR = "@"  # environment-keyed goldens live beside the shared one: <snapshot>@<device type>
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
 MAX_NAME_LENGTH = 80
+DIGEST_LENGTH = 10  # hex digits of the digest sanitize_name appends to a name it changed or cut
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._\-\[\]+=,@]")  # characters sanitize_name replaces
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
@@ -43,7 +44,7 @@ def sanitize_name(name: str, max_length: int = MAX_NAME_LENGTH) -> str:
     if safe.split(".")[0].upper() in _WINDOWS_RESERVED:
         safe = "_" + safe
     if safe != name or len(safe) > max_length:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
         safe = f"{safe[: max_length - len(digest) - 1]}-{digest}"
     return safe
 

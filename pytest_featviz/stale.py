@@ -8,15 +8,16 @@ without using it (the snapshot call was removed). Goldens of a test that failed 
 have reached its snapshot call. So are the goldens a failed or skipped variant of a test stands for: ``test_a``'s
 while pytest-repeat's ``test_a[1-2]`` or a newly parametrized ``test_a[x]`` fails, ``test_q[u]``'s while
 ``test_q[u-1-2]`` fails, every ``test_p[...]``'s while ``test_p[NOTSET]`` (parametrized with an empty list) is
-skipped. A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] =
-[...]`` in any hook order), and an ``--lf`` run (which leaves out the passing tests of a file as it collects it,
-with no hook that says so) make the file incomplete, and so does a class or function pytest could not collect
-(a ``PytestCollectionWarning``). Only files a plain Python test module collected count (not a doctest module's, nor
-a lint plugin's items); a file that collects no test is not judged. Goldens of test files that were not collected
-are looked at only when their test file no longer exists (deleted, renamed or moved): both the path the golden
-directory names under this rootdir, in a directory this run collected a test file from, and the path the sidecar
-records (``"test": {"file": ...}``, relative to the snapshot's directory; goldens written before it was recorded
-are never judged) must be gone (:meth:`StaleGoldens.find_orphans`). A run that executes no test body
+skipped. A test collected but not run, however it was dropped (``-k``, a conftest's ``items[:] = [...]`` in any hook
+order), and an ``--lf`` run (which leaves out the passing tests of a file as it collects it, with no hook that says
+so) make the file incomplete, and so does a class or function pytest could not collect (:func:`_left_out`, or a
+``PytestCollectionWarning``). What a symbolic link in the golden directory leads to is kept while the link exists,
+and nothing is judged or deleted through one. Only files a plain Python test module collected count (not a doctest
+module's, nor a lint plugin's items); a file that collects no test is not judged. Goldens of test files that were
+not collected are looked at only when their test file no longer exists (deleted, renamed or moved): both the path
+the golden directory names under this rootdir, in a directory this run collected a test file from, and the path the
+sidecar records (``"test": {"file": ...}``, relative to the snapshot's directory; goldens written before it was
+recorded are never judged) must be gone (:meth:`StaleGoldens.find_orphans`). A run that executes no test body
 (``--collect-only``, ``--setup-only``, ``--setup-plan``), an ``--lf`` run and an interrupted one judge nothing
 stale. Under pytest-xdist the workers send what they collected in ``workeroutput`` and the controller, which
 receives every test report, decides. This module imports nothing heavy at pytest start-up; the golden layout is
@@ -35,6 +36,7 @@ import pytest
 
 from pytest_featviz.orphans import covers
 from pytest_featviz.orphans import key as _key
+from pytest_featviz.ownership import left_out, link_targets, owns
 from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult, display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
@@ -90,7 +92,8 @@ class StaleGoldens:
         self.collect_errors: set[str] = set()  # node ids of collectors that failed, or skipped (importorskip)
         self.starting: dict[str, str] = {}  # node id -> test file, of every test module whose collection started
         self.modules: dict[str, str] = {}  # node id -> test file, of every plain Python test module collected
-        self.classes: dict[str, str] = {}  # node id -> test file, of every test class in one
+        # node id -> (test file, collector) of every plain test module and its test classes, until collected
+        self.collecting: dict[str, tuple[str, pytest.Collector]] = {}
         self.seen_files: set[str] = set()  # test files of every item and module collected: their goldens have an owner
         self.ran: set[str] = set()  # node ids whose body ran, or whose setup failed or skipped
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
@@ -102,6 +105,7 @@ class StaleGoldens:
         self.kept_files: list[str] = []  # pruned snapshot directories left in place for files that are not ours
         self.files_checked = 0
         self.files_gone = 0  # test files that no longer exist, whose goldens are all stale
+        self.link_targets: list[str] | None = None  # where the links in the golden directory lead, once looked for
 
     # -- what was collected (in the main process, or on each xdist worker) --
 
@@ -120,10 +124,11 @@ class StaleGoldens:
         if type(collector) is pytest.Module:
             self.starting[collector.nodeid] = self.module_file(collector)
             self.seen_files.add(self.starting[collector.nodeid])
+            self.collecting[collector.nodeid] = (self.starting[collector.nodeid], collector)
         elif isinstance(collector, pytest.Class):
             module = collector.getparent(pytest.Module)
             if module is not None and type(module) is pytest.Module:
-                self.classes[collector.nodeid] = self.module_file(module)
+                self.collecting[collector.nodeid] = (self.module_file(module), collector)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # A file named with a node id (``test_m.py::test_x``) was collected only in part: the tests left out are
@@ -156,10 +161,10 @@ class StaleGoldens:
             self.collect_errors.add(report.nodeid)
         elif report.nodeid in self.starting:  # a module whose collection an interrupt stopped is not here
             self.modules[report.nodeid] = self.starting[report.nodeid]
-        elif report.nodeid in self.classes and not report.result:
-            # a test class that yields no test: pytest could not collect it (an __init__, its warning maybe
-            # filtered), or its tests are all gone; its goldens are not judged
-            self.incomplete.add(self.classes[report.nodeid])
+        if report.passed and report.nodeid in self.collecting:
+            test_file, collector = self.collecting.pop(report.nodeid)
+            if left_out(collector, report.result):
+                self.incomplete.add(test_file)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -241,11 +246,11 @@ class StaleGoldens:
                 continue
             self.files_checked += 1
             for test_dir in _subdirectories(file_dir):
-                ids = [i for name, ids in tests.items() if _owns(name, test_dir.name) for i in ids]
+                ids = [i for name, ids in tests.items() if owns(name, test_dir.name) for i in ids]
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in _subdirectories(test_dir):
-                    if (snapshot / SIDECAR).is_file() and not self._used(snapshot):
+                    if (snapshot / SIDECAR).is_file() and not self._kept(snapshot):
                         stale.append(snapshot)
         return stale
 
@@ -254,10 +259,21 @@ class StaleGoldens:
         from pytest_featviz.orphans import find_orphans
 
         found = find_orphans(
-            self.golden_root, self.rootdir, self.seen_files, self.collect_errors, self._used, self._file_dir
+            self.golden_root, self.rootdir, self.seen_files, self.collect_errors, self._kept, self._file_dir
         )
         self.files_gone = len({snapshot.parent.parent for snapshot in found})
         return found
+
+    def _kept(self, snapshot: Path) -> bool:
+        """Whether ``snapshot`` is out of judgement: used in this run (:meth:`_used`), or behind a symbolic link in
+        the golden directory, which stands for it under another name (a renamed test's golden kept through a link)
+        whatever that test's outcome."""
+        if self._used(snapshot):
+            return True
+        if self.link_targets is None:
+            self.link_targets = link_targets(self.golden_root)
+        real = _key(os.path.realpath(snapshot))
+        return any(real == target or real.startswith(target + os.sep) for target in self.link_targets)
 
     def _used(self, snapshot: Path) -> bool:
         """Whether a record of this run names ``snapshot`` (or its keyed twin), directly or through a link."""
@@ -374,25 +390,6 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
                 if _shared_key(snapshot, keyed) not in seen and (snapshot / SIDECAR).is_file()
             )
     return found
-
-
-def _owns(test: str, directory: str) -> bool:
-    """Whether test ``test`` (its name as pytest gives it) is the test whose goldens are in the test directory named
-    ``directory``, or a variant of it that parametrize or pytest-repeat made: ``test_a[x]`` of ``test_a``,
-    ``test_q[u-1-2]`` of ``test_q[u]`` (never ``test_q[U]`` of ``test_q[u]``: a rename in letter case leaves the
-    old golden stale), and a skipped ``test_p[NOTSET]`` (parametrized with an empty list) of every ``test_p[...]``.
-    Compared through ``sanitize_name``, so that names it changed (``test_café``) match too."""
-    from pytest_featviz.goldenpath import UNSAFE, sanitize_name
-
-    base, bracket, rest = test.partition("[")
-    ids = rest[:-1] if rest.endswith("]") else rest
-    if bracket and "NOTSET" in ids:
-        # any parameter set of ``base``: its directory starts with base's characters made safe (a name sanitizing
-        # changed ends in a digest of the whole name, so only the start is known)
-        return directory == sanitize_name(base) or directory.startswith(UNSAFE.sub("_", base) + "[")
-    parts = ids.split("-") if bracket else []
-    owners = [test, base] + [f"{base}[{'-'.join(parts[:count])}]" for count in range(1, len(parts))]
-    return directory in {sanitize_name(owner) for owner in owners}
 
 
 def _prune_command(config: pytest.Config, options: Sequence[str]) -> str:

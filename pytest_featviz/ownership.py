@@ -1,0 +1,67 @@
+"""Which test a golden belongs to, for stale detection (:mod:`pytest_featviz.stale`): a test directory's name
+matched to a test and the variants parametrize and pytest-repeat make of it (:func:`owns`), tests pytest did not
+collect although their module or class holds them (:func:`left_out`), and the goldens a symbolic link in the golden
+directory stands for under another name (:func:`link_targets`). Imports only the standard library and pytest at
+start-up; the golden naming rules are imported when first used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_featviz.orphans import key
+
+
+def owns(test: str, directory: str) -> bool:
+    """Whether test ``test`` (its name as pytest gives it) is the test whose goldens are in the test directory named
+    ``directory``, or a variant of it that parametrize or pytest-repeat made: ``test_a[x]`` of ``test_a``,
+    ``test_q[u-1-2]`` of ``test_q[u]`` (never ``test_q[U]`` of ``test_q[u]``: a rename in letter case leaves the
+    old golden stale), and a skipped ``test_p[NOTSET]`` (parametrized with an empty list) of every ``test_p[...]``.
+    Compared through ``sanitize_name``, so that names it changed (``test_café``) match too."""
+    from pytest_featviz.goldenpath import DIGEST_LENGTH, MAX_NAME_LENGTH, UNSAFE, sanitize_name
+
+    base, bracket, rest = test.partition("[")
+    ids = rest[:-1] if rest.endswith("]") else rest
+    if bracket and "NOTSET" in ids:
+        # any parameter set of ``base``: its directory starts with base's characters made safe, as far as a name
+        # sanitizing changed or cut keeps them (it ends in a digest of the whole name)
+        head = (UNSAFE.sub("_", base) + "[")[: MAX_NAME_LENGTH - DIGEST_LENGTH - 1]
+        return directory == sanitize_name(base) or directory.startswith(head)
+    parts = ids.split("-") if bracket else []
+    owners = [test, base] + [f"{base}[{'-'.join(parts[:count])}]" for count in range(1, len(parts))]
+    return directory in {sanitize_name(owner) for owner in owners}
+
+
+def left_out(collector: pytest.Collector, collected: Iterable[Any]) -> bool:
+    """Whether a test module or class holds a test pytest did not collect: a name its ``python_functions`` or
+    ``python_classes`` pattern matches, callable, with no node (a decorator object that is no function, a class
+    with ``__init__``, whether or not pytest's warning about it is filtered). Its goldens may be that test's."""
+    names = {getattr(node, "originalname", None) or str(node.name).split("[", 1)[0] for node in collected}
+    if isinstance(collector, pytest.Class) and not names:
+        return True  # a test class that yields no test: pytest could not collect it, or its tests are gone
+    namespace = getattr(getattr(collector, "obj", None), "__dict__", {})
+    function_name = getattr(collector, "funcnamefilter", None)
+    class_name = getattr(collector, "classnamefilter", None)
+    for name, value in list(namespace.items()):
+        if name in names or not callable(value):
+            continue
+        matches = class_name if isinstance(value, type) else function_name
+        if matches is not None and matches(name):
+            return True
+    return False
+
+
+def link_targets(golden_root: Path) -> list[str]:
+    """Where the symbolic links to directories inside the golden directory lead (``_key`` of the real paths)."""
+    targets = []
+    for folder, subfolders, _ in os.walk(golden_root):
+        for name in subfolders:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                targets.append(key(os.path.realpath(path)))
+    return targets

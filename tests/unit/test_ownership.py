@@ -1,0 +1,34 @@
+"""ownership: a test directory's name matched to the test that owns it and its parametrized and repeated variants,
+through the names sanitizing changed or cut; the targets of links in the golden directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytest_featviz.goldenpath import sanitize_name
+from pytest_featviz.orphans import key
+from pytest_featviz.ownership import link_targets, owns
+
+
+def test_a_test_owns_its_own_directory_and_its_variants_own_their_function_s() -> None:
+    assert owns("test_a", "test_a") and owns("test_a[x]", "test_a") and owns("test_a[x]", "test_a[x]")
+    assert owns("test_q[u-1-2]", "test_q[u]") and owns("test_q[u-1-2]", "test_q[u-1]")
+    assert not owns("test_q[u-1-2]", "test_q[U]") and not owns("test_a", "test_ab") and not owns("test_b[x]", "test_a")
+    assert owns("test_café[1]", sanitize_name("test_café"))  # a name sanitizing changed
+
+
+def test_an_empty_parameter_list_owns_every_parameter_set_even_of_a_cut_name() -> None:
+    assert owns("test_p[NOTSET]", "test_p[cuda0]") and owns("test_p[NOTSET]", "test_p")
+    assert not owns("test_p[NOTSET]", "test_q[cuda0]")
+    long = "TestAVeryLongDescriptiveClassNameForRegressions.test_resnet_block_feature_maps"
+    assert owns(f"{long}[NOTSET]", sanitize_name(f"{long}[1]"))
+    assert owns("test_é[NOTSET]", sanitize_name("test_é[1]"))
+
+
+def test_link_targets_are_the_real_directories_links_lead_to(tmp_path: Path) -> None:
+    (tmp_path / "test_m" / "test_a" / "0").mkdir(parents=True)
+    (tmp_path / "test_m" / "test_b").symlink_to("test_a", target_is_directory=True)
+    (tmp_path / "test_n").symlink_to(tmp_path / "test_m", target_is_directory=True)
+    assert sorted(link_targets(tmp_path)) == sorted([key(tmp_path / "test_m" / "test_a"), key(tmp_path / "test_m")])
+    assert os.path.isdir(tmp_path / "test_n" / "test_a" / "0")
