@@ -37,18 +37,24 @@ def owns(test: str, directory: str) -> bool:
     return directory in {sanitize_name(owner) for owner in owners}
 
 
+def empty_parameters(item: pytest.Item) -> bool:
+    """Whether ``item`` stands for a test parametrized with an empty list (pytest skips it): every parameter set the
+    test had before is its. Told by the parameter values, which pytest's id does not name alike in every version."""
+    params = getattr(getattr(item, "callspec", None), "params", None) or {}
+    return any(type(value).__name__ == "NotSetType" for value in params.values())
+
+
 def left_out(collector: pytest.Collector, collected: Iterable[Any]) -> bool:
-    """Whether a test module or class holds a test pytest did not collect: a name its ``python_functions`` or
-    ``python_classes`` pattern matches, callable, with no node (a decorator object that is no function, a class
-    with ``__init__``, whether or not pytest's warning about it is filtered). Its goldens may be that test's."""
+    """Whether a test module or class holds a test pytest did not collect: a callable its ``python_functions`` or
+    ``python_classes`` pattern matches, not marked ``__test__ = False``, with no node (a decorator object that is no
+    function, the methods of a class with ``__init__``), whether or not pytest's warning about it is filtered. Its
+    goldens may be that test's."""
     names = {getattr(node, "originalname", None) or str(node.name).split("[", 1)[0] for node in collected}
-    if isinstance(collector, pytest.Class) and not names:
-        return True  # a test class that yields no test: pytest could not collect it, or its tests are gone
     namespace = getattr(getattr(collector, "obj", None), "__dict__", {})
     function_name = getattr(collector, "funcnamefilter", None)
     class_name = getattr(collector, "classnamefilter", None)
     for name, value in list(namespace.items()):
-        if name in names or not callable(value):
+        if name in names or not callable(value) or getattr(value, "__test__", True) is False:
             continue
         matches = class_name if isinstance(value, type) else function_name
         if matches is not None and matches(name):

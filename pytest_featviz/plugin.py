@@ -303,7 +303,9 @@ class SessionTracker:
         # controller collects nothing itself and clears when a worker's collection arrives (XdistClearing)
         stopped = session.testsfailed and not session.config.option.continue_on_collection_errors
         distributed = session.config.pluginmanager.getplugin("dsession") is not None
-        if session.items and not stopped and not distributed and not hasattr(session.config, "workerinput"):
+        # pytest 7's xdist controller session has no items attribute at all
+        items = getattr(session, "items", ())
+        if items and not stopped and not distributed and not hasattr(session.config, "workerinput"):
             self.clear_last_report(session.config)
 
     @pytest.hookimpl(tryfirst=True)

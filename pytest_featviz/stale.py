@@ -36,7 +36,7 @@ import pytest
 
 from pytest_featviz.orphans import covers
 from pytest_featviz.orphans import key as _key
-from pytest_featviz.ownership import left_out, link_targets, owns
+from pytest_featviz.ownership import empty_parameters, left_out, link_targets, owns
 from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult, display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
@@ -139,7 +139,10 @@ class StaleGoldens:
         named = {os.path.realpath(Path(base, arg.split("::", 1)[0])) for arg in session.config.args if "::" in arg}
         last_failed = bool(session.config.getoption("lf", False))
         for item in session.items:
-            self.tests[item.nodeid] = self.location(item)
+            test_file, test_name = self.location(item)
+            if empty_parameters(item):  # pytest 7 names it test_p[d0], pytest 8 test_p[NOTSET]: one name for both
+                test_name = test_name.split("[", 1)[0] + "[NOTSET]"
+            self.tests[item.nodeid] = (test_file, test_name)
             if last_failed or (named and os.path.realpath(item.path) in named):
                 self.incomplete.add(self.tests[item.nodeid][0])
         # A test collected but not run, whatever dropped it (-k, a conftest's ``items[:] = [...]`` in any hook
@@ -153,8 +156,12 @@ class StaleGoldens:
         category = getattr(warning_message, "category", None)
         if when == "collect" and isinstance(category, type) and issubclass(category, pytest.PytestCollectionWarning):
             path = Path(str(getattr(warning_message, "filename", "") or ""))
+            try:
+                relative = os.path.relpath(path, self.rootdir)
+            except ValueError:  # another drive on Windows
+                return
             if path.is_absolute():
-                self.incomplete.add(os.path.relpath(path, self.rootdir).replace(os.sep, "/"))
+                self.incomplete.add(relative.replace(os.sep, "/"))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if not report.passed:  # failed, or skipped while importing (importorskip)

@@ -859,6 +859,9 @@ def test_a_sidecar_nested_too_deep_is_no_crash(project: pytest.Pytester) -> None
     assert OTHER_STALE in _snapshots(project.path)
 
 
+@pytest.mark.skipif(
+    tuple(int(part) for part in pytest.__version__.split(".")[:2]) < (8, 2), reason="@file arguments: pytest >= 8.2"
+)
 def test_the_prune_command_repeats_the_selection_and_nothing_else(project: pytest.Pytester) -> None:
     (project.path / "args.txt").write_text("--featviz-update\ntest_other.py\n")
     result = project.runpytest("@args.txt", "--junitxml=out.xml")

@@ -32,3 +32,38 @@ def test_link_targets_are_the_real_directories_links_lead_to(tmp_path: Path) -> 
     (tmp_path / "test_n").symlink_to(tmp_path / "test_m", target_is_directory=True)
     assert sorted(link_targets(tmp_path)) == sorted([key(tmp_path / "test_m" / "test_a"), key(tmp_path / "test_m")])
     assert os.path.isdir(tmp_path / "test_n" / "test_a" / "0")
+
+
+def test_an_empty_parameter_list_is_told_by_its_values_not_its_id() -> None:
+    from types import SimpleNamespace
+
+    from _pytest.compat import NOTSET  # what pytest puts in the parameters of an empty parameter set
+
+    from pytest_featviz.ownership import empty_parameters
+
+    assert empty_parameters(SimpleNamespace(callspec=SimpleNamespace(params={"device": NOTSET})))  # type: ignore[arg-type]
+    assert not empty_parameters(SimpleNamespace(callspec=SimpleNamespace(params={"device": "cpu"})))  # type: ignore[arg-type]
+    assert not empty_parameters(SimpleNamespace())  # type: ignore[arg-type]
+
+
+def test_a_module_or_class_holds_a_test_pytest_left_out_when_a_matching_callable_has_no_node() -> None:
+    from types import ModuleType, SimpleNamespace
+
+    from pytest_featviz.ownership import left_out
+
+    class Retry:  # a decorator object: callable, no function
+        def __call__(self) -> None:
+            pass
+
+    class TestHelper:
+        __test__ = False
+
+    module = ModuleType("test_m")
+    module.test_f = Retry()  # type: ignore[attr-defined]
+    module.test_data = [1, 2]  # type: ignore[attr-defined]
+    module.TestHelper = TestHelper  # type: ignore[attr-defined]
+    collector = SimpleNamespace(
+        obj=module, funcnamefilter=lambda n: n.startswith("test"), classnamefilter=lambda n: n.startswith("Test")
+    )
+    assert left_out(collector, [])  # type: ignore[arg-type]
+    assert not left_out(collector, [SimpleNamespace(name="test_f", originalname="test_f")])  # type: ignore[arg-type]
