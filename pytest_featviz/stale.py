@@ -26,6 +26,7 @@ imported only at session end, when a golden directory exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from collections.abc import Callable, Iterable, Sequence
@@ -90,7 +91,6 @@ class StaleGoldens:
         self.collected: dict[str, str] = {}  # node id -> test file, of every item collected, before any filter
         self.incomplete: set[str] = set()  # test files with a deselected test
         self.collect_errors: set[str] = set()  # node ids of collectors that failed, or skipped (importorskip)
-        self.starting: dict[str, str] = {}  # node id -> test file, of every test module whose collection started
         self.modules: dict[str, str] = {}  # node id -> test file, of every plain Python test module collected
         # node id -> (test file, collector) of every plain test module and its test classes, until collected
         self.collecting: dict[str, tuple[str, pytest.Collector]] = {}
@@ -122,9 +122,9 @@ class StaleGoldens:
         # or a plugin's own module class may reach a file whose tests python_files leaves out, and a Package is a
         # Module before pytest 8 but no test file.
         if type(collector) is pytest.Module:
-            self.starting[collector.nodeid] = self.module_file(collector)
-            self.seen_files.add(self.starting[collector.nodeid])
-            self.collecting[collector.nodeid] = (self.starting[collector.nodeid], collector)
+            test_file = self.module_file(collector)
+            self.seen_files.add(test_file)
+            self.collecting[collector.nodeid] = (test_file, collector)
         elif isinstance(collector, pytest.Class):
             module = collector.getparent(pytest.Module)
             if module is not None and type(module) is pytest.Module:
@@ -156,20 +156,17 @@ class StaleGoldens:
         category = getattr(warning_message, "category", None)
         if when == "collect" and isinstance(category, type) and issubclass(category, pytest.PytestCollectionWarning):
             path = Path(str(getattr(warning_message, "filename", "") or ""))
-            try:
-                relative = os.path.relpath(path, self.rootdir)
-            except ValueError:  # another drive on Windows
-                return
             if path.is_absolute():
-                self.incomplete.add(relative.replace(os.sep, "/"))
+                with contextlib.suppress(ValueError):  # another drive on Windows
+                    self.incomplete.add(os.path.relpath(path, self.rootdir).replace(os.sep, "/"))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if not report.passed:  # failed, or skipped while importing (importorskip)
             self.collect_errors.add(report.nodeid)
-        elif report.nodeid in self.starting:  # a module whose collection an interrupt stopped is not here
-            self.modules[report.nodeid] = self.starting[report.nodeid]
-        if report.passed and report.nodeid in self.collecting:
+        elif report.nodeid in self.collecting:  # a module whose collection an interrupt stopped is not here
             test_file, collector = self.collecting.pop(report.nodeid)
+            if type(collector) is pytest.Module:
+                self.modules[report.nodeid] = test_file
             if left_out(collector, report.result):
                 self.incomplete.add(test_file)
 
@@ -193,8 +190,7 @@ class StaleGoldens:
             self.not_passed.add(report.nodeid)
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
             # as named and as it really is: a golden directory used through a link is used behind it too
-            self.used.add(_shared_key(record["golden_dir"], self.keyed))
-            self.used.add(_shared_key(os.path.realpath(record["golden_dir"]), self.keyed))
+            self.used.update(_shared_key(path, self.keyed) for path in _named_and_real(record["golden_dir"]))
         # --setup-only and --setup-plan report setup and teardown of every test, and no call: no body ran
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.ran.add(report.nodeid)
@@ -272,26 +268,23 @@ class StaleGoldens:
         return found
 
     def _kept(self, snapshot: Path) -> bool:
-        """Whether ``snapshot`` is out of judgement: used in this run (:meth:`_used`), or behind a symbolic link in
+        """Whether ``snapshot`` is out of judgement: a record of this run names it (or its keyed twin), directly or
+        through a link, or it is behind a symbolic link in
         the golden directory, which stands for it under another name (a renamed test's golden kept through a link)
         whatever that test's outcome."""
-        if self._used(snapshot):
+        paths = _named_and_real(snapshot)
+        if any(_shared_key(path, self.keyed) in self.used for path in paths):
             return True
         if self.link_targets is None:
             self.link_targets = link_targets(self.golden_root)
-        real = _key(os.path.realpath(snapshot))
+        real = _key(paths[-1])
         return any(real == target or real.startswith(target + os.sep) for target in self.link_targets)
-
-    def _used(self, snapshot: Path) -> bool:
-        """Whether a record of this run names ``snapshot`` (or its keyed twin), directly or through a link."""
-        keys = {_shared_key(snapshot, self.keyed), _shared_key(os.path.realpath(snapshot), self.keyed)}
-        return not keys.isdisjoint(self.used)
 
     def _through_link(self, path: Path) -> bool:
         """Whether ``path`` or a directory between it and the golden root is a symbolic link: what lies behind one
         may be another snapshot's, so it is never judged nor deleted through it."""
-        root = _key(self.golden_root)
-        while _key(path) != root and _key(path).startswith(root + os.sep):
+        root = _key(self.golden_root) + os.sep
+        while _key(path).startswith(root):
             if path.is_symlink():
                 return True
             path = path.parent
@@ -413,6 +406,12 @@ def _prune_command(config: pytest.Config, options: Sequence[str]) -> str:
     for node_id in config.getoption("deselect", None) or ():
         selection += ["--deselect", str(node_id)]
     return shlex.join(["pytest", "--featviz-prune", *options, *selection])
+
+
+def _named_and_real(path: str | Path) -> list[str]:
+    """``path`` as named and, when a link lies on the way, as it really is (the real one last)."""
+    named, real = os.path.abspath(path), os.path.realpath(path)
+    return [named] if _key(named) == _key(real) else [named, real]
 
 
 def _subdirectories(directory: Path) -> list[Path]:
