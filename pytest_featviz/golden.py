@@ -288,6 +288,17 @@ def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
     return found or None
 
 
+def sidecar_string(directory: Path, entry: str, field: str) -> str | None:
+    """``data[entry][field]`` of the sidecar in ``directory`` when it is a string, read without checking the rest of
+    the sidecar (a quick look for stale detection and device keys); ``None`` when there is no readable sidecar, or
+    no such string in it."""
+    try:
+        value = json.loads((directory / SIDECAR).read_text(encoding="utf-8"))[entry][field]
+    except (OSError, ValueError, LookupError, TypeError, RecursionError):  # RecursionError: nested thousands deep
+        return None
+    return value if isinstance(value, str) else None
+
+
 def read_sidecar(directory: Path) -> SnapshotGolden | None:
     """The sidecar of the snapshot in ``directory``; ``None`` when there is no golden there yet."""
     path = directory / SIDECAR

@@ -10,13 +10,12 @@ beside the shared one as ``<snapshot>@<device type>`` (:func:`keyed_dir`, :func:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import unicodedata
 from pathlib import Path
 
-from pytest_featviz.golden import SIDECAR, GoldenError
+from pytest_featviz.golden import GoldenError, sidecar_string
 
 KEY_SEPARATOR = "@"  # environment-keyed goldens live beside the shared one: <snapshot>@<device type>
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
@@ -128,9 +127,4 @@ def shared_dir(directory: Path) -> Path:
 
 def _made_on_device(directory: Path) -> str | None:
     """The device type a snapshot's sidecar records, or ``None`` (no readable sidecar, or none recorded)."""
-    try:
-        environment = json.loads((directory / SIDECAR).read_text(encoding="utf-8")).get("environment")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    device = environment.get("device") if isinstance(environment, dict) else None
-    return device if isinstance(device, str) else None
+    return sidecar_string(directory, "environment", "device")

@@ -12,7 +12,6 @@ missing. This module imports only the standard library at pytest start-up (:mod:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -98,13 +97,10 @@ def recorded(sidecar: Path) -> str | None:
     """The test file a sidecar records, relative to the snapshot's directory, as a path (:func:`key`) joined as text:
     no link on the way is followed, so a golden directory reached through a link, or moved, names another file than
     the one its directory names, and is not judged. None when it records none, or cannot be read."""
-    try:
-        value = json.loads(sidecar.read_text(encoding="utf-8"))["test"]["file"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested thousands deep
-        return None
-    if not isinstance(value, str) or not value:
-        return None
-    return key(os.path.normpath(os.path.join(sidecar.parent, value)))
+    from pytest_featviz.golden import sidecar_string
+
+    value = sidecar_string(sidecar.parent, "test", "file")
+    return key(os.path.normpath(os.path.join(sidecar.parent, value))) if value else None
 
 
 def _names(directory: Path) -> list[str]:
