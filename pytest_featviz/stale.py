@@ -118,6 +118,8 @@ class StaleGoldens:
         self.seen_files.add(self.collected[item.nodeid])
 
     def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        if not self.judged:  # --collect-only and the like judge nothing: no bookkeeping on the start-up path
+            return
         # Only a plain Python test module stands for a file's tests: a doctest module (--doctest-modules, --xdoctest)
         # or a plugin's own module class may reach a file whose tests python_files leaves out, and a Package is a
         # Module before pytest 8 but no test file.
