@@ -26,6 +26,7 @@ from pytest_featviz.records import (
     SnapshotResult,
     display_path,
 )
+from pytest_featviz.repeats import node_id_without_repetition, without_repetition
 
 if TYPE_CHECKING:
     from pytest_featviz.snapshot import FeatureSnapshot
@@ -147,8 +148,8 @@ def _test_location(node: pytest.Item) -> tuple[str, str]:
         file_part, _, rest = node.nodeid.partition("::")
         return file_part, rest.replace("::", ".") or node.name
     chain = node.listchain()
-    below = chain[chain.index(module) + 1 :]
-    return _module_file(module, node.config.rootpath), ".".join(n.name for n in below)
+    below = chain[chain.index(module) + 1 : -1]
+    return _module_file(module, node.config.rootpath), ".".join([*(n.name for n in below), without_repetition(node)])
 
 
 def _module_file(module: pytest.Module, rootdir: Path) -> str:
@@ -235,8 +236,10 @@ def _create_missing(missing: list[SnapshotResult], drifted_tests: set[str]) -> s
 
 def _node_id_from(item: pytest.Item, directory: Path) -> str:
     """``item``'s node id as pytest accepts it on a command line run in ``directory``: node ids are relative to the
-    rootdir (or, outside it, to the argument that named the file), a command line's paths to where it runs."""
-    _, separator, rest = item.nodeid.partition("::")
+    rootdir (or, outside it, to the argument that named the file), a command line's paths to where it runs. A run
+    of a repeating plugin (``test_a[1-3]``) is named as the test it repeats, which exists
+    without the plugin's option."""
+    _, separator, rest = node_id_without_repetition(item, item.nodeid).partition("::")
     if not separator:
         return item.nodeid
     try:
