@@ -1,4 +1,4 @@
-"""plugin: how the session tracker counts records that arrive with test reports (reruns, subtests, duplicate ids)."""
+"""session: how the session tracker counts records that arrive with test reports (reruns, subtests, duplicate ids)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from pytest_featviz.config import Settings
-from pytest_featviz.plugin import SessionTracker, _create_missing
 from pytest_featviz.records import MATCHED, MISSING, SnapshotResult
+from pytest_featviz.session import SessionTracker, _create_missing
 
 
 def _report(node: str, run: tuple[str, int], *names: str, when: str = "call", outcome: str = "passed") -> object:

@@ -1,0 +1,300 @@
+"""The session's snapshots: every test's result records (also from xdist workers and reruns), the report written at
+session end, and the ``featviz`` section of pytest's terminal summary.
+
+:mod:`pytest_featviz.plugin` registers a :class:`SessionTracker` per session; the fixture appends each snapshot's
+record to its item's stash, and the records travel to the tracker with the test's reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_featviz.config import Settings
+from pytest_featviz.records import (
+    CREATED,
+    DRIFTED,
+    MATCHED,
+    MISSING,
+    UPDATED,
+    SnapshotResult,
+    display_path,
+)
+
+RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
+SENT_KEY = pytest.StashKey[int]()  # how many of an item's records already travel with one of its reports
+RUN_KEY = pytest.StashKey[int]()  # which run of the item this is: 1, then 2 under pytest-rerunfailures, ...
+
+
+def torch_version() -> str:
+    """The installed torch's version, read from its metadata: the controller of an xdist run never imports torch."""
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _run_facts(settings: Settings) -> dict[str, Any]:
+    """What ``report.json`` and the report page say about the run: torch, mode, configured tolerances, goldens (the
+    report gives the golden directory relative to the rootdir, as it does every golden path)."""
+    return {
+        "torch": torch_version(),
+        "mode": "update" if settings.update else "check",
+        "threshold": settings.threshold,
+        "stat_tolerance": settings.stat_tolerance,
+        "rms_tolerance": settings.rms_tolerance,
+        "normalize": settings.normalize,
+        "golden_dir": str(settings.golden_dir),
+    }
+
+
+MISSING_LISTED = 10  # node ids in the summary's command that creates missing goldens
+
+
+UNREACHED_LISTED = 5
+
+
+def _create_missing(missing: list[SnapshotResult], drifted_tests: set[str]) -> str:
+    """The summary's command that creates the missing goldens, and only those: a bare ``pytest --featviz-update``
+    would also rewrite every drifted golden, accepting the drift unseen. Built from each missing snapshot's own
+    command (its options, its node id relative to where pytest ran); a test with a drifted snapshot too is left out
+    and named, since updating it would accept that drift."""
+    import shlex
+
+    from pytest_featviz.snapshot import CREATE_WITH
+
+    commands, mixed = [], []
+    for result in missing:
+        line = next((ln for ln in result.message.splitlines() if ln.startswith(CREATE_WITH)), None)
+        if result.test_id in drifted_tests:
+            mixed.append(result.test_id)
+        elif line is not None:
+            commands.append(shlex.split(line[len(CREATE_WITH) :]))
+    note = ""
+    if mixed:
+        names = ", ".join(dict.fromkeys(mixed))
+        note = f"; {names} also drifted: review that drift before --featviz-update on it, which accepts both"
+    if not commands:
+        return "create the missing goldens with --featviz-update and the node ids of the failing tests" + note
+    ids = list(dict.fromkeys(command[-1] for command in commands))
+    shown = shlex.join([*commands[0][:-1], *ids[:MISSING_LISTED]])
+    more = f" (and {len(ids) - MISSING_LISTED} more tests: see their messages)" if len(ids) > MISSING_LISTED else ""
+    return f"create the missing goldens with:  {shown}{more}{note}"
+
+
+def _run_key(item: pytest.Item) -> str:
+    """Which item, in which process, a test report's records belong to: node ids need not be unique."""
+    return f"{os.getpid()}:{id(item)}"
+
+
+class XdistClearing:
+    """On an xdist controller, removes the last report when the first worker has collected tests to run (the
+    controller's own session collects none). Its hook is optional: without xdist it is never called (and xdist
+    loaded as ``-p xdist.plugin`` is not the plugin named ``xdist``, so registration does not depend on it)."""
+
+    def __init__(self, tracker: SessionTracker, config: pytest.Config) -> None:
+        self.tracker, self.config = tracker, config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if ids:  # before any test is scheduled
+            self.tracker.clear_last_report(self.config)
+
+
+class SessionTracker:
+    """Collects the result records of every test (also from xdist workers) and prints the summary."""
+
+    def __init__(self, settings: Settings, html: bool = False) -> None:
+        self.settings = settings
+        self.html = html  # pytest-html is active: diff mosaics go into the failing test's row
+        # The records of each item (by a key unique per item and process), with the run of the item they are from.
+        self.runs: dict[str, tuple[int, list[SnapshotResult]]] = {}
+        self.index: Path | None = None
+        # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
+        # said in the summary; the tests' own outcomes stand.
+        self.report_errors: list[str] = []
+        self.running: pytest.Item | None = None  # the item whose protocol started last (for an interrupted run)
+        self.cleared = False  # whether the last report was removed (once per session)
+
+    # The last report is removed just before the first test runs, not at session start: a run of none
+    # (--collect-only, --fixtures, --setup-plan, a -k that selects nothing, a collection error) leaves it be. The
+    # controller (or a serial run) owns the report directory.
+
+    def clear_last_report(self, config: pytest.Config) -> None:
+        option = config.option
+        # --setup-only still runs fixtures, and a snapshot taken in one is written: it clears like a run of tests
+        if self.cleared or any(getattr(option, name, False) for name in ("collectonly", "setupplan")):
+            return
+        self.cleared = True
+        from pytest_featviz.report import remove_stale
+
+        try:
+            remove_stale(self.settings.report_dir)
+        except (OSError, ValueError) as exc:  # ValueError: a manifest holding a NUL byte
+            where = display_path(self.settings.report_dir)
+            self.report_errors.append(f"could not remove the previous report in {where}: {exc}")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # collection errors stop the run before its first test (unless --continue-on-collection-errors); an xdist
+        # controller collects nothing itself and clears when a worker's collection arrives (XdistClearing)
+        stopped = session.testsfailed and not session.config.option.continue_on_collection_errors
+        distributed = session.config.pluginmanager.getplugin("dsession") is not None
+        # pytest 7's xdist controller session has no items attribute at all
+        items = getattr(session, "items", ())
+        if items and not stopped and not distributed and not hasattr(session.config, "workerinput"):
+            self.clear_last_report(session.config)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Each run of a test starts with no records: a rerun (pytest-rerunfailures) counts only its own snapshots.
+        self.running = item
+        earlier = item.stash.get(RESULTS_KEY, [])
+        if earlier:  # the item runs again (pytest-rerunfailures): what its last attempt wrote goes
+            from pytest_featviz.report import Reporter
+
+            Reporter(self.settings.report_dir, self.settings.golden_dir).discard(earlier)
+        item.stash[RESULTS_KEY] = []
+        item.stash[SENT_KEY] = 0
+        item.stash[RUN_KEY] = item.stash.get(RUN_KEY, 0) + 1
+        item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("featviz:")]
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        outcome = yield
+        report = outcome.get_result()
+        records = item.stash.get(RESULTS_KEY, [])
+        # pytest-html shows the extras of a test's own setup, call and teardown reports, not of its subtests' (made
+        # here as call reports too): every picture of the run goes with the teardown report, the last one.
+        if self.html and call.when == "teardown" and records and item.config.getoption("htmlpath", None):
+            from pytest_featviz.outputs import html_extras
+
+            report.extras = [*getattr(report, "extras", []), *html_extras(records)]
+        sent = item.stash.get(SENT_KEY, 0)
+        if len(records) <= sent:
+            return
+        # Each record travels once, with the first report made after its snapshot: the call report, a subtest's
+        # report, or the teardown report of a snapshot taken in a fixture's teardown.
+        new, item.stash[SENT_KEY] = records[sent:], len(records)
+        # Plain JSON-able attributes travel with the report from an xdist worker to the controller. The run tells
+        # the controller which run of which item the records belong to (node ids need not be unique).
+        report.featviz = [record.to_dict() for record in new]
+        report.featviz_run = [_run_key(item), item.stash.get(RUN_KEY, 1)]
+        from pytest_featviz.outputs import attachment_lines, junit_properties
+
+        properties = junit_properties(new)
+        item.user_properties.extend(properties)  # junitxml reads them from the teardown report, made from the item
+        if call.when == "teardown":  # made already: a snapshot in a fixture's teardown
+            report.user_properties.extend(properties)
+        attachments = attachment_lines(new)
+        if attachments and item.config.getoption("xmlpath", None):
+            # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
+            # report, which carries the item's report sections added from here on.
+            item.add_report_section("call", "stdout", attachments)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput"):
+            return
+        from pytest_featviz import outputs, report
+
+        run = _run_facts(self.settings)
+        try:
+            self.index = report.write_session_report(
+                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
+            )
+        except OSError as exc:
+            self.report_errors.append(f"could not write the report in {display_path(self.settings.report_dir)}: {exc}")
+            return
+        if self.index is None:  # a report whose every file went (a rerun passed) leaves no folder behind
+            report.tidy(self.settings.report_dir)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary and self.index is not None:
+            data = report.report_data(
+                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
+            )
+            try:
+                outputs.append_step_summary(Path(summary), outputs.step_summary(data, self.index))
+            except OSError as exc:
+                self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
+
+    @property
+    def results(self) -> list[SnapshotResult]:
+        """Every snapshot's record, of each item's last run, in the order the reports came."""
+        return [result for _, results in self.runs.values() for result in results]
+
+    def pytest_keyboard_interrupt(self) -> None:
+        """Count the snapshots of the test that Ctrl-C stopped: no report carries them, yet under --featviz-update
+        their goldens are written, and the summary would leave them out."""
+        item = self.running
+        if item is None or hasattr(item.config, "workerinput"):
+            return
+        records, sent = item.stash.get(RESULTS_KEY, []), item.stash.get(SENT_KEY, 0)
+        if len(records) > sent:
+            item.stash[SENT_KEY] = len(records)
+            key = _run_key(item)
+            run, results = self.runs.get(key, (item.stash.get(RUN_KEY, 1), []))
+            self.runs[key] = (run, [*results, *records[sent:]])
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        records = getattr(report, "featviz", None)
+        if not records or str(report.outcome) == "rerun":  # a run that pytest-rerunfailures repeats does not count
+            return
+        item, run = getattr(report, "featviz_run", None) or (report.nodeid, 1)
+        held, results = self.runs.get(item, (run, []))
+        if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
+            results = []
+        expected = str(report.outcome) == "skipped" and hasattr(report, "wasxfail")  # an xfail test that failed
+        for record in map(SnapshotResult.from_dict, records):  # its drifts were expected, not its matches
+            results.append(replace(record, xfail=True) if expected and record.outcome == DRIFTED else record)
+        self.runs[item] = (run, results)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.results and not self.report_errors:
+            return
+        from pytest_featviz.outputs import checked_line
+        from pytest_featviz.report import summary_counts
+
+        counts = summary_counts(self.results)
+        terminalreporter.section("featviz")
+        if self.settings.update:  # nothing drifts or goes missing: it is rewritten or created
+            terminalreporter.write_line(
+                f"{len(self.results)} snapshot(s) compared: {counts[MATCHED]} matched, {counts[UPDATED]} drifted"
+                f" (rewritten), {counts[CREATED]} without a golden (created)"
+            )
+        else:
+            terminalreporter.write_line(checked_line(counts))
+        if self.settings.update:
+            terminalreporter.write_line(
+                f"goldens: {counts[CREATED]} created, {counts[UPDATED]} updated, {counts[MATCHED]} unchanged"
+                f" (in {self.settings.golden_dir})"
+            )
+        elif counts[MISSING]:
+            drifted_ids = {r.test_id for r in self.results if r.outcome == DRIFTED}
+            terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING], drifted_ids))
+        if not self.settings.update:
+            from pytest_featviz.stale import unreached_snapshots
+
+            unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")
+            if unreached:
+                shown = ", ".join(display_path(path) for path in unreached[:UNREACHED_LISTED])
+                more = f" and {len(unreached) - UNREACHED_LISTED} more" if len(unreached) > UNREACHED_LISTED else ""
+                terminalreporter.write_line(
+                    f"{len(unreached)} golden snapshot(s) of the drifted tests were not checked: a test stops at its"
+                    f" first drifted snapshot (accept that drift, then run again): {shown}{more}"
+                )
+        if self.index is not None:
+            terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
+        for error in self.report_errors:
+            terminalreporter.write_line(f"featviz: {error}", yellow=True)
+        if self.settings.calibrate:
+            from pytest_featviz.calibrate import summary_lines  # imports nothing heavy: the controller has no torch
+
+            terminalreporter.section("featviz calibrate")
+            for line in summary_lines(self.results):
+                terminalreporter.write_line(line)
