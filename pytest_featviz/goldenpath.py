@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_featviz.golden import GoldenError, sidecar_string
@@ -62,6 +63,24 @@ def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_nam
     if not path.resolve().is_relative_to(root):  # sanitize_name makes this unreachable; belt and braces
         raise GoldenError(f"refusing to use golden path {path} outside the golden directory {root}", recreatable=False)
     return path
+
+
+def case_unique_files(files: Sequence[tuple[str, str, bool]]) -> list[str]:
+    """The file names of a snapshot's layers, none differing from another only in letter case (on macOS and Windows
+    such two are one file, and a clone keeps one picture). ``files`` holds each layer's (name, file, fixed): a fixed
+    file is on disk already (a layer the rewrite keeps) and keeps its name; any other file whose name is taken gets
+    the digest of its layer's name (``d.conv.png`` beside ``d.Conv.png``: ``d.conv-<digest>.png``)."""
+    taken = {file.lower() for _, file, fixed in files if fixed}
+    names = []
+    for name, file, fixed in files:
+        if not fixed:
+            if file.lower() in taken:
+                digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
+                stem, suffix = os.path.splitext(file)
+                file = f"{stem[: MAX_NAME_LENGTH - len(digest) - 1]}-{digest}{suffix}"
+            taken.add(file.lower())
+        names.append(file)
+    return names
 
 
 def case_collision(golden_root: Path, directory: Path) -> str | None:

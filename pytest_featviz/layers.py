@@ -32,6 +32,7 @@ from pytest_featviz.records import FeatvizError
 LayerSpec = Union[None, str, type, nn.Module, Iterable[Union[str, type, nn.Module]]]  # noqa: UP007 (runtime, 3.10)
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 _CALL_SUFFIX = re.compile(r"^(?P<name>.+)@(?P<call>\d+)$")
+_GRAMMAR = re.compile(r"[@+*?\[]")  # characters that make a name a pattern, a call index or a leaf selector
 
 
 def canonical_name(name: str) -> str:
@@ -150,6 +151,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
             if not matched:
                 raise FeatvizError(f"no layer of type {item.__name__} in {type(model).__name__}")
             for name in matched:
+                _refuse_unstorable(name)
                 found = module_hints(model, index, name, known)
                 targets.setdefault((name, None), Target(name, index[name], hints=found))
             continue
@@ -159,36 +161,77 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
                 f" {_short(item)}"
             )
         call: int | None = None
+        leaf: str | None = None
         text = canonical_name(item)
-        suffix = _CALL_SUFFIX.match(text)
-        if suffix:
-            text, call = suffix["name"], int(suffix["call"])
-        text, leaf = _split_leaf(text, index)
-        if any(ch in text for ch in "*?["):
-            matched = [n for n in names if fnmatchcase(n, text)]
-            if not matched:
-                raise FeatvizError(f"layer pattern {item!r} matches no layer; closest names: {_closest(text, names)}")
-        elif text in index:
-            matched = [text]
-        elif text in aliases.names():
+        if text not in index and _GRAMMAR.search(text) and text in aliases.names():
             index[text] = aliases.names()[text]
+        if text in index:  # a module's own name, also one holding '@', '+' or glob characters (``down[1]``)
             matched = [text]
-        elif gone is not None:
-            gone.append(item)
-            continue
         else:
-            raise FeatvizError(
-                f"unknown layer {item!r} in {type(model).__name__}; closest names:"
-                f" {_closest(text, [*names, *aliases.names()])}"
-                " (list them all with `featviz layers` or model.named_modules())"
-            )
+            suffix = _CALL_SUFFIX.match(text)
+            if suffix:
+                text, call = suffix["name"], int(suffix["call"])
+            text, leaf = _split_leaf(text, index)
+            found_names = _lookup(model, index, names, aliases, item, text, gone is not None)
+            if found_names is None:
+                assert gone is not None
+                gone.append(item)
+                continue
+            matched = found_names
         for name in matched:
+            _refuse_unstorable(name)
             full = name if leaf is None else f"{name}{LEAF_SEPARATOR}{leaf}"
             found = module_hints(model, index, name, known)
             targets.setdefault((full, call), Target(full, index[name], call, leaf, found))
     # ``block`` selects every call, so a ``block@2`` next to it would capture that call twice.
     every_call = {name for name, call in targets if call is None}
     return [t for (name, call), t in targets.items() if call is None or name not in every_call]
+
+
+def _refuse_unstorable(name: str) -> None:
+    """Refuse a module name that no golden can hold: one with a lone surrogate (a ``ModuleDict`` key made with
+    ``os.fsdecode`` from bytes that are not UTF-8), which no JSON sidecar, report or xdist message can carry."""
+    if name.isascii():
+        return
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise FeatvizError(
+            f"layer name '{shown}' holds a lone surrogate ({shown[shown.index(chr(92)) :][:6]}), which a golden"
+            " cannot store; give that module a name that is valid Unicode"
+        ) from None
+
+
+def _lookup(
+    model: nn.Module,
+    index: dict[str, nn.Module],
+    names: list[str],
+    aliases: _LazyAliases,
+    item: str,
+    text: str,
+    tolerate: bool,
+) -> list[str] | None:
+    """The module names that ``text`` (``item`` without call index and leaf) selects: a pattern's matches among
+    ``names`` (the model's own names, no aliases), a name, or an alias (added to ``index``); ``None`` for an unknown
+    name when ``tolerate`` (a golden's layer that is gone)."""
+    if any(ch in text for ch in "*?["):
+        matched = [n for n in names if fnmatchcase(n, text)]
+        if not matched:
+            raise FeatvizError(f"layer pattern {item!r} matches no layer; closest names: {_closest(text, names)}")
+        return matched
+    if text in index:
+        return [text]
+    if text in aliases.names():
+        index[text] = aliases.names()[text]
+        return [text]
+    if tolerate:
+        return None
+    raise FeatvizError(
+        f"unknown layer {item!r} in {type(model).__name__}; closest names:"
+        f" {_closest(text, [*names, *aliases.names()])}"
+        " (list them all with `featviz layers` or model.named_modules())"
+    )
 
 
 class _LazyAliases:

@@ -294,6 +294,11 @@ def plan(
 def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
     if shape and shape[0] == 0:
         raise LayoutError(f"the output's batch is empty (shape {shape}); feature_snapshot keeps batch item 0")
+    if 0 in shape:  # a detection head that found nothing (1, 0, 4), a map cropped away (1, 8, 0, 0)
+        raise LayoutError(
+            "the output holds no values: batch item 0 has nothing to picture; snapshot a layer (or"
+            " an input) that gives it values"
+        )
     last_is_feature = (
         not found.channels_first
         and len(shape) >= 3

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +160,9 @@ class FeatureSnapshot:
         directory = goldenpath.snapshot_dir(
             settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
         )
+        shown = _printable(snapshot_name)
         try:
-            evidence = check_snapshot(eager(model), inputs, layers, settings, directory, self._identity, snapshot_name)
+            evidence = check_snapshot(eager(model), inputs, layers, settings, directory, self._identity, shown)
         except FeatvizError as error:
             raise _user_error(error, self._identity, settings) from None
         result = self._reporter(evidence) if self._reporter is not None else evidence.result
@@ -171,6 +172,13 @@ class FeatureSnapshot:
         if result.outcome == DRIFTED:
             raise FeatureDriftError(result.message, result)
         return result
+
+
+def _printable(name: str) -> str:
+    """``name`` as records, messages and reports carry it: a lone surrogate (``os.fsdecode`` of a file name that is
+    not UTF-8: ``photo_\\udce9.png``) as its backslash escape, since no report file, JSON or xdist message can hold
+    it. The golden's directory is named from ``name`` itself, as it always was."""
+    return name if name.isascii() else name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = False) -> None:
@@ -274,9 +282,9 @@ def _check(
         return {**now().to_sidecar(), **_test_entry(identity, directory)}
 
     def fresh() -> tuple[str, dict[str, bytes]]:
-        written = dict(item.as_golden(settings.normalize) for item in current)
-        snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(written), provenance=recorded())
-        return golden.sidecar_text(snapshot), {layer.file: png for layer, png in written.items()}
+        layers, pictures = _portable([item.as_golden(settings.normalize) for item in current])
+        snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers), provenance=recorded())
+        return golden.sidecar_text(snapshot), pictures
 
     def evidence(
         outcome: str, results: Sequence[LayerResult], pictures: Sequence[LayerEvidence], message: str = ""
@@ -401,6 +409,18 @@ def _test_entry(identity: TestIdentity, directory: Path) -> dict[str, Any]:
     return {"test": {"file": relative.replace(os.sep, "/")}}
 
 
+def _portable(made: Sequence[tuple[LayerGolden, bytes | None]]) -> tuple[list[LayerGolden], dict[str, bytes]]:
+    """A snapshot's layers and the pictures to write (by file name), the files of new pictures (``bytes``; ``None``
+    for a layer whose file on disk is kept) named so that no two differ only in letter case
+    (:func:`goldenpath.case_unique_files`)."""
+    files = goldenpath.case_unique_files([(layer.name, layer.file, png is None) for layer, png in made])
+    layers = [
+        layer if layer.file == file else replace(layer, file=file) for (layer, _), file in zip(made, files, strict=True)
+    ]
+    pictures = {file: png for (_, png), file in zip(made, files, strict=True) if png is not None}
+    return layers, pictures
+
+
 def _rewrite(
     directory: Path,
     stored: SnapshotGolden,
@@ -414,16 +434,14 @@ def _rewrite(
     The sidecar then records ``provenance`` (the sidecar entries of the run that wrote the new pictures)."""
     verdicts = {r.name: r.verdict for r in results}
     mode_changed = settings.normalize != stored.normalize
-    layers: list[LayerGolden] = []
-    pictures: dict[str, bytes] = {}
+    made: list[tuple[LayerGolden, bytes | None]] = []
     for item in current:
         kept = stored.layer(item.capture.name)
         if kept is not None and verdicts[item.capture.name] == MATCH and not mode_changed:
-            layers.append(kept)
-            continue
-        layer, png = item.as_golden(settings.normalize)
-        layers.append(layer)
-        pictures[layer.file] = png
+            made.append((kept, None))
+        else:
+            made.append(item.as_golden(settings.normalize))
+    layers, pictures = _portable(made)
     snapshot = SnapshotGolden(
         settings.normalize,
         BIT_DEPTH,

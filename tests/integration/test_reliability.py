@@ -225,6 +225,39 @@ def test_hostile_names_and_ids_stay_in_the_golden_dir(featviz_pytester: pytest.P
     featviz_pytester.runpytest().assert_outcomes(passed=12)
 
 
+SURROGATE_TESTS = """
+import os
+from featviz_models import make_input, make_model
+
+
+def test_photo(feature_snapshot):
+    # a file name that is not UTF-8, as os.listdir or os.fsdecode gives it: 'photo_\\udce9.png'
+    feature_snapshot(make_model(), make_input(), layers=["0"], name=os.fsdecode(b"photo_\\xe9.png"))
+
+
+def test_plain(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_name_with_a_lone_surrogate_fails_or_passes_like_any_other(
+    featviz_pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """It ended the session in a traceback while writing the report (serial) or an INTERNALERROR (xdist), losing
+    every test's results; it is carried as its backslash escape, and its golden directory is named as before."""
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_odd=SURROGATE_TESTS)
+    result = featviz_pytester.runpytest(*workers)
+    result.assert_outcomes(passed=0, failed=2)
+    result.stdout.fnmatch_lines(["2 snapshot(s) checked: 0 matched, 0 drifted*, 2 missing", "report: *index.html"])
+    report = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text(encoding="utf-8"))
+    assert sorted(s["snapshot"] for s in report["snapshots"]) == ["0", "photo_\\udce9.png"]
+    featviz_pytester.runpytest("--featviz-update", *workers).assert_outcomes(passed=2)
+    (photo,) = (featviz_pytester.path / "golden" / "test_odd" / "test_photo").iterdir()
+    assert photo.name == "photo__.png-4fa6872026"  # the digest of the name itself, as 0.1.0 named it
+    featviz_pytester.runpytest(*workers).assert_outcomes(passed=2)
+
+
 CASE_TESTS = """
 import pytest
 from featviz_models import make_input, make_model

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# Kept in sys.modules: in-process pytester runs drop the modules they import, and importing torch afresh in one
+# process breaks it.
+import torch
+from torch import nn
+
 from pytest_featviz import goldenpath
 from pytest_featviz.golden import SIDECAR
 from pytest_featviz.goldenpath import MAX_NAME_LENGTH, sanitize_name, snapshot_dir
@@ -187,3 +192,38 @@ def test_a_keyed_directory_whose_sidecar_cannot_be_read_is_a_snapshot_of_its_own
     assert goldenpath.shared_dir(keyed) == keyed
     (keyed / SIDECAR).write_text('{"environment": {"device": "cuda"}}')
     assert goldenpath.shared_dir(keyed) == tmp_path / "0"
+
+
+def test_layer_files_that_differ_only_in_case_get_the_digest_of_their_layer() -> None:
+    files = goldenpath.case_unique_files(
+        [("d.Conv", "d.Conv.png", False), ("d.conv", "d.conv.png", False), ("d.CONV", "d.CONV.png", False)]
+    )
+    assert files[0] == "d.Conv.png" and re.fullmatch(r"d\.conv-[0-9a-f]{10}\.png", files[1])
+    assert len({f.lower() for f in files}) == 3 and files[2].startswith("d.CONV-")
+    # a file on disk that the rewrite keeps keeps its name: the new picture beside it is the one renamed
+    kept = goldenpath.case_unique_files([("d.conv", "d.conv.png", False), ("d.Conv", "d.Conv.png", True)])
+    assert kept[1] == "d.Conv.png" and kept[0] == files[1]
+    assert goldenpath.case_unique_files([("a", "a.png", False), ("b", "b.png", True)]) == ["a.png", "b.png"]
+
+
+def test_a_snapshot_of_layers_named_alike_but_for_case_stays_portable(tmp_path: Path) -> None:
+    """``ModuleDict({"Conv": ..., "conv": ...})`` wrote d.Conv.png and d.conv.png: one file on macOS and Windows,
+    where every clone then failed as a damaged golden."""
+    from unit import snapshotter
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ModuleDict({"Conv": nn.Conv2d(3, 4, 1), "conv": nn.Conv2d(3, 4, 1)}))
+    model.forward = lambda x: model[0]["conv"](x) + model[0]["Conv"](x)  # type: ignore[method-assign]
+    inputs = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    layers = ["0.Conv", "0.conv"]
+    snapshotter(tmp_path, update=True)(model, inputs, layers=layers)
+    (directory,) = {p.parent for p in tmp_path.rglob("*.png")}
+    first = sorted(p.name for p in directory.glob("*.png"))
+    assert len({name.lower() for name in first}) == 2 and "0.conv.png" in first  # the first in forward order
+    assert snapshotter(tmp_path)(model, inputs, layers=layers).outcome == "matched"
+    for name in ("Conv", "conv"):  # one layer drifts and is rewritten beside the other's file, kept as it was
+        with torch.no_grad():
+            model[0][name].weight.mul_(-1)
+        assert snapshotter(tmp_path, update=True)(model, inputs, layers=layers).outcome == "updated"
+        assert sorted(p.name for p in directory.glob("*.png")) == first
+        assert snapshotter(tmp_path)(model, inputs, layers=layers).outcome == "matched"

@@ -219,3 +219,59 @@ def test_a_call_index_that_never_ran_lists_the_calls_that_did(tmp_path: Path) ->
     calls = r"'block' ran 3 time\(s\): 'block', 'block@1', 'block@2'"
     with pytest.raises(FeatvizError, match=rf"'block@5' never ran .*; {calls}"):
         snapshotter(tmp_path, update=True)(Thrice(), _x(), layers=["block@5"])
+
+
+class OddNames(nn.Module):
+    """Modules whose own names hold the characters of patterns, call indices and leaf selectors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.parts = nn.ModuleDict(
+            {
+                "x": nn.Conv2d(3, 4, 1),
+                "[x]": nn.Conv2d(4, 6, 1),
+                "*": nn.Conv2d(6, 6, 1),
+                "down[1]": nn.Conv2d(6, 6, 1),
+                "down@2": nn.Conv2d(6, 6, 1),
+                "block": nn.Conv2d(6, 6, 1),
+                "block@1": nn.Conv2d(6, 5, 1),
+            }
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in ("x", "[x]", "*", "down[1]", "down@2", "block", "block"):
+            x = self.parts[name](x)
+        return self.parts["block@1"](x)
+
+
+@pytest.mark.parametrize("name", ["[x]", "*", "down[1]", "down@2", "block@1"])
+def test_a_module_s_own_name_is_never_read_as_a_pattern_or_call_index(name: str) -> None:
+    """A module object, its name, and a golden's record of it select that module, not what the name would match
+    as a pattern (``[x]`` matched ``x``, ``*`` every layer) or as a call index (``block@1``, ``block``'s second
+    call); ``down[1]`` and ``down@2`` were unknown layers whose closest name was themselves."""
+    model = OddNames()
+    module = model.parts[name]
+    for spec in ([module], [f"parts.{name}"]):
+        (target,) = resolve_layers(model, spec)
+        assert (target.name, target.module, target.call) == (f"parts.{name}", module, None)
+
+
+def test_patterns_and_call_indices_still_work_beside_odd_names(tmp_path: Path) -> None:
+    model = OddNames()
+    assert [t.name for t in resolve_layers(model, "parts.d*")] == ["parts.down[1]", "parts.down@2"]
+    (second,) = resolve_layers(model, "parts.block@2")  # no module of that name: block's second call
+    assert (second.name, second.module, second.call) == ("parts.block", model.parts["block"], 2)
+    inputs = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    result = snapshotter(tmp_path, update=True)(model, inputs, layers=[model.parts["[x]"]])
+    assert [(layer.name, layer.shape[1]) for layer in result.layers] == [("parts.[x]", 6)]
+    again = snapshotter(tmp_path)(model, inputs, layers=None)  # the golden's record, re-resolved
+    assert [layer.name for layer in again.layers] == ["parts.[x]"]
+
+
+def test_a_layer_name_with_a_lone_surrogate_is_refused_only_when_selected(tmp_path: Path) -> None:
+    """Such a name (``os.fsdecode`` of bytes that are not UTF-8) cannot be written to a sidecar or a report."""
+    model = nn.Sequential(nn.ModuleDict({"photo_\udce9": nn.Conv2d(3, 4, 1), "plain": nn.Conv2d(3, 4, 1)}))
+    assert [t.name for t in resolve_layers(model, "0.plain")] == ["0.plain"]
+    with pytest.raises(FeatvizError, match=r"layer name '0.photo_\\udce9' holds a lone surrogate \(\\udce9\)"):
+        resolve_layers(model, "0.*")

@@ -289,6 +289,13 @@ def test_an_empty_batch_is_a_clear_error() -> None:
         keep(torch.zeros(0, 4, 2, 2), nn.Conv2d(4, 4, 1), None, 2)
 
 
+@pytest.mark.parametrize("shape", [(1, 0, 4), (1, 0, 2, 2), (1, 4, 0, 0), (1, 4, 3, 0)])
+def test_an_output_with_no_values_is_a_clear_error(shape: tuple[int, ...]) -> None:
+    """A detection head that found no box, a map cropped to nothing: an IndexError or a numpy reduction error."""
+    with pytest.raises(LayoutError, match="the output holds no values: batch item 0 has nothing to picture"):
+        keep(torch.zeros(shape), nn.Identity(), None, 2)
+
+
 def test_an_unbatched_sequence_of_torchs_sequence_modules_is_kept_whole() -> None:
     torch.manual_seed(0)
     lstm = nn.LSTM(6, 12).eval()
