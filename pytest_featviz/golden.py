@@ -4,17 +4,18 @@ cannot be used.
 A snapshot's golden is a directory (where: :mod:`pytest_featviz.goldenpath`) holding one PNG per layer (the channel
 tiles as a mosaic, read back by :mod:`pytest_featviz.goldenpicture`) and ``snapshot.json``, the sidecar, read into a
 :class:`SnapshotGolden` of :class:`LayerGolden` entries. Goldens are data: PNG and JSON only, never pickle. The
-sidecar is written one channel per line (:func:`sidecar_text`), and every value in it is checked before anything is
-decoded or compared (:func:`read_sidecar`). A snapshot's files are replaced as a whole by
-:mod:`pytest_featviz.goldenwrite`.
+sidecar is written one channel per line (:func:`sidecar_text`); it is read only from a regular file, and every value
+in it is checked against what the writer writes (by :mod:`pytest_featviz.goldencheck`) before anything is decoded or
+compared (:func:`read_sidecar`). A snapshot's files are replaced as a whole by :mod:`pytest_featviz.goldenwrite`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from pytest_featviz import durable
-from pytest_featviz.records import NORMALIZE_MODES, FeatvizError
-from pytest_featviz.render import mosaic_size
+from pytest_featviz.records import FeatvizError
 
 FORMAT_VERSION = 1
 SIDECAR = "snapshot.json"
@@ -31,6 +31,8 @@ SIDECAR = "snapshot.json"
 PROVENANCE_KEYS = ("environment", "fingerprints", "test")
 # Refuse a PNG whose header claims more pixels than this before decoding it (a damaged or hostile file).
 MAX_PIXELS = 1 << 26
+# Refuse a sidecar larger than this unread: a ResNet-18 snapshot's is 7 KB, all 512 channels of 100 layers' ~7 MB.
+MAX_SIDECAR_BYTES = 64 << 20
 
 
 class GoldenError(FeatvizError):
@@ -174,27 +176,22 @@ def _features_lines(layer: LayerGolden) -> list[str]:
     ]
 
 
-def _parse_features(entry: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[float, float], ...]]:
-    """The ``features`` of a layer entry (absent from other layouts and older sidecars: empty)."""
-    if "features" not in entry:
-        return (), ()
-    features = entry["features"]
-    index, means, stds = features["index"], features["mean"], features["std"]
-    if not len(index) == len(means) == len(stds) or not index:
-        raise ValueError(f"features: {len(index)} indices, {len(means)} means, {len(stds)} stds")
-    if not all(type(i) is int for i in index):  # not 0.5, not true
-        raise ValueError(f"features: an index that is no whole number in {index[:8]}")
-    return tuple(index), tuple((float(m), float(s)) for m, s in zip(means, stds, strict=True))
+# A JSON escape of a UTF-16 surrogate: only where the text holds one can a parsed string hold a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
+    # goldencheck builds this module's records, so it imports this module; this one imports it here, not at the top
+    from pytest_featviz.goldencheck import _MAX_SIZE, _Malformed, _shown, _snapshot, _wrong_file, _wrong_value
+
     if not isinstance(data, dict):
         raise GoldenError(f"golden sidecar {path} is not a JSON object")
     version = data.get("format")
     if not isinstance(version, int):
         raise GoldenError(f"golden sidecar {path} has no format version")
-    if isinstance(version, bool) or version < 1:
-        raise GoldenError(f"golden sidecar {path} is malformed (format {version!r})")
+    if isinstance(version, bool) or not 1 <= version <= _MAX_SIZE:
+        raise GoldenError(f"golden sidecar {path} is malformed (format {_shown(version)})")
     if version > FORMAT_VERSION:
         raise GoldenError(
             f"golden sidecar {path} has format {version}, newer than this pytest-featviz reads ({FORMAT_VERSION});"
@@ -202,90 +199,68 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
             recreatable=False,
         )
     try:
-        layers = []
-        for entry in data["layers"]:
-            channels = entry["channels"]
-            features, feature_stats = _parse_features(entry)
-            layers.append(
-                LayerGolden(
-                    name=str(entry["name"]),
-                    file=str(entry["file"]),
-                    sha256=str(entry["sha256"]),
-                    shape=tuple(int(v) for v in entry["shape"]),
-                    tile_shape=(int(entry["tile"][0]), int(entry["tile"][1])),
-                    layout=str(entry.get("layout", "")),
-                    pool=(int(entry.get("pool", (1, 1))[0]), int(entry.get("pool", (1, 1))[1])),
-                    channels=tuple(int(c["index"]) for c in channels),
-                    frames=tuple((float(c["range"][0]), float(c["range"][1])) for c in channels),
-                    stats=tuple(
-                        (float(c["mean"]), float(c["std"]), float(c["min"]), float(c["max"])) for c in channels
-                    ),
-                    features=features,
-                    feature_stats=feature_stats,
-                )
-            )
-        golden = SnapshotGolden(
-            normalize=str(data["normalize"]),
-            bit_depth=int(data["bit_depth"]),
-            layers=tuple(layers),
-            format=version,
-            provenance=_provenance(data),
-        )
+        golden = _snapshot(data, version)
+    except _Malformed as exc:
+        raise GoldenError(f"golden sidecar {path} is malformed ({exc})") from exc
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise GoldenError(f"golden sidecar {path} is malformed ({type(exc).__name__}: {exc})") from exc
+    files: dict[str, str] = {}  # the picture file of each layer before, to its layer's name
+    names: set[str] = set()
     for layer in golden.layers:
         if Path(layer.file).name != layer.file or layer.file.startswith("."):
             raise GoldenError(f"golden sidecar {path} names a layer file outside its directory: {layer.file!r}")
-        if not layer.channels or min(layer.tile_shape) < 1:
+        if not layer.channels:
             raise GoldenError(f"golden sidecar {path} has an empty layer {layer.name!r}")
-        wrong = _wrong_value(layer, golden.normalize)
+        wrong = _wrong_file(layer, files, names) or _wrong_value(layer, golden.normalize)
         if wrong:
             raise GoldenError(f"golden sidecar {path} is malformed (layer {layer.name!r}: {wrong})")
-    if golden.bit_depth not in (8, 16):
-        raise GoldenError(f"golden sidecar {path} is malformed (bit depth {golden.bit_depth}, not 8 or 16)")
-    if golden.normalize not in NORMALIZE_MODES:
-        raise GoldenError(f"golden sidecar {path} is malformed (unknown normalization {golden.normalize!r})")
+        files[layer.file] = layer.name
+        names.add(layer.name)
     return golden
 
 
-def _wrong_value(layer: LayerGolden, normalize: str) -> str | None:
-    """What no snapshot can have written into a layer's entry (an edited or damaged sidecar), or ``None``: values
-    that would otherwise surface as a model drift ("shape changed from (1, -4, 32, 32)") or a crash."""
-    if not layer.shape or min(layer.shape) < 1:
-        return f"shape {list(layer.shape)}"
-    if min(layer.pool) < 1:
-        return f"pool {list(layer.pool)}"
-    height, width = mosaic_size(len(layer.channels), layer.tile_shape)
-    if height * width > MAX_PIXELS:
-        return f"tile {list(layer.tile_shape)}: a {width}x{height} picture"
-    if min(layer.channels) < 0:
-        return f"channel index {min(layer.channels)}"
-    if len(set(layer.channels)) != len(layer.channels):
-        return f"channel indices repeat: {list(layer.channels)}"
-    numbers = [value for frame in layer.frames for value in frame] + [value for st in layer.stats for value in st]
-    if not all(math.isfinite(value) for value in numbers):
-        return "a channel's range or statistics are not finite numbers"
-    for index, (low, high), (_, std, smallest, largest) in zip(layer.channels, layer.frames, layer.stats, strict=True):
-        # render.channel_frames: minmax and percentile frames are [low, high] with high > low, sigmoid's are
-        # [center, scale] with scale > 0
-        if not (high > 0 if normalize == "sigmoid" else high > low):
-            return f"channel {index}: range {[low, high]}"
-        if std < 0 or smallest > largest:
-            return f"channel {index}: statistics std {std}, min {smallest}, max {largest}"
-    if layer.features:
-        if min(layer.features) < 0 or len(set(layer.features)) != len(layer.features):
-            return "feature indices negative or repeated"
-        if not all(math.isfinite(value) for pair in layer.feature_stats for value in pair):
-            return "a feature's statistics are not finite numbers"
-        if min(std for _, std in layer.feature_stats) < 0:
-            return "a feature's std is negative"
-    return None
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
-def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
-    """The optional provenance entries of a sidecar (absent from older sidecars, which load without them)."""
-    found = {key: data[key] for key in PROVENANCE_KEYS if isinstance(data.get(key), dict)}
-    return found or None
+def regular_size(path: Path, what: str) -> int:
+    """The size of the golden ``what`` (``"picture"`` or ``"sidecar"``) at ``path``, found by one ``os.stat``
+    (which follows links) before it is opened: anything but a regular file is refused (:class:`GoldenError`), since
+    opening a named pipe blocks until someone writes to it and a link to ``/dev/zero`` never ends. ``OSError`` as
+    ``os.stat`` raises it (``FileNotFoundError``: no such file)."""
+    status = os.stat(path)
+    if stat.S_ISREG(status.st_mode):
+        return status.st_size
+    kind = _FILE_KINDS.get(stat.S_IFMT(status.st_mode), "a special file")
+    link = f" (a symbolic link to {os.path.realpath(path)})" if path.is_symlink() else ""
+    raise GoldenError(
+        f"golden {what} {path} is {kind}{link}, not a regular file, so pytest-featviz does not read it; put the"
+        " golden's file there (or remove it, and re-create the snapshot with --featviz-update)",
+        recreatable=False,
+    )
+
+
+def _sidecar_bytes(path: Path) -> bytes:
+    """The bytes of the sidecar at ``path``, refused unread when it is not a regular file (:func:`regular_size`) or
+    larger than :data:`MAX_SIDECAR_BYTES`; ``OSError`` as ``os.stat`` and ``open`` raise it."""
+    size = regular_size(path, "sidecar")
+    data = b""
+    if size <= MAX_SIDECAR_BYTES:
+        with path.open("rb") as stream:
+            data = stream.read(size + 1)
+            if len(data) > size:  # it grew since os.stat (or its file system tells no size): read on, to the limit
+                data += stream.read(MAX_SIDECAR_BYTES + 1 - len(data))
+    if size > MAX_SIDECAR_BYTES or len(data) > MAX_SIDECAR_BYTES:
+        raise GoldenError(
+            f"golden sidecar {path} is larger than {MAX_SIDECAR_BYTES >> 20} MiB, far more than a snapshot writes"
+            " (damaged or replaced); pytest-featviz does not read it"
+        )
+    return data
 
 
 def sidecar_string(directory: Path, entry: str, field: str) -> str | None:
@@ -293,8 +268,8 @@ def sidecar_string(directory: Path, entry: str, field: str) -> str | None:
     the sidecar (a quick look for stale detection and device keys); ``None`` when there is no readable sidecar, or
     no such string in it."""
     try:
-        value = json.loads((directory / SIDECAR).read_text(encoding="utf-8"))[entry][field]
-    except (OSError, ValueError, LookupError, TypeError, RecursionError):  # RecursionError: nested thousands deep
+        value = json.loads(_sidecar_bytes(directory / SIDECAR).decode("utf-8"))[entry][field]
+    except (GoldenError, OSError, ValueError, LookupError, TypeError, RecursionError):  # Recursion: nested deep
         return None
     return value if isinstance(value, str) else None
 
@@ -303,7 +278,7 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     """The sidecar of the snapshot in ``directory``; ``None`` when there is no golden there yet."""
     path = directory / SIDECAR
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = _sidecar_bytes(path)
     except FileNotFoundError:
         leftovers = durable.leftovers(directory)
         if leftovers:  # the first holds the previous golden when there is one
@@ -317,14 +292,17 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
                 " restore it, or re-create the snapshot with --featviz-update"
             ) from None
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise GoldenError(
             f"cannot read golden sidecar {path}: {exc}{file_in_the_way(directory)}", recreatable=False
         ) from exc
-    if text.startswith(LFS_POINTER_MARK.decode()):
+    if raw.startswith(LFS_POINTER_MARK):
         raise not_fetched(path, "sidecar")
     try:
+        text = raw.decode("utf-8")
         data = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, raw, exc) from exc
     except RecursionError as exc:  # arrays or objects nested thousands deep
         raise GoldenError(f"golden sidecar {path} is not valid JSON (nested too deep to read)") from exc
     except json.JSONDecodeError as exc:
@@ -334,8 +312,47 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
                 " resolve it by re-creating the golden with --featviz-update on the merged code, and review the"
                 " pictures it writes"
             ) from exc
+        if "\0" in text[:4]:  # UTF-16 without its byte-order mark reads as UTF-8 with a NUL every other byte
+            raise _not_utf8(path, raw, exc) from exc
         raise GoldenError(f"golden sidecar {path} is not valid JSON ({exc})") from exc
-    return _parse_sidecar(data, path)
+    except ValueError as exc:  # a whole number of more digits than Python converts (sys.get_int_max_str_digits)
+        found = str(exc).split(";")[0]
+        raise GoldenError(f"golden sidecar {path} is malformed (a number too long to read: {found})") from exc
+    golden = _parse_sidecar(data, path)
+    where = _lone_surrogate(data) if _SURROGATE_ESCAPE.search(text) else None
+    if where is not None:
+        raise GoldenError(f"golden sidecar {path} is malformed ({where} holds a lone UTF-16 surrogate: no text)")
+    return golden
+
+
+def _not_utf8(path: Path, raw: bytes, exc: ValueError) -> GoldenError:
+    """The error of a sidecar that is not UTF-8 (as the writer writes it): re-saved by an editor or a shell."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\0" in raw[:4]:
+        found = "it is UTF-16, as Windows PowerShell's > and Out-File save text"
+    else:
+        offset = exc.start if isinstance(exc, UnicodeDecodeError) else 0
+        found = f"byte 0x{raw[offset]:02x} at offset {offset} (Latin-1 or another legacy encoding?)"
+    return GoldenError(
+        f"golden sidecar {path} is not UTF-8: {found}; save it as UTF-8, or re-create it with --featviz-update"
+    )
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where a string of the parsed sidecar ``data`` (a key or a value) holds a lone UTF-16 surrogate (from an
+    escape such as ``"\\ud800"``), which no report, message or rewrite can encode; ``None`` when none does."""
+    found: list[tuple[str, Any]] = [("the sidecar", data)]
+    while found:
+        where, value = found.pop()
+        if isinstance(value, str) and _LONE_SURROGATE.search(value):
+            return where
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _LONE_SURROGATE.search(key):
+                    return f"a key of {where}"
+                found.append((key if where == "the sidecar" else f"{where}.{key}", item))
+        elif isinstance(value, list):
+            found.extend((f"{where}[{position}]", item) for position, item in enumerate(value))
+    return None
 
 
 def file_in_the_way(directory: Path) -> str:

@@ -1,9 +1,9 @@
 """Golden pictures: a layer's mosaic read back from its PNG, checked before it is decoded.
 
-:func:`read_layer` refuses a picture that is a Git LFS pointer, is not a PNG, claims more pixels than
-:data:`~pytest_featviz.golden.MAX_PIXELS`, differs from the hash its sidecar records or has another geometry than the
-sidecar's, all before a pixel is decoded; a picture this package wrote is decoded by :mod:`pytest_featviz.png`, any
-other PNG (one re-saved in an editor) by Pillow.
+:func:`read_layer` refuses a picture that is not a regular file (before opening it), is a Git LFS pointer, is not
+a PNG, claims more pixels than :data:`~pytest_featviz.golden.MAX_PIXELS`, differs from the hash its sidecar records
+or has another geometry than the sidecar's, all before a pixel is decoded; a picture this package wrote is decoded
+by :mod:`pytest_featviz.png`, any other PNG (one re-saved in an editor) by Pillow.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from pytest_featviz import png
-from pytest_featviz.golden import LFS_POINTER_MARK, MAX_PIXELS, GoldenError, LayerGolden, not_fetched
+from pytest_featviz.golden import LFS_POINTER_MARK, MAX_PIXELS, GoldenError, LayerGolden, not_fetched, regular_size
 from pytest_featviz.render import TileArray, mosaic_size
 
 
@@ -37,10 +37,11 @@ def _png_size(head: bytes, path: Path) -> tuple[int, int]:
 
 
 def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray:
-    """The mosaic of ``layer``, checked before it is decoded: PNG header (signature, size), hash and geometry
-    against the sidecar, bit depth."""
+    """The mosaic of ``layer``, checked before it is decoded: a regular file (not a named pipe or a device), PNG
+    header (signature, size), hash and geometry against the sidecar, bit depth."""
     path = directory / layer.file
     try:
+        regular_size(path, "picture")
         with path.open("rb") as stream:
             head = stream.read(png.HEADER_BYTES)
             if head.startswith(LFS_POINTER_MARK):

@@ -3,9 +3,14 @@ test_goldenpath)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import stat
 import struct
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,8 +18,11 @@ import torch
 from torch import nn
 
 import pytest_featviz
-from pytest_featviz import golden
-from pytest_featviz.golden import SIDECAR
+from pytest_featviz import channels, golden, goldenpicture, render
+from pytest_featviz.capture import LayerCapture
+from pytest_featviz.current import CurrentLayer
+from pytest_featviz.golden import SIDECAR, SnapshotGolden
+from pytest_featviz.layout import Hints, InputFacts
 from unit import snapshotter
 
 
@@ -106,3 +114,129 @@ def test_a_damaged_golden_is_a_clear_error_not_a_pass(tmp_path: Path) -> None:
     # update mode re-creates it: an update of a golden that was there, not a new one
     assert snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0"]).outcome == "updated"
     assert snapshotter(tmp_path)(_model(), _x(), layers=["0"]).outcome == "matched"
+
+
+def _sidecar_edit(old: str, new: str) -> Callable[[bytes], bytes]:
+    def edit(data: bytes) -> bytes:
+        assert old.encode() in data
+        return data.replace(old.encode(), new.encode(), 1)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_sidecar_edit('"shape": [1, ', '"shape": [1e400, '), r"is malformed \(layer '0': shape \[inf, 5, 10, 10\]\)"),
+        (_sidecar_edit('"index": 0', '"index": Infinity'), r"is malformed \(layer '0': channel index inf is not a"),
+        (_sidecar_edit('"format": 1,', '"format": 1, "n": ' + "9" * 4400 + ","), "is malformed .a number too long"),
+        (_sidecar_edit('"file": "0.png"', '"file": "0\\u0000.png"'), r"file '0\\x00.png' is not a picture file name"),
+        (_sidecar_edit('"file": "0.png"', '"file": "\\udc80.png"'), r"file '\\udc80.png' is not a picture file name"),
+        (_sidecar_edit('"file": "0.png"', '"file": ""'), "file '' is not a picture file name"),
+        (_sidecar_edit('"file": "0.png"', '"file": "' + "0" * 296 + '.png"'), "file '0000.* is not a picture file"),
+        (lambda data: data.decode().encode("utf-16"), "is not UTF-8: it is UTF-16"),
+        (lambda data: data.replace(b'"cpu"', b'"cpu\xe9"'), r"is not UTF-8: byte 0xe9 at offset \d+ \(Latin-1"),
+        (_sidecar_edit('"bit_depth": 8', '"bit_depth": "8"'), r"is malformed \(bit depth '8', not 8 or 16\)"),
+        (_sidecar_edit('"index": 1', '"index": true'), "channel index True is not a whole number"),
+        (_sidecar_edit('"index": 4', '"index": ' + str(10**30)), "channel index 1000000000000000000000000000000, out"),
+        (_sidecar_edit('"shape": [1, 5, 10, 10]', f'"shape": [1, {10**50}, 10, 10]'), r"shape \[1, 1000"),
+        (_sidecar_edit('"layout": "nchw"', '"layout": "zzz"'), r"layout 'zzz', which no snapshot gives an output of"),
+        (_sidecar_edit('"layout": "nchw"', '"layout": 5'), "layout 5 is not a string"),
+        (_sidecar_edit('"layout": "nchw"', '"layout": "nchw (batch axis 7)"'), r"layout 'nchw \(batch axis 7\)'"),
+        (_sidecar_edit('"tile": [10, 10]', '"tile": "30"'), "tile '30'"),
+        (_sidecar_edit('"tile": [10, 10]', '"tile": [10, 10], "pool": [100000, 1]'), r"pool \[100000, 1\], larger"),
+        (_sidecar_edit('"name": "0"', '"name": 0'), r"is malformed \(layer name 0\)"),
+    ],
+)
+def test_a_sidecar_no_snapshot_writes_fails_with_the_re_create_command_and_update_re_creates_it(
+    tmp_path: Path, damage: Callable[[bytes], bytes], message: str
+) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0"])
+    sidecar = next(tmp_path.rglob(SIDECAR))
+    written = sidecar.read_bytes()
+    sidecar.write_bytes(damage(written))
+    with pytest.raises(golden.GoldenError, match=message) as info:
+        snapshotter(tmp_path)(_model(), _x(), layers=["0"])
+    assert str(info.value).startswith(f"golden sidecar {sidecar} is ")
+    assert str(info.value).endswith("\nre-create it with:  pytest --featviz-update tests/test_model.py::test_features")
+    assert snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0"]).outcome == "updated"
+    assert sidecar.read_bytes() == written
+    assert snapshotter(tmp_path)(_model(), _x(), layers=["0"]).outcome == "matched"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_in_place_of_a_picture_fails_check_and_update_without_hanging(tmp_path: Path) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0"])
+    picture = next(tmp_path.rglob("0.png"))
+    picture.unlink()
+    os.mkfifo(picture)
+    stop, opened = threading.Event(), []
+
+    def let_readers_go() -> (
+        None
+    ):  # a reader blocks until someone opens the pipe to write: a regression fails, not hangs
+        while not stop.wait(0.01):
+            with contextlib.suppress(OSError):  # ENXIO while nobody reads
+                os.close(os.open(picture, os.O_WRONLY | os.O_NONBLOCK))
+                opened.append(True)
+
+    watch = threading.Thread(target=let_readers_go, daemon=True)
+    watch.start()
+    try:
+        for update in (False, True):
+            with pytest.raises(golden.GoldenError) as info:
+                snapshotter(tmp_path, update=update)(_model(), _x(), layers=["0"])
+            assert str(info.value) == (
+                f"golden picture {picture} is a named pipe (FIFO), not a regular file, so pytest-featviz does not read"
+                " it; put the golden's file there (or remove it, and re-create the snapshot with --featviz-update)"
+            )  # no "re-create it with:  pytest ...": the user must look at what is there
+    finally:
+        stop.set()
+        watch.join()
+    assert not opened
+    assert stat.S_ISFIFO(os.lstat(picture).st_mode)  # left for the user
+
+
+@pytest.mark.parametrize(
+    ("output", "module_hints", "facts", "label"),
+    [
+        ((2, 3, 5, 6), None, InputFacts(), "nchw"),
+        ((2, 5, 6, 16), Hints(feature_sizes=frozenset({16})), InputFacts(), "nhwc"),
+        ((1, 3, 7), None, InputFacts(), "ncl"),
+        ((2, 8), None, InputFacts(), "features"),
+        ((1, 3, 4, 5, 6), None, InputFacts(), "ncthw"),
+        ((1, 197, 16), Hints(feature_sizes=frozenset({16})), InputFacts((224, 224), 1), "tokens:1+14x14"),
+        ((1, 130, 16), Hints(feature_sizes=frozenset({16})), InputFacts(None), "token-image"),
+        ((7, 2, 3), Hints(sequence=True, sequence_first=True), InputFacts(None), "ncl (batch axis 1)"),
+        (
+            (7, 2, 16),
+            Hints(feature_sizes=frozenset({16}), sequence=True, sequence_first=True),
+            InputFacts(None),
+            "token-image (batch axis 1)",
+        ),
+        (
+            (197, 2, 16),
+            Hints(feature_sizes=frozenset({16})),
+            InputFacts((224, 224), 2),
+            "tokens:1+14x14 (batch axis 1)",
+        ),
+        ((10, 16), Hints(sequence=True), InputFacts(None), "token-image (unbatched)"),
+        ((1, 3, 200, 130), None, InputFacts(), "nchw"),  # pooled into its tiles
+    ],
+)
+def test_every_layout_a_snapshot_writes_reads_back(
+    tmp_path: Path, output: tuple[int, ...], module_hints: Hints | None, facts: InputFacts, label: str
+) -> None:
+    # The sidecar check knows the writer's layouts (layout.Layout.label) and the maps each gives (channels.extract)
+    # without importing torch: what the writer writes for each must read back.
+    tensor = torch.randn(output, generator=torch.Generator().manual_seed(0))
+    kept = channels.keep(tensor, module_hints, None, [0], facts=facts)
+    assert kept.layout == label
+    capture = LayerCapture("layer", kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype)
+    maps = kept.maps.numpy()
+    layer, picture = CurrentLayer(capture, maps, render.channel_statistics(maps)).as_golden("minmax")
+    snapshot = SnapshotGolden("minmax", 8, (layer,))
+    (tmp_path / layer.file).write_bytes(picture)
+    (tmp_path / SIDECAR).write_text(golden.sidecar_text(snapshot), encoding="utf-8")
+    assert golden.read_sidecar(tmp_path) == snapshot
+    assert goldenpicture.read_layer(tmp_path, layer, 8).shape == render.mosaic_size(1, layer.tile_shape)

@@ -7,7 +7,10 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 
 from pytest_featviz import durable, golden, goldenpicture, goldenwrite, png
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
-from pytest_featviz.render import build_mosaic
+from pytest_featviz.render import build_mosaic, mosaic_size
 
 TILE = (4, 5)
 CHANNELS = 3
@@ -186,7 +189,7 @@ def test_damaged_feature_statistics_are_malformed(token_snap: Path, old: str, ne
     [
         ('"mean": ', '"mean": NaN, "was": ', "layer 'conv': a channel's range or statistics are not finite numbers"),
         ('"std": ', '"std": 1e400, "was": ', "not finite numbers"),
-        ('"range": [', '"range": [-Infinity, ', "not finite numbers"),
+        ('"range": [0.0, 1.0]', '"range": [-Infinity, 1.0]', "not finite numbers"),
         ('"shape": [1, ', '"shape": [1, -', "layer 'conv': shape \\[1, -3, 4, 5\\]"),
         ('"tile": [', '"tile": [100000, 100000], "was": [', "layer 'conv': tile \\[100000, 100000\\]"),
         ('"bit_depth": 8', '"bit_depth": 3', "bit depth 3, not 8 or 16"),
@@ -195,7 +198,7 @@ def test_damaged_feature_statistics_are_malformed(token_snap: Path, old: str, ne
         ('"index": 1', '"index": 0', "channel indices repeat: \\[0, 0, 2\\]"),
         ('"std": ', '"std": -1, "was": ', "channel 0: statistics std -1.0"),
         ('"min": ', '"min": 7, "was": ', "channel 0: statistics std .*, min 7.0, max"),
-        ('"range": [', '"range": [2.0, ', "channel 0: range \\[2.0, 0.0\\]"),
+        ('"range": [0.0, 1.0]', '"range": [2.0, 0.0]', "channel 0: range \\[2.0, 0.0\\]"),
         ('"format": 1', '"format": 0', "format 0"),
         ('"format": 1', '"format": true', "format True"),
     ],
@@ -457,7 +460,7 @@ def test_pictures_read_the_same_whether_written_here_or_by_pillow(tmp_path: Path
 def test_a_picture_whose_stream_inflates_past_its_geometry_is_read_no_further(tmp_path: Path) -> None:
     stored = _write(tmp_path, seed=0)
     written = (tmp_path / "conv.png").read_bytes()
-    height, width = golden.mosaic_size(CHANNELS, TILE)
+    height, width = mosaic_size(CHANNELS, TILE)
     bomb = zlib.compress(bytes(200 * (1 + width) * height))  # unfiltered rows, 200 times too many
     forged = written[:33] + struct.pack(">I", len(bomb)) + b"IDAT" + bomb + b"\0\0\0\0" + written[-12:]
     assert png.decode_unfiltered(forged, width, height, 8) is None  # inflated only one byte past the geometry
@@ -471,3 +474,218 @@ def test_a_sidecar_nested_too_deep_is_a_malformed_golden(tmp_path: Path) -> None
     (directory / golden.SIDECAR).write_text("[" * 200000 + "]" * 200000)
     with pytest.raises(golden.GoldenError, match="nested too deep"):
         golden.read_sidecar(directory)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        # valid JSON that crashed the parser: a float too large for an integer field, a number Python will not read
+        ('"shape": [1, ', '"shape": [1e400, ', r"layer 'conv': shape \[inf, 3, 4, 5\]"),
+        ('"tile": [4, 5]', '"tile": [Infinity, 5]', r"layer 'conv': tile \[inf, 5\]"),
+        ('"bit_depth": 8', '"bit_depth": 1e400', "bit depth inf, not 8 or 16"),
+        ('"index": 0', '"index": 1e400', "layer 'conv': channel index inf is not a whole number"),
+        ('"channels": [', '"pool": [Infinity, 1], "channels": [', r"layer 'conv': pool \[inf, 1\]"),
+        ('"format": 1,', '"format": 1, "note": ' + "7" * 5000 + ",", "a number too long to read: Exceeds the limit"),
+        ('"file": "conv.png"', '"file": "0\\u0000.png"', r"layer 'conv': file '0\\x00.png' is not a picture file"),
+        ('"file": "conv.png"', '"file": "\\ud800.png"', r"layer 'conv': file '\\ud800.png' is not a picture file"),
+        # a file name no file system holds, or that is no plain picture file name
+        ('"file": "conv.png"', '"file": ""', "layer 'conv': file '' is not a picture file name"),
+        ('"file": "conv.png"', '"file": "' + "c" * 296 + '.png"', "layer 'conv': file 'cccc.*' is not a picture file"),
+        ('"file": "conv.png"', '"file": "a\\\\b.png"', r"file 'a\\\\b.png' is not a picture file name"),
+        ('"file": "conv.png"', '"file": "conv.json"', "file 'conv.json' is not a picture file name"),
+        # a type the writer never writes, coerced before
+        ('"bit_depth": 8', '"bit_depth": 8.9', "bit depth 8.9, not 8 or 16"),
+        ('"bit_depth": 8', '"bit_depth": "8"', "bit depth '8', not 8 or 16"),
+        ('"normalize": "minmax"', '"normalize": ["minmax"]', r"unknown normalization \['minmax'\]"),
+        ('"index": 1', '"index": true', "channel index True is not a whole number"),
+        ('"shape": [1, 3, 4, 5]', '"shape": [1, 3, 4.7, 5]', r"layer 'conv': shape \[1, 3, 4.7, 5\]"),
+        ('"channels": [', '"pool": "11", "channels": [', "layer 'conv': pool '11'"),
+        ('"tile": [4, 5]', '"tile": "45"', "layer 'conv': tile '45'"),
+        ('"name": "conv"', '"name": 0', "layer name 0"),
+        ('"sha256": ', '"sha256": 7, "was": ', "layer 'conv': sha256 7 is not a string"),
+        ('"mean": 0.5', '"mean": "0.5"', "layer 'conv': channel 0: mean '0.5' is not a number"),
+        ('"range": [0.0, 1.0]', '"range": [0.0, 1.0, 2.0]', r"layer 'conv': channel 0: range \[0.0, 1.0, 2.0\]"),
+        ('"layers": [', '"layers": "none", "was": [', "layers 'none' is not a list"),
+        # values out of what the writer writes: they turned into a drift verdict, or passed
+        ('"index": 2', '"index": ' + str(10**30), "layer 'conv': channel index 1000000000000000000000000000000, out"),
+        (
+            '"index": 2',
+            '"index": 3',
+            r"channel index 3, outside the 3 channel\(s\) of an output of shape \[1, 3, 4, 5\]",
+        ),
+        ('"shape": [1, 3, 4, 5]', f'"shape": [1, 3, 4, {10**50}]', r"layer 'conv': shape \[1, 3, 4, 1000"),
+        ('"shape": [1, 3, 4, 5]', f'"shape": [1, 3, {2**40}, {2**40}]', "more values than a tensor holds"),
+        ('"channels": [', '"layout": "zzz", "channels": [', "layout 'zzz', which no snapshot gives an output of shape"),
+        ('"channels": [', '"layout": 5, "channels": [', "layer 'conv': layout 5 is not a string"),
+        ('"channels": [', '"layout": "nchw (batch axis 7)", "channels": [', r"layout 'nchw \(batch axis 7\)', which"),
+        ('"channels": [', '"layout": "ncl", "channels": [', "layout 'ncl', which no snapshot gives an output of shape"),
+        ('"channels": [', '"layout": "tokens:1+2x2", "channels": [', "layout 'tokens:1\\+2x2', which no snapshot"),
+        ('"shape": [1, 3, 4, 5]', '"shape": [1, 3, 4]', r"tile \[4, 5\]; a 1x4 map pooled by \[1, 1\] gives \[1, 4\]"),
+        ('"shape": [1, 3, 4, 5]', '"shape": [7]', r"shape \[7\], which no snapshot reads without a layout"),
+        (
+            '"channels": [',
+            '"pool": [100000, 1], "channels": [',
+            r"pool \[100000, 1\], larger than the 4x5 map it pools",
+        ),
+        ('"tile": [4, 5]', '"tile": [4, 4]', r"tile \[4, 4\]; a 4x5 map pooled by \[1, 1\] gives \[4, 5\]"),
+        (
+            '"channels": [',
+            '"pool": [2, 1], "channels": [',
+            r"tile \[4, 5\]; a 4x5 map pooled by \[2, 1\] gives \[2, 5\]",
+        ),
+    ],
+)
+def test_a_sidecar_value_of_a_type_or_range_no_snapshot_writes_is_malformed(
+    snap: Path, old: str, new: str, message: str
+) -> None:
+    _edited(snap, old, new)
+    with pytest.raises(GoldenError, match=rf"golden sidecar .*snapshot\.json is malformed \(.*{message}") as info:
+        golden.read_sidecar(snap)
+    assert info.value.recreatable  # --featviz-update is the way out, and the failing test says so
+    assert str(snap / golden.SIDECAR) in str(info.value)
+
+
+def _two_layers(snap: Path, **second: Any) -> None:
+    """The sidecar in ``snap`` with a second layer: the first's entry with ``second``'s values."""
+    path = snap / golden.SIDECAR
+    sidecar = json.loads(path.read_text())
+    sidecar["layers"].append({**sidecar["layers"][0], **second})
+    path.write_text(json.dumps(sidecar))
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ({"file": "head.png"}, "layer 'conv': listed twice"),
+        ({"name": "head"}, "layer 'head': file 'conv.png' is also the picture of layer 'conv'"),
+    ],
+)
+def test_two_layers_of_one_name_or_one_picture_are_malformed(snap: Path, second: dict[str, str], message: str) -> None:
+    _two_layers(snap, **second)
+    with pytest.raises(GoldenError, match=rf"is malformed \({message}\)") as info:
+        golden.read_sidecar(snap)
+    assert info.value.recreatable
+
+
+@pytest.mark.parametrize(
+    ("encode", "message"),
+    [
+        (lambda text: text.encode("utf-16"), "is not UTF-8: it is UTF-16, as Windows PowerShell's > and Out-File save"),
+        (lambda text: text.encode("utf-16-le"), "is not UTF-8: it is UTF-16"),
+        (
+            lambda text: text.replace('"minmax"', '"minmax", "note": "caf\xe9"').encode("latin-1"),
+            r"is not UTF-8: byte 0xe9 at offset 54 \(Latin-1 or another legacy encoding\?\)",
+        ),
+    ],
+    ids=["utf-16", "utf-16-without-bom", "latin-1-byte"],
+)
+def test_a_sidecar_saved_in_another_encoding_is_a_damaged_golden_that_says_so(
+    snap: Path, encode: Any, message: str
+) -> None:
+    path = snap / golden.SIDECAR
+    path.write_bytes(encode(path.read_text(encoding="utf-8")))
+    with pytest.raises(GoldenError, match=message) as info:
+        golden.read_sidecar(snap)
+    assert str(info.value).startswith(f"golden sidecar {path} is not UTF-8: ")
+    assert str(info.value).endswith("; save it as UTF-8, or re-create it with --featviz-update")
+    assert info.value.recreatable  # not "cannot read": --featviz-update re-creates it
+
+
+class _FifoWatch:
+    """Watches a named pipe for a reader (which would block until someone writes) and lets it go at once (it reads
+    end of file), so that a regression fails the test instead of hanging it; ``opened``: whether anyone did."""
+
+    def __init__(self, fifo: Path) -> None:
+        import threading
+
+        self.fifo, self.opened, self.stop = fifo, False, threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.01):
+            try:
+                os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
+                self.opened = True
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("name", ["conv.png", golden.SIDECAR])
+def test_a_named_pipe_in_place_of_a_golden_file_is_refused_unopened(snap: Path, name: str) -> None:
+    stored = golden.read_sidecar(snap)
+    assert stored is not None
+    (snap / name).unlink()
+    os.mkfifo(snap / name)
+    watch = _FifoWatch(snap / name)
+    try:
+        what = "sidecar" if name == golden.SIDECAR else "picture"
+        message = f"golden {what} {snap / name} is a named pipe (FIFO), not a regular file, so pytest-featviz does not"
+        with pytest.raises(GoldenError, match=re.escape(message)) as info:
+            if name == golden.SIDECAR:
+                golden.read_sidecar(snap)
+            else:
+                goldenpicture.read_layer(snap, stored.layers[0], 8)
+        assert not info.value.recreatable  # someone put it there: --featviz-update leaves it for them to look at
+        assert golden.sidecar_string(snap, "test", "file") is None
+    finally:
+        watch.close()
+    assert not watch.opened
+
+
+def test_a_directory_in_place_of_the_sidecar_is_refused(snap: Path) -> None:
+    (snap / golden.SIDECAR).unlink()
+    (snap / golden.SIDECAR).mkdir()
+    with pytest.raises(GoldenError, match=r"snapshot\.json is a directory, not a regular file") as info:
+        golden.read_sidecar(snap)
+    assert not info.value.recreatable
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero") or sys.platform == "win32", reason="needs /dev/zero")
+def test_a_sidecar_that_links_to_dev_zero_is_refused_unread(snap: Path) -> None:
+    # Read without a limit, the link exhausted memory: the child process that reads it gets 4 GiB, so that a
+    # regression fails this test instead of the machine.
+    (snap / golden.SIDECAR).unlink()
+    (snap / golden.SIDECAR).symlink_to("/dev/zero")
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from pathlib import Path; from pytest_featviz import golden\n"
+        "snap = Path(sys.argv[1])\n"
+        "try: golden.read_sidecar(snap)\n"
+        "except golden.GoldenError as exc: print(exc, exc.recreatable, golden.sidecar_string(snap, 'a', 'b'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(snap)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == (
+        f"golden sidecar {snap / golden.SIDECAR} is a character device (a symbolic link to /dev/zero), not a regular"
+        " file, so pytest-featviz does not read it; put the golden's file there (or remove it, and re-create the"
+        " snapshot with --featviz-update) False None\n"
+    )
+
+
+def test_a_sidecar_larger_than_any_snapshot_writes_is_refused_unread(snap: Path) -> None:
+    path = snap / golden.SIDECAR
+    with path.open("r+b") as stream:
+        stream.truncate(golden.MAX_SIDECAR_BYTES + 1)  # sparse where the file system allows it
+    with pytest.raises(GoldenError, match=r"snapshot\.json is larger than 64 MiB, far more than a snapshot writes"):
+        golden.read_sidecar(snap)
+    assert golden.sidecar_string(snap, "test", "file") is None
+
+
+def test_a_lone_surrogate_anywhere_in_a_sidecar_is_malformed(snap: Path) -> None:
+    # A name or value that is no text could be neither shown in a report nor written back.
+    _edited(snap, '"name": "conv"', '"name": "conv\\udc80"')
+    with pytest.raises(GoldenError, match=r"is malformed \(layers\[0\]\.name holds a lone UTF-16 surrogate: no text\)"):
+        golden.read_sidecar(snap)
+    _write(snap, seed=0)
+    _edited(snap, '"format": 1,', '"format": 1, "environment": {"torch": "2.\\uD800"},')
+    with pytest.raises(GoldenError, match=r"is malformed \(environment\.torch holds a lone UTF-16 surrogate"):
+        golden.read_sidecar(snap)
+    _write(snap, seed=0)
+    _edited(snap, '"format": 1,', '"format": 1, "note": "\\ud83d\\ude00 and \\\\ud800",')  # a pair, an escaped \
+    assert golden.read_sidecar(snap) is not None
