@@ -342,7 +342,7 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
-    from pytest_featviz import report
+    from pytest_featviz import promote, report
 
     report_dir = Path(args.report_dir)
     if not (report_dir / report.REPORT_JSON).is_file():
@@ -351,20 +351,27 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
             " name the report directory (featviz promote PATH)"
         )
     try:
-        written = report.promote(report_dir, Path(args.root) if args.root is not None else None, args.select)
-    except KeyError as exc:
-        raise FeatvizError(f"cannot promote from {report_dir}: {report.REPORT_JSON} lacks the entry {exc}") from exc
+        promotion = promote.promote_report(report_dir, Path(args.root) if args.root is not None else None, args.select)
     except (OSError, ValueError) as exc:
         raise FeatvizError(f"cannot promote from {report_dir}: {exc}") from exc
+    written = promotion.written
     for directory, changed in written:
         out.write(f"{'promoted' if changed else 'already the current render:'} {display_path(directory)}\n")
-    if not written:
+    for refusal in promotion.refused:
+        out.write(f"refused {refusal}\n")
+    if written:
+        replaced = sum(1 for _, changed in written if changed)
+        same = f"; {len(written) - replaced} already held it" if replaced < len(written) else ""
+        out.write(f"{replaced} golden snapshot(s) replaced by the current render{same}; review and commit them\n")
+    elif not promotion.refused:
         what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"
         out.write(f"nothing promoted: the report in {report_dir} has no drifted or missing snapshot {what}\n")
         return 1
-    replaced = sum(1 for _, changed in written if changed)
-    same = f"; {len(written) - replaced} already held it" if replaced < len(written) else ""
-    out.write(f"{replaced} golden snapshot(s) replaced by the current render{same}; review and commit them\n")
+    if promotion.refused:
+        out.write(
+            f"{len(promotion.refused)} snapshot(s) refused (see above): nothing was written or deleted for them\n"
+        )
+        return 1
     return 0
 
 

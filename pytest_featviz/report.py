@@ -1,5 +1,5 @@
 """The drift report's files: each snapshot's diff mosaics and current render, the session's ``report.json`` and
-``index.html``, the manifest that says which files in the report directory are ours, and ``featviz promote``.
+``index.html``, and the manifest that says which files in the report directory are ours.
 
 A :class:`Reporter` receives each check's :class:`~pytest_featviz.records.Evidence` (in the process that ran the
 test, an xdist worker included), writes that snapshot's files under ``<report dir>/snapshots/`` and returns the
@@ -397,43 +397,3 @@ def _only_ours(report_dir: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------- promote
-
-
-def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[tuple[Path, bool]]:
-    """Copy the current renders of a report into the golden directories (what ``--featviz-update`` would have
-    written), for the snapshots of the test whose id is ``select``, else of every test whose id contains it (all
-    when ``None``): a whole node id pasted from a failure selects that test alone. Returns each golden directory
-    selected, with whether its files changed (a second promote of the same report changes nothing). ``root`` is the
-    directory the report's golden paths are relative to (the rootdir); by default the one the report records,
-    relative to the report directory."""
-    from pytest_featviz.golden import GoldenError, read_sidecar
-    from pytest_featviz.goldenwrite import refuse_unfetched, write_files
-
-    data = json.loads((report_dir / REPORT_JSON).read_text(encoding="utf-8"))
-    if root is None:
-        if not isinstance(data.get("root"), str):
-            raise ValueError(f"{REPORT_JSON} does not say where its goldens are (an older report): pass --root")
-        root = report_dir / data["root"]
-    if not root.is_dir():  # a typo must not grow a golden tree of its own
-        raise ValueError(f"the root {root} is not a directory")
-    exact = select is not None and any(snapshot["test_id"] == select for snapshot in data["snapshots"])
-    written = []
-    for snapshot in data["snapshots"]:
-        test_id = snapshot["test_id"]
-        if not snapshot["current"] or (select is not None and (test_id != select if exact else select not in test_id)):
-            continue
-        current = report_dir / snapshot["current"]
-        sidecar = (current / "snapshot.json").read_text(encoding="utf-8")
-        files = [entry["file"] for entry in json.loads(sidecar)["layers"]]
-        if any(Path(file).name != file for file in files):
-            raise ValueError(f"{current / 'snapshot.json'} names a file outside its directory")
-        directory = root / snapshot["golden_dir"]
-        try:
-            refuse_unfetched(directory)
-            read_sidecar(directory)
-        except GoldenError as exc:  # as --featviz-update: never over a newer format, an LFS pointer, an OS error
-            if not exc.recreatable:
-                raise ValueError(str(exc)) from exc
-        changed = write_files(directory, sidecar, {file: (current / file).read_bytes() for file in files})
-        written.append((directory, bool(changed)))
-    return written

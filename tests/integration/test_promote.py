@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 import torch  # noqa: F401  # loaded once here: in-process runs cannot import numpy twice
 
+import pytest_featviz.snapshot  # noqa: F401  # loaded once here, so that the inner runs see the patched environment
+from pytest_featviz import environment
 from pytest_featviz.cli import main
 
 TEST_FILE = """
@@ -89,3 +92,368 @@ def test_the_command_under_a_failure_promotes_that_test_alone(
     assert (goldens / "test_net2" / "0" / "0.png").read_bytes() == before["test_net2"]  # not promoted with it
     assert main(["promote", "featviz-report", "-k", "test_net"], out=io.StringIO()) == 0  # a part: every match
     assert (goldens / "test_net2" / "0" / "0.png").read_bytes() != before["test_net2"]
+
+
+# -- a report.json that is damaged or hostile -------------------------------------------------------------------------
+#
+# The report travels as a CI artifact and is promoted from anywhere: promote writes only strictly inside the golden
+# directory and reads only inside the report directory, refuses a snapshot that would leave them (saying which and
+# why, writing and deleting nothing for it), still promotes the others, and exits with status 1.
+
+TWO_TESTS = TEST_FILE + TEST_FILE.split("\n\n\n", 1)[1].replace("test_net(", "test_net2(")
+NET = "test_models.py::test_net"
+DELETE = object()  # _edit removes the key
+VICTIM = {"notes.txt": b"my notes\n", "holiday.png": b"\x89PNG\r\n\x1a\n not a golden"}
+
+
+def _drifted(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose two tests (test_net, test_net2) drifted, with their report; returns the report directory."""
+    pytester.makepyfile(test_models=TWO_TESTS)
+    pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    pytester.runpytest().assert_outcomes(failed=2)
+    return pytester.path / "featviz-report"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` (through no symbolic link) with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _victim(place: Path) -> Path:
+    place.mkdir(parents=True)
+    for name, data in VICTIM.items():
+        (place / name).write_bytes(data)
+    return place
+
+
+def _edit(report_dir: Path, test_id: str, **changes: object) -> None:
+    """Change the entry of ``test_id`` in ``report.json`` (a value of ``DELETE`` removes the key)."""
+    path = report_dir / "report.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entry = next(snapshot for snapshot in data["snapshots"] if snapshot["test_id"] == test_id)
+    for key, value in changes.items():
+        if value is DELETE:
+            del entry[key]
+        else:
+            entry[key] = value
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _promote(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    status = main(["promote", *args], out=out)
+    return status, out.getvalue()
+
+
+def _refused_one_promoted_other(status: int, output: str, golden: Path, before: dict[str, bytes]) -> None:
+    """test_net refused (its golden as it was), test_net2 promoted, status 1."""
+    assert status == 1, output
+    assert f"refused snapshots[0] ({NET!r}, snapshot '0'): " in output
+    assert "promoted golden/test_models/test_net2/0" in output
+    assert "1 golden snapshot(s) replaced by the current render" in output
+    assert "1 snapshot(s) refused (see above): nothing was written or deleted for them" in output
+    assert _files(golden / "test_net") == {
+        k[len("test_net/") :]: v for k, v in before.items() if k.startswith("test_net/")
+    }
+    assert (golden / "test_net2" / "0" / "0.png").read_bytes() != before["test_net2/0/0.png"]
+
+
+@pytest.mark.parametrize("where", ["../victim", "victim", "golden/../victim", "absolute"])
+def test_a_golden_dir_outside_the_golden_directory_is_refused_and_left_untouched(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    root = featviz_pytester.path
+    # "../victim": beside the project (outside the rootdir), as QA found it; else a folder of the project's own
+    victim = _victim(root.parent / f"{root.name}-victim" if where == "../victim" else root / "victim")
+    text = {"../victim": f"../{victim.name}", "absolute": str(victim)}.get(where, where)
+    golden = root / "golden" / "test_models"
+    before = _files(golden)
+    _edit(report_dir, NET, golden_dir=text)
+    status, output = _promote("featviz-report")
+    _refused_one_promoted_other(status, output, golden, before)
+    reason = "is an absolute path" if where == "absolute" else "leads out of the golden directory golden"
+    assert f"golden_dir {text!r} {reason}" in output
+    assert _files(victim) == VICTIM  # holiday.png kept, nothing new there
+    assert sorted(p.name for p in victim.parent.iterdir() if p.name.startswith(f".{victim.name}")) == []
+
+
+@pytest.mark.parametrize("link", ["snapshot", "parent"])
+def test_a_symbolic_link_in_the_golden_directory_that_leads_out_of_it_is_refused(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    root = featviz_pytester.path
+    victim = _victim(root.parent / f"{root.name}-victim")
+    golden = root / "golden" / "test_models"
+    before = _files(golden)
+    # the snapshot's directory is the link, or a folder above it is
+    (golden / "escape").symlink_to(victim if link == "snapshot" else victim.parent, target_is_directory=True)
+    text = "golden/test_models/escape" + ("" if link == "snapshot" else f"/{victim.name}")
+    _edit(report_dir, NET, golden_dir=text)
+    status, output = _promote("featviz-report")
+    _refused_one_promoted_other(status, output, golden, before)
+    assert f"golden_dir {text!r} leads out of the golden directory golden through a symbolic link" in output
+    assert _files(victim) == VICTIM
+    assert [p.name for p in victim.parent.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("source", ["../outside", "absolute", "linked picture", "linked folder"])
+def test_a_current_render_outside_the_report_directory_is_not_read(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    root = featviz_pytester.path
+    golden = root / "golden" / "test_models"
+    before = _files(golden)
+    current = report_dir / "snapshots" / "test_models" / "test_net" / "0" / "current"
+    outside = root / "outside"  # a render someone left outside the report, complete and valid
+    outside.mkdir()
+    for path in current.iterdir():
+        (outside / path.name).write_bytes(path.read_bytes())
+    if source == "../outside":
+        _edit(report_dir, NET, current="../outside")
+        reason = "current '../outside' leads out of the report directory"
+    elif source == "absolute":
+        _edit(report_dir, NET, current=str(current))  # the report's own render, named absolutely
+        reason = f"current {str(current)!r} is an absolute path"
+    elif source == "linked picture":
+        (current / "0.png").unlink()
+        (current / "0.png").symlink_to(outside / "0.png")
+        reason = "0.png leads out of the report directory"
+    else:
+        for path in current.iterdir():
+            path.unlink()
+        current.rmdir()
+        current.symlink_to(outside, target_is_directory=True)
+        reason = "leads out of the report directory featviz-report through a symbolic link"
+    status, output = _promote("featviz-report")
+    _refused_one_promoted_other(status, output, golden, before)
+    assert reason in output
+
+
+# Entries of report.json (or of a current render's sidecar) with a value of the wrong type, a missing key, a NUL byte,
+# a lone surrogate: each refuses its snapshot with a message, never a traceback.
+DAMAGED_ENTRIES: list[tuple[dict[str, object], str]] = [
+    ({"golden_dir": 5}, "golden_dir is a number (5), not a path"),
+    ({"golden_dir": DELETE}, "golden_dir is missing"),
+    ({"golden_dir": None}, "golden_dir is null, not a path"),
+    ({"golden_dir": "golden/test_models/test_net/0\x00"}, "holds a NUL byte"),
+    ({"golden_dir": "golden/test_models/\ud800/0"}, "holds a lone surrogate"),
+    ({"golden_dir": "golden"}, "golden_dir 'golden' is the golden directory golden itself, not a path inside it"),
+    ({"current": ["x"]}, "current is a list, not a path"),
+    ({"current": DELETE}, "current is missing"),
+    ({"current": "snapshots/nowhere"}, "snapshots/nowhere/snapshot.json is missing from the report"),
+]
+DAMAGED_LAYER_FILES: list[tuple[object, str]] = [
+    ("../../../../../golden/test_models/test_net2/0/0.png", "is not a plain .png name"),
+    ("sub/0.png", "is not a plain .png name"),
+    ("..\\0.png", "is not a plain .png name"),
+    (".0.png", "is not a plain .png name"),
+    ("snapshot.json", "is not a plain .png name"),
+    (7, "file is a number (7), not a path"),
+    ("0.png\x00", "holds a NUL byte"),
+    ("\udc800.png", "holds a lone surrogate"),
+]
+
+
+def test_a_damaged_entry_refuses_its_snapshot_alone_with_a_message(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    root = featviz_pytester.path
+    golden = root / "golden" / "test_models"
+    saved_report = (report_dir / "report.json").read_bytes()
+    sidecar = report_dir / "snapshots" / "test_models" / "test_net" / "0" / "current" / "snapshot.json"
+    saved_sidecar = sidecar.read_bytes()
+    for changes, reason in DAMAGED_ENTRIES:
+        _edit(report_dir, NET, **changes)
+        output = _check_damaged(report_dir, golden, NET)
+        assert reason in output, (changes, output)
+        (report_dir / "report.json").write_bytes(saved_report)
+    for file, reason in DAMAGED_LAYER_FILES:
+        data = json.loads(saved_sidecar)
+        data["layers"][0]["file"] = file
+        sidecar.write_text(json.dumps(data), encoding="utf-8")
+        assert reason in _check_damaged(report_dir, golden, NET), file
+        sidecar.write_bytes(saved_sidecar)
+    for text, reason in [("[", "is not valid JSON"), ('{"layers": 3}', "is not a snapshot's sidecar")]:
+        sidecar.write_text(text, encoding="utf-8")
+        assert reason in _check_damaged(report_dir, golden, NET), text
+    sidecar.write_bytes(saved_sidecar)
+    # the entry itself, or its test id, of the wrong type: the refusal names it by its place in the list
+    data = json.loads(saved_report)
+    data["snapshots"][0] = "oops"
+    (report_dir / "report.json").write_text(json.dumps(data), encoding="utf-8")
+    assert "refused snapshots[0]: is 'oops', not an object" in _check_damaged(report_dir, golden, None)
+    data["snapshots"][0] = {**json.loads(saved_report)["snapshots"][0], "test_id": 7}
+    (report_dir / "report.json").write_text(json.dumps(data), encoding="utf-8")
+    assert "refused snapshots[0]: test_id is a number (7), not a string" in _check_damaged(report_dir, golden, None)
+
+
+def _check_damaged(report_dir: Path, golden: Path, test_id: str | None) -> str:
+    """Promote a report whose test_net entry is damaged: status 1, test_net's golden as it was, test_net2's
+    promoted (then put back, for the next case), nothing written beside the project."""
+    root = report_dir.parent
+    around = sorted(p.name for p in root.parent.iterdir())
+    before = _files(golden)
+    status, output = _promote("featviz-report")
+    assert status == 1, output
+    assert "Traceback" not in output
+    label = f"refused snapshots[0] ({test_id!r}, snapshot '0'): " if test_id else "refused snapshots[0]: "
+    assert label in output, output
+    assert "promoted golden/test_models/test_net2/0" in output, output
+    after = _files(golden)
+    assert {k: v for k, v in after.items() if not k.startswith("test_net2/")} == {
+        k: v for k, v in before.items() if not k.startswith("test_net2/")
+    }
+    assert sorted(p.name for p in root.parent.iterdir()) == around
+    for name, data in before.items():  # test_net2 back to its old golden, so that the next case promotes it again
+        if name.startswith("test_net2/"):
+            (golden / name).write_bytes(data)
+    return output
+
+
+# report.json as a whole cannot be used: said, and nothing written at all
+DAMAGED_REPORTS: list[tuple[object, str]] = [
+    (b"{not json", "report.json is not valid JSON"),
+    (b"\xff\xfe{}", "report.json is not UTF-8 text"),
+    (b"[" * 100_000, "report.json is not valid JSON"),
+    ([1, 2], "report.json is a list, not a JSON object"),
+    ({"format": 99}, "report.json has format 99, newer than this pytest-featviz reads (1)"),
+    ({"format": "1"}, "report.json is damaged: 'format' is '1'"),
+    ({"snapshots": {}}, "report.json is damaged: 'snapshots' is an object, not a list"),
+    ({"snapshots": DELETE}, "report.json is damaged: 'snapshots' is missing, not a list"),
+    ({"root": 5}, "root is a number (5), not a path (pass --root to say where the goldens are)"),
+    ({"root": "..\x00"}, "root '..\\x00' holds a NUL byte"),
+    ({"root": DELETE}, "report.json does not say where its goldens are (an older report): pass --root"),
+    ({"run": "x"}, "report.json is damaged: 'run' is 'x', not an object"),
+    ({"run": {"golden_dir": 3}}, "run.golden_dir is a number (3), not a path"),
+    ({"run": {}}, "run.golden_dir is missing"),
+    ({"run": {"golden_dir": "\ud800"}}, "run.golden_dir '\\ud800' holds a lone surrogate"),
+    ({"run": {"golden_dir": "../elsewhere"}}, "run.golden_dir '../elsewhere' leads out of the rootdir"),
+    ({"run": {"golden_dir": "golden/../.."}}, "run.golden_dir 'golden/../..' leads out of the rootdir"),
+    ({"run": {"golden_dir": "/tmp"}}, "run.golden_dir '/tmp' is an absolute path"),
+]
+
+
+def test_a_report_that_cannot_be_used_is_refused_whole_and_writes_nothing(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    root = featviz_pytester.path
+    saved = (report_dir / "report.json").read_bytes()
+    before, around = _files(root / "golden"), sorted(p.name for p in root.parent.iterdir())
+    for change, reason in DAMAGED_REPORTS:
+        if isinstance(change, bytes):
+            (report_dir / "report.json").write_bytes(change)
+        elif isinstance(change, dict):
+            data = json.loads(saved)
+            for key, value in change.items():
+                if value is DELETE:
+                    del data[key]
+                else:
+                    data[key] = value
+            (report_dir / "report.json").write_text(json.dumps(data), encoding="utf-8")
+        else:
+            (report_dir / "report.json").write_text(json.dumps(change), encoding="utf-8")
+        status, output = _promote("featviz-report")
+        err = capsys.readouterr().err
+        assert status == 1, (change, output, err)
+        assert f"featviz promote: cannot promote from featviz-report: {reason}" in err, (change, err)
+        assert "promoted" not in output
+        assert _files(root / "golden") == before
+        assert sorted(p.name for p in root.parent.iterdir()) == around
+    (report_dir / "report.json").write_bytes(saved)
+    # an empty -k (an unset shell variable) would select every snapshot: refused too
+    assert _promote("featviz-report", "-k", "")[0] == 1
+    assert "cannot promote from featviz-report: -k is empty" in capsys.readouterr().err
+    assert _files(root / "golden") == before
+
+
+# -- what must keep working -------------------------------------------------------------------------------------------
+
+
+def test_promote_finds_goldens_in_a_custom_golden_dir_for_nested_test_directories(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = tests/golden\n")
+    featviz_pytester.mkpydir("tests").joinpath("unit").mkdir()
+    (featviz_pytester.path / "tests" / "unit" / "test_models.py").write_text(TEST_FILE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    golden = featviz_pytester.path / "tests" / "golden" / "tests" / "unit" / "test_models" / "test_net" / "0"
+    before = (golden / "0.png").read_bytes()
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    featviz_pytester.runpytest().assert_outcomes(failed=1)
+    assert json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())["run"]["golden_dir"] == (
+        "tests/golden"
+    )
+    monkeypatch.chdir(featviz_pytester.mkdir("elsewhere"))
+    status, output = _promote("../featviz-report")
+    assert status == 0, output
+    assert "promoted ../tests/golden/tests/unit/test_models/test_net/0" in output
+    assert (golden / "0.png").read_bytes() != before
+    monkeypatch.chdir(featviz_pytester.path)
+    featviz_pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_promote_writes_through_a_golden_directory_that_is_a_symbolic_link(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the project's own link (goldens kept on a shared drive): the golden directory is where it leads
+    shared = featviz_pytester.path.parent / f"{featviz_pytester.path.name}-shared-golden"
+    shared.mkdir()
+    (featviz_pytester.path / "golden").symlink_to(shared, target_is_directory=True)
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    before = _files(shared)
+    status, output = _promote(str(report_dir))
+    assert status == 0, output
+    assert "2 golden snapshot(s) replaced by the current render" in output
+    after = _files(shared)
+    assert (
+        after.keys() == before.keys()
+        and after["test_models/test_net/0/0.png"] != before["test_models/test_net/0/0.png"]
+    )
+    featviz_pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_promote_takes_a_rootdir_named_through_a_symbolic_link(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest --rootdir=<a link to the project>: the golden paths, relative to the link, leave it as written
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    project = featviz_pytester.path
+    link = project.parent / f"{project.name}-link"
+    link.symlink_to(project, target_is_directory=True)
+    data = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    data["root"] = f"../../{link.name}"
+    data["run"]["golden_dir"] = f"../{project.name}/golden"
+    for entry in data["snapshots"]:
+        entry["golden_dir"] = f"../{project.name}/{entry['golden_dir']}"
+    (report_dir / "report.json").write_text(json.dumps(data), encoding="utf-8")
+    before = _files(project / "golden")
+    status, output = _promote("featviz-report")
+    assert status == 0, output
+    assert "2 golden snapshot(s) replaced by the current render" in output
+    assert _files(project / "golden").keys() == before.keys() and _files(project / "golden") != before
+
+
+def test_promote_writes_a_device_keyed_golden(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = device\n")
+    featviz_pytester.makepyfile(test_models=TEST_FILE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)  # the shared golden
+    golden = featviz_pytester.path / "golden" / "test_models" / "test_net"
+    monkeypatch.setattr(environment, "device_type", lambda model, inputs: "cuda")
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)  # drifted on cuda: the cuda golden
+    shared, keyed = _files(golden / "0"), _files(golden / "0@cuda")
+    monkeypatch.delenv("FEATVIZ_TEST_DRIFT")
+    featviz_pytester.runpytest().assert_outcomes(failed=1)  # cuda, against its own golden
+    status, output = _promote("featviz-report")
+    assert status == 0, output
+    assert "promoted golden/test_models/test_net/0@cuda" in output
+    assert _files(golden / "0") == shared and _files(golden / "0@cuda") != keyed
+    featviz_pytester.runpytest().assert_outcomes(passed=1)

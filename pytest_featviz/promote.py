@@ -1,0 +1,296 @@
+"""``featviz promote``: a drift report's current renders copied into the golden directories, what
+``--featviz-update`` would have written, without running the tests again.
+
+``report.json`` travels as a CI artifact and is promoted from anywhere, so promote trusts none of it: a path it writes
+to must lie strictly inside the golden directory, a file it reads inside the report directory, once ``..`` and
+symbolic links are resolved; every value must have the type a report holds. A snapshot that fails is refused (said,
+and nothing written or deleted for it); the report's other snapshots are still promoted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from pytest_featviz.records import display_path
+from pytest_featviz.report import REPORT_FORMAT, REPORT_JSON
+
+_ABSENT = object()  # a key report.json lacks
+
+
+class _Refused(ValueError):
+    """A value of ``report.json`` (or of a current render's sidecar) that promote will not use, and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A snapshot of the report that promote refused: which one (``snapshots[2] ('t.py::test_a', snapshot '0')``,
+    as ``report.json`` lists it) and why. Nothing was written or deleted for it."""
+
+    snapshot: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.snapshot}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """What :func:`promote_report` did: each golden directory it wrote, with whether its files changed, and each
+    snapshot it refused."""
+
+    written: tuple[tuple[Path, bool], ...]
+    refused: tuple[Refusal, ...]
+
+
+def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[tuple[Path, bool]]:
+    """:func:`promote_report`, raising ``ValueError`` (after promoting the valid snapshots) when it refused one.
+    Returns each golden directory selected, with whether its files changed."""
+    promotion = promote_report(report_dir, root, select)
+    if promotion.refused:
+        raise ValueError("; ".join(f"refused {refusal}" for refusal in promotion.refused))
+    return list(promotion.written)
+
+
+def promote_report(report_dir: Path, root: Path | None = None, select: str | None = None) -> Promotion:
+    """Copy the current renders of a report into the golden directories (what ``--featviz-update`` would have
+    written), for the snapshots of the test whose id is ``select``, else of every test whose id contains it (all
+    when ``None``): a whole node id pasted from a failure selects that test alone. A second promote of the same
+    report changes nothing. ``root`` is the directory the report's golden paths are relative to (the rootdir); by
+    default the one the report records, relative to the report directory.
+
+    A snapshot whose golden path leads out of the golden directory the report names (``run.golden_dir``, the rootdir
+    for a report that names none), whose current render lies outside the report directory, or whose entry is
+    damaged is refused, and so is one whose golden ``--featviz-update`` would not write over either (a newer format,
+    a Git LFS pointer); the others are promoted. Raises ``ValueError`` when the report as a whole cannot be used (not
+    JSON, no root, a golden directory outside the rootdir), before anything is written.
+    """
+    from pytest_featviz.golden import GoldenError
+    from pytest_featviz.goldenwrite import write_files
+
+    if select == "":
+        raise ValueError("-k is empty: give a test id or a part of one (an empty one would select every snapshot)")
+    data = _report_json(report_dir)
+    root = _promote_root(report_dir, data, root)
+    golden_dir = _promote_golden_dir(data, root)
+    snapshots = data.get("snapshots", _ABSENT)
+    if not isinstance(snapshots, list):
+        raise _Refused(f"{REPORT_JSON} is damaged: 'snapshots' is {_shown(snapshots)}, not a list")
+    ids = [entry.get("test_id") if isinstance(entry, dict) else None for entry in snapshots]
+    exact = select is not None and select in ids
+    written: list[tuple[Path, bool]] = []
+    refused: list[Refusal] = []
+    for index, entry in enumerate(snapshots):
+        label = f"snapshots[{index}]"
+        try:
+            if not isinstance(entry, dict):
+                raise _Refused(f"is {_shown(entry)}, not an object")
+            test_id = entry.get("test_id", _ABSENT)
+            if not isinstance(test_id, str):
+                raise _Refused(f"test_id is {_shown(test_id)}, not a string")
+            name = entry.get("snapshot")
+            label += f" ({test_id!r}, snapshot {name!r})" if isinstance(name, str) else f" ({test_id!r})"
+            if select is not None and (test_id != select if exact else select not in test_id):
+                continue
+            current = entry.get("current", _ABSENT)
+            if current is None:  # a matched snapshot (--featviz-report-all): nothing to promote
+                continue
+            directory = _golden_target(root, golden_dir, _path_text(entry.get("golden_dir", _ABSENT), "golden_dir"))
+            sidecar, pictures = _current_render(report_dir, _path_text(current, "current"))
+            _refuse_to_replace(directory)
+            changed = write_files(directory, sidecar, pictures)
+        except (GoldenError, OSError, ValueError) as exc:  # ValueError: _Refused, and text that is not UTF-8
+            # as text any terminal takes: a path on disk may hold bytes that are not UTF-8 (lone surrogates here)
+            refused.append(Refusal(label, str(exc).encode("utf-8", "backslashreplace").decode("utf-8")))
+            continue
+        written.append((directory, bool(changed)))
+    return Promotion(tuple(written), tuple(refused))
+
+
+def _report_json(report_dir: Path) -> dict[str, Any]:
+    """The parsed ``report.json``: a JSON object of a format this version reads."""
+    path = report_dir / REPORT_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Refused(f"{REPORT_JSON} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except RecursionError as exc:
+        raise _Refused(f"{REPORT_JSON} is not valid JSON (nested too deep to read)") from exc
+    except json.JSONDecodeError as exc:
+        raise _Refused(f"{REPORT_JSON} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise _Refused(f"{REPORT_JSON} is {_shown(data)}, not a JSON object: not a drift report")
+    version = data.get("format", _ABSENT)
+    if version is not _ABSENT and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        raise _Refused(f"{REPORT_JSON} is damaged: 'format' is {_shown(version)}")
+    if isinstance(version, int) and version > REPORT_FORMAT:
+        raise _Refused(
+            f"{REPORT_JSON} has format {version}, newer than this pytest-featviz reads ({REPORT_FORMAT}); upgrade"
+            " pytest-featviz"
+        )
+    return data
+
+
+def _promote_root(report_dir: Path, data: dict[str, Any], root: Path | None) -> Path:
+    """The rootdir the report's golden paths start from: ``root`` (``--root``), else the one the report records."""
+    if root is None:
+        recorded = data.get("root", _ABSENT)
+        if recorded is _ABSENT or recorded is None:
+            raise _Refused(f"{REPORT_JSON} does not say where its goldens are (an older report): pass --root")
+        root = report_dir / _path_text(recorded, "root", " (pass --root to say where the goldens are)")
+    if not root.is_dir():  # a typo must not grow a golden tree of its own
+        raise _Refused(f"the root {root} is not a directory")
+    return root
+
+
+def _promote_golden_dir(data: dict[str, Any], root: Path) -> Path:
+    """The golden directory promote may write in: ``run.golden_dir``, which must lie inside the rootdir, or the
+    rootdir itself for an older report that does not name one. Inside as written (so that a golden directory that is
+    a symbolic link of the project's own still works) or once resolved (a rootdir named through a link)."""
+    run = data.get("run", _ABSENT)
+    if run is _ABSENT or run is None:
+        return root
+    if not isinstance(run, dict):
+        raise _Refused(f"{REPORT_JSON} is damaged: 'run' is {_shown(run)}, not an object")
+    text = _path_text(run.get("golden_dir", _ABSENT), "run.golden_dir")
+    if PurePath(text).is_absolute() or PureWindowsPath(text).is_absolute():
+        raise _Refused(
+            f"run.golden_dir {text!r} is an absolute path: a report gives its golden directory relative to the rootdir"
+        )
+    golden_dir = root / text
+    if PurePath(os.path.normpath(text)).parts[:1] == ("..",) and not _resolved_inside(golden_dir, root):
+        raise _Refused(
+            f"run.golden_dir {text!r} leads out of the rootdir {root}: promote writes only into a golden directory"
+            " inside it (copy the current renders by hand, or run pytest --featviz-update)"
+        )
+    return golden_dir
+
+
+def _resolved_inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` lies inside ``directory`` (or is it) once symbolic links are resolved."""
+    try:
+        return path.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return False
+
+
+def _golden_target(root: Path, golden_dir: Path, text: str) -> Path:
+    """``root / text``, a snapshot's golden directory, when it lies strictly inside ``golden_dir``: as written and
+    once ``..`` and symbolic links are resolved."""
+    where = f"the golden directory {display_path(golden_dir)}"
+    return _inside(root, text, golden_dir, f"golden_dir {text!r}", where)
+
+
+def _inside(base: Path, text: str, boundary: Path, what: str, where: str) -> Path:
+    """``base / text`` when it lies strictly inside ``boundary``, compared as written (``..`` collapsed) and once
+    symbolic links are resolved; else :class:`_Refused` says which check it failed."""
+    if PurePath(text).is_absolute() or PureWindowsPath(text).is_absolute():
+        raise _Refused(f"{what} is an absolute path, which no report holds (its paths are relative)")
+    path = base / text
+    written, bound = PurePath(os.path.normpath(path)), PurePath(os.path.normpath(boundary))
+    if written == bound:
+        raise _Refused(f"{what} is {where} itself, not a path inside it")
+    if not written.is_relative_to(bound):
+        raise _Refused(f"{what} leads out of {where}")
+    try:
+        real, real_bound = path.resolve(), boundary.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise _Refused(f"{what}: cannot resolve {display_path(path)} ({exc})") from exc
+    if real == real_bound or not real.is_relative_to(real_bound):
+        raise _Refused(f"{what} leads out of {where} through a symbolic link (to {real})")
+    return path
+
+
+def _current_render(report_dir: Path, text: str) -> tuple[str, dict[str, bytes]]:
+    """A snapshot's current render in the report: its sidecar text and its pictures by file name, each read from
+    a file inside the report directory."""
+    current = _inside(report_dir, text, report_dir, f"current {text!r}", f"the report directory {report_dir}")
+    where = display_path(current / "snapshot.json")
+    data = _report_file(report_dir, current / "snapshot.json")
+    try:
+        sidecar = data.decode("utf-8")
+        layers = json.loads(sidecar)["layers"]
+    except UnicodeDecodeError as exc:
+        raise _Refused(f"{where} is not UTF-8 text") from exc
+    except (ValueError, RecursionError) as exc:
+        raise _Refused(f"{where} is not valid JSON") from exc
+    except (KeyError, TypeError) as exc:
+        raise _Refused(f"{where} is not a snapshot's sidecar (no list of layers)") from exc
+    if not isinstance(layers, list):
+        raise _Refused(f"{where} is not a snapshot's sidecar (no list of layers)")
+    files = [_layer_file(layer, f"{where}, layer {number}") for number, layer in enumerate(layers)]
+    return sidecar, {file: _report_file(report_dir, current / file) for file in files}
+
+
+def _layer_file(layer: object, where: str) -> str:
+    """The file name of a layer in a current render's sidecar: a plain ``.png`` name, as a sidecar writes them."""
+    file = _path_text(layer.get("file", _ABSENT) if isinstance(layer, dict) else _ABSENT, f"{where}: file")
+    plain = file == PurePosixPath(file).name == PureWindowsPath(file).name
+    if not plain or file.startswith(".") or not file.endswith(".png"):
+        raise _Refused(f"{where} names a layer file {file!r} that is not a plain .png name in its directory")
+    return file
+
+
+def _report_file(report_dir: Path, path: Path) -> bytes:
+    """The bytes of ``path``, a file of the report's, when it lies inside the report directory once symbolic links
+    are resolved."""
+    try:
+        real, real_report = path.resolve(), report_dir.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise _Refused(f"cannot resolve {display_path(path)} ({exc})") from exc
+    if not real.is_relative_to(real_report) or real == real_report:
+        raise _Refused(f"{display_path(path)} leads out of the report directory {report_dir} (to {real})")
+    if not real.is_file():
+        raise _Refused(f"{display_path(path)} is missing from the report (or is not a file)")
+    return real.read_bytes()
+
+
+def _refuse_to_replace(directory: Path) -> None:
+    """Raise when the golden in ``directory`` is one that ``--featviz-update`` would not write over either: a Git LFS
+    pointer, a newer format, a golden it cannot read; a damaged golden it re-creates, as ``--featviz-update`` does."""
+    from pytest_featviz.golden import GoldenError, read_sidecar
+    from pytest_featviz.goldenwrite import refuse_unfetched
+
+    try:
+        refuse_unfetched(directory)
+        read_sidecar(directory)
+    except GoldenError as exc:
+        if not exc.recreatable:
+            raise
+
+
+def _path_text(value: object, what: str, hint: str = "") -> str:
+    """``value`` when it is a path a report can hold: a non-empty string without NUL bytes or lone surrogates."""
+    if value is _ABSENT:
+        raise _Refused(f"{what} is missing{hint}")
+    if not isinstance(value, str) or not value:
+        raise _Refused(f"{what} is {_shown(value)}, not a path{hint}")
+    if "\x00" in value:
+        raise _Refused(f"{what} {value!r} holds a NUL byte, which no path holds{hint}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Refused(
+            f"{what} {value!r} holds a lone surrogate, which no report of pytest-featviz holds{hint}"
+        ) from exc
+    return value
+
+
+def _shown(value: object) -> str:
+    """``value`` in the words of JSON, for a message about a value of the wrong type."""
+    if value is _ABSENT:
+        return "missing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return repr(value)
