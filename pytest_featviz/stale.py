@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import pytest
 from pytest_featviz.orphans import covers
 from pytest_featviz.orphans import key as _key
 from pytest_featviz.ownership import empty_parameters, left_out, link_targets, owns
+from pytest_featviz.prunecommand import prune_command
 from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult, display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
@@ -77,13 +77,15 @@ class StaleGoldens:
         self.keyed = keyed  # featviz_golden_key = device
         self.location = location
         self.module_file = module_file
-        self.prune_command = _prune_command(config, options)
-        # runs in which no test body runs judge nothing stale; neither does --lf, which leaves tests out unseen
+        self.prune_command = prune_command(config, options)
+        # runs in which no test body runs judge nothing stale; neither do --lf, which leaves tests out unseen, and
+        # --sw, whose tests depend on the last run's failure (no printed command could repeat its selection)
         self.judged = not (
             config.getoption("collectonly", False)
             or config.getoption("setuponly", False)
             or config.getoption("setupplan", False)
             or config.getoption("lf", False)
+            or any(config.getoption(name, False) for name in ("stepwise", "stepwise_skip", "stepwise_reset"))
         )
         self.prune = bool(config.getoption("featviz_prune", False))
         self.worker_output: dict[str, Any] | None = getattr(config, "workeroutput", None)
@@ -392,22 +394,6 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
                 if _shared_key(snapshot, keyed) not in seen and (snapshot / SIDECAR).is_file()
             )
     return found
-
-
-def _prune_command(config: pytest.Config, options: Sequence[str]) -> str:
-    """The command that deletes what a run lists: ``pytest --featviz-prune``, the options that locate the goldens
-    (``options``) and the run's selection: the paths and node ids it was given, ``-k``, ``-m`` and ``--deselect``.
-    Nothing else of the command line is repeated (an ``@file`` or ``-o addopts=`` could hold ``--featviz-update``,
-    and ``--junitxml`` would overwrite a report)."""
-    selection: list[str] = []
-    if config.args_source == pytest.Config.ArgsSource.ARGS:
-        selection += [str(arg) for arg in config.args]
-    for flag, option in (("-k", "keyword"), ("-m", "markexpr")):
-        if config.getoption(option, None):
-            selection += [flag, str(config.getoption(option))]
-    for node_id in config.getoption("deselect", None) or ():
-        selection += ["--deselect", str(node_id)]
-    return shlex.join(["pytest", "--featviz-prune", *options, *selection])
 
 
 def _named_and_real(path: str | Path) -> list[str]:

@@ -3,7 +3,9 @@ touched for test files that were deselected in part, stopped early, failed to co
 
 from __future__ import annotations
 
+import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -283,6 +285,17 @@ def test_a_snapshot_named_like_a_device_keyed_golden_does_not_hide_a_stale_one(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_at/test_at/enc"])
     assert _snapshots(featviz_pytester.path) == [f"golden/test_at/test_at/{name}"]
+
+
+@pytest.mark.parametrize("flag", ["--sw", "--sw-skip"])
+def test_a_stepwise_run_judges_nothing(project: pytest.Pytester, flag: str) -> None:
+    """Which tests a --sw run takes depends on the last run's failure, which no printed prune command can repeat."""
+    project.makeini("[pytest]\n")  # with the cache provider, which --sw needs
+    result = project.runpytest(flag, "--featviz-prune")
+    result.assert_outcomes(passed=3)
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(project.path) == ALL
+    project.runpytest().stdout.fnmatch_lines(["* stale golden snapshot(s)*"])  # the same run without it judges
 
 
 def test_last_failed_and_a_conftest_filter_leave_files_incomplete(
@@ -870,6 +883,195 @@ def test_the_prune_command_repeats_the_selection_and_nothing_else(project: pytes
     result = project.runpytest("-k", "test_a or test_plain", "-o", "junit_family=xunit2")
     result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune -k 'test_a or test_plain'"])
     assert _snapshots(project.path) == ALL
+
+
+def _stale_section(result: pytest.RunResult) -> tuple[list[str], str]:
+    """The snapshots a run's stale goldens section lists (or deleted), and the command it prints to delete them."""
+    lines = result.stdout.lines
+    start = next((i for i, line in enumerate(lines) if "featviz stale goldens" in line), len(lines))
+    listed: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("delete them with:  "):
+            return listed, line.split(":  ", 1)[1]
+        if line.startswith("  "):
+            listed.append(line.strip())
+        elif listed:
+            break
+    return listed, ""
+
+
+def _prune_as_printed(pytester: pytest.Pytester, args: list[str], printed: str, listed: list[str]) -> None:
+    """A run with ``args`` lists ``listed`` and prints ``printed``; that command, pasted where the run ran, deletes
+    exactly what it listed."""
+    before = _snapshots(pytester.path)
+    section = _stale_section(pytester.runpytest(*args))
+    assert (sorted(section[0]), section[1]) == (sorted(listed), f"pytest --featviz-prune {printed}")
+    assert _snapshots(pytester.path) == before
+    result = pytester.runpytest(*shlex.split(section[1])[1:])
+    assert sorted(_stale_section(result)[0]) == sorted(listed), result.stdout.str()
+    assert _snapshots(pytester.path) == [snapshot for snapshot in before if snapshot not in listed]
+
+
+SKIP_ST = """
+def pytest_ignore_collect(collection_path, config):
+    return True if collection_path.name == "test_st.py" else None
+"""
+
+WARN_IN_ST = """
+import warnings
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def old_api(request):
+    if request.node.path.name == "test_st.py":
+        warnings.warn(UserWarning("old api"))
+"""
+
+AT_FILE = pytest.mark.skipif(
+    tuple(int(part) for part in pytest.__version__.split(".")[:2]) < (8, 2), reason="@file arguments: pytest >= 8.2"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "files", "printed", "listed"),
+    [
+        (["--ignore=test_st.py"], {}, "--ignore test_st.py", [OTHER_STALE]),
+        (["--ignore-glob", "*_st.py"], {}, "--ignore-glob '*_st.py'", [OTHER_STALE]),
+        (["--pyargs", "test_other"], {}, "--pyargs test_other", [OTHER_STALE]),
+        (["-p", "skip_st"], {"skip_st.py": SKIP_ST}, "-p skip_st", [OTHER_STALE]),
+        (["-o", "python_files=test_other.py"], {}, "-o python_files=test_other.py", [OTHER_STALE]),
+        (["-x"], {"test_p.py": "def test_fails():\n    assert False\n"}, "-x", [OTHER_STALE]),
+        (["-W", "error::UserWarning"], {"conftest.py": WARN_IN_ST}, "-W error::UserWarning", [OTHER_STALE, STALE[1]]),
+        # the replaced addopts and the @file may hold --featviz-update: only what decides the collection is repeated
+        (["-o", "addopts=--featviz-update --ignore=test_st.py"], {}, "-o addopts= --ignore test_st.py", [OTHER_STALE]),
+        pytest.param(
+            ["@args.txt"],
+            {"args.txt": "--featviz-update\n--ignore=test_st.py\n-W\nignore::UserWarning\n"},
+            "--ignore test_st.py -W ignore::UserWarning",
+            [OTHER_STALE],
+            marks=AT_FILE,
+        ),
+    ],
+    ids=["--ignore", "--ignore-glob", "--pyargs", "-p", "-o python_files", "-x", "-W", "-o addopts", "@file"],
+)
+def test_the_prune_command_leaves_out_what_the_run_left_out(
+    project: pytest.Pytester, args: list[str], files: dict[str, str], printed: str, listed: list[str]
+) -> None:
+    # Without these options, the printed command would collect and run more and delete more than the run listed
+    # (with --pyargs, it would fail to find its module).
+    project.syspathinsert()  # test_other and skip_st as modules
+    for name, text in files.items():
+        (project.path / name).write_text(text)
+    _prune_as_printed(project, args, printed, listed)
+
+
+def _conftest_ignoring_st(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('collect_ignore = ["test_st.py"]\n')
+    pytester.mkdir("sub")
+
+
+def _plugin_ignoring_st(pytester: pytest.Pytester) -> None:
+    (pytester.path / "skip_st.py").write_text(SKIP_ST)
+    pytester.makeconftest('pytest_plugins = ["skip_st"]\n')
+
+
+def _broken_test_file(pytester: pytest.Pytester) -> None:
+    (pytester.path / "test_broken.py").write_text("def broken(:\n")
+
+
+def _two_test_files_of_one_name(pytester: pytest.Pytester) -> None:
+    """a/test_x.py and b/test_x.py: one name, no __init__.py; only --import-mode importlib imports both."""
+    for name in ("a", "b"):
+        pytester.mkdir(name).joinpath("test_x.py").write_text("def test_x():\n    pass\n")
+
+
+def _deleted_test_file_beside_doctests(pytester: pytest.Pytester) -> None:
+    """lib/test_gone.py had a golden and is gone; lib/ holds a module and a text file with doctests."""
+    lib = pytester.mkdir("lib")
+    (lib / "test_gone.py").write_text(OTHER_BEFORE)
+    pytester.runpytest("--featviz-update", "lib").assert_outcomes(passed=1)
+    (lib / "test_gone.py").unlink()
+    (lib / "helper.py").write_text('def double(x):\n    """\n    >>> double(2)\n    4\n    """\n    return 2 * x\n')
+    (lib / "notes.txt").write_text(">>> 1 + 1\n2\n")
+
+
+def _stale_golden_in_a_virtualenv(pytester: pytest.Pytester) -> None:
+    """env/ looks like a virtualenv (to pytest 9 by pyvenv.cfg, to 7 and 8 by bin/activate); its test file no longer
+    uses its golden."""
+    env = pytester.mkdir("env")
+    (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (env / "bin").mkdir()
+    (env / "bin" / "activate").write_text("")
+    (env / "test_v.py").write_text(OTHER_BEFORE)
+    pytester.runpytest("--featviz-update", "env", "--collect-in-virtualenv").assert_outcomes(passed=1)
+    (env / "test_v.py").write_text(OTHER_AFTER)
+
+
+@pytest.mark.parametrize(
+    ("args", "setup", "printed", "extra"),
+    [
+        (["--noconftest"], _conftest_ignoring_st, "--noconftest", []),
+        (["--confcutdir", "sub"], _conftest_ignoring_st, "--confcutdir sub", []),
+        (["-p", "no:skip_st"], _plugin_ignoring_st, "-p no:skip_st", []),
+        (["--continue-on-collection-errors"], _broken_test_file, "--continue-on-collection-errors", []),
+        (["--import-mode", "importlib"], _two_test_files_of_one_name, "--import-mode importlib", []),
+        (
+            ["--doctest-modules"],
+            _deleted_test_file_beside_doctests,
+            "--doctest-modules",
+            ["golden/lib/test_gone/test_o/0"],
+        ),
+        (
+            ["--doctest-glob", "*.txt"],
+            _deleted_test_file_beside_doctests,
+            "--doctest-glob '*.txt'",
+            ["golden/lib/test_gone/test_o/0"],
+        ),
+        (
+            ["--collect-in-virtualenv"],
+            _stale_golden_in_a_virtualenv,
+            "--collect-in-virtualenv",
+            ["golden/env/test_v/test_o/0"],
+        ),
+    ],
+    ids=[
+        "--noconftest",
+        "--confcutdir",
+        "-p no:",
+        "--continue-on-collection-errors",
+        "--import-mode",
+        "--doctest-modules",
+        "--doctest-glob",
+        "--collect-in-virtualenv",
+    ],
+)
+def test_the_prune_command_collects_what_the_run_collected(
+    project: pytest.Pytester,
+    args: list[str],
+    setup: Callable[[pytest.Pytester], None],
+    printed: str,
+    extra: list[str],
+) -> None:
+    # Without these options, the printed command would collect less than the run did and delete less than it listed,
+    # or stop at a collection error and delete nothing.
+    project.syspathinsert()  # featviz_models for test files below the rootdir, skip_st as a plugin
+    setup(project)
+    _prune_as_printed(project, args, printed, [OTHER_STALE, *STALE, *extra])
+
+
+def test_the_prune_command_repeats_what_the_command_line_gave_and_not_what_addopts_give(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # addopts and PYTEST_ADDOPTS apply to the pasted command again; a value the command line gave over theirs, the
+    # collection ini keys it overrode and its -W are repeated, -o junit_family and --runxfail are not
+    project.makeini("[pytest]\naddopts = -p no:cacheprovider -x --ignore=test_gone.py -o python_functions=test_*\n")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-W ignore::DeprecationWarning --deselect test_gone.py::test_g")
+    args = ["--maxfail", "2", "-o", "python_classes=Check", "-o", "norecursedirs=build", "-o", "junit_family=xunit2"]
+    args += ["-W", "default", "--doctest-ignore-import-errors", "--runxfail"]
+    printed = "-o python_classes=Check -o norecursedirs=build --doctest-ignore-import-errors -W default --maxfail 2"
+    _prune_as_printed(project, args, printed, [OTHER_STALE, *STALE])
 
 
 def test_nothing_behind_a_link_in_the_golden_directory_is_judged_or_deleted(project: pytest.Pytester) -> None:
