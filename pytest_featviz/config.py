@@ -62,6 +62,7 @@ class Settings:
 
     golden_dir: Path
     update: bool = False
+    create: bool = False  # --featviz-create: write missing goldens only (update implies it)
     threshold: float = DEFAULT_THRESHOLD
     stat_tolerance: float = DEFAULT_STAT_TOLERANCE
     rms_tolerance: float = DEFAULT_RMS_TOLERANCE
@@ -73,6 +74,11 @@ class Settings:
     noise_floor: bool = True  # fit a layer's tolerances to its TF32 noise when its scores are not clean
     golden_key: str = "none"  # one of GOLDEN_KEYS
     calibrate: bool = False  # --featviz-calibrate: score benign perturbations against the goldens, write nothing
+
+    @property
+    def mode(self) -> str:
+        """``update``, ``create`` (missing goldens only) or ``check``: what the run does with goldens."""
+        return "update" if self.update else "create" if self.create else "check"
 
     def override(self, values: Mapping[str, Any], source: str | SettingNames) -> Settings:
         """A copy with ``values`` applied; ``None`` values are ignored.
@@ -196,6 +202,13 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="create missing goldens and rewrite drifted ones instead of failing; matching goldens are left alone.",
+    )
+    group.addoption(
+        "--featviz-create",
+        action="store_true",
+        default=False,
+        help="create missing goldens and check the others as usual: no golden is rewritten, so a drift still fails"
+        " (the command a missing golden's message prints).",
     )
     group.addoption(
         "--featviz-golden-dir",
@@ -384,6 +397,7 @@ def from_pytest(config: pytest.Config) -> Settings:
     settings = Settings(
         golden_dir=golden_dir,
         update=bool(config.getoption("featviz_update")),
+        create=bool(config.getoption("featviz_create")),
         report_dir=report_dir,
         report_all=bool(config.getoption("featviz_report_all")),
     )
@@ -393,9 +407,10 @@ def from_pytest(config: pytest.Config) -> Settings:
             f"{_ini_names(config)('golden_key')} must be one of {', '.join(GOLDEN_KEYS)}; got {golden_key!r}"
         )
     calibrate = bool(config.getoption("featviz_calibrate"))
-    if calibrate and settings.update:
+    if calibrate and (settings.update or settings.create):
+        flag = "--featviz-update" if settings.update else "--featviz-create"
         raise pytest.UsageError(
-            "--featviz-calibrate never writes goldens: run it without --featviz-update (update first, then calibrate)"
+            f"--featviz-calibrate never writes goldens: run it without {flag} (update first, then calibrate)"
         )
     settings = dataclasses.replace(settings, golden_key=golden_key, calibrate=calibrate)
     try:

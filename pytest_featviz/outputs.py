@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,7 +20,6 @@ from urllib.parse import quote
 from pytest_featviz.records import DRIFTED, MATCHED, MISSING, SnapshotResult, display_path
 
 STEP_SUMMARY_ROWS = 50
-MISSING_IDS = 10  # test ids in the step summary's command that creates missing goldens
 STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
 
 
@@ -148,9 +146,12 @@ def _md(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def step_summary(data: dict[str, Any], index: Path) -> str:
+def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | None = None) -> str:
     """A compact markdown table of the drifted and missing snapshots for ``GITHUB_STEP_SUMMARY``: no images
-    (GitHub strips data URIs), at most ``STEP_SUMMARY_ROWS`` rows and ``STEP_SUMMARY_LIMIT`` bytes."""
+    (GitHub strips data URIs), at most ``STEP_SUMMARY_ROWS`` rows and ``STEP_SUMMARY_LIMIT`` bytes.
+
+    ``create``: the command that creates the missing goldens, and how many more tests are missing one, as the
+    terminal summary says them (``session.create_missing``: the run's golden options, no drift accepted)."""
     counts = data["summary"]
     lines = [
         "### featviz: feature-map drift",
@@ -174,10 +175,9 @@ def step_summary(data: dict[str, Any], index: Path) -> str:
         )
     if len(shown) > STEP_SUMMARY_ROWS:
         lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")
-    missing = list(dict.fromkeys(s["test_id"] for s in shown if s["outcome"] == MISSING))
-    if missing:
-        command = shlex.join(["pytest", "--featviz-update", *missing[:MISSING_IDS]])
-        more = f" (and {len(missing) - MISSING_IDS} more)" if len(missing) > MISSING_IDS else ""
+    if create is not None:
+        command, count = create
+        more = f" (and {count} more tests)" if count else ""
         lines += ["", f"Missing goldens: create them locally with `{_md(command, 400)}`{more}, review and commit them."]
     if data.get("run"):
         lines += ["", _md(run_line(data["run"]), 400) + "."]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     installed = torch_version()
-    mode = "update (goldens are written)" if settings.update else "check"
+    mode = {"update": "update (goldens are written)", "create": "create (missing goldens are written)"}.get(
+        settings.mode, settings.mode
+    )
     lines = [
         f"featviz: torch {installed}, mode {mode}, golden dir {settings.golden_dir},"
         f" threshold {settings.threshold:g}, stat tolerance {settings.stat_tolerance:g},"
@@ -89,10 +92,28 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def _collecting_options(args: Sequence[str]) -> list[str]:
+    """The options among the command line ``args`` without which a printed command would not find the test: plugins
+    loaded or turned off with ``-p`` (``-p featviz`` itself where autoloading is off), ``--disable-plugin-autoload``,
+    ``--import-mode`` and ``--doctest-modules``; each as given."""
+    options: list[str] = []
+    taken = iter(args)
+    for arg in taken:
+        if arg == "--":
+            break
+        if arg in ("-p", "--import-mode"):
+            value = next(taken, None)
+            options += [arg, value] if value is not None else []
+        elif arg in ("--disable-plugin-autoload", "--doctest-modules") or arg.startswith(("-p", "--import-mode=")):
+            options.append(arg)  # a flag, or an option joined to its value (-pfeatviz, --import-mode=importlib)
+    return options
+
+
 def _golden_options(config: pytest.Config) -> list[str]:
-    """The command line options that decide where the goldens are, as given, for the commands a run prints (the
-    command runs where this one ran)."""
-    options = []
+    """The command line options that decide where the goldens are, and those without which the test would not be
+    found (:func:`_collecting_options`), as given, for the commands a run prints (the command runs where this one
+    ran)."""
+    options = _collecting_options([str(arg) for arg in config.invocation_params.args])
     for option, flag in (
         ("inifilename", "-c"),
         ("rootdir", "--rootdir"),

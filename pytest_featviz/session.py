@@ -8,7 +8,8 @@ record to its item's stash, and the records travel to the tracker with the test'
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections import Counter
+from collections.abc import Generator, Iterable
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -45,7 +46,7 @@ def _run_facts(settings: Settings) -> dict[str, Any]:
     report gives the golden directory relative to the rootdir, as it does every golden path)."""
     return {
         "torch": torch_version(),
-        "mode": "update" if settings.update else "check",
+        "mode": settings.mode,
         "threshold": settings.threshold,
         "stat_tolerance": settings.stat_tolerance,
         "rms_tolerance": settings.rms_tolerance,
@@ -59,33 +60,52 @@ MISSING_LISTED = 10  # node ids in the summary's command that creates missing go
 
 UNREACHED_LISTED = 5
 
+# What happened to a golden in the run, the strongest first: one created, then rewritten, is counted as created.
+GOLDEN_FATES = (CREATED, UPDATED, MATCHED)
 
-def _create_missing(missing: list[SnapshotResult], drifted_tests: set[str]) -> str:
-    """The summary's command that creates the missing goldens, and only those: a bare ``pytest --featviz-update``
-    would also rewrite every drifted golden, accepting the drift unseen. Built from each missing snapshot's own
-    command (its options, its node id relative to where pytest ran); a test with a drifted snapshot too is left out
-    and named, since updating it would accept that drift."""
+
+def golden_fates(results: Iterable[SnapshotResult]) -> Counter[str]:
+    """How many distinct goldens (golden directories) were created, updated and left unchanged, each counted once by
+    the strongest of its records: pytest-repeat, pytest-flakefinder, two xdist workers or a rerun can compare one
+    golden several times, and only the first of them creates or rewrites it."""
+    rank = {outcome: place for place, outcome in enumerate(GOLDEN_FATES)}
+    fates: dict[str, str] = {}
+    for result in results:
+        held = fates.get(result.golden_dir)
+        if result.outcome in rank and (held is None or rank[result.outcome] < rank[held]):
+            fates[result.golden_dir] = result.outcome
+    return Counter(fates.values())
+
+
+def create_missing(missing: list[SnapshotResult]) -> tuple[str, int] | None:
+    """The command that creates the goldens of the ``missing`` snapshots, with how many more tests than it names
+    (``MISSING_LISTED``) are missing one; ``None`` when no message holds a command. Built from each missing snapshot's
+    own command (its options, its node id relative to where pytest ran). It runs ``--featviz-create``, which
+    rewrites no golden: a test that also drifted, or drifts in a snapshot after its missing one, fails on that drift
+    and shows it, where ``--featviz-update`` would have accepted it unseen."""
     import shlex
 
     from pytest_featviz.snapshot import CREATE_WITH
 
-    commands, mixed = [], []
+    commands = []
     for result in missing:
         line = next((ln for ln in result.message.splitlines() if ln.startswith(CREATE_WITH)), None)
-        if result.test_id in drifted_tests:
-            mixed.append(result.test_id)
-        elif line is not None:
+        if line is not None:
             commands.append(shlex.split(line[len(CREATE_WITH) :]))
-    note = ""
-    if mixed:
-        names = ", ".join(dict.fromkeys(mixed))
-        note = f"; {names} also drifted: review that drift before --featviz-update on it, which accepts both"
     if not commands:
-        return "create the missing goldens with --featviz-update and the node ids of the failing tests" + note
+        return None
     ids = list(dict.fromkeys(command[-1] for command in commands))
-    shown = shlex.join([*commands[0][:-1], *ids[:MISSING_LISTED]])
-    more = f" (and {len(ids) - MISSING_LISTED} more tests: see their messages)" if len(ids) > MISSING_LISTED else ""
-    return f"create the missing goldens with:  {shown}{more}{note}"
+    return shlex.join([*commands[0][:-1], *ids[:MISSING_LISTED]]), max(0, len(ids) - MISSING_LISTED)
+
+
+def _create_missing(missing: list[SnapshotResult]) -> str:
+    """The summary's line with :func:`create_missing`'s command."""
+    found = create_missing(missing)
+    if found is None:
+        return "create the missing goldens with --featviz-create and the node ids of the failing tests"
+    command, more = found
+    rest = f" (and {more} more tests: see their messages)" if more else ""
+    return f"create the missing goldens with:  {command}{rest}"
 
 
 def _run_key(item: pytest.Item) -> str:
@@ -115,6 +135,9 @@ class SessionTracker:
         self.html = html  # pytest-html is active: diff mosaics go into the failing test's row
         # The records of each item (by a key unique per item and process), with the run of the item they are from.
         self.runs: dict[str, tuple[int, list[SnapshotResult]]] = {}
+        # The records that created or rewrote a golden, of every run of every item: a run that pytest-rerunfailures
+        # repeats does not count in the snapshots compared, yet the goldens it wrote are written.
+        self.written: list[SnapshotResult] = []
         self.index: Path | None = None
         # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
         # said in the summary; the tests' own outcomes stand.
@@ -170,6 +193,15 @@ class SessionTracker:
         outcome = yield
         report = outcome.get_result()
         records = item.stash.get(RESULTS_KEY, [])
+        if call.when == "teardown" and records and item.config.getoption("xmlpath", None):
+            from pytest_featviz.outputs import attachment_lines
+
+            # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
+            # report, the last one: it gets the attachments of this run's snapshots (fixture teardowns' too), and
+            # only this run's (a test run again by pytest-rerunfailures has a <testcase> per run).
+            attachments = attachment_lines(records)
+            if attachments:
+                report.sections.append(("Captured stdout call", attachments))  # "teardown" would show in the terminal
         # pytest-html shows the extras of a test's own setup, call and teardown reports, not of its subtests' (made
         # here as call reports too): every picture of the run goes with the teardown report, the last one.
         if self.html and call.when == "teardown" and records and item.config.getoption("htmlpath", None):
@@ -186,17 +218,12 @@ class SessionTracker:
         # the controller which run of which item the records belong to (node ids need not be unique).
         report.featviz = [record.to_dict() for record in new]
         report.featviz_run = [_run_key(item), item.stash.get(RUN_KEY, 1)]
-        from pytest_featviz.outputs import attachment_lines, junit_properties
+        from pytest_featviz.outputs import junit_properties
 
         properties = junit_properties(new)
         item.user_properties.extend(properties)  # junitxml reads them from the teardown report, made from the item
         if call.when == "teardown":  # made already: a snapshot in a fixture's teardown
             report.user_properties.extend(properties)
-        attachments = attachment_lines(new)
-        if attachments and item.config.getoption("xmlpath", None):
-            # junitxml writes captured stdout to <system-out> (junit_logging=system-out/all) from the teardown
-            # report, which carries the item's report sections added from here on.
-            item.add_report_section("call", "stdout", attachments)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
@@ -218,8 +245,9 @@ class SessionTracker:
             data = report.report_data(
                 self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
             )
+            missing = create_missing([r for r in self.results if r.outcome == MISSING])
             try:
-                outputs.append_step_summary(Path(summary), outputs.step_summary(data, self.index))
+                outputs.append_step_summary(Path(summary), outputs.step_summary(data, self.index, missing))
             except OSError as exc:
                 self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
 
@@ -243,7 +271,12 @@ class SessionTracker:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)
-        if not records or str(report.outcome) == "rerun":  # a run that pytest-rerunfailures repeats does not count
+        if not records:
+            return
+        # pytest-rerunfailures logs the reports of a run it repeats (serially and from xdist workers): its snapshots
+        # do not count, its writes do
+        self.written.extend(r for r in map(SnapshotResult.from_dict, records) if r.outcome in (CREATED, UPDATED))
+        if str(report.outcome) == "rerun":
             return
         item, run = getattr(report, "featviz_run", None) or (report.nodeid, 1)
         held, results = self.runs.get(item, (run, []))
@@ -267,16 +300,21 @@ class SessionTracker:
                 f"{len(self.results)} snapshot(s) compared: {counts[MATCHED]} matched, {counts[UPDATED]} drifted"
                 f" (rewritten), {counts[CREATED]} without a golden (created)"
             )
+        elif self.settings.create:  # nothing goes missing: it is created; a drift fails as in a check
+            terminalreporter.write_line(f"{checked_line(counts)}, {counts[CREATED]} without a golden (created)")
         else:
             terminalreporter.write_line(checked_line(counts))
+        fates = golden_fates([*self.written, *self.results])  # each golden once; the line above counts calls
         if self.settings.update:
             terminalreporter.write_line(
-                f"goldens: {counts[CREATED]} created, {counts[UPDATED]} updated, {counts[MATCHED]} unchanged"
+                f"goldens: {fates[CREATED]} created, {fates[UPDATED]} updated, {fates[MATCHED]} unchanged"
                 f" (in {self.settings.golden_dir})"
             )
+        elif self.settings.create:
+            kept = "; a drifted one is left as it was (accept a drift with --featviz-update)" if counts[DRIFTED] else ""
+            terminalreporter.write_line(f"goldens: {fates[CREATED]} created (in {self.settings.golden_dir}){kept}")
         elif counts[MISSING]:
-            drifted_ids = {r.test_id for r in self.results if r.outcome == DRIFTED}
-            terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING], drifted_ids))
+            terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
         if not self.settings.update:
             from pytest_featviz.stale import unreached_snapshots
 
@@ -285,8 +323,9 @@ class SessionTracker:
                 shown = ", ".join(display_path(path) for path in unreached[:UNREACHED_LISTED])
                 more = f" and {len(unreached) - UNREACHED_LISTED} more" if len(unreached) > UNREACHED_LISTED else ""
                 terminalreporter.write_line(
-                    f"{len(unreached)} golden snapshot(s) of the drifted tests were not checked: a test stops at its"
-                    f" first drifted snapshot (accept that drift, then run again): {shown}{more}"
+                    f"{len(unreached)} golden snapshot(s) of the failing tests were not checked: a test stops at its"
+                    " first drifted or missing snapshot (accept that drift or create that golden, then run again):"
+                    f" {shown}{more}"
                 )
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")

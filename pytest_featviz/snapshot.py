@@ -76,10 +76,23 @@ class TestIdentity:
     # can tell a golden whose test file is gone; None where it is not known
     path: Path | None = None
 
+    @property
+    def create_command(self) -> str:
+        """The command line that creates this test's missing goldens and checks its others (:data:`UPDATE` swapped
+        for :data:`CREATE` in :attr:`update_command`): it never rewrites a golden, so it accepts no drift unseen."""
+        head = f"pytest {UPDATE} "
+        if not self.update_command.startswith(head):
+            return self.update_command
+        return f"pytest {CREATE} {self.update_command[len(head) :]}"
+
+
+UPDATE = "--featviz-update"  # creates missing goldens and rewrites drifted ones
+CREATE = "--featviz-create"  # creates missing goldens only; a drift fails as in a check
+
 
 def update_command(node_id: str, extra_args: Sequence[str] = ()) -> str:
     """The command line that creates or refreshes the goldens of one test."""
-    return shlex.join(["pytest", "--featviz-update", *extra_args, node_id])
+    return shlex.join(["pytest", UPDATE, *extra_args, node_id])
 
 
 class FeatureSnapshot:
@@ -303,7 +316,7 @@ def _check(
     if stored is None:
         results = [LayerResult(i.capture.name, NEW, i.capture.shape, None, i.capture.channels) for i in current]
         pictures = [LayerEvidence(i.capture.name, None, None) for i in current]
-        if settings.update:
+        if settings.update or settings.create:
             sidecar, files = fresh()
             goldenwrite.write_files(directory, sidecar, files)
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
@@ -314,7 +327,7 @@ def _check(
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
             f" (looked for {display_path(directory / golden.SIDECAR)})\n"
-            f"{CREATE_WITH}{identity.update_command}"
+            f"{CREATE_WITH}{identity.create_command}"
         )
         return evidence(MISSING, results, pictures, message)
 

@@ -116,7 +116,7 @@ class Lifecycle:
         result.assert_outcomes(failed=self.tests)
         output = result.stdout.str()
         for node_id in self.node_ids():
-            command = shlex.join(["pytest", "--featviz-update", node_id])
+            command = shlex.join(["pytest", "--featviz-create", node_id])
             assert f"create it with:  {command}\n" in output + "\n", output
         assert "GoldenMissingError" in output
         assert not self.golden_root.exists(), f"check mode wrote {sorted(self.golden_files())}"

@@ -200,7 +200,8 @@ def test_wheel_installs_into_a_fresh_venv_and_the_plugin_registers(fresh_venv: P
 
     missing = run(pytest_cmd, sample, env)
     assert missing.returncode == 1, missing.stdout
-    assert "create it with:  pytest --featviz-update test_sample.py::test_sample_snapshot" in missing.stdout
+    command = "pytest --featviz-create -p no:cacheprovider test_sample.py::test_sample_snapshot"  # -p as given
+    assert f"create it with:  {command}" in missing.stdout
     assert not (sample / "golden").exists()
 
     created = checked([*pytest_cmd, "--featviz-update"], sample, env)

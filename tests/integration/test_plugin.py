@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from importlib import metadata
@@ -301,12 +302,48 @@ def test_commands_in_messages_work_where_pytest_was_run(
     monkeypatch.chdir(featviz_pytester.path / "tests")
     missing = featviz_pytester.runpytest()
     missing.assert_outcomes(failed=1)
-    missing.stdout.fnmatch_lines(["*create it with:  pytest --featviz-update test_small.py::test_it"])
-    featviz_pytester.runpytest("--featviz-update", "test_small.py::test_it").assert_outcomes(passed=1)
+    missing.stdout.fnmatch_lines(["*create it with:  pytest --featviz-create test_small.py::test_it"])
+    featviz_pytester.runpytest("--featviz-create", "test_small.py::test_it").assert_outcomes(passed=1)
     assert (featviz_pytester.path / "golden" / "tests" / "test_small" / "test_it" / "0" / "snapshot.json").is_file()
     featviz_pytester.runpytest().assert_outcomes(passed=1)
     monkeypatch.chdir(featviz_pytester.path)  # from the rootdir, the node id itself
     featviz_pytester.runpytest("--featviz-update", "tests/test_small.py::test_it").assert_outcomes(passed=1)
+
+
+DOCTESTED = '''
+def make():
+    """
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> result = getfixture("feature_snapshot")(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.ones(1, 1, 6, 6))
+    """
+'''
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["-p", "featviz"], {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}),  # the plugin loaded by hand
+        (["--doctest-modules", "mymod.py"], {}),  # a doctest that takes a snapshot
+    ],
+    ids=["autoload-off", "doctest"],
+)
+def test_a_printed_command_keeps_the_options_that_found_the_test(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str]
+) -> None:
+    """Without ``-p featviz`` the pasted command stopped at an unknown --featviz-create; without
+    ``--doctest-modules`` it found no test."""
+    featviz_pytester.makepyfile(test_small=SMALL, mymod=DOCTESTED)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    missing = featviz_pytester.runpytest(*args)
+    missing.assert_outcomes(failed=1)
+    line = next(ln for ln in missing.outlines if "create the missing goldens with:" in ln)
+    command = shlex.split(line.partition(":  ")[2])
+    assert command[:2] == ["pytest", "--featviz-create"] and all(a in command for a in args if a.startswith("-"))
+    featviz_pytester.runpytest(*command[1:]).assert_outcomes(passed=1)
+    featviz_pytester.runpytest(*args).assert_outcomes(passed=1)
 
 
 SUBTESTS = """
@@ -394,16 +431,21 @@ def test_test_files_outside_the_rootdir_keep_goldens_of_their_own(
     (featviz_pytester.path / "tests" / "a" / "test_m.py").write_text(OUTSIDE.format(seed=2))
     drift = featviz_pytester.runpytest(*args)
     drift.assert_outcomes(passed=1, failed=1)
-    drift.stdout.fnmatch_lines(["*accept it with:  pytest --featviz-update -c ci/pytest.ini tests/a/test_m.py::test_x"])
+    # and the --import-mode without which two test_m.py files cannot be collected in one run
+    accept = "pytest --featviz-update --import-mode=importlib -c ci/pytest.ini tests/a/test_m.py::test_x"
+    drift.stdout.fnmatch_lines([f"*accept it with:  {accept}"])
     # run from the ini file's directory on ../tests (node ids relative to that argument): the command still works
     monkeypatch.chdir(featviz_pytester.path / "ci")
     drift = featviz_pytester.runpytest(
         "-c", "pytest.ini", "--import-mode=importlib", "-o", "featviz_golden_key=none", "../tests"
     )
     drift.assert_outcomes(passed=1, failed=1)
-    command = "pytest --featviz-update -c pytest.ini -o featviz_golden_key=none ../tests/a/test_m.py::test_x"
+    command = (
+        "pytest --featviz-update --import-mode=importlib -c pytest.ini -o featviz_golden_key=none"
+        " ../tests/a/test_m.py::test_x"
+    )
     drift.stdout.fnmatch_lines([f"*accept it with:  {command}"])
-    featviz_pytester.runpytest(*command.split()[1:], "--import-mode=importlib").assert_outcomes(passed=1)
+    featviz_pytester.runpytest(*command.split()[1:]).assert_outcomes(passed=1)
     featviz_pytester.runpytest("-c", "pytest.ini", "--import-mode=importlib", "../tests").assert_outcomes(passed=2)
 
 
@@ -431,12 +473,64 @@ def test_the_summary_creates_only_the_missing_goldens(
     result = featviz_pytester.runpytest()
     result.assert_outcomes(failed=3)  # [0] drifted, [1] and [2] missing
     # a bare `pytest --featviz-update` would also accept [0]'s drift
+    ids = "'test_mix.py::test_mix[1]' 'test_mix.py::test_mix[2]'"
+    assert f"create the missing goldens with:  pytest --featviz-create {ids}" in result.outlines
+    sidecar = featviz_pytester.path / "golden" / "test_mix" / "test_mix[0]" / "0" / "snapshot.json"
+    drifted = sidecar.read_bytes()
+    created = featviz_pytester.runpytest("--featviz-create")  # the command, with the whole run's selection
+    created.assert_outcomes(passed=2, failed=1)
+    created.stdout.fnmatch_lines(["FAILED test_mix.py::test_mix[[]0[]] - *FeatureDriftError*"])
+    assert sidecar.read_bytes() == drifted
+    featviz_pytester.runpytest().assert_outcomes(passed=2, failed=1)
+
+
+CREATE_THEN_DRIFT = """
+import os
+import pytest
+import torch
+from torch import nn
+
+
+def test_grows(feature_snapshot):
+    torch.manual_seed(int(os.environ.get("SEED", "0")))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    inputs = torch.ones(1, 1, 6, 6).cumsum(-1)
+    if os.environ.get("NEW"):
+        feature_snapshot(model, inputs, layers=["1"], name="new")
+    feature_snapshot(model, inputs, layers=["0"], name="old")
+"""
+
+
+def test_the_command_of_a_missing_golden_never_accepts_a_later_drift(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test stops at its missing snapshot, so a drift in a later one is not seen; the printed command creates
+    the missing golden and fails on that drift (``--featviz-update`` would have rewritten it unseen)."""
+    featviz_pytester.makepyfile(test_grow=CREATE_THEN_DRIFT)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    old = featviz_pytester.path / "golden" / "test_grow" / "test_grows" / "old" / "snapshot.json"
+    before = old.read_bytes()
+    monkeypatch.setenv("NEW", "1")
+    monkeypatch.setenv("SEED", "3")
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*create it with:  pytest --featviz-create test_grow.py::test_grows"])
     result.stdout.fnmatch_lines(
+        ["1 golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted or missing*"]
+    )
+    created = featviz_pytester.runpytest("--featviz-create", "test_grow.py::test_grows")
+    created.assert_outcomes(failed=1)
+    created.stdout.fnmatch_lines(
         [
-            "create the missing goldens with:  pytest --featviz-update"
-            " 'test_mix.py::test_mix[1]' 'test_mix.py::test_mix[2]'"
+            "featviz: torch *, mode create (missing goldens are written), *",
+            "*feature drift in snapshot 'old' of test_grow.py::test_grows*",
+            "2 snapshot(s) checked: 0 matched, 1 drifted (1 test(s), 1 layer(s)), 0 missing, 1 without a golden"
+            " (created)",
+            "goldens: 1 created (in *golden); a drifted one is left as it was (accept a drift with --featviz-update)",
         ]
     )
+    assert old.read_bytes() == before
+    assert (old.parent.parent / "new" / "snapshot.json").is_file()
 
 
 BAD_MARKER = """

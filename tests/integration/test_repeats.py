@@ -80,10 +80,10 @@ def test_missing_goldens_are_created_by_the_printed_command_without_the_count(pr
     shutil.rmtree(project.path / "golden" / "test_m" / "test_p[three-3]")
     result = project.runpytest("--count", "2")
     result.assert_outcomes(passed=4, failed=2)
-    result.stdout.fnmatch_lines(["E * create it with:  pytest --featviz-update 'test_m.py::test_p[[]three-3[]]'"])
+    result.stdout.fnmatch_lines(["E * create it with:  pytest --featviz-create 'test_m.py::test_p[[]three-3[]]'"])
     line = next(ln for ln in result.outlines if ln.startswith("create the missing goldens with:"))
     command = shlex.split(line.partition(":  ")[2])
-    assert command == ["pytest", "--featviz-update", "test_m.py::test_p[three-3]"]
+    assert command == ["pytest", "--featviz-create", "test_m.py::test_p[three-3]"]
     project.runpytest(*command[1:]).assert_outcomes(passed=1)
     project.runpytest("--count", "2").assert_outcomes(passed=6)
 

@@ -241,7 +241,7 @@ def test_float64_values_beyond_float32_s_range_are_named_as_such(tmp_path: Path)
 
 
 def test_missing_golden_writes_nothing(tmp_path: Path) -> None:
-    with pytest.raises(GoldenMissingError, match="create it with:  pytest --featviz-update tests/test_model.py::"):
+    with pytest.raises(GoldenMissingError, match="create it with:  pytest --featviz-create tests/test_model.py::"):
         snapshotter(tmp_path / "golden")(_conv8(), _x(1, 1, 4, 4), layers=["0"])
     assert not (tmp_path / "golden").exists()
 

@@ -52,10 +52,10 @@ def test_the_outputs_say_what_the_run_was_and_how_to_create_missing_goldens(tmp_
         " 0.03, picture change &lt;= 0.15"
     )
     assert line in outputs.render_index(data)
-    text = outputs.step_summary(data, tmp_path / "index.html")
-    assert "Missing goldens: create them locally with `pytest --featviz-update t.py::new0 " in text
-    assert "t.py::new7` (and 2 more), review and commit them." in text  # ten ids, in the report's order
-    assert "t.py::bad" not in text.split("Missing")[1]  # a drift is not accepted along with them
+    command = "pytest --featviz-create -c ci.ini " + " ".join(f"t.py::new{i}" for i in range(10))
+    text = outputs.step_summary(data, tmp_path / "index.html", (command, 2))  # as session.create_missing makes it
+    assert f"Missing goldens: create them locally with `{command}` (and 2 more tests), review and commit them." in text
+    assert "Missing goldens" not in outputs.step_summary(data, tmp_path / "index.html")
     assert "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM >= 0.99" in text
 
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
 from pytest_featviz.config import Settings
-from pytest_featviz.records import MATCHED, MISSING, SnapshotResult
-from pytest_featviz.session import SessionTracker, _create_missing
+from pytest_featviz.records import CREATED, MATCHED, MISSING, UPDATED, SnapshotResult
+from pytest_featviz.session import SessionTracker, _create_missing, create_missing
 
 
-def _report(node: str, run: tuple[str, int], *names: str, when: str = "call", outcome: str = "passed") -> object:
-    records = [SnapshotResult(node, name, f"golden/{name}", MATCHED).to_dict() for name in names]
+def _report(
+    node: str, run: tuple[str, int], *names: str, when: str = "call", outcome: str = "passed", snapshot: str = MATCHED
+) -> object:
+    records = [SnapshotResult(node, name, f"golden/{name}", snapshot).to_dict() for name in names]
     return SimpleNamespace(nodeid=node, when=when, outcome=outcome, featviz=records, featviz_run=list(run))
+
+
+def _summary(tracker: SessionTracker) -> list[str]:
+    """The lines of the tracker's ``featviz`` terminal section."""
+    lines: list[str] = []
+    terminal = SimpleNamespace(section=lambda *args, **kwargs: None, write_line=lambda line, **_: lines.append(line))
+    tracker.pytest_terminal_summary(terminal)
+    return lines
 
 
 def test_only_the_last_run_of_an_item_counts() -> None:
@@ -34,11 +45,51 @@ def test_two_items_with_one_node_id_both_count() -> None:
     assert len(tracker.results) == 2
 
 
-def test_the_command_for_missing_goldens_leaves_out_a_test_that_also_drifted() -> None:
+def test_goldens_written_by_a_run_that_is_repeated_count_as_written() -> None:
+    # --featviz-update: the first run of each test creates or rewrites its golden and fails after it, so
+    # pytest-rerunfailures runs it again, and the second run finds the golden matching. The files were written.
+    tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True))
+    for node, wrote in (("t.py::new", CREATED), ("t.py::moved", UPDATED)):
+        repeated = _report(node, (node, 1), node, outcome="rerun", snapshot=wrote)
+        tracker.pytest_runtest_logreport(repeated)  # type: ignore[arg-type]
+        tracker.pytest_runtest_logreport(_report(node, (node, 2), node))  # type: ignore[arg-type]
+    assert _summary(tracker) == [
+        "2 snapshot(s) compared: 2 matched, 0 drifted (rewritten), 0 without a golden (created)",  # the last runs
+        "goldens: 1 created, 1 updated, 0 unchanged (in golden)",
+    ]
+
+
+def test_each_golden_is_counted_once_by_what_happened_to_it() -> None:
+    # pytest-repeat's runs of a test share its golden; under xdist two of them may both create it
+    tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True))
+    runs = [("a", CREATED), ("a", CREATED), ("a", MATCHED), ("a", UPDATED)]
+    runs += [("b", MATCHED), ("b", UPDATED), ("c", MATCHED)]
+    for number, (test, outcome) in enumerate(runs):
+        item = _report(f"t.py::{test}", (f"w:{number}", 1), test, snapshot=outcome)
+        tracker.pytest_runtest_logreport(item)  # type: ignore[arg-type]
+    assert _summary(tracker) == [
+        "7 snapshot(s) compared: 3 matched, 2 drifted (rewritten), 2 without a golden (created)",  # the calls
+        "goldens: 1 created, 1 updated, 1 unchanged (in golden)",
+    ]
+
+
+def test_the_command_for_missing_goldens_creates_them_with_each_test_s_own_options() -> None:
+    """--featviz-create rewrites no golden, so a test that also drifted is named too: the command fails on that
+    drift and shows it (the --featviz-update of before had to leave such a test out)."""
+
     def missing(node: str) -> SnapshotResult:
-        message = f"no golden ...\ncreate it with:  pytest --featviz-update -c ci.ini {node}"
+        message = f"no golden ...\ncreate it with:  pytest --featviz-create -c ci.ini {node}"
         return SnapshotResult(node, "new", "golden/x", MISSING, message=message)
 
-    line = _create_missing([missing("t.py::a"), missing("t.py::b")], {"t.py::b"})
-    assert line.startswith("create the missing goldens with:  pytest --featviz-update -c ci.ini t.py::a;")
-    assert line.endswith("t.py::b also drifted: review that drift before --featviz-update on it, which accepts both")
+    records = [missing("t.py::a"), missing("t.py::b"), missing("t.py::a")]
+    assert (
+        _create_missing(records)
+        == "create the missing goldens with:  pytest --featviz-create -c ci.ini t.py::a t.py::b"
+    )
+    many = [missing(f"t.py::t{i}") for i in range(13)]
+    assert create_missing(many) == (
+        shlex.join(["pytest", "--featviz-create", "-c", "ci.ini", *(f"t.py::t{i}" for i in range(10))]),
+        3,
+    )
+    assert _create_missing(many).endswith("t.py::t9 (and 3 more tests: see their messages)")
+    assert create_missing([SnapshotResult("t.py::c", "new", "golden/x", MISSING, message="no golden")]) is None
