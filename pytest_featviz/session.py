@@ -275,7 +275,7 @@ class SessionTracker:
             return
         # pytest-rerunfailures logs the reports of a run it repeats (serially and from xdist workers): its snapshots
         # do not count, its writes do
-        self.written.extend(r for r in map(SnapshotResult.from_dict, records) if r.outcome in (CREATED, UPDATED))
+        self.written.extend(SnapshotResult.from_dict(r) for r in records if r.get("outcome") in (CREATED, UPDATED))
         if str(report.outcome) == "rerun":
             return
         item, run = getattr(report, "featviz_run", None) or (report.nodeid, 1)
