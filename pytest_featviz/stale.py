@@ -37,7 +37,6 @@ import pytest
 from pytest_featviz.orphans import covers
 from pytest_featviz.orphans import key as _key
 from pytest_featviz.ownership import empty_parameters, left_out, link_targets, owns
-from pytest_featviz.prunecommand import prune_command
 from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult, display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
@@ -77,7 +76,7 @@ class StaleGoldens:
         self.keyed = keyed  # featviz_golden_key = device
         self.location = location
         self.module_file = module_file
-        self.prune_command = prune_command(config, options)
+        self.config, self.options = config, list(options)  # for the prune command, made when it is printed
         # runs in which no test body runs judge nothing stale; neither do --lf, which leaves tests out unseen, and
         # --sw, whose tests depend on the last run's failure (no printed command could repeat its selection)
         self.judged = not (
@@ -365,7 +364,9 @@ class StaleGoldens:
         for kept in self.kept_files:
             terminalreporter.write_line(f"left the directory for files pytest-featviz did not write: {kept}")
         if not self.prune:
-            terminalreporter.write_line(f"delete them with:  {self.prune_command}")
+            from pytest_featviz.prunecommand import prune_command
+
+            terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options)}")
 
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
