@@ -187,7 +187,7 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         " artifact, for example with `actions/upload-artifact`, to look at them).",
         "",
     ]
-    text = "\n".join(lines)
+    text = "\n".join(lines).encode("utf-8", "backslashreplace").decode("utf-8")  # a test id's lone surrogates
     encoded = text.encode("utf-8")
     return text if len(encoded) <= STEP_SUMMARY_LIMIT else encoded[:STEP_SUMMARY_LIMIT].decode("utf-8", "ignore")
 

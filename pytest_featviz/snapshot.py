@@ -412,12 +412,13 @@ def _check(
 def _test_entry(identity: TestIdentity, directory: Path) -> dict[str, Any]:
     """The sidecar's ``"test"`` entry: the test file's path relative to the snapshot's directory (the same for its
     device-keyed sibling), so the golden tells where its test file was whichever golden root reads it. Empty when
-    the file is not known or lies on another drive."""
+    the file is not known, lies on another drive or has a path that is not UTF-8."""
     if identity.path is None:
         return {}
     try:
         relative = os.path.relpath(identity.path, directory)
-    except ValueError:
+        relative.encode("utf-8")  # a folder named in bytes that are not UTF-8 (lone surrogates): no JSON holds it
+    except (ValueError, UnicodeEncodeError):  # ValueError: another drive
         return {}
     return {"test": {"file": relative.replace(os.sep, "/")}}
 

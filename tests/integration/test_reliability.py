@@ -258,6 +258,26 @@ def test_a_name_with_a_lone_surrogate_fails_or_passes_like_any_other(
     featviz_pytester.runpytest(*workers).assert_outcomes(passed=2)
 
 
+def test_a_test_folder_named_in_bytes_that_are_not_utf8_works(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its test id and the sidecar's record of its test file hold lone surrogates: writing the golden, the current
+    render and the job summary failed with a UnicodeEncodeError. The golden goes without the test record."""
+    folder = os.fsencode(featviz_pytester.path) + b"/tests_caf\xe9"
+    os.mkdir(folder)
+    files = {b"test_lat.py": SURROGATE_TESTS.replace("test_photo", "test_lat"), b"featviz_models.py": MODELS}
+    for name, text in files.items():
+        with open(folder + b"/" + name, "w") as stream:
+            stream.write(text)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(featviz_pytester.path / "summary.md"))
+    featviz_pytester.runpytest().assert_outcomes(failed=2)
+    assert "tests_caf\\udce9/test_lat.py::test_plain" in (featviz_pytester.path / "summary.md").read_text()
+    featviz_pytester.runpytest("--featviz-create").assert_outcomes(passed=2)
+    featviz_pytester.runpytest().assert_outcomes(passed=2)
+    sidecars = list((featviz_pytester.path / "golden").rglob("snapshot.json"))
+    assert len(sidecars) == 2 and all('"test"' not in p.read_text() for p in sidecars)
+
+
 CASE_TESTS = """
 import pytest
 from featviz_models import make_input, make_model
