@@ -362,7 +362,7 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     if written:
         replaced = sum(1 for _, changed in written if changed)
         same = f"; {len(written) - replaced} already held it" if replaced < len(written) else ""
-        out.write(f"{replaced} golden snapshot(s) replaced by the current render{same}; review and commit them\n")
+        out.write(f"{replaced} golden snapshot(s) written from the current render{same}; review and commit them\n")
     elif not promotion.refused:
         what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"
         out.write(f"nothing promoted: the report in {report_dir} has no drifted or missing snapshot {what}\n")

@@ -17,7 +17,7 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
-from pytest_featviz.records import DRIFTED, MATCHED, MISSING, SnapshotResult, display_path
+from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, SnapshotResult, display_path
 
 STEP_SUMMARY_ROWS = 50
 STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
@@ -156,7 +156,7 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
     lines = [
         "### featviz: feature-map drift",
         "",
-        checked_line(counts) + ".",
+        checked_line(counts) + (f", {counts[CREATED]} created (--featviz-create)" if counts.get(CREATED) else "") + ".",
         "",
         "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
         "|---|---|---|---|---|---|",

@@ -95,18 +95,29 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def _collecting_options(args: Sequence[str]) -> list[str]:
     """The options among the command line ``args`` without which a printed command would not find the test: plugins
     loaded or turned off with ``-p`` (``-p featviz`` itself where autoloading is off), ``--disable-plugin-autoload``,
-    ``--import-mode`` and ``--doctest-modules``; each as given."""
+    ``--import-mode``, ``--doctest-modules``, and ``-o`` for the ini keys that decide what is collected
+    (``-o python_functions=check_*``); each as given."""
+    from pytest_featviz.prunecommand import COLLECTING_INI
+
     options: list[str] = []
     taken = iter(args)
     for arg in taken:
         if arg == "--":
             break
-        if arg in ("-p", "--import-mode"):
+        if arg in ("-p", "--import-mode", "-o", "--override-ini"):
             value = next(taken, None)
-            options += [arg, value] if value is not None else []
+            if value is not None and (arg not in ("-o", "--override-ini") or _ini_key(value) in COLLECTING_INI):
+                options += [arg, value]
+        elif arg.startswith(("-o", "--override-ini=")):  # joined to its value: -opython_files=..., --override-ini=...
+            if _ini_key(arg.removeprefix("--override-ini=").removeprefix("-o")) in COLLECTING_INI:
+                options.append(arg)
         elif arg in ("--disable-plugin-autoload", "--doctest-modules") or arg.startswith(("-p", "--import-mode=")):
             options.append(arg)  # a flag, or an option joined to its value (-pfeatviz, --import-mode=importlib)
     return options
+
+
+def _ini_key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
 
 
 def _golden_options(config: pytest.Config) -> list[str]:
@@ -127,14 +138,17 @@ def _golden_options(config: pytest.Config) -> list[str]:
     return options
 
 
-def _test_location(node: pytest.Item) -> tuple[str, str]:
+def _test_location(node: pytest.Item, repeated: bool = False) -> tuple[str, str]:
+    """The test file and test name that name ``node``'s goldens: a run of a repeating plugin is named as the test it
+    repeats (:mod:`pytest_featviz.repeats`), unless ``repeated`` (its own name, for its report)."""
     module = node.getparent(pytest.Module)
     if module is None:
         file_part, _, rest = node.nodeid.partition("::")
         return file_part, rest.replace("::", ".") or node.name
     chain = node.listchain()
     below = chain[chain.index(module) + 1 : -1]
-    return _module_file(module, node.config.rootpath), ".".join([*(n.name for n in below), without_repetition(node)])
+    last = node.name if repeated else without_repetition(node)
+    return _module_file(module, node.config.rootpath), ".".join([*(n.name for n in below), last])
 
 
 def _module_file(module: pytest.Module, rootdir: Path) -> str:
@@ -181,7 +195,9 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     results = item.stash.setdefault(RESULTS_KEY, [])
     from pytest_featviz.report import Reporter
 
-    reporter = Reporter(settings.report_dir, settings.golden_dir, settings.report_all)
+    run_name = _test_location(item, repeated=True)[1]
+    run = (test_name, run_name) if run_name != test_name else None  # a repeated run's evidence goes apart
+    reporter = Reporter(settings.report_dir, settings.golden_dir, settings.report_all, run)
     return FeatureSnapshot(identity, settings, results.append, reporter)
 
 

@@ -147,9 +147,8 @@ def _promote_root(report_dir: Path, data: dict[str, Any], root: Path | None) -> 
 
 
 def _promote_golden_dir(data: dict[str, Any], root: Path) -> Path:
-    """The golden directory promote may write in: ``run.golden_dir``, which must lie inside the rootdir, or the
-    rootdir itself for an older report that does not name one. Inside as written (so that a golden directory that is
-    a symbolic link of the project's own still works) or once resolved (a rootdir named through a link)."""
+    """The golden directory promote may write in: ``run.golden_dir`` relative to the rootdir (outside it too, as
+    ``featviz_golden_dir = ../shared`` puts it), or the rootdir itself for an older report that does not name one."""
     run = data.get("run", _ABSENT)
     if run is _ABSENT or run is None:
         return root
@@ -160,21 +159,7 @@ def _promote_golden_dir(data: dict[str, Any], root: Path) -> Path:
         raise _Refused(
             f"run.golden_dir {text!r} is an absolute path: a report gives its golden directory relative to the rootdir"
         )
-    golden_dir = root / text
-    if PurePath(os.path.normpath(text)).parts[:1] == ("..",) and not _resolved_inside(golden_dir, root):
-        raise _Refused(
-            f"run.golden_dir {text!r} leads out of the rootdir {root}: promote writes only into a golden directory"
-            " inside it (copy the current renders by hand, or run pytest --featviz-update)"
-        )
-    return golden_dir
-
-
-def _resolved_inside(path: Path, directory: Path) -> bool:
-    """Whether ``path`` lies inside ``directory`` (or is it) once symbolic links are resolved."""
-    try:
-        return path.resolve().is_relative_to(directory.resolve())
-    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
-        return False
+    return root / text
 
 
 def _golden_target(root: Path, golden_dir: Path, text: str) -> Path:
@@ -251,11 +236,17 @@ def _report_file(report_dir: Path, path: Path) -> bytes:
 def _refuse_to_replace(directory: Path) -> None:
     """Raise when the golden in ``directory`` is one that ``--featviz-update`` would not write over either: a Git LFS
     pointer, a newer format, a golden it cannot read; a damaged golden it re-creates, as ``--featviz-update`` does."""
-    from pytest_featviz.golden import GoldenError, read_sidecar
+    from pytest_featviz.golden import SIDECAR, GoldenError, read_sidecar
     from pytest_featviz.goldenwrite import refuse_unfetched
 
+    refuse_unfetched(directory)
+    if not (directory / SIDECAR).is_file() and any(directory.glob("*.png")):
+        # Not a golden: what a report names is not trusted, and replacing the directory would drop its pictures.
+        raise _Refused(
+            f"{display_path(directory)} holds pictures but no {SIDECAR}, so it is no golden promote replaces (if it is"
+            " a golden that lost its sidecar, re-create it with pytest --featviz-update)"
+        )
     try:
-        refuse_unfetched(directory)
         read_sidecar(directory)
     except GoldenError as exc:
         if not exc.recreatable:

@@ -17,7 +17,7 @@ import pytest
 _COLLECTION: dict[str, tuple[str, object]] = {
     "plugins": ("-p", []),  # a plugin that collects, ignores or drops tests, loaded or disabled (no:name)
     "disable_plugin_autoload": ("--disable-plugin-autoload", False),  # pytest >= 8.4
-    "override_ini": ("-o", []),  # only the ini keys in _COLLECTING_INI
+    "override_ini": ("-o", []),  # only the ini keys in COLLECTING_INI
     "pyargs": ("--pyargs", False),  # the arguments name modules
     "confcutdir": ("--confcutdir", None),  # a conftest may ignore files (collect_ignore) or drop tests
     "noconftest": ("--noconftest", False),
@@ -39,7 +39,7 @@ _SELECTION: dict[str, tuple[str, object]] = {
     "markexpr": ("-m", ""),
     "deselect": ("--deselect", []),
 }
-_COLLECTING_INI = frozenset(
+COLLECTING_INI = frozenset(
     {
         "python_files",
         "python_classes",
@@ -115,7 +115,7 @@ def _repeated(
                 if item in values:  # addopts come first: the first one is theirs
                     values.remove(item)
             if dest == "override_ini":
-                values = [entry for entry in values if _keys([entry])[0] in _COLLECTING_INI]
+                values = [entry for entry in values if _keys([entry])[0] in COLLECTING_INI]
             command += [part for item in values for part in _spelled(flag, item)]
         elif default is False:
             if value is True and dest not in again and dest not in overridden:

@@ -50,13 +50,18 @@ class Reporter:
     """The ``reporter`` of :class:`~pytest_featviz.snapshot.FeatureSnapshot`: ``Evidence -> SnapshotResult``.
 
     Writes the diff mosaic of each drifted layer and the current render of a drifted or missing snapshot into
-    ``<report_dir>/snapshots/<the snapshot's path below the golden directory>/``.
+    ``<report_dir>/snapshots/<the snapshot's path below the golden directory>/``. ``run``: for a run of a repeating
+    plugin (``test_a[2-3]``, whose goldens are ``test_a``'s), the test's name in the golden path and the run's own
+    name, which takes its place in the report path, so that each run's evidence stays its own.
     """
 
-    def __init__(self, report_dir: Path, golden_root: Path, report_all: bool = False) -> None:
+    def __init__(
+        self, report_dir: Path, golden_root: Path, report_all: bool = False, run: tuple[str, str] | None = None
+    ) -> None:
         self.report_dir = report_dir
         self.golden_root = golden_root
         self.report_all = report_all
+        self.run = run
 
     def snapshot_dir(self, result: SnapshotResult) -> Path:
         from pytest_featviz.goldenpath import sanitize_name
@@ -65,6 +70,9 @@ class Reporter:
             below = Path(result.golden_dir).relative_to(self.golden_root)
         except ValueError:
             below = Path(sanitize_name(result.test_id), sanitize_name(result.name))
+        else:
+            if self.run is not None and len(below.parts) >= 2 and below.parts[-2] == sanitize_name(self.run[0]):
+                below = below.parent.parent / sanitize_name(self.run[1]) / below.name
         return self.report_dir / SNAPSHOTS / below
 
     def __call__(self, evidence: Evidence) -> SnapshotResult:
@@ -89,8 +97,14 @@ class Reporter:
         (pytest-rerunfailures): its mosaics and current renders, of the snapshots the new attempt checks again and of
         those it never reaches, would stay in the report beside the last attempt, listed nowhere."""
         for result in results:
-            if result.artifacts and self.snapshot_dir(result).is_dir():
-                _remove_listed(self.report_dir, self.snapshot_dir(result))
+            # the folder the attempt wrote, told by its files (a repeated run's is not the golden path's)
+            folders = {
+                Path(path).parent.parent if role.startswith(CURRENT) else Path(path).parent
+                for role, path in result.artifacts.items()
+            }
+            for folder in folders:
+                if folder.is_dir():
+                    _remove_listed(self.report_dir, folder)
 
     def _write(self, evidence: Evidence) -> dict[str, str]:
         from pytest_featviz.goldenpath import sanitize_name

@@ -311,7 +311,11 @@ class SessionTracker:
                 f" (in {self.settings.golden_dir})"
             )
         elif self.settings.create:
-            kept = "; a drifted one is left as it was (accept a drift with --featviz-update)" if counts[DRIFTED] else ""
+            kept = ""
+            if counts[DRIFTED]:
+                one = counts[DRIFTED] == 1
+                which = "a drifted one is left as it was" if one else "drifted ones are left as they were"
+                kept = f"; {which} (accept a drift with --featviz-update)"
             terminalreporter.write_line(f"goldens: {fates[CREATED]} created (in {self.settings.golden_dir}){kept}")
         elif counts[MISSING]:
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))

@@ -382,19 +382,20 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     by_test: dict[str, list[SnapshotResult]] = {}
     for result in results:
         by_test.setdefault(result.test_id, []).append(result)
-    found: list[Path] = []
+    # checked by any record: the runs of a repeated test (pytest-repeat) share its goldens, and one that passed
+    # checked what another stopped before
+    seen = {_shared_key(result.golden_dir, keyed) for result in results}
+    found: dict[Path, None] = {}
     for records in by_test.values():
         if not any(r.outcome in (DRIFTED, MISSING) for r in records):
             continue
-        used = {Path(r.golden_dir) for r in records}
-        seen = {_shared_key(directory, keyed) for directory in used}
-        for folder in sorted({directory.parent for directory in used}):
-            found.extend(
-                snapshot
+        for folder in sorted({Path(r.golden_dir).parent for r in records}):
+            found.update(
+                (snapshot, None)
                 for snapshot in _subdirectories(folder)
                 if _shared_key(snapshot, keyed) not in seen and (snapshot / SIDECAR).is_file()
             )
-    return found
+    return list(found)
 
 
 def _named_and_real(path: str | Path) -> list[str]:

@@ -326,22 +326,24 @@ def make():
     [
         (["-p", "featviz"], {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}),  # the plugin loaded by hand
         (["--doctest-modules", "mymod.py"], {}),  # a doctest that takes a snapshot
+        (["-o", "python_functions=check_*", "test_checks.py"], {}),  # a test named by the run's ini override
     ],
-    ids=["autoload-off", "doctest"],
+    ids=["autoload-off", "doctest", "python-functions"],
 )
 def test_a_printed_command_keeps_the_options_that_found_the_test(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str]
 ) -> None:
     """Without ``-p featviz`` the pasted command stopped at an unknown --featviz-create; without
-    ``--doctest-modules`` it found no test."""
-    featviz_pytester.makepyfile(test_small=SMALL, mymod=DOCTESTED)
+    ``--doctest-modules`` or ``-o python_functions=...`` it found no test."""
+    featviz_pytester.makepyfile(test_small=SMALL, mymod=DOCTESTED, test_checks=SMALL.replace("test_it", "check_it"))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     missing = featviz_pytester.runpytest(*args)
     missing.assert_outcomes(failed=1)
     line = next(ln for ln in missing.outlines if "create the missing goldens with:" in ln)
     command = shlex.split(line.partition(":  ")[2])
-    assert command[:2] == ["pytest", "--featviz-create"] and all(a in command for a in args if a.startswith("-"))
+    options = [a for a in args if not a.endswith(".py")]  # the paths give way to the node ids
+    assert command[:2] == ["pytest", "--featviz-create"] and all(a in command for a in options)
     featviz_pytester.runpytest(*command[1:]).assert_outcomes(passed=1)
     featviz_pytester.runpytest(*args).assert_outcomes(passed=1)
 

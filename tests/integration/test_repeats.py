@@ -3,8 +3,11 @@ against the test's own goldens, and the commands the plugin prints name the test
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,88 @@ def test_stale_goldens_are_judged_under_repeats(project: pytest.Pytester) -> Non
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*"])
     assert _snapshots(project.path) == ["test_m/test_a/0"]
+
+
+COUNTED = """
+from pathlib import Path
+
+import torch
+from torch import nn
+
+COUNTER = Path(__file__).with_name("attempts.txt")
+
+
+def test_c(feature_snapshot):
+    attempt = int(COUNTER.read_text()) if COUNTER.exists() else 0
+    COUNTER.write_text(str(attempt + 1))
+    torch.manual_seed(7 if attempt < DRIFTING else 0)  # the first attempts drift
+    inputs = torch.ones(1, 3, 8, 8).cumsum(-1)
+    feature_snapshot(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), inputs, layers=["0"])
+"""
+
+
+@pytest.mark.parametrize(("drifting", "args"), [(2, ()), (3, ("--reruns", "1"))], ids=["drifts", "reruns"])
+def test_each_run_keeps_its_own_evidence_in_the_report(
+    featviz_pytester: pytest.Pytester, drifting: int, args: tuple[str, ...]
+) -> None:
+    """Runs of one test shared one report folder: two drifting runs overwrote each other's mosaics, and a rerun
+    removed another run's evidence, so the promote command under its failure found no current render."""
+    featviz_pytester.makepyfile(test_c=COUNTED.replace("DRIFTING", "0"))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    (featviz_pytester.path / "attempts.txt").unlink()
+    featviz_pytester.makepyfile(test_c=COUNTED.replace("DRIFTING", str(drifting)))
+    result = featviz_pytester.runpytest("--count", "2", *args)
+    report = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())
+    drifted = {s["test_id"]: s["current"] for s in report["snapshots"] if s["outcome"] == "drifted"}
+    # without reruns both runs drift; with one rerun each, [1-2] drifts twice and [2-2] passes on its rerun
+    assert sorted(drifted) == (
+        ["test_c.py::test_c[1-2]", "test_c.py::test_c[2-2]"] if not args else ["test_c.py::test_c[1-2]"]
+    )
+    assert len(set(drifted.values())) == len(drifted)
+    for current in drifted.values():
+        assert (featviz_pytester.path / "featviz-report" / current / "snapshot.json").is_file()
+    line = next(ln for ln in result.outlines if "featviz promote" in ln and "[1-2]" in ln)
+    command = shlex.split(line[line.index("`featviz promote") + 1 : line.rindex("`")])
+    promoted = subprocess.run(
+        [sys.executable, "-m", "pytest_featviz", *command[1:]],
+        cwd=featviz_pytester.path,
+        capture_output=True,
+        text=True,
+    )
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert "golden/test_c/test_c/0" in promoted.stdout
+
+
+ALTERNATING = """
+from pathlib import Path
+
+import torch
+from torch import nn
+
+COUNTER = Path(__file__).with_name("attempts.txt")
+
+
+def test_ab(feature_snapshot):
+    attempt = int(COUNTER.read_text()) if COUNTER.exists() else 0
+    COUNTER.write_text(str(attempt + 1))
+    torch.manual_seed(7 if FLAKY and attempt % 2 == 0 else 0)  # every other run drifts at 'a' and stops there
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    inputs = torch.ones(1, 3, 8, 8).cumsum(-1)
+    feature_snapshot(model, inputs, layers=["0"], name="a")
+    feature_snapshot(model, inputs, layers=["1"], name="b")
+"""
+
+
+def test_a_snapshot_another_run_checked_is_not_called_unchecked(featviz_pytester: pytest.Pytester) -> None:
+    """The summary listed 'b' as not checked, once per run that stopped at 'a', though the other runs checked it."""
+    featviz_pytester.makepyfile(test_ab=ALTERNATING.replace("FLAKY", "False"))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    featviz_pytester.makepyfile(test_ab=ALTERNATING.replace("FLAKY", "True"))
+    result = featviz_pytester.runpytest("--count", "4")
+    result.assert_outcomes(passed=2, failed=2)
+    assert "were not checked" not in result.stdout.str()
+    featviz_pytester.makepyfile(test_ab=ALTERNATING.replace("FLAKY and attempt % 2 == 0", "True"))
+    stopped = featviz_pytester.runpytest("--count", "2")  # every run stops at 'a': 'b' is named, once
+    stopped.assert_outcomes(failed=2)
+    line = "1 golden snapshot(s) of the failing tests were not checked: *: golden/test_ab/test_ab/b"
+    stopped.stdout.fnmatch_lines([line])

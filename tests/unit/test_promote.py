@@ -22,6 +22,7 @@ def test_promote_copies_the_current_render_into_the_golden_dir(tmp_path: Path) -
     old = tmp_path / "golden" / "t" / "a" / "0"
     old.mkdir(parents=True)
     (old / "gone.png").write_bytes(b"old")
+    (old / "snapshot.json").write_text(json.dumps({"layers": [{"name": "gone", "file": "gone.png"}]}))
     assert promote.promote(tmp_path / "report", tmp_path, select="nothing") == []
     assert promote.promote(tmp_path / "report", tmp_path) == [(old, True)]
     assert (old / "conv.png").read_bytes() == b"png" and (old / "snapshot.json").read_text() == sidecar
