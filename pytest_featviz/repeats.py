@@ -36,31 +36,32 @@ def _repeat_count(item: pytest.Item) -> int | None:
 
 def without_repetition(item: pytest.Item) -> str:
     """``item.name`` without the id part of a repeating plugin's parameter (``test_a[1-3]`` -> ``test_a``,
-    ``test_p[x-2-3]`` -> ``test_p[x]``, flakefinder's ``test_p[0-x]`` -> ``test_p[x]``); any other name unchanged."""
+    ``test_p[x-2-3]`` -> ``test_p[x]``, flakefinder's ``test_p[0-x]`` -> ``test_p[x]``, ``test_e[-2-3]`` ->
+    ``test_e[]``); any other name unchanged."""
     name = item.name
     callspec = getattr(item, "callspec", None)
     head, bracket, rest = name.partition("[")
     if callspec is None or not bracket or not rest.endswith("]"):
         return name
-    ids = rest[:-1]
+    ids: str | None = rest[:-1]  # None: no id of the test's own is left, nor its brackets
     step = _param(callspec, REPEAT_FIXTURE)
     count = _repeat_count(item) if isinstance(step, int) else None
     if isinstance(step, int) and count is not None:
         made = f"{step + 1}-{count}"
         if ids == made:
-            ids = ""
-        elif ids.endswith(f"-{made}"):
+            ids = None
+        elif ids is not None and ids.endswith(f"-{made}"):
             ids = ids[: -len(made) - 1]
     keys = [*getattr(callspec, "params", {}), *getattr(callspec, "funcargs", {})]  # funcargs: pytest 7's direct ones
     flake = next((key for key in keys if key.startswith(FLAKEFINDER_PREFIX)), None)
     run = _param(callspec, flake) if flake is not None else None
-    if isinstance(run, int):
+    if isinstance(run, int) and ids is not None:
         made = str(run)
         if ids == made:
-            ids = ""
+            ids = None
         elif ids.startswith(f"{made}-"):
             ids = ids[len(made) + 1 :]
-    return f"{head}[{ids}]" if ids else head
+    return head if ids is None else f"{head}[{ids}]"  # an empty id of the test's own keeps its brackets: test_e[]
 
 
 def node_id_without_repetition(item: pytest.Item, node_id: str) -> str:

@@ -19,6 +19,11 @@ def test_p(x):
     pass
 
 
+@pytest.mark.parametrize("x", [""])
+def test_e(x):
+    pass
+
+
 class TestC:
     @pytest.mark.parametrize("x", ["u"])
     def test_q(self, x):
@@ -45,7 +50,8 @@ def test_pytest_repeat_runs_are_named_as_the_test(pytester: pytest.Pytester) -> 
     assert names["test_m.py::test_p[1-3-1-3]"] == "test_p[1-3]"  # one that looks like a run's id
     assert names["test_m.py::TestC::test_q[u-1-3]"] == "test_q[u]"
     assert names["test_m.py::test_r[2-2]"] == "test_r"  # the marker's count wins over --count
-    assert len(names) == 3 + 9 + 3 + 2
+    assert names["test_m.py::test_e[-2-3]"] == "test_e[]"  # an empty id of the test's own stays
+    assert len(names) == 3 + 9 + 3 + 2 + 3
 
 
 def test_names_without_a_repeating_plugin_stay(pytester: pytest.Pytester) -> None:
@@ -53,6 +59,7 @@ def test_names_without_a_repeating_plugin_stay(pytester: pytest.Pytester) -> Non
     assert names["test_m.py::test_a"] == "test_a"
     assert names["test_m.py::test_p[1-3]"] == "test_p[1-3]"
     assert names["test_m.py::test_r[1-2]"] == "test_r"  # the repeat marker alone repeats too
+    assert names["test_m.py::test_e[]"] == "test_e[]"  # its golden stays where 0.1.0 wrote it
 
 
 def test_flakefinder_runs_are_named_as_the_test(pytester: pytest.Pytester) -> None:
@@ -60,6 +67,7 @@ def test_flakefinder_runs_are_named_as_the_test(pytester: pytest.Pytester) -> No
     assert names["test_m.py::test_a[0]"] == names["test_m.py::test_a[1]"] == "test_a"
     assert names["test_m.py::test_p[1-a-b]"] == "test_p[a-b]"
     assert names["test_m.py::TestC::test_q[0-u]"] == "test_q[u]"
+    assert names["test_m.py::test_e[1-]"] == "test_e[]"
 
 
 def test_both_plugins_at_once(pytester: pytest.Pytester) -> None:
