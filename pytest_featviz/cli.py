@@ -334,6 +334,12 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
         help="the pytest rootdir the report's golden paths are relative to (default: the one report.json records)",
     )
     parser.add_argument(
+        "--golden-dir",
+        default=None,
+        help="confirm the report's golden directory when it lies outside the rootdir and the project's configuration"
+        " does not name it (promote asks for it then)",
+    )
+    parser.add_argument(
         "-k",
         dest="select",
         default=None,
@@ -351,7 +357,9 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
             " name the report directory (featviz promote PATH)"
         )
     try:
-        promotion = promote.promote_report(report_dir, Path(args.root) if args.root is not None else None, args.select)
+        root = Path(args.root) if args.root is not None else None
+        confirmed = Path(args.golden_dir) if args.golden_dir is not None else None
+        promotion = promote.promote_report(report_dir, root, args.select, confirmed)
     except (OSError, ValueError) as exc:
         raise FeatvizError(f"cannot promote from {report_dir}: {exc}") from exc
     written = promotion.written

@@ -9,8 +9,10 @@ and nothing written or deleted for it); the report's other snapshots are still p
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -55,18 +57,23 @@ def promote(report_dir: Path, root: Path | None = None, select: str | None = Non
     return list(promotion.written)
 
 
-def promote_report(report_dir: Path, root: Path | None = None, select: str | None = None) -> Promotion:
+def promote_report(
+    report_dir: Path, root: Path | None = None, select: str | None = None, golden_dir: Path | None = None
+) -> Promotion:
     """Copy the current renders of a report into the golden directories (what ``--featviz-update`` would have
     written), for the snapshots of the test whose id is ``select``, else of every test whose id contains it (all
     when ``None``): a whole node id pasted from a failure selects that test alone. A second promote of the same
     report changes nothing. ``root`` is the directory the report's golden paths are relative to (the rootdir); by
-    default the one the report records, relative to the report directory.
+    default the one the report records, relative to the report directory, which is used only when it holds the
+    report directory and a pytest configuration file (:func:`_trusted_root`). ``golden_dir`` (``--golden-dir``)
+    confirms a golden directory outside the rootdir that the project's configuration does not name.
 
     A snapshot whose golden path leads out of the golden directory the report names (``run.golden_dir``, the rootdir
     for a report that names none), whose current render lies outside the report directory, or whose entry is
     damaged is refused, and so is one whose golden ``--featviz-update`` would not write over either (a newer format,
     a Git LFS pointer); the others are promoted. Raises ``ValueError`` when the report as a whole cannot be used (not
-    JSON, no root, a golden directory outside the rootdir), before anything is written.
+    JSON, no trusted root, a golden directory outside the rootdir that nothing local confirms), before anything is
+    written.
     """
     from pytest_featviz.golden import GoldenError
     from pytest_featviz.goldenwrite import write_files
@@ -74,8 +81,10 @@ def promote_report(report_dir: Path, root: Path | None = None, select: str | Non
     if select == "":
         raise ValueError("-k is empty: give a test id or a part of one (an empty one would select every snapshot)")
     data = _report_json(report_dir)
+    given = root is not None
     root = _promote_root(report_dir, data, root)
-    golden_dir = _promote_golden_dir(data, root)
+    values = _trusted_root(report_dir, root, given)
+    golden_dir = _trusted_golden_dir(_promote_golden_dir(data, root), root, values, golden_dir)
     snapshots = data.get("snapshots", _ABSENT)
     if not isinstance(snapshots, list):
         raise _Refused(f"{REPORT_JSON} is damaged: 'snapshots' is {_shown(snapshots)}, not a list")
@@ -144,6 +153,90 @@ def _promote_root(report_dir: Path, data: dict[str, Any], root: Path | None) -> 
     if not root.is_dir():  # a typo must not grow a golden tree of its own
         raise _Refused(f"the root {root} is not a directory")
     return root
+
+
+# pytest's configuration files, in the order it looks for them, with the section that makes them one
+_CONFIG_FILES = (
+    ("pytest.ini", "pytest"),
+    (".pytest.ini", "pytest"),
+    ("pyproject.toml", "tool.pytest"),
+    ("tox.ini", "pytest"),
+    ("setup.cfg", "tool:pytest"),
+)
+
+
+def _trusted_root(report_dir: Path, root: Path, given: bool) -> dict[str, str]:
+    """The ini values of ``root``'s pytest configuration file, when promote may write below ``root``: it was given
+    (``--root``), or it holds the report directory and a pytest configuration file, as the rootdir of the run that
+    wrote the report does. A ``root`` only ``report.json`` names, anywhere else, is not used: what a report says is
+    not trusted, and the report may have been moved or forged."""
+    values = _config_values(root)
+    if given:
+        return values or {}
+    real = root.resolve()
+    if values is None or not report_dir.resolve().is_relative_to(real):
+        raise _Refused(
+            f"{REPORT_JSON} names the rootdir {display_path(root)}, which does not hold this report directory and a"
+            " pytest configuration file: pass --root with the project's rootdir to say where the goldens are"
+        )
+    return values
+
+
+def _config_values(directory: Path) -> dict[str, str] | None:
+    """The ini values of the pytest configuration file in ``directory`` (the first one pytest would read), or
+    ``None`` when it holds none."""
+    for name, section in _CONFIG_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            if name == "pyproject.toml":
+                found = _pyproject_values(text)
+                if found is not None:
+                    return found
+                continue
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read_string(text)
+        except (OSError, ValueError, configparser.Error):  # ValueError: not UTF-8, not TOML
+            continue
+        if parser.has_section(section):
+            return dict(parser[section])
+        if name in ("pytest.ini", ".pytest.ini"):  # pytest takes these even without a [pytest] section
+            return {}
+    return None
+
+
+def _pyproject_values(text: str) -> dict[str, str] | None:
+    """The string ini values of ``pyproject.toml``'s ``[tool.pytest.ini_options]`` (or pytest 9's ``[tool.pytest]``),
+    ``None`` without either (or without ``tomllib``: Python 3.10, where such a project's promote passes --root)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        tool = tomllib.loads(text).get("tool", {}).get("pytest")
+        if isinstance(tool, dict):
+            table = tool.get("ini_options", tool)
+            return {str(k): v for k, v in table.items() if isinstance(v, str)}
+    return None
+
+
+def _trusted_golden_dir(golden_dir: Path, root: Path, values: dict[str, str], confirmed: Path | None) -> Path:
+    """``golden_dir`` (the report's) when promote may write in it: inside the rootdir, or the golden directory the
+    project's configuration names (``featviz_golden_dir = ../shared``), or the one ``--golden-dir`` confirms."""
+    written = PurePath(os.path.abspath(golden_dir))
+    if written.is_relative_to(os.path.abspath(root)):  # as written: a link of the project's own may lead elsewhere
+        return golden_dir
+    real = golden_dir.resolve()
+    if real.is_relative_to(root.resolve()):  # a rootdir named through a link (pytest --rootdir=<a link>)
+        return golden_dir
+    configured = values.get("featviz_golden_dir", "").strip()
+    trusted = [*([root / configured] if configured else []), *([confirmed] if confirmed is not None else [])]
+    if any(real == Path(os.path.realpath(os.path.expanduser(os.path.expandvars(p)))) for p in map(str, trusted)):
+        return golden_dir
+    raise _Refused(
+        f"the report's golden directory {display_path(golden_dir)} lies outside the rootdir {display_path(root)} and"
+        " is not the featviz_golden_dir its configuration names: pass --golden-dir with it to confirm"
+    )
 
 
 def _promote_golden_dir(data: dict[str, Any], root: Path) -> Path:

@@ -179,26 +179,57 @@ def test_a_golden_dir_outside_the_golden_directory_is_refused_and_left_untouched
     assert sorted(p.name for p in victim.parent.iterdir() if p.name.startswith(f".{victim.name}")) == []
 
 
-def test_a_forged_golden_directory_gets_no_folder_of_pictures_replaced(
-    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("forged", ["golden_dir", "root"])
+def test_a_forged_report_cannot_name_a_golden_directory_outside_the_project(
+    featviz_pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    forged: str,
 ) -> None:
-    """A report may name a golden directory outside the rootdir (``featviz_golden_dir = ../shared``), so a forged
-    one can name any folder: promote replaces only goldens there, never a folder of pictures without a sidecar."""
+    """A report whose ``run.golden_dir`` (or ``root``) leads out of the project, with its snapshots' paths to match,
+    wrote there: the golden directory and the rootdir come from what is local (the project's configuration, --root,
+    --golden-dir), never from report.json alone."""
     report_dir = _drifted(featviz_pytester, monkeypatch)
     root = featviz_pytester.path
     victim = _victim(root.parent / f"{root.name}-photos" / "holiday")
     data = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
-    data["run"]["golden_dir"] = f"../{victim.parent.name}"
+    if forged == "root":  # the filesystem's root as the rootdir: every folder lies inside it
+        data["root"] = "/".join([".."] * len(report_dir.resolve().parts[1:]))
+        data["run"]["golden_dir"] = victim.parent.relative_to("/").as_posix()
+        data["snapshots"][0]["golden_dir"] = f"{data['run']['golden_dir']}/holiday"
+    else:
+        data["run"]["golden_dir"] = f"../{victim.parent.name}"
+        data["snapshots"][0]["golden_dir"] = f"../{victim.parent.name}/new"
     (report_dir / "report.json").write_text(json.dumps(data), encoding="utf-8")
     golden = root / "golden" / "test_models"
     before = _files(golden)
-    _edit(report_dir, NET, golden_dir=f"../{victim.parent.name}/holiday")
     status, output = _promote("featviz-report")
-    assert status == 1, output
-    assert f"{victim.parent.name}/holiday holds pictures but no snapshot.json, so it is no golden promote" in output
-    assert _files(victim) == VICTIM
-    assert "golden_dir 'golden/test_models/test_net2/0' leads out of the golden directory" in output
+    err = capsys.readouterr().err
+    reason = (
+        "does not hold this report directory and a pytest configuration file"
+        if forged == "root"
+        else "lies outside the rootdir"
+    )
+    assert status == 1 and reason in err, (output, err)
+    assert _files(victim) == VICTIM and sorted(p.name for p in victim.parent.iterdir()) == ["holiday"]
     assert _files(golden) == before
+    if forged == "golden_dir":  # the user may confirm it
+        status, output = _promote("featviz-report", "--golden-dir", str(victim.parent))
+        assert status == 1 and "promoted ../" in output and (victim.parent / "new" / "snapshot.json").is_file()
+
+
+def test_promote_never_replaces_a_folder_of_pictures_without_a_sidecar(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    victim = _victim(featviz_pytester.path / "golden" / "photos")
+    golden = featviz_pytester.path / "golden" / "test_models"
+    before = _files(golden)
+    _edit(report_dir, NET, golden_dir="golden/photos")
+    status, output = _promote("featviz-report")
+    _refused_one_promoted_other(status, output, golden, before)
+    assert "golden/photos holds pictures but no snapshot.json, so it is no golden promote replaces" in output
+    assert _files(victim) == VICTIM
 
 
 def test_a_golden_directory_outside_the_rootdir_is_promoted_into(
