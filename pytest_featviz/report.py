@@ -410,6 +410,3 @@ def _only_ours(report_dir: Path) -> bool:
     """Whether everything in ``report_dir`` is the report's: its manifest and what the manifest lists."""
     ours = {MANIFEST, *(Path(line).parts[0] for line in _listed(report_dir) if line)}
     return all(entry.name in ours for entry in report_dir.iterdir())
-
-
-# --------------------------------------------------------------------------------------------------- promote

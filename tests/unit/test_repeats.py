@@ -54,7 +54,7 @@ def test_pytest_repeat_runs_are_named_as_the_test(pytester: pytest.Pytester) -> 
     assert len(names) == 3 + 9 + 3 + 2 + 3
 
 
-def test_names_without_a_repeating_plugin_stay(pytester: pytest.Pytester) -> None:
+def test_names_without_a_repeat_option_stay(pytester: pytest.Pytester) -> None:
     names = _names(pytester)
     assert names["test_m.py::test_a"] == "test_a"
     assert names["test_m.py::test_p[1-3]"] == "test_p[1-3]"
