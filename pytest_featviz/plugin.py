@@ -15,7 +15,6 @@ import pytest
 
 from pytest_featviz.config import Settings, add_options, from_pytest
 from pytest_featviz.records import FeatvizError
-from pytest_featviz.repeats import node_id_without_repetition, without_repetition
 from pytest_featviz.session import RESULTS_KEY, SessionTracker, XdistClearing, torch_version
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
             _test_location,
             lambda module: _module_file(module, config.rootpath),
             keyed=config.stash[SETTINGS_KEY].golden_key == "device",
-            options=_golden_options(config),
+            options=lambda: _golden_options(config),  # made when a prune command is printed
         ),
         "featviz-stale",
     )
@@ -147,6 +146,8 @@ def _test_location(node: pytest.Item, repeated: bool = False) -> tuple[str, str]
         return file_part, rest.replace("::", ".") or node.name
     chain = node.listchain()
     below = chain[chain.index(module) + 1 : -1]
+    from pytest_featviz.repeats import without_repetition  # on the fixture's path, not at start-up
+
     last = node.name if repeated else without_repetition(node)
     return _module_file(module, node.config.rootpath), ".".join([*(n.name for n in below), last])
 
@@ -206,6 +207,8 @@ def _node_id_from(item: pytest.Item, directory: Path) -> str:
     rootdir (or, outside it, to the argument that named the file), a command line's paths to where it runs. A run
     of a repeating plugin (``test_a[1-3]``) is named as the test it repeats, which exists
     without the plugin's option."""
+    from pytest_featviz.repeats import node_id_without_repetition
+
     _, separator, rest = node_id_without_repetition(item, item.nodeid).partition("::")
     if not separator:
         return item.nodeid

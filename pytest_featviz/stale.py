@@ -69,14 +69,14 @@ class StaleGoldens:
         location: Location,
         module_file: ModuleFile,
         keyed: bool = False,
-        options: Sequence[str] = (),
+        options: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self.golden_root = golden_root
         self.rootdir = config.rootpath
         self.keyed = keyed  # featviz_golden_key = device
         self.location = location
         self.module_file = module_file
-        self.config, self.options = config, list(options)  # for the prune command, made when it is printed
+        self.config, self.options = config, options  # for the prune command, made when it is printed
         # runs in which no test body runs judge nothing stale; neither do --lf, which leaves tests out unseen, and
         # --sw, whose tests depend on the last run's failure (no printed command could repeat its selection)
         self.judged = not (
@@ -111,10 +111,14 @@ class StaleGoldens:
     # -- what was collected (in the main process, or on each xdist worker) --
 
     def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
+        if not self.judged:  # --collect-only and the like: no bookkeeping per item on the start-up path
+            return
         for item in items:
             self.incomplete.add(self.location(item)[0])
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
+        if not self.judged:
+            return
         self.collected[item.nodeid] = self.location(item)[0]
         self.seen_files.add(self.collected[item.nodeid])
 
@@ -366,7 +370,7 @@ class StaleGoldens:
         if not self.prune:
             from pytest_featviz.prunecommand import prune_command
 
-            terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options)}")
+            terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options())}")
 
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
