@@ -466,10 +466,15 @@ def _cli_name(key: str) -> str:
     return f"--featviz-{key.replace('_', '-')}"
 
 
+def ini_key(override: str) -> str:
+    """The ini key of an ``-o key=value`` override."""
+    return override.split("=", 1)[0].strip()
+
+
 def _ini_names(config: pytest.Config) -> SettingNames:
     """Names an ini key as the user wrote it: in the ini file (``tox.ini: featviz_threshold``, as pytest names its
     own keys) or with ``-o`` (``-o featviz_threshold``)."""
-    overridden = {str(line).split("=", 1)[0].strip() for line in config.getoption("override_ini", None) or ()}
+    overridden = {ini_key(str(line)) for line in config.getoption("override_ini", None) or ()}
 
     def name(key: str) -> str:
         ini_key = f"featviz_{key}"

@@ -27,7 +27,7 @@ from torch import nn
 
 from pytest_featviz.capture import Target
 from pytest_featviz.layout import LEAF_SEPARATOR, Hints, hints
-from pytest_featviz.records import FeatvizError
+from pytest_featviz.records import FeatvizError, printable
 
 LayerSpec = Union[None, str, type, nn.Module, Iterable[Union[str, type, nn.Module]]]  # noqa: UP007 (runtime, 3.10)
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -191,16 +191,13 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
 def _refuse_unstorable(name: str) -> None:
     """Refuse a module name that no golden can hold: one with a lone surrogate (a ``ModuleDict`` key made with
     ``os.fsdecode`` from bytes that are not UTF-8), which no JSON sidecar, report or xdist message can carry."""
-    if name.isascii():
-        return
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    shown = printable(name)
+    if shown != name:
+        surrogate = next(c for c in name if 0xD800 <= ord(c) <= 0xDFFF)
         raise FeatvizError(
-            f"layer name '{shown}' holds a lone surrogate ({shown[shown.index(chr(92)) :][:6]}), which a golden"
-            " cannot store; give that module a name that is valid Unicode"
-        ) from None
+            f"layer name '{shown}' holds a lone surrogate (\\u{ord(surrogate):04x}), which a golden cannot store;"
+            " give that module a name that is valid Unicode"
+        )
 
 
 def _lookup(

@@ -17,7 +17,7 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
-from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, SnapshotResult, display_path
+from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, SnapshotResult, display_path, printable
 
 STEP_SUMMARY_ROWS = 50
 STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
@@ -187,7 +187,7 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         " artifact, for example with `actions/upload-artifact`, to look at them).",
         "",
     ]
-    text = "\n".join(lines).encode("utf-8", "backslashreplace").decode("utf-8")  # a test id's lone surrogates
+    text = printable("\n".join(lines))  # a test id's lone surrogates
     encoded = text.encode("utf-8")
     return text if len(encoded) <= STEP_SUMMARY_LIMIT else encoded[:STEP_SUMMARY_LIMIT].decode("utf-8", "ignore")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_featviz.config import Settings, add_options, from_pytest
+from pytest_featviz.config import Settings, add_options, from_pytest, ini_key
 from pytest_featviz.records import FeatvizError
 from pytest_featviz.session import RESULTS_KEY, SessionTracker, XdistClearing, torch_version
 
@@ -105,18 +105,14 @@ def _collecting_options(args: Sequence[str]) -> list[str]:
             break
         if arg in ("-p", "--import-mode", "-o", "--override-ini"):
             value = next(taken, None)
-            if value is not None and (arg not in ("-o", "--override-ini") or _ini_key(value) in COLLECTING_INI):
+            if value is not None and (arg not in ("-o", "--override-ini") or ini_key(value) in COLLECTING_INI):
                 options += [arg, value]
         elif arg.startswith(("-o", "--override-ini=")):  # joined to its value: -opython_files=..., --override-ini=...
-            if _ini_key(arg.removeprefix("--override-ini=").removeprefix("-o")) in COLLECTING_INI:
+            if ini_key(arg.removeprefix("--override-ini=").removeprefix("-o")) in COLLECTING_INI:
                 options.append(arg)
         elif arg in ("--disable-plugin-autoload", "--doctest-modules") or arg.startswith(("-p", "--import-mode=")):
             options.append(arg)  # a flag, or an option joined to its value (-pfeatviz, --import-mode=importlib)
     return options
-
-
-def _ini_key(override: str) -> str:
-    return override.split("=", 1)[0].strip()
 
 
 def _golden_options(config: pytest.Config) -> list[str]:
@@ -132,7 +128,7 @@ def _golden_options(config: pytest.Config) -> list[str]:
         if config.getoption(option, None):
             options += [flag, str(config.getoption(option))]
     for override in config.getoption("override_ini", None) or ():  # -o featviz_golden_dir=...
-        if str(override).split("=", 1)[0].strip() in ("featviz_golden_dir", "featviz_golden_key"):
+        if ini_key(str(override)) in ("featviz_golden_dir", "featviz_golden_key"):
             options += ["-o", str(override)]
     return options
 

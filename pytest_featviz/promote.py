@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from pytest_featviz.records import display_path
+from pytest_featviz.records import display_path, printable
 from pytest_featviz.report import REPORT_FORMAT, REPORT_JSON
 
 _ABSENT = object()  # a key report.json lacks
@@ -113,7 +113,7 @@ def promote_report(
             changed = write_files(directory, sidecar, pictures)
         except (GoldenError, OSError, ValueError) as exc:  # ValueError: _Refused, and text that is not UTF-8
             # as text any terminal takes: a path on disk may hold bytes that are not UTF-8 (lone surrogates here)
-            refused.append(Refusal(label, str(exc).encode("utf-8", "backslashreplace").decode("utf-8")))
+            refused.append(Refusal(label, printable(str(exc))))
             continue
         written.append((directory, bool(changed)))
     return Promotion(tuple(written), tuple(refused))

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
+from pytest_featviz.config import ini_key
+
 # pytest's own options that decide which test files a run collects, which of their tests run and whether a collection
 # error stops it (then nothing is judged): dest -> (flag, pytest's default). A list default: the flag is given once
 # per value; False: it takes none. The prune command repeats what the run's command line gave them.
@@ -149,7 +151,7 @@ def _given(arguments: Sequence[str]) -> dict[str, list[str]]:
 
 def _keys(overrides: Iterable[str]) -> list[str]:
     """The ini keys of ``-o key=value`` overrides."""
-    return [entry.split("=", 1)[0].strip() for entry in overrides]
+    return [ini_key(entry) for entry in overrides]
 
 
 def _spelled(flag: str, value: str) -> list[str]:

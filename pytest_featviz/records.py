@@ -34,6 +34,12 @@ OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED)
 NORMALIZE_MODES = ("minmax", "sigmoid", "percentile")
 
 
+def printable(text: str) -> str:
+    """``text`` as a file, a JSON document or an xdist message can carry it: a lone surrogate (``os.fsdecode`` of a
+    name that is not UTF-8) as its backslash escape (``photo_\\udce9.png``); any other text unchanged."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def display_path(path: str | os.PathLike[str]) -> str:
     """A path as messages show it: relative to the working directory, unless the absolute path is shorter (a path
     far up the tree) or there is no relative path (another drive on Windows)."""

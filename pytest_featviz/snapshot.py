@@ -45,6 +45,7 @@ from pytest_featviz.records import (
     LayerResult,
     SnapshotResult,
     display_path,
+    printable,
 )
 from pytest_featviz.stages import default_selection
 
@@ -173,7 +174,8 @@ class FeatureSnapshot:
         directory = goldenpath.snapshot_dir(
             settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
         )
-        shown = _printable(snapshot_name)
+        # the golden's directory is named from the name itself; records, messages and reports carry it printable
+        shown = printable(snapshot_name)
         try:
             evidence = check_snapshot(eager(model), inputs, layers, settings, directory, self._identity, shown)
         except FeatvizError as error:
@@ -185,13 +187,6 @@ class FeatureSnapshot:
         if result.outcome == DRIFTED:
             raise FeatureDriftError(result.message, result)
         return result
-
-
-def _printable(name: str) -> str:
-    """``name`` as records, messages and reports carry it: a lone surrogate (``os.fsdecode`` of a file name that is
-    not UTF-8: ``photo_\\udce9.png``) as its backslash escape, since no report file, JSON or xdist message can hold
-    it. The golden's directory is named from ``name`` itself, as it always was."""
-    return name if name.isascii() else name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = False) -> None:
