@@ -107,7 +107,9 @@ def promote_report(
             current = entry.get("current", _ABSENT)
             if current is None:  # a matched snapshot (--featviz-report-all): nothing to promote
                 continue
-            directory = _golden_target(root, golden_dir, _path_text(entry.get("golden_dir", _ABSENT), "golden_dir"))
+            # a drift of the shared golden on a device that has none of its own: the device's own (keyed goldens)
+            key = "update_dir" if entry.get("update_dir") is not None else "golden_dir"
+            directory = _golden_target(root, golden_dir, _path_text(entry.get(key, _ABSENT), key))
             sidecar, pictures = _current_render(report_dir, _path_text(current, "current"))
             _refuse_to_replace(directory)
             changed = write_files(directory, sidecar, pictures)

@@ -242,7 +242,9 @@ class SnapshotResult:
     ``outcome`` is one of ``matched``, ``drifted``, ``missing`` (check mode, no golden), ``created`` or
     ``updated`` (update mode). ``layers`` are in forward order. ``artifacts`` maps a role (for example
     ``"mosaic:layer1"``) to a file the report wrote for this snapshot. ``xfail``: its test is marked xfail and
-    failed, so its drift was expected (set by the session, from the test's report).
+    failed, so its drift was expected (set by the session, from the test's report). ``update_dir``: where
+    ``--featviz-update`` (and ``featviz promote``) would write this drifted snapshot's golden when that is not
+    ``golden_dir``: the device's own golden, when environment-keyed goldens are on and the shared one drifted.
     """
 
     test_id: str
@@ -254,6 +256,7 @@ class SnapshotResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     calibration: tuple[CalibrationRun, ...] = ()  # --featviz-calibrate only
     xfail: bool = False
+    update_dir: str | None = None
 
     @property
     def drifted_layers(self) -> list[LayerResult]:
@@ -286,6 +289,7 @@ class SnapshotResult:
             "artifacts": dict(sorted(self.artifacts.items())),
             **({"calibration": [run.to_dict() for run in self.calibration]} if self.calibration else {}),
             **({"xfail": True} if self.xfail else {}),
+            **({"update_dir": self.update_dir} if self.update_dir is not None else {}),
         }
 
     @classmethod
@@ -300,6 +304,7 @@ class SnapshotResult:
             artifacts={str(k): str(v) for k, v in data.get("artifacts", {}).items()},
             calibration=tuple(CalibrationRun.from_dict(d) for d in data.get("calibration", ())),
             xfail=data.get("xfail") is True,
+            update_dir=str(data["update_dir"]) if data.get("update_dir") is not None else None,
         )
 
 

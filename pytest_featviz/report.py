@@ -364,6 +364,8 @@ def report_data(
                 "xfail": result.xfail,
                 "first_drifted": result.first_drifted,
                 "golden_dir": _relative(result.golden_dir, root),
+                # where --featviz-update would write it, when not golden_dir (the device's own golden)
+                **({"update_dir": _relative(result.update_dir, root)} if result.update_dir else {}),
                 "current": _relative(str(Path(current_dir).parent), report_dir) if current_dir else None,
                 "layers": layers,
                 "message": result.message,

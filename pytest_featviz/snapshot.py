@@ -305,6 +305,7 @@ def _check(
             tuple(results),
             message,
             calibration=calibration,
+            update_dir=str(keyed) if keyed is not None and outcome == DRIFTED else None,
         )
         return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
 

@@ -511,6 +511,34 @@ def test_promote_takes_a_rootdir_named_through_a_symbolic_link(
     assert _files(project / "golden").keys() == before.keys() and _files(project / "golden") != before
 
 
+def test_promote_writes_the_devices_own_golden_where_update_would_when_the_shared_one_drifted(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # keyed goldens on, no cuda golden yet: the run on cuda checks the shared one, and --featviz-update would write
+    # 0@cuda and leave the shared one alone; promote did the opposite, writing cuda's render over the shared one
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = device\n")
+    featviz_pytester.makepyfile(test_models=TEST_FILE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)  # the shared golden, on the cpu
+    golden = featviz_pytester.path / "golden" / "test_models" / "test_net"
+    shared = _files(golden / "0")
+    with monkeypatch.context() as cuda:
+        cuda.setattr(environment, "device_type", lambda model, inputs: "cuda")
+        cuda.setenv("FEATVIZ_TEST_DRIFT", "1")
+        result = featviz_pytester.runpytest()
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*--featviz-update would write golden/test_models/test_net/0@cuda*"])
+        report = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text(encoding="utf-8"))
+        assert [entry["update_dir"] for entry in report["snapshots"]] == ["golden/test_models/test_net/0@cuda"]
+        status, output = _promote("featviz-report")
+        assert status == 0, output
+        assert "promoted golden/test_models/test_net/0@cuda" in output
+        assert _files(golden / "0") == shared  # the shared golden is left alone, as --featviz-update leaves it
+        sidecar = json.loads((golden / "0@cuda" / "snapshot.json").read_text(encoding="utf-8"))
+        assert sidecar["environment"]["device"] == "cuda"
+        featviz_pytester.runpytest().assert_outcomes(passed=1)  # cuda, against its own golden now
+    featviz_pytester.runpytest().assert_outcomes(passed=1)  # the cpu, the old code: the shared golden still matches
+
+
 def test_promote_writes_a_device_keyed_golden(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

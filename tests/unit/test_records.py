@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -57,6 +58,15 @@ def test_round_trip_through_json() -> None:
     assert data["first_drifted"] == "layer2"
     assert data["layers"][1]["noise_floor"] == {"ssim": 0.9999, "rms_error": 0.004, "stat_delta": 0.0012}
     assert data["layers"][0]["noise_floor"] is None  # judged by the configured tolerances
+    assert "update_dir" not in data  # written only where --featviz-update would write elsewhere
+
+
+def test_round_trip_keeps_where_update_would_write_a_keyed_golden() -> None:
+    # an xdist worker sends its results as JSON: without update_dir, promote wrote a device's drift over the shared
+    result = dataclasses.replace(_result(), update_dir="golden/t/test[a]/0@cuda")
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["update_dir"] == "golden/t/test[a]/0@cuda"
+    assert SnapshotResult.from_dict(data) == result
 
 
 def test_drift_questions() -> None:
