@@ -23,7 +23,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,7 @@ _SIBLING = r"\.featviz-(new|old)-(?:([0-9a-f]+)-([0-9a-f]{6})-([0-9]+)-)?[a-z0-9
 # a write takes milliseconds.
 ABANDONED_AFTER_S = 3600
 SWITCH_ATTEMPTS = 8  # renames lost to other writers of the same snapshot before a write gives up
+WAIT_FOR_WRITERS_S = 10.0  # how long a reader waits for another process's write of the directory it reads
 
 
 def _host_tag() -> str:
@@ -190,9 +191,54 @@ def remove_leftovers(directory: Path) -> None:
             _remove_tree(leftover)
 
 
+def wait_for_writers(directory: Path, timeout: float = WAIT_FOR_WRITERS_S) -> None:
+    """Wait while another process of this host writes ``directory`` (a hidden sibling's owner is alive): an xdist
+    worker creating or replacing the golden that a repeat of the same test reads. Gives up after ``timeout``
+    seconds (a write takes milliseconds); a write of another host, on a shared drive, is not waited for."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while any(_written_here_now(match) for _, match in _siblings(directory)) and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _written_here_now(match: re.Match[str]) -> bool:
+    """Whether a hidden sibling belongs to a write going on in another process of this host."""
+    host, pid = match.group(3), match.group(4)
+    return host == _host_tag() and not _abandoned(match) and int(pid) != os.getpid()
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the existing ``directory`` while the body runs: the body of another
+    process locking it waits. Locks nothing where the OS or the file system has no ``flock`` (Windows, some network
+    drives); callers must be correct without it, the lock only narrowing a race."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
 def switch_directory(
-    directory: Path, files: dict[str, bytes], same: Iterable[str] = (), carried: Iterable[Path] = ()
-) -> None:
+    directory: Path,
+    files: dict[str, bytes],
+    same: Iterable[str] = (),
+    carried: Iterable[Path] = (),
+    *,
+    exclusive: bool = False,
+) -> bool:
     """Replace ``directory`` as a whole by one holding ``files`` (name -> bytes); readers see the old directory or
     the new one, never a mix.
 
@@ -200,6 +246,10 @@ def switch_directory(
     :func:`_put_in_place`). The files named in ``same`` keep the mtime of the file of that name in the old directory
     (their bytes did not change); the ``carried`` files (someone else's, in the old directory) are copied in as they
     are. Raises ``OSError`` with nothing changed when the new directory cannot be written.
+
+    With ``exclusive``, a directory that is there (not empty) is never replaced: the new one is put in place only
+    where there is none (an empty one is taken), and ``False`` is returned, with nothing written, when another
+    process put one there first. Returns ``True`` when the new directory is in place.
     """
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -218,11 +268,21 @@ def switch_directory(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private
-        _put_in_place(staging, directory, owner)
+        if exclusive:
+            try:
+                os.replace(staging, directory)  # POSIX takes an empty directory, never one with files in it
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and directory.is_dir():
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return False
+                raise
+        else:
+            _put_in_place(staging, directory, owner)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_directory(parent)
+    return True
 
 
 def _put_in_place(staging: Path, directory: Path, owner: str) -> None:

@@ -280,22 +280,12 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     try:
         raw = _sidecar_bytes(path)
     except FileNotFoundError:
-        leftovers = durable.leftovers(directory)
-        if leftovers:  # the first holds the previous golden when there is one
-            raise GoldenError(
-                f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
-                f" {leftovers[0].name} beside it; re-run with --featviz-update"
-            ) from None
-        if directory.is_dir() and any(p.suffix == ".png" for p in directory.iterdir()):
-            raise GoldenError(
-                f"golden snapshot {directory} has pictures but no sidecar {SIDECAR} (deleted or lost in a merge?);"
-                " restore it, or re-create the snapshot with --featviz-update"
-            ) from None
-        return None
+        written = _missing_sidecar(directory)
+        if written is None:
+            return None
+        raw = written
     except OSError as exc:
-        raise GoldenError(
-            f"cannot read golden sidecar {path}: {exc}{file_in_the_way(directory)}", recreatable=False
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if raw.startswith(LFS_POINTER_MARK):
         raise not_fetched(path, "sidecar")
     try:
@@ -323,6 +313,38 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     if where is not None:
         raise GoldenError(f"golden sidecar {path} is malformed ({where} holds a lone UTF-16 surrogate: no text)")
     return golden
+
+
+def _missing_sidecar(directory: Path) -> bytes | None:
+    """The sidecar of a snapshot whose sidecar was not there: ``None`` when there is no golden; its bytes when
+    another process was writing it (an xdist worker running a repeat of the same test creates or replaces the golden
+    this one reads: it is waited for, then read). Raises :class:`GoldenError` for what a write or a person left: a
+    killed write's hidden copy beside a missing golden, pictures without their sidecar."""
+    path = directory / SIDECAR
+    durable.wait_for_writers(directory)
+    try:
+        # also a write that ended between the first read and this one (its hidden copies already gone)
+        return _sidecar_bytes(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    leftovers = durable.leftovers(directory)
+    if leftovers:  # the first holds the previous golden when there is one
+        raise GoldenError(
+            f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
+            f" {leftovers[0].name} beside it; re-run with --featviz-update"
+        )
+    if directory.is_dir() and any(p.suffix == ".png" for p in directory.iterdir()):
+        raise GoldenError(
+            f"golden snapshot {directory} has pictures but no sidecar {SIDECAR} (deleted or lost in a merge?);"
+            " restore it, or re-create the snapshot with --featviz-update"
+        )
+    return None
+
+
+def _unreadable(path: Path, exc: OSError) -> GoldenError:
+    return GoldenError(f"cannot read golden sidecar {path}: {exc}{file_in_the_way(path.parent)}", recreatable=False)
 
 
 def _not_utf8(path: Path, raw: bytes, exc: ValueError) -> GoldenError:

@@ -75,6 +75,23 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def create_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> bool:
+    """Write the golden of a snapshot that has none, as :func:`write_files` does, unless another process created one
+    since it was found missing (an xdist worker running a repeat of the same test): that golden is left as it is
+    and ``False`` returned, so the caller checks against it. Files someone else put in a directory without a golden
+    (notes) stay, moved with the new snapshot. Raises :class:`GoldenError` when the golden cannot be written."""
+    files = {**pictures, SIDECAR: sidecar.encode("utf-8")}
+    try:
+        if durable.switch_directory(directory, files, exclusive=True):
+            return True
+    except OSError as exc:
+        raise _write_error(directory, exc) from exc
+    if (directory / SIDECAR).exists() or any(_own_pictures(directory)):
+        return False
+    write_files(directory, sidecar, pictures)  # a directory of someone else's files only
+    return True
+
+
 def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> list[Path]:
     old = {p.name for p in _own_pictures(directory)} if directory.is_dir() else set()
     # each picture on disk is read once: to tell what changed, and to copy the unchanged ones

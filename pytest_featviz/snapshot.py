@@ -254,9 +254,19 @@ def _check(
     identity: TestIdentity,
     snapshot_name: str,
     measure_noise: bool = False,
+    again: bool = True,
 ) -> Evidence:
+    """:func:`check_snapshot`'s work. A write in update or create mode that finds the golden written by another
+    process since it was read (xdist workers running repeats of one test, which share its goldens) checks again
+    against that golden, once (``again``): the outcome a serial run gives, where the later repeat sees the golden
+    the earlier one wrote."""
     __tracebackhide__ = True
+
+    def recheck() -> Evidence:
+        return _check(model, inputs, layers, settings, original, identity, snapshot_name, measure_noise, again=False)
+
     _refuse_case_twin(settings.golden_dir, directory)
+    original = directory
     keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
     if settings.golden_key == "device":
         keyed = goldenpath.keyed_dir(directory, environment.device_type(model, inputs))
@@ -314,7 +324,10 @@ def _check(
         pictures = [LayerEvidence(i.capture.name, None, None) for i in current]
         if settings.update or settings.create:
             sidecar, files = fresh()
-            goldenwrite.write_files(directory, sidecar, files)
+            if damaged or not again:
+                goldenwrite.write_files(directory, sidecar, files)
+            elif not goldenwrite.create_files(directory, sidecar, files):
+                return recheck()  # another process created it since it was found missing
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
             # would pass their update and fail every later check. Looking again after writing, the one that sees
             # the twin takes its own golden back and fails, as the second of the two does in a serial run.
@@ -378,13 +391,20 @@ def _check(
             durable.remove_leftovers(directory)
         return evidence(MATCHED, results, pictures)
     if settings.update:
-        if keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
-            sidecar, files = fresh()
-            goldenwrite.write_files(keyed, sidecar, files)
-            directory = keyed
-        else:
-            _rewrite(directory, stored, current, results, settings, recorded())
-        return evidence(UPDATED, results, pictures)
+        provenance = recorded()  # the fingerprints, before the lock
+        # Writers of this test's goldens in other processes wait, so the one that finds the golden rewritten since
+        # it was read by another checks again rather than rewriting it a second time.
+        with durable.locked(directory.parent):
+            if again and _replaced_meanwhile(keyed or directory, None if keyed else stored):
+                replaced = True
+            elif keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
+                sidecar, files = fresh()
+                goldenwrite.write_files(keyed, sidecar, files)
+                directory, replaced = keyed, False
+            else:
+                _rewrite(directory, stored, current, results, settings, provenance)
+                replaced = False
+        return recheck() if replaced else evidence(UPDATED, results, pictures)
     settings_only = all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
     explanation = provenance_sentences(
         Provenance.from_sidecar(stored.provenance), now(), not settings_only, [r.name for r in results]
@@ -429,6 +449,14 @@ def _portable(made: Sequence[tuple[LayerGolden, bytes | None]]) -> tuple[list[La
     ]
     pictures = {file: png for (_, png), file in zip(made, files, strict=True) if png is not None}
     return layers, pictures
+
+
+def _replaced_meanwhile(directory: Path, stored: SnapshotGolden | None) -> bool:
+    """Whether the golden in ``directory`` is no longer ``stored``, the one read (``None``: none was there)."""
+    try:
+        return golden.read_sidecar(directory) != stored
+    except GoldenError:  # damaged meanwhile: checked again, which says so
+        return True
 
 
 def _rewrite(

@@ -331,16 +331,16 @@ def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(feat
         import pytest
         import pytest_featviz.goldenwrite as goldenwrite
 
-        write_files = goldenwrite.write_files
+        create_files = goldenwrite.create_files
 
         def racing(directory, sidecar, pictures):
             twin = directory.parent.with_name(directory.parent.name.replace("rgb", "RGB")) / directory.name
-            write_files(twin, sidecar, pictures)
-            return write_files(directory, sidecar, pictures)
+            create_files(twin, sidecar, pictures)
+            return create_files(directory, sidecar, pictures)
 
         @pytest.fixture(autouse=True)
         def other_worker(monkeypatch):  # undone after the test: this pytest runs in the suite's own process
-            monkeypatch.setattr(goldenwrite, "write_files", racing)
+            monkeypatch.setattr(goldenwrite, "create_files", racing)
         """
     )
     featviz_pytester.makepyfile(featviz_models=MODELS, test_case=CASE_TESTS.replace('["RGB", "rgb"]', '["rgb"]'))

@@ -100,6 +100,58 @@ def test_stale_goldens_are_judged_under_repeats(project: pytest.Pytester) -> Non
     assert _snapshots(project.path) == ["test_m/test_a/0"]
 
 
+TOGETHER = """
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def test_a(feature_snapshot, request):
+    torch.manual_seed(int(os.environ.get("FEATVIZ_TEST_SEED", "0")))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+    inputs = torch.rand(1, 1, 6, 6)
+    # --dist each runs every test on both workers: each run waits for the other's, so both take the snapshot at once
+    run = request.node.name.replace("[", "-").replace("]", "")
+    Path(f"ready-{run}-{os.environ['PYTEST_XDIST_WORKER']}").touch()
+    deadline = time.monotonic() + 60
+    while len(list(Path().glob(f"ready-{run}-gw*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    feature_snapshot(model, inputs, layers=["0"])
+"""
+
+
+def _both_workers_at_once(project: pytest.Pytester, *args: str) -> list[str]:
+    """The summary lines of a run where two xdist workers take each repeat's snapshot at the same moment."""
+    for ready in project.path.glob("ready-*"):
+        ready.unlink()
+    result = project.runpytest_subprocess("-n", "2", "--dist", "each", "--count", "3", *args)
+    result.assert_outcomes(passed=6)
+    assert _snapshots(project.path) == ["test_m/test_a/0"]
+    return [line for line in result.outlines if "snapshot(s) c" in line or line.startswith("goldens:")]
+
+
+@pytest.mark.parametrize("write", ["--featviz-create", "--featviz-update"])
+def test_two_workers_writing_one_golden_at_once_write_it_once_and_count_as_a_serial_run(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    # Repeats of one test share its goldens, and xdist can run two of them at once: a worker that read the golden
+    # while the other wrote it failed ("an interrupted --featviz-update left ..."), both created or rewrote it, and
+    # the summary counted what a serial run does not. The second writer now checks against the first's golden.
+    featviz_pytester.makepyfile(test_m=TOGETHER)
+    lines = _both_workers_at_once(featviz_pytester, write)
+    verb = "checked" if write == "--featviz-create" else "compared"
+    assert lines[0].startswith(f"6 snapshot(s) {verb}: 5 matched, 0 drifted"), lines
+    assert lines[0].endswith(", 1 without a golden (created)") and lines[1].startswith("goldens: 1 created"), lines
+    if write == "--featviz-update":
+        monkeypatch.setenv("FEATVIZ_TEST_SEED", "5")  # another model: the golden drifts, and is rewritten once
+        lines = _both_workers_at_once(featviz_pytester, write)
+        assert lines[0] == "6 snapshot(s) compared: 5 matched, 1 drifted (rewritten), 0 without a golden (created)"
+        assert lines[1].startswith("goldens: 0 created, 1 updated, 0 unchanged"), lines
+
+
 COUNTED = """
 from pathlib import Path
 

@@ -408,6 +408,60 @@ def test_two_processes_rewriting_one_snapshot_at_once_both_succeed(tmp_path: Pat
     assert sorted(p.name for p in directory.parent.iterdir()) == ["0"]
 
 
+def _rewrite_many(directory: str, start: Any, count: int) -> None:
+    start.wait()
+    for step in range(count):
+        _write(Path(directory), step % 2)
+
+
+def test_a_golden_read_while_another_process_replaces_it_is_read_whole(tmp_path: Path) -> None:
+    # Repeats of one test (pytest-repeat) on two xdist workers share its golden: a read that came between the two
+    # renames of the other worker's write said "an interrupted --featviz-update left ...", or, a moment later, "has
+    # pictures but no sidecar", and failed the test. It waits for the write going on, then reads what it put there.
+    import multiprocessing
+
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    _write(directory, seed=0)
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(2)
+    writer = context.Process(target=_rewrite_many, args=(str(directory), start, 300))
+    writer.start()
+    start.wait()
+    reads = 0
+    while writer.is_alive():
+        stored = golden.read_sidecar(directory)
+        assert stored in (_snapshot(0)[0], _snapshot(1)[0])
+        reads += 1
+    writer.join(timeout=120)
+    assert writer.exitcode == 0 and reads > 0
+
+
+def test_creating_a_golden_another_process_created_meanwhile_leaves_that_one(tmp_path: Path) -> None:
+    # Two xdist workers both found one golden missing (repeats of one test): the second to write checks against the
+    # first's golden instead of replacing it, as it would have a moment later.
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    first = _write(directory, seed=0)
+    before = _files(tmp_path)
+    second, picture = _snapshot(1)
+    assert goldenwrite.create_files(directory, golden.sidecar_text(second), {"conv.png": picture}) is False
+    assert _files(tmp_path) == before and golden.read_sidecar(directory) == first
+    assert sorted(p.name for p in directory.parent.iterdir()) == ["0"]  # no hidden directory left
+
+
+def test_creating_a_golden_where_only_someone_elses_files_are_keeps_them(tmp_path: Path) -> None:
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    directory.mkdir(parents=True)
+    (directory / "NOTES.md").write_text("why this snapshot exists")
+    stored, picture = _snapshot(1)
+    assert goldenwrite.create_files(directory, golden.sidecar_text(stored), {"conv.png": picture}) is True
+    assert golden.read_sidecar(directory) == stored
+    assert (directory / "NOTES.md").read_text() == "why this snapshot exists"
+    empty = tmp_path / "golden" / "test_m" / "test_x" / "1"
+    empty.mkdir()  # an empty directory is no golden: it is taken
+    assert goldenwrite.create_files(empty, golden.sidecar_text(stored), {"conv.png": picture}) is True
+    assert golden.read_sidecar(empty) == stored
+
+
 @pytest.mark.parametrize("bits", [8, 16])
 def test_pictures_read_the_same_whether_written_here_or_by_pillow(tmp_path: Path, bits: int) -> None:
     import io
