@@ -4,7 +4,7 @@ same integers on every path, the same for a float64 copy and a channels-last lay
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -218,3 +218,208 @@ def test_sparse_nested_and_quantized_inputs_are_fingerprinted_by_their_values() 
     assert coo != input_fingerprint((eye,))
     assert input_fingerprint(nested[0]) != input_fingerprint(nested[1])
     assert input_fingerprint(quantized[0]) != input_fingerprint(quantized[1]) != UNKNOWN_INPUT
+
+
+def _fill(model: nn.Module) -> nn.Module:
+    """Every parameter and buffer set to exact values made of integers alone (no random generator, no libm), so
+    the pinned fingerprints below depend on nothing but the fingerprint code."""
+    with torch.no_grad():
+        for offset, tensor in enumerate([*model.parameters(), *model.buffers()]):
+            steps = torch.arange(tensor.numel(), dtype=torch.int64) * 7919 + offset * 104729
+            values = (steps % 255 - 127).reshape(tensor.shape)
+            if tensor.dtype == torch.bool:
+                tensor.copy_(values % 3 == 0)
+            elif tensor.dtype.is_floating_point:
+                tensor.copy_(values.to(torch.float64) / 64)  # 8 significant bits at most: exact in every float type
+            else:
+                tensor.copy_(values)
+    return model
+
+
+def _pinned_net() -> nn.Module:
+    """Convolutions with norms (running stats, batch counts), a nested block, and a linear large enough for the
+    torch sums (at least 2**16 words)."""
+    block = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    return _fill(
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            block,
+            nn.Flatten(),
+            nn.Linear(300, 256),
+            nn.Linear(256, 4),
+        )
+    )
+
+
+def _pinned_shared() -> nn.Module:
+    """Tied and shared weights, a module under two names, ``None`` parameters and buffers, a transposed
+    (non-contiguous) parameter, and buffers of many dtypes, empty ones and scalars included."""
+    model = nn.Module()
+    model.embed = nn.Embedding(50, 16)
+    model.head = nn.Linear(16, 50, bias=False)
+    model.shared = nn.Linear(16, 16)
+    model.blocks = nn.Sequential(model.shared, nn.LayerNorm(16), model.shared)
+    model.norm = nn.BatchNorm1d(16, affine=False)
+    model.plain = nn.Linear(5, 3)
+    model.plain.register_parameter("bias", None)
+    model.plain.register_buffer("missing", None)
+    holder = nn.Module()
+    for dtype in (torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.int32, torch.int64, torch.bool):
+        name = str(dtype).removeprefix("torch.")
+        holder.register_buffer(f"{name}_matrix", torch.zeros(4, 6, dtype=dtype))
+        holder.register_buffer(f"{name}_vector", torch.zeros(9, dtype=dtype))
+        holder.register_buffer(f"{name}_scalar", torch.zeros((), dtype=dtype))
+        holder.register_buffer(f"{name}_empty", torch.zeros(0, 3, dtype=dtype))
+    model.holder = holder
+    _fill(model)
+    model.head.weight = model.embed.weight  # tied after filling: the one tensor, under its first name
+    model.transposed = nn.Parameter(model.plain.weight.detach().clone().t())  # (5, 3) view of a (3, 5) tensor
+    model.holder.register_buffer("alias", model.norm.running_mean)  # a buffer under a second name
+    return model
+
+
+_EMPTY = "4f53cda18c2baa0c"  # the fingerprint of a module without parameters or buffers
+_PINNED = {
+    "net": (
+        _pinned_net,
+        {
+            "": "dc367ecbfb3e2a36",
+            "0": "5466a51e212dd1ed",
+            "1": "809d9a23c316bfcc",
+            "2": _EMPTY,
+            "3": "54b8c418c28d4ab8",
+            "3.0": "025e8d72fe3105cd",
+            "3.1": "2285680263db4b19",
+            "3.2": _EMPTY,
+            "4": _EMPTY,
+            "5": "38c935e63b627157",
+            "6": "2203ffa414582516",
+        },
+    ),
+    "shared": (
+        _pinned_shared,
+        {
+            "": "a33967ca8c1b1746",
+            "embed": "01fe0eda949ee262",
+            "head": "01fe0eda949ee262",
+            "shared": "5a1e705915d82ed0",
+            "blocks": "14c2b4dd01346865",
+            "blocks.1": "1000cd43c5cc4624",
+            "norm": "4a009560f6f01a42",
+            "plain": "862e06348c3afdbe",
+            "holder": "22bf58d3234f475c",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_PINNED))
+def test_fingerprints_keep_the_values_goldens_recorded(case: str) -> None:
+    """Committed goldens record these strings: a faster fingerprint that changed one would call every golden's
+    weights changed. The values were made by the code that wrote the goldens of 0.1.0 and since."""
+    build, expected = _PINNED[case]
+    model = build()
+    prints = ParameterFingerprints(model)  # as provenance calls it: the model, then its selected layers
+    assert prints.of(model) == expected[""]
+    assert prints.layers(dict(model.named_modules())) == expected
+    assert {name: _print(module) for name, module in model.named_modules()} == expected  # each on its own
+
+
+def _reference_print(module: nn.Module) -> str:
+    """The fingerprint as first written: torch's own walks, each tensor's sums on the torch path, json.dumps."""
+    from pytest_featviz.fingerprint import _digest, _dtype_label, _tensor_sums
+
+    entries = [*module.named_parameters(), *module.named_buffers()]
+    return _digest(
+        [[name, f"{tuple(t.shape)}{_dtype_label(t.dtype)}", _tensor_sums(t).tolist()] for name, t in entries]
+    )
+
+
+class _OwnWalk(nn.Module):
+    """A module that walks its parameters its own way: it is asked, never walked around."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(2, 2), nn.Linear(2, 3)
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, nn.Parameter]]:
+        yield from reversed(list(super().named_parameters(prefix, recurse, remove_duplicate)))
+
+
+def _walk_cases() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    shared = nn.Linear(3, 3)
+    inner = nn.Sequential(nn.Sequential(shared), nn.BatchNorm1d(3))
+    reached_twice = nn.Sequential(nn.Sequential(shared, inner), inner, shared)  # first met deep, then higher up
+    cycle_top = nn.Sequential(nn.Linear(2, 2))
+    cycle = nn.Sequential(cycle_top, nn.Linear(2, 2))
+    cycle_top.add_module("back", cycle)
+    odd_names = nn.Sequential(nn.Linear(2, 2))
+    odd_names.add_module('q"uote', nn.Linear(2, 2))
+    odd_names.add_module("ünï\\cödé", nn.BatchNorm1d(2))
+    odd_names._modules[""] = nn.Sequential(nn.Linear(2, 3))  # no dot after an empty name: only a direct edit makes one
+    odd_names._modules[""]._modules[""] = nn.BatchNorm1d(3)
+    patched = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)))
+    patched[1].named_modules = lambda memo=None, prefix="", remove_duplicate=True: iter([(prefix, patched[1])])  # type: ignore[method-assign]
+    return {
+        "net": _pinned_net(),
+        "shared": _pinned_shared(),
+        "reached twice": reached_twice,
+        "cycle": cycle,
+        "odd names": odd_names,
+        "own walk": nn.Sequential(_OwnWalk(), nn.Linear(3, 3)),
+        "patched instance": patched,
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_walk_cases()))
+def test_every_module_s_fingerprint_is_that_of_its_own_named_parameters_and_buffers(case: str) -> None:
+    """The model is walked once and each selected module's entries taken from that walk where nothing is shared; a
+    module's names, their order and which of its shared tensors it keeps must stay those of its own walk, at every
+    depth and under every name a module has."""
+    model = _walk_cases()[case]
+    prints = ParameterFingerprints(model)
+    assert prints.of(model) == _reference_print(model)
+    # a module reached by two paths: under each name (a cycle's paths never end: each module once there)
+    modules = dict(model.named_modules(remove_duplicate=case == "cycle"))
+    assert prints.layers(modules) == {name: _reference_print(module) for name, module in modules.items()}
+    for module in modules.values():
+        own = [*module.named_parameters(), *module.named_buffers()]
+        entries = prints._entries(module)
+        assert [name for name, _ in entries] == [name for name, _ in own]
+        assert all(ours is theirs for (_, ours), (_, theirs) in zip(entries, own, strict=True))
+
+
+def test_cpu_tensors_read_without_word_rows_give_the_torch_path_s_integers() -> None:
+    # Small contiguous float32, int32 and int64 tensors are read as numpy views, and their vectors and scalars joined
+    # per dtype (torch.cat / torch.stack) before one batched reduction: the same bits, so the same integers.
+    from pytest_featviz.fingerprint import _cpu_sums, _tensor_sums
+
+    generator = torch.Generator().manual_seed(0)
+    payloads = torch.tensor([0x7F800001, 0x7FC12345, 0x7FBFFFFF, 1, -0x7F800001, -1, 0], dtype=torch.int32)
+    tensors = [
+        torch.randn(5, generator=generator),
+        torch.tensor(2.5),
+        payloads.view(torch.float32),  # signalling and quiet NaNs with payloads, a denormal
+        payloads.view(torch.float32)[3].clone(),
+        torch.randn(1, 6, generator=generator),  # one row, two dimensions
+        torch.randn(3, 4, generator=generator),  # several rows: reduced on its own
+        torch.tensor(7, dtype=torch.int64),
+        torch.tensor(-(2**63), dtype=torch.int64),
+        torch.tensor([2**63 - 1, -1, 2**32, 0], dtype=torch.int64),
+        torch.randint(-(2**62), 2**62, (3, 5), generator=generator),
+        payloads.clone(),
+        torch.tensor(-(2**31), dtype=torch.int32),
+        torch.zeros(0),
+        torch.zeros(0, 3, dtype=torch.int64),
+        torch.randn(32768, generator=generator).view(torch.int32).add(2**30).view(torch.float32),  # wrapping sums
+        torch.arange(32767, dtype=torch.int64),  # just under 2**16 words
+        torch.arange(32768, dtype=torch.int64),  # 2**16 words: the torch sums
+        torch.randn(6, generator=generator)[::2],  # not contiguous: through _word_rows
+        nn.Parameter(torch.randn(4, generator=generator)),  # requires grad
+    ]
+    assert _cpu_sums(tensors) == [_tensor_sums(tensor).tolist() for tensor in tensors]
