@@ -318,7 +318,7 @@ _PINNED = {
 @pytest.mark.parametrize("case", sorted(_PINNED))
 def test_fingerprints_keep_the_values_goldens_recorded(case: str) -> None:
     """Committed goldens record these strings: a faster fingerprint that changed one would call every golden's
-    weights changed. The values were made by the code that wrote the goldens of 0.1.0 and since."""
+    weights changed. The values were made by the fingerprint code as it stood when this test was written."""
     build, expected = _PINNED[case]
     model = build()
     prints = ParameterFingerprints(model)  # as provenance calls it: the model, then its selected layers
