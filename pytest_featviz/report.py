@@ -56,12 +56,19 @@ class Reporter:
     """
 
     def __init__(
-        self, report_dir: Path, golden_root: Path, report_all: bool = False, run: tuple[str, str] | None = None
+        self,
+        report_dir: Path,
+        golden_root: Path,
+        report_all: bool = False,
+        run: tuple[str, str] | None = None,
+        rootdir: Path | None = None,
     ) -> None:
         self.report_dir = report_dir
         self.golden_root = golden_root
         self.report_all = report_all
         self.run = run
+        self.rootdir = rootdir  # the run's: what the printed promote command must confirm (--root, --golden-dir)
+        self._promote_command: str | None = None
 
     def snapshot_dir(self, result: SnapshotResult) -> Path:
         from pytest_featviz.goldenpath import sanitize_name
@@ -87,10 +94,22 @@ class Reporter:
         if CURRENT in artifacts:
             lines.append(
                 f"current render: {display_path(Path(artifacts[CURRENT]).parent)}"
-                f" (promote it with `featviz promote {shlex.quote(display_path(self.report_dir))} -k"
-                f" {shlex.quote(result.test_id)}`, or copy its files into the golden directory)"
+                f" (promote it with `{self.promote_command()} -k {shlex.quote(result.test_id)}`, or copy its files"
+                " into the golden directory)"
             )
         return replace(result, artifacts=artifacts, message=_join(result.message, *lines))
+
+    def promote_command(self) -> str:
+        """``featviz promote <report dir>``, with the ``--root`` and ``--golden-dir`` that promote needs told for
+        this run's report (:func:`pytest_featviz.promote.command_options`)."""
+        if self._promote_command is None:
+            from pytest_featviz.promote import command_options
+
+            words = [display_path(self.report_dir)]
+            if self.rootdir is not None:
+                words += command_options(self.report_dir, self.rootdir, self.golden_root)
+            self._promote_command = shlex.join(["featviz", "promote", *words])
+        return self._promote_command
 
     def discard(self, results: Iterable[SnapshotResult]) -> None:
         """Remove what was written for ``results``, an earlier attempt of a test that runs again

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -509,6 +511,42 @@ def test_promote_takes_a_rootdir_named_through_a_symbolic_link(
     assert status == 0, output
     assert "2 golden snapshot(s) written from the current render" in output
     assert _files(project / "golden").keys() == before.keys() and _files(project / "golden") != before
+
+
+@pytest.mark.parametrize(
+    ("args", "options"),
+    [
+        (["-c", "ci.ini"], ["--root", "."]),  # no standard configuration file in the rootdir
+        (["--rootdir", "tests"], ["--root", "tests", "--golden-dir", "golden"]),  # report and goldens outside it
+    ],
+    ids=["-c", "--rootdir"],
+)
+def test_the_printed_promote_command_confirms_what_promote_would_not_take_from_the_report(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], options: list[str]
+) -> None:
+    # pasted as printed, the command was refused: "report.json names the rootdir ., which does not hold this report
+    # directory and a pytest configuration file: pass --root ..."
+    project = featviz_pytester.path
+    if args[0] == "-c":
+        (project / "tox.ini").rename(project / "ci.ini")
+        featviz_pytester.makepyfile(test_models=TEST_FILE)
+    else:
+        (project / "tests").mkdir()
+        (project / "tests" / "test_models.py").write_text(TEST_FILE, encoding="utf-8")
+    featviz_pytester.runpytest(*args, "--featviz-update").assert_outcomes(passed=1)
+    golden = project / "golden" / "test_models" / "test_net" / "0"
+    before = _files(golden)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    result = featviz_pytester.runpytest(*args)
+    result.assert_outcomes(failed=1)
+    printed = re.search(r"promote it with `([^`]*)`", result.stdout.str())
+    assert printed is not None
+    command = shlex.split(printed.group(1))
+    assert command == ["featviz", "promote", "featviz-report", *options, "-k", "test_models.py::test_net"]
+    status, output = _promote(*command[2:])
+    assert status == 0, output
+    assert _files(golden) != before
+    featviz_pytester.runpytest(*args).assert_outcomes(passed=1)
 
 
 def test_promote_writes_the_devices_own_golden_where_update_would_when_the_shared_one_drifted(
