@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,9 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
+_INTEGER = re.compile(r"-?[0-9]+")  # a whole number as a channel setting's text writes it
+
+
 def _whole(value: Any) -> int:
     """``value`` as an int when it is a whole number (``4``, ``4.0``, ``"4"``); ``ValueError`` for ``4.7``."""
     if isinstance(value, float) and not value.is_integer():
@@ -167,13 +171,20 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
             return "all"
         if text.startswith("top:"):  # the N channels of highest activation energy (channels.choose_channels)
             top = text[len("top:") :].strip()
-            if not top.isdigit() or int(top) < 1:
+            if not _INTEGER.fullmatch(top) or int(top) < 1:
                 raise FeatvizError(f"{name} 'top:N' needs a count N of at least 1; got {value!r}")
             return f"top:{int(top)}"
         if "," in text or text.startswith(("[", "(")):
-            value = [part for part in text.strip("[]()").split(",") if part.strip()]
+            parts = [part.strip() for part in text.strip("[]()").split(",")]
+            if len(parts) > 1 and not parts[-1]:  # "3," or "[0, 3,]": one trailing comma, as Python writes it
+                parts.pop()
+            value = [] if parts == [""] else parts
         else:
             value = text
+        # ASCII digits only: int() would also take "1_6" as 16 and other scripts' digits; an empty entry ("1,,2")
+        # is no channel
+        if any(not _INTEGER.fullmatch(part) for part in ([value] if isinstance(value, str) else value)):
+            raise FeatvizError(f"{name} must be a count, a list of indices, 'all' or 'top:N'; got {text!r}")
     try:
         if isinstance(value, Sequence) and not isinstance(value, str):
             indices = tuple(_whole(v) for v in value)
