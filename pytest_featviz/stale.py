@@ -380,7 +380,8 @@ class StaleGoldens:
 def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:
     """Golden snapshots of drifted or missing tests that the run has no record of: the test raised at an earlier
     snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is gone). A keyed
-    golden and its shared one count as one snapshot as for stale goldens (:func:`_shared_key`)."""
+    golden and its shared one count as one snapshot as for stale goldens (:func:`_shared_key`), listed once. Sorted,
+    so a run under xdist lists them as a serial run does."""
     from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
 
     by_test: dict[str, list[SnapshotResult]] = {}
@@ -389,17 +390,16 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     # checked by any record: the runs of a repeated test (pytest-repeat) share its goldens, and one that passed
     # checked what another stopped before
     seen = {_shared_key(result.golden_dir, keyed) for result in results}
-    found: dict[Path, None] = {}
+    found: dict[str, Path] = {}  # by shared key: the first of a snapshot's directories (sorted: the shared one)
     for records in by_test.values():
         if not any(r.outcome in (DRIFTED, MISSING) for r in records):
             continue
-        for folder in sorted({Path(r.golden_dir).parent for r in records}):
-            found.update(
-                (snapshot, None)
-                for snapshot in _subdirectories(folder)
-                if _shared_key(snapshot, keyed) not in seen and (snapshot / SIDECAR).is_file()
-            )
-    return list(found)
+        for folder in {Path(r.golden_dir).parent for r in records}:
+            for snapshot in _subdirectories(folder):
+                key = _shared_key(snapshot, keyed)
+                if key not in seen and key not in found and (snapshot / SIDECAR).is_file():
+                    found[key] = snapshot
+    return sorted(found.values())
 
 
 def _named_and_real(path: str | Path) -> list[str]:
