@@ -243,8 +243,9 @@ class SnapshotResult:
     ``updated`` (update mode). ``layers`` are in forward order. ``artifacts`` maps a role (for example
     ``"mosaic:layer1"``) to a file the report wrote for this snapshot. ``xfail``: its test is marked xfail and
     failed, so its drift was expected (set by the session, from the test's report). ``update_dir``: where
-    ``--featviz-update`` (and ``featviz promote``) would write this drifted snapshot's golden when that is not
-    ``golden_dir``: the device's own golden, when environment-keyed goldens are on and the shared one drifted.
+    ``--featviz-update`` (and ``featviz promote``) would write (``drifted``) or wrote (``updated``) this snapshot's
+    golden when that is not ``golden_dir``, the golden it was compared with: the device's own golden, when
+    environment-keyed goldens are on and the shared one drifted on a device that had none.
     """
 
     test_id: str

@@ -71,9 +71,12 @@ def golden_fates(results: Iterable[SnapshotResult]) -> Counter[str]:
     rank = {outcome: place for place, outcome in enumerate(GOLDEN_FATES)}
     fates: dict[str, str] = {}
     for result in results:
-        held = fates.get(result.golden_dir)
-        if result.outcome in rank and (held is None or rank[result.outcome] < rank[held]):
-            fates[result.golden_dir] = result.outcome
+        golden, fate = result.golden_dir, result.outcome
+        if fate == UPDATED and result.update_dir is not None:  # the device's own golden, new beside the shared one
+            golden, fate = result.update_dir, CREATED
+        held = fates.get(golden)
+        if fate in rank and (held is None or rank[fate] < rank[held]):
+            fates[golden] = fate
     return Counter(fates.values())
 
 

@@ -315,7 +315,7 @@ def _check(
             tuple(results),
             message,
             calibration=calibration,
-            update_dir=str(keyed) if keyed is not None and outcome == DRIFTED else None,
+            update_dir=str(keyed) if keyed is not None and outcome in (DRIFTED, UPDATED) else None,
         )
         return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
 
@@ -400,7 +400,7 @@ def _check(
             elif keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
                 sidecar, files = fresh()
                 goldenwrite.write_files(keyed, sidecar, files)
-                directory, replaced = keyed, False
+                replaced = False  # the result names the shared golden it compared, and the device's as update_dir
             else:
                 _rewrite(directory, stored, current, results, settings, provenance)
                 replaced = False

@@ -307,7 +307,11 @@ def test_keyed_goldens_fall_back_to_the_shared_one_and_update_only_their_own(
     message = _message(subject)
     assert "this is the shared golden: there is no golden for cuda yet" in message
     assert "golden: golden/test_subject/test_a/0\n" in message.replace("\r", "")
-    _update(subject)  # the drift writes the cuda golden, the shared one is left alone
+    # the drift writes the cuda golden, the shared one is left alone: the summary says a golden was created (it said
+    # "1 updated", and git shows a new directory to add)
+    result = subject.runpytest("--featviz-update")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["1 snapshot(s) compared: 0 matched, 1 drifted*", "goldens: 1 created, 0 updated, *"])
     assert (root / KEYED / "snapshot.json").is_file()
     assert json.loads((root / KEYED / "snapshot.json").read_text(encoding="utf-8"))["environment"]["device"] == "cuda"
     assert _files(root / SIDECAR.parent) == shared
