@@ -5,6 +5,8 @@ directory as a whole: the new one is written beside it (each file flushed to dis
 renamed into place. The hidden siblings a switch makes carry their writer (time, host, process id), so a write
 removes what a killed run left (:func:`remove_leftovers`) but never the directories of a write going on in another
 process, and two processes switching one directory at once both succeed, the last one's directory staying whole.
+An exclusive switch puts a directory in place only where there is none; a reader waits for another process's
+switch going on (:func:`wait_for_writers`); :func:`locked` serializes the writers of one folder where the OS can.
 The golden directory (:mod:`pytest_featviz.goldenwrite`) and the drift report (:mod:`pytest_featviz.report`) write
 through this module.
 """
