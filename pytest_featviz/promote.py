@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
@@ -90,8 +91,8 @@ def promote_report(
         raise _Refused(f"{REPORT_JSON} is damaged: 'snapshots' is {_shown(snapshots)}, not a list")
     ids = [entry.get("test_id") if isinstance(entry, dict) else None for entry in snapshots]
     exact = select is not None and select in ids
-    written: list[tuple[Path, bool]] = []
     refused: list[Refusal] = []
+    chosen: list[_Chosen] = []
     for index, entry in enumerate(snapshots):
         label = f"snapshots[{index}]"
         try:
@@ -111,11 +112,28 @@ def promote_report(
             key = "update_dir" if entry.get("update_dir") is not None else "golden_dir"
             directory = _golden_target(root, golden_dir, _path_text(entry.get(key, _ABSENT), key))
             sidecar, pictures = _current_render(report_dir, _path_text(current, "current"))
-            _refuse_to_replace(directory)
-            changed = write_files(directory, sidecar, pictures)
         except (GoldenError, OSError, ValueError) as exc:  # ValueError: _Refused, and text that is not UTF-8
             # as text any terminal takes: a path on disk may hold bytes that are not UTF-8 (lone surrogates here)
             refused.append(Refusal(label, printable(str(exc))))
+            continue
+        chosen.append(_Chosen(label, test_id, directory, sidecar, pictures))
+    written: list[tuple[Path, bool]] = []
+    for directory, renders in _by_golden(chosen).items():
+        if len({tuple(sorted(render.pictures.items())) for render in renders}) > 1:
+            # the runs of a repeated test (pytest-repeat) drifted differently: the last one would silently win
+            runs = ", ".join(shlex.quote(render.test_id) for render in renders)
+            reason = (
+                f"the report holds {len(renders)} different renders of the golden {display_path(directory)} (runs of"
+                f" one test rendered differently: is the model deterministic?); promote one with -k and its test id"
+                f" ({runs})"
+            )
+            refused.extend(Refusal(render.label, printable(reason)) for render in renders)
+            continue
+        try:
+            _refuse_to_replace(directory)
+            changed = write_files(directory, renders[0].sidecar, renders[0].pictures)
+        except (GoldenError, OSError, ValueError) as exc:
+            refused.extend(Refusal(render.label, printable(str(exc))) for render in renders)
             continue
         written.append((directory, bool(changed)))
     return Promotion(tuple(written), tuple(refused))
@@ -138,6 +156,26 @@ def command_options(report_dir: Path, root: Path, golden_dir: Path) -> list[str]
     except _Refused:
         options += ["--golden-dir", display_path(golden_dir)]
     return options
+
+
+@dataclass(frozen=True, slots=True)
+class _Chosen:
+    """A snapshot of the report that promote is to write: its entry's label, test id, golden and current render."""
+
+    label: str
+    test_id: str
+    directory: Path
+    sidecar: str
+    pictures: dict[str, bytes]
+
+
+def _by_golden(chosen: list[_Chosen]) -> dict[Path, list[_Chosen]]:
+    """The chosen snapshots by the golden directory they write, in the report's order: the runs of a repeated test
+    (pytest-repeat, flakefinder) share their test's goldens, so several entries can name one golden."""
+    groups: dict[str, list[_Chosen]] = {}
+    for render in chosen:
+        groups.setdefault(os.path.normcase(os.path.realpath(render.directory)), []).append(render)
+    return {renders[0].directory: renders for renders in groups.values()}
 
 
 def _report_json(report_dir: Path) -> dict[str, Any]:

@@ -202,6 +202,41 @@ def test_each_run_keeps_its_own_evidence_in_the_report(
     assert "golden/test_c/test_c/0" in promoted.stdout
 
 
+def test_promote_refuses_runs_of_one_test_that_drifted_differently_unless_one_is_chosen(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    # Both runs' current renders target the test's one golden: promote wrote both, the last silently winning.
+    featviz_pytester.makepyfile(test_c=COUNTED.replace("DRIFTING", "0"))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    golden = featviz_pytester.path / "golden" / "test_c" / "test_c" / "0"
+    before = {p.name: p.read_bytes() for p in golden.iterdir()}
+    (featviz_pytester.path / "attempts.txt").unlink()
+    featviz_pytester.makepyfile(test_c=COUNTED.replace("7 if attempt < DRIFTING else 0", "7 + attempt"))
+    featviz_pytester.runpytest("--count", "2").assert_outcomes(failed=2)
+
+    def promote(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest_featviz", "promote", "featviz-report", *args],
+            cwd=featviz_pytester.path,
+            capture_output=True,
+            text=True,
+        )
+
+    refused = promote()
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    for run in ("test_c.py::test_c[1-2]", "test_c.py::test_c[2-2]"):
+        assert (
+            f"refused snapshots[{int(run[-4]) - 1}] ('{run}', snapshot '0'): the report holds 2 different renders of"
+            " the golden golden/test_c/test_c/0 (runs of one test rendered differently: is the model deterministic?);"
+            " promote one with -k and its test id ('test_c.py::test_c[1-2]', 'test_c.py::test_c[2-2]')"
+        ) in refused.stdout
+    assert {p.name: p.read_bytes() for p in golden.iterdir()} == before  # nothing written
+    chosen = promote("-k", "test_c.py::test_c[2-2]")
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    assert "1 golden snapshot(s) written from the current render" in chosen.stdout
+    assert {p.name: p.read_bytes() for p in golden.iterdir()} != before
+
+
 ALTERNATING = """
 from pathlib import Path
 
