@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_featviz.config import Settings, add_options, from_pytest, ini_key
+from pytest_featviz.config import Settings, from_pytest, ini_key
+from pytest_featviz.options import add_options
 from pytest_featviz.records import FeatvizError
 from pytest_featviz.session import RESULTS_KEY, SessionTracker, XdistClearing, torch_version
 
