@@ -193,15 +193,35 @@ def remove_leftovers(directory: Path) -> None:
             _remove_tree(leftover)
 
 
-def wait_for_writers(directory: Path, timeout: float = WAIT_FOR_WRITERS_S) -> None:
+def wait_for_writers(directory: Path, timeout: float = WAIT_FOR_WRITERS_S) -> bool:
     """Wait while another process of this host writes ``directory`` (a hidden sibling's owner is alive): an xdist
     worker creating or replacing the golden that a repeat of the same test reads. Gives up after ``timeout``
-    seconds (a write takes milliseconds); a write of another host, on a shared drive, is not waited for."""
+    seconds (a write takes milliseconds); a write of another host, on a shared drive, is not waited for. Returns
+    whether it waited for one."""
     deadline = time.monotonic() + timeout
     delay = 0.002
+    waited = False
     while any(_written_here_now(match) for _, match in _siblings(directory)) and time.monotonic() < deadline:
+        waited = True
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+    return waited
+
+
+def left_over(directory: Path) -> list[Path]:
+    """:func:`leftovers`, but for those of a write still going on in another process of this host."""
+    live = {path for path, match in _siblings(directory) if _written_here_now(match)}
+    return [path for path in leftovers(directory) if path not in live]
+
+
+def stamp(directory: Path) -> tuple[int, int] | None:
+    """What tells ``directory`` from the one a switch puts in its place (inode and change time); ``None`` when
+    there is none."""
+    try:
+        status = os.stat(directory)
+    except OSError:
+        return None
+    return status.st_ino, status.st_ctime_ns
 
 
 def _written_here_now(match: re.Match[str]) -> bool:

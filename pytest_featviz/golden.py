@@ -16,6 +16,7 @@ import json
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,15 +322,20 @@ def _missing_sidecar(directory: Path) -> bytes | None:
     this one reads: it is waited for, then read). Raises :class:`GoldenError` for what a write or a person left: a
     killed write's hidden copy beside a missing golden, pictures without their sidecar."""
     path = directory / SIDECAR
-    durable.wait_for_writers(directory)
-    try:
-        # also a write that ended between the first read and this one (its hidden copies already gone)
-        return _sidecar_bytes(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise _unreadable(path, exc) from exc
-    leftovers = durable.leftovers(directory)
+    deadline = time.monotonic() + durable.WAIT_FOR_WRITERS_S
+    while True:
+        waited = durable.wait_for_writers(directory, max(deadline - time.monotonic(), 0))
+        try:
+            # also a write that ended between the first read and this one (its hidden copies already gone)
+            return _sidecar_bytes(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _unreadable(path, exc) from exc
+        if not waited or time.monotonic() >= deadline:
+            break
+    # a write another process started since is no leftover: the golden is missing until it ends, and then there
+    leftovers = durable.left_over(directory)
     if leftovers:  # the first holds the previous golden when there is one
         raise GoldenError(
             f"golden snapshot {directory} is missing but an interrupted --featviz-update left"

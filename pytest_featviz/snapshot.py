@@ -273,6 +273,8 @@ def _check(
         if keyed.is_dir():
             directory, keyed = keyed, None
     damaged = False  # a damaged golden that update mode re-creates: counted as updated, not created
+    # taken before the golden is read: a switch by another process after the read shows when this one would write
+    stamps = {path: durable.stamp(path) for path in (directory, keyed) if path is not None}
     try:
         stored = golden.read_sidecar(directory)
     except GoldenError as exc:
@@ -324,7 +326,14 @@ def _check(
         pictures = [LayerEvidence(i.capture.name, None, None) for i in current]
         if settings.update or settings.create:
             sidecar, files = fresh()
-            if damaged or not again:
+            if damaged:
+                with durable.locked(directory.parent):  # as a rewrite below
+                    replaced = again and durable.stamp(directory) != stamps[directory]
+                    if not replaced:
+                        goldenwrite.write_files(directory, sidecar, files)
+                if replaced:
+                    return recheck()  # another process re-created it since it was read
+            elif not again:
                 goldenwrite.write_files(directory, sidecar, files)
             elif not goldenwrite.create_files(directory, sidecar, files):
                 return recheck()  # another process created it since it was found missing
@@ -395,7 +404,8 @@ def _check(
         # Writers of this test's goldens in other processes wait, so the one that finds the golden rewritten since
         # it was read by another checks again rather than rewriting it a second time.
         with durable.locked(directory.parent):
-            if again and _replaced_meanwhile(keyed or directory, None if keyed else stored):
+            target = keyed or directory
+            if again and _replaced_meanwhile(target, None if keyed else stored, stamps[target]):
                 replaced = True
             elif keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
                 sidecar, files = fresh()
@@ -451,8 +461,12 @@ def _portable(made: Sequence[tuple[LayerGolden, bytes | None]]) -> tuple[list[La
     return layers, pictures
 
 
-def _replaced_meanwhile(directory: Path, stored: SnapshotGolden | None) -> bool:
-    """Whether the golden in ``directory`` is no longer ``stored``, the one read (``None``: none was there)."""
+def _replaced_meanwhile(directory: Path, stored: SnapshotGolden | None, before: tuple[int, int] | None) -> bool:
+    """Whether another process wrote the golden in ``directory`` since it was read: the directory is not the one
+    whose :func:`durable.stamp` was ``before`` (a lost picture re-created leaves the sidecar as it was), or its
+    golden is no longer ``stored`` (``None``: none was there)."""
+    if durable.stamp(directory) != before:
+        return True
     try:
         return golden.read_sidecar(directory) != stored
     except GoldenError:  # damaged meanwhile: checked again, which says so

@@ -150,6 +150,11 @@ def test_two_workers_writing_one_golden_at_once_write_it_once_and_count_as_a_ser
         lines = _both_workers_at_once(featviz_pytester, write)
         assert lines[0] == "6 snapshot(s) compared: 5 matched, 1 drifted (rewritten), 0 without a golden (created)"
         assert lines[1].startswith("goldens: 0 created, 1 updated, 0 unchanged"), lines
+        # a damaged golden is re-created once too: a lost sidecar, a lost picture (which leaves the sidecar as it was)
+        for lost in ("snapshot.json", "0.png"):
+            (featviz_pytester.path / "golden" / "test_m" / "test_a" / "0" / lost).unlink()
+            lines = _both_workers_at_once(featviz_pytester, write)
+            assert lines[0] == "6 snapshot(s) compared: 5 matched, 1 drifted (rewritten), 0 without a golden (created)"
 
 
 COUNTED = """

@@ -436,6 +436,31 @@ def test_a_golden_read_while_another_process_replaces_it_is_read_whole(tmp_path:
     assert writer.exitcode == 0 and reads > 0
 
 
+def test_a_missing_golden_that_another_process_is_writing_is_waited_for_not_called_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The other xdist worker began writing the golden just after this one found it missing: its hidden directory is
+    # no leftover of an interrupted write ("re-run with --featviz-update" failed the test).
+    import threading
+
+    monkeypatch.setattr(durable, "WAIT_FOR_WRITERS_S", 0.2)
+    directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
+    directory.parent.mkdir(parents=True)
+    owner = f"{int(time.time()):x}-{durable._host_tag()}-{os.getppid()}"  # another process of this host, alive
+    writing = directory.parent / f".0.featviz-new-{owner}-aaaaaaaa"
+    writing.mkdir()
+    assert golden.read_sidecar(directory) is None  # still being written when the wait ends: no golden yet
+    stored, picture = _snapshot(1)
+    (writing / "conv.png").write_bytes(picture)
+    (writing / golden.SIDECAR).write_text(golden.sidecar_text(stored))
+    finish = threading.Timer(0.05, os.replace, (writing, directory))
+    finish.start()
+    try:
+        assert golden.read_sidecar(directory) == stored  # waited for, then read
+    finally:
+        finish.join()
+
+
 def test_creating_a_golden_another_process_created_meanwhile_leaves_that_one(tmp_path: Path) -> None:
     # Two xdist workers both found one golden missing (repeats of one test): the second to write checks against the
     # first's golden instead of replacing it, as it would have a moment later.
