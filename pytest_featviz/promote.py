@@ -108,9 +108,7 @@ def promote_report(
             current = entry.get("current", _ABSENT)
             if current is None:  # a matched snapshot (--featviz-report-all): nothing to promote
                 continue
-            # a drift of the shared golden on a device that has none of its own: the device's own (keyed goldens)
-            key = "update_dir" if entry.get("update_dir") is not None else "golden_dir"
-            directory = _golden_target(root, golden_dir, _path_text(entry.get(key, _ABSENT), key))
+            directory = _promoted_to(entry, root, golden_dir)
             sidecar, pictures = _current_render(report_dir, _path_text(current, "current"))
         except (GoldenError, OSError, ValueError) as exc:  # ValueError: _Refused, and text that is not UTF-8
             # as text any terminal takes: a path on disk may hold bytes that are not UTF-8 (lone surrogates here)
@@ -314,11 +312,26 @@ def _promote_golden_dir(data: dict[str, Any], root: Path) -> Path:
     return root / text
 
 
-def _golden_target(root: Path, golden_dir: Path, text: str) -> Path:
-    """``root / text``, a snapshot's golden directory, when it lies strictly inside ``golden_dir``: as written and
-    once ``..`` and symbolic links are resolved."""
+def _golden_target(root: Path, golden_dir: Path, text: str, key: str = "golden_dir") -> Path:
+    """``root / text``, a snapshot's golden directory (the report's ``key``), when it lies strictly inside
+    ``golden_dir``: as written and once ``..`` and symbolic links are resolved."""
     where = f"the golden directory {display_path(golden_dir)}"
-    return _inside(root, text, golden_dir, f"golden_dir {text!r}", where)
+    return _inside(root, text, golden_dir, f"{key} {text!r}", where)
+
+
+def _promoted_to(entry: dict[str, Any], root: Path, golden_dir: Path) -> Path:
+    """The golden directory an entry's current render is promoted into: its ``golden_dir``, or its ``update_dir``
+    when it has one (a drift of the shared golden on a device without its own, keyed goldens), which must be a
+    device-keyed sibling of ``golden_dir`` (``0@cuda`` beside ``0``)."""
+    shared = _path_text(entry.get("golden_dir", _ABSENT), "golden_dir")
+    directory = _golden_target(root, golden_dir, shared)
+    if entry.get("update_dir") is None:
+        return directory
+    text = _path_text(entry["update_dir"], "update_dir")
+    keyed, named = PurePosixPath(text.replace("\\", "/")), PurePosixPath(shared.replace("\\", "/"))
+    if keyed.parent != named.parent or not keyed.name.startswith(f"{named.name}@") or keyed.name == f"{named.name}@":
+        raise _Refused(f"update_dir {text!r} is not a device's golden beside golden_dir {shared!r} ({named.name}@...)")
+    return _golden_target(root, golden_dir, text, "update_dir")
 
 
 def _inside(base: Path, text: str, boundary: Path, what: str, where: str) -> Path:

@@ -181,6 +181,45 @@ def test_a_golden_dir_outside_the_golden_directory_is_refused_and_left_untouched
     assert sorted(p.name for p in victim.parent.iterdir() if p.name.startswith(f".{victim.name}")) == []
 
 
+@pytest.mark.parametrize(
+    ("update_dir", "reason"),
+    [
+        ("../victim", "is not a device's golden beside golden_dir"),
+        ("golden/test_models/test_net2/0", "is not a device's golden beside golden_dir"),  # another test's golden
+        ("golden/test_models/test_net/0@cuda/../../test_net2/0", "is not a device's golden beside golden_dir"),
+        ("golden/test_models/test_net/0@", "is not a device's golden beside golden_dir"),
+        ("golden/test_models/escape/0@cuda", "is not a device's golden beside golden_dir"),
+    ],
+)
+def test_a_forged_update_dir_is_refused_unless_it_is_the_device_golden_beside_golden_dir(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, update_dir: str, reason: str
+) -> None:
+    # update_dir (keyed goldens) is where promote writes instead of golden_dir: it may only name 0@<device> beside 0
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    golden = featviz_pytester.path / "golden" / "test_models"
+    before = _files(golden)
+    _edit(report_dir, NET, update_dir=update_dir)
+    status, output = _promote("featviz-report")
+    _refused_one_promoted_other(status, output, golden, before)
+    assert f"update_dir {update_dir!r} {reason} 'golden/test_models/test_net/0' (0@...)" in output
+
+
+def test_an_update_dir_that_leads_out_through_a_link_is_refused_by_its_own_name(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    root = featviz_pytester.path
+    victim = _victim(root.parent / f"{root.name}-victim")
+    golden = root / "golden" / "test_models"
+    before = _files(golden)
+    (golden / "test_net" / "0@cuda").symlink_to(victim, target_is_directory=True)
+    _edit(report_dir, NET, update_dir="golden/test_models/test_net/0@cuda")
+    status, output = _promote("featviz-report")
+    _refused_one_promoted_other(status, output, golden, before)
+    assert "update_dir 'golden/test_models/test_net/0@cuda' leads out of the golden directory golden through" in output
+    assert _files(victim) == VICTIM
+
+
 @pytest.mark.parametrize("forged", ["golden_dir", "root"])
 def test_a_forged_report_cannot_name_a_golden_directory_outside_the_project(
     featviz_pytester: pytest.Pytester,
