@@ -149,12 +149,15 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
-_INTEGER = re.compile(r"-?[0-9]+")  # a whole number as a channel setting's text writes it
+_INTEGER = re.compile(r"[-+]?[0-9]+")  # a whole number as a channel setting's text writes it
 
 
 def _whole(value: Any) -> int:
-    """``value`` as an int when it is a whole number (``4``, ``4.0``, ``"4"``); ``ValueError`` for ``4.7``."""
-    if isinstance(value, float) and not value.is_integer():
+    """``value`` as an int when it is a whole number (``4``, ``4.0``, ``"4"``); ``ValueError`` for ``4.7``, a bool,
+    and text other than ASCII digits (``int()`` also reads ``"1_6"`` as 16, and other scripts' digits)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    if isinstance(value, str) and not _INTEGER.fullmatch(value.strip()):
         raise ValueError(value)
     return int(value)
 
@@ -175,7 +178,12 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
                 raise FeatvizError(f"{name} 'top:N' needs a count N of at least 1; got {value!r}")
             return f"top:{int(top)}"
         if "," in text or text.startswith(("[", "(")):
-            parts = [part.strip() for part in text.strip("[]()").split(",")]
+            inner = text
+            if text[0] in "[(":  # one pair of brackets, matched: "[0, 3]", "(0, 3)"
+                if not text.endswith("]" if text[0] == "[" else ")"):
+                    raise FeatvizError(f"{name} has unmatched brackets; got {value!r}")
+                inner = text[1:-1]
+            parts = [part.strip() for part in inner.split(",")]
             if len(parts) > 1 and not parts[-1]:  # "3," or "[0, 3,]": one trailing comma, as Python writes it
                 parts.pop()
             value = [] if parts == [""] else parts
@@ -186,6 +194,8 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
         if any(not _INTEGER.fullmatch(part) for part in ([value] if isinstance(value, str) else value)):
             raise FeatvizError(f"{name} must be a count, a list of indices, 'all' or 'top:N'; got {text!r}")
     try:
+        if isinstance(value, (bytes, bytearray)):  # a Sequence of ints: b"3" would be channel 51
+            raise TypeError(value)
         if isinstance(value, Sequence) and not isinstance(value, str):
             indices = tuple(_whole(v) for v in value)
             if not indices:
@@ -195,8 +205,6 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
             if len(set(indices)) != len(indices):
                 raise FeatvizError(f"{name} names a channel twice; got {list(indices)}")
             return indices
-        if isinstance(value, bool):
-            raise ValueError
         count = _whole(value)
     except (TypeError, ValueError):
         raise FeatvizError(f"{name} must be a count, a list of indices, 'all' or 'top:N'; got {value!r}") from None

@@ -127,23 +127,33 @@ def test_a_native_toml_value_refused_by_pytest_before_9_2_is_a_usage_error_sayin
         ("3,", (3,)),
         ("[0, 3,]", (0, 3)),
         ("top: 4", "top:4"),
+        ("+3", 3),
+        (["3 ", 4.0], (3, 4)),
     ],
 )
 def test_parse_channels(text: object, parsed: object) -> None:
     assert parse_channels(text) == parsed
 
 
-@pytest.mark.parametrize("text", [0, -2, "none", True, [], "1.5", [1, -1], "0,0", [2, 2], "[]", "-1", "1,-1"])
+@pytest.mark.parametrize(
+    "text",
+    [0, -2, "none", True, [], "1.5", [1, -1], "0,0", [2, 2], "[]", "-1", "1,-1", b"3", ["1_6"], ["\u0663"], [True]],
+)
 def test_parse_channels_rejects(text: object) -> None:
     with pytest.raises(FeatvizError, match="channel"):
         parse_channels(text, "ini")
 
 
-@pytest.mark.parametrize("text", ["1,,2", ",1", "1_6", "\u0663", "top:\u0663", "top:\u00b2", "1 2", "0x10", "+3"])
+@pytest.mark.parametrize(
+    "text",
+    ["1,,2", ",1", "1_6", "\u0663", "top:\u0663", "top:\u00b2", "1 2", "0x10", "[[0,3]]", "0,3]", "[0,3", "(0,3]"],
+)
 def test_channel_text_int_would_read_is_refused_as_written(text: str) -> None:
     # int() takes "1_6" as 16 and "\u0663" (an Arabic-Indic three) as 3, and an empty entry was dropped: each is a
     # typo that silently selected other channels
-    with pytest.raises(FeatvizError, match=r"--featviz-channels: channels (must be a count|'top:N' needs)") as raised:
+    with pytest.raises(
+        FeatvizError, match=r"--featviz-channels: channels (must be a count|'top:N' needs|has unm)"
+    ) as raised:
         parse_channels(text, "--featviz-channels")
     assert repr(text) in str(raised.value)
 
