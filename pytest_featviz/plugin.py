@@ -195,7 +195,14 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
 
     run_name = _test_location(item, repeated=True)[1]
     run = (test_name, run_name) if run_name != test_name else None  # a repeated run's evidence goes apart
-    reporter = Reporter(settings.report_dir, settings.golden_dir, settings.report_all, run, item.config.rootpath)
+    reporter = Reporter(
+        settings.report_dir,
+        settings.golden_dir,
+        settings.report_all,
+        run,
+        item.config.rootpath,
+        item.config.invocation_params.dir,
+    )
     return FeatureSnapshot(identity, settings, results.append, reporter)
 
 

@@ -137,22 +137,23 @@ def promote_report(
     return Promotion(tuple(written), tuple(refused))
 
 
-def command_options(report_dir: Path, root: Path, golden_dir: Path) -> list[str]:
+def command_options(report_dir: Path, root: Path, golden_dir: Path, start: Path | None = None) -> list[str]:
     """The options the ``featviz promote`` command a failure prints needs for a report of a run whose rootdir is
     ``root`` and golden directory ``golden_dir``: ``--root`` when promote would not take the rootdir from
     ``report.json`` alone (no standard pytest configuration file there: ``pytest -c ci.ini``; or the report outside
     it), ``--golden-dir`` when it would not take the golden directory (outside the rootdir, not the
-    ``featviz_golden_dir`` configured there). The run knows both; pasted, the command confirms them."""
+    ``featviz_golden_dir`` configured there). The run knows both; pasted, the command confirms them. Paths are
+    relative to ``start``, where pytest ran (else the working directory)."""
     options: list[str] = []
     try:
         values = _trusted_root(report_dir, root, given=False)
     except _Refused:
-        options += ["--root", display_path(root)]
+        options += ["--root", display_path(root, start)]
         values = _config_values(root) or {}
     try:
         _trusted_golden_dir(golden_dir, root, values, None)
     except _Refused:
-        options += ["--golden-dir", display_path(golden_dir)]
+        options += ["--golden-dir", display_path(golden_dir, start)]
     return options
 
 

@@ -40,12 +40,13 @@ def printable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def display_path(path: str | os.PathLike[str]) -> str:
-    """A path as messages show it: relative to the working directory, unless the absolute path is shorter (a path
-    far up the tree) or there is no relative path (another drive on Windows)."""
-    absolute = os.fspath(path)
+def display_path(path: str | os.PathLike[str], start: str | os.PathLike[str] | None = None) -> str:
+    """A path as messages show it: relative to the working directory (or ``start``: where pytest ran, for a command
+    to paste, when a test may have changed the working directory), unless the absolute path is shorter (a path far
+    up the tree) or there is no relative path (another drive on Windows)."""
+    absolute = os.path.abspath(path) if start is not None else os.fspath(path)
     try:
-        relative = os.path.relpath(path)
+        relative = os.path.relpath(path, start)
     except ValueError:
         return absolute
     return relative if len(relative) <= len(absolute) else absolute

@@ -62,12 +62,14 @@ class Reporter:
         report_all: bool = False,
         run: tuple[str, str] | None = None,
         rootdir: Path | None = None,
+        invocation_dir: Path | None = None,
     ) -> None:
         self.report_dir = report_dir
         self.golden_root = golden_root
         self.report_all = report_all
         self.run = run
         self.rootdir = rootdir  # the run's: what the printed promote command must confirm (--root, --golden-dir)
+        self.invocation_dir = invocation_dir  # where pytest ran: the paths to paste are relative to it
         self._promote_command: str | None = None
 
     def snapshot_dir(self, result: SnapshotResult) -> Path:
@@ -90,10 +92,13 @@ class Reporter:
             artifacts = self._write(evidence)
         except OSError as exc:
             return replace(result, message=_join(result.message, f"(featviz could not write the report: {exc})"))
-        lines = [f"diff mosaic of layer {role[7:]!r}: {display_path(path)}" for role, path in _mosaics(artifacts)]
+        start = self.invocation_dir
+        lines = [
+            f"diff mosaic of layer {role[7:]!r}: {display_path(path, start)}" for role, path in _mosaics(artifacts)
+        ]
         if CURRENT in artifacts:
             lines.append(
-                f"current render: {display_path(Path(artifacts[CURRENT]).parent)}"
+                f"current render: {display_path(Path(artifacts[CURRENT]).parent, start)}"
                 f" (promote it with `{self.promote_command()} -k {shlex.quote(result.test_id)}`, or copy its files"
                 " into the golden directory)"
             )
@@ -105,9 +110,9 @@ class Reporter:
         if self._promote_command is None:
             from pytest_featviz.promote import command_options
 
-            words = [display_path(self.report_dir)]
+            words = [display_path(self.report_dir, self.invocation_dir)]
             if self.rootdir is not None:
-                words += command_options(self.report_dir, self.rootdir, self.golden_root)
+                words += command_options(self.report_dir, self.rootdir, self.golden_root, self.invocation_dir)
             self._promote_command = shlex.join(["featviz", "promote", *words])
         return self._promote_command
 
