@@ -204,22 +204,6 @@ def test_a_forged_update_dir_is_refused_unless_it_is_the_device_golden_beside_go
     assert f"update_dir {update_dir!r} {reason} 'golden/test_models/test_net/0' (0@...)" in output
 
 
-def test_an_update_dir_that_leads_out_through_a_link_is_refused_by_its_own_name(
-    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    report_dir = _drifted(featviz_pytester, monkeypatch)
-    root = featviz_pytester.path
-    victim = _victim(root.parent / f"{root.name}-victim")
-    golden = root / "golden" / "test_models"
-    before = _files(golden)
-    (golden / "test_net" / "0@cuda").symlink_to(victim, target_is_directory=True)
-    _edit(report_dir, NET, update_dir="golden/test_models/test_net/0@cuda")
-    status, output = _promote("featviz-report")
-    _refused_one_promoted_other(status, output, golden, before)
-    assert "update_dir 'golden/test_models/test_net/0@cuda' leads out of the golden directory golden through" in output
-    assert _files(victim) == VICTIM
-
-
 @pytest.mark.parametrize("forged", ["golden_dir", "root"])
 def test_a_forged_report_cannot_name_a_golden_directory_outside_the_project(
     featviz_pytester: pytest.Pytester,
@@ -294,7 +278,7 @@ def test_a_golden_directory_outside_the_rootdir_is_promoted_into(
     featviz_pytester.runpytest().assert_outcomes(passed=2)
 
 
-@pytest.mark.parametrize("link", ["snapshot", "parent"])
+@pytest.mark.parametrize("link", ["snapshot", "parent", "device golden"])
 def test_a_symbolic_link_in_the_golden_directory_that_leads_out_of_it_is_refused(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, link: str
 ) -> None:
@@ -303,13 +287,17 @@ def test_a_symbolic_link_in_the_golden_directory_that_leads_out_of_it_is_refused
     victim = _victim(root.parent / f"{root.name}-victim")
     golden = root / "golden" / "test_models"
     before = _files(golden)
-    # the snapshot's directory is the link, or a folder above it is
-    (golden / "escape").symlink_to(victim if link == "snapshot" else victim.parent, target_is_directory=True)
-    text = "golden/test_models/escape" + ("" if link == "snapshot" else f"/{victim.name}")
-    _edit(report_dir, NET, golden_dir=text)
+    # the snapshot's directory is the link, or a folder above it is, or the device golden a report's update_dir names
+    if link == "device golden":
+        (golden / "test_net" / "0@cuda").symlink_to(victim, target_is_directory=True)
+        key, text = "update_dir", "golden/test_models/test_net/0@cuda"
+    else:
+        (golden / "escape").symlink_to(victim if link == "snapshot" else victim.parent, target_is_directory=True)
+        key, text = "golden_dir", "golden/test_models/escape" + ("" if link == "snapshot" else f"/{victim.name}")
+    _edit(report_dir, NET, **{key: text})
     status, output = _promote("featviz-report")
     _refused_one_promoted_other(status, output, golden, before)
-    assert f"golden_dir {text!r} leads out of the golden directory golden through a symbolic link" in output
+    assert f"{key} {text!r} leads out of the golden directory golden through a symbolic link" in output
     assert _files(victim) == VICTIM
     assert [p.name for p in victim.parent.iterdir() if p.name.startswith(".")] == []
 
