@@ -19,7 +19,7 @@ from pytest_featviz.records import FeatvizError
 from pytest_featviz.session import RESULTS_KEY, SessionTracker, XdistClearing, torch_version
 
 if TYPE_CHECKING:
-    from pytest_featviz.snapshot import FeatureSnapshot
+    from pytest_featviz.fixture import FeatureSnapshot
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 TRACKER_KEY = pytest.StashKey[SessionTracker]()
@@ -165,10 +165,11 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     """Snapshot the feature maps of a model: ``feature_snapshot(model, inputs, layers=..., channels=...)``.
 
     Compares them with the goldens under the golden directory and fails the test on drift; with
-    ``--featviz-update`` it writes the goldens instead. See ``pytest_featviz.snapshot.FeatureSnapshot``.
+    ``--featviz-update`` it writes the goldens instead. See ``pytest_featviz.fixture.FeatureSnapshot``.
     """
     __tracebackhide__ = True
-    from pytest_featviz.snapshot import FeatureSnapshot, TestIdentity, update_command
+    from pytest_featviz.fixture import FeatureSnapshot
+    from pytest_featviz.snapshot import TestIdentity, update_command
 
     settings = request.config.stash[SETTINGS_KEY]
     marker = request.node.get_closest_marker("featviz")

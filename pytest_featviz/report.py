@@ -47,7 +47,7 @@ def wanted(result: SnapshotResult, report_all: bool) -> bool:
 
 
 class Reporter:
-    """The ``reporter`` of :class:`~pytest_featviz.snapshot.FeatureSnapshot`: ``Evidence -> SnapshotResult``.
+    """The ``reporter`` of :class:`~pytest_featviz.fixture.FeatureSnapshot`: ``Evidence -> SnapshotResult``.
 
     Writes the diff mosaic of each drifted layer and the current render of a drifted or missing snapshot into
     ``<report_dir>/snapshots/<the snapshot's path below the golden directory>/``. ``run``: for a run of a repeating

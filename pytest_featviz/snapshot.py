@@ -1,17 +1,18 @@
 """The snapshot policy: capture -> render -> compare -> matched, drifted, missing, created or updated.
 
-:class:`FeatureSnapshot` is the object behind the ``feature_snapshot`` fixture. Each call resolves its settings
-(call over marker over CLI over ini), finds the golden directory, and hands the work to :func:`check_snapshot`,
-which is the one place that decides what happens. The parts it calls live beside it: :mod:`pytest_featviz.current`
-captures the layers and scores each against its golden, :mod:`pytest_featviz.noisefloor` judges a layer again by its
-float noise, and :mod:`pytest_featviz.messages` words the message of a drift.
+:class:`pytest_featviz.fixture.FeatureSnapshot`, the object behind the ``feature_snapshot`` fixture, resolves each
+call's settings (call over marker over CLI over ini), finds the golden directory, and hands the work to
+:func:`check_snapshot`, which is the one place that decides what happens. The parts it calls live beside it:
+:mod:`pytest_featviz.current` captures the layers and scores each against its golden,
+:mod:`pytest_featviz.noisefloor` judges a layer again by its float noise, and :mod:`pytest_featviz.messages` words
+the message of a drift.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from torch import nn
 
 from pytest_featviz import calibrate, durable, environment, golden, goldenpath, goldenwrite
 from pytest_featviz.config import Settings
-from pytest_featviz.current import BIT_DEPTH, CurrentLayer, capture_layers, compare_with_golden, eager
+from pytest_featviz.current import BIT_DEPTH, CurrentLayer, capture_layers, compare_with_golden
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec
@@ -38,14 +39,10 @@ from pytest_featviz.records import (
     UPDATED,
     CalibrationRun,
     Evidence,
-    FeatureDriftError,
-    FeatvizError,
-    GoldenMissingError,
     LayerEvidence,
     LayerResult,
     SnapshotResult,
     display_path,
-    printable,
 )
 from pytest_featviz.stages import default_selection
 
@@ -96,99 +93,6 @@ def update_command(node_id: str, extra_args: Sequence[str] = ()) -> str:
     return shlex.join(["pytest", UPDATE, *extra_args, node_id])
 
 
-class FeatureSnapshot:
-    """``feature_snapshot(model, inputs, *, layers=None, channels=16, name=None, threshold=None, ...)``.
-
-    Captures the selected layers of ``model`` on ``inputs`` (a tensor; a tuple is unpacked as positional arguments,
-    a dict as keyword arguments), compares each channel with the golden and returns a :class:`SnapshotResult`.
-    Raises :class:`FeatureDriftError` on drift and an ``AssertionError`` with the command to run when the golden is
-    missing; under ``--featviz-update`` it writes goldens instead. Several calls in one test get the names
-    ``0, 1, ...`` unless ``name=`` is given; a name used twice in one test is an error.
-    """
-
-    def __init__(
-        self,
-        identity: TestIdentity,
-        settings: Settings,
-        record: Callable[[SnapshotResult], None],
-        reporter: Callable[[Evidence], SnapshotResult] | None = None,
-    ) -> None:
-        self._identity = identity
-        self._settings = settings
-        self._record = record
-        self._reporter = reporter
-        self._names: set[str] = set()
-        self._unnamed = 0
-
-    def _next_name(self, name: str | None) -> str:
-        if name is None:
-            while str(self._unnamed) in self._names:
-                self._unnamed += 1
-            name = str(self._unnamed)
-            self._unnamed += 1
-        elif not isinstance(name, str) or not name:
-            raise FeatvizError(f"name must be a non-empty string; got {name!r}")
-        elif name in self._names:
-            raise FeatvizError(
-                f"snapshot name {name!r} is used twice in {self._identity.node_id}; give each call its own name="
-            )
-        self._names.add(name)
-        return name
-
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Any,
-        *,
-        layers: LayerSpec = None,
-        channels: int | Sequence[int] | str | None = None,
-        name: str | None = None,
-        threshold: float | None = None,
-        normalize: str | None = None,
-        stat_tolerance: float | None = None,
-        rms_tolerance: float | None = None,
-        deterministic: bool | None = None,
-        preset: str | None = None,
-        noise_floor: bool | None = None,
-    ) -> SnapshotResult:
-        __tracebackhide__ = True
-        if not isinstance(model, nn.Module):
-            raise FeatvizError(f"feature_snapshot needs a torch.nn.Module as model; got {type(model).__name__}")
-        try:
-            settings = self._settings.override(
-                {
-                    "threshold": threshold,
-                    "channels": channels,
-                    "normalize": normalize,
-                    "stat_tolerance": stat_tolerance,
-                    "rms_tolerance": rms_tolerance,
-                    "deterministic": deterministic,
-                    "preset": preset,
-                    "noise_floor": noise_floor,
-                },
-                "feature_snapshot()",
-            )
-        except FeatvizError as error:
-            raise error.with_traceback(None) from None  # the message names the setting and the value
-        snapshot_name = self._next_name(name)
-        directory = goldenpath.snapshot_dir(
-            settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
-        )
-        # the golden's directory is named from the name itself; records, messages and reports carry it printable
-        shown = printable(snapshot_name)
-        try:
-            evidence = check_snapshot(eager(model), inputs, layers, settings, directory, self._identity, shown)
-        except FeatvizError as error:
-            raise _user_error(error, self._identity, settings) from None
-        result = self._reporter(evidence) if self._reporter is not None else evidence.result
-        self._record(result)
-        if result.outcome == MISSING:
-            raise GoldenMissingError(result.message)
-        if result.outcome == DRIFTED:
-            raise FeatureDriftError(result.message, result)
-        return result
-
-
 def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = False) -> None:
     """Fail when a segment of ``directory`` has a case-only twin on disk (:func:`goldenpath.case_twin`); with
     ``take_back``, first remove the golden this call just created there (unless the two are one directory, on a file
@@ -199,14 +103,6 @@ def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = Fals
     if take_back and not os.path.samefile(*twin):
         goldenwrite.remove_created(directory, twin[0])
     raise GoldenError(goldenpath.case_message(*twin), recreatable=False)
-
-
-def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings) -> FeatvizError:
-    """``error`` as the test shows it: without the plugin's frames (the message tells what is wrong and why), and for
-    a damaged golden with the exact command that re-creates it."""
-    if isinstance(error, GoldenError) and error.recreatable and not settings.update:
-        error = type(error)(f"{error}\nre-create it with:  {identity.update_command}")
-    return error.with_traceback(None)
 
 
 def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: SnapshotGolden | None) -> LayerSpec:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
+    from pytest_featviz.fixture import FeatureSnapshot
     from pytest_featviz.records import SnapshotResult
-    from pytest_featviz.snapshot import FeatureSnapshot
 
 NODE_ID = "tests/test_model.py::test_features"
 
@@ -20,7 +20,8 @@ def snapshotter(
 ) -> FeatureSnapshot:
     """A ``feature_snapshot`` as the fixture builds it for ``NODE_ID``, with ``settings`` applied as by a marker."""
     from pytest_featviz.config import Settings
-    from pytest_featviz.snapshot import FeatureSnapshot, TestIdentity, update_command
+    from pytest_featviz.fixture import FeatureSnapshot
+    from pytest_featviz.snapshot import TestIdentity, update_command
 
     resolved = Settings(golden_dir=golden_dir, update=update).override(settings, "test")
     identity = TestIdentity(NODE_ID, "tests/test_model.py", "test_features", update_command(NODE_ID))

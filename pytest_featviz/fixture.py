@@ -1,0 +1,128 @@
+"""The object behind the ``feature_snapshot`` fixture: :class:`FeatureSnapshot` names each call's snapshot,
+resolves its settings (call over marker over CLI over ini) and golden directory, hands the work to
+:func:`pytest_featviz.snapshot.check_snapshot`, reports it, and raises on drift or a missing golden."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from pytest_featviz import goldenpath
+from pytest_featviz.config import Settings
+from pytest_featviz.current import eager
+from pytest_featviz.golden import GoldenError
+from pytest_featviz.layers import LayerSpec
+from pytest_featviz.records import (
+    DRIFTED,
+    MISSING,
+    Evidence,
+    FeatureDriftError,
+    FeatvizError,
+    GoldenMissingError,
+    SnapshotResult,
+    printable,
+)
+from pytest_featviz.snapshot import TestIdentity, check_snapshot
+
+
+class FeatureSnapshot:
+    """``feature_snapshot(model, inputs, *, layers=None, channels=16, name=None, threshold=None, ...)``.
+
+    Captures the selected layers of ``model`` on ``inputs`` (a tensor; a tuple is unpacked as positional arguments,
+    a dict as keyword arguments), compares each channel with the golden and returns a :class:`SnapshotResult`.
+    Raises :class:`FeatureDriftError` on drift and an ``AssertionError`` with the command to run when the golden is
+    missing; under ``--featviz-update`` it writes goldens instead. Several calls in one test get the names
+    ``0, 1, ...`` unless ``name=`` is given; a name used twice in one test is an error.
+    """
+
+    def __init__(
+        self,
+        identity: TestIdentity,
+        settings: Settings,
+        record: Callable[[SnapshotResult], None],
+        reporter: Callable[[Evidence], SnapshotResult] | None = None,
+    ) -> None:
+        self._identity = identity
+        self._settings = settings
+        self._record = record
+        self._reporter = reporter
+        self._names: set[str] = set()
+        self._unnamed = 0
+
+    def _next_name(self, name: str | None) -> str:
+        if name is None:
+            while str(self._unnamed) in self._names:
+                self._unnamed += 1
+            name = str(self._unnamed)
+            self._unnamed += 1
+        elif not isinstance(name, str) or not name:
+            raise FeatvizError(f"name must be a non-empty string; got {name!r}")
+        elif name in self._names:
+            raise FeatvizError(
+                f"snapshot name {name!r} is used twice in {self._identity.node_id}; give each call its own name="
+            )
+        self._names.add(name)
+        return name
+
+    def __call__(
+        self,
+        model: nn.Module,
+        inputs: Any,
+        *,
+        layers: LayerSpec = None,
+        channels: int | Sequence[int] | str | None = None,
+        name: str | None = None,
+        threshold: float | None = None,
+        normalize: str | None = None,
+        stat_tolerance: float | None = None,
+        rms_tolerance: float | None = None,
+        deterministic: bool | None = None,
+        preset: str | None = None,
+        noise_floor: bool | None = None,
+    ) -> SnapshotResult:
+        __tracebackhide__ = True
+        if not isinstance(model, nn.Module):
+            raise FeatvizError(f"feature_snapshot needs a torch.nn.Module as model; got {type(model).__name__}")
+        try:
+            settings = self._settings.override(
+                {
+                    "threshold": threshold,
+                    "channels": channels,
+                    "normalize": normalize,
+                    "stat_tolerance": stat_tolerance,
+                    "rms_tolerance": rms_tolerance,
+                    "deterministic": deterministic,
+                    "preset": preset,
+                    "noise_floor": noise_floor,
+                },
+                "feature_snapshot()",
+            )
+        except FeatvizError as error:
+            raise error.with_traceback(None) from None  # the message names the setting and the value
+        snapshot_name = self._next_name(name)
+        directory = goldenpath.snapshot_dir(
+            settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
+        )
+        # the golden's directory is named from the name itself; records, messages and reports carry it printable
+        shown = printable(snapshot_name)
+        try:
+            evidence = check_snapshot(eager(model), inputs, layers, settings, directory, self._identity, shown)
+        except FeatvizError as error:
+            raise _user_error(error, self._identity, settings) from None
+        result = self._reporter(evidence) if self._reporter is not None else evidence.result
+        self._record(result)
+        if result.outcome == MISSING:
+            raise GoldenMissingError(result.message)
+        if result.outcome == DRIFTED:
+            raise FeatureDriftError(result.message, result)
+        return result
+
+
+def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings) -> FeatvizError:
+    """``error`` as the test shows it: without the plugin's frames (the message tells what is wrong and why), and for
+    a damaged golden with the exact command that re-creates it."""
+    if isinstance(error, GoldenError) and error.recreatable and not settings.update:
+        error = type(error)(f"{error}\nre-create it with:  {identity.update_command}")
+    return error.with_traceback(None)
