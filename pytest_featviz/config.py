@@ -168,6 +168,7 @@ def parse_channels(value: Any, source: str = "channels") -> ChannelsSetting:
 
 
 def _channels(value: Any, name: str) -> ChannelsSetting:
+    shown = value.strip() if isinstance(value, str) else value  # as the refusals quote it
     if isinstance(value, str):
         text = value.strip()
         if text == "all":
@@ -189,11 +190,7 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
             value = [] if parts == [""] else parts
         else:
             value = text
-        # ASCII digits only: int() would also take "1_6" as 16 and other scripts' digits; an empty entry ("1,,2")
-        # is no channel
-        if any(not _INTEGER.fullmatch(part) for part in ([value] if isinstance(value, str) else value)):
-            raise FeatvizError(f"{name} must be a count, a list of indices, 'all' or 'top:N'; got {text!r}")
-    try:
+    try:  # _whole takes ASCII digits only: an empty entry ("1,,2"), "1_6" or another script's digits is refused
         if isinstance(value, (bytes, bytearray)):  # a Sequence of ints: b"3" would be channel 51
             raise TypeError(value)
         if isinstance(value, Sequence) and not isinstance(value, str):
@@ -207,7 +204,7 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
             return indices
         count = _whole(value)
     except (TypeError, ValueError):
-        raise FeatvizError(f"{name} must be a count, a list of indices, 'all' or 'top:N'; got {value!r}") from None
+        raise FeatvizError(f"{name} must be a count, a list of indices, 'all' or 'top:N'; got {shown!r}") from None
     if count < 1:
         raise FeatvizError(f"{name} must be at least 1; got {count}")
     return count
