@@ -124,10 +124,11 @@ def _owner() -> str:
 
 
 def leftovers(directory: Path) -> list[Path]:
-    """Hidden siblings of ``directory`` that writes made (``.<name>.featviz-new-*`` / ``-old-*``), live or left;
-    the copies moved aside first, since one of those holds what ``directory`` held before (a run killed between the
-    two renames of :func:`_put_in_place`)."""
-    found = _siblings(directory)
+    """Hidden siblings of ``directory`` that writes made (``.<name>.featviz-new-*`` / ``-old-*``), but not those of
+    a write going on in another process of this host (:func:`wait_for_writers` waits for it); the copies moved aside
+    first, since one of those holds what ``directory`` held before (a run killed between the two renames of
+    :func:`_put_in_place`)."""
+    found = [(path, match) for path, match in _siblings(directory) if not _written_here_now(match)]
     return [path for path, match in found if match.group(1) == "old"] + [
         path for path, match in found if match.group(1) == "new"
     ]
@@ -206,12 +207,6 @@ def wait_for_writers(directory: Path, timeout: float = WAIT_FOR_WRITERS_S) -> bo
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     return waited
-
-
-def left_over(directory: Path) -> list[Path]:
-    """:func:`leftovers`, but for those of a write still going on in another process of this host."""
-    live = {path for path, match in _siblings(directory) if _written_here_now(match)}
-    return [path for path in leftovers(directory) if path not in live]
 
 
 def stamp(directory: Path) -> tuple[int, int] | None:

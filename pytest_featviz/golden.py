@@ -335,7 +335,7 @@ def _missing_sidecar(directory: Path) -> bytes | None:
         if not waited or time.monotonic() >= deadline:
             break
     # a write another process started since is no leftover: the golden is missing until it ends, and then there
-    leftovers = durable.left_over(directory)
+    leftovers = durable.leftovers(directory)
     if leftovers:  # the first holds the previous golden when there is one
         raise GoldenError(
             f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
