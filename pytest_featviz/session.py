@@ -80,6 +80,17 @@ def golden_fates(results: Iterable[SnapshotResult]) -> Counter[str]:
     return Counter(fates.values())
 
 
+def _rewritten(results: Iterable[SnapshotResult]) -> str:
+    """What ``--featviz-update`` did with the drifted snapshots: it rewrote their goldens, except where it wrote the
+    device's own golden beside the shared one it compared with (environment-keyed goldens), which it left alone."""
+    updated = [result for result in results if result.outcome == UPDATED]
+    keyed = sum(result.update_dir is not None for result in updated)
+    if not keyed:
+        return "rewritten"
+    beside = "written as the device's own goldens, the shared goldens left as they were"
+    return beside if keyed == len(updated) else f"{len(updated) - keyed} rewritten; {keyed} {beside}"
+
+
 def create_missing(missing: list[SnapshotResult]) -> tuple[str, int] | None:
     """The command that creates the goldens of the ``missing`` snapshots, with how many more tests than it names
     (``MISSING_LISTED``) are missing one; ``None`` when no message holds a command. Built from each missing snapshot's
@@ -301,7 +312,7 @@ class SessionTracker:
         if self.settings.update:  # nothing drifts or goes missing: it is rewritten or created
             terminalreporter.write_line(
                 f"{len(self.results)} snapshot(s) compared: {counts[MATCHED]} matched, {counts[UPDATED]} drifted"
-                f" (rewritten), {counts[CREATED]} without a golden (created)"
+                f" ({_rewritten(self.results)}), {counts[CREATED]} without a golden (created)"
             )
         elif self.settings.create:  # nothing goes missing: it is created; a drift fails as in a check
             terminalreporter.write_line(f"{checked_line(counts)}, {counts[CREATED]} without a golden (created)")

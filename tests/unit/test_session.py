@@ -73,6 +73,30 @@ def test_each_golden_is_counted_once_by_what_happened_to_it() -> None:
     ]
 
 
+def test_a_drift_written_as_the_device_s_own_golden_is_not_called_rewritten() -> None:
+    # environment-keyed goldens: a drift of the shared golden on cuda writes 0@cuda and leaves the shared one as it
+    # was; the line said "rewritten" while the goldens line below it said "created"
+    tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True, golden_key="device"))
+    keyed = SnapshotResult("t.py::a", "0", "golden/a/0", UPDATED, update_dir="golden/a/0@cuda")
+    rewritten = SnapshotResult("t.py::b", "0", "golden/b/0", UPDATED)
+    tracker.pytest_runtest_logreport(
+        SimpleNamespace(nodeid="t.py::a", when="call", outcome="passed", featviz=[keyed.to_dict()])
+    )  # type: ignore[arg-type]
+    assert _summary(tracker)[:2] == [
+        "1 snapshot(s) compared: 0 matched, 1 drifted (written as the device's own goldens, the shared goldens left"
+        " as they were), 0 without a golden (created)",
+        "goldens: 1 created, 0 updated, 0 unchanged (in golden)",
+    ]
+    tracker.pytest_runtest_logreport(
+        SimpleNamespace(nodeid="t.py::b", when="call", outcome="passed", featviz=[rewritten.to_dict()])
+    )  # type: ignore[arg-type]
+    assert _summary(tracker)[:2] == [
+        "2 snapshot(s) compared: 0 matched, 2 drifted (1 rewritten; 1 written as the device's own goldens, the"
+        " shared goldens left as they were), 0 without a golden (created)",
+        "goldens: 1 created, 1 updated, 0 unchanged (in golden)",
+    ]
+
+
 def test_the_command_for_missing_goldens_creates_them_with_each_test_s_own_options() -> None:
     """--featviz-create rewrites no golden, so a test that also drifted is named too: the command fails on that
     drift and shows it (the --featviz-update of before had to leave such a test out)."""
