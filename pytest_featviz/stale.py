@@ -383,6 +383,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     golden and its shared one count as one snapshot as for stale goldens (:func:`_shared_key`), listed once. Sorted,
     so a run under xdist lists them as a serial run does."""
     from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
+    from pytest_featviz.goldenpath import KEY_SEPARATOR
 
     by_test: dict[str, list[SnapshotResult]] = {}
     for result in results:
@@ -390,16 +391,34 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     # checked by any record: the runs of a repeated test (pytest-repeat) share its goldens, and one that passed
     # checked what another stopped before
     seen = {_shared_key(result.golden_dir, keyed) for result in results}
-    found: dict[str, Path] = {}  # by shared key: the first of a snapshot's directories (sorted: the shared one)
+    found: dict[str, Path] = {}  # by shared key: the directory the test's device would check
     for records in by_test.values():
         if not any(r.outcome in (DRIFTED, MISSING) for r in records):
             continue
+        device = _device_key(records) if keyed else None
         for folder in {Path(r.golden_dir).parent for r in records}:
-            for snapshot in _subdirectories(folder):
+            for snapshot in _subdirectories(folder):  # sorted: a shared golden before its keyed ones
                 key = _shared_key(snapshot, keyed)
-                if key not in seen and key not in found and (snapshot / SIDECAR).is_file():
+                if key in seen or not (snapshot / SIDECAR).is_file():
+                    continue
+                # the device's own golden where it has one (``second@cuda``), else the shared one it falls back to
+                if key not in found or (device is not None and snapshot.name.endswith(KEY_SEPARATOR + device)):
                     found[key] = snapshot
     return sorted(found.values())
+
+
+def _device_key(records: Iterable[SnapshotResult]) -> str | None:
+    """The device key a test's keyed goldens carry on this run (``cuda``), as its records show it: a record that
+    compared with the device's own golden, or that would write one; ``None`` when none did."""
+    from pytest_featviz.goldenpath import KEY_SEPARATOR, shared_dir  # numpy: only once a snapshot has run
+
+    for record in records:
+        if record.update_dir is not None:
+            return Path(record.update_dir).name.rpartition(KEY_SEPARATOR)[2]
+        compared = Path(record.golden_dir)
+        if shared_dir(compared) != compared:
+            return compared.name.rpartition(KEY_SEPARATOR)[2]
+    return None
 
 
 def _named_and_real(path: str | Path) -> list[str]:

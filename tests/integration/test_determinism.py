@@ -311,7 +311,13 @@ def test_keyed_goldens_fall_back_to_the_shared_one_and_update_only_their_own(
     # "1 updated", and git shows a new directory to add)
     result = subject.runpytest("--featviz-update")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["1 snapshot(s) compared: 0 matched, 1 drifted*", "goldens: 1 created, 0 updated, *"])
+    result.stdout.fnmatch_lines(
+        [
+            "1 snapshot(s) compared: 0 matched, 1 drifted (written as the device's own goldens, the shared goldens"
+            " left as they were), 0 without a golden (created)",
+            "goldens: 1 created, 0 updated, *",
+        ]
+    )
     assert (root / KEYED / "snapshot.json").is_file()
     assert json.loads((root / KEYED / "snapshot.json").read_text(encoding="utf-8"))["environment"]["device"] == "cuda"
     assert _files(root / SIDECAR.parent) == shared
@@ -353,6 +359,35 @@ def test_a_keyed_golden_is_neither_stale_nor_pruned_on_another_device(
     result = subject.runpytest("--featviz-prune")
     result.stdout.fnmatch_lines(["*2 stale golden snapshot(s) deleted*"])
     assert not (subject.path / KEYED).exists() and not (subject.path / SIDECAR).exists()
+
+
+TWO_SNAPSHOTS = """
+from featviz_models import make_input, make_model
+
+
+def test_a(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["1", "3"])
+    feature_snapshot(make_model(), make_input(), layers=["1", "3"], name="second")
+"""
+
+
+def test_the_goldens_a_drift_left_unchecked_are_named_as_the_device_would_check_them(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = device\n")
+    subject.makepyfile(test_subject=TWO_SNAPSHOTS)
+    _update(subject)  # the shared goldens 0 and second
+    line = "1 golden snapshot(s) of the failing tests were not checked: * again): golden/test_subject/test_a/{}"
+    with monkeypatch.context() as patch:
+        patch.setattr(environment, "device_type", lambda model, inputs: "cuda")
+        patch.setenv("FEATVIZ_TEST_CODE", "1")
+        _update(subject)  # cuda's own goldens 0@cuda and second@cuda
+        patch.delenv("FEATVIZ_TEST_CODE")
+        # on cuda the drift of 0@cuda stops the test before second@cuda, the golden it would check (it named the
+        # shared one, which cuda does not use)
+        subject.runpytest().stdout.fnmatch_lines([line.format("second@cuda")])
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    subject.runpytest().stdout.fnmatch_lines([line.format("second")])  # on the cpu: the shared one
 
 
 def test_an_unknown_golden_key_is_a_usage_error(subject: pytest.Pytester) -> None:

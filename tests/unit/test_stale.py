@@ -28,9 +28,10 @@ def test_two(tmp_path: Path) -> Path:
 
 
 def test_a_keyed_golden_and_its_shared_one_are_one_unchecked_snapshot(test_two: Path) -> None:
-    # the test drifted at 'first' on the cpu (its keyed golden): 'second' was not checked, and is one snapshot
+    # the test drifted at 'first' on the cpu (its keyed golden): 'second' was not checked, and is one snapshot, named
+    # as the cpu checks it (its own golden)
     results = [SnapshotResult("test_a.py::test_two", "first", str(test_two / "first@cpu"), DRIFTED)]
-    assert unreached_snapshots(results, keyed=True) == [test_two / "second"]
+    assert unreached_snapshots(results, keyed=True) == [test_two / "second@cpu"]
     # without keys, second@cpu is a snapshot of its own (and first, not checked either)
     assert unreached_snapshots(results, keyed=False) == [
         test_two / "first",
