@@ -124,5 +124,9 @@ def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings)
     """``error`` as the test shows it: without the plugin's frames (the message tells what is wrong and why), and for
     a damaged golden with the exact command that re-creates it."""
     if isinstance(error, GoldenError) and error.recreatable and not settings.update:
-        error = type(error)(f"{error}\nre-create it with:  {identity.update_command}")
+        # --featviz-create writes only missing goldens: the run the user made to fix it says why it did not
+        why = ""
+        if settings.create:
+            why = "--featviz-create writes only missing goldens and leaves a damaged one as it is; "
+        error = type(error)(f"{error}\n{why}re-create it with:  {identity.update_command}")
     return error.with_traceback(None)

@@ -189,6 +189,22 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
     assert _files(project.path / "golden" / "test_two" / "test_sound") == sound
 
 
+def test_featviz_create_leaves_a_damaged_golden_and_says_why(project: pytest.Pytester) -> None:
+    # --featviz-create writes missing goldens only; the user who ran it to fix a damaged one is told why it did not
+    _damage("not-a-png", project.path / TARGET)
+    damaged = _files(project.path / "golden")
+    result = project.runpytest("--featviz-create")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E * " + DAMAGE["not-a-png"],
+            "E *--featviz-create writes only missing goldens and leaves a damaged one as it is; re-create it with: "
+            " pytest --featviz-update test_two.py::test_target",
+        ]
+    )
+    assert _files(project.path / "golden") == damaged
+
+
 HOSTILE_TESTS = r"""
 import pytest
 from featviz_models import make_input, make_model
