@@ -103,6 +103,6 @@ def drift_message(
         " units of the golden picture's spread; statistics change, the larger change of its mean or std in units of"
         " its golden std (of a picture of tokens x features, also of each feature's over the tokens)"
     )
-    lines.append(f"golden: {display_path(directory)}")
+    lines.append(f"golden: {display_path(directory, identity.invocation_dir)}")
     lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
     return "\n".join(lines)

@@ -190,7 +190,9 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
         Path(os.path.abspath(p)).is_relative_to(os.path.abspath(item.config.rootpath))
         for p in (item.path, settings.golden_dir)
     )
-    identity = TestIdentity(item.nodeid, test_file, test_name, command, item.path if inside else None)
+    identity = TestIdentity(
+        item.nodeid, test_file, test_name, command, item.path if inside else None, item.config.invocation_params.dir
+    )
     results = item.stash.setdefault(RESULTS_KEY, [])
     from pytest_featviz.report import Reporter
 

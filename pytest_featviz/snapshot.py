@@ -73,6 +73,9 @@ class TestIdentity:
     # the test file, whose path relative to the snapshot's directory the sidecar records, so that stale detection
     # can tell a golden whose test file is gone; None where it is not known
     path: Path | None = None
+    # where pytest ran: the paths a message shows are relative to it, as the commands it prints, even when the test
+    # changed the working directory; None: the working directory
+    invocation_dir: Path | None = None
 
     @property
     def create_command(self) -> str:
@@ -240,7 +243,7 @@ def _check(
             return evidence(UPDATED if damaged else CREATED, results, pictures)
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
-            f" (looked for {display_path(directory / golden.SIDECAR)})\n"
+            f" (looked for {display_path(directory / golden.SIDECAR, identity.invocation_dir)})\n"
             f"{CREATE_WITH}{identity.create_command}"
         )
         return evidence(MISSING, results, pictures, message)
@@ -325,7 +328,8 @@ def _check(
     if keyed is not None:
         explanation.append(
             f"this is the shared golden: there is no golden for {environment.device_type(model, inputs)} yet"
-            f" (--featviz-update would write {display_path(keyed)} and leave the shared one alone)"
+            f" (--featviz-update would write {display_path(keyed, identity.invocation_dir)} and leave the"
+            " shared one alone)"
         )
     message = drift_message(identity, snapshot_name, directory, results, explanation)
     return evidence(DRIFTED, results, pictures, message)

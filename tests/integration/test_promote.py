@@ -576,10 +576,11 @@ def test_the_printed_promote_command_confirms_what_promote_would_not_take_from_t
     featviz_pytester.runpytest(*args).assert_outcomes(passed=1)
 
 
-def test_the_printed_promote_command_is_relative_to_where_pytest_ran_when_the_test_changed_directory(
+def test_the_paths_a_failure_shows_are_relative_to_where_pytest_ran_when_the_test_changed_directory(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a test that chdirs into a subdirectory printed `featviz promote ../featviz-report ...`, which failed pasted
+    # a test that chdirs into a subdirectory printed `featviz promote ../featviz-report ...`, which failed pasted, and
+    # `golden: ../golden/...`
     chdir = TEST_FILE.replace("def test_net(feature_snapshot):", "def test_net(feature_snapshot, monkeypatch):")
     chdir = chdir.replace(
         "    torch.manual_seed(0)\n",
@@ -587,12 +588,15 @@ def test_the_printed_promote_command_is_relative_to_where_pytest_ran_when_the_te
         1,
     )
     featviz_pytester.makepyfile(test_models=chdir)
+    missing = featviz_pytester.runpytest()
+    missing.stdout.fnmatch_lines(["*(looked for golden/test_models/test_net/0/snapshot.json)"])
     featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
     monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
     result = featviz_pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
+            "E *golden: golden/test_models/test_net/0",
             "*diff mosaic of layer '0': featviz-report/snapshots/test_models/test_net/0/diff-0.png",
             "*current render: featviz-report/snapshots/test_models/test_net/0/current (promote it with"
             " `featviz promote featviz-report -k test_models.py::test_net`*",
