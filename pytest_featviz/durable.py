@@ -153,7 +153,26 @@ def _abandoned(match: re.Match[str]) -> bool:
         return True
     if host != _host_tag():
         return False  # another machine's write on a shared drive, still recent
-    return int(pid) == os.getpid() or not _process_alive(int(pid))
+    return int(pid) == os.getpid() or not _process_alive(int(pid)) or _started_after(int(pid), int(stamp, 16))
+
+
+# how much later than a write's owner stamp a process must have started to be another process under the same pid: the
+# stamp is whole seconds, and the boot time the start is counted from is rounded to seconds
+_START_SLACK_S = 2
+
+
+def _started_after(pid: int, seconds: int) -> bool:
+    """Whether process ``pid`` started after ``seconds`` (since the epoch), so that it is not the one that began a
+    write then: the OS gave the pid of a killed writer to a new process. Linux only (``/proc``); ``False`` where
+    the start is not known, leaving the leftover to :data:`ABANDONED_AFTER_S`."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        ticks = int(status.rpartition(")")[2].split()[19])  # field 22, starttime; the name before ")" may hold spaces
+        started = int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, IndexError, ValueError):
+        return False
+    return started > seconds + _START_SLACK_S
 
 
 def _process_alive(pid: int) -> bool:

@@ -363,7 +363,12 @@ def _dead_pid() -> int:
 
 
 def test_a_write_going_on_in_another_process_keeps_its_hidden_directories(snap: Path) -> None:
+    import subprocess
+    import sys
+
     now, host = int(time.time()), durable._host_tag()
+    # alive, but started after the write its pid names began: the OS gave a killed writer's pid to a new process
+    reused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     names = {
         "live here": f".0.featviz-new-{now:x}-{host}-{os.getppid()}-aaaaaaaa",  # another pytest writing this now
         "live elsewhere": f".0.featviz-old-{now:x}-{'f' * 6 if host != 'ffffff' else '0' * 6}-1-bbbbbbbb",
@@ -372,11 +377,22 @@ def test_a_write_going_on_in_another_process_keeps_its_hidden_directories(snap: 
         "long ago elsewhere": f".0.featviz-new-{now - 2 * durable.ABANDONED_AFTER_S:x}-abcdef-1-eeeeeeee",
         "before owners": ".0.featviz-new-zz99zz99",
     }
-    for name in names.values():
-        (snap.parent / name).mkdir()
-    _write(snap, seed=2)
+    reused_name = f".0.featviz-new-{now - 600:x}-{host}-{reused.pid}-ffffffff"
+    try:
+        for name in [*names.values(), reused_name]:
+            (snap.parent / name).mkdir()
+        if sys.platform == "linux":  # elsewhere the start of a process is not known: it waits out ABANDONED_AFTER_S
+            names["pid reused"] = reused_name
+            # a read does not wait for it (each read of the golden waited 10 s)
+            (snap.parent / reused_name.replace(".0.", ".1.")).mkdir()
+            assert not durable.wait_for_writers(snap.parent / "1", timeout=0.5)
+        _write(snap, seed=2)
+    finally:
+        reused.kill()
+        reused.wait()
     left = sorted(p.name for p in snap.parent.iterdir())
-    assert left == sorted(["0", names["live here"], names["live elsewhere"]])
+    kept = [names["live here"], names["live elsewhere"]] + ([] if "pid reused" in names else [reused_name])
+    assert [name for name in left if not name.startswith(".1.")] == sorted(["0", *kept])
 
 
 def _write_many(directory: str, seeds: tuple[int, int], start: Any, count: int) -> None:
