@@ -284,7 +284,7 @@ def test_a_symbolic_link_in_the_golden_directory_that_leads_out_of_it_is_refused
 ) -> None:
     report_dir = _drifted(featviz_pytester, monkeypatch)
     root = featviz_pytester.path
-    victim = _victim(root.parent / f"{root.name}-victim")
+    victim = _victim(root.parent / f"{root.name}-outside" / "victim")  # its folder holds only it
     golden = root / "golden" / "test_models"
     before = _files(golden)
     # the snapshot's directory is the link, or a folder above it is, or the device golden a report's update_dir names
