@@ -1,18 +1,17 @@
 """The drift report's files: each snapshot's diff mosaics and current render, the session's ``report.json`` and
-``index.html``, and the manifest that says which files in the report directory are ours.
+``index.html``.
 
 A :class:`Reporter` receives each check's :class:`~pytest_featviz.records.Evidence` (in the process that ran the
 test, an xdist worker included), writes that snapshot's files under ``<report dir>/snapshots/`` and returns the
 result with ``artifacts`` and the mosaic paths in its message. At session end the controller merges the result
-records into ``report.json`` and ``index.html``. Every file written is listed in a manifest, so the next session
-removes exactly those files and nothing else. The pictures are drawn by :mod:`pytest_featviz.diffmosaic` and the
-page and CI texts rendered by :mod:`pytest_featviz.outputs`; numpy and Pillow are imported only when a picture is
-drawn.
+records into ``report.json`` and ``index.html``. Every file is written through the manifest
+(:mod:`pytest_featviz.manifest`), so the next session removes exactly those files and nothing else. The pictures are
+drawn by :mod:`pytest_featviz.diffmosaic` and the page and CI texts rendered by :mod:`pytest_featviz.outputs`; numpy
+and Pillow are imported only when a picture is drawn.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -24,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_featviz.diffmosaic import channel_label, diff_mosaic, encode_rgb
+from pytest_featviz.manifest import only_ours, refuse_foreign, remove_listed, write_ours, write_recorded
+from pytest_featviz.manifest import remove_stale as remove_stale  # moved to manifest; session.py imports it here
+from pytest_featviz.manifest import tidy as tidy  # moved to manifest; session.py calls report.tidy
 from pytest_featviz.outputs import render_index
 from pytest_featviz.records import DRIFTED, MATCHED, MISSING, OUTCOMES, Evidence, SnapshotResult, display_path
 
 REPORT_FORMAT = 1
-MANIFEST = ".featviz-manifest"
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
 GITIGNORE = ".gitignore"
@@ -128,13 +129,13 @@ class Reporter:
             }
             for folder in folders:
                 if folder.is_dir():
-                    _remove_listed(self.report_dir, folder)
+                    remove_listed(self.report_dir, folder)
 
     def _write(self, evidence: Evidence) -> dict[str, str]:
         from pytest_featviz.goldenpath import sanitize_name
 
         def write_atomic(path: Path, data: bytes) -> None:
-            _write_ours(self.report_dir, path, data)
+            write_ours(self.report_dir, path, data)
 
         result = evidence.result
         target = self.snapshot_dir(result)
@@ -178,118 +179,6 @@ def _join(message: str, *lines: str) -> str:
 
 def _mosaics(artifacts: dict[str, str]) -> list[tuple[str, str]]:
     return [(role, path) for role, path in artifacts.items() if role.startswith("mosaic:")]
-
-
-# ------------------------------------------------------------------------------------------------ the manifest
-
-
-def _record(report_dir: Path, paths: Iterable[str | Path]) -> None:
-    """Add ``paths`` to the manifest of files this plugin wrote. One short line per ``write`` in append mode, so
-    xdist workers can add to it at the same time."""
-    lines = "".join(_entry(report_dir, path) + "\n" for path in paths)
-    if lines:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        _refuse_linked_manifest(report_dir)
-        # never through a link put there since: appending would write where it points, maybe outside
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        with os.fdopen(os.open(report_dir / MANIFEST, flags, 0o644), "a", encoding="utf-8") as stream:
-            stream.write(lines)
-
-
-def _refuse_linked_manifest(report_dir: Path) -> None:
-    """Raise ``OSError`` when the manifest is a symbolic link: the report would record its files through it."""
-    if (report_dir / MANIFEST).is_symlink():
-        raise OSError(errno.EEXIST, "the report's manifest is a symbolic link; remove it", str(report_dir / MANIFEST))
-
-
-def _entry(report_dir: Path, path: Path | str) -> str:
-    """``path`` as the manifest lists it: relative to the report directory, with forward slashes."""
-    return Path(os.path.relpath(path, report_dir)).as_posix()
-
-
-def _listed(report_dir: Path) -> list[str]:
-    """The manifest's lines: the files this plugin wrote in the report directory (none without a manifest)."""
-    try:
-        text = (report_dir / MANIFEST).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    return [line for line in text.splitlines() if "\x00" not in line]  # a damaged line names no file of ours
-
-
-def _refuse_foreign(report_dir: Path, *paths: Path) -> None:
-    """Raise ``FileExistsError`` when one of ``paths`` holds a file this plugin did not write: one the manifest
-    does not list (what the previous report wrote was removed at session start; what this session wrote is listed).
-    A report directory pointed at a folder of someone else's files (``--featviz-report-dir site``) leaves them be."""
-    present = [path for path in paths if path.exists() or path.is_symlink()]
-    if not present:
-        return
-    listed = set(_listed(report_dir))
-    for path in present:
-        if _entry(report_dir, path) not in listed:
-            raise FileExistsError(
-                errno.EEXIST,
-                "a file pytest-featviz did not write is in the way (it never overwrites one); choose another"
-                " --featviz-report-dir",
-                str(path),
-            )
-
-
-def _write_ours(report_dir: Path, path: Path, data: bytes) -> None:
-    """:func:`_write_recorded` where :func:`_refuse_foreign` allows it."""
-    _refuse_foreign(report_dir, path)
-    _write_recorded(report_dir, path, data)
-
-
-def _write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
-    """``write_atomic``, and the file recorded in the manifest at once, so that a report cut short by an error is
-    still cleared by the next session."""
-    from pytest_featviz.durable import write_atomic
-
-    _refuse_linked_manifest(report_dir)  # before the file: written unrecorded, it would count as someone else's
-    write_atomic(path, data)
-    _record(report_dir, [path])
-
-
-def _remove_listed(report_dir: Path, within: Path) -> list[Path]:
-    """Remove the files under ``within`` that the manifest lists and the folders they leave empty (up to the report
-    directory). Files the manifest does not list, or that lie outside the report directory, are never touched."""
-    root, base = report_dir.resolve(), within.resolve()
-    removed: list[Path] = []
-    folders: set[Path] = set()
-    for line in sorted(set(_listed(report_dir))):
-        path = (report_dir / line).resolve()
-        if not line or not path.is_relative_to(root) or not path.is_relative_to(base) or not path.is_file():
-            continue
-        path.unlink()
-        removed.append(path)
-        folders.update(p for p in path.parents if p.is_relative_to(root) and p != root)
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    return removed
-
-
-def tidy(report_dir: Path) -> None:
-    """Remove the manifest when no file it lists is left, and the report directory when that empties it (nothing
-    without a manifest: the directory is then not the report's)."""
-    if not (report_dir / MANIFEST).is_file():
-        return
-    root = report_dir.resolve()
-    for line in filter(None, _listed(report_dir)):
-        path = (root / line).resolve()
-        if path.is_relative_to(root) and path.is_file():
-            return
-    (report_dir / MANIFEST).unlink()
-    if not any(report_dir.iterdir()):
-        report_dir.rmdir()
-
-
-def remove_stale(report_dir: Path) -> list[Path]:
-    """Remove the files an earlier session wrote (as listed in its manifest), the folders they leave empty, the
-    manifest, and the report directory when that empties it. Returns what was removed."""
-    removed = _remove_listed(report_dir, report_dir)
-    tidy(report_dir)
-    return removed
 
 
 # ---------------------------------------------------------------------------------------------- the whole run
@@ -420,19 +309,13 @@ def write_session_report(
         return None
     data = report_data(results, report_dir, root, report_all, run)
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    _refuse_foreign(report_dir, report_dir / REPORT_JSON, report_dir / INDEX_HTML)  # both or neither
+    refuse_foreign(report_dir, report_dir / REPORT_JSON, report_dir / INDEX_HTML)  # both or neither
     # A test id from a folder named in bytes that are not UTF-8 holds lone surrogates: written as their JSON escape
     # (\udce9), which reads back as the same id.
-    _write_recorded(report_dir, report_dir / REPORT_JSON, text.encode("utf-8", "backslashreplace"))
-    _write_recorded(report_dir, report_dir / INDEX_HTML, render_index(data).encode("utf-8", "backslashreplace"))
+    write_recorded(report_dir, report_dir / REPORT_JSON, text.encode("utf-8", "backslashreplace"))
+    write_recorded(report_dir, report_dir / INDEX_HTML, render_index(data).encode("utf-8", "backslashreplace"))
     # Like .pytest_cache: `git add -A` after a failing run leaves the report out. Only in a folder of the report's
     # own: in one that holds other files (--featviz-report-dir tests), `*` would hide them from git too.
-    if not (report_dir / GITIGNORE).exists() and _only_ours(report_dir):
-        _write_recorded(report_dir, report_dir / GITIGNORE, GITIGNORE_TEXT.encode("utf-8"))
+    if not (report_dir / GITIGNORE).exists() and only_ours(report_dir):
+        write_recorded(report_dir, report_dir / GITIGNORE, GITIGNORE_TEXT.encode("utf-8"))
     return report_dir / INDEX_HTML
-
-
-def _only_ours(report_dir: Path) -> bool:
-    """Whether everything in ``report_dir`` is the report's: its manifest and what the manifest lists."""
-    ours = {MANIFEST, *(Path(line).parts[0] for line in _listed(report_dir) if line)}
-    return all(entry.name in ours for entry in report_dir.iterdir())

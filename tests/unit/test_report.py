@@ -1,5 +1,5 @@
-"""Unit tests of pytest_featviz.report: the manifest, report.json, the Reporter; the record builders here
-also serve test_outputs."""
+"""Unit tests of pytest_featviz.report: report.json, the Reporter; the record builders here also serve
+test_outputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_featviz import report
+from pytest_featviz import manifest, report
 from pytest_featviz.records import (
     DRIFT,
     DRIFTED,
@@ -53,23 +53,6 @@ RUN = {
     "normalize": "minmax",
     "golden_dir": "/repo/golden",  # as the plugin gives it; the report makes it relative to the rootdir
 }
-
-
-def test_remove_stale_removes_only_listed_files(tmp_path: Path) -> None:
-    ours = tmp_path / "snapshots" / "t" / "diff-a.png"
-    ours.parent.mkdir(parents=True)
-    ours.write_bytes(b"x")
-    theirs = tmp_path / "notes.txt"
-    theirs.write_text("keep")
-    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
-    outside.write_text("keep")
-    report._record(tmp_path, [ours])
-    (tmp_path / report.MANIFEST).open("a").write(f"../{outside.name}\n")
-    assert report.remove_stale(tmp_path) == [ours.resolve()]
-    assert not ours.exists() and not (tmp_path / "snapshots").exists()
-    assert theirs.read_text() == "keep" and outside.read_text() == "keep"
-    assert not (tmp_path / report.MANIFEST).exists()
-    assert report.remove_stale(tmp_path) == []
 
 
 def test_report_data_is_sorted_by_severity_with_a_fixed_key_order(tmp_path: Path) -> None:
@@ -152,13 +135,13 @@ def test_discarding_an_attempt_removes_its_files_and_only_its_own(tmp_path: Path
     assert sorted(p.name for p in reporter.snapshot_dir(a).rglob("*")) == ["notes.txt"]
     assert not reporter.snapshot_dir(b).exists()
     assert (reporter.snapshot_dir(other) / "current" / "conv.png").is_file()
-    report.tidy(tmp_path / "r")  # files of t.py::b are still listed: the manifest stays
-    assert (tmp_path / "r" / report.MANIFEST).is_file()
+    manifest.tidy(tmp_path / "r")  # files of t.py::b are still listed: the manifest stays
+    assert (tmp_path / "r" / manifest.MANIFEST).is_file()
 
 
 def test_a_manifest_that_is_a_symbolic_link_is_never_written_through(tmp_path: Path) -> None:
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / report.MANIFEST).symlink_to(tmp_path / "outside")
+    (tmp_path / "r" / manifest.MANIFEST).symlink_to(tmp_path / "outside")
     with pytest.raises(OSError, match="the report's manifest is a symbolic link"):
         report.write_session_report(
             [snapshot_record("t.py::a", DRIFTED, layer_record("a", (0.5,)))], tmp_path / "r", tmp_path

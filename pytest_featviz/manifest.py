@@ -1,0 +1,131 @@
+"""The drift report's manifest: which files in the report directory are ours.
+
+Every file the report writes is recorded in ``.featviz-manifest`` the moment it is written (xdist workers append to
+it at the same time), so that the next session, or an earlier attempt's rerun, removes exactly those files and
+nothing else. A file the manifest does not list is never overwritten nor removed, and the manifest is never written
+through a symbolic link. :mod:`pytest_featviz.report` writes every file of the report through here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+MANIFEST = ".featviz-manifest"
+
+
+def _record(report_dir: Path, paths: Iterable[str | Path]) -> None:
+    """Add ``paths`` to the manifest of files this plugin wrote. One short line per ``write`` in append mode, so
+    xdist workers can add to it at the same time."""
+    lines = "".join(_entry(report_dir, path) + "\n" for path in paths)
+    if lines:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        _refuse_linked_manifest(report_dir)
+        # never through a link put there since: appending would write where it points, maybe outside
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(report_dir / MANIFEST, flags, 0o644), "a", encoding="utf-8") as stream:
+            stream.write(lines)
+
+
+def _refuse_linked_manifest(report_dir: Path) -> None:
+    """Raise ``OSError`` when the manifest is a symbolic link: the report would record its files through it."""
+    if (report_dir / MANIFEST).is_symlink():
+        raise OSError(errno.EEXIST, "the report's manifest is a symbolic link; remove it", str(report_dir / MANIFEST))
+
+
+def _entry(report_dir: Path, path: Path | str) -> str:
+    """``path`` as the manifest lists it: relative to the report directory, with forward slashes."""
+    return Path(os.path.relpath(path, report_dir)).as_posix()
+
+
+def _listed(report_dir: Path) -> list[str]:
+    """The manifest's lines: the files this plugin wrote in the report directory (none without a manifest)."""
+    try:
+        text = (report_dir / MANIFEST).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if "\x00" not in line]  # a damaged line names no file of ours
+
+
+def refuse_foreign(report_dir: Path, *paths: Path) -> None:
+    """Raise ``FileExistsError`` when one of ``paths`` holds a file this plugin did not write: one the manifest
+    does not list (what the previous report wrote was removed at session start; what this session wrote is listed).
+    A report directory pointed at a folder of someone else's files (``--featviz-report-dir site``) leaves them be."""
+    present = [path for path in paths if path.exists() or path.is_symlink()]
+    if not present:
+        return
+    listed = set(_listed(report_dir))
+    for path in present:
+        if _entry(report_dir, path) not in listed:
+            raise FileExistsError(
+                errno.EEXIST,
+                "a file pytest-featviz did not write is in the way (it never overwrites one); choose another"
+                " --featviz-report-dir",
+                str(path),
+            )
+
+
+def write_ours(report_dir: Path, path: Path, data: bytes) -> None:
+    """:func:`write_recorded` where :func:`refuse_foreign` allows it."""
+    refuse_foreign(report_dir, path)
+    write_recorded(report_dir, path, data)
+
+
+def write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
+    """``write_atomic``, and the file recorded in the manifest at once, so that a report cut short by an error is
+    still cleared by the next session."""
+    from pytest_featviz.durable import write_atomic
+
+    _refuse_linked_manifest(report_dir)  # before the file: written unrecorded, it would count as someone else's
+    write_atomic(path, data)
+    _record(report_dir, [path])
+
+
+def remove_listed(report_dir: Path, within: Path) -> list[Path]:
+    """Remove the files under ``within`` that the manifest lists and the folders they leave empty (up to the report
+    directory). Files the manifest does not list, or that lie outside the report directory, are never touched."""
+    root, base = report_dir.resolve(), within.resolve()
+    removed: list[Path] = []
+    folders: set[Path] = set()
+    for line in sorted(set(_listed(report_dir))):
+        path = (report_dir / line).resolve()
+        if not line or not path.is_relative_to(root) or not path.is_relative_to(base) or not path.is_file():
+            continue
+        path.unlink()
+        removed.append(path)
+        folders.update(p for p in path.parents if p.is_relative_to(root) and p != root)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
+
+
+def tidy(report_dir: Path) -> None:
+    """Remove the manifest when no file it lists is left, and the report directory when that empties it (nothing
+    without a manifest: the directory is then not the report's)."""
+    if not (report_dir / MANIFEST).is_file():
+        return
+    root = report_dir.resolve()
+    for line in filter(None, _listed(report_dir)):
+        path = (root / line).resolve()
+        if path.is_relative_to(root) and path.is_file():
+            return
+    (report_dir / MANIFEST).unlink()
+    if not any(report_dir.iterdir()):
+        report_dir.rmdir()
+
+
+def remove_stale(report_dir: Path) -> list[Path]:
+    """Remove the files an earlier session wrote (as listed in its manifest), the folders they leave empty, the
+    manifest, and the report directory when that empties it. Returns what was removed."""
+    removed = remove_listed(report_dir, report_dir)
+    tidy(report_dir)
+    return removed
+
+
+def only_ours(report_dir: Path) -> bool:
+    """Whether everything in ``report_dir`` is the report's: its manifest and what the manifest lists."""
+    ours = {MANIFEST, *(Path(line).parts[0] for line in _listed(report_dir) if line)}
+    return all(entry.name in ours for entry in report_dir.iterdir())
