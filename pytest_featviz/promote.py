@@ -3,14 +3,14 @@
 
 ``report.json`` travels as a CI artifact and is promoted from anywhere, so promote trusts none of it: a path it writes
 to must lie strictly inside the golden directory, a file it reads inside the report directory, once ``..`` and
-symbolic links are resolved; every value must have the type a report holds. A snapshot that fails is refused (said,
-and nothing written or deleted for it); the report's other snapshots are still promoted.
+symbolic links are resolved; every value must have the type a report holds (the report is read through
+:mod:`pytest_featviz.reportcheck`). A snapshot that fails is refused (said, and nothing written or deleted for it); the
+report's other snapshots are still promoted.
 """
 
 from __future__ import annotations
 
 import configparser
-import json
 import os
 import shlex
 import sys
@@ -19,13 +19,8 @@ from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from pytest_featviz.records import display_path, printable
-from pytest_featviz.report import REPORT_FORMAT, REPORT_JSON
-
-_ABSENT = object()  # a key report.json lacks
-
-
-class _Refused(ValueError):
-    """A value of ``report.json`` (or of a current render's sidecar) that promote will not use, and why."""
+from pytest_featviz.report import REPORT_JSON
+from pytest_featviz.reportcheck import ABSENT, Refused, current_render, inside, path_text, report_json, shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +76,14 @@ def promote_report(
 
     if select == "":
         raise ValueError("-k is empty: give a test id or a part of one (an empty one would select every snapshot)")
-    data = _report_json(report_dir)
+    data = report_json(report_dir)
     given = root is not None
     root = _promote_root(report_dir, data, root)
     values = _trusted_root(report_dir, root, given)
     golden_dir = _trusted_golden_dir(_promote_golden_dir(data, root), root, values, golden_dir)
-    snapshots = data.get("snapshots", _ABSENT)
+    snapshots = data.get("snapshots", ABSENT)
     if not isinstance(snapshots, list):
-        raise _Refused(f"{REPORT_JSON} is damaged: 'snapshots' is {_shown(snapshots)}, not a list")
+        raise Refused(f"{REPORT_JSON} is damaged: 'snapshots' is {shown(snapshots)}, not a list")
     ids = [entry.get("test_id") if isinstance(entry, dict) else None for entry in snapshots]
     exact = select is not None and select in ids
     refused: list[Refusal] = []
@@ -97,20 +92,20 @@ def promote_report(
         label = f"snapshots[{index}]"
         try:
             if not isinstance(entry, dict):
-                raise _Refused(f"is {_shown(entry)}, not an object")
-            test_id = entry.get("test_id", _ABSENT)
+                raise Refused(f"is {shown(entry)}, not an object")
+            test_id = entry.get("test_id", ABSENT)
             if not isinstance(test_id, str):
-                raise _Refused(f"test_id is {_shown(test_id)}, not a string")
+                raise Refused(f"test_id is {shown(test_id)}, not a string")
             name = entry.get("snapshot")
             label += f" ({test_id!r}, snapshot {name!r})" if isinstance(name, str) else f" ({test_id!r})"
             if select is not None and (test_id != select if exact else select not in test_id):
                 continue
-            current = entry.get("current", _ABSENT)
+            current = entry.get("current", ABSENT)
             if current is None:  # a matched snapshot (--featviz-report-all): nothing to promote
                 continue
             directory = _promoted_to(entry, root, golden_dir)
-            sidecar, pictures = _current_render(report_dir, _path_text(current, "current"))
-        except (GoldenError, OSError, ValueError) as exc:  # ValueError: _Refused, and text that is not UTF-8
+            sidecar, pictures = current_render(report_dir, path_text(current, "current"))
+        except (GoldenError, OSError, ValueError) as exc:  # ValueError: Refused, and text that is not UTF-8
             # as text any terminal takes: a path on disk may hold bytes that are not UTF-8 (lone surrogates here)
             refused.append(Refusal(label, printable(str(exc))))
             continue
@@ -147,12 +142,12 @@ def command_options(report_dir: Path, root: Path, golden_dir: Path, start: Path 
     options: list[str] = []
     try:
         values = _trusted_root(report_dir, root, given=False)
-    except _Refused:
+    except Refused:
         options += ["--root", display_path(root, start)]
         values = _config_values(root) or {}
     try:
         _trusted_golden_dir(golden_dir, root, values, None)
-    except _Refused:
+    except Refused:
         options += ["--golden-dir", display_path(golden_dir, start)]
     return options
 
@@ -177,39 +172,15 @@ def _by_golden(chosen: list[_Chosen]) -> dict[Path, list[_Chosen]]:
     return {renders[0].directory: renders for renders in groups.values()}
 
 
-def _report_json(report_dir: Path) -> dict[str, Any]:
-    """The parsed ``report.json``: a JSON object of a format this version reads."""
-    path = report_dir / REPORT_JSON
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise _Refused(f"{REPORT_JSON} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except RecursionError as exc:
-        raise _Refused(f"{REPORT_JSON} is not valid JSON (nested too deep to read)") from exc
-    except json.JSONDecodeError as exc:
-        raise _Refused(f"{REPORT_JSON} is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise _Refused(f"{REPORT_JSON} is {_shown(data)}, not a JSON object: not a drift report")
-    version = data.get("format", _ABSENT)
-    if version is not _ABSENT and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-        raise _Refused(f"{REPORT_JSON} is damaged: 'format' is {_shown(version)}")
-    if isinstance(version, int) and version > REPORT_FORMAT:
-        raise _Refused(
-            f"{REPORT_JSON} has format {version}, newer than this pytest-featviz reads ({REPORT_FORMAT}); upgrade"
-            " pytest-featviz"
-        )
-    return data
-
-
 def _promote_root(report_dir: Path, data: dict[str, Any], root: Path | None) -> Path:
     """The rootdir the report's golden paths start from: ``root`` (``--root``), else the one the report records."""
     if root is None:
-        recorded = data.get("root", _ABSENT)
-        if recorded is _ABSENT or recorded is None:
-            raise _Refused(f"{REPORT_JSON} does not say where its goldens are (an older report): pass --root")
-        root = report_dir / _path_text(recorded, "root", " (pass --root to say where the goldens are)")
+        recorded = data.get("root", ABSENT)
+        if recorded is ABSENT or recorded is None:
+            raise Refused(f"{REPORT_JSON} does not say where its goldens are (an older report): pass --root")
+        root = report_dir / path_text(recorded, "root", " (pass --root to say where the goldens are)")
     if not root.is_dir():  # a typo must not grow a golden tree of its own
-        raise _Refused(f"the root {root} is not a directory")
+        raise Refused(f"the root {root} is not a directory")
     return root
 
 
@@ -233,7 +204,7 @@ def _trusted_root(report_dir: Path, root: Path, given: bool) -> dict[str, str]:
         return values or {}
     real = root.resolve()
     if values is None or not report_dir.resolve().is_relative_to(real):
-        raise _Refused(
+        raise Refused(
             f"{REPORT_JSON} names the rootdir {display_path(root)}, which does not hold this report directory and a"
             " pytest configuration file: pass --root with the project's rootdir to say where the goldens are"
         )
@@ -291,7 +262,7 @@ def _trusted_golden_dir(golden_dir: Path, root: Path, values: dict[str, str], co
     trusted = [*([root / configured] if configured else []), *([confirmed] if confirmed is not None else [])]
     if any(real == Path(os.path.realpath(os.path.expanduser(os.path.expandvars(p)))) for p in map(str, trusted)):
         return golden_dir
-    raise _Refused(
+    raise Refused(
         f"the report's golden directory {display_path(golden_dir)} lies outside the rootdir {display_path(root)} and"
         " is not the featviz_golden_dir its configuration names: pass --golden-dir with it to confirm"
     )
@@ -300,14 +271,14 @@ def _trusted_golden_dir(golden_dir: Path, root: Path, values: dict[str, str], co
 def _promote_golden_dir(data: dict[str, Any], root: Path) -> Path:
     """The golden directory promote may write in: ``run.golden_dir`` relative to the rootdir (outside it too, as
     ``featviz_golden_dir = ../shared`` puts it), or the rootdir itself for an older report that does not name one."""
-    run = data.get("run", _ABSENT)
-    if run is _ABSENT or run is None:
+    run = data.get("run", ABSENT)
+    if run is ABSENT or run is None:
         return root
     if not isinstance(run, dict):
-        raise _Refused(f"{REPORT_JSON} is damaged: 'run' is {_shown(run)}, not an object")
-    text = _path_text(run.get("golden_dir", _ABSENT), "run.golden_dir")
+        raise Refused(f"{REPORT_JSON} is damaged: 'run' is {shown(run)}, not an object")
+    text = path_text(run.get("golden_dir", ABSENT), "run.golden_dir")
     if PurePath(text).is_absolute() or PureWindowsPath(text).is_absolute():
-        raise _Refused(
+        raise Refused(
             f"run.golden_dir {text!r} is an absolute path: a report gives its golden directory relative to the rootdir"
         )
     return root / text
@@ -317,86 +288,22 @@ def _golden_target(root: Path, golden_dir: Path, text: str, key: str = "golden_d
     """``root / text``, a snapshot's golden directory (the report's ``key``), when it lies strictly inside
     ``golden_dir``: as written and once ``..`` and symbolic links are resolved."""
     where = f"the golden directory {display_path(golden_dir)}"
-    return _inside(root, text, golden_dir, f"{key} {text!r}", where)
+    return inside(root, text, golden_dir, f"{key} {text!r}", where)
 
 
 def _promoted_to(entry: dict[str, Any], root: Path, golden_dir: Path) -> Path:
     """The golden directory an entry's current render is promoted into: its ``golden_dir``, or its ``update_dir``
     when it has one (a drift of the shared golden on a device without its own, keyed goldens), which must be a
     device-keyed sibling of ``golden_dir`` (``0@cuda`` beside ``0``)."""
-    shared = _path_text(entry.get("golden_dir", _ABSENT), "golden_dir")
+    shared = path_text(entry.get("golden_dir", ABSENT), "golden_dir")
     directory = _golden_target(root, golden_dir, shared)
     if entry.get("update_dir") is None:
         return directory
-    text = _path_text(entry["update_dir"], "update_dir")
+    text = path_text(entry["update_dir"], "update_dir")
     keyed, named = PurePosixPath(text.replace("\\", "/")), PurePosixPath(shared.replace("\\", "/"))
     if keyed.parent != named.parent or not keyed.name.startswith(f"{named.name}@") or keyed.name == f"{named.name}@":
-        raise _Refused(f"update_dir {text!r} is not a device's golden beside golden_dir {shared!r} ({named.name}@...)")
+        raise Refused(f"update_dir {text!r} is not a device's golden beside golden_dir {shared!r} ({named.name}@...)")
     return _golden_target(root, golden_dir, text, "update_dir")
-
-
-def _inside(base: Path, text: str, boundary: Path, what: str, where: str) -> Path:
-    """``base / text`` when it lies strictly inside ``boundary``, compared as written (``..`` collapsed) and once
-    symbolic links are resolved; else :class:`_Refused` says which check it failed."""
-    if PurePath(text).is_absolute() or PureWindowsPath(text).is_absolute():
-        raise _Refused(f"{what} is an absolute path, which no report holds (its paths are relative)")
-    path = base / text
-    written, bound = PurePath(os.path.normpath(path)), PurePath(os.path.normpath(boundary))
-    if written == bound:
-        raise _Refused(f"{what} is {where} itself, not a path inside it")
-    if not written.is_relative_to(bound):
-        raise _Refused(f"{what} leads out of {where}")
-    try:
-        real, real_bound = path.resolve(), boundary.resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
-        raise _Refused(f"{what}: cannot resolve {display_path(path)} ({exc})") from exc
-    if real == real_bound or not real.is_relative_to(real_bound):
-        raise _Refused(f"{what} leads out of {where} through a symbolic link (to {real})")
-    return path
-
-
-def _current_render(report_dir: Path, text: str) -> tuple[str, dict[str, bytes]]:
-    """A snapshot's current render in the report: its sidecar text and its pictures by file name, each read from
-    a file inside the report directory."""
-    current = _inside(report_dir, text, report_dir, f"current {text!r}", f"the report directory {report_dir}")
-    where = display_path(current / "snapshot.json")
-    data = _report_file(report_dir, current / "snapshot.json")
-    try:
-        sidecar = data.decode("utf-8")
-        layers = json.loads(sidecar)["layers"]
-    except UnicodeDecodeError as exc:
-        raise _Refused(f"{where} is not UTF-8 text") from exc
-    except (ValueError, RecursionError) as exc:
-        raise _Refused(f"{where} is not valid JSON") from exc
-    except (KeyError, TypeError) as exc:
-        raise _Refused(f"{where} is not a snapshot's sidecar (no list of layers)") from exc
-    if not isinstance(layers, list):
-        raise _Refused(f"{where} is not a snapshot's sidecar (no list of layers)")
-    files = [_layer_file(layer, f"{where}, layer {number}") for number, layer in enumerate(layers)]
-    return sidecar, {file: _report_file(report_dir, current / file) for file in files}
-
-
-def _layer_file(layer: object, where: str) -> str:
-    """The file name of a layer in a current render's sidecar: a plain ``.png`` name, as a sidecar writes them."""
-    file = _path_text(layer.get("file", _ABSENT) if isinstance(layer, dict) else _ABSENT, f"{where}: file")
-    plain = file == PurePosixPath(file).name == PureWindowsPath(file).name
-    if not plain or file.startswith(".") or not file.endswith(".png"):
-        raise _Refused(f"{where} names a layer file {file!r} that is not a plain .png name in its directory")
-    return file
-
-
-def _report_file(report_dir: Path, path: Path) -> bytes:
-    """The bytes of ``path``, a file of the report's, when it lies inside the report directory once symbolic links
-    are resolved."""
-    try:
-        real, real_report = path.resolve(), report_dir.resolve()
-    except (OSError, RuntimeError) as exc:
-        raise _Refused(f"cannot resolve {display_path(path)} ({exc})") from exc
-    if not real.is_relative_to(real_report) or real == real_report:
-        raise _Refused(f"{display_path(path)} leads out of the report directory {report_dir} (to {real})")
-    if not real.is_file():
-        raise _Refused(f"{display_path(path)} is missing from the report (or is not a file)")
-    return real.read_bytes()
 
 
 def _refuse_to_replace(directory: Path) -> None:
@@ -408,7 +315,7 @@ def _refuse_to_replace(directory: Path) -> None:
     refuse_unfetched(directory)
     if not (directory / SIDECAR).is_file() and any(directory.glob("*.png")):
         # Not a golden: what a report names is not trusted, and replacing the directory would drop its pictures.
-        raise _Refused(
+        raise Refused(
             f"{display_path(directory)} holds pictures but no {SIDECAR}, so it is no golden promote replaces (if it is"
             " a golden that lost its sidecar, re-create it with pytest --featviz-update)"
         )
@@ -417,37 +324,3 @@ def _refuse_to_replace(directory: Path) -> None:
     except GoldenError as exc:
         if not exc.recreatable:
             raise
-
-
-def _path_text(value: object, what: str, hint: str = "") -> str:
-    """``value`` when it is a path a report can hold: a non-empty string without NUL bytes or lone surrogates."""
-    if value is _ABSENT:
-        raise _Refused(f"{what} is missing{hint}")
-    if not isinstance(value, str) or not value:
-        raise _Refused(f"{what} is {_shown(value)}, not a path{hint}")
-    if "\x00" in value:
-        raise _Refused(f"{what} {value!r} holds a NUL byte, which no path holds{hint}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise _Refused(
-            f"{what} {value!r} holds a lone surrogate, which no report of pytest-featviz holds{hint}"
-        ) from exc
-    return value
-
-
-def _shown(value: object) -> str:
-    """``value`` in the words of JSON, for a message about a value of the wrong type."""
-    if value is _ABSENT:
-        return "missing"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return f"a number ({value!r})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return repr(value)
