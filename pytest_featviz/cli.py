@@ -1,11 +1,12 @@
 """The ``featviz`` command: look at a model's layers and at stored goldens, outside pytest.
 
 ``featviz layers PACKAGE.MODULE:FACTORY [--input-shape 1,3,224,224]`` builds the model (seeded, in eval mode), runs
-one forward pass on a seeded random input with shape-only hooks, and lists every name the fixture accepts: module
-type, output shape (and layout), how often it ran, the leaf selectors of tuple/dict outputs, and which layers the
-default choice (``layers=None``) takes. ``featviz show GOLDEN_DIR`` prints what a stored snapshot (or every snapshot
-under a directory) holds. Subcommands register themselves in :data:`COMMANDS`, so adding one is one function and
-one entry. This module never imports pytest; torch is imported only by the commands that need it.
+one forward pass on a seeded random input with shape-only hooks (:mod:`pytest_featviz.survey`), and lists every name
+the fixture accepts: module type, output shape (and layout), how often it ran, the leaf selectors of tuple/dict
+outputs, and which layers the default choice (``layers=None``) takes. ``featviz show GOLDEN_DIR`` prints what a
+stored snapshot (or every snapshot under a directory) holds. Subcommands register themselves in :data:`COMMANDS`, so
+adding one is one function and one entry. This module never imports pytest; torch is imported only by the commands
+that need it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from pytest_featviz import __version__
 from pytest_featviz.records import FeatvizError, display_path, environment_words
+from pytest_featviz.survey import survey
 
 DEFAULT_INPUT_SHAPE = "1,3,224,224"
 SEED = 0
@@ -93,66 +95,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or any(s < 1 for s in shape):
         raise CommandError(f"--input-shape must be positive integers like {DEFAULT_INPUT_SHAPE}; got {text!r}")
     return shape
-
-
-@dataclass
-class _Layer:
-    name: str
-    kind: str
-    shapes: list[tuple[int, ...] | None] = field(default_factory=list)
-    layouts: list[str] = field(default_factory=list)
-    leaves: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
-
-
-def survey(model: Any, inputs: Any) -> tuple[list[_Layer], list[str]]:
-    """Every module of ``model`` with its calls (shape-only hooks, one forward pass), and the default choice."""
-    import torch
-
-    from pytest_featviz.capture import LayerTrace, call_name, run_model
-    from pytest_featviz.layers import canonical_name, module_hints, module_index
-    from pytest_featviz.layout import LayoutError, input_facts, plan, tensor_leaves
-    from pytest_featviz.stages import default_layers
-
-    index = module_index(model)  # refuses TorchScript
-    found = {name: _Layer(name, type(module).__name__) for name, module in index.items()}
-    traces: list[LayerTrace] = []
-    known: dict[int, Any] = {}
-    facts = input_facts(inputs)
-
-    def make_hook(name: str) -> Callable[..., None]:
-        layer = found[name]
-        found_hints = module_hints(model, index, name, known)
-
-        def hook(module: Any, args: Any, output: Any) -> None:
-            leaves = list(tensor_leaves(output))
-            shape = tuple(leaves[0][1].shape) if leaves else None
-            traces.append(LayerTrace(call_name(name, len(layer.shapes)), shape))
-            layer.shapes.append(shape)
-            try:
-                layer.layouts.append(plan(shape, found_hints, facts=facts).label if shape is not None else "")
-            except LayoutError:
-                layer.layouts.append("-")
-            if not layer.leaves and leaves and leaves[0][0]:  # a tuple/list/dict output
-                layer.leaves = [(selector, tuple(t.shape)) for selector, t in leaves]
-
-        return hook
-
-    handles = []
-    training = [(m, m.training) for m in model.modules()]
-    try:
-        for raw, module in model.named_modules():
-            name = canonical_name(raw)
-            if name in found and index[name] is module:
-                handles.append(module.register_forward_hook(make_hook(name)))
-        model.eval()
-        with torch.inference_mode():
-            run_model(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in training:
-            module.training = flag
-    return list(found.values()), default_layers(traces, model, facts=facts)
 
 
 def _format_shape(shape: tuple[int, ...] | None) -> str:
