@@ -37,7 +37,8 @@ import pytest
 from pytest_featviz.orphans import covers
 from pytest_featviz.orphans import key as _key
 from pytest_featviz.ownership import empty_parameters, left_out, link_targets, owns
-from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult, display_path
+from pytest_featviz.records import display_path
+from pytest_featviz.unchecked import unreached_snapshots as unreached_snapshots  # moved; session.py imports it here
 
 WORKER_OUTPUT_KEY = "featviz_collection"
 LISTED = 20  # stale snapshots named in the terminal summary; the rest are counted
@@ -46,7 +47,7 @@ Location = Callable[[pytest.Item], "tuple[str, str]"]
 ModuleFile = Callable[[pytest.Module], str]
 
 
-def _shared_key(path: str | Path, keyed: bool) -> str:
+def shared_key(path: str | Path, keyed: bool) -> str:
     """``_key`` of the shared snapshot directory when goldens are keyed by device (``featviz_golden_key = device``):
     an environment-keyed golden ``0@cuda`` counts as used with ``0`` (and ``0`` with ``0@cuda``), since a run on one
     device uses only one of them. The same mapping (``goldenpath.shared_dir``) serves the used snapshots and the ones on
@@ -197,7 +198,7 @@ class StaleGoldens:
             self.not_passed.add(report.nodeid)
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
             # as named and as it really is: a golden directory used through a link is used behind it too
-            self.used.update(_shared_key(path, self.keyed) for path in _named_and_real(record["golden_dir"]))
+            self.used.update(shared_key(path, self.keyed) for path in _named_and_real(record["golden_dir"]))
         # --setup-only and --setup-plan report setup and teardown of every test, and no call: no body ran
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.ran.add(report.nodeid)
@@ -248,18 +249,18 @@ class StaleGoldens:
         from pytest_featviz.golden import SIDECAR
 
         # An environment-keyed golden (<snapshot>@cuda) and its shared one are used or stale together: a run on one
-        # device uses only one of them, and must not prune the other device's golden (_shared_key on both sides).
+        # device uses only one of them, and must not prune the other device's golden (shared_key on both sides).
         stale: list[Path] = []
         for test_file, tests in sorted(self.complete_files().items()):
             file_dir = self._file_dir(test_file)
             if file_dir is None or not file_dir.is_dir() or self._through_link(file_dir):
                 continue
             self.files_checked += 1
-            for test_dir in _subdirectories(file_dir):
+            for test_dir in subdirectories(file_dir):
                 ids = [i for name, ids in tests.items() if owns(name, test_dir.name) for i in ids]
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
-                for snapshot in _subdirectories(test_dir):
+                for snapshot in subdirectories(test_dir):
                     if (snapshot / SIDECAR).is_file() and not self._kept(snapshot):
                         stale.append(snapshot)
         return stale
@@ -280,7 +281,7 @@ class StaleGoldens:
         the golden directory, which stands for it under another name (a renamed test's golden kept through a link)
         whatever that test's outcome."""
         paths = _named_and_real(snapshot)
-        if any(_shared_key(path, self.keyed) in self.used for path in paths):
+        if any(shared_key(path, self.keyed) in self.used for path in paths):
             return True
         if self.link_targets is None:
             self.link_targets = link_targets(self.golden_root)
@@ -377,57 +378,13 @@ class StaleGoldens:
         return f"{self.files_checked} test file(s) that ran completely{gone}"
 
 
-def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:
-    """Golden snapshots of drifted or missing tests that the run has no record of: the test raised at an earlier
-    snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is gone). A keyed
-    golden and its shared one count as one snapshot as for stale goldens (:func:`_shared_key`), listed once. Sorted,
-    so a run under xdist lists them as a serial run does."""
-    from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
-    from pytest_featviz.goldenpath import KEY_SEPARATOR
-
-    by_test: dict[str, list[SnapshotResult]] = {}
-    for result in results:
-        by_test.setdefault(result.test_id, []).append(result)
-    # checked by any record: the runs of a repeated test (pytest-repeat) share its goldens, and one that passed
-    # checked what another stopped before
-    seen = {_shared_key(result.golden_dir, keyed) for result in results}
-    found: dict[str, Path] = {}  # by shared key: the directory the test's device would check
-    for records in by_test.values():
-        if not any(r.outcome in (DRIFTED, MISSING) for r in records):
-            continue
-        device = _device_key(records) if keyed else None
-        for folder in {Path(r.golden_dir).parent for r in records}:
-            for snapshot in _subdirectories(folder):  # sorted: a shared golden before its keyed ones
-                key = _shared_key(snapshot, keyed)
-                if key in seen or not (snapshot / SIDECAR).is_file():
-                    continue
-                # the device's own golden where it has one (``second@cuda``), else the shared one it falls back to
-                if key not in found or (device is not None and snapshot.name.endswith(KEY_SEPARATOR + device)):
-                    found[key] = snapshot
-    return sorted(found.values())
-
-
-def _device_key(records: Iterable[SnapshotResult]) -> str | None:
-    """The device key a test's keyed goldens carry on this run (``cuda``), as its records show it: a record that
-    compared with the device's own golden, or that would write one; ``None`` when none did."""
-    from pytest_featviz.goldenpath import KEY_SEPARATOR, shared_dir  # numpy: only once a snapshot has run
-
-    for record in records:
-        if record.update_dir is not None:
-            return Path(record.update_dir).name.rpartition(KEY_SEPARATOR)[2]
-        compared = Path(record.golden_dir)
-        if shared_dir(compared) != compared:
-            return compared.name.rpartition(KEY_SEPARATOR)[2]
-    return None
-
-
 def _named_and_real(path: str | Path) -> list[str]:
     """``path`` as named and, when a link lies on the way, as it really is (the real one last)."""
     named, real = os.path.abspath(path), os.path.realpath(path)
     return [named] if _key(named) == _key(real) else [named, real]
 
 
-def _subdirectories(directory: Path) -> list[Path]:
+def subdirectories(directory: Path) -> list[Path]:
     """Subdirectories, without the hidden ones an interrupted write may leave, nor links (what lies behind one may
     be another snapshot's)."""
     try:

@@ -1,4 +1,4 @@
-"""stale: the goldens of failing tests that a run did not check, listed once each and in one order."""
+"""unchecked: the goldens of failing tests that a run did not check, listed once each and in one order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_featviz.records import DRIFTED, MATCHED, SnapshotResult
-from pytest_featviz.stale import unreached_snapshots
+from pytest_featviz.unchecked import unreached_snapshots
 
 
 def _golden(directory: Path, device: str = "cpu") -> Path:
