@@ -24,8 +24,6 @@ from typing import Any
 
 from pytest_featviz.diffmosaic import channel_label, diff_mosaic, encode_rgb
 from pytest_featviz.manifest import only_ours, refuse_foreign, remove_listed, write_ours, write_recorded
-from pytest_featviz.manifest import remove_stale as remove_stale  # moved to manifest; session.py imports it here
-from pytest_featviz.manifest import tidy as tidy  # moved to manifest; session.py calls report.tidy
 from pytest_featviz.outputs import render_index
 from pytest_featviz.records import DRIFTED, MATCHED, MISSING, OUTCOMES, Evidence, SnapshotResult, display_path
 

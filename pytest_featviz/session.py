@@ -169,7 +169,7 @@ class SessionTracker:
         if self.cleared or any(getattr(option, name, False) for name in ("collectonly", "setupplan")):
             return
         self.cleared = True
-        from pytest_featviz.report import remove_stale
+        from pytest_featviz.manifest import remove_stale
 
         try:
             remove_stale(self.settings.report_dir)
@@ -242,7 +242,7 @@ class SessionTracker:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
             return
-        from pytest_featviz import outputs, report
+        from pytest_featviz import manifest, outputs, report
 
         run = _run_facts(self.settings)
         try:
@@ -253,7 +253,7 @@ class SessionTracker:
             self.report_errors.append(f"could not write the report in {display_path(self.settings.report_dir)}: {exc}")
             return
         if self.index is None:  # a report whose every file went (a rerun passed) leaves no folder behind
-            report.tidy(self.settings.report_dir)
+            manifest.tidy(self.settings.report_dir)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and self.index is not None:
             data = report.report_data(
@@ -334,7 +334,7 @@ class SessionTracker:
         elif counts[MISSING]:
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
         if not self.settings.update:
-            from pytest_featviz.stale import unreached_snapshots
+            from pytest_featviz.unchecked import unreached_snapshots
 
             unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")
             if unreached:

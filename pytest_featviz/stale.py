@@ -38,7 +38,6 @@ from pytest_featviz.orphans import covers
 from pytest_featviz.orphans import key as _key
 from pytest_featviz.ownership import empty_parameters, left_out, link_targets, owns
 from pytest_featviz.records import display_path
-from pytest_featviz.unchecked import unreached_snapshots as unreached_snapshots  # moved; session.py imports it here
 
 WORKER_OUTPUT_KEY = "featviz_collection"
 LISTED = 20  # stale snapshots named in the terminal summary; the rest are counted

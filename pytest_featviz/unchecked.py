@@ -1,8 +1,9 @@
 """The goldens the failing tests did not check: a test stops at its first drifted or missing snapshot, so the snapshots
 it would have checked after that one have no record of this run, and neither ``featviz promote`` nor the report covers
 them. The terminal summary names them (the device's own golden where goldens are keyed by device), so that the whole
-change of a test is accepted, not only its first part. This module imports nothing heavy; the golden layout and the
-stale goldens' notion of one snapshot (:func:`pytest_featviz.stale.shared_key`) only when the list is made.
+change of a test is accepted, not only its first part. One snapshot is what it is for stale goldens
+(:func:`pytest_featviz.stale.shared_key`). This module imports nothing heavy; the golden layout only when the list is
+made.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult
+from pytest_featviz.stale import shared_key, subdirectories
 
 
 def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:
@@ -20,7 +22,6 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     listed once. Sorted, so a run under xdist lists them as a serial run does."""
     from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
     from pytest_featviz.goldenpath import KEY_SEPARATOR
-    from pytest_featviz.stale import shared_key, subdirectories
 
     by_test: dict[str, list[SnapshotResult]] = {}
     for result in results:
