@@ -202,11 +202,16 @@ def _trusted_root(report_dir: Path, root: Path, given: bool) -> dict[str, str]:
     values = _config_values(root)
     if given:
         return values or {}
-    real = root.resolve()
-    if values is None or not report_dir.resolve().is_relative_to(real):
+    holds_report = report_dir.resolve().is_relative_to(root.resolve())
+    if values is None or not holds_report:
+        config = "pytest configuration file (pytest.ini, pyproject.toml, tox.ini, setup.cfg)"
+        if values is not None:
+            lacks = "does not hold this report directory"
+        else:
+            lacks = f"holds neither this report directory nor a {config}" if not holds_report else f"holds no {config}"
         raise Refused(
-            f"{REPORT_JSON} names the rootdir {display_path(root)}, which does not hold this report directory and a"
-            " pytest configuration file: pass --root with the project's rootdir to say where the goldens are"
+            f"{REPORT_JSON} names the rootdir {display_path(root)}, which {lacks}, so the report alone does not say"
+            " where the goldens are: pass --root with the project's rootdir"
         )
     return values
 

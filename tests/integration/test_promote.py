@@ -75,6 +75,22 @@ def test_promote_without_a_report_says_what_to_do(tmp_path: Path, capsys: pytest
     assert f"no report.json in {tmp_path.resolve()}: run pytest first" in capsys.readouterr().err
 
 
+def test_a_report_whose_rootdir_promote_does_not_trust_says_what_it_lacks(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a project with no pytest configuration file (getting started) was told "which does not hold this report
+    # directory and a pytest configuration file", although it held the report
+    (featviz_pytester.path / "tox.ini").unlink()
+    _drifted(featviz_pytester, monkeypatch)
+    assert main(["promote"], out=io.StringIO()) == 1
+    assert (
+        "report.json names the rootdir ., which holds no pytest configuration file (pytest.ini, pyproject.toml,"
+        " tox.ini, setup.cfg), so the report alone does not say where the goldens are: pass --root with the"
+        " project's rootdir"
+    ) in capsys.readouterr().err
+    assert main(["promote", "--root", "."], out=io.StringIO()) == 0  # as the command under a failure has it
+
+
 def test_the_command_under_a_failure_promotes_that_test_alone(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,7 +247,8 @@ def test_a_forged_report_cannot_name_a_golden_directory_outside_the_project(
     status, output = _promote("featviz-report")
     err = capsys.readouterr().err
     reason = (
-        "does not hold this report directory and a pytest configuration file"
+        "which holds no pytest configuration file (pytest.ini, pyproject.toml, tox.ini, setup.cfg), so the report"
+        " alone does not say where the goldens are: pass --root"
         if forged == "root"
         else "lies outside the rootdir"
     )
