@@ -136,6 +136,9 @@ class Reporter:
             write_ours(self.report_dir, path, data)
 
         result = evidence.result
+        # the session's report.json and index.html go beside what a test writes: where a file of someone else's
+        # holds their place (a report directory pointed at a site), nothing is written, and every message says so
+        refuse_foreign(self.report_dir, self.report_dir / REPORT_JSON, self.report_dir / INDEX_HTML)
         target = self.snapshot_dir(result)
         artifacts: dict[str, str] = {}
         pictures = {picture.name: picture for picture in evidence.layers}

@@ -121,6 +121,12 @@ def test_a_report_dir_holding_someone_elses_index_is_never_overwritten_and_ignor
         ["featviz: could not write the report in site: *a file pytest-featviz did not write is in the way*index.html*"]
     )
     assert (site / "index.html").read_text() == "our docs"
+    # no half report: the drifted tests wrote their mosaics and current renders there, and printed a promote command
+    # that failed ("no report.json"); each message says the report could not be written
+    assert sorted(p.name for p in site.iterdir()) == ["index.html"]
+    output = result.stdout.str()
+    assert "featviz promote" not in output
+    assert output.count("(featviz could not write the report: [Errno 17] a file pytest-featviz did not write") == 2
     monkeypatch.delenv("FEATVIZ_TEST_DRIFT")
     drifted.runpytest("--featviz-report-dir", "site").assert_outcomes(passed=3)  # clears what it wrote, only that
     assert sorted(p.name for p in site.iterdir()) == ["index.html"] and (site / "index.html").read_text() == "our docs"
