@@ -27,12 +27,32 @@ def _format_shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
 
+def _beyond(value: float, digits: int, limit: float, above: bool) -> str:
+    """``value`` with ``digits`` decimals, or as many more as it takes to read beyond ``limit`` as shown (``:g``):
+    a score just over its tolerance read "0.012 > 0.012"."""
+    shown_limit = float(f"{limit:g}")
+    for places in range(digits, digits + 7):
+        text = f"{value:.{places}f}"
+        if (float(text) > shown_limit) if above else (float(text) < shown_limit):
+            return text
+    return repr(value)
+
+
+def _score(value: float, digits: int, limit: float, above: bool) -> str:
+    """A score with its limit when it breaks it: ``0.0121 > 0.012`` (``above``: the limit is a maximum) or
+    ``0.9612 < 0.99``; the score alone when it does not."""
+    beyond = value > limit if above else value < limit
+    if not beyond:
+        return f"{value:.{digits}f}"
+    return f"{_beyond(value, digits, limit, above)} {'>' if above else '<'} {limit:g}"
+
+
 def _channel_line(layer: LayerResult, position: int) -> str:
     ssim, rms, stat = layer.ssim[position], layer.rms_error[position], layer.stat_delta[position]
     parts = [
-        f"SSIM {ssim:.4f}" + (f" < {layer.threshold:g}" if ssim < layer.threshold else ""),
-        f"picture change {rms:.3f}" + (f" > {layer.rms_tolerance:g}" if rms > layer.rms_tolerance else ""),
-        f"statistics change {stat:.3f}" + (f" > {layer.stat_tolerance:g}" if stat > layer.stat_tolerance else ""),
+        f"SSIM {_score(ssim, 4, layer.threshold, above=False)}",
+        f"picture change {_score(rms, 3, layer.rms_tolerance, above=True)}",
+        f"statistics change {_score(stat, 3, layer.stat_tolerance, above=True)}",
     ]
     return f"      channel {layer.channels[position]}: " + ", ".join(parts)
 
@@ -46,11 +66,11 @@ def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list
     # the scores that broke their tolerance first, so that a statistics-only drift does not read as an SSIM one
     causes = []
     if layer.min_ssim < layer.threshold:
-        causes.append(f"min SSIM {layer.min_ssim:.4f} < {layer.threshold:g}")
+        causes.append(f"min SSIM {_score(layer.min_ssim, 4, layer.threshold, above=False)}")
     if layer.max_rms_error > layer.rms_tolerance:
-        causes.append(f"picture change up to {layer.max_rms_error:.3f} > {layer.rms_tolerance:g}")
+        causes.append(f"picture change up to {_score(layer.max_rms_error, 3, layer.rms_tolerance, above=True)}")
     if layer.max_stat_delta > layer.stat_tolerance:
-        causes.append(f"statistics change up to {layer.max_stat_delta:.3f} > {layer.stat_tolerance:g}")
+        causes.append(f"statistics change up to {_score(layer.max_stat_delta, 3, layer.stat_tolerance, above=True)}")
     if not causes or layer.min_ssim >= layer.threshold:
         causes.append(f"min SSIM {layer.min_ssim:.4f} (threshold {layer.threshold:g})")
     head = (
