@@ -6,6 +6,8 @@ import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from pytest_featviz.config import Settings
 from pytest_featviz.records import CREATED, MATCHED, MISSING, UPDATED, SnapshotResult
 from pytest_featviz.session import SessionTracker, _create_missing, create_missing
@@ -73,27 +75,29 @@ def test_each_golden_is_counted_once_by_what_happened_to_it() -> None:
     ]
 
 
-def test_a_drift_written_as_the_device_s_own_golden_is_not_called_rewritten() -> None:
-    # environment-keyed goldens: a drift of the shared golden on cuda writes 0@cuda and leaves the shared one as it
-    # was; the line said "rewritten" while the goldens line below it said "created"
+@pytest.mark.parametrize(
+    ("tests", "line"),
+    [
+        (["a"], "1 drifted (written as the device's own goldens, the shared goldens left as they were)"),
+        (
+            ["a", "b"],
+            "2 drifted (1 rewritten; 1 written as the device's own goldens, the shared goldens left as they were)",
+        ),
+    ],
+    ids=["keyed", "mixed"],
+)
+def test_a_drift_written_as_the_device_s_own_golden_is_not_called_rewritten(tests: list[str], line: str) -> None:
+    # environment-keyed goldens: a drift of the shared golden on cuda writes 0@cuda (test a) and leaves the shared one
+    # as it was; the line said "rewritten" while the goldens line below it said "created". Test b had its own.
     tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True, golden_key="device"))
-    keyed = SnapshotResult("t.py::a", "0", "golden/a/0", UPDATED, update_dir="golden/a/0@cuda")
-    rewritten = SnapshotResult("t.py::b", "0", "golden/b/0", UPDATED)
-    tracker.pytest_runtest_logreport(
-        SimpleNamespace(nodeid="t.py::a", when="call", outcome="passed", featviz=[keyed.to_dict()])
-    )  # type: ignore[arg-type]
+    for test in tests:
+        keyed = "golden/a/0@cuda" if test == "a" else None
+        record = SnapshotResult(f"t.py::{test}", "0", f"golden/{test}/0", UPDATED, update_dir=keyed).to_dict()
+        report = SimpleNamespace(nodeid=f"t.py::{test}", when="call", outcome="passed", featviz=[record])
+        tracker.pytest_runtest_logreport(report)  # type: ignore[arg-type]
     assert _summary(tracker)[:2] == [
-        "1 snapshot(s) compared: 0 matched, 1 drifted (written as the device's own goldens, the shared goldens left"
-        " as they were), 0 without a golden (created)",
-        "goldens: 1 created, 0 updated, 0 unchanged (in golden)",
-    ]
-    tracker.pytest_runtest_logreport(
-        SimpleNamespace(nodeid="t.py::b", when="call", outcome="passed", featviz=[rewritten.to_dict()])
-    )  # type: ignore[arg-type]
-    assert _summary(tracker)[:2] == [
-        "2 snapshot(s) compared: 0 matched, 2 drifted (1 rewritten; 1 written as the device's own goldens, the"
-        " shared goldens left as they were), 0 without a golden (created)",
-        "goldens: 1 created, 1 updated, 0 unchanged (in golden)",
+        f"{len(tests)} snapshot(s) compared: 0 matched, {line}, 0 without a golden (created)",
+        f"goldens: 1 created, {len(tests) - 1} updated, 0 unchanged (in golden)",
     ]
 
 
