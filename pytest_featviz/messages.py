@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_featviz import compare
-from pytest_featviz.records import LayerResult, display_path
+from pytest_featviz.records import LayerResult, display_path, score_beyond
 
 if TYPE_CHECKING:
     from pytest_featviz.snapshot import TestIdentity
@@ -27,24 +27,13 @@ def _format_shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
 
-def _beyond(value: float, digits: int, limit: float, above: bool) -> str:
-    """``value`` with ``digits`` decimals, or as many more as it takes to read beyond ``limit`` as shown (``:g``):
-    a score just over its tolerance read "0.012 > 0.012"."""
-    shown_limit = float(f"{limit:g}")
-    for places in range(digits, digits + 7):
-        text = f"{value:.{places}f}"
-        if (float(text) > shown_limit) if above else (float(text) < shown_limit):
-            return text
-    return repr(value)
-
-
 def _score(value: float, digits: int, limit: float, above: bool) -> str:
-    """A score with its limit when it breaks it: ``0.0121 > 0.012`` (``above``: the limit is a maximum) or
-    ``0.9612 < 0.99``; the score alone when it does not."""
-    beyond = value > limit if above else value < limit
-    if not beyond:
+    """A score with its limit when it breaks it, so that the two read the way the verdict went: ``0.0121 > 0.012``
+    (``above``: the limit is a maximum) or ``0.98996 < 0.99``; the score alone when it does not."""
+    if not (value > limit if above else value < limit):
         return f"{value:.{digits}f}"
-    return f"{_beyond(value, digits, limit, above)} {'>' if above else '<'} {limit:g}"
+    score, shown = score_beyond(value, limit, digits)
+    return f"{score} {'>' if above else '<'} {shown}"
 
 
 def _channel_line(layer: LayerResult, position: int) -> str:

@@ -17,7 +17,16 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
-from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, SnapshotResult, display_path, printable
+from pytest_featviz.records import (
+    CREATED,
+    DRIFTED,
+    MATCHED,
+    MISSING,
+    SnapshotResult,
+    display_path,
+    printable,
+    score_beyond,
+)
 
 STEP_SUMMARY_ROWS = 50
 STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
@@ -38,6 +47,24 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def _scores(layer: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The cells of a layer's lowest SSIM, threshold, largest statistics change and largest picture change. A score
+    beyond its limit has the digits that tell it apart from that limit (a drifted layer read "1.0000" against a
+    threshold of 0.99999), and the statistics and picture changes, which have no column for their tolerance, name it
+    (they differ per layer, by marker or noise floor)."""
+    ssim, threshold = _cell(layer["min_ssim"]), "–" if layer["threshold"] is None else f"{layer['threshold']:g}"
+    if layer["min_ssim"] is not None and layer["threshold"] is not None and layer["min_ssim"] < layer["threshold"]:
+        ssim, threshold = score_beyond(layer["min_ssim"], layer["threshold"], 4)
+    changes = []
+    for key, limit in (("max_stat_delta", "stat_tolerance"), ("max_rms_error", "rms_tolerance")):
+        value, tolerance = layer[key], layer[limit]
+        if value is not None and tolerance is not None and value > tolerance:
+            changes.append("{} &gt; {}".format(*score_beyond(value, tolerance, 4)))
+        else:
+            changes.append(_cell(value))
+    return ssim, threshold, changes[0], changes[1]
+
+
 def _noise_note(layer: dict[str, Any]) -> str:
     """Under ``reason``: the tolerances a layer judged by its noise floor was held to (they differ per layer)."""
     if layer["noise_floor"] is None:
@@ -54,14 +81,13 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
         first = layer["first_drifted"]
         drifted = len(layer["drifted_channels"])
         badge = ' <span class="badge">first drift</span>' if first else ""
-        threshold = "–" if layer["threshold"] is None else f"{layer['threshold']:g}"  # not compared: no threshold
+        ssim, threshold, statistics, picture = _scores(layer)
         rows.append(
             f'<tr class="{_e(layer["verdict"])}{" first" if first else ""}">'
             f"<td>{_e(layer['layer'])}{badge}</td>"
             f"<td>{_e(layer['verdict'])}</td><td>{_e('x'.join(map(str, layer['shape'] or [])) or '–')}</td>"
-            f"<td>{drifted} / {len(layer['channels'])}</td><td>{_cell(layer['min_ssim'])}</td>"
-            f"<td>{_cell(layer['mean_ssim'])}</td><td>{threshold}</td>"
-            f"<td>{_cell(layer['max_stat_delta'])}</td><td>{_cell(layer['max_rms_error'])}</td>"
+            f"<td>{drifted} / {len(layer['channels'])}</td><td>{ssim}</td>"
+            f"<td>{_cell(layer['mean_ssim'])}</td><td>{threshold}</td><td>{statistics}</td><td>{picture}</td>"
             f"<td>{_e(layer['reason'] or _noise_note(layer))}</td></tr>"
         )
         for kind in ("mosaic", "current"):

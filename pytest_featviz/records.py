@@ -40,6 +40,19 @@ def printable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def score_beyond(value: float, limit: float, digits: int) -> tuple[str, str]:
+    """A score that broke its limit and that limit, as text that reads the way the verdict went: ``digits``
+    decimals, or as many more as tell the two apart (a score just beyond its tolerance read "0.012 > 0.012", and a
+    limit shown rounded could read as broken the other way). The limit is shown as ``:g`` where that is exact."""
+    shown = f"{limit:g}"
+    for places in range(digits, 18):
+        score = f"{value:.{places}f}"
+        if score != f"{limit:.{places}f}":
+            exact = float(shown) == limit
+            return score, shown if exact else (f"{limit:.{places}f}".rstrip("0").rstrip(".") or "0")
+    return repr(value), repr(limit)
+
+
 def display_path(path: str | os.PathLike[str], start: str | os.PathLike[str] | None = None) -> str:
     """A path as messages show it: relative to the working directory (or ``start``: where pytest ran, for a command
     to paste, when a test may have changed the working directory), unless the absolute path is shorter (a path far

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pytest_featviz import outputs, report
@@ -21,6 +22,17 @@ def test_the_index_shows_the_tolerances_a_layer_judged_by_its_noise_floor_was_he
 def test_the_index_says_why_a_layer_was_not_compared(tmp_path: Path) -> None:
     data = report.report_data([snapshot_record("t.py::t", DRIFTED, RESHAPED)], tmp_path, Path("/"), False)
     assert "<td>normalize changed from minmax to sigmoid</td>" in outputs.render_index(data)
+
+
+def test_the_index_shows_a_score_beyond_its_limit_with_the_digits_that_tell_them_apart(tmp_path: Path) -> None:
+    # a drifted layer read min SSIM "1.0000" beside its threshold 0.99999, and a statistics-only drift "0.0011" with
+    # no tolerance to compare it with
+    layer = dataclasses.replace(
+        layer_record("a", (0.999984, 1.0)), threshold=0.99999, stat_delta=(0.00106272, 0.0), stat_tolerance=0.0010627
+    )
+    data = report.report_data([snapshot_record("t.py::t", DRIFTED, layer)], tmp_path, Path("/"), False)
+    page = outputs.render_index(data)
+    assert "<td>0.99998</td><td>1.0000</td><td>0.99999</td><td>0.00106272 &gt; 0.0010627</td><td>0.0000</td>" in page
 
 
 def test_index_escapes_every_name(tmp_path: Path) -> None:

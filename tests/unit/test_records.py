@@ -20,6 +20,7 @@ from pytest_featviz.records import (
     NoiseFloor,
     display_path,
     environment_words,
+    score_beyond,
 )
 
 
@@ -125,3 +126,21 @@ def test_display_path_is_relative_unless_the_absolute_path_is_shorter(
 )
 def test_environment_words(environment: dict[str, object], words: str) -> None:
     assert environment_words(environment) == words
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "digits", "expected"),
+    [
+        (0.012118, 0.012, 3, ("0.0121", "0.012")),  # read "0.012 > 0.012"
+        (0.00106272, 0.0010627, 3, ("0.00106272", "0.0010627")),  # read "0.0011 > 0.0010627", ten times the overshoot
+        (0.9998950972542727, 0.999895097354, 4, ("0.9998950973", "0.9998950974")),  # limit shown rounded: "< 0.999895"
+        (0.5, 0.0010627, 3, ("0.500", "0.0010627")),  # far apart: the usual digits
+        (0.9612, 0.99, 4, ("0.9612", "0.99")),
+    ],
+)
+def test_a_broken_limit_and_its_score_are_shown_with_the_digits_that_tell_them_apart(
+    value: float, limit: float, digits: int, expected: tuple[str, str]
+) -> None:
+    assert score_beyond(value, limit, digits) == expected
+    score, shown = expected
+    assert (float(score) > float(shown)) == (value > limit)  # as shown, they read the way the verdict went
