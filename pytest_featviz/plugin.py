@@ -37,7 +37,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     config.stash[SETTINGS_KEY] = from_pytest(config)
-    tracker = SessionTracker(config.stash[SETTINGS_KEY], html=config.pluginmanager.hasplugin("html"))
+    tracker = SessionTracker(
+        config.stash[SETTINGS_KEY],
+        html=config.pluginmanager.hasplugin("html"),
+        setup_only=bool(config.getoption("setuponly", False)),
+    )
     config.stash[TRACKER_KEY] = tracker
     config.pluginmanager.register(tracker, "featviz-session")
     config.pluginmanager.register(XdistClearing(tracker, config), "featviz-xdist")

@@ -259,7 +259,9 @@ class SnapshotResult:
     failed, so its drift was expected (set by the session, from the test's report). ``update_dir``: where
     ``--featviz-update`` (and ``featviz promote``) would write (``drifted``) or wrote (``updated``) this snapshot's
     golden when that is not ``golden_dir``, the golden it was compared with: the device's own golden, when
-    environment-keyed goldens are on and the shared one drifted on a device that had none.
+    environment-keyed goldens are on and the shared one drifted on a device that had none. ``device``: with
+    environment-keyed goldens on, the device type this run's goldens are keyed by (``cuda``), also where no path
+    shows it (a missing golden).
     """
 
     test_id: str
@@ -272,6 +274,7 @@ class SnapshotResult:
     calibration: tuple[CalibrationRun, ...] = ()  # --featviz-calibrate only
     xfail: bool = False
     update_dir: str | None = None
+    device: str | None = None
 
     @property
     def drifted_layers(self) -> list[LayerResult]:
@@ -305,6 +308,7 @@ class SnapshotResult:
             **({"calibration": [run.to_dict() for run in self.calibration]} if self.calibration else {}),
             **({"xfail": True} if self.xfail else {}),
             **({"update_dir": self.update_dir} if self.update_dir is not None else {}),
+            **({"device": self.device} if self.device is not None else {}),
         }
 
     @classmethod
@@ -320,6 +324,7 @@ class SnapshotResult:
             calibration=tuple(CalibrationRun.from_dict(d) for d in data.get("calibration", ())),
             xfail=data.get("xfail") is True,
             update_dir=str(data["update_dir"]) if data.get("update_dir") is not None else None,
+            device=str(data["device"]) if data.get("device") is not None else None,
         )
 
 

@@ -144,9 +144,10 @@ class XdistClearing:
 class SessionTracker:
     """Collects the result records of every test (also from xdist workers) and prints the summary."""
 
-    def __init__(self, settings: Settings, html: bool = False) -> None:
+    def __init__(self, settings: Settings, html: bool = False, setup_only: bool = False) -> None:
         self.settings = settings
         self.html = html  # pytest-html is active: diff mosaics go into the failing test's row
+        self.setup_only = setup_only  # --setup-only: fixtures run, test bodies never do
         # The records of each item (by a key unique per item and process), with the run of the item they are from.
         self.runs: dict[str, tuple[int, list[SnapshotResult]]] = {}
         # The records that created or rewrote a golden, of every run of every item: a run that pytest-rerunfailures
@@ -333,7 +334,8 @@ class SessionTracker:
             terminalreporter.write_line(f"goldens: {fates[CREATED]} created (in {self.settings.golden_dir}){kept}")
         elif counts[MISSING]:
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
-        if not self.settings.update:
+        # under --setup-only no test body runs: its snapshots were never to be checked
+        if not self.settings.update and not self.setup_only:
             from pytest_featviz.unchecked import unreached_snapshots
 
             unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")

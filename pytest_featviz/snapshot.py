@@ -167,8 +167,10 @@ def _check(
     _refuse_case_twin(settings.golden_dir, directory)
     original = directory
     keyed: Path | None = None  # the device's own golden directory, when keyed goldens are on and it has none yet
+    device: str | None = None  # the device type goldens are keyed by, when they are
     if settings.golden_key == "device":
-        keyed = goldenpath.keyed_dir(directory, environment.device_type(model, inputs))
+        device = environment.device_type(model, inputs)
+        keyed = goldenpath.keyed_dir(directory, device)
         if keyed.is_dir():
             directory, keyed = keyed, None
     damaged = False  # a damaged golden that update mode re-creates: counted as updated, not created
@@ -217,6 +219,7 @@ def _check(
             message,
             calibration=calibration,
             update_dir=str(keyed) if keyed is not None and outcome in (DRIFTED, UPDATED) else None,
+            device=device,
         )
         return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
 
@@ -327,7 +330,7 @@ def _check(
         )
     if keyed is not None:
         explanation.append(
-            f"this is the shared golden: there is no golden for {environment.device_type(model, inputs)} yet"
+            f"this is the shared golden: there is no golden for {device} yet"
             f" (--featviz-update would write {display_path(keyed, identity.invocation_dir)} and leave the"
             " shared one alone)"
         )

@@ -16,12 +16,13 @@ from pytest_featviz.stale import shared_key, subdirectories
 
 
 def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:
-    """Golden snapshots of drifted or missing tests that the run has no record of: the test raised at an earlier
-    snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is gone). A keyed
-    golden and its shared one count as one snapshot as for stale goldens (:func:`pytest_featviz.stale.shared_key`),
-    listed once. Sorted, so a run under xdist lists them as a serial run does."""
+    """Golden snapshots of drifted or missing tests (not xfail ones) that the run has no record of: the test raised
+    at an earlier snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is
+    gone). A keyed golden and its shared one count as one snapshot as for stale goldens
+    (:func:`pytest_featviz.stale.shared_key`), listed once: the one the test's device would check. Sorted, so a run
+    under xdist lists them as a serial run does."""
     from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
-    from pytest_featviz.goldenpath import KEY_SEPARATOR
+    from pytest_featviz.goldenpath import keyed_dir, shared_dir
 
     by_test: dict[str, list[SnapshotResult]] = {}
     for result in results:
@@ -31,29 +32,15 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     seen = {shared_key(result.golden_dir, keyed) for result in results}
     found: dict[str, Path] = {}  # by shared key: the directory the test's device would check
     for records in by_test.values():
-        if not any(r.outcome in (DRIFTED, MISSING) for r in records):
-            continue
-        device = _device_key(records) if keyed else None
+        if not any(r.outcome in (DRIFTED, MISSING) and not r.xfail for r in records):
+            continue  # passed, or failed as its xfail marker expected: nothing to accept
+        device = next((r.device for r in records if r.device is not None), None) if keyed else None
         for folder in {Path(r.golden_dir).parent for r in records}:
             for snapshot in subdirectories(folder):  # sorted: a shared golden before its keyed ones
                 key = shared_key(snapshot, keyed)
                 if key in seen or not (snapshot / SIDECAR).is_file():
                     continue
                 # the device's own golden where it has one (``second@cuda``), else the shared one it falls back to
-                if key not in found or (device is not None and snapshot.name.endswith(KEY_SEPARATOR + device)):
+                if key not in found or (device is not None and snapshot == keyed_dir(shared_dir(snapshot), device)):
                     found[key] = snapshot
     return sorted(found.values())
-
-
-def _device_key(records: Iterable[SnapshotResult]) -> str | None:
-    """The device key a test's keyed goldens carry on this run (``cuda``), as its records show it: a record that
-    compared with the device's own golden, or that would write one; ``None`` when none did."""
-    from pytest_featviz.goldenpath import KEY_SEPARATOR, shared_dir  # numpy: only once a snapshot has run
-
-    for record in records:
-        if record.update_dir is not None:
-            return Path(record.update_dir).name.rpartition(KEY_SEPARATOR)[2]
-        compared = Path(record.golden_dir)
-        if shared_dir(compared) != compared:
-            return compared.name.rpartition(KEY_SEPARATOR)[2]
-    return None

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_featviz.config import Settings
-from pytest_featviz.records import CREATED, MATCHED, MISSING, UPDATED, SnapshotResult
+from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, UPDATED, SnapshotResult
 from pytest_featviz.session import SessionTracker, _create_missing, create_missing
 
 
@@ -99,6 +99,21 @@ def test_a_drift_written_as_the_device_s_own_golden_is_not_called_rewritten(test
         f"{len(tests)} snapshot(s) compared: 0 matched, {line}, 0 without a golden (created)",
         f"goldens: 1 created, {len(tests) - 1} updated, 0 unchanged (in golden)",
     ]
+
+
+@pytest.mark.parametrize("setup_only", [False, True])
+def test_setup_only_names_no_golden_a_test_body_would_have_checked(tmp_path: Path, setup_only: bool) -> None:
+    # a fixture's snapshot drifted under --setup-only: the test's body, and its snapshot, were never to run
+    for name in ("fixture", "body"):
+        (tmp_path / "golden" / "t" / "test_a" / name).mkdir(parents=True)
+        (tmp_path / "golden" / "t" / "test_a" / name / "snapshot.json").write_text("{}", encoding="utf-8")
+    tracker = SessionTracker(Settings(golden_dir=tmp_path / "golden"), setup_only=setup_only)
+    drifted = SnapshotResult("t.py::test_a", "fixture", str(tmp_path / "golden/t/test_a/fixture"), DRIFTED)
+    report = SimpleNamespace(nodeid="t.py::test_a", when="setup", outcome="failed", featviz=[drifted.to_dict()])
+    tracker.pytest_runtest_logreport(report)  # type: ignore[arg-type]
+    unchecked = [line for line in _summary(tracker) if "were not checked" in line]
+    assert unchecked == ([] if setup_only else [unchecked[0]])
+    assert setup_only or unchecked[0].endswith("golden/t/test_a/body")
 
 
 def test_the_command_for_missing_goldens_creates_them_with_each_test_s_own_options() -> None:

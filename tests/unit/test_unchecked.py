@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pytest_featviz.records import DRIFTED, MATCHED, SnapshotResult
+from pytest_featviz.records import DRIFTED, MATCHED, MISSING, SnapshotResult
 from pytest_featviz.unchecked import unreached_snapshots
 
 
@@ -30,14 +32,17 @@ def test_two(tmp_path: Path) -> Path:
 def test_a_keyed_golden_and_its_shared_one_are_one_unchecked_snapshot(test_two: Path) -> None:
     # the test drifted at 'first' on the cpu (its keyed golden): 'second' was not checked, and is one snapshot, named
     # as the cpu checks it (its own golden)
-    results = [SnapshotResult("test_a.py::test_two", "first", str(test_two / "first@cpu"), DRIFTED)]
+    results = [SnapshotResult("test_a.py::test_two", "first", str(test_two / "first@cpu"), DRIFTED, device="cpu")]
     assert unreached_snapshots(results, keyed=True) == [test_two / "second@cpu"]
-    # without keys, second@cpu is a snapshot of its own (and first, not checked either)
-    assert unreached_snapshots(results, keyed=False) == [
-        test_two / "first",
-        test_two / "second",
-        test_two / "second@cpu",
-    ]
+    # the test stopped at its missing first snapshot (no golden of its own nor shared): the cpu's second all the same
+    missing = [SnapshotResult("test_a.py::test_two", "first", str(test_two / "first"), MISSING, device="cpu")]
+    for name in ("first", "first@cpu"):
+        shutil.rmtree(test_two / name)
+    assert unreached_snapshots(missing, keyed=True) == [test_two / "second@cpu"]
+    # on a device with no golden of its own, the shared one it falls back to
+    assert unreached_snapshots([replace(missing[0], device="cuda")], keyed=True) == [test_two / "second"]
+    # without keys, second@cpu is a snapshot of its own
+    assert unreached_snapshots(results, keyed=False) == [test_two / "second", test_two / "second@cpu"]
 
 
 def test_the_unchecked_snapshots_are_listed_in_one_order_whatever_order_the_results_came_in(tmp_path: Path) -> None:
@@ -53,3 +58,12 @@ def test_the_unchecked_snapshots_are_listed_in_one_order_whatever_order_the_resu
     assert serial == sorted(serial) and len(serial) == 5
     assert unreached_snapshots(results[::-1], keyed=False) == serial
     assert unreached_snapshots([results[2], results[0], results[3], results[1]], keyed=False) == serial
+
+
+def test_an_xfail_test_s_expected_drift_lists_nothing_to_accept(test_two: Path) -> None:
+    drifted = SnapshotResult("test_a.py::test_two", "first", str(test_two / "first"), DRIFTED)
+    assert unreached_snapshots([drifted], keyed=False) == [test_two / "first@cpu", test_two / "second"] + [
+        test_two / "second@cpu"
+    ]
+    # its xfail marker expected the drift: "accept that drift" would be wrong advice
+    assert unreached_snapshots([replace(drifted, xfail=True)], keyed=False) == []
