@@ -87,7 +87,11 @@ def _rewritten(results: Iterable[SnapshotResult]) -> str:
     keyed = sum(result.update_dir is not None for result in updated)
     if not keyed:
         return "rewritten"
-    beside = "written as the device's own goldens, the shared goldens left as they were"
+    beside = (
+        "written as the device's own golden, the shared golden left as it was"
+        if keyed == 1
+        else "written as the device's own goldens, the shared goldens left as they were"
+    )
     return beside if keyed == len(updated) else f"{len(updated) - keyed} rewritten; {keyed} {beside}"
 
 

@@ -313,8 +313,8 @@ def test_keyed_goldens_fall_back_to_the_shared_one_and_update_only_their_own(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "1 snapshot(s) compared: 0 matched, 1 drifted (written as the device's own goldens, the shared goldens"
-            " left as they were), 0 without a golden (created)",
+            "1 snapshot(s) compared: 0 matched, 1 drifted (written as the device's own golden, the shared golden"
+            " left as it was), 0 without a golden (created)",
             "goldens: 1 created, 0 updated, *",
         ]
     )

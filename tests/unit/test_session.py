@@ -78,26 +78,26 @@ def test_each_golden_is_counted_once_by_what_happened_to_it() -> None:
 @pytest.mark.parametrize(
     ("tests", "line"),
     [
-        (["a"], "1 drifted (written as the device's own goldens, the shared goldens left as they were)"),
-        (
-            ["a", "b"],
-            "2 drifted (1 rewritten; 1 written as the device's own goldens, the shared goldens left as they were)",
-        ),
+        ("a", "1 drifted (written as the device's own golden, the shared golden left as it was)"),
+        ("ac", "2 drifted (written as the device's own goldens, the shared goldens left as they were)"),
+        ("ab", "2 drifted (1 rewritten; 1 written as the device's own golden, the shared golden left as it was)"),
     ],
-    ids=["keyed", "mixed"],
+    ids=["keyed", "two keyed", "mixed"],
 )
-def test_a_drift_written_as_the_device_s_own_golden_is_not_called_rewritten(tests: list[str], line: str) -> None:
-    # environment-keyed goldens: a drift of the shared golden on cuda writes 0@cuda (test a) and leaves the shared one
-    # as it was; the line said "rewritten" while the goldens line below it said "created". Test b had its own.
+def test_a_drift_written_as_the_device_s_own_golden_is_not_called_rewritten(tests: str, line: str) -> None:
+    # environment-keyed goldens: a drift of the shared golden on cuda writes 0@cuda (tests a and c) and leaves the
+    # shared one as it was; the line said "rewritten" while the goldens line below it said "created". Test b had its
+    # own golden for cuda, which it rewrote.
     tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True, golden_key="device"))
     for test in tests:
-        keyed = "golden/a/0@cuda" if test == "a" else None
+        keyed = None if test == "b" else f"golden/{test}/0@cuda"
         record = SnapshotResult(f"t.py::{test}", "0", f"golden/{test}/0", UPDATED, update_dir=keyed).to_dict()
         report = SimpleNamespace(nodeid=f"t.py::{test}", when="call", outcome="passed", featviz=[record])
         tracker.pytest_runtest_logreport(report)  # type: ignore[arg-type]
+    created = len(tests) - tests.count("b")
     assert _summary(tracker)[:2] == [
         f"{len(tests)} snapshot(s) compared: 0 matched, {line}, 0 without a golden (created)",
-        f"goldens: 1 created, {len(tests) - 1} updated, 0 unchanged (in golden)",
+        f"goldens: {created} created, {len(tests) - created} updated, 0 unchanged (in golden)",
     ]
 
 
