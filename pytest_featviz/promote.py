@@ -204,7 +204,10 @@ def _trusted_root(report_dir: Path, root: Path, given: bool) -> dict[str, str]:
         return values or {}
     holds_report = report_dir.resolve().is_relative_to(root.resolve())
     if values is None or not holds_report:
-        config = "pytest configuration file (pytest.ini, pyproject.toml, tox.ini, setup.cfg)"
+        config = (
+            "pytest configuration file (pytest.ini, or a [tool.pytest.ini_options] table in pyproject.toml, [pytest]"
+            " in tox.ini, [tool:pytest] in setup.cfg)"
+        )
         if values is not None:
             lacks = "does not hold this report directory"
         else:

@@ -81,12 +81,14 @@ def test_a_report_whose_rootdir_promote_does_not_trust_says_what_it_lacks(
     # a project with no pytest configuration file (getting started) was told "which does not hold this report
     # directory and a pytest configuration file", although it held the report
     (featviz_pytester.path / "tox.ini").unlink()
+    # a pyproject.toml without a pytest table is no pytest configuration file, and the message does not say it is one
+    (featviz_pytester.path / "pyproject.toml").write_text('[project]\nname = "m"\n', encoding="utf-8")
     _drifted(featviz_pytester, monkeypatch)
     assert main(["promote"], out=io.StringIO()) == 1
     assert (
-        "report.json names the rootdir ., which holds no pytest configuration file (pytest.ini, pyproject.toml,"
-        " tox.ini, setup.cfg), so the report alone does not say where the goldens are: pass --root with the"
-        " project's rootdir"
+        "report.json names the rootdir ., which holds no pytest configuration file (pytest.ini, or a"
+        " [tool.pytest.ini_options] table in pyproject.toml, [pytest] in tox.ini, [tool:pytest] in setup.cfg), so the"
+        " report alone does not say where the goldens are: pass --root with the project's rootdir"
     ) in capsys.readouterr().err
     assert main(["promote", "--root", "."], out=io.StringIO()) == 0  # as the command under a failure has it
 
@@ -247,8 +249,9 @@ def test_a_forged_report_cannot_name_a_golden_directory_outside_the_project(
     status, output = _promote("featviz-report")
     err = capsys.readouterr().err
     reason = (
-        "which holds no pytest configuration file (pytest.ini, pyproject.toml, tox.ini, setup.cfg), so the report"
-        " alone does not say where the goldens are: pass --root"
+        "which holds no pytest configuration file (pytest.ini, or a [tool.pytest.ini_options] table in"
+        " pyproject.toml, [pytest] in tox.ini, [tool:pytest] in setup.cfg), so the report alone does not say where"
+        " the goldens are: pass --root"
         if forged == "root"
         else "lies outside the rootdir"
     )
