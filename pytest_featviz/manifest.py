@@ -1,32 +1,33 @@
 """The drift report's manifest: which files in the report directory are ours.
 
-Every file the report writes is recorded in ``.featviz-manifest`` the moment it is written (xdist workers append to
-it at the same time), so that the next session, or an earlier attempt's rerun, removes exactly those files and
-nothing else. A file the manifest does not list is never overwritten nor removed, and the manifest is never written
-through a symbolic link. :mod:`pytest_featviz.report` writes every file of the report through here.
+Every file the report writes is recorded in ``.featviz-manifest`` the moment it is written, with the sha256 of what
+was written (xdist workers append to it at the same time), so that the next session, or an earlier attempt's rerun,
+removes exactly those files and nothing else. A file the manifest does not list, or one put in place of a listed
+file since (its content is not what the report wrote), is never overwritten nor removed, and the manifest is never
+written through a symbolic link. :mod:`pytest_featviz.report` writes every file of the report through here.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
-from collections.abc import Iterable
+import re
 from pathlib import Path
 
 MANIFEST = ".featviz-manifest"
 
 
-def _record(report_dir: Path, paths: Iterable[str | Path]) -> None:
-    """Add ``paths`` to the manifest of files this plugin wrote. One short line per ``write`` in append mode, so
-    xdist workers can add to it at the same time."""
-    lines = "".join(_entry(report_dir, path) + "\n" for path in paths)
-    if lines:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        _refuse_linked_manifest(report_dir)
-        # never through a link put there since: appending would write where it points, maybe outside
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        with os.fdopen(os.open(report_dir / MANIFEST, flags, 0o644), "a", encoding="utf-8") as stream:
-            stream.write(lines)
+def _record(report_dir: Path, path: str | Path, data: bytes) -> None:
+    """Add ``path`` to the manifest of files this plugin wrote, with the hash of ``data``, what it wrote there. One
+    short line per ``write`` in append mode, so xdist workers can add to it at the same time."""
+    line = f"{_entry(report_dir, path)}\t{hashlib.sha256(data).hexdigest()}\n"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_linked_manifest(report_dir)
+    # never through a link put there since: appending would write where it points, maybe outside
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(report_dir / MANIFEST, flags, 0o644), "a", encoding="utf-8") as stream:
+        stream.write(line)
 
 
 def _refuse_linked_manifest(report_dir: Path) -> None:
@@ -40,25 +41,53 @@ def _entry(report_dir: Path, path: Path | str) -> str:
     return Path(os.path.relpath(path, report_dir)).as_posix()
 
 
-def _listed(report_dir: Path) -> list[str]:
-    """The manifest's lines: the files this plugin wrote in the report directory (none without a manifest)."""
+_HASHED = re.compile(r"(.*)\t([0-9a-f]{64})")
+
+
+def _listed(report_dir: Path) -> dict[str, set[str] | None]:
+    """The files the manifest lists, with the hashes of what was written to each (a file may be written more than
+    once); ``None`` for a line without one (a manifest written before they were recorded: any content counts)."""
     try:
         text = (report_dir / MANIFEST).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return []
-    return [line for line in text.splitlines() if "\x00" not in line]  # a damaged line names no file of ours
+        return {}
+    listed: dict[str, set[str] | None] = {}
+    for line in text.splitlines():
+        if "\x00" in line or not line:  # a damaged line names no file of ours
+            continue
+        hashed = _HASHED.fullmatch(line)
+        entry = hashed.group(1) if hashed else line
+        hashes = listed.get(entry, set())
+        if hashed and hashes is not None:
+            hashes.add(hashed.group(2))
+            listed[entry] = hashes
+        else:
+            listed[entry] = None
+    return listed
+
+
+def _ours(path: Path, hashes: set[str] | None) -> bool:
+    """Whether the listed file at ``path`` still holds what the report wrote there (not a file put in its place)."""
+    if hashes is None:
+        return True
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() in hashes
+    except OSError:
+        return False
 
 
 def refuse_foreign(report_dir: Path, *paths: Path) -> None:
     """Raise ``FileExistsError`` when one of ``paths`` holds a file this plugin did not write: one the manifest
-    does not list (what the previous report wrote was removed at session start; what this session wrote is listed).
+    does not list (what the previous report wrote was removed at session start; what this session wrote is listed),
+    or one whose content is not what it wrote there.
     A report directory pointed at a folder of someone else's files (``--featviz-report-dir site``) leaves them be."""
     present = [path for path in paths if path.exists() or path.is_symlink()]
     if not present:
         return
-    listed = set(_listed(report_dir))
+    listed = _listed(report_dir)
     for path in present:
-        if _entry(report_dir, path) not in listed:
+        entry = _entry(report_dir, path)
+        if entry not in listed or not _ours(path, listed[entry]):
             raise FileExistsError(
                 errno.EEXIST,
                 "a file pytest-featviz did not write is in the way (it never overwrites one); choose another"
@@ -80,18 +109,21 @@ def write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
 
     _refuse_linked_manifest(report_dir)  # before the file: written unrecorded, it would count as someone else's
     write_atomic(path, data)
-    _record(report_dir, [path])
+    _record(report_dir, path, data)
 
 
 def remove_listed(report_dir: Path, within: Path) -> list[Path]:
     """Remove the files under ``within`` that the manifest lists and the folders they leave empty (up to the report
-    directory). Files the manifest does not list, or that lie outside the report directory, are never touched."""
+    directory). Files the manifest does not list, that lie outside the report directory, or that hold something
+    else than the report wrote there, are never touched."""
     root, base = report_dir.resolve(), within.resolve()
     removed: list[Path] = []
     folders: set[Path] = set()
-    for line in sorted(set(_listed(report_dir))):
+    for line, hashes in sorted(_listed(report_dir).items()):
         path = (report_dir / line).resolve()
-        if not line or not path.is_relative_to(root) or not path.is_relative_to(base) or not path.is_file():
+        if not path.is_relative_to(root) or not path.is_relative_to(base) or not path.is_file():
+            continue
+        if not _ours(path, hashes):  # someone's file put in place of the report's: theirs now
             continue
         path.unlink()
         removed.append(path)
@@ -108,9 +140,9 @@ def tidy(report_dir: Path) -> None:
     if not (report_dir / MANIFEST).is_file():
         return
     root = report_dir.resolve()
-    for line in filter(None, _listed(report_dir)):
+    for line, hashes in _listed(report_dir).items():
         path = (root / line).resolve()
-        if path.is_relative_to(root) and path.is_file():
+        if path.is_relative_to(root) and path.is_file() and _ours(path, hashes):
             return
     (report_dir / MANIFEST).unlink()
     if not any(report_dir.iterdir()):
@@ -127,5 +159,5 @@ def remove_stale(report_dir: Path) -> list[Path]:
 
 def only_ours(report_dir: Path) -> bool:
     """Whether everything in ``report_dir`` is the report's: its manifest and what the manifest lists."""
-    ours = {MANIFEST, *(Path(line).parts[0] for line in _listed(report_dir) if line)}
+    ours = {MANIFEST, *(Path(line).parts[0] for line in _listed(report_dir))}
     return all(entry.name in ours for entry in report_dir.iterdir())

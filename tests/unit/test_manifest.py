@@ -4,21 +4,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pytest_featviz import manifest
 
 
 def test_remove_stale_removes_only_listed_files(tmp_path: Path) -> None:
     ours = tmp_path / "snapshots" / "t" / "diff-a.png"
     ours.parent.mkdir(parents=True)
-    ours.write_bytes(b"x")
+    manifest.write_recorded(tmp_path, ours, b"x")
     theirs = tmp_path / "notes.txt"
     theirs.write_text("keep")
     outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
     outside.write_text("keep")
-    manifest._record(tmp_path, [ours])
     (tmp_path / manifest.MANIFEST).open("a").write(f"../{outside.name}\n")
     assert manifest.remove_stale(tmp_path) == [ours.resolve()]
     assert not ours.exists() and not (tmp_path / "snapshots").exists()
     assert theirs.read_text() == "keep" and outside.read_text() == "keep"
     assert not (tmp_path / manifest.MANIFEST).exists()
     assert manifest.remove_stale(tmp_path) == []
+
+
+def test_a_file_put_in_place_of_one_the_report_wrote_is_neither_removed_nor_overwritten(tmp_path: Path) -> None:
+    # a site build wrote its index.html into a report directory whose manifest listed the report's: the next
+    # session removed the user's page, as the manifest named its path
+    index, diff = tmp_path / "index.html", tmp_path / "snapshots" / "t" / "diff-a.png"
+    diff.parent.mkdir(parents=True)
+    manifest.write_recorded(tmp_path, index, b"<html>report</html>")
+    manifest.write_recorded(tmp_path, diff, b"first")
+    manifest.write_ours(tmp_path, diff, b"second")  # rewritten by the report itself: still its own
+    index.write_text("<html>my docs</html>")
+    with pytest.raises(FileExistsError, match="a file pytest-featviz did not write is in the way"):
+        manifest.write_ours(tmp_path, index, b"<html>report</html>")
+    assert manifest.remove_stale(tmp_path) == [diff.resolve()]
+    assert index.read_text() == "<html>my docs</html>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]  # the manifest goes: nothing of ours is left
+
+
+def test_a_manifest_written_before_hashes_were_recorded_still_clears_its_files(tmp_path: Path) -> None:
+    ours = tmp_path / "report.json"
+    ours.write_text("{}")
+    (tmp_path / manifest.MANIFEST).write_text("report.json\n", encoding="utf-8")
+    assert manifest.remove_stale(tmp_path) == [ours.resolve()]
+    assert not tmp_path.exists()
