@@ -193,6 +193,8 @@ def _channels(value: Any, name: str) -> ChannelsSetting:
     try:  # _whole takes ASCII digits only: an empty entry ("1,,2"), "1_6" or another script's digits is refused
         if isinstance(value, (bytes, bytearray)):  # a Sequence of ints: b"3" would be channel 51
             raise TypeError(value)
+        if hasattr(value, "tolist") and getattr(value, "ndim", None) == 1:  # np.arange(0, 64, 4), a torch tensor
+            value = value.tolist()
         if isinstance(value, Sequence) and not isinstance(value, str):
             indices = tuple(_whole(v) for v in value)
             if not indices:

@@ -270,7 +270,7 @@ def _name_of(model: nn.Module, index: dict[str, nn.Module], aliases: _LazyAliase
     for name, candidate in aliases.names().items():
         if candidate is module:
             return name
-    what = "the model itself" if module is model else f"a {type(module).__name__} that is not a submodule of it"
+    what = "the model itself" if module is model else f"a {type(module).__name__} that is not a submodule of the model"
     raise FeatvizError(
         f"layers holds {what}; select submodules of {type(model).__name__} by name, glob pattern, class or object"
     )

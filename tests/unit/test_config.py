@@ -144,6 +144,19 @@ def test_parse_channels_rejects(text: object) -> None:
         parse_channels(text, "ini")
 
 
+def test_channels_from_an_array_or_a_tensor_of_indices() -> None:
+    # np.arange(0, 64, 4) was refused ("must be a count, a list of indices, ...")
+    import numpy as np
+    import torch
+
+    assert parse_channels(np.arange(0, 16, 4)) == (0, 4, 8, 12)
+    assert parse_channels(torch.tensor([3, 1])) == (3, 1)
+    assert parse_channels(np.int64(5)) == 5
+    for refused in (np.array([0.5, 1.0]), np.array([[0, 1]]), torch.tensor([2, 2])):
+        with pytest.raises(FeatvizError, match="channels"):
+            parse_channels(refused)
+
+
 @pytest.mark.parametrize(
     "text",
     ["1,,2", ",1", "1_6", "\u0663", "top:\u0663", "top:\u00b2", "1 2", "0x10", "[[0,3]]", "0,3]", "[0,3", "(0,3]"],

@@ -169,7 +169,7 @@ def test_a_module_object_selects_it_by_name(tmp_path: Path) -> None:
     model = _net()
     assert [t.name for t in resolve_layers(model, [model.layer1, "stem"])] == ["layer1", "stem"]
     assert [t.name for t in resolve_layers(model, model.layer2[0])] == ["layer2.0"]
-    with pytest.raises(FeatvizError, match="layers holds a Conv2d that is not a submodule of it"):
+    with pytest.raises(FeatvizError, match="layers holds a Conv2d that is not a submodule of the model"):
         resolve_layers(model, [nn.Conv2d(1, 1, 1)])
     with pytest.raises(FeatvizError, match="layers holds the model itself"):
         resolve_layers(model, [model])
