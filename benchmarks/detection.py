@@ -7,6 +7,7 @@ several detector settings, so the table compares settings on identical numbers.
 
     python benchmarks/detection.py            # the table for the default settings and the alternatives
     python benchmarks/detection.py --models resnet18
+    python benchmarks/detection.py --models resnet18 --every-conv   # weight noise on each conv in turn
 
 Harmful variants must FAIL, benign ones must PASS. The exit status is 1 when the default settings miss a harmful
 case or alarm on a benign one.
@@ -310,6 +311,40 @@ def scores(model_name: str) -> Scores:
     return out
 
 
+def every_conv(model_name: str, levels: tuple[float, ...] = (0.01, 0.02, 0.05)) -> None:
+    """The weight-noise rows of the table for every conv of the model, not only the first conv of the first block the
+    table perturbs: per noise level, how many convs the default catches, and which it misses (a conv deep in the
+    network moves the statistics of the last snapshotted layers less than one near the input)."""
+    raw = photo()
+    x = preprocess(raw)
+    base = build(model_name)
+    convs = [name for name, module in base.named_modules() if isinstance(module, nn.Conv2d)]
+    print(f"\n## {model_name}: noise on one conv's weights, for each of its {len(convs)} convs (default verdict)\n")
+    print("| noise | caught | missed (with its largest statistics change) |")
+    print("|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        identity = TestIdentity("bench::" + model_name, "bench.py", model_name, "")
+        directory = Path(tmp, model_name)
+        check_snapshot(
+            copy.deepcopy(base), x, None, Settings(golden_dir=Path(tmp), update=True), directory, identity, "0"
+        )
+        wide = Settings(golden_dir=Path(tmp), threshold=-1.0, stat_tolerance=math.inf, rms_tolerance=math.inf)
+        for level in levels:
+            missed = []
+            for position, name in enumerate(convs):
+                model = copy.deepcopy(base)
+                weight = model.get_submodule(name).weight
+                generator = torch.Generator().manual_seed(3 + position)
+                weight.data *= 1 + level * torch.randn(weight.shape, generator=generator)
+                layers = list(
+                    check_snapshot(model, x, None, wide, directory, identity, "0", measure_noise=True).result.layers
+                )
+                if not DEFAULT.fails(layers):
+                    stat = max(layer.max_stat_delta for layer in layers if layer.ssim)
+                    missed.append(f"{name} ({stat:.4f})")
+            print(f"| {level:.0%} | {len(convs) - len(missed)}/{len(convs)} | {', '.join(missed) or '-'} |")
+
+
 def worst(layers: list[LayerResult]) -> str:
     scored = [layer for layer in layers if layer.ssim]
     if len(scored) < len(layers):
@@ -327,7 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v3_large", "efficientnet_b0"])
     parser.add_argument("--dump", type=Path, help="also write every channel's scores per model and variant (JSON)")
+    parser.add_argument(
+        "--every-conv",
+        action="store_true",
+        help="instead of the table: weight noise on each conv of each model in turn, caught and missed per level",
+    )
     args = parser.parse_args(argv)
+    if args.every_conv:
+        for model_name in args.models:
+            every_conv(model_name)
+        return 0
     dump: dict[str, dict[str, object]] = {}
     ok = True
     summary: dict[str, list[int]] = {d.name: [0, 0, 0, 0, 0, 0] for d in DETECTORS}
