@@ -22,7 +22,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     (:func:`pytest_featviz.stale.shared_key`), listed once: the one the test's device would check. Sorted, so a run
     under xdist lists them as a serial run does."""
     from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
-    from pytest_featviz.goldenpath import keyed_dir, shared_dir
+    from pytest_featviz.goldenpath import keyed_dir
 
     by_test: dict[str, list[SnapshotResult]] = {}
     for result in results:
@@ -35,12 +35,15 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
         if not any(r.outcome in (DRIFTED, MISSING) and not r.xfail for r in records):
             continue  # passed, or failed as its xfail marker expected: nothing to accept
         device = next((r.device for r in records if r.device is not None), None) if keyed else None
+        # the name's end that marks the device's own golden ("@cuda"): two directories share a key only when one is
+        # the other's keyed golden, so within a key the name tells them apart (shared_key read their sidecars)
+        own = keyed_dir(Path("_"), device).name[1:] if device is not None else None
         for folder in {Path(r.golden_dir).parent for r in records}:
             for snapshot in subdirectories(folder):  # sorted: a shared golden before its keyed ones
                 key = shared_key(snapshot, keyed)
                 if key in seen or not (snapshot / SIDECAR).is_file():
                     continue
                 # the device's own golden where it has one (``second@cuda``), else the shared one it falls back to
-                if key not in found or (device is not None and snapshot == keyed_dir(shared_dir(snapshot), device)):
+                if key not in found or (own is not None and snapshot.name.endswith(own)):
                     found[key] = snapshot
     return sorted(found.values())
