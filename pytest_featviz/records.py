@@ -45,10 +45,10 @@ def score_beyond(value: float, limit: float, digits: int) -> tuple[str, str]:
     decimals, or as many more as tell the two apart (a score just beyond its tolerance read "0.012 > 0.012", and a
     limit shown rounded could read as broken the other way). The limit is shown as ``:g`` where that is exact."""
     shown = f"{limit:g}"
+    exact = float(shown) == limit
     for places in range(digits, 18):
         score = f"{value:.{places}f}"
         if score != f"{limit:.{places}f}":
-            exact = float(shown) == limit
             return score, shown if exact else (f"{limit:.{places}f}".rstrip("0").rstrip(".") or "0")
     return repr(value), repr(limit)
 
