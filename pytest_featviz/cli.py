@@ -309,10 +309,18 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{'promoted' if changed else 'already the current render:'} {display_path(directory)}\n")
     for refusal in promotion.refused:
         out.write(f"refused {refusal}\n")
+    if promotion.unreadable:
+        out.write(
+            f"not promoted: {len(promotion.unreadable)} golden snapshot(s) that the run could not read have no current"
+            f" render ({', '.join(promotion.unreadable)}); each one's message in the report says why and how to fix"
+            " it\n"
+        )
     if written:
         replaced = sum(1 for _, changed in written if changed)
         same = f"; {len(written) - replaced} already held it" if replaced < len(written) else ""
         out.write(f"{replaced} golden snapshot(s) written from the current render{same}; review and commit them\n")
+    elif promotion.unreadable and not promotion.refused:
+        return 1
     elif not promotion.refused:
         what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"
         out.write(f"nothing promoted: the report in {report_dir} has no drifted or missing snapshot {what}\n")

@@ -17,6 +17,7 @@ from pytest_featviz.layers import LayerSpec
 from pytest_featviz.records import (
     DRIFTED,
     MISSING,
+    UNREADABLE,
     Evidence,
     FeatureDriftError,
     FeatvizError,
@@ -110,7 +111,13 @@ class FeatureSnapshot:
         try:
             evidence = check_snapshot(eager(model), inputs, layers, settings, directory, self._identity, shown)
         except FeatvizError as error:
-            raise _user_error(error, self._identity, settings) from None
+            failure = _user_error(error, self._identity, settings)
+            if isinstance(error, GoldenError) and error.unread is not None:
+                # counted, listed and reported beside the drifts, and its test's later goldens as not checked
+                self._record(
+                    SnapshotResult(self._identity.node_id, shown, str(error.unread), UNREADABLE, (), str(failure))
+                )
+            raise failure from None
         result = self._reporter(evidence) if self._reporter is not None else evidence.result
         self._record(result)
         if result.outcome == MISSING:

@@ -40,12 +40,15 @@ class GoldenError(FeatvizError):
     """A golden that exists but cannot be used (damaged, of a newer format, unreadable).
 
     ``recreatable``: whether ``--featviz-update`` is the way out (a damaged golden), so that the failing test can
-    name the command; not for a newer format, an OS error or a golden not fetched from Git LFS.
+    name the command; not for a newer format, an OS error or a golden not fetched from Git LFS. ``unread``: the
+    golden snapshot's directory, set where a check could not read it (:func:`pytest_featviz.snapshot.check_snapshot`),
+    so that the session counts that golden as unreadable; ``None`` for an error of writing or naming.
     """
 
     def __init__(self, message: str, *, recreatable: bool = True) -> None:
         super().__init__(message)
         self.recreatable = recreatable
+        self.unread: Path | None = None
 
 
 class GoldenNotFetched(GoldenError):

@@ -98,7 +98,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--featviz-report-all",
         action="store_true",
         default=False,
-        help="write the report for every snapshot checked, not only for drifted and missing ones.",
+        help="write the report for every snapshot checked, not only for drifted, missing and unreadable ones.",
     )
     group.addoption(
         "--featviz-prune",

@@ -22,6 +22,7 @@ from pytest_featviz.records import (
     DRIFTED,
     MATCHED,
     MISSING,
+    UNREADABLE,
     SnapshotResult,
     display_path,
     printable,
@@ -76,6 +77,12 @@ def _noise_note(layer: dict[str, Any]) -> str:
 
 
 def _snapshot_html(snapshot: dict[str, Any]) -> str:
+    if snapshot["outcome"] == UNREADABLE:  # no layers were compared: the error, which says why and what to do
+        return (
+            f'<div class="snapshot {UNREADABLE}"><h3>snapshot {_e(snapshot["snapshot"])}'
+            f' <span class="outcome">{UNREADABLE}</span></h3><p>golden <code>{_e(snapshot["golden_dir"])}/</code>'
+            f" could not be read:</p><pre>{_e(snapshot['message'])}</pre></div>"
+        )
     rows, figures = [], []
     for layer in snapshot["layers"]:
         first = layer["first_drifted"]
@@ -120,7 +127,7 @@ def _outcome(snapshot: Mapping[str, Any]) -> str:
 
 def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
     outcomes = {snapshot["outcome"] for snapshot in snapshots}
-    return next((o for o in (DRIFTED, MISSING) if o in outcomes), MATCHED)
+    return next((o for o in (DRIFTED, UNREADABLE, MISSING) if o in outcomes), MATCHED)
 
 
 def render_index(data: dict[str, Any]) -> str:
@@ -144,14 +151,15 @@ def render_index(data: dict[str, Any]) -> str:
 
 def checked_line(counts: Mapping[str, int]) -> str:
     """The check's counts as one sentence (terminal, page, job summary), from ``report.summary_counts``:
-    ``3 snapshot(s) checked: 1 matched, 2 drifted (2 test(s), 3 layer(s); 1 in xfail tests, as expected), 0 missing``.
-    """
-    xfail = counts.get("drifted_xfail", 0)
+    ``3 snapshot(s) checked: 1 matched, 2 drifted (2 test(s), 3 layer(s); 1 in xfail tests, as expected), 0 missing``,
+    and ``, 1 unreadable`` where a golden could not be read."""
+    xfail, unreadable = counts.get("drifted_xfail", 0), counts.get(UNREADABLE, 0)
     return (
         f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
         f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)"
         + (f"; {xfail} in xfail tests, as expected" if xfail else "")
         + f"), {counts[MISSING]} missing"
+        + (f", {unreadable} unreadable" if unreadable else "")
     )
 
 
@@ -173,7 +181,7 @@ def _md(text: str, limit: int = 120) -> str:
 
 
 def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | None = None) -> str:
-    """A compact markdown table of the drifted and missing snapshots for ``GITHUB_STEP_SUMMARY``: no images
+    """A compact markdown table of the drifted, missing and unreadable snapshots for ``GITHUB_STEP_SUMMARY``: no images
     (GitHub strips data URIs), at most ``STEP_SUMMARY_ROWS`` rows and ``STEP_SUMMARY_LIMIT`` bytes.
 
     ``create``: the command that creates the missing goldens, and how many more tests are missing one, as the
@@ -187,7 +195,7 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
         "|---|---|---|---|---|---|",
     ]
-    shown = [s for s in data["snapshots"] if s["outcome"] in (DRIFTED, MISSING)]
+    shown = [s for s in data["snapshots"] if s["outcome"] in (DRIFTED, MISSING, UNREADABLE)]
     if not shown:
         return ""
     for snapshot in shown[:STEP_SUMMARY_ROWS]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from pytest_featviz.records import display_path, printable
+from pytest_featviz.records import UNREADABLE, display_path, printable
 from pytest_featviz.report import REPORT_JSON
 from pytest_featviz.reportcheck import ABSENT, Refused, current_render, inside, path_text, report_json, shown
 
@@ -38,10 +38,12 @@ class Refusal:
 @dataclass(frozen=True, slots=True)
 class Promotion:
     """What :func:`promote_report` did: each golden directory it wrote, with whether its files changed, and each
-    snapshot it refused."""
+    snapshot it refused; ``unreadable``: the golden directories (as the report gives them) of the selected snapshots
+    whose golden the run could not read, which have no current render to promote."""
 
     written: tuple[tuple[Path, bool], ...]
     refused: tuple[Refusal, ...]
+    unreadable: tuple[str, ...] = ()
 
 
 def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[tuple[Path, bool]]:
@@ -88,6 +90,7 @@ def promote_report(
     exact = select is not None and select in ids
     refused: list[Refusal] = []
     chosen: list[_Chosen] = []
+    unreadable: list[str] = []
     for index, entry in enumerate(snapshots):
         label = f"snapshots[{index}]"
         try:
@@ -101,7 +104,9 @@ def promote_report(
             if select is not None and (test_id != select if exact else select not in test_id):
                 continue
             current = entry.get("current", ABSENT)
-            if current is None:  # a matched snapshot (--featviz-report-all): nothing to promote
+            if current is None:  # a matched snapshot (--featviz-report-all) or an unreadable one: nothing to promote
+                if entry.get("outcome") == UNREADABLE and isinstance(entry.get("golden_dir"), str):
+                    unreadable.append(printable(entry["golden_dir"]))
                 continue
             directory = _promoted_to(entry, root, golden_dir)
             sidecar, pictures = current_render(report_dir, path_text(current, "current"))
@@ -129,7 +134,7 @@ def promote_report(
             refused.extend(Refusal(render.label, printable(str(exc))) for render in renders)
             continue
         written.append((directory, bool(changed)))
-    return Promotion(tuple(written), tuple(refused))
+    return Promotion(tuple(written), tuple(refused), tuple(dict.fromkeys(unreadable)))
 
 
 def command_options(report_dir: Path, root: Path, golden_dir: Path, start: Path | None = None) -> list[str]:

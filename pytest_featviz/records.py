@@ -29,7 +29,10 @@ DRIFTED = "drifted"
 MISSING = "missing"
 CREATED = "created"
 UPDATED = "updated"
-OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED)
+# a golden that exists and could not be read (damaged, of a newer format, not fetched from Git LFS, refused by the
+# OS): its test failed on that error, and the session's summary and report say so beside the drifts
+UNREADABLE = "unreadable"
+OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED, UNREADABLE)
 
 NORMALIZE_MODES = ("minmax", "sigmoid", "percentile")
 
@@ -253,15 +256,16 @@ class CalibrationRun:
 class SnapshotResult:
     """The outcome of one ``feature_snapshot`` call.
 
-    ``outcome`` is one of ``matched``, ``drifted``, ``missing`` (check mode, no golden), ``created`` or
-    ``updated`` (update mode). ``layers`` are in forward order. ``artifacts`` maps a role (for example
-    ``"mosaic:layer1"``) to a file the report wrote for this snapshot. ``xfail``: its test is marked xfail and
+    ``outcome`` is one of ``matched``, ``drifted``, ``missing`` (check mode, no golden), ``created`` or ``updated``
+    (update mode), or ``unreadable`` (a golden that could not be read: no layers; ``message`` is the error its test
+    failed with, which says why and how to fix it). ``layers`` are in forward order. ``artifacts`` maps a role (for
+    example ``"mosaic:layer1"``) to a file the report wrote for this snapshot. ``xfail``: its test is marked xfail and
     failed, so its drift was expected (set by the session, from the test's report). ``update_dir``: where
     ``--featviz-update`` (and ``featviz promote``) would write (``drifted``) or wrote (``updated``) this snapshot's
     golden when that is not ``golden_dir``, the golden it was compared with: the device's own golden, when
     environment-keyed goldens are on and the shared one drifted on a device that had none. ``device``: with
-    environment-keyed goldens on, the device type this run's goldens are keyed by (``cuda``), also where no path
-    shows it (a missing golden).
+    environment-keyed goldens on, the device type this run's goldens are keyed by (``cuda``), also where no path shows
+    it (a missing golden).
     """
 
     test_id: str
@@ -279,7 +283,7 @@ class SnapshotResult:
     @property
     def drifted_layers(self) -> list[LayerResult]:
         """The layers that differ from the golden; none for a snapshot without one (missing or created)."""
-        if self.outcome in (MISSING, CREATED):
+        if self.outcome in (MISSING, CREATED, UNREADABLE):
             return []
         return [layer for layer in self.layers if layer.drifted]
 

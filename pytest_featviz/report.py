@@ -25,7 +25,16 @@ from typing import Any
 from pytest_featviz.diffmosaic import channel_label, diff_mosaic, encode_rgb
 from pytest_featviz.manifest import only_ours, refuse_foreign, remove_listed, write_ours, write_recorded
 from pytest_featviz.outputs import render_index
-from pytest_featviz.records import DRIFTED, MATCHED, MISSING, OUTCOMES, Evidence, SnapshotResult, display_path
+from pytest_featviz.records import (
+    DRIFTED,
+    MATCHED,
+    MISSING,
+    OUTCOMES,
+    UNREADABLE,
+    Evidence,
+    SnapshotResult,
+    display_path,
+)
 
 REPORT_FORMAT = 1
 REPORT_JSON = "report.json"
@@ -40,9 +49,9 @@ CURRENT = "current"
 
 
 def wanted(result: SnapshotResult, report_all: bool) -> bool:
-    """Whether ``result`` gets report files: drifted and missing snapshots, and every checked one with
-    ``--featviz-report-all``."""
-    return result.outcome in (DRIFTED, MISSING) or (report_all and result.outcome == MATCHED)
+    """Whether ``result`` is in the report: drifted, missing and unreadable snapshots (the last with no files of their
+    own), and every checked one with ``--featviz-report-all``."""
+    return result.outcome in (DRIFTED, MISSING, UNREADABLE) or (report_all and result.outcome == MATCHED)
 
 
 class Reporter:
@@ -193,9 +202,9 @@ def _number(value: float) -> float | None:
 
 
 def _severity(result: SnapshotResult) -> tuple[int, float, int, str, str]:
-    """Sort key, most severe first: drifted before missing before the rest, then by lowest SSIM (a layer that
-    could not be compared counts as SSIM -1), then by the number of drifted layers."""
-    rank = {DRIFTED: 0, MISSING: 1}.get(result.outcome, 2)
+    """Sort key, most severe first: drifted before unreadable before missing before the rest, then by lowest SSIM (a
+    layer that could not be compared counts as SSIM -1), then by the number of drifted layers."""
+    rank = {DRIFTED: 0, UNREADABLE: 1, MISSING: 2}.get(result.outcome, 3)
     lowest = min((layer.min_ssim if layer.ssim else -1.0 for layer in result.drifted_layers), default=1.0)
     if result.outcome == MISSING:
         lowest = 1.0
@@ -305,7 +314,7 @@ def write_session_report(
     report_all: bool = False,
     run: Mapping[str, Any] | None = None,
 ) -> Path | None:
-    """Write ``report.json`` and ``index.html`` when anything drifted or was missing (always with
+    """Write ``report.json`` and ``index.html`` when anything drifted, was missing or unreadable (always with
     ``report_all`` and at least one snapshot); returns the path of ``index.html``, or ``None`` when nothing was
     written."""
     if not any(wanted(r, report_all) for r in results):

@@ -23,6 +23,7 @@ from pytest_featviz.records import (
     DRIFTED,
     MATCHED,
     MISSING,
+    UNREADABLE,
     UPDATED,
     SnapshotResult,
     display_path,
@@ -124,6 +125,19 @@ def _create_missing(missing: list[SnapshotResult]) -> str:
     command, more = found
     rest = f" (and {more} more tests: see their messages)" if more else ""
     return f"create the missing goldens with:  {command}{rest}"
+
+
+def _unreadable(results: list[SnapshotResult]) -> str:
+    """The summary's line naming the goldens that could not be read (each once: the runs of a repeated test share
+    them); each failing test says why, and what fixes it."""
+    goldens = sorted({display_path(result.golden_dir) for result in results})
+    more = f" and {len(goldens) - UNREACHED_LISTED} more" if len(goldens) > UNREACHED_LISTED else ""
+    return (
+        f"{len(goldens)} golden snapshot(s) could not be read (damaged, of a newer format, not fetched from Git LFS"
+        f" or refused by the OS; each failing test says which and how to fix it): "
+        + ", ".join(goldens[:UNREACHED_LISTED])
+        + more
+    )
 
 
 def _run_key(item: pytest.Item) -> str:
@@ -317,7 +331,9 @@ class SessionTracker:
         if self.settings.update:  # nothing drifts or goes missing: it is rewritten or created
             terminalreporter.write_line(
                 f"{len(self.results)} snapshot(s) compared: {counts[MATCHED]} matched, {counts[UPDATED]} drifted"
-                f" ({_rewritten(self.results)}), {counts[CREATED]} without a golden (created)"
+                + (f" ({_rewritten(self.results)})" if counts[UPDATED] else "")
+                + f", {counts[CREATED]} without a golden (created)"
+                + (f", {counts[UNREADABLE]} unreadable" if counts[UNREADABLE] else "")
             )
         elif self.settings.create:  # nothing goes missing: it is created; a drift fails as in a check
             terminalreporter.write_line(f"{checked_line(counts)}, {counts[CREATED]} without a golden (created)")
@@ -338,6 +354,8 @@ class SessionTracker:
             terminalreporter.write_line(f"goldens: {fates[CREATED]} created (in {self.settings.golden_dir}){kept}")
         elif counts[MISSING]:
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
+        if counts[UNREADABLE]:
+            terminalreporter.write_line(_unreadable([r for r in self.results if r.outcome == UNREADABLE]))
         # under --setup-only no test body runs: its snapshots were never to be checked
         if not self.settings.update and not self.setup_only:
             from pytest_featviz.unchecked import unreached_snapshots
@@ -348,8 +366,8 @@ class SessionTracker:
                 more = f" and {len(unreached) - UNREACHED_LISTED} more" if len(unreached) > UNREACHED_LISTED else ""
                 terminalreporter.write_line(
                     f"{len(unreached)} golden snapshot(s) of the failing tests were not checked: a test stops at its"
-                    " first drifted or missing snapshot (accept that drift or create that golden, then run again):"
-                    f" {shown}{more}"
+                    " first drifted, missing or unreadable snapshot (accept that drift, create or repair that golden,"
+                    f" then run again): {shown}{more}"
                 )
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")

@@ -181,6 +181,7 @@ def _check(
     except GoldenError as exc:
         # not over a golden of a newer format, one not fetched from Git LFS, or one the OS refuses to read
         if not settings.update or not exc.recreatable:
+            exc.unread = directory  # the session counts it as unreadable
             raise
         stored, damaged = None, True
     if stored is None:
@@ -272,6 +273,7 @@ def _check(
                 result, picture = compare_with_golden(item, stored, layer, directory, settings)
             except GoldenError as exc:
                 if not settings.update or not exc.recreatable:
+                    exc.unread = directory
                     raise
                 # update mode re-creates a damaged picture, as it re-creates a damaged sidecar
                 shape, channels = item.capture.shape, item.capture.channels

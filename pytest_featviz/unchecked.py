@@ -1,23 +1,22 @@
-"""The goldens the failing tests did not check: a test stops at its first drifted or missing snapshot, so the snapshots
-it would have checked after that one have no record of this run, and neither ``featviz promote`` nor the report covers
-them. The terminal summary names them (the device's own golden where goldens are keyed by device), so that the whole
-change of a test is accepted, not only its first part. One snapshot is what it is for stale goldens
+"""The goldens the failing tests did not check: a test stops at its first drifted, missing or unreadable snapshot, so
+the snapshots it would have checked after that one have no record of this run, and neither ``featviz promote`` nor
+the report covers them. The terminal summary names them (the device's own golden where goldens are keyed by device),
+so that the whole change of a test is accepted, not only its first part. One snapshot is what it is for stale goldens
 (:func:`pytest_featviz.stale.shared_key`). This module imports nothing heavy; the golden layout only when the list is
-made.
-"""
+made."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-from pytest_featviz.records import DRIFTED, MISSING, SnapshotResult
+from pytest_featviz.records import DRIFTED, MISSING, UNREADABLE, SnapshotResult
 from pytest_featviz.stale import shared_key, subdirectories
 
 
 def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:
-    """Golden snapshots of drifted or missing tests (not xfail ones) that the run has no record of: the test raised
-    at an earlier snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is
+    """Golden snapshots of drifted, missing or unreadable tests (not xfail ones) that the run has no record of: the test
+    raised at an earlier snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is
     gone). A keyed golden and its shared one count as one snapshot as for stale goldens
     (:func:`pytest_featviz.stale.shared_key`), listed once: the one the test's device would check. Sorted, so a run
     under xdist lists them as a serial run does."""
@@ -32,7 +31,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     seen = {shared_key(result.golden_dir, keyed) for result in results}
     found: dict[str, Path] = {}  # by shared key: the directory the test's device would check
     for records in by_test.values():
-        if not any(r.outcome in (DRIFTED, MISSING) and not r.xfail for r in records):
+        if not any(r.outcome in (DRIFTED, MISSING, UNREADABLE) and not r.xfail for r in records):
             continue  # passed, or failed as its xfail marker expected: nothing to accept
         device = next((r.device for r in records if r.device is not None), None) if keyed else None
         # the name's end that marks the device's own golden ("@cuda"): two directories share a key only when one is

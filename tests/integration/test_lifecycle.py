@@ -155,8 +155,9 @@ def test_the_summary_names_the_snapshots_a_drifted_test_never_reached(
     result.stdout.fnmatch_lines(
         [
             "1 snapshot(s) checked: 0 matched, 1 drifted (1 test(s), 1 layer(s)), 0 missing",
-            "1 golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted or missing"
-            " snapshot (accept that drift or create that golden, then run again): golden/test_suite/test_two/second",
+            "1 golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted, missing or"
+            " unreadable snapshot (accept that drift, create or repair that golden, then run again):"
+            " golden/test_suite/test_two/second",
         ]
     )
     monkeypatch.delenv("FEATVIZ_DRIFT")

@@ -4,6 +4,7 @@ same goldens as a serial run."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
@@ -167,9 +168,26 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
     else:
         result.stdout.fnmatch_lines([recreate])
     assert _files(project.path / "golden") == damaged  # a check run never writes
+    # the featviz summary counts the golden and names it, and the report lists it with the test's message
+    result.stdout.fnmatch_lines(
+        [
+            "2 snapshot(s) checked: 1 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing, 1 unreadable",
+            "1 golden snapshot(s) could not be read (*; each failing test says which and how to fix it):"
+            " golden/test_two/test_target/0",
+        ]
+    )
+    (entry,) = json.loads((project.path / "featviz-report" / "report.json").read_text())["snapshots"]
+    assert (entry["test_id"], entry["outcome"], entry["golden_dir"]) == (
+        "test_two.py::test_target",
+        "unreadable",
+        "golden/test_two/test_target/0",
+    )
+    assert fnmatch.fnmatch(entry["message"].splitlines()[0], DAMAGE[case])
     # --featviz-update re-creates the damaged golden, except where a file blocks the directory or the golden was
     # not fetched from Git LFS
     result = project.runpytest("--featviz-update")
+    if case in NOT_RECREATED:
+        result.stdout.fnmatch_lines(["2 snapshot(s) compared: 1 matched, 0 drifted, 0 without a golden*, 1 unreadable"])
     if case == "unreadable-dir":
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*GoldenError: cannot read golden sidecar */test_target/0/snapshot.json: *"])
@@ -203,6 +221,71 @@ def test_featviz_create_leaves_a_damaged_golden_and_says_why(project: pytest.Pyt
         ]
     )
     assert _files(project.path / "golden") == damaged
+
+
+TWO_SNAPSHOTS = """
+from featviz_models import make_input, make_model
+
+
+def test_pair(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"], name="first")
+    feature_snapshot(make_model(), make_input(), layers=["2"], name="second")
+
+
+def test_other(feature_snapshot):
+    feature_snapshot(make_model(1), make_input(), layers=["0"])
+"""
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_an_unreadable_golden_is_counted_reported_and_its_test_s_later_goldens_listed(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    from pytest_featviz.cli import main
+
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_pair=TWO_SNAPSHOTS)
+    featviz_pytester.runpytest("--featviz-update", *args).assert_outcomes(passed=2)
+    _damage("sidecar-conflicted", featviz_pytester.path / "golden" / "test_pair" / "test_pair" / "first")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(featviz_pytester.path / "summary.md"))
+    result = featviz_pytester.runpytest(*args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "2 snapshot(s) checked: 1 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing, 1 unreadable",
+            "1 golden snapshot(s) could not be read (*): golden/test_pair/test_pair/first",
+            "1 golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted, missing or"
+            " unreadable snapshot (*): golden/test_pair/test_pair/second",
+            "report: featviz-report/index.html",
+        ]
+    )
+    report = featviz_pytester.path / "featviz-report"
+    data = json.loads((report / "report.json").read_text())
+    assert data["summary"]["unreadable"] == 1
+    (entry,) = data["snapshots"]
+    assert (entry["snapshot"], entry["outcome"], entry["current"], entry["layers"]) == ("first", "unreadable", None, [])
+    assert "holds Git merge-conflict markers" in entry["message"]
+    assert "re-create it with:  pytest --featviz-update test_pair.py::test_pair" in entry["message"]
+    page = (report / "index.html").read_text()
+    assert '<section class="test unreadable" data-test="test_pair.py::test_pair">' in page
+    assert "<code>golden/test_pair/test_pair/first/</code> could not be read:" in page
+    assert "holds Git merge-conflict markers" in page
+    summary = (featviz_pytester.path / "summary.md").read_text()
+    assert "| `test_pair.py::test_pair` | first | unreadable | – | – | – |" in summary
+    # promote has no render of it, and says so rather than "nothing to promote"
+    out = io.StringIO()
+    monkeypatch.chdir(featviz_pytester.path)
+    assert main(["promote", "featviz-report"], out=out) == 1
+    assert out.getvalue() == (
+        "not promoted: 1 golden snapshot(s) that the run could not read have no current render"
+        " (golden/test_pair/test_pair/first); each one's message in the report says why and how to fix it\n"
+    )
+    # the command in the message repairs it, and the run after is green with no report
+    featviz_pytester.runpytest("--featviz-update", "test_pair.py::test_pair", *args).assert_outcomes(passed=1)
+    again = featviz_pytester.runpytest(*args)
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["3 snapshot(s) checked: 3 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing"])
+    assert "could not be read" not in again.stdout.str()
+    assert not (report / "report.json").exists()
 
 
 HOSTILE_TESTS = r"""

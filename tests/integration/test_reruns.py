@@ -75,7 +75,7 @@ def test_goldens_written_by_an_attempt_that_ran_again_are_counted(
     assert created.parseoutcomes() == {"passed": 1, "rerun": 1}
     created.stdout.fnmatch_lines(
         [
-            "1 snapshot(s) compared: 1 matched, 0 drifted (rewritten), 0 without a golden (created)",
+            "1 snapshot(s) compared: 1 matched, 0 drifted, 0 without a golden (created)",
             "goldens: 1 created, 0 updated, 0 unchanged (in *golden)",
         ]
     )
@@ -102,7 +102,7 @@ def test_repeated_tests_count_each_golden_once(featviz_pytester: pytest.Pytester
     created.assert_outcomes(passed=6)
     created.stdout.fnmatch_lines(
         [
-            "6 snapshot(s) compared: * matched, * drifted (rewritten), * without a golden (created)",
+            "6 snapshot(s) compared: * matched, * drifted*, * without a golden (created)",
             "goldens: 2 created, 0 updated, 0 unchanged (in *golden)",
         ]
     )
@@ -110,7 +110,7 @@ def test_repeated_tests_count_each_golden_once(featviz_pytester: pytest.Pytester
     again = featviz_pytester.runpytest("--featviz-update", "--count", "3", *args)
     again.stdout.fnmatch_lines(
         [
-            "6 snapshot(s) compared: 6 matched, 0 drifted (rewritten), 0 without a golden (created)",
+            "6 snapshot(s) compared: 6 matched, 0 drifted, 0 without a golden (created)",
             "goldens: 0 created, 0 updated, 2 unchanged (in *golden)",
         ]
     )

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from pytest_featviz import outputs, report
-from pytest_featviz.records import DRIFTED, MISSING, LayerResult
+from pytest_featviz.records import DRIFTED, MISSING, UNREADABLE, LayerResult, SnapshotResult
 from unit.test_report import FITTED, RESHAPED, RUN, layer_record, snapshot_record
 
 
@@ -33,6 +33,31 @@ def test_the_index_shows_a_score_beyond_its_limit_with_the_digits_that_tell_them
     data = report.report_data([snapshot_record("t.py::t", DRIFTED, layer)], tmp_path, Path("/"), False)
     page = outputs.render_index(data)
     assert "<td>0.99998</td><td>1.0000</td><td>0.99999</td><td>0.00106272 &gt; 0.0010627</td><td>0.0000</td>" in page
+
+
+def test_the_outputs_show_an_unreadable_golden_with_the_error_its_test_failed_with(tmp_path: Path) -> None:
+    unreadable = SnapshotResult(
+        "t.py::t", "0", "/repo/golden/t/t/0", UNREADABLE, message="golden sidecar <x> is not valid JSON\nre-create it"
+    )
+    data = report.report_data([unreadable], tmp_path, Path("/repo"), False)
+    page = outputs.render_index(data)
+    assert '<section class="test unreadable" data-test="t.py::t">' in page
+    assert (
+        "<code>golden/t/t/0/</code> could not be read:</p><pre>golden sidecar &lt;x&gt; is not valid JSON\nre-create it"
+        in (page)
+    )
+    assert "<table>" not in page  # no layer was compared
+    line = "1 snapshot(s) checked: 0 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing, 1 unreadable"
+    assert line in page
+    assert outputs.step_summary(data, tmp_path / "index.html").splitlines()[2:7] == [
+        line + ".",
+        "",
+        "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
+        "|---|---|---|---|---|---|",
+        "| `t.py::t` | 0 | unreadable | – | – | – |",
+    ]
+    # none unreadable: the sentence is as it always was
+    assert outputs.checked_line(report.summary_counts([])).endswith("0 missing")
 
 
 def test_index_escapes_every_name(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pytest_featviz.records import (
     MATCH,
     MATCHED,
     MISSING,
+    UNREADABLE,
     LayerResult,
     NoiseFloor,
     SnapshotResult,
@@ -75,6 +76,28 @@ def test_report_data_is_sorted_by_severity_with_a_fixed_key_order(tmp_path: Path
     json.dumps(data, allow_nan=False)
     everything = report.report_data([missing, mild, fine, bad], tmp_path, Path("/"), report_all=True)
     assert len(everything["snapshots"]) == 4
+
+
+def test_an_unreadable_golden_is_reported_after_the_drifts_and_before_the_missing_goldens(tmp_path: Path) -> None:
+    drifted = snapshot_record("t.py::z", DRIFTED, layer_record("a", (0.5,)))
+    missing = snapshot_record("t.py::a", MISSING, LayerResult("a", "new", (1, 2), None))
+    unreadable = snapshot_record("t.py::m", UNREADABLE)
+    data = report.report_data([missing, unreadable, drifted], tmp_path, Path("/"), report_all=False)
+    assert [(s["test_id"], s["outcome"]) for s in data["snapshots"]] == [
+        ("t.py::z", DRIFTED),
+        ("t.py::m", UNREADABLE),
+        ("t.py::a", MISSING),
+    ]
+    entry = data["snapshots"][1]
+    assert (entry["first_drifted"], entry["current"], entry["layers"], entry["message"]) == (
+        None,
+        None,
+        [],
+        "msg t.py::m",
+    )
+    assert data["summary"]["unreadable"] == 1 and data["summary"]["checked"] == 3
+    # a run whose only trouble is an unreadable golden writes the report, which lists it
+    assert report.write_session_report([unreadable], tmp_path / "r", Path("/")) == tmp_path / "r" / "index.html"
 
 
 def test_a_layer_judged_by_its_noise_floor_records_the_floor_and_its_tolerances(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_featviz.config import Settings
-from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, UPDATED, SnapshotResult
+from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, UNREADABLE, UPDATED, SnapshotResult
 from pytest_featviz.session import SessionTracker, _create_missing, create_missing
 
 
@@ -56,7 +56,7 @@ def test_goldens_written_by_a_run_that_is_repeated_count_as_written() -> None:
         tracker.pytest_runtest_logreport(repeated)  # type: ignore[arg-type]
         tracker.pytest_runtest_logreport(_report(node, (node, 2), node))  # type: ignore[arg-type]
     assert _summary(tracker) == [
-        "2 snapshot(s) compared: 2 matched, 0 drifted (rewritten), 0 without a golden (created)",  # the last runs
+        "2 snapshot(s) compared: 2 matched, 0 drifted, 0 without a golden (created)",  # the last runs
         "goldens: 1 created, 1 updated, 0 unchanged (in golden)",
     ]
 
@@ -136,3 +136,23 @@ def test_the_command_for_missing_goldens_creates_them_with_each_test_s_own_optio
     )
     assert _create_missing(many).endswith("t.py::t9 (and 3 more tests: see their messages)")
     assert create_missing([SnapshotResult("t.py::c", "new", "golden/x", MISSING, message="no golden")]) is None
+
+
+def test_the_summary_names_each_unreadable_golden_once(tmp_path: Path) -> None:
+    # pytest-repeat's three runs of a test meet its one damaged golden three times; seven goldens show five
+    tracker = SessionTracker(Settings(golden_dir=tmp_path / "golden", report_dir=tmp_path / "report"))
+    for run in range(3):
+        tracker.pytest_runtest_logreport(
+            _report(f"t.py::t[{run}-3]", (f"t{run}", 1), "g0", outcome="failed", snapshot=UNREADABLE)  # type: ignore[arg-type]
+        )
+    for index in range(1, 7):
+        tracker.pytest_runtest_logreport(
+            _report(f"t.py::u{index}", (f"u{index}", 1), f"g{index}", outcome="failed", snapshot=UNREADABLE)  # type: ignore[arg-type]
+        )
+    lines = _summary(tracker)
+    assert lines[0] == "9 snapshot(s) checked: 0 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing, 9 unreadable"
+    assert lines[1] == (
+        "7 golden snapshot(s) could not be read (damaged, of a newer format, not fetched from Git LFS or refused by the"
+        " OS; each failing test says which and how to fix it): golden/g0, golden/g1, golden/g2, golden/g3, golden/g4"
+        " and 2 more"
+    )

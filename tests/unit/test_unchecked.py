@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_featviz.records import DRIFTED, MATCHED, MISSING, SnapshotResult
+from pytest_featviz.records import DRIFTED, MATCHED, MISSING, UNREADABLE, SnapshotResult
 from pytest_featviz.unchecked import unreached_snapshots
 
 
@@ -67,3 +67,12 @@ def test_an_xfail_test_s_expected_drift_lists_nothing_to_accept(test_two: Path) 
     ]
     # its xfail marker expected the drift: "accept that drift" would be wrong advice
     assert unreached_snapshots([replace(drifted, xfail=True)], keyed=False) == []
+
+
+def test_a_test_stopped_by_an_unreadable_golden_lists_the_goldens_it_did_not_reach(test_two: Path) -> None:
+    results = [SnapshotResult("test_a.py::test_two", "first", str(test_two / "first"), UNREADABLE)]
+    assert unreached_snapshots(results, keyed=False) == [
+        test_two / "first@cpu",
+        test_two / "second",
+        test_two / "second@cpu",
+    ]
