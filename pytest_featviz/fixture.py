@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from pytest_featviz import goldenpath
+from pytest_featviz import environment, goldenpath
 from pytest_featviz.config import Settings
 from pytest_featviz.current import eager
 from pytest_featviz.golden import GoldenError
@@ -113,9 +113,13 @@ class FeatureSnapshot:
         except FeatvizError as error:
             failure = _user_error(error, self._identity, settings)
             if isinstance(error, GoldenError) and error.unread is not None:
-                # counted, listed and reported beside the drifts, and its test's later goldens as not checked
+                # counted, listed and reported beside the drifts, and its test's later goldens as not checked (the
+                # device's own where goldens are keyed by device)
+                device = environment.device_type(model, inputs) if settings.golden_key == "device" else None
                 self._record(
-                    SnapshotResult(self._identity.node_id, shown, str(error.unread), UNREADABLE, (), str(failure))
+                    SnapshotResult(
+                        self._identity.node_id, shown, str(error.unread), UNREADABLE, (), str(failure), device=device
+                    )
                 )
             raise failure from None
         result = self._reporter(evidence) if self._reporter is not None else evidence.result

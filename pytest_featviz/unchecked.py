@@ -28,7 +28,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
         by_test.setdefault(result.test_id, []).append(result)
     # checked by any record: the runs of a repeated test (pytest-repeat) share its goldens, and one that passed
     # checked what another stopped before
-    seen = {shared_key(result.golden_dir, keyed) for result in results}
+    seen = {key for result in results for key in _checked_keys(result, keyed)}
     found: dict[str, Path] = {}  # by shared key: the directory the test's device would check
     for records in by_test.values():
         if not any(r.outcome in (DRIFTED, MISSING, UNREADABLE) and not r.xfail for r in records):
@@ -46,3 +46,18 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
                 if key not in found or (own is not None and snapshot.name.endswith(own)):
                     found[key] = snapshot
     return sorted(found.values())
+
+
+def _checked_keys(result: SnapshotResult, keyed: bool) -> set[str]:
+    """:func:`~pytest_featviz.stale.shared_key` of the golden ``result`` checked. An unreadable device golden
+    (``0@cuda``) has no sidecar to say which device made it, so the record's device does: the shared golden's key
+    too, since the two are one snapshot, as for a device golden that could be read."""
+    path = Path(result.golden_dir)
+    keys = {shared_key(path, keyed)}
+    if keyed and result.outcome == UNREADABLE and result.device is not None:
+        from pytest_featviz.goldenpath import keyed_dir
+
+        own = keyed_dir(Path("_"), result.device).name[1:]
+        if path.name.endswith(own) and len(path.name) > len(own):
+            keys.add(shared_key(path.with_name(path.name[: -len(own)]), keyed))
+    return keys

@@ -386,6 +386,15 @@ def test_the_goldens_a_drift_left_unchecked_are_named_as_the_device_would_check_
         # on cuda the drift of 0@cuda stops the test before second@cuda, the golden it would check (it named the
         # shared one, which cuda does not use)
         subject.runpytest().stdout.fnmatch_lines([line.format("second@cuda")])
+        # a damaged 0@cuda stops it there as well, and the list names the same golden
+        sidecar = subject.path / "golden" / "test_subject" / "test_a" / "0@cuda" / "snapshot.json"
+        sound = sidecar.read_bytes()
+        sidecar.write_text("{")
+        damaged = subject.runpytest()
+        damaged.stdout.fnmatch_lines(
+            ["*could not be read (*): golden/test_subject/test_a/0@cuda", line.format("second@cuda")]
+        )
+        sidecar.write_bytes(sound)
     monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
     subject.runpytest().stdout.fnmatch_lines([line.format("second")])  # on the cpu: the shared one
 
