@@ -268,7 +268,11 @@ def _made_on(provenance: dict[str, Any] | None) -> str:
 
 def _promote_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "report_dir", nargs="?", default="featviz-report", help="the drift report directory (default: featviz-report)"
+        "report_dir",
+        nargs="?",
+        default=None,
+        help="the drift report directory (default: the one pytest run from here writes: the featviz_report_dir of the"
+        " pytest configuration file found here or above, else featviz-report beside that file)",
     )
     parser.add_argument(
         "--root",
@@ -292,7 +296,10 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     from pytest_featviz import promote, report
 
-    report_dir = Path(args.report_dir)
+    if args.report_dir is not None:
+        report_dir = Path(args.report_dir)
+    else:  # the one pytest run from here writes, relative to here as the messages below show it
+        report_dir = Path(display_path(promote.default_report_dir(Path.cwd())))
     if not (report_dir / report.REPORT_JSON).is_file():
         raise CommandError(
             f"no {report.REPORT_JSON} in {report_dir.resolve()}: run pytest first (it writes the report on drift), or"

@@ -223,11 +223,11 @@ def from_pytest(config: pytest.Config) -> Settings:
     if golden_cli is not None:
         golden_dir = Path(config.invocation_params.dir, golden_cli)
     else:
-        golden_dir = Path(base, _expanded(ini("golden_dir") or DEFAULT_GOLDEN_DIR))
+        golden_dir = Path(base, expanded(ini("golden_dir") or DEFAULT_GOLDEN_DIR))
     if report_cli is not None:
         report_dir = Path(config.invocation_params.dir, report_cli)
     else:
-        report_dir = Path(base, _expanded(ini("report_dir") or DEFAULT_REPORT_DIR))
+        report_dir = Path(base, expanded(ini("report_dir") or DEFAULT_REPORT_DIR))
     golden_dir, report_dir = Path(os.path.normpath(golden_dir)), Path(os.path.normpath(report_dir))
     for role, directory in (("golden", golden_dir), ("report", report_dir)):
         broken = _broken_link(directory)
@@ -297,7 +297,7 @@ def _broken_link(path: Path) -> str | None:
     return None
 
 
-def _expanded(path: str) -> str:
+def expanded(path: str) -> str:
     """An ini path with ``~`` and ``$VAR`` expanded, as pytest does for its own ``cache_dir`` (a shell expands them
     on the command line)."""
     return os.path.expandvars(os.path.expanduser(path))

@@ -227,7 +227,8 @@ def _lookup(
     raise FeatvizError(
         f"unknown layer {item!r} in {type(model).__name__}; closest names:"
         f" {_closest(text, [*names, *aliases.names()])}"
-        " (list them all with `featviz layers` or model.named_modules())"
+        " (list them all with model.named_modules(), or `featviz layers PACKAGE.MODULE:FACTORY` with a function that"
+        " builds the model)"
     )
 
 

@@ -177,6 +177,22 @@ def _by_golden(chosen: list[_Chosen]) -> dict[Path, list[_Chosen]]:
     return {renders[0].directory: renders for renders in groups.values()}
 
 
+def default_report_dir(start: Path) -> Path:
+    """The report directory a bare ``featviz promote`` reads: the one pytest run from ``start`` writes, that is the
+    ``featviz_report_dir`` of the first pytest configuration file found in ``start`` or a folder above it (relative to
+    that file's folder), or ``featviz-report`` beside it; without one, ``featviz-report`` in the rootdir pytest takes
+    then: the first folder up with a ``pyproject.toml``, else ``start``."""
+    from pytest_featviz.config import DEFAULT_REPORT_DIR, expanded
+
+    folders = (start, *start.parents)
+    for directory in folders:
+        values = _config_values(directory)
+        if values is not None:
+            configured = values.get("featviz_report_dir", "").strip()
+            return Path(os.path.normpath(directory / expanded(configured or DEFAULT_REPORT_DIR)))
+    return next((d for d in folders if (d / "pyproject.toml").is_file()), start) / DEFAULT_REPORT_DIR
+
+
 def _promote_root(report_dir: Path, data: dict[str, Any], root: Path | None) -> Path:
     """The rootdir the report's golden paths start from: ``root`` (``--root``), else the one the report records."""
     if root is None:

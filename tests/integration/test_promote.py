@@ -93,6 +93,37 @@ def test_a_report_whose_rootdir_promote_does_not_trust_says_what_it_lacks(
     assert main(["promote", "--root", "."], out=io.StringIO()) == 0  # as the command under a failure has it
 
 
+def test_a_bare_promote_reads_the_report_directory_the_run_wrote(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # featviz_report_dir in the configuration: a bare promote from a subdirectory looked for ./featviz-report there
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_report_dir = reports/fv\n")
+    _drifted(featviz_pytester, monkeypatch)
+    assert (featviz_pytester.path / "reports" / "fv" / "report.json").is_file()
+    monkeypatch.chdir(featviz_pytester.mkdir("tests"))
+    out = io.StringIO()
+    assert main(["promote", "-k", NET], out=out) == 0
+    assert out.getvalue().startswith("promoted ../golden/test_models/test_net/0\n")
+
+
+def test_the_report_directory_of_a_bare_promote_is_the_one_pytest_writes(tmp_path: Path) -> None:
+    from pytest_featviz.promote import default_report_dir
+
+    project = tmp_path / "p"
+    (project / "tests" / "unit").mkdir(parents=True)
+    assert default_report_dir(project / "tests") == project / "tests" / "featviz-report"  # no rootdir marker at all
+    (project / "pyproject.toml").write_text('[project]\nname = "m"\n')  # no pytest table: the rootdir all the same
+    assert default_report_dir(project / "tests" / "unit") == project / "featviz-report"
+    (project / "tests" / "tox.ini").write_text("[tox]\n")  # no [pytest] section: not pytest's configuration
+    assert default_report_dir(project / "tests" / "unit") == project / "featviz-report"
+    (project / "setup.cfg").write_text("[tool:pytest]\nfeatviz_report_dir = ../out/$FV_SUB\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FV_SUB", "fv")
+        assert default_report_dir(project / "tests" / "unit") == tmp_path / "out" / "fv"
+    (project / "tests" / "pytest.ini").write_text("[pytest]\n")  # the nearest configuration file wins
+    assert default_report_dir(project / "tests" / "unit") == project / "tests" / "featviz-report"
+
+
 def test_the_command_under_a_failure_promotes_that_test_alone(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
