@@ -50,6 +50,7 @@ class FeatureSnapshot:
         self._record = record
         self._reporter = reporter
         self._names: set[str] = set()
+        self._unnamed_names: set[str] = set()  # the names calls without name= were given
         self._unnamed = 0
 
     def _next_name(self, name: str | None) -> str:
@@ -58,8 +59,14 @@ class FeatureSnapshot:
                 self._unnamed += 1
             name = str(self._unnamed)
             self._unnamed += 1
+            self._unnamed_names.add(name)
         elif not isinstance(name, str) or not name:
             raise FeatvizError(f"name must be a non-empty string; got {name!r}")
+        elif name in self._unnamed_names:
+            raise FeatvizError(
+                f"snapshot name {name!r} is taken in {self._identity.node_id} by a feature_snapshot call without name="
+                " (those are named 0, 1, ... in the order they run); give this call another name="
+            )
         elif name in self._names:
             raise FeatvizError(
                 f"snapshot name {name!r} is used twice in {self._identity.node_id}; give each call its own name="
@@ -102,10 +109,13 @@ class FeatureSnapshot:
             )
         except FeatvizError as error:
             raise error.with_traceback(None) from None  # the message names the setting and the value
-        snapshot_name = self._next_name(name)
-        directory = goldenpath.snapshot_dir(
-            settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
-        )
+        try:
+            snapshot_name = self._next_name(name)
+            directory = goldenpath.snapshot_dir(
+                settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
+            )
+        except FeatvizError as error:  # a name used twice; a folder of the golden path that is a link out of it
+            raise error.with_traceback(None) from None
         # the golden's directory is named from the name itself; records, messages and reports carry it printable
         shown = printable(snapshot_name)
         try:

@@ -9,6 +9,7 @@ beside the shared one as ``<snapshot>@<device type>`` (:func:`keyed_dir`, :func:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_featviz.golden import GoldenError, sidecar_string
+from pytest_featviz.records import FeatvizError
 
 KEY_SEPARATOR = "@"  # environment-keyed goldens live beside the shared one: <snapshot>@<device type>
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
@@ -60,9 +62,33 @@ def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_nam
     segments = [sanitize_name(p) for p in parts] + [sanitize_name(test_name), sanitize_name(snapshot_name)]
     path = golden_root.joinpath(*segments)
     root = golden_root.resolve()
-    if not path.resolve().is_relative_to(root):  # sanitize_name makes this unreachable; belt and braces
+    for depth in range(1, len(segments) + 1):  # a folder of the path that is a symbolic link
+        _refuse_link(golden_root.joinpath(*segments[:depth]), golden_root, root)
+    if not path.resolve().is_relative_to(root):  # sanitize_name and the links refused make this unreachable
         raise GoldenError(f"refusing to use golden path {path} outside the golden directory {root}", recreatable=False)
     return path
+
+
+def _refuse_link(folder: Path, golden_root: Path, root: Path) -> None:
+    """Raise :class:`GoldenError` when ``folder`` (of a golden path) is a symbolic link that leads out of the golden
+    directory, nowhere or round in a loop: a check would read, and an update write, through it. A link that stays
+    inside the golden directory is used (a test renamed, its goldens kept under both names)."""
+    if not folder.is_symlink():
+        return
+    try:
+        target = folder.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop, before Python 3.13
+        looping = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+        why = "loops" if looping else f"leads to {os.readlink(folder)}, which does not exist"
+    else:
+        if target.is_relative_to(root):
+            return
+        why = f"leads to {target}, outside the golden directory {golden_root}"
+    raise GoldenError(
+        f"golden path {folder} is a symbolic link that {why}: pytest-featviz reads and writes goldens only inside the"
+        " golden directory; remove the link, or put the folder it stands for in its place",
+        recreatable=False,
+    )
 
 
 def case_unique_files(files: Sequence[tuple[str, str, bool]]) -> list[str]:
@@ -130,6 +156,26 @@ def case_twin(golden_root: Path, directory: Path) -> tuple[Path, Path] | None:
 def keyed_dir(directory: Path, key: str) -> Path:
     """The environment-keyed sibling of a snapshot's golden directory: ``<snapshot>@<key>`` (``0@cuda``)."""
     return directory.with_name(f"{directory.name}{KEY_SEPARATOR}{sanitize_name(key)}")
+
+
+# torch's device types: a snapshot name ending in @<one of them> would be the device golden of another snapshot
+DEVICE_TYPES = frozenset(
+    ["cpu", "cuda", "mps", "xpu", "xla", "hpu", "hip", "ipu", "maia", "meta", "mtia", "lazy", "vulkan", "privateuseone"]
+)
+
+
+def refuse_device_name(directory: Path, name: str, device: str) -> None:
+    """With goldens keyed by device, raise :class:`FeatvizError` for a snapshot whose directory name ends in
+    ``@<device type>`` (``name="0@cpu"``): that is where the device's own golden of snapshot ``0`` lives, and the
+    two would overwrite each other's golden. Refused on every device, so a test does not pass on one and fail on
+    another; ``enc@fp16`` names no device and is its own snapshot."""
+    base, separator, key = directory.name.rpartition(KEY_SEPARATOR)
+    if separator and base and key in DEVICE_TYPES | {sanitize_name(device)}:
+        raise FeatvizError(
+            f"snapshot name {name!r} ends with {KEY_SEPARATOR}{key}: with featviz_golden_key = device that is where the"
+            f" {key} golden of snapshot {base!r} lives ({directory}), and the two would overwrite each other's"
+            " golden; give the call a name without it"
+        )
 
 
 def shared_dir(directory: Path) -> Path:

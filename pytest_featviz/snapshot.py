@@ -170,6 +170,7 @@ def _check(
     device: str | None = None  # the device type goldens are keyed by, when they are
     if settings.golden_key == "device":
         device = environment.device_type(model, inputs)
+        goldenpath.refuse_device_name(directory, snapshot_name, device)
         keyed = goldenpath.keyed_dir(directory, device)
         if keyed.is_dir():
             directory, keyed = keyed, None

@@ -399,6 +399,40 @@ def test_the_goldens_a_drift_left_unchecked_are_named_as_the_device_would_check_
     subject.runpytest().stdout.fnmatch_lines([line.format("second")])  # on the cpu: the shared one
 
 
+NAMED_LIKE_A_DEVICE_GOLDEN = """
+from featviz_models import make_input, make_model
+
+
+def test_a(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["1"])
+    feature_snapshot(make_model(), make_input(), layers=["3"], name=NAME)
+"""
+
+
+@pytest.mark.parametrize("name", ["0@cpu", "0@cuda"])
+def test_a_snapshot_named_like_a_device_golden_is_refused_when_goldens_are_keyed(
+    subject: pytest.Pytester, name: str
+) -> None:
+    # name="0@cpu" is where the cpu's own golden of snapshot 0 lives: --featviz-update wrote the one over the other
+    subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = device\n")
+    subject.makepyfile(test_subject=NAMED_LIKE_A_DEVICE_GOLDEN.replace("NAME", repr(name)))
+    result = subject.runpytest("--featviz-update")
+    result.assert_outcomes(failed=1)
+    key = name.partition("@")[2]
+    result.stdout.fnmatch_lines(
+        [
+            f"E   *FeatvizError: snapshot name '{name}' ends with @{key}: with featviz_golden_key = device that is"
+            f" where the {key} golden of snapshot '0' lives (*{name}), and the two would overwrite each other's"
+            " golden; give the call a name without it"
+        ]
+    )
+    assert "pytest_featviz/" not in result.stdout.str()
+    # refused on either device, so a test does not pass on one alone: only snapshot 0's shared golden was written
+    assert sorted(p.name for p in (subject.path / "golden" / "test_subject" / "test_a").iterdir()) == ["0"]
+    subject.makepyfile(test_subject=NAMED_LIKE_A_DEVICE_GOLDEN.replace("NAME", repr("0@fp16")))
+    _update(subject)  # no device type: a snapshot of its own
+
+
 def test_an_unknown_golden_key_is_a_usage_error(subject: pytest.Pytester) -> None:
     subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_key = hostname\n")
     result = subject.runpytest()

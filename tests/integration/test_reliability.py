@@ -223,6 +223,46 @@ def test_featviz_create_leaves_a_damaged_golden_and_says_why(project: pytest.Pyt
     assert _files(project.path / "golden") == damaged
 
 
+LINKS = {
+    "outside": "leads to *-elsewhere/0, outside the golden directory *golden",
+    "dangling": "leads to */nowhere, which does not exist",
+    "loop": "loops",
+}
+
+
+@pytest.mark.parametrize("link", sorted(LINKS))
+def test_a_golden_folder_that_is_a_link_out_of_the_golden_directory_fails_its_test_saying_so(
+    project: pytest.Pytester, link: str
+) -> None:
+    # a link out of the golden directory read "outside the golden directory" of a path inside it, with the plugin's
+    # source in the traceback; a dangling one read as a missing golden, then as "a file"; a loop as a RuntimeError
+    snap = project.path / TARGET
+    elsewhere = project.path.parent / f"{project.path.name}-elsewhere"
+    if link == "outside":
+        elsewhere.mkdir()
+        snap.rename(elsewhere / "0")
+        snap.symlink_to(elsewhere / "0", target_is_directory=True)
+    else:
+        for child in snap.iterdir():
+            child.unlink()
+        snap.rmdir()
+        snap.symlink_to(snap if link == "loop" else project.path / "nowhere")
+    outside = _files(elsewhere) if elsewhere.exists() else {}
+    for args in ((), ("--featviz-update",), ("--featviz-create",)):
+        result = project.runpytest(*args)
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                f"E   *GoldenError: golden path *{TARGET.as_posix()} is a symbolic link that {LINKS[link]}:"
+                " pytest-featviz reads and writes goldens only inside the golden directory; remove the link, or put"
+                " the folder it stands for in its place"
+            ]
+        )
+        assert "pytest_featviz/" not in result.stdout.str()
+        assert snap.is_symlink() and (_files(elsewhere) if elsewhere.exists() else {}) == outside
+        assert not (project.path / "nowhere").exists()
+
+
 TWO_SNAPSHOTS = """
 from featviz_models import make_input, make_model
 

@@ -118,6 +118,14 @@ def test_an_explicit_name_like_an_automatic_one_is_not_reused(tmp_path: Path) ->
     snap = snapshotter(tmp_path, update=True)
     assert snap(_net(), _x(), layers="stem", name="0").name == "0"
     assert snap(_net(), _x(), layers="stem").name == "1"
+    # the other way round the user wrote the name once: the message says which call took it
+    with pytest.raises(FeatvizError) as raised:
+        snap(_net(), _x(), layers="stem", name="1")
+    assert str(raised.value) == (
+        "snapshot name '1' is taken in tests/test_model.py::test_features by a feature_snapshot call without name="
+        " (those are named 0, 1, ... in the order they run); give this call another name="
+    )
+    assert "_next_name" not in [entry.name for entry in raised.traceback]  # the message says it all
 
 
 def test_the_same_explicit_name_twice_is_a_clear_error(tmp_path: Path) -> None:
