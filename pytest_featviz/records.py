@@ -265,7 +265,7 @@ class SnapshotResult:
     golden when that is not ``golden_dir``, the golden it was compared with: the device's own golden, when
     environment-keyed goldens are on and the shared one drifted on a device that had none. ``device``: with
     environment-keyed goldens on, the device type this run's goldens are keyed by (``cuda``), also where no path shows
-    it (a missing golden).
+    it (a missing golden). ``recreated``: an ``updated`` snapshot whose golden was damaged and was written anew.
     """
 
     test_id: str
@@ -279,6 +279,7 @@ class SnapshotResult:
     xfail: bool = False
     update_dir: str | None = None
     device: str | None = None
+    recreated: bool = False
 
     @property
     def drifted_layers(self) -> list[LayerResult]:
@@ -313,6 +314,7 @@ class SnapshotResult:
             **({"xfail": True} if self.xfail else {}),
             **({"update_dir": self.update_dir} if self.update_dir is not None else {}),
             **({"device": self.device} if self.device is not None else {}),
+            **({"recreated": True} if self.recreated else {}),
         }
 
     @classmethod
@@ -329,6 +331,7 @@ class SnapshotResult:
             xfail=data.get("xfail") is True,
             update_dir=str(data["update_dir"]) if data.get("update_dir") is not None else None,
             device=str(data["device"]) if data.get("device") is not None else None,
+            recreated=data.get("recreated") is True,
         )
 
 

@@ -329,9 +329,12 @@ class SessionTracker:
         counts = summary_counts(self.results)
         terminalreporter.section("featviz")
         if self.settings.update:  # nothing drifts or goes missing: it is rewritten or created
+            recreated = [r for r in self.results if r.recreated]
+            drifted = [r for r in self.results if r.outcome == UPDATED and not r.recreated]
             terminalreporter.write_line(
-                f"{len(self.results)} snapshot(s) compared: {counts[MATCHED]} matched, {counts[UPDATED]} drifted"
-                + (f" ({_rewritten(self.results)})" if counts[UPDATED] else "")
+                f"{len(self.results)} snapshot(s) compared: {counts[MATCHED]} matched, {len(drifted)} drifted"
+                + (f" ({_rewritten(drifted)})" if drifted else "")
+                + (f", {len(recreated)} damaged (re-created)" if recreated else "")
                 + f", {counts[CREATED]} without a golden (created)"
                 + (f", {counts[UNREADABLE]} unreadable" if counts[UNREADABLE] else "")
             )
@@ -345,6 +348,14 @@ class SessionTracker:
                 f"goldens: {fates[CREATED]} created, {fates[UPDATED]} updated, {fates[MATCHED]} unchanged"
                 f" (in {self.settings.golden_dir})"
             )
+            repaired = sorted({display_path(r.golden_dir) for r in [*self.written, *self.results] if r.recreated})
+            if repaired:  # it passes now: say what was damaged, so that the new pictures are looked at
+                shown = ", ".join(repaired[:UNREACHED_LISTED])
+                more = f" and {len(repaired) - UNREACHED_LISTED} more" if len(repaired) > UNREACHED_LISTED else ""
+                terminalreporter.write_line(
+                    f"{len(repaired)} damaged golden snapshot(s) re-created from this run (nothing to compare them"
+                    f" with: review their pictures before committing): {shown}{more}"
+                )
         elif self.settings.create:
             kept = ""
             if counts[DRIFTED]:

@@ -222,6 +222,7 @@ def _check(
             calibration=calibration,
             update_dir=str(keyed) if keyed is not None and outcome in (DRIFTED, UPDATED) else None,
             device=device,
+            recreated=damaged and outcome == UPDATED,
         )
         return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
 
@@ -277,6 +278,7 @@ def _check(
                     exc.unread = directory
                     raise
                 # update mode re-creates a damaged picture, as it re-creates a damaged sidecar
+                damaged = True
                 shape, channels = item.capture.shape, item.capture.channels
                 result = LayerResult(item.capture.name, DRIFT, shape, layer.shape, channels, reason=str(exc))
                 picture = LayerEvidence(item.capture.name, None, None)

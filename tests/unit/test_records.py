@@ -16,6 +16,7 @@ from pytest_featviz.records import (
     DRIFTED,
     GONE,
     MATCH,
+    UPDATED,
     GoldenMissingError,
     NoiseFloor,
     display_path,
@@ -68,6 +69,14 @@ def test_round_trip_keeps_where_update_would_write_a_keyed_golden() -> None:
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["update_dir"] == "golden/t/test[a]/0@cuda"
     assert SnapshotResult.from_dict(data) == result
+
+
+def test_round_trip_keeps_a_re_created_damaged_golden() -> None:
+    # an xdist worker's re-created golden: the controller's summary says "damaged (re-created)", not "drifted"
+    result = dataclasses.replace(_result(), outcome=UPDATED, recreated=True)
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["recreated"] is True and SnapshotResult.from_dict(data) == result
+    assert "recreated" not in _result().to_dict()
 
 
 def test_drift_questions() -> None:
