@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -322,11 +323,17 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
             f" render ({', '.join(promotion.unreadable)}); each one's message in the report says why and how to fix"
             " it\n"
         )
+    if promotion.expected:
+        ids = " ".join(shlex.quote(test_id) for test_id in promotion.expected)
+        out.write(
+            f"not promoted: the drift of {len(promotion.expected)} xfail test(s), which their marker expects ({ids});"
+            " promote one with -k and its whole test id\n"
+        )
     if written:
         replaced = sum(1 for _, changed in written if changed)
         same = f"; {len(written) - replaced} already held it" if replaced < len(written) else ""
         out.write(f"{replaced} golden snapshot(s) written from the current render{same}; review and commit them\n")
-    elif promotion.unreadable and not promotion.refused:
+    elif (promotion.unreadable or promotion.expected) and not promotion.refused:
         return 1
     elif not promotion.refused:
         what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"

@@ -39,11 +39,13 @@ class Refusal:
 class Promotion:
     """What :func:`promote_report` did: each golden directory it wrote, with whether its files changed, and each
     snapshot it refused; ``unreadable``: the golden directories (as the report gives them) of the selected snapshots
-    whose golden the run could not read, which have no current render to promote."""
+    whose golden the run could not read, which have no current render to promote; ``expected``: the test ids of the
+    selected snapshots of xfail tests, whose drift was expected, left alone unless ``-k`` names their test."""
 
     written: tuple[tuple[Path, bool], ...]
     refused: tuple[Refusal, ...]
     unreadable: tuple[str, ...] = ()
+    expected: tuple[str, ...] = ()
 
 
 def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[tuple[Path, bool]]:
@@ -91,6 +93,7 @@ def promote_report(
     refused: list[Refusal] = []
     chosen: list[_Chosen] = []
     unreadable: list[str] = []
+    expected: list[str] = []
     for index, entry in enumerate(snapshots):
         label = f"snapshots[{index}]"
         try:
@@ -102,6 +105,9 @@ def promote_report(
             name = entry.get("snapshot")
             label += f" ({test_id!r}, snapshot {name!r})" if isinstance(name, str) else f" ({test_id!r})"
             if select is not None and (test_id != select if exact else select not in test_id):
+                continue
+            if entry.get("xfail") is True and not exact:  # its test expects this drift: accepting it would XPASS
+                expected.append(printable(test_id))
                 continue
             current = entry.get("current", ABSENT)
             if current is None:  # a matched snapshot (--featviz-report-all) or an unreadable one: nothing to promote
@@ -134,7 +140,7 @@ def promote_report(
             refused.extend(Refusal(render.label, printable(str(exc))) for render in renders)
             continue
         written.append((directory, bool(changed)))
-    return Promotion(tuple(written), tuple(refused), tuple(dict.fromkeys(unreadable)))
+    return Promotion(tuple(written), tuple(refused), tuple(dict.fromkeys(unreadable)), tuple(dict.fromkeys(expected)))
 
 
 def command_options(report_dir: Path, root: Path, golden_dir: Path, start: Path | None = None) -> list[str]:

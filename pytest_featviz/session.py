@@ -284,6 +284,28 @@ class SessionTracker:
             except OSError as exc:
                 self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
 
+    def _accept_line(self, config: pytest.Config) -> str:
+        """The summary's command that accepts every drift the report shows (``featviz promote``, with what its
+        report needs told), when a test drifted other than as its xfail marker expected; else ``""``."""
+        from pytest_featviz.report import CURRENT, Reporter
+
+        drifted = {r.test_id for r in self.results if r.outcome == DRIFTED and not r.xfail and CURRENT in r.artifacts}
+        if not drifted:
+            return ""
+        settings = self.settings
+        reporter = Reporter(
+            settings.report_dir,
+            settings.golden_dir,
+            rootdir=config.rootpath,
+            invocation_dir=config.invocation_params.dir,
+        )
+        missing = sum(r.outcome == MISSING and CURRENT in r.artifacts for r in self.results)
+        also = f" and create its {missing} missing golden(s)" if missing else ""
+        return (
+            f"once the report is reviewed, accept its {len(drifted)} drifted test(s){also} with:"
+            f"  {reporter.promote_command()}"
+        )
+
     @property
     def results(self) -> list[SnapshotResult]:
         """Every snapshot's record, of each item's last run, in the order the reports came."""
@@ -382,6 +404,10 @@ class SessionTracker:
                 )
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
+            if not self.settings.update:
+                accept = self._accept_line(terminalreporter.config)
+                if accept:
+                    terminalreporter.write_line(accept)
         for error in self.report_errors:
             terminalreporter.write_line(f"featviz: {error}", yellow=True)
         if self.settings.calibrate:

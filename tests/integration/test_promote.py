@@ -145,6 +145,47 @@ def test_the_command_under_a_failure_promotes_that_test_alone(
     assert (goldens / "test_net2" / "0" / "0.png").read_bytes() != before["test_net2"]
 
 
+def test_the_summary_gives_the_command_that_accepts_the_drifts_and_it_leaves_expected_drifts_alone(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the summary gave counts only: a user with 4 drifted tests collected 4 commands from 4 tracebacks; and a bare
+    # promote accepted the drift an xfail test expects, which then XPASSed
+    featviz_pytester.makepyfile(
+        test_models=TWO_TESTS.replace("import os", "import os\nimport pytest").replace(
+            "def test_net2(", "@pytest.mark.xfail(reason='known drift')\ndef test_net2("
+        )
+    )
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1, xpassed=1)
+    goldens = featviz_pytester.path / "golden" / "test_models"
+    before = {name: (goldens / name / "0" / "0.png").read_bytes() for name in ("test_net", "test_net2")}
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    drifted = featviz_pytester.runpytest()
+    drifted.assert_outcomes(failed=1, xfailed=1)
+    drifted.stdout.fnmatch_lines(
+        [
+            "report: featviz-report/index.html",
+            "once the report is reviewed, accept its 1 drifted test(s) with:  featviz promote featviz-report",
+        ]
+    )
+    out = io.StringIO()
+    assert main(["promote", "featviz-report"], out=out) == 0  # the command as printed
+    assert out.getvalue() == (
+        "promoted golden/test_models/test_net/0\n"
+        "not promoted: the drift of 1 xfail test(s), which their marker expects (test_models.py::test_net2); promote"
+        " one with -k and its whole test id\n"
+        "1 golden snapshot(s) written from the current render; review and commit them\n"
+    )
+    assert (goldens / "test_net" / "0" / "0.png").read_bytes() != before["test_net"]
+    assert (goldens / "test_net2" / "0" / "0.png").read_bytes() == before["test_net2"]
+    # only the expected drift is left: no command to accept it, and promote accepts it when told its test
+    expected = featviz_pytester.runpytest()
+    expected.assert_outcomes(passed=1, xfailed=1)
+    assert "accept its" not in expected.stdout.str()
+    assert main(["promote", "featviz-report"], out=io.StringIO()) == 1
+    assert main(["promote", "featviz-report", "-k", "test_models.py::test_net2"], out=io.StringIO()) == 0
+    assert (goldens / "test_net2" / "0" / "0.png").read_bytes() != before["test_net2"]
+
+
 # -- a report.json that is damaged or hostile -------------------------------------------------------------------------
 #
 # The report travels as a CI artifact and is promoted from anywhere: promote writes only strictly inside the golden

@@ -154,7 +154,9 @@ def test_two_workers_writing_one_golden_at_once_write_it_once_and_count_as_a_ser
         for lost in ("snapshot.json", "0.png"):
             (featviz_pytester.path / "golden" / "test_m" / "test_a" / "0" / lost).unlink()
             lines = _both_workers_at_once(featviz_pytester, write)
-            assert lines[0] == "6 snapshot(s) compared: 5 matched, 1 drifted (rewritten), 0 without a golden (created)"
+            assert lines[0] == (
+                "6 snapshot(s) compared: 5 matched, 0 drifted, 1 damaged (re-created), 0 without a golden (created)"
+            )
 
 
 COUNTED = """
