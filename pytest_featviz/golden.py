@@ -185,6 +185,19 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _unwritten_file(name: str) -> str:
+    """What is wrong with a sidecar's layer file name that pytest-featviz never writes (a plain, visible file name of
+    the snapshot's own directory), in the words of the error; ``""`` for one it may have written."""
+    parts = name.replace("\\", "/").split("/")
+    if Path(name).is_absolute() or ".." in parts or ":" in parts[0]:
+        return "a layer file outside its directory"
+    if Path(name).name != name:
+        return "a layer file by a path, not by its file name"
+    if name.startswith("."):
+        return "a hidden layer file, which pytest-featviz never writes"
+    return ""
+
+
 def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
     # goldencheck builds this module's records, so it imports this module; this one imports it here, not at the top
     from pytest_featviz.goldencheck import _MAX_SIZE, _Malformed, _shown, _snapshot, _wrong_file, _wrong_value
@@ -192,8 +205,10 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
     if not isinstance(data, dict):
         raise GoldenError(f"golden sidecar {path} is not a JSON object")
     version = data.get("format")
-    if not isinstance(version, int):
+    if "format" not in data:
         raise GoldenError(f"golden sidecar {path} has no format version")
+    if not isinstance(version, int):  # "1" as text, an edit by hand
+        raise GoldenError(f"golden sidecar {path} is malformed (format {_shown(version)}, not a whole number)")
     if isinstance(version, bool) or not 1 <= version <= _MAX_SIZE:
         raise GoldenError(f"golden sidecar {path} is malformed (format {_shown(version)})")
     if version > FORMAT_VERSION:
@@ -211,8 +226,9 @@ def _parse_sidecar(data: Any, path: Path) -> SnapshotGolden:
     files: dict[str, str] = {}  # the picture file of each layer before, to its layer's name
     names: set[str] = set()
     for layer in golden.layers:
-        if Path(layer.file).name != layer.file or layer.file.startswith("."):
-            raise GoldenError(f"golden sidecar {path} names a layer file outside its directory: {layer.file!r}")
+        wrong_file = _unwritten_file(layer.file)
+        if wrong_file:
+            raise GoldenError(f"golden sidecar {path} names {wrong_file}: {layer.file!r}")
         if not layer.channels:
             raise GoldenError(f"golden sidecar {path} has an empty layer {layer.name!r}")
         wrong = _wrong_file(layer, files, names) or _wrong_value(layer, golden.normalize)
@@ -272,7 +288,7 @@ def sidecar_string(directory: Path, entry: str, field: str) -> str | None:
     the sidecar (a quick look for stale detection and device keys); ``None`` when there is no readable sidecar, or
     no such string in it."""
     try:
-        value = json.loads(_sidecar_bytes(directory / SIDECAR).decode("utf-8"))[entry][field]
+        value = json.loads(_sidecar_bytes(directory / SIDECAR).decode("utf-8-sig"))[entry][field]
     except (GoldenError, OSError, ValueError, LookupError, TypeError, RecursionError):  # Recursion: nested deep
         return None
     return value if isinstance(value, str) else None
@@ -293,7 +309,8 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     if raw.startswith(LFS_POINTER_MARK):
         raise not_fetched(path, "sidecar")
     try:
-        text = raw.decode("utf-8")
+        # a byte-order mark before UTF-8 (Windows Notepad, PowerShell 5's Out-File -Encoding utf8) changes no value
+        text = raw.decode("utf-8-sig")
         data = json.loads(text)
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, raw, exc) from exc

@@ -52,7 +52,7 @@ def read_layer(directory: Path, layer: LayerGolden, bit_depth: int) -> TileArray
         raise GoldenError(f"golden picture {path} is missing (the sidecar lists it)") from exc
     except OSError as exc:
         raise GoldenError(f"cannot read golden picture {path}: {exc}", recreatable=False) from exc
-    if hashlib.sha256(data).hexdigest() != layer.sha256:
+    if hashlib.sha256(data).hexdigest() != layer.sha256.lower():  # a hash edited in upper case is the same hash
         raise GoldenError(
             f"golden picture {path} does not match its sidecar (edited, damaged or half-merged);"
             " re-create it with --featviz-update"

@@ -673,6 +673,54 @@ def test_a_sidecar_saved_in_another_encoding_is_a_damaged_golden_that_says_so(
     assert info.value.recreatable  # not "cannot read": --featviz-update re-creates it
 
 
+def test_a_sidecar_saved_as_utf8_with_a_byte_order_mark_reads_as_the_same_golden(snap: Path) -> None:
+    # Windows Notepad and PowerShell 5 put a BOM before UTF-8: it read "not valid JSON (Unexpected UTF-8 BOM)"
+    path = snap / golden.SIDECAR
+    sound = golden.read_sidecar(snap)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert golden.read_sidecar(snap) == sound
+    assert golden.sidecar_string(snap, "environment", "device") == golden.sidecar_string(snap, "environment", "device")
+
+
+def test_a_picture_hash_edited_in_upper_case_is_the_same_hash(snap: Path) -> None:
+    path = snap / golden.SIDECAR
+    sidecar = json.loads(path.read_text())
+    sidecar["layers"][0]["sha256"] = sidecar["layers"][0]["sha256"].upper()
+    path.write_text(json.dumps(sidecar))
+    stored = golden.read_sidecar(snap)
+    assert stored is not None
+    goldenpicture.read_layer(snap, stored.layers[0], 8)  # not "does not match its sidecar"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"format": "1"}, "is malformed (format '1', not a whole number)"),
+        ({"format": 1.0}, "is malformed (format 1.0, not a whole number)"),
+        ({"file": ".conv.png"}, "names a hidden layer file, which pytest-featviz never writes: '.conv.png'"),
+        ({"file": "./conv.png"}, "names a layer file by a path, not by its file name: './conv.png'"),
+        ({"file": "sub/conv.png"}, "names a layer file by a path, not by its file name: 'sub/conv.png'"),
+        ({"file": "../conv.png"}, "names a layer file outside its directory: '../conv.png'"),
+        ({"file": "/etc/passwd"}, "names a layer file outside its directory: '/etc/passwd'"),
+    ],
+    ids=["format-text", "format-float", "hidden", "dot-slash", "subfolder", "parent", "absolute"],
+)
+def test_a_sidecar_edited_by_hand_says_what_is_wrong_in_its_words(
+    snap: Path, edit: dict[str, Any], message: str
+) -> None:
+    # a format written as text read "has no format version", and './conv.png' "outside its directory"
+    path = snap / golden.SIDECAR
+    sidecar = json.loads(path.read_text())
+    if "format" in edit:
+        sidecar.update(edit)
+    else:
+        sidecar["layers"][0].update(edit)
+    path.write_text(json.dumps(sidecar))
+    with pytest.raises(GoldenError) as info:
+        golden.read_sidecar(snap)
+    assert str(info.value) == f"golden sidecar {path} {message}"
+
+
 class _FifoWatch:
     """Watches a named pipe for a reader (which would block until someone writes) and lets it go at once (it reads
     end of file), so that a regression fails the test instead of hanging it; ``opened``: whether anyone did."""
