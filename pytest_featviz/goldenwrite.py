@@ -148,7 +148,17 @@ def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes],
 
 
 def _own_pictures(directory: Path) -> Iterable[Path]:
-    return sorted(p for p in directory.glob("*.png") if p.is_file())
+    """The PNGs of a snapshot directory (``.PNG`` too: a picture renamed by hand, which would stay beside its
+    rewritten ``.png`` as a pair that a case-insensitive checkout merges into one file)."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:  # no directory yet
+        return []
+    return sorted(p for p in entries if _is_png(p) and p.is_file())
+
+
+def _is_png(path: Path) -> bool:
+    return path.suffix.lower() == ".png"
 
 
 def _foreign_files(directory: Path) -> list[Path]:
@@ -157,4 +167,4 @@ def _foreign_files(directory: Path) -> list[Path]:
         entries = list(directory.iterdir())
     except OSError:  # no directory yet
         return []
-    return sorted(p for p in entries if p.name != SIDECAR and p.suffix != ".png" and not p.is_dir())
+    return sorted(p for p in entries if p.name != SIDECAR and not _is_png(p) and not p.is_dir())

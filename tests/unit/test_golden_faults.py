@@ -253,6 +253,17 @@ def test_rewrite_keeps_files_that_are_not_ours(snap: Path) -> None:
     assert os.readlink(snap / "README.md") == "NOTES.md"  # the link itself, not a copy of its target
 
 
+def test_a_picture_renamed_to_upper_case_png_is_replaced_not_left_beside_the_new_one(snap: Path) -> None:
+    # conv.PNG stayed as "not ours" beside the rewritten conv.png: a pair a case-insensitive checkout makes one file
+    (snap / "conv.png").rename(snap / "conv.PNG")
+    sidecar = json.loads((snap / golden.SIDECAR).read_text())
+    sidecar["layers"][0]["file"] = "conv.PNG"
+    (snap / golden.SIDECAR).write_text(json.dumps(sidecar))
+    stored, picture = _snapshot(1)
+    goldenwrite.write_files(snap, golden.sidecar_text(stored), {"conv.png": picture})
+    assert sorted(p.name for p in snap.iterdir()) == ["conv.png", "snapshot.json"]
+
+
 def test_unchanged_rewrite_writes_nothing(snap: Path) -> None:
     stamps = {p.name: p.stat().st_mtime_ns for p in snap.iterdir()}
     inode = snap.stat().st_ino
