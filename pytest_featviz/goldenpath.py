@@ -118,17 +118,25 @@ def case_collision(golden_root: Path, directory: Path) -> str | None:
     pair is made, so it is refused wherever it is met. Costs one directory listing per path segment.
     """
     twin = case_twin(golden_root, directory)
-    return None if twin is None else case_message(*twin)
+    return None if twin is None else case_message(*twin, directory)
 
 
-def case_message(ours: Path, theirs: Path) -> str:
-    """The failure message of a golden path ``ours`` whose case-only twin ``theirs`` exists (:func:`case_twin`)."""
+def case_message(ours: Path, theirs: Path, directory: Path) -> str:
+    """The failure message of a golden path ``ours`` (a folder of the snapshot directory ``directory``, or that
+    directory) whose case-only twin ``theirs`` exists (:func:`case_twin`), naming what to rename: the snapshot, the
+    test, or the test file or a folder above it."""
+    if ours == directory:
+        rename = "the snapshot (name=)"
+    elif ours == directory.parent:
+        rename = "the test or its parametrize id"
+    else:
+        rename = "the test file or the folder it is in"
     return (
         f"golden path {ours} differs only in letter case from {theirs}, which already exists: on case-insensitive"
-        " file systems (macOS, Windows) the two are one directory and the snapshots would overwrite each other's"
-        " goldens; rename the test, its parametrize id or the snapshot (name=) so that the two differ in more than"
-        " case; if one is left over from a test renamed in case only, delete it and run again (pytest"
-        " --featviz-prune deletes the goldens of tests that no longer exist)"
+        f" file systems (macOS, Windows) the two are one directory and the snapshots would overwrite each other's"
+        f" goldens; rename {rename} so that the two differ in more than case; if one is left over from a test renamed"
+        " in case only, delete it and run again (pytest --featviz-prune deletes the goldens of tests that no longer"
+        " exist)"
     )
 
 

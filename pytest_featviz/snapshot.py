@@ -105,7 +105,7 @@ def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = Fals
         return
     if take_back and not os.path.samefile(*twin):
         goldenwrite.remove_created(directory, twin[0])
-    raise GoldenError(goldenpath.case_message(*twin), recreatable=False)
+    raise GoldenError(goldenpath.case_message(*twin, directory), recreatable=False)
 
 
 def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: SnapshotGolden | None) -> LayerSpec:

@@ -61,17 +61,21 @@ def test_plain_names_are_kept_and_different_names_stay_different() -> None:
 
 
 @pytest.mark.parametrize(
-    ("existing", "clash"),
+    ("existing", "clash", "rename"),
     [
-        ("tests/test_Model/test_a/0", "tests/test_model/test_b/0"),  # test file
-        ("tests/test_m/test_a[RGB]/0", "tests/test_m/test_a[rgb]/0"),  # parametrize id
-        ("tests/test_m/test_a/Stem", "tests/test_m/test_a/stem"),  # snapshot name
+        ("tests/test_Model/test_a/0", "tests/test_model/test_b/0", "the test file or the folder it is in"),
+        ("Sub2/test_m/test_a/0", "sub2/test_m/test_a/0", "the test file or the folder it is in"),
+        ("tests/test_m/test_a[RGB]/0", "tests/test_m/test_a[rgb]/0", "the test or its parametrize id"),
+        ("tests/test_m/test_a/Stem", "tests/test_m/test_a/stem", "the snapshot (name=)"),
     ],
 )
-def test_a_path_that_differs_only_in_case_from_one_on_disk_is_named(tmp_path: Path, existing: str, clash: str) -> None:
+def test_a_path_that_differs_only_in_case_from_one_on_disk_is_named(
+    tmp_path: Path, existing: str, clash: str, rename: str
+) -> None:
     (tmp_path / existing).mkdir(parents=True)
     reason = goldenpath.case_collision(tmp_path, tmp_path / clash)
     assert reason is not None and "differs only in letter case" in reason
+    assert f"goldens; rename {rename} so that the two differ in more than case;" in reason  # what to rename
     first = next(a for a, b in zip(Path(existing).parts, Path(clash).parts, strict=True) if a != b)
     assert f"from {tmp_path}" in reason and reason.split(" which already exists")[0].endswith(f"{first},")
     # the same path, paths that differ in more than case, and paths not yet on disk are fine
