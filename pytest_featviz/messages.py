@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_featviz import compare
-from pytest_featviz.records import LayerResult, display_path, score_beyond
+from pytest_featviz.records import MATCH, LayerResult, display_path, score_beyond
 
 if TYPE_CHECKING:
     from pytest_featviz.snapshot import TestIdentity
@@ -89,6 +89,40 @@ def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list
     return lines
 
 
+MOVED_SHARE = 0.25  # a layer before the first drift that used this share of a tolerance is named beside it
+
+
+def moved_before(results: Sequence[LayerResult]) -> str:
+    """A line naming the first layer before the first drifted one that matched but used at least
+    :data:`MOVED_SHARE` of a tolerance: a change that starts there stays within its tolerances, and a layer after
+    it, judged by tighter tolerances fitted to its noise floor, is the first to break them. ``""`` when none did."""
+    first = next(i for i, result in enumerate(results) if result.drifted)
+    for layer in results[:first]:
+        if layer.verdict != MATCH or not layer.ssim:
+            continue
+        # (share of the way from "unchanged" to the limit, score, its value, the limit as written)
+        shares = [
+            (_share(layer.max_stat_delta, layer.stat_tolerance), "statistics change", layer.max_stat_delta,
+             f"<= {layer.stat_tolerance:g}"),
+            (_share(layer.max_rms_error, layer.rms_tolerance), "picture change", layer.max_rms_error,
+             f"<= {layer.rms_tolerance:g}"),
+            (_share(1.0 - layer.min_ssim, 1.0 - layer.threshold), "min SSIM", layer.min_ssim,
+             f">= {layer.threshold:g}"),
+        ]  # fmt: skip
+        share, what, value, limit = max(shares, key=lambda entry: entry[0])
+        if share >= MOVED_SHARE:
+            return (
+                f"before it, layer {layer.name!r} matched but moved: {what} {value:.4f}, {share:.0%} of the way to its"
+                f" limit ({limit}); the change may start there"
+            )
+    return ""
+
+
+def _share(change: float, allowed: float) -> float:
+    """How much of an ``allowed`` change ``change`` is (0 where nothing may change, or nothing did)."""
+    return change / allowed if allowed > 0 and change > 0 else 0.0
+
+
 def drift_message(
     identity: TestIdentity,
     snapshot_name: str,
@@ -104,6 +138,9 @@ def drift_message(
         f" {len(drifted)} of {len(results)} layer(s) drifted",
         f"drift starts at layer {drifted[0].name!r} (first drifted layer in forward order)",
     ]
+    moved = moved_before(results)
+    if moved:
+        lines.append(moved)
     for position, layer in enumerate(drifted):
         lines.extend(layer_summary(layer, WORST_CHANNELS_SHOWN if position == 0 else LATER_CHANNELS_SHOWN))
     lines.extend(explanation)

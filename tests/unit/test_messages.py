@@ -3,8 +3,13 @@ was judged by, and when that noise points at keeping one golden per device type)
 
 from __future__ import annotations
 
-from pytest_featviz.messages import layer_summary
-from pytest_featviz.records import DRIFT, LayerResult, NoiseFloor
+from pathlib import Path
+
+from pytest_featviz.messages import drift_message, layer_summary, moved_before
+from pytest_featviz.records import DRIFT, MATCH, NEW, LayerResult, NoiseFloor
+from pytest_featviz.snapshot import TestIdentity
+
+IDENTITY = TestIdentity("t.py::test_a", "t.py", "test_a", "pytest --featviz-update t.py::test_a")
 
 
 def test_a_layer_whose_tf32_noise_reaches_the_configured_tolerances_points_at_golden_keys() -> None:
@@ -36,4 +41,41 @@ def test_a_score_just_beyond_its_tolerance_is_shown_with_the_digits_that_tell_th
     assert worst == "      channel 1: SSIM 0.9000 < 0.99, picture change 0.010, statistics change 0.004"
     assert second == (
         "      channel 0: SSIM 0.98996 < 0.99, picture change 0.1500004 > 0.15, statistics change 0.0121 > 0.012"
+    )
+
+
+def _layer(name: str, verdict: str, ssim: float, stat: float, rms: float, stat_tolerance: float = 0.03) -> LayerResult:
+    return LayerResult(
+        name, verdict, (1, 1, 4, 4), (1, 1, 4, 4), (0,), (ssim,), (stat,), (rms,),
+        threshold=0.99, stat_tolerance=stat_tolerance, rms_tolerance=0.15,
+    )  # fmt: skip
+
+
+def test_a_layer_before_the_first_drift_that_moved_within_its_tolerances_is_named() -> None:
+    # a 1% BatchNorm change in layer1 moved it to 0.0115 of 0.03 (a pass); layer2, judged by its noise floor at
+    # 0.012, drifted at 0.0163, and the message said the drift starts at layer2 with no word of layer1
+    results = [
+        _layer("stem", MATCH, 1.0, 0.002, 0.01),  # float noise: under a quarter of every tolerance
+        _layer("layer1", MATCH, 0.9995, 0.0115, 0.02),
+        _layer("layer2", DRIFT, 0.999, 0.0163, 0.03, stat_tolerance=0.012),
+        _layer("layer3", MATCH, 0.95, 0.0, 0.0),  # after the first drift: not looked at
+    ]
+    assert moved_before(results) == (
+        "before it, layer 'layer1' matched but moved: statistics change 0.0115, 38% of the way to its limit"
+        " (<= 0.03); the change may start there"
+    )
+    message = drift_message(IDENTITY, "0", Path("golden/t/test_a/0"), results)
+    assert message.splitlines()[1:3] == [
+        "drift starts at layer 'layer2' (first drifted layer in forward order)",
+        moved_before(results),
+    ]
+    # earlier layers that did not move, that moved by float noise, or were not compared: nothing said
+    quiet = [_layer("stem", MATCH, 1.0, 0.0, 0.0), _layer("odd", MATCH, 0.9999, 0.007, 0.03), results[2]]
+    assert moved_before(quiet) == ""
+    assert moved_before([LayerResult("new", NEW, (1, 2), None, reason="selected now"), results[2]]) == ""
+    assert moved_before([_layer("strict", MATCH, 0.999, 0.0, 0.0, stat_tolerance=0.0), results[2]]) == ""
+    # an SSIM that went most of the way to its threshold
+    assert moved_before([_layer("s", MATCH, 0.996, 0.0, 0.0), results[2]]) == (
+        "before it, layer 's' matched but moved: min SSIM 0.9960, 40% of the way to its limit (>= 0.99); the change"
+        " may start there"
     )
