@@ -111,16 +111,16 @@ class FeatureSnapshot:
             raise error.with_traceback(None) from None  # the message names the setting and the value
         try:
             snapshot_name = self._next_name(name)
-            directory = goldenpath.snapshot_dir(
-                settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
-            )
-        except FeatvizError as error:  # a name used twice; a folder of the golden path that is a link out of it
+        except FeatvizError as error:  # a name used twice
             raise error.with_traceback(None) from None
         # the golden's directory is named from the name itself; records, messages and reports carry it printable
         shown = printable(snapshot_name)
         try:
+            directory = goldenpath.snapshot_dir(
+                settings.golden_dir, self._identity.test_file, self._identity.test_name, snapshot_name
+            )
             evidence = check_snapshot(eager(model), inputs, layers, settings, directory, self._identity, shown)
-        except FeatvizError as error:
+        except FeatvizError as error:  # a folder of the golden path that is a link out of it; a damaged golden
             failure = _user_error(error, self._identity, settings)
             if isinstance(error, GoldenError) and error.unread is not None:
                 # counted, listed and reported beside the drifts, and its test's later goldens as not checked (the

@@ -63,7 +63,11 @@ def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_nam
     path = golden_root.joinpath(*segments)
     root = golden_root.resolve()
     for depth in range(1, len(segments) + 1):  # a folder of the path that is a symbolic link
-        _refuse_link(golden_root.joinpath(*segments[:depth]), golden_root, root)
+        try:
+            _refuse_link(golden_root.joinpath(*segments[:depth]), golden_root, root)
+        except GoldenError as exc:
+            exc.unread = path  # the session counts the golden as unreadable, as one it could not read
+            raise
     if not path.resolve().is_relative_to(root):  # sanitize_name and the links refused make this unreachable
         raise GoldenError(f"refusing to use golden path {path} outside the golden directory {root}", recreatable=False)
     return path
@@ -178,7 +182,7 @@ def refuse_device_name(directory: Path, name: str, device: str) -> None:
     two would overwrite each other's golden. Refused on every device, so a test does not pass on one and fail on
     another; ``enc@fp16`` names no device and is its own snapshot."""
     base, separator, key = directory.name.rpartition(KEY_SEPARATOR)
-    if separator and base and key in DEVICE_TYPES | {sanitize_name(device)}:
+    if separator and base and key.lower() in DEVICE_TYPES | {sanitize_name(device).lower()}:  # 0@CPU: 0@cpu on macOS
         raise FeatvizError(
             f"snapshot name {name!r} ends with {KEY_SEPARATOR}{key}: with featviz_golden_key = device that is where the"
             f" {key} golden of snapshot {base!r} lives ({directory}), and the two would overwrite each other's"

@@ -30,6 +30,7 @@ from pytest_featviz.records import (
 )
 
 STEP_SUMMARY_ROWS = 50
+UNREADABLE_ROWS = 20  # of the job summary's list of goldens that could not be read, each with its whole error
 STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
 
 
@@ -209,6 +210,15 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         )
     if len(shown) > STEP_SUMMARY_ROWS:
         lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")
+    unreadable = [s for s in shown if s["outcome"] == UNREADABLE]
+    if unreadable:  # why each could not be read, and the fix its message gives (git lfs pull, --featviz-update)
+        lines += ["", "Goldens that could not be read:", ""]
+        lines += [
+            f"- `{_md(s['golden_dir'], 200)}`: {_md('; '.join(s['message'].splitlines()), 1000)}"
+            for s in unreadable[:UNREADABLE_ROWS]
+        ]
+        if len(unreadable) > UNREADABLE_ROWS:
+            lines.append(f"- … and {len(unreadable) - UNREADABLE_ROWS} more (in the report)")
     if create is not None:
         command, count = create
         more = f" (and {count} more tests)" if count else ""

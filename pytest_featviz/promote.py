@@ -112,7 +112,8 @@ def promote_report(
             current = entry.get("current", ABSENT)
             if current is None:  # a matched snapshot (--featviz-report-all) or an unreadable one: nothing to promote
                 if entry.get("outcome") == UNREADABLE and isinstance(entry.get("golden_dir"), str):
-                    unreadable.append(printable(entry["golden_dir"]))
+                    # shown as the paths it writes are, from here (only shown: nothing is read or written there)
+                    unreadable.append(printable(display_path(root / entry["golden_dir"])))
                 continue
             directory = _promoted_to(entry, root, golden_dir)
             sidecar, pictures = current_render(report_dir, path_text(current, "current"))
@@ -184,19 +185,44 @@ def _by_golden(chosen: list[_Chosen]) -> dict[Path, list[_Chosen]]:
 
 
 def default_report_dir(start: Path) -> Path:
-    """The report directory a bare ``featviz promote`` reads: the one pytest run from ``start`` writes, that is the
-    ``featviz_report_dir`` of the first pytest configuration file found in ``start`` or a folder above it (relative to
-    that file's folder), or ``featviz-report`` beside it; without one, ``featviz-report`` in the rootdir pytest takes
-    then: the first folder up with a ``pyproject.toml``, else ``start``."""
+    """The report directory a bare ``featviz promote`` reads: the one pytest run from ``start`` writes. That is the
+    ``--featviz-report-dir`` in the ``addopts`` of the first pytest configuration file found in ``start`` or a folder
+    above it (relative to ``start``, as pytest takes it), else that file's ``featviz_report_dir`` (relative to its
+    folder), else ``featviz-report`` beside it; without a configuration file, ``featviz-report`` in the rootdir
+    pytest takes then: the first folder up with a ``setup.py``, else with a ``pyproject.toml``, else ``start``."""
     from pytest_featviz.config import DEFAULT_REPORT_DIR, expanded
 
     folders = (start, *start.parents)
     for directory in folders:
         values = _config_values(directory)
-        if values is not None:
-            configured = values.get("featviz_report_dir", "").strip()
-            return Path(os.path.normpath(directory / expanded(configured or DEFAULT_REPORT_DIR)))
-    return next((d for d in folders if (d / "pyproject.toml").is_file()), start) / DEFAULT_REPORT_DIR
+        if values is None:
+            continue
+        given = _option_value(values.get("addopts", ""), "--featviz-report-dir")
+        if given:
+            return Path(os.path.normpath(start / given))
+        configured = values.get("featviz_report_dir", "").strip()
+        return Path(os.path.normpath(directory / expanded(configured or DEFAULT_REPORT_DIR)))
+    for marker in ("setup.py", "pyproject.toml"):
+        found = next((d for d in folders if (d / marker).is_file()), None)
+        if found is not None:
+            return found / DEFAULT_REPORT_DIR
+    return start / DEFAULT_REPORT_DIR
+
+
+def _option_value(addopts: str, option: str) -> str | None:
+    """The value ``option`` has in an ``addopts`` line (``--opt DIR`` or ``--opt=DIR``; the last one wins, as on a
+    command line), or ``None``."""
+    try:
+        words = shlex.split(addopts)
+    except ValueError:  # unbalanced quotes: pytest refuses the line too
+        return None
+    found = None
+    for position, word in enumerate(words):
+        if word == option and position + 1 < len(words):
+            found = words[position + 1]
+        elif word.startswith(option + "="):
+            found = word[len(option) + 1 :]
+    return found
 
 
 def _promote_root(report_dir: Path, data: dict[str, Any], root: Path | None) -> Path:

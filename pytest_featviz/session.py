@@ -127,17 +127,20 @@ def _create_missing(missing: list[SnapshotResult]) -> str:
     return f"create the missing goldens with:  {command}{rest}"
 
 
-def _unreadable(results: list[SnapshotResult]) -> str:
-    """The summary's line naming the goldens that could not be read (each once: the runs of a repeated test share
-    them); each failing test says why, and what fixes it."""
-    goldens = sorted({display_path(result.golden_dir) for result in results})
-    more = f" and {len(goldens) - UNREACHED_LISTED} more" if len(goldens) > UNREACHED_LISTED else ""
-    return (
-        f"{len(goldens)} golden snapshot(s) could not be read (damaged, of a newer format, not fetched from Git LFS"
-        f" or refused by the OS; each failing test says which and how to fix it): "
-        + ", ".join(goldens[:UNREACHED_LISTED])
-        + more
-    )
+def _unreadable(results: list[SnapshotResult]) -> list[str]:
+    """The summary's lines on the goldens that could not be read, each once (the runs of a repeated test share
+    them), with the error its test failed with: a test marked xfail hides it otherwise."""
+    errors: dict[str, str] = {}
+    for result in results:
+        errors.setdefault(display_path(result.golden_dir), result.message.splitlines()[0] if result.message else "")
+    shown = sorted(errors)[:UNREACHED_LISTED]
+    lines = [
+        f"{len(errors)} golden snapshot(s) could not be read (the failing test says how to fix each):",
+        *(f"  {golden}: {errors[golden]}" for golden in shown),
+    ]
+    if len(errors) > len(shown):
+        lines.append(f"  and {len(errors) - len(shown)} more")
+    return lines
 
 
 def _run_key(item: pytest.Item) -> str:
@@ -388,9 +391,11 @@ class SessionTracker:
         elif counts[MISSING]:
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
         if counts[UNREADABLE]:
-            terminalreporter.write_line(_unreadable([r for r in self.results if r.outcome == UNREADABLE]))
-        # under --setup-only no test body runs: its snapshots were never to be checked
-        if not self.settings.update and not self.setup_only:
+            for line in _unreadable([r for r in self.results if r.outcome == UNREADABLE]):
+                terminalreporter.write_line(line)
+        # under --setup-only no test body runs: its snapshots were never to be checked (an update stops only at an
+        # unreadable golden, which it does not re-create: a Git LFS pointer, a newer format, a file in the way)
+        if not self.setup_only:
             from pytest_featviz.unchecked import unreached_snapshots
 
             unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")

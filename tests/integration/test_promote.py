@@ -122,6 +122,16 @@ def test_the_report_directory_of_a_bare_promote_is_the_one_pytest_writes(tmp_pat
         assert default_report_dir(project / "tests" / "unit") == tmp_path / "out" / "fv"
     (project / "tests" / "pytest.ini").write_text("[pytest]\n")  # the nearest configuration file wins
     assert default_report_dir(project / "tests" / "unit") == project / "tests" / "featviz-report"
+    # the option in addopts wins over the ini key, relative to where pytest runs, as pytest takes it
+    (project / "tests" / "pytest.ini").write_text(
+        "[pytest]\naddopts = -q --featviz-report-dir build/fv --featviz-report-dir='build/f v'\n"
+        "featviz_report_dir = x\n"
+    )
+    assert default_report_dir(project / "tests" / "unit") == project / "tests" / "unit" / "build" / "f v"
+    (project / "tests" / "pytest.ini").unlink()
+    (project / "setup.cfg").unlink()
+    (project / "tests" / "setup.py").write_text("")  # no configuration file: setup.py's folder before pyproject's
+    assert default_report_dir(project / "tests" / "unit") == project / "tests" / "featviz-report"
 
 
 def test_the_command_under_a_failure_promotes_that_test_alone(

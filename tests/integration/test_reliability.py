@@ -172,8 +172,8 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
     result.stdout.fnmatch_lines(
         [
             "2 snapshot(s) checked: 1 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing, 1 unreadable",
-            "1 golden snapshot(s) could not be read (*; each failing test says which and how to fix it):"
-            " golden/test_two/test_target/0",
+            "1 golden snapshot(s) could not be read (the failing test says how to fix each):",
+            "  golden/test_two/test_target/0: " + DAMAGE[case],
         ]
     )
     (entry,) = json.loads((project.path / "featviz-report" / "report.json").read_text())["snapshots"]
@@ -267,6 +267,10 @@ def test_a_golden_folder_that_is_a_link_out_of_the_golden_directory_fails_its_te
             ]
         )
         assert "pytest_featviz/" not in result.stdout.str()
+        # counted and named as a golden that could not be read, in every mode
+        result.stdout.fnmatch_lines(
+            ["2 snapshot(s) *, 1 unreadable*", f"  golden/test_two/test_target/0: golden path * {LINKS[link]}:*"]
+        )
         assert snap.is_symlink() and (_files(elsewhere) if elsewhere.exists() else {}) == outside
         assert not (project.path / "nowhere").exists()
 
@@ -300,7 +304,8 @@ def test_an_unreadable_golden_is_counted_reported_and_its_test_s_later_goldens_l
     result.stdout.fnmatch_lines(
         [
             "2 snapshot(s) checked: 1 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing, 1 unreadable",
-            "1 golden snapshot(s) could not be read (*): golden/test_pair/test_pair/first",
+            "1 golden snapshot(s) could not be read (the failing test says how to fix each):",
+            "  golden/test_pair/test_pair/first: golden sidecar */snapshot.json holds Git merge-conflict markers*",
             "1 golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted, missing or"
             " unreadable snapshot (*): golden/test_pair/test_pair/second",
             "report: featviz-report/index.html",
@@ -319,14 +324,35 @@ def test_an_unreadable_golden_is_counted_reported_and_its_test_s_later_goldens_l
     assert "holds Git merge-conflict markers" in page
     summary = (featviz_pytester.path / "summary.md").read_text()
     assert "| `test_pair.py::test_pair` | first | unreadable | – | – | – |" in summary
-    # promote has no render of it, and says so rather than "nothing to promote"
+    # with its error and the fix: the table alone said "unreadable"
+    assert "\nGoldens that could not be read:\n\n- `golden/test_pair/test_pair/first`: golden sidecar " in summary
+    assert fnmatch.fnmatch(
+        summary,
+        "*markers: both branches changed this snapshot;*; re-create it with: pytest --featviz-update test_pair*",
+    )
+    # promote has no render of it, and says so rather than "nothing to promote", naming it from where it runs
     out = io.StringIO()
-    monkeypatch.chdir(featviz_pytester.path)
-    assert main(["promote", "featviz-report"], out=out) == 1
+    monkeypatch.chdir(featviz_pytester.mkdir("sub"))
+    assert main(["promote", "../featviz-report"], out=out) == 1
     assert out.getvalue() == (
         "not promoted: 1 golden snapshot(s) that the run could not read have no current render"
-        " (golden/test_pair/test_pair/first); each one's message in the report says why and how to fix it\n"
+        " (../golden/test_pair/test_pair/first); each one's message in the report says why and how to fix it\n"
     )
+    monkeypatch.chdir(featviz_pytester.path)
+    # an update stops at a golden it does not re-create (a Git LFS pointer): the goldens after it are named too
+    sidecar = featviz_pytester.path / "golden" / "test_pair" / "test_pair" / "first" / "snapshot.json"
+    conflicted = sidecar.read_bytes()
+    _damage("lfs-sidecar", sidecar.parent)
+    update = featviz_pytester.runpytest("--featviz-update", *args)
+    update.assert_outcomes(passed=1, failed=1)
+    update.stdout.fnmatch_lines(
+        [
+            "2 snapshot(s) compared: 1 matched, 0 drifted, 0 without a golden (created), 1 unreadable",
+            "*golden/test_pair/test_pair/first: golden sidecar * is a Git LFS pointer, not the file*",
+            "1 golden snapshot(s) of the failing tests were not checked: * golden/test_pair/test_pair/second",
+        ]
+    )
+    sidecar.write_bytes(conflicted)
     # the command in the message repairs it, and the run after is green with no report
     featviz_pytester.runpytest("--featviz-update", "test_pair.py::test_pair", *args).assert_outcomes(passed=1)
     again = featviz_pytester.runpytest(*args)
