@@ -8,6 +8,7 @@ at pytest start-up costs nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,7 @@ def _fit(draw: Any, text: str, width: int, font: Any) -> str:
     return text
 
 
+@functools.cache  # once per process: it was 0.3 ms of every mosaic
 def _viridis_lut() -> npt.NDArray[np.uint8]:
     import numpy as np
 
@@ -126,4 +128,6 @@ def _viridis_lut() -> npt.NDArray[np.uint8]:
     anchors = np.array(_VIRIDIS, dtype=np.float64)
     levels = np.linspace(0.0, 1.0, 256)
     lut = np.stack([np.interp(levels, stops, anchors[:, c]) for c in range(3)], axis=1)
-    return np.round(lut).astype(np.uint8)
+    table = np.round(lut).astype(np.uint8)
+    table.flags.writeable = False  # shared by every mosaic
+    return table

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 WORST_CHANNELS_SHOWN = 5  # channel lines for the layer where drift starts
 LATER_CHANNELS_SHOWN = 2  # for each drifted layer after it, whose change it mostly carries on (the report has all)
+LAYERS_SHOWN = 10  # drifted layers described in a message; the report has every one
+LAYER_NAMES_SHOWN = 20  # of the drifted layers after those, named in one line
 
 
 def _format_shape(shape: tuple[int, ...] | None) -> str:
@@ -141,8 +143,13 @@ def drift_message(
     moved = moved_before(results)
     if moved:
         lines.append(moved)
-    for position, layer in enumerate(drifted):
+    for position, layer in enumerate(drifted[:LAYERS_SHOWN]):
         lines.extend(layer_summary(layer, WORST_CHANNELS_SHOWN if position == 0 else LATER_CHANNELS_SHOWN))
+    if len(drifted) > LAYERS_SHOWN:  # layers="*" on a deep model: hundreds of blocks, each carrying the change on
+        rest = [layer.name for layer in drifted[LAYERS_SHOWN:]]
+        names = ", ".join(repr(name) for name in rest[:LAYER_NAMES_SHOWN])
+        more = f" and {len(rest) - LAYER_NAMES_SHOWN} more" if len(rest) > LAYER_NAMES_SHOWN else ""
+        lines.append(f"  ... and {len(rest)} more drifted layer(s), in the report: {names}{more}")
     lines.extend(explanation)
     lines.append(
         "scores per channel: SSIM of its picture (1 = the same); picture change, the RMS difference of its picture in"

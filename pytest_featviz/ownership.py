@@ -23,18 +23,40 @@ def owns(test: str, directory: str) -> bool:
     ``test_q[u-1-2]`` of ``test_q[u]`` (never ``test_q[U]`` of ``test_q[u]``: a rename in letter case leaves the
     old golden stale), and a skipped ``test_p[NOTSET]`` (parametrized with an empty list) of every ``test_p[...]``.
     Compared through ``sanitize_name``, so that names it changed (``test_café``) match too."""
-    from pytest_featviz.goldenpath import DIGEST_LENGTH, MAX_NAME_LENGTH, UNSAFE, sanitize_name
+    return Owners({test: [test]}).of(directory) == [test]
 
-    base, bracket, rest = test.partition("[")
-    ids = rest[:-1] if rest.endswith("]") else rest
-    if bracket and "NOTSET" in ids:
-        # any parameter set of ``base``: its directory starts with base's characters made safe, as far as a name
-        # sanitizing changed or cut keeps them (it ends in a digest of the whole name)
-        head = (UNSAFE.sub("_", base) + "[")[: MAX_NAME_LENGTH - DIGEST_LENGTH - 1]
-        return directory == sanitize_name(base) or directory.startswith(head)
-    parts = ids.split("-") if bracket else []
-    owners = [test, base] + [f"{base}[{'-'.join(parts[:count])}]" for count in range(1, len(parts))]
-    return directory in {sanitize_name(owner) for owner in owners}
+
+class Owners:
+    """:func:`owns` for every test of a file at once: which tests own a test directory, found by one lookup per
+    directory instead of one comparison per test (a file of thousands of parametrized tests made stale detection
+    quadratic). Built from ``tests``: test name -> the node ids to return for it."""
+
+    def __init__(self, tests: dict[str, list[str]]) -> None:
+        from pytest_featviz.goldenpath import DIGEST_LENGTH, MAX_NAME_LENGTH, UNSAFE, sanitize_name
+
+        self._by_directory: dict[str, list[str]] = {}
+        self._any_parameters: list[tuple[str, str, list[str]]] = []  # (base's directory, prefix, ids) of NOTSET
+        for test, ids in tests.items():
+            base, bracket, rest = test.partition("[")
+            parameters = rest[:-1] if rest.endswith("]") else rest
+            if bracket and "NOTSET" in parameters:
+                # any parameter set of ``base``: its directory starts with base's characters made safe, as far as a
+                # name sanitizing changed or cut keeps them (it ends in a digest of the whole name)
+                head = (UNSAFE.sub("_", base) + "[")[: MAX_NAME_LENGTH - DIGEST_LENGTH - 1]
+                self._any_parameters.append((sanitize_name(base), head, ids))
+                continue
+            parts = parameters.split("-") if bracket else []
+            owners = [test, base] + [f"{base}[{'-'.join(parts[:count])}]" for count in range(1, len(parts))]
+            for directory in dict.fromkeys(sanitize_name(owner) for owner in owners):
+                self._by_directory.setdefault(directory, []).extend(ids)
+
+    def of(self, directory: str) -> list[str]:
+        """The node ids of the tests that own the test directory named ``directory``."""
+        found = list(self._by_directory.get(directory, ()))
+        for exact, head, ids in self._any_parameters:
+            if directory == exact or directory.startswith(head):
+                found.extend(ids)
+        return found
 
 
 def empty_parameters(item: pytest.Item) -> bool:

@@ -42,6 +42,7 @@ INDEX_HTML = "index.html"
 GITIGNORE = ".gitignore"
 GITIGNORE_TEXT = "# Written by pytest-featviz: the drift report is evidence of one run, not something to commit.\n*\n"
 SNAPSHOTS = "snapshots"
+MOSAICS_LISTED = 10  # diff mosaic paths a failure message lists; the others are in the same folder
 CURRENT = "current"
 
 
@@ -101,9 +102,13 @@ class Reporter:
         except OSError as exc:
             return replace(result, message=_join(result.message, f"(featviz could not write the report: {exc})"))
         start = self.invocation_dir
+        mosaics = _mosaics(artifacts)
         lines = [
-            f"diff mosaic of layer {role[7:]!r}: {display_path(path, start)}" for role, path in _mosaics(artifacts)
+            f"diff mosaic of layer {role[7:]!r}: {display_path(path, start)}" for role, path in mosaics[:MOSAICS_LISTED]
         ]
+        if len(mosaics) > MOSAICS_LISTED:
+            folder = display_path(Path(mosaics[0][1]).parent, start)
+            lines.append(f"diff mosaics of {len(mosaics) - MOSAICS_LISTED} more layer(s): in {folder}")
         if CURRENT in artifacts:
             lines.append(
                 f"current render: {display_path(Path(artifacts[CURRENT]).parent, start)}"

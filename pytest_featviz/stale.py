@@ -36,7 +36,7 @@ import pytest
 
 from pytest_featviz.orphans import covers
 from pytest_featviz.orphans import key as _key
-from pytest_featviz.ownership import empty_parameters, left_out, link_targets, owns
+from pytest_featviz.ownership import Owners, empty_parameters, left_out, link_targets
 from pytest_featviz.records import display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
@@ -255,8 +255,9 @@ class StaleGoldens:
             if file_dir is None or not file_dir.is_dir() or self._through_link(file_dir):
                 continue
             self.files_checked += 1
+            owners = Owners(tests)
             for test_dir in subdirectories(file_dir):
-                ids = [i for name, ids in tests.items() if owns(name, test_dir.name) for i in ids]
+                ids = owners.of(test_dir.name)
                 if any(node_id in self.not_passed for node_id in ids):
                     continue  # a failed or skipped test may not have reached its snapshot call
                 for snapshot in subdirectories(test_dir):

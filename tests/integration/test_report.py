@@ -383,3 +383,41 @@ def test_pytest_html_shows_the_mosaics_of_snapshots_in_subtests(
     featviz_pytester.runpytest("--html=page.html", "--self-contained-html")
     page = (featviz_pytester.path / "page.html").read_text()
     assert "featviz s0 mosaic:0" in page and "featviz s1 mosaic:0" in page
+
+
+DEEP = """
+import os
+import torch
+from torch import nn
+
+
+def test_deep(feature_snapshot):
+    torch.manual_seed(int(os.environ.get("FEATVIZ_TEST_DRIFT", "0")))  # other weights everywhere
+    model = nn.Sequential(*(nn.Conv2d(2, 2, 3, padding=1) for _ in range(40)))
+    feature_snapshot(model, torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(1)), layers="*")
+"""
+
+
+def test_a_drift_through_a_deep_model_is_described_in_a_bounded_message(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # layers="*" on a 100-block model all drifting gave a 1000-line message, every layer described and each
+    # mosaic listed
+    featviz_pytester.makepyfile(test_deep=DEEP)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    described = [line for line in result.outlines if line.startswith("E         ") and " channels drifted: " in line]
+    assert len(described) == 10
+    drifted = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())["summary"]
+    assert drifted["drifted_layers"] == 40  # every one drifted; the message describes ten and names the rest
+    result.stdout.fnmatch_lines(
+        [
+            "E         ... and 30 more drifted layer(s), in the report: '10', '11', * '29' and 10 more",
+            "E       diff mosaics of 30 more layer(s): in featviz-report/snapshots/test_deep/test_deep/0",
+        ]
+    )
+    assert text.count("diff mosaic of layer ") == 10
+    assert len(list((featviz_pytester.path / "featviz-report" / "snapshots").rglob("diff-*.png"))) == 40

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from pytest_featviz import goldenpath
 from pytest_featviz.goldenpath import sanitize_name
 from pytest_featviz.orphans import key
-from pytest_featviz.ownership import link_targets, owns
+from pytest_featviz.ownership import Owners, link_targets, owns
 
 
 def test_a_test_owns_its_own_directory_and_its_variants_own_their_function_s() -> None:
@@ -67,3 +70,21 @@ def test_a_module_or_class_holds_a_test_pytest_left_out_when_a_matching_callable
     )
     assert left_out(collector, [])  # type: ignore[arg-type]
     assert not left_out(collector, [SimpleNamespace(name="test_f", originalname="test_f")])  # type: ignore[arg-type]
+
+
+def test_the_owners_of_a_file_s_test_directories_are_found_by_lookup_not_by_comparing_every_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # each test directory was compared with every test of its file, sanitizing names each time: stale detection on a
+    # file of 3200 parametrized tests took 45 s of every run
+    tests = {f"test_p[{i}-x]": [f"t.py::test_p[{i}-x]"] for i in range(1000)}
+    tests["test_q[NOTSET]"] = ["t.py::test_q[NOTSET]"]
+    owners = Owners(tests)
+    calls = []
+    monkeypatch.setattr(goldenpath, "sanitize_name", lambda *args: calls.append(args) or "")
+    assert owners.of("test_p[7-x]") == ["t.py::test_p[7-x]"]
+    assert owners.of("test_p[7]") == ["t.py::test_p[7-x]"]  # the id's first part, as pytest-repeat adds one
+    assert len(owners.of("test_p")) == 1000
+    assert owners.of("test_q[cuda]") == owners.of("test_q") == ["t.py::test_q[NOTSET]"]
+    assert owners.of("test_r") == []
+    assert calls == []  # names were made safe once, when the index was built
