@@ -326,8 +326,8 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     if promotion.expected:
         ids = " ".join(shlex.quote(test_id) for test_id in promotion.expected)
         out.write(
-            f"not promoted: the drift of {len(promotion.expected)} xfail test(s), which their marker expects ({ids});"
-            " promote one with -k and its whole test id\n"
+            f"not promoted: the drift of {len(promotion.expected)} test(s) that expect it, marked xfail or catching"
+            f" the error ({ids}); promote one with -k and its whole test id\n"
         )
     if written:
         replaced = sum(1 for _, changed in written if changed)

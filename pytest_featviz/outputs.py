@@ -122,8 +122,11 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
 
 
 def _outcome(snapshot: Mapping[str, Any]) -> str:
-    """A snapshot's outcome as shown: ``drifted (xfail)`` where its test expected to fail."""
-    return f"{snapshot['outcome']} (xfail)" if snapshot.get("xfail") else str(snapshot["outcome"])
+    """A snapshot's outcome as shown: ``drifted (xfail)`` where its test expected to fail, ``drifted (caught)`` where
+    its test caught the error and passed."""
+    if snapshot.get("xfail"):
+        return f"{snapshot['outcome']} (xfail)"
+    return f"{snapshot['outcome']} (caught)" if snapshot.get("caught") else str(snapshot["outcome"])
 
 
 def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
@@ -154,11 +157,16 @@ def checked_line(counts: Mapping[str, int]) -> str:
     """The check's counts as one sentence (terminal, page, job summary), from ``report.summary_counts``:
     ``3 snapshot(s) checked: 1 matched, 2 drifted (2 test(s), 3 layer(s); 1 in xfail tests, as expected), 0 missing``,
     and ``, 1 unreadable`` where a golden could not be read."""
-    xfail, unreadable = counts.get("drifted_xfail", 0), counts.get(UNREADABLE, 0)
+    xfail, caught, unreadable = (
+        counts.get("drifted_xfail", 0),
+        counts.get("drifted_caught", 0),
+        counts.get(UNREADABLE, 0),
+    )
     return (
         f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
         f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)"
         + (f"; {xfail} in xfail tests, as expected" if xfail else "")
+        + (f"; {caught} caught by tests that passed" if caught else "")
         + f"), {counts[MISSING]} missing"
         + (f", {unreadable} unreadable" if unreadable else "")
     )

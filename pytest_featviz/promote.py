@@ -40,7 +40,8 @@ class Promotion:
     """What :func:`promote_report` did: each golden directory it wrote, with whether its files changed, and each
     snapshot it refused; ``unreadable``: the golden directories (as the report gives them) of the selected snapshots
     whose golden the run could not read, which have no current render to promote; ``expected``: the test ids of the
-    selected snapshots of xfail tests, whose drift was expected, left alone unless ``-k`` names their test."""
+    selected snapshots whose test expected the drift (xfail, or caught it and passed), left alone unless ``-k``
+    names their test."""
 
     written: tuple[tuple[Path, bool], ...]
     refused: tuple[Refusal, ...]
@@ -106,7 +107,8 @@ def promote_report(
             label += f" ({test_id!r}, snapshot {name!r})" if isinstance(name, str) else f" ({test_id!r})"
             if select is not None and (test_id != select if exact else select not in test_id):
                 continue
-            if entry.get("xfail") is True and not exact:  # its test expects this drift: accepting it would XPASS
+            # its test expects this drift (xfail; a test that catches it): accepting it would make that test fail
+            if (entry.get("xfail") is True or entry.get("caught") is True) and not exact:
                 expected.append(printable(test_id))
                 continue
             current = entry.get("current", ABSENT)

@@ -260,7 +260,9 @@ class SnapshotResult:
     (update mode), or ``unreadable`` (a golden that could not be read: no layers; ``message`` is the error its test
     failed with, which says why and how to fix it). ``layers`` are in forward order. ``artifacts`` maps a role (for
     example ``"mosaic:layer1"``) to a file the report wrote for this snapshot. ``xfail``: its test is marked xfail and
-    failed, so its drift was expected (set by the session, from the test's report). ``update_dir``: where
+    failed, so its drift was expected (set by the session, from the test's report); ``caught``: its test passed, so
+    it caught the :class:`FeatureDriftError` and its drift was expected too (a test that a change is detected).
+    ``update_dir``: where
     ``--featviz-update`` (and ``featviz promote``) would write (``drifted``) or wrote (``updated``) this snapshot's
     golden when that is not ``golden_dir``, the golden it was compared with: the device's own golden, when
     environment-keyed goldens are on and the shared one drifted on a device that had none. ``device``: with
@@ -277,9 +279,15 @@ class SnapshotResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     calibration: tuple[CalibrationRun, ...] = ()  # --featviz-calibrate only
     xfail: bool = False
+    caught: bool = False
     update_dir: str | None = None
     device: str | None = None
     recreated: bool = False
+
+    @property
+    def expected(self) -> bool:
+        """Whether its test expected this drift: marked xfail and failed, or caught the error and passed."""
+        return self.xfail or self.caught
 
     @property
     def drifted_layers(self) -> list[LayerResult]:
@@ -312,6 +320,7 @@ class SnapshotResult:
             "artifacts": dict(sorted(self.artifacts.items())),
             **({"calibration": [run.to_dict() for run in self.calibration]} if self.calibration else {}),
             **({"xfail": True} if self.xfail else {}),
+            **({"caught": True} if self.caught else {}),
             **({"update_dir": self.update_dir} if self.update_dir is not None else {}),
             **({"device": self.device} if self.device is not None else {}),
             **({"recreated": True} if self.recreated else {}),
@@ -329,6 +338,7 @@ class SnapshotResult:
             artifacts={str(k): str(v) for k, v in data.get("artifacts", {}).items()},
             calibration=tuple(CalibrationRun.from_dict(d) for d in data.get("calibration", ())),
             xfail=data.get("xfail") is True,
+            caught=data.get("caught") is True,
             update_dir=str(data["update_dir"]) if data.get("update_dir") is not None else None,
             device=str(data["device"]) if data.get("device") is not None else None,
             recreated=data.get("recreated") is True,

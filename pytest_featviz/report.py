@@ -233,6 +233,7 @@ def summary_counts(results: Sequence[SnapshotResult]) -> dict[str, int]:
         "drifted_tests": len({r.test_id for r in drifted}),
         "drifted_layers": sum(len(r.drifted_layers) for r in drifted),
         "drifted_xfail": sum(r.xfail for r in drifted),  # of the drifted snapshots, those of xfail tests (expected)
+        "drifted_caught": sum(r.caught for r in drifted),  # and those of tests that caught the error and passed
         "missing_tests": len({r.test_id for r in results if r.outcome == MISSING}),
     }
 
@@ -292,6 +293,7 @@ def report_data(
                 "snapshot": result.name,
                 "outcome": result.outcome,
                 "xfail": result.xfail,
+                "caught": result.caught,
                 "first_drifted": result.first_drifted,
                 "golden_dir": _relative(result.golden_dir, root),
                 # where --featviz-update would write it, when not golden_dir (the device's own golden)

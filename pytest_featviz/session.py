@@ -289,10 +289,13 @@ class SessionTracker:
 
     def _accept_line(self, config: pytest.Config) -> str:
         """The summary's command that accepts every drift the report shows (``featviz promote``, with what its
-        report needs told), when a test drifted other than as its xfail marker expected; else ``""``."""
+        report needs told), when a test drifted other than as it expected (xfail, or caught and passed); else
+        ``""``."""
         from pytest_featviz.report import CURRENT, Reporter
 
-        drifted = {r.test_id for r in self.results if r.outcome == DRIFTED and not r.xfail and CURRENT in r.artifacts}
+        drifted = {
+            r.test_id for r in self.results if r.outcome == DRIFTED and not r.expected and CURRENT in r.artifacts
+        }
         if not drifted:
             return ""
         settings = self.settings
@@ -341,8 +344,11 @@ class SessionTracker:
         if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
             results = []
         expected = str(report.outcome) == "skipped" and hasattr(report, "wasxfail")  # an xfail test that failed
+        caught = str(report.outcome) == "passed"  # a test that caught the FeatureDriftError (a negative test)
         for record in map(SnapshotResult.from_dict, records):  # its drifts were expected, not its matches
-            results.append(replace(record, xfail=True) if expected and record.outcome == DRIFTED else record)
+            if record.outcome == DRIFTED and (expected or caught):
+                record = replace(record, xfail=True) if expected else replace(record, caught=True)
+            results.append(record)
         self.runs[item] = (run, results)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -15,9 +15,9 @@ from pytest_featviz.stale import shared_key, subdirectories
 
 
 def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[Path]:
-    """Golden snapshots of drifted, missing or unreadable tests (not xfail ones) that the run has no record of: the test
-    raised at an earlier snapshot, so ``featviz promote`` and the report cover only part of its change (or its call is
-    gone). A keyed golden and its shared one count as one snapshot as for stale goldens
+    """Golden snapshots of drifted, missing or unreadable tests (not ones that expected it) that the run has no
+    record of: the test raised at an earlier snapshot, so ``featviz promote`` and the report cover only part of its
+    change (or its call is gone). A keyed golden and its shared one count as one snapshot as for stale goldens
     (:func:`pytest_featviz.stale.shared_key`), listed once: the one the test's device would check. Sorted, so a run
     under xdist lists them as a serial run does."""
     from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
@@ -31,8 +31,8 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     seen = {key for result in results for key in _checked_keys(result, keyed)}
     found: dict[str, Path] = {}  # by shared key: the directory the test's device would check
     for records in by_test.values():
-        if not any(r.outcome in (DRIFTED, MISSING, UNREADABLE) and not r.xfail for r in records):
-            continue  # passed, or failed as its xfail marker expected: nothing to accept
+        if not any(r.outcome in (DRIFTED, MISSING, UNREADABLE) and not r.expected for r in records):
+            continue  # passed, or drifted as it expected (xfail, or a test that caught it): nothing to accept
         device = next((r.device for r in records if r.device is not None), None) if keyed else None
         # the name's end that marks the device's own golden ("@cuda"): two directories share a key only when one is
         # the other's keyed golden, so within a key the name tells them apart (shared_key read their sidecars)

@@ -181,8 +181,8 @@ def test_the_summary_gives_the_command_that_accepts_the_drifts_and_it_leaves_exp
     assert main(["promote", "featviz-report"], out=out) == 0  # the command as printed
     assert out.getvalue() == (
         "promoted golden/test_models/test_net/0\n"
-        "not promoted: the drift of 1 xfail test(s), which their marker expects (test_models.py::test_net2); promote"
-        " one with -k and its whole test id\n"
+        "not promoted: the drift of 1 test(s) that expect it, marked xfail or catching the error"
+        " (test_models.py::test_net2); promote one with -k and its whole test id\n"
         "1 golden snapshot(s) written from the current render; review and commit them\n"
     )
     assert (goldens / "test_net" / "0" / "0.png").read_bytes() != before["test_net"]

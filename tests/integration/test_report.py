@@ -3,6 +3,7 @@ summary, stale-file removal, and serial versus ``-n 2``."""
 
 from __future__ import annotations
 
+import io
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -215,6 +216,65 @@ def test_an_expected_drift_of_an_xfail_test_is_said_to_be_expected(
     assert "| drifted (xfail) |" in summary and "1 in xfail tests, as expected" in summary
     page = (featviz_pytester.path / "featviz-report" / "index.html").read_text()
     assert "drifted (xfail)" in page and "1 in xfail tests, as expected" in page
+
+
+CAUGHT = """
+import os
+import pytest
+import torch
+from torch import nn
+from pytest_featviz import FeatureDriftError
+
+
+def model():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Conv2d(2, 2, 1))
+    return net
+
+
+def test_a_broken_model_is_caught(feature_snapshot):
+    net = model()
+    if not os.environ.get("MAKE_GOLDEN"):
+        with torch.no_grad():
+            net[0].weight.mul_(-1.2)
+        with pytest.raises(FeatureDriftError) as raised:
+            feature_snapshot(net, torch.ones(1, 3, 5, 5).cumsum(-1), layers=["0"])
+        assert raised.value.result.first_drifted == "0"
+    else:
+        feature_snapshot(net, torch.ones(1, 3, 5, 5).cumsum(-1), layers=["0"])
+        feature_snapshot(net, torch.ones(1, 3, 5, 5), layers=["2"], name="only-then")
+    feature_snapshot(model(), torch.ones(1, 3, 5, 5), layers=["2"], name="later")
+"""
+
+
+def test_a_drift_a_passing_test_caught_is_expected_not_offered_for_acceptance(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a test that checks a change is detected (pytest.raises(FeatureDriftError)) passed, yet the summary counted a
+    # drift to accept, listed its later golden as not checked, and its promote command broke the test
+    from pytest_featviz.cli import main
+
+    featviz_pytester.makepyfile(test_neg=CAUGHT)
+    monkeypatch.setenv("MAKE_GOLDEN", "1")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    monkeypatch.delenv("MAKE_GOLDEN")
+    golden = featviz_pytester.path / "golden" / "test_neg" / "test_a_broken_model_is_caught" / "0"
+    before = (golden / "0.png").read_bytes()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(featviz_pytester.path / "summary.md"))
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*1 drifted (1 test(s), 1 layer(s); 1 caught by tests that passed), 0 missing"])
+    # the golden it did not check this time is not "not checked" of a failing test (it is a stale one)
+    assert "were not checked" not in result.stdout.str() and "accept its" not in result.stdout.str()
+    data = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())
+    (entry,) = data["snapshots"]
+    assert (entry["caught"], entry["xfail"], data["summary"]["drifted_caught"]) == (True, False, 1)
+    assert "| drifted (caught) |" in (featviz_pytester.path / "summary.md").read_text()
+    assert "drifted (caught)" in (featviz_pytester.path / "featviz-report" / "index.html").read_text()
+    monkeypatch.chdir(featviz_pytester.path)
+    assert main(["promote"], out=io.StringIO()) == 1  # left alone: the test would fail
+    assert (golden / "0.png").read_bytes() == before
+    featviz_pytester.runpytest().assert_outcomes(passed=1)
 
 
 RERUN = """

@@ -67,7 +67,8 @@ def test_report_data_is_sorted_by_severity_with_a_fixed_key_order(tmp_path: Path
     assert data["summary"]["checked"] == 4 and data["summary"]["drifted_tests"] == 2
     bad_entry = data["snapshots"][0]
     assert list(bad_entry) == [
-        "test_id", "snapshot", "outcome", "xfail", "first_drifted", "golden_dir", "current", "layers", "message"
+        "test_id", "snapshot", "outcome", "xfail", "caught", "first_drifted", "golden_dir", "current", "layers",
+        "message",
     ]  # fmt: skip
     assert bad_entry["first_drifted"] == "b" and bad_entry["golden_dir"] == "g/t.py::bad/0"
     layer_b = bad_entry["layers"][1]
