@@ -149,5 +149,7 @@ def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings)
         why = ""
         if settings.create:
             why = "--featviz-create writes only missing goldens and leaves a damaged one as it is; "
-        error = type(error)(f"{error}\n{why}re-create it with:  {identity.update_command}")
+        # the error's own hint, where it ends in one, gives way to the exact command
+        text = str(error).removesuffix("; re-create it with --featviz-update")
+        error = type(error)(f"{text}\n{why}re-create it with:  {identity.update_command}")
     return error.with_traceback(None)

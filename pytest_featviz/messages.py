@@ -131,16 +131,19 @@ def drift_message(
     directory: Path,
     results: Sequence[LayerResult],
     explanation: Sequence[str] = (),
+    same_place: bool = False,
 ) -> str:
     """The failure message of a drifted snapshot: drifted layers in forward order, the first named as the start,
-    then the ``explanation`` (environment, input, weights: environment.provenance_sentences)."""
+    then the ``explanation`` (environment, input, weights: environment.provenance_sentences). ``same_place``: the
+    golden was made in this environment (:func:`moved_before` is said only then: against a golden from another
+    machine, float noise alone moves a layer part of the way to its tolerances)."""
     drifted = [r for r in results if r.drifted]
     lines = [
         f"feature drift in snapshot {snapshot_name!r} of {identity.node_id}:"
         f" {len(drifted)} of {len(results)} layer(s) drifted",
         f"drift starts at layer {drifted[0].name!r} (first drifted layer in forward order)",
     ]
-    moved = moved_before(results)
+    moved = moved_before(results) if same_place else ""
     if moved:
         lines.append(moved)
     for position, layer in enumerate(drifted[:LAYERS_SHOWN]):

@@ -166,7 +166,7 @@ def checked_line(counts: Mapping[str, int]) -> str:
         f"{counts['checked']} snapshot(s) checked: {counts[MATCHED]} matched, {counts[DRIFTED]} drifted"
         f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)"
         + (f"; {xfail} in xfail tests, as expected" if xfail else "")
-        + (f"; {caught} caught by tests that passed" if caught else "")
+        + (f"; {caught} caught by their tests" if caught else "")
         + f"), {counts[MISSING]} missing"
         + (f", {unreadable} unreadable" if unreadable else "")
     )

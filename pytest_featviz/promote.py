@@ -11,6 +11,7 @@ report's other snapshots are still promoted.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import shlex
 import sys
@@ -95,6 +96,7 @@ def promote_report(
     chosen: list[_Chosen] = []
     unreadable: list[str] = []
     expected: list[str] = []
+    expecting: set[Path] = set()  # the goldens of those, which no other run's render may replace
     for index, entry in enumerate(snapshots):
         label = f"snapshots[{index}]"
         try:
@@ -105,10 +107,15 @@ def promote_report(
                 raise Refused(f"test_id is {shown(test_id)}, not a string")
             name = entry.get("snapshot")
             label += f" ({test_id!r}, snapshot {name!r})" if isinstance(name, str) else f" ({test_id!r})"
+            # its test expects this drift (xfail; a test that catches it): accepting it would make that test fail,
+            # also through another run of the test that shares its golden (pytest-repeat), selected or not
+            expects = entry.get("xfail") is True or entry.get("caught") is True
+            if expects and not (exact and test_id == select):
+                with contextlib.suppress(GoldenError, OSError, ValueError):
+                    expecting.add(_promoted_to(entry, root, golden_dir))
             if select is not None and (test_id != select if exact else select not in test_id):
                 continue
-            # its test expects this drift (xfail; a test that catches it): accepting it would make that test fail
-            if (entry.get("xfail") is True or entry.get("caught") is True) and not exact:
+            if expects and not exact:
                 expected.append(printable(test_id))
                 continue
             current = entry.get("current", ABSENT)
@@ -133,6 +140,13 @@ def promote_report(
                 f"the report holds {len(renders)} different renders of the golden {display_path(directory)} (runs of"
                 f" one test rendered differently: is the model deterministic?); promote one with -k and its test id"
                 f" ({runs})"
+            )
+            refused.extend(Refusal(render.label, printable(reason)) for render in renders)
+            continue
+        if directory in expecting:
+            reason = (
+                f"another run of its test shares the golden {display_path(directory)} and expects this drift (xfail,"
+                " or it caught the error): promoting it would fail that run; accept it with --featviz-update if meant"
             )
             refused.extend(Refusal(render.label, printable(reason)) for render in renders)
             continue

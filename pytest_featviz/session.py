@@ -143,6 +143,21 @@ def _unreadable(results: list[SnapshotResult]) -> list[str]:
     return lines
 
 
+def _raised(error: BaseException | None) -> set[int]:
+    """The ids of the result records whose ``FeatureDriftError`` is ``error`` or in its chain of causes and contexts
+    (re-raised, or raised again as another error while handling it): the drifts that failed a test phase."""
+    from pytest_featviz.records import FeatureDriftError
+
+    found: set[int] = set()
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, FeatureDriftError) and error.result is not None:
+            found.add(id(error.result))
+        error = error.__cause__ or error.__context__
+    return found
+
+
 def _run_key(item: pytest.Item) -> str:
     """Which item, in which process, a test report's records belong to: node ids need not be unique."""
     return f"{os.getpid()}:{id(item)}"
@@ -248,8 +263,15 @@ class SessionTracker:
         if len(records) <= sent:
             return
         # Each record travels once, with the first report made after its snapshot: the call report, a subtest's
-        # report, or the teardown report of a snapshot taken in a fixture's teardown.
+        # report, or the teardown report of a snapshot taken in a fixture's teardown. A drift whose error is not
+        # what failed this phase was caught by the test (pytest.raises(FeatureDriftError): a test that a change is
+        # detected), whatever else failed after it.
         new, item.stash[SENT_KEY] = records[sent:], len(records)
+        raised = _raised(call.excinfo.value if call.excinfo is not None else None)
+        new = [
+            replace(record, caught=True) if record.outcome == DRIFTED and id(record) not in raised else record
+            for record in new
+        ]
         # Plain JSON-able attributes travel with the report from an xdist worker to the controller. The run tells
         # the controller which run of which item the records belong to (node ids need not be unique).
         report.featviz = [record.to_dict() for record in new]
@@ -344,10 +366,9 @@ class SessionTracker:
         if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
             results = []
         expected = str(report.outcome) == "skipped" and hasattr(report, "wasxfail")  # an xfail test that failed
-        caught = str(report.outcome) == "passed"  # a test that caught the FeatureDriftError (a negative test)
         for record in map(SnapshotResult.from_dict, records):  # its drifts were expected, not its matches
-            if record.outcome == DRIFTED and (expected or caught):
-                record = replace(record, xfail=True) if expected else replace(record, caught=True)
+            if record.outcome == DRIFTED and expected and not record.caught:
+                record = replace(record, xfail=True)
             results.append(record)
         self.runs[item] = (run, results)
 

@@ -323,8 +323,11 @@ def _check(
                 replaced = False
         return recheck() if replaced else evidence(UPDATED, results, pictures)
     settings_only = all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
-    explanation = provenance_sentences(
-        Provenance.from_sidecar(stored.provenance), now(), not settings_only, [r.name for r in results]
+    golden_provenance = Provenance.from_sidecar(stored.provenance)
+    explanation = provenance_sentences(golden_provenance, now(), not settings_only, [r.name for r in results])
+    # made where it runs now: a layer's movement below its tolerances is no float noise of another machine
+    same_place = (
+        golden_provenance is not None and golden_provenance.environment.describe() == now().environment.describe()
     )
     if settings_only:
         explanation.insert(
@@ -339,7 +342,7 @@ def _check(
             f" (--featviz-update would write {display_path(keyed, identity.invocation_dir)} and leave the"
             " shared one alone)"
         )
-    message = drift_message(identity, snapshot_name, directory, results, explanation)
+    message = drift_message(identity, snapshot_name, directory, results, explanation, same_place)
     return evidence(DRIFTED, results, pictures, message)
 
 

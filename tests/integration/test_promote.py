@@ -196,6 +196,51 @@ def test_the_summary_gives_the_command_that_accepts_the_drifts_and_it_leaves_exp
     assert (goldens / "test_net2" / "0" / "0.png").read_bytes() != before["test_net2"]
 
 
+REPEATED = """
+import os
+import pytest
+import torch
+from torch import nn
+from pytest_featviz import FeatureDriftError
+
+RUNS = []
+
+
+def test_r(feature_snapshot):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    if os.environ.get("FEATVIZ_TEST_DRIFT"):
+        with torch.no_grad():
+            model[0].weight[:2] *= -1
+    RUNS.append(1)
+    if os.environ.get("FEATVIZ_TEST_DRIFT") and len(RUNS) == 1:  # the first run checks that the change is caught
+        with pytest.raises(FeatureDriftError):
+            feature_snapshot(model, torch.ones(1, 3, 9, 9).cumsum(-1), layers=["0"])
+    else:
+        feature_snapshot(model, torch.ones(1, 3, 9, 9).cumsum(-1), layers=["0"])
+"""
+
+
+def test_a_golden_another_run_of_its_test_expects_to_drift_is_not_promoted(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two pytest-repeat runs share one golden: promoting the run that failed wrote the golden the other run checks
+    # drifts from, and that run then failed
+    featviz_pytester.makepyfile(test_rep=REPEATED)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    golden = featviz_pytester.path / "golden" / "test_rep" / "test_r" / "0"
+    before = _files(golden)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    featviz_pytester.runpytest("--count", "2", "-p", "no:randomly").assert_outcomes(passed=1, failed=1)
+    status, output = _promote("featviz-report")
+    assert status == 1
+    assert (
+        "refused snapshots[1] ('test_rep.py::test_r[2-2]', snapshot '0'): another run of its test shares the golden"
+        in (output)
+    )
+    assert _files(golden) == before
+
+
 # -- a report.json that is damaged or hostile -------------------------------------------------------------------------
 #
 # The report travels as a CI artifact and is promoted from anywhere: promote writes only strictly inside the golden

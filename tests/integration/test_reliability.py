@@ -130,9 +130,9 @@ def _damage(case: str, snap: Path) -> None:
 
 
 DAMAGE = {
-    "truncated": "golden picture */0.png does not match its sidecar (edited, damaged or half-merged);*",
+    "truncated": "golden picture */0.png does not match its sidecar (edited, damaged or half-merged)",
     "truncated-rehashed": "golden picture */0.png is not a readable PNG*",
-    "not-a-png": "golden picture */0.png is not a PNG (damaged, truncated or replaced);*",
+    "not-a-png": "golden picture */0.png is not a PNG (damaged, truncated or replaced)",
     "wrong-geometry": "golden picture */0.png is 3x2 pixels; its sidecar expects 17x17",
     "enormous-header": "golden picture */0.png claims 1048576x1048576 pixels, *refusing to decode it*",
     "sidecar-missing": "golden snapshot */test_target/0 has pictures but no sidecar snapshot.json*",
