@@ -125,7 +125,7 @@ class FeatureSnapshot:
             if isinstance(error, GoldenError) and error.unread is not None:
                 # counted, listed and reported beside the drifts, and its test's later goldens as not checked (the
                 # device's own where goldens are keyed by device)
-                device = environment.device_type(model, inputs) if settings.golden_key == "device" else None
+                device = _device(model, inputs) if settings.golden_key == "device" else None
                 self._record(
                     SnapshotResult(
                         self._identity.node_id, shown, str(error.unread), UNREADABLE, (), str(failure), device=device
@@ -139,6 +139,15 @@ class FeatureSnapshot:
         if result.outcome == DRIFTED:
             raise FeatureDriftError(result.message, result)
         return result
+
+
+def _device(model: nn.Module, inputs: Any) -> str | None:
+    """The device type of a snapshot whose golden could not be read, or ``None`` where it cannot be told: the error
+    the test fails with must be the golden's, whatever the model is."""
+    try:
+        return environment.device_type(model, inputs)
+    except Exception:  # noqa: BLE001 - any: the record is only the fuller for it
+        return None
 
 
 def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings) -> FeatvizError:

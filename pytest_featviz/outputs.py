@@ -123,7 +123,7 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
 
 def _outcome(snapshot: Mapping[str, Any]) -> str:
     """A snapshot's outcome as shown: ``drifted (xfail)`` where its test expected to fail, ``drifted (caught)`` where
-    its test caught the error and passed."""
+    its test caught the error."""
     if snapshot.get("xfail"):
         return f"{snapshot['outcome']} (xfail)"
     return f"{snapshot['outcome']} (caught)" if snapshot.get("caught") else str(snapshot["outcome"])

@@ -41,7 +41,7 @@ class Promotion:
     """What :func:`promote_report` did: each golden directory it wrote, with whether its files changed, and each
     snapshot it refused; ``unreadable``: the golden directories (as the report gives them) of the selected snapshots
     whose golden the run could not read, which have no current render to promote; ``expected``: the test ids of the
-    selected snapshots whose test expected the drift (xfail, or caught it and passed), left alone unless ``-k``
+    selected snapshots whose test expected the drift (xfail, or caught it), left alone unless ``-k``
     names their test."""
 
     written: tuple[tuple[Path, bool], ...]

@@ -311,7 +311,7 @@ class SessionTracker:
 
     def _accept_line(self, config: pytest.Config) -> str:
         """The summary's command that accepts every drift the report shows (``featviz promote``, with what its
-        report needs told), when a test drifted other than as it expected (xfail, or caught and passed); else
+        report needs told), when a test drifted other than as it expected (xfail, or a drift it caught); else
         ``""``."""
         from pytest_featviz.report import CURRENT, Reporter
 
