@@ -167,7 +167,12 @@ def case_twin(golden_root: Path, directory: Path) -> tuple[Path, Path] | None:
 
 def keyed_dir(directory: Path, key: str) -> Path:
     """The environment-keyed sibling of a snapshot's golden directory: ``<snapshot>@<key>`` (``0@cuda``)."""
-    return directory.with_name(f"{directory.name}{KEY_SEPARATOR}{sanitize_name(key)}")
+    return directory.with_name(directory.name + key_suffix(key))
+
+
+def key_suffix(key: str) -> str:
+    """The end of the name of an environment-keyed golden directory: ``@cuda``."""
+    return f"{KEY_SEPARATOR}{sanitize_name(key)}"
 
 
 # torch's device types: a snapshot name ending in @<one of them> would be the device golden of another snapshot

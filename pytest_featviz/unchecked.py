@@ -21,7 +21,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     (:func:`pytest_featviz.stale.shared_key`), listed once: the one the test's device would check. Sorted, so a run
     under xdist lists them as a serial run does."""
     from pytest_featviz.golden import SIDECAR  # numpy: only in a run that took snapshots
-    from pytest_featviz.goldenpath import keyed_dir
+    from pytest_featviz.goldenpath import key_suffix
 
     by_test: dict[str, list[SnapshotResult]] = {}
     for result in results:
@@ -36,7 +36,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
         device = next((r.device for r in records if r.device is not None), None) if keyed else None
         # the name's end that marks the device's own golden ("@cuda"): two directories share a key only when one is
         # the other's keyed golden, so within a key the name tells them apart (shared_key read their sidecars)
-        own = keyed_dir(Path("_"), device).name[1:] if device is not None else None
+        own = key_suffix(device) if device is not None else None
         for folder in {Path(r.golden_dir).parent for r in records}:
             for snapshot in subdirectories(folder):  # sorted: a shared golden before its keyed ones
                 key = shared_key(snapshot, keyed)
@@ -55,9 +55,9 @@ def _checked_keys(result: SnapshotResult, keyed: bool) -> set[str]:
     path = Path(result.golden_dir)
     keys = {shared_key(path, keyed)}
     if keyed and result.outcome == UNREADABLE and result.device is not None:
-        from pytest_featviz.goldenpath import keyed_dir
+        from pytest_featviz.goldenpath import key_suffix
 
-        own = keyed_dir(Path("_"), result.device).name[1:]
+        own = key_suffix(result.device)
         if path.name.endswith(own) and len(path.name) > len(own):
             keys.add(shared_key(path.with_name(path.name[: -len(own)]), keyed))
     return keys
