@@ -147,14 +147,17 @@ def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes],
             stale.unlink()
 
 
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except OSError:  # no directory yet
+        return []
+
+
 def _own_pictures(directory: Path) -> Iterable[Path]:
     """The PNGs of a snapshot directory (``.PNG`` too: a picture renamed by hand, which would stay beside its
     rewritten ``.png`` as a pair that a case-insensitive checkout merges into one file)."""
-    try:
-        entries = list(directory.iterdir())
-    except OSError:  # no directory yet
-        return []
-    return sorted(p for p in entries if _is_png(p) and p.is_file())
+    return sorted(p for p in _entries(directory) if _is_png(p) and p.is_file())
 
 
 def _is_png(path: Path) -> bool:
@@ -163,8 +166,4 @@ def _is_png(path: Path) -> bool:
 
 def _foreign_files(directory: Path) -> list[Path]:
     """Files in a snapshot directory that pytest-featviz does not write (anything but its PNGs and sidecar)."""
-    try:
-        entries = list(directory.iterdir())
-    except OSError:  # no directory yet
-        return []
-    return sorted(p for p in entries if p.name != SIDECAR and not _is_png(p) and not p.is_dir())
+    return sorted(p for p in _entries(directory) if p.name != SIDECAR and not _is_png(p) and not p.is_dir())
