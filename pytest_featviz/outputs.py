@@ -20,6 +20,7 @@ from urllib.parse import quote
 from pytest_featviz.records import (
     CREATED,
     DRIFTED,
+    FAILING,
     MATCHED,
     MISSING,
     UNREADABLE,
@@ -204,7 +205,7 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
         "|---|---|---|---|---|---|",
     ]
-    shown = [s for s in data["snapshots"] if s["outcome"] in (DRIFTED, MISSING, UNREADABLE)]
+    shown = [s for s in data["snapshots"] if s["outcome"] in FAILING]
     if not shown:
         return ""
     for snapshot in shown[:STEP_SUMMARY_ROWS]:

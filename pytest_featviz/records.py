@@ -33,6 +33,7 @@ UPDATED = "updated"
 # OS): its test failed on that error, and the session's summary and report say so beside the drifts
 UNREADABLE = "unreadable"
 OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED, UNREADABLE)
+FAILING = (DRIFTED, MISSING, UNREADABLE)  # the outcomes that fail a test: each is in the report
 
 NORMALIZE_MODES = ("minmax", "sigmoid", "percentile")
 
@@ -260,8 +261,8 @@ class SnapshotResult:
     (update mode), or ``unreadable`` (a golden that could not be read: no layers; ``message`` is the error its test
     failed with, which says why and how to fix it). ``layers`` are in forward order. ``artifacts`` maps a role (for
     example ``"mosaic:layer1"``) to a file the report wrote for this snapshot. ``xfail``: its test is marked xfail and
-    failed, so its drift was expected (set by the session, from the test's report); ``caught``: its test passed, so
-    it caught the :class:`FeatureDriftError` and its drift was expected too (a test that a change is detected).
+    failed, so its drift was expected (set by the session, from the test's report); ``caught``: its test caught the
+    :class:`FeatureDriftError`, so its drift was expected too (a test that a change is detected).
     ``update_dir``: where
     ``--featviz-update`` (and ``featviz promote``) would write (``drifted``) or wrote (``updated``) this snapshot's
     golden when that is not ``golden_dir``, the golden it was compared with: the device's own golden, when
@@ -286,7 +287,7 @@ class SnapshotResult:
 
     @property
     def expected(self) -> bool:
-        """Whether its test expected this drift: marked xfail and failed, or caught the error and passed."""
+        """Whether its test expected this drift: marked xfail and failed, or caught the error."""
         return self.xfail or self.caught
 
     @property

@@ -27,6 +27,7 @@ from pytest_featviz.manifest import only_ours, refuse_foreign, remove_listed, wr
 from pytest_featviz.outputs import render_index
 from pytest_featviz.records import (
     DRIFTED,
+    FAILING,
     MATCHED,
     MISSING,
     OUTCOMES,
@@ -52,7 +53,7 @@ CURRENT = "current"
 def wanted(result: SnapshotResult, report_all: bool) -> bool:
     """Whether ``result`` is in the report: drifted, missing and unreadable snapshots (the last with no files of their
     own), and every checked one with ``--featviz-report-all``."""
-    return result.outcome in (DRIFTED, MISSING, UNREADABLE) or (report_all and result.outcome == MATCHED)
+    return result.outcome in FAILING or (report_all and result.outcome == MATCHED)
 
 
 class Reporter:
@@ -233,7 +234,7 @@ def summary_counts(results: Sequence[SnapshotResult]) -> dict[str, int]:
         "drifted_tests": len({r.test_id for r in drifted}),
         "drifted_layers": sum(len(r.drifted_layers) for r in drifted),
         "drifted_xfail": sum(r.xfail for r in drifted),  # of the drifted snapshots, those of xfail tests (expected)
-        "drifted_caught": sum(r.caught for r in drifted),  # and those of tests that caught the error and passed
+        "drifted_caught": sum(r.caught for r in drifted),  # and those whose test caught the error
         "missing_tests": len({r.test_id for r in results if r.outcome == MISSING}),
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from pytest_featviz.records import DRIFTED, MISSING, UNREADABLE, SnapshotResult
+from pytest_featviz.records import FAILING, UNREADABLE, SnapshotResult
 from pytest_featviz.stale import shared_key, subdirectories
 
 
@@ -31,7 +31,7 @@ def unreached_snapshots(results: Iterable[SnapshotResult], keyed: bool) -> list[
     seen = {key for result in results for key in _checked_keys(result, keyed)}
     found: dict[str, Path] = {}  # by shared key: the directory the test's device would check
     for records in by_test.values():
-        if not any(r.outcome in (DRIFTED, MISSING, UNREADABLE) and not r.expected for r in records):
+        if not any(r.outcome in FAILING and not r.expected for r in records):
             continue  # passed, or drifted as it expected (xfail, or a test that caught it): nothing to accept
         device = next((r.device for r in records if r.device is not None), None) if keyed else None
         # the name's end that marks the device's own golden ("@cuda"): two directories share a key only when one is
