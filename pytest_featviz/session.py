@@ -61,6 +61,13 @@ MISSING_LISTED = 10  # node ids in the summary's command that creates missing go
 
 UNREACHED_LISTED = 5
 
+
+def _listed(paths: list[str]) -> str:
+    """The first ``UNREACHED_LISTED`` of ``paths``, comma-separated, with how many more there are."""
+    shown = ", ".join(paths[:UNREACHED_LISTED])
+    return shown + (f" and {len(paths) - UNREACHED_LISTED} more" if len(paths) > UNREACHED_LISTED else "")
+
+
 # What happened to a golden in the run, the strongest first: one created, then rewritten, is counted as created.
 GOLDEN_FATES = (CREATED, UPDATED, MATCHED)
 
@@ -69,6 +76,11 @@ def golden_fates(results: Iterable[SnapshotResult]) -> Counter[str]:
     """How many distinct goldens (golden directories) were created, updated and left unchanged, each counted once by
     the strongest of its records: pytest-repeat, pytest-flakefinder, two xdist workers or a rerun can compare one
     golden several times, and only the first of them creates or rewrites it."""
+    return Counter(_fates(results).values())
+
+
+def _fates(results: Iterable[SnapshotResult]) -> dict[str, str]:
+    """What happened to each golden (:func:`golden_fates`), by its directory."""
     rank = {outcome: place for place, outcome in enumerate(GOLDEN_FATES)}
     fates: dict[str, str] = {}
     for result in results:
@@ -78,7 +90,7 @@ def golden_fates(results: Iterable[SnapshotResult]) -> Counter[str]:
         held = fates.get(golden)
         if fate in rank and (held is None or rank[fate] < rank[held]):
             fates[golden] = fate
-    return Counter(fates.values())
+    return fates
 
 
 def _rewritten(results: Iterable[SnapshotResult]) -> str:
@@ -400,13 +412,20 @@ class SessionTracker:
                 f"goldens: {fates[CREATED]} created, {fates[UPDATED]} updated, {fates[MATCHED]} unchanged"
                 f" (in {self.settings.golden_dir})"
             )
-            repaired = sorted({display_path(r.golden_dir) for r in [*self.written, *self.results] if r.recreated})
-            if repaired:  # it passes now: say what was damaged, so that the new pictures are looked at
-                shown = ", ".join(repaired[:UNREACHED_LISTED])
-                more = f" and {len(repaired) - UNREACHED_LISTED} more" if len(repaired) > UNREACHED_LISTED else ""
+            written = [*self.written, *self.results]
+            damaged = {r.golden_dir for r in written if r.recreated}
+            if damaged:  # it passes now: say what was damaged, so that the new pictures are looked at
                 terminalreporter.write_line(
-                    f"{len(repaired)} damaged golden snapshot(s) re-created from this run (nothing to compare them"
-                    f" with: review their pictures before committing): {shown}{more}"
+                    f"{len(damaged)} damaged golden snapshot(s) re-created from this run (nothing to compare them"
+                    f" with: review their pictures before committing): {_listed(sorted(map(display_path, damaged)))}"
+                )
+            # a drift accepted unseen (by a run meant to repair a damaged golden, say) is named too; each golden
+            # once, as the goldens line counts it: one that this run created is new, not rewritten
+            rewritten = [g for g, fate in _fates(written).items() if fate == UPDATED and g not in damaged]
+            if rewritten:
+                terminalreporter.write_line(
+                    f"{len(rewritten)} drifted golden snapshot(s) rewritten (review their pictures in the diff before"
+                    f" committing): {_listed(sorted(map(display_path, rewritten)))}"
                 )
         elif self.settings.create:
             kept = ""
@@ -427,12 +446,10 @@ class SessionTracker:
 
             unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")
             if unreached:
-                shown = ", ".join(display_path(path) for path in unreached[:UNREACHED_LISTED])
-                more = f" and {len(unreached) - UNREACHED_LISTED} more" if len(unreached) > UNREACHED_LISTED else ""
                 terminalreporter.write_line(
                     f"{len(unreached)} golden snapshot(s) of the failing tests were not checked: a test stops at its"
                     " first drifted, missing or unreadable snapshot (accept that drift, create or repair that golden,"
-                    f" then run again): {shown}{more}"
+                    f" then run again): {_listed([display_path(path) for path in unreached])}"
                 )
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")

@@ -58,6 +58,8 @@ def test_goldens_written_by_a_run_that_is_repeated_count_as_written() -> None:
     assert _summary(tracker) == [
         "2 snapshot(s) compared: 2 matched, 0 drifted, 0 without a golden (created)",  # the last runs
         "goldens: 1 created, 1 updated, 0 unchanged (in golden)",
+        "1 drifted golden snapshot(s) rewritten (review their pictures in the diff before committing):"
+        " golden/t.py::moved",
     ]
 
 
@@ -72,6 +74,25 @@ def test_each_golden_is_counted_once_by_what_happened_to_it() -> None:
     assert _summary(tracker) == [
         "7 snapshot(s) compared: 3 matched, 2 drifted (rewritten), 2 without a golden (created)",  # the calls
         "goldens: 1 created, 1 updated, 1 unchanged (in golden)",
+        # named once each, as counted: golden a was created by this run (then rewritten by a later run of it)
+        "1 drifted golden snapshot(s) rewritten (review their pictures in the diff before committing): golden/b",
+    ]
+
+
+def test_an_update_names_the_drifted_goldens_it_rewrote_apart_from_damaged_ones() -> None:
+    # a run meant to re-create a damaged golden (its message's command) also rewrites that test's drifted goldens:
+    # the summary named only the damaged one, and the drifts were accepted unseen
+    tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True))
+    records = [SnapshotResult("t.py::a", "0", "golden/a/0", UPDATED, recreated=True).to_dict()]
+    records += [SnapshotResult("t.py::a", str(n), f"golden/a/{n}", UPDATED).to_dict() for n in range(1, 8)]
+    records.append(SnapshotResult("t.py::a", "8", "golden/a/8", MATCHED).to_dict())
+    report = SimpleNamespace(nodeid="t.py::a", when="call", outcome="passed", featviz=records)
+    tracker.pytest_runtest_logreport(report)  # type: ignore[arg-type]
+    assert _summary(tracker)[2:] == [
+        "1 damaged golden snapshot(s) re-created from this run (nothing to compare them with: review their pictures"
+        " before committing): golden/a/0",
+        "7 drifted golden snapshot(s) rewritten (review their pictures in the diff before committing): golden/a/1,"
+        " golden/a/2, golden/a/3, golden/a/4, golden/a/5 and 2 more",
     ]
 
 
