@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,9 @@ class SnapshotGolden:
     # Where the golden was made: {"environment": {...}, "fingerprints": {...}} as written by
     # environment.Provenance.to_sidecar; None in sidecars written before provenance was recorded.
     provenance: dict[str, Any] | None = None
+    # sidecar_digest of the sidecar this golden was read from ("" for one not read from a file): the report records
+    # it for a drift, so that promote can tell when the golden changed after the run compared with it
+    digest: str = field(default="", compare=False)
 
     def layer(self, name: str) -> LayerGolden | None:
         return next((layer for layer in self.layers if layer.name == name), None)
@@ -329,7 +332,7 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     except ValueError as exc:  # a whole number of more digits than Python converts (sys.get_int_max_str_digits)
         found = str(exc).split(";")[0]
         raise GoldenError(f"golden sidecar {path} is malformed (a number too long to read: {found})") from exc
-    golden = _parse_sidecar(data, path)
+    golden = replace(_parse_sidecar(data, path), digest=sidecar_digest(text))
     where = _lone_surrogate(data) if _SURROGATE_ESCAPE.search(text) else None
     if where is not None:
         raise GoldenError(f"golden sidecar {path} is malformed ({where} holds a lone UTF-16 surrogate: no text)")
@@ -412,6 +415,12 @@ def file_in_the_way(directory: Path) -> str:
         if place.exists() or place.is_symlink():
             return f"; {place} is a file where pytest-featviz keeps a golden directory: move it away or delete it"
     return ""
+
+
+def sidecar_digest(text: str) -> str:
+    """A digest of a sidecar's ``text`` (decoded, without its byte-order mark): the same whatever the file's line
+    endings, so that a checkout with ``core.autocrlf`` has the digest of the file that was committed."""
+    return sha256_hex(text.replace("\r\n", "\n").encode("utf-8"))
 
 
 def sha256_hex(data: bytes) -> str:

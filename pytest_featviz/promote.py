@@ -126,11 +126,14 @@ def promote_report(
                 continue
             directory = _promoted_to(entry, root, golden_dir)
             sidecar, pictures = current_render(report_dir, path_text(current, "current"))
+            replaces = entry.get("replaces")  # absent from reports written before it was recorded
+            if replaces is not None and not isinstance(replaces, str):
+                raise Refused(f"replaces is {shown(replaces)}, not a string")
         except (GoldenError, OSError, ValueError) as exc:  # ValueError: Refused, and text that is not UTF-8
             # as text any terminal takes: a path on disk may hold bytes that are not UTF-8 (lone surrogates here)
             refused.append(Refusal(label, printable(str(exc))))
             continue
-        chosen.append(_Chosen(label, test_id, directory, sidecar, pictures))
+        chosen.append(_Chosen(label, test_id, directory, sidecar, pictures, replaces))
     written: list[tuple[Path, bool]] = []
     for directory, renders in _by_golden(chosen).items():
         if len({tuple(sorted(render.pictures.items())) for render in renders}) > 1:
@@ -152,6 +155,7 @@ def promote_report(
             continue
         try:
             _refuse_to_replace(directory)
+            _refuse_changed(directory, renders)
             changed = write_files(directory, renders[0].sidecar, renders[0].pictures)
         except (GoldenError, OSError, ValueError) as exc:
             refused.extend(Refusal(render.label, printable(str(exc))) for render in renders)
@@ -189,6 +193,7 @@ class _Chosen:
     directory: Path
     sidecar: str
     pictures: dict[str, bytes]
+    replaces: str | None  # the digest of the golden the run compared with ("": none); None: not recorded
 
 
 def _by_golden(chosen: list[_Chosen]) -> dict[Path, list[_Chosen]]:
@@ -381,6 +386,32 @@ def _promoted_to(entry: dict[str, Any], root: Path, golden_dir: Path) -> Path:
     if keyed.parent != named.parent or not keyed.name.startswith(f"{named.name}@") or keyed.name == f"{named.name}@":
         raise Refused(f"update_dir {text!r} is not a device's golden beside golden_dir {shared!r} ({named.name}@...)")
     return _golden_target(root, golden_dir, text, "update_dir")
+
+
+def _refuse_changed(directory: Path, renders: list[_Chosen]) -> None:
+    """Raise when the golden in ``directory`` is not the one the run compared with (a pull, a checkout or another
+    update since the report was written: writing the render would undo that change unseen), nor already the render
+    (a second promote). Reports written before the digest was recorded are not checked."""
+    from pytest_featviz.golden import GoldenError, read_sidecar, sidecar_digest
+
+    seen = {render.replaces for render in renders}
+    if None in seen:
+        return
+    try:
+        golden = read_sidecar(directory)
+    except GoldenError:  # damaged since: changed, unless it was damaged then (then the run had no render of it)
+        now = "damaged"
+    else:
+        now = golden.digest if golden is not None else ""
+    if now in seen or now == sidecar_digest(renders[0].sidecar):
+        return
+    found_none = seen == {""}
+    what = {"": "was deleted", "damaged": "was damaged"}.get(now, "was created" if found_none else "changed")
+    raise Refused(
+        f"the golden {display_path(directory)} {what} after the run that wrote this report"
+        f" {'found none there' if found_none else 'compared with it'} (a pull, a checkout, another run?): promoting"
+        " would replace it unseen; run pytest again and review the new report"
+    )
 
 
 def _refuse_to_replace(directory: Path) -> None:

@@ -269,6 +269,9 @@ class SnapshotResult:
     environment-keyed goldens are on and the shared one drifted on a device that had none. ``device``: with
     environment-keyed goldens on, the device type this run's goldens are keyed by (``cuda``), also where no path shows
     it (a missing golden). ``recreated``: an ``updated`` snapshot whose golden was damaged and was written anew.
+    ``replaces``: for a ``drifted`` or ``missing`` snapshot, the :func:`~pytest_featviz.golden.sidecar_digest` of
+    the golden that accepting it would write over, as this run read it (``""``: there was none), so that
+    ``featviz promote`` can refuse a golden that changed since (a pull, a checkout, another update).
     """
 
     test_id: str
@@ -284,6 +287,7 @@ class SnapshotResult:
     update_dir: str | None = None
     device: str | None = None
     recreated: bool = False
+    replaces: str | None = None
 
     @property
     def expected(self) -> bool:
@@ -325,6 +329,7 @@ class SnapshotResult:
             **({"update_dir": self.update_dir} if self.update_dir is not None else {}),
             **({"device": self.device} if self.device is not None else {}),
             **({"recreated": True} if self.recreated else {}),
+            **({"replaces": self.replaces} if self.replaces is not None else {}),
         }
 
     @classmethod
@@ -343,6 +348,7 @@ class SnapshotResult:
             update_dir=str(data["update_dir"]) if data.get("update_dir") is not None else None,
             device=str(data["device"]) if data.get("device") is not None else None,
             recreated=data.get("recreated") is True,
+            replaces=str(data["replaces"]) if data.get("replaces") is not None else None,
         )
 
 

@@ -299,6 +299,8 @@ def report_data(
                 "golden_dir": _relative(result.golden_dir, root),
                 # where --featviz-update would write it, when not golden_dir (the device's own golden)
                 **({"update_dir": _relative(result.update_dir, root)} if result.update_dir else {}),
+                # the digest of the golden that promoting it writes over, as the run read it ("": none)
+                **({"replaces": result.replaces} if result.replaces is not None else {}),
                 "current": _relative(str(Path(current_dir).parent), report_dir) if current_dir else None,
                 "layers": layers,
                 "message": result.message,

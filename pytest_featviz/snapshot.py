@@ -223,6 +223,8 @@ def _check(
             update_dir=str(keyed) if keyed is not None and outcome in (DRIFTED, UPDATED) else None,
             device=device,
             recreated=damaged and outcome == UPDATED,
+            # what accepting it writes over: the golden compared with, or nothing (none yet; the device's own)
+            replaces=(stored.digest if stored and keyed is None else "") if outcome in (DRIFTED, MISSING) else None,
         )
         return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
 

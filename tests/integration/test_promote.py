@@ -6,6 +6,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,63 @@ def test_promote_accepts_the_drift_shown_in_the_report(
     assert not any(elsewhere.iterdir())  # nothing written where it ran
     monkeypatch.chdir(featviz_pytester.path)
     featviz_pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_golden_that_changed_after_the_report_was_written_is_not_promoted(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pull, a checkout or a teammate's update changed the golden after the run compared with it: promoting the
+    # report's render replaced that golden unseen. The report records the golden it compared with.
+    featviz_pytester.makepyfile(test_models=TEST_FILE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    sidecar = featviz_pytester.path / "golden" / "test_models" / "test_net" / "0" / "snapshot.json"
+    compared = sidecar.read_text()
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    featviz_pytester.runpytest().assert_outcomes(failed=1)
+    changed = compared.replace('"bit_depth": 8,', '"bit_depth": 8,\n  "note": "a teammate\'s golden",')
+    assert changed != compared
+    sidecar.write_text(changed)
+    out = io.StringIO()
+    assert main(["promote"], out=out) == 1
+    assert (
+        "refused snapshots[0] ('test_models.py::test_net', snapshot '0'): the golden golden/test_models/test_net/0"
+        " changed after the run that wrote this report compared with it (a pull, a checkout, another run?):"
+        " promoting would replace it unseen; run pytest again and review the new report"
+    ) in out.getvalue()
+    assert sidecar.read_text() == changed
+    picture = (sidecar.parent / "0.png").read_bytes()
+    shutil.rmtree(sidecar.parent)  # deleted since (a prune, a rename): not brought back
+    out = io.StringIO()
+    assert main(["promote"], out=out) == 1
+    assert "the golden golden/test_models/test_net/0 was deleted after the run" in out.getvalue()
+    assert not sidecar.parent.exists()
+    # the golden compared with, checked out with CRLF line endings (core.autocrlf): the same golden
+    sidecar.parent.mkdir()
+    (sidecar.parent / "0.png").write_bytes(picture)
+    sidecar.write_bytes(compared.replace("\n", "\r\n").encode())
+    out = io.StringIO()
+    assert main(["promote"], out=out) == 0
+    assert "promoted golden/test_models/test_net/0" in out.getvalue()
+    assert main(["promote"], out=io.StringIO()) == 0  # again: already the render, not "changed since"
+    featviz_pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_golden_created_after_the_report_found_none_is_not_promoted(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(test_models=TEST_FILE)
+    featviz_pytester.runpytest().assert_outcomes(failed=1)  # missing: the report holds its current render
+    golden = featviz_pytester.path / "golden" / "test_models" / "test_net" / "0"
+    (featviz_pytester.path / "featviz-report").rename(featviz_pytester.path / "kept")
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")  # a teammate created it from other code
+    featviz_pytester.runpytest("--featviz-create").assert_outcomes(passed=1)
+    theirs = (golden / "0.png").read_bytes()
+    out = io.StringIO()
+    assert main(["promote", "kept"], out=out) == 1
+    assert "the golden golden/test_models/test_net/0 was created after the run that wrote this report found none" in (
+        out.getvalue()
+    )
+    assert (golden / "0.png").read_bytes() == theirs
 
 
 def test_promote_without_a_report_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -370,6 +428,7 @@ def test_a_forged_report_cannot_name_a_golden_directory_outside_the_project(
     else:
         data["run"]["golden_dir"] = f"../{victim.parent.name}"
         data["snapshots"][0]["golden_dir"] = f"../{victim.parent.name}/new"
+        data["snapshots"][0]["replaces"] = ""  # no golden there when the run looked
     (report_dir / "report.json").write_text(json.dumps(data), encoding="utf-8")
     golden = root / "golden" / "test_models"
     before = _files(golden)
