@@ -48,6 +48,7 @@ class LayerCapture:
     maps: torch.Tensor  # float32, CPU, (len(channels), H, W)
     layout: str = ""  # layout.Layout.label: how the output was read
     dtype: torch.dtype = torch.float32  # the output's own dtype
+    finite: bool = True  # whether every value of the output is finite, also those not kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,9 @@ def capture(
             except ValueError as exc:
                 errors.append(FeatvizError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
                 return
-            captured.append(LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype))
+            captured.append(
+                LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype, kept.finite)
+            )
 
         return hook
 

@@ -56,6 +56,7 @@ class Kept:
     maps: torch.Tensor
     layout: str
     dtype: torch.dtype = torch.float32  # the leaf's own dtype, before its maps were made float32
+    finite: bool = True  # whether every value of the whole leaf is finite, the channels and items not kept too
 
 
 def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
@@ -189,4 +190,14 @@ def keep(
     leading = (found.attention and later) or getattr(tensor, "featviz_leading", False)
     layout = plan(tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading)
     channels = choose_channels(spec, tensor, layout)
-    return Kept(tuple(tensor.shape), channels, extract(tensor, layout, channels), layout.label, tensor.dtype)
+    maps = extract(tensor, layout, channels)
+    return Kept(tuple(tensor.shape), channels, maps, layout.label, tensor.dtype, _finite(tensor))
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite: its least and greatest values are (NaN reaches both), found in
+    one pass with no copy of the tensor, as the maps kept of it are only a part."""
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor.detach())
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))

@@ -165,8 +165,20 @@ def capture_layers(
                 f"layer {item.name!r} produced {bad} NaN or Inf value(s){wide} among the {item.maps.numel()} values"
                 f" kept (output shape {item.shape}); a snapshot of a non-finite activation cannot be compared"
             )
+        if not item.finite:  # a regression in a channel or batch item the snapshot does not keep
+            raise FeatvizError(
+                f"layer {item.name!r} produced NaN or Inf value(s) outside the {item.maps.numel()} values kept (output"
+                f" shape {item.shape}, channels kept: {_listed(item.channels)}); a non-finite activation fails the"
+                " snapshot wherever it is"
+            )
         current.append(CurrentLayer(item, maps, stats))
     return current, gone
+
+
+def _listed(channels: tuple[int, ...]) -> str:
+    """Channel indices as a message shows them: at most 8, then how many more."""
+    shown = ", ".join(map(str, channels[:8]))
+    return shown + (f" and {len(channels) - 8} more" if len(channels) > 8 else "")
 
 
 def in_golden_frame(pictures: np.ndarray[Any, Any], stored: SnapshotGolden, layer: LayerGolden) -> TileArray:

@@ -229,6 +229,37 @@ def test_nan_or_inf_fails_naming_the_layer_and_the_count(tmp_path: Path, value: 
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("where", ["channel", "batch item"])
+@pytest.mark.parametrize("update", [False, True])
+def test_nan_outside_the_kept_channels_fails_too(tmp_path: Path, where: str, update: bool) -> None:
+    # Only batch item 0's first channels are kept: a NaN in channel 20 of 32, or in batch item 1, passed the check
+    # and was written into a golden; the docs promise that NaN or Inf in an activation fails the test.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 32, 1), nn.ReLU())
+    x = _x(2, 1, 4, 4)
+    if where == "channel":
+        with torch.no_grad():
+            model[0].bias[20] = float("nan")
+    else:
+        x[1, 0, 0, 0] = float("inf")
+    expected = (
+        r"layer '0' produced NaN or Inf value\(s\) outside the 256 values kept \(output shape \(2, 32, 4, 4\),"
+        r" channels kept: 0, 1, 2, 3, 4, 5, 6, 7 and 8 more\); a non-finite activation fails the snapshot"
+    )
+    with pytest.raises(FeatvizError, match=expected):
+        snapshotter(tmp_path, update=update)(model, x, layers=["0"], channels=16)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    # integer outputs hold no NaN: not scanned (a bool mask of the same input)
+    snapshotter(tmp_path, update=True)(nn.Sequential(Positive()), x.nan_to_num(0.0), layers=["0"])
+
+
+class Positive(nn.Module):
+    """A layer whose output is a bool tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x > 0
+
+
 def test_float64_values_beyond_float32_s_range_are_named_as_such(tmp_path: Path) -> None:
     """Kept maps are float32: a float64 layer around 1e60 (finite) failed with "produced 32 NaN or Inf values"."""
     torch.manual_seed(0)
