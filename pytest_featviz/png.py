@@ -90,6 +90,26 @@ def decode_unfiltered(data: bytes, width: int, height: int, bit_depth: int) -> T
     return wide
 
 
+def intact(data: bytes) -> bool:
+    """Whether ``data`` is a whole PNG: the signature, then chunks whose CRCs hold, up to an ``IEND`` chunk that ends
+    the file (a truncated file can still decode to its pixels)."""
+    if not data.startswith(SIGNATURE):
+        return False
+    position = len(SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        end = position + 12 + length
+        if end > len(data):
+            return False
+        body = data[position + 4 : end - 4]  # the chunk's type and data, which its CRC covers
+        if zlib.crc32(body) != int.from_bytes(data[end - 4 : end], "big"):
+            return False
+        if body[:4] == b"IEND":
+            return end == len(data)
+        position = end
+    return False
+
+
 def size(head: bytes) -> tuple[int, int] | None:
     """Width and height from the IHDR chunk at the start of a PNG file (its first :data:`HEADER_BYTES` bytes), or
     ``None`` when ``head`` does not start like a PNG."""

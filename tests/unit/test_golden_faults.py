@@ -104,6 +104,51 @@ def test_not_a_png(snap: Path) -> None:
         goldenpicture.read_layer(snap, stored.layers[0], 8)
 
 
+@pytest.mark.parametrize("converted", ["commit", "checkout"])
+def test_a_png_git_converted_as_text_says_so(snap: Path, converted: str) -> None:
+    # `*.png text` in .gitattributes: CR LF made LF on commit, a lone LF made CR LF on checkout. It read as "not a
+    # PNG (damaged, truncated or replaced)", whose fix (re-create it) Git undid on the next commit or checkout.
+    stored = golden.read_sidecar(snap)
+    assert stored is not None
+    data = (snap / "conv.png").read_bytes()
+    mangled = data.replace(b"\r\n", b"\n") if converted == "commit" else re.sub(rb"(?<!\r)\n", b"\r\n", data)
+    (snap / "conv.png").write_bytes(mangled)
+    with pytest.raises(
+        GoldenError, match=r"conv\.png had its line endings converted by Git as if it were text"
+    ) as info:
+        goldenpicture.read_layer(snap, stored.layers[0], 8)
+    assert "add `*.png binary` to .gitattributes" in str(info.value)
+
+
+@pytest.mark.parametrize("saved", ["optimize", "compress_level=1", "text chunk"])
+def test_a_golden_picture_re_encoded_with_its_own_pixels_still_reads(snap: Path, saved: str) -> None:
+    # An image optimizer (a bot's pull request, a pre-commit hook) re-saves PNGs losslessly: other bytes, the same
+    # pixels. It read as "does not match its sidecar", and an update re-created it without comparing anything.
+    from PIL import Image, PngImagePlugin
+
+    stored = golden.read_sidecar(snap)
+    assert stored is not None
+    original = goldenpicture.read_layer(snap, stored.layers[0], 8)
+    with Image.open(snap / "conv.png") as image:
+        image.load()
+    options: dict[str, Any] = {"optimize": True}
+    if saved == "compress_level=1":
+        options = {"compress_level": 1}
+    elif saved == "text chunk":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", "optipng")
+        options = {"pnginfo": info}
+    image.save(snap / "conv.png", **options)
+    assert golden.sha256_hex((snap / "conv.png").read_bytes()) != stored.layers[0].sha256
+    assert np.array_equal(goldenpicture.read_layer(snap, stored.layers[0], 8), original)
+    # other pixels, re-saved the same way: not the golden's picture
+    changed = np.array(image)
+    changed[0, 0] ^= 1
+    Image.fromarray(changed).save(snap / "conv.png", **options)
+    with pytest.raises(GoldenError, match="does not match its sidecar"):
+        goldenpicture.read_layer(snap, stored.layers[0], 8)
+
+
 def test_truncated_png_does_not_match_its_sidecar(snap: Path) -> None:
     stored = golden.read_sidecar(snap)
     assert stored is not None
