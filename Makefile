@@ -57,7 +57,7 @@ demo: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
-# Performance figures of docs/performance.md (issue #6); about 2 minutes on 2 cores. Each script prints its ratios.
+# Performance figures of docs/performance.md (issue #6); about 6 minutes on 2 cores. Each script prints its ratios.
 bench: $(STAMP)
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/ssim_speed.py

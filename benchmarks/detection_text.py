@@ -15,6 +15,7 @@ The exit status is 1 when the default settings miss a harmful case or alarm on a
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
@@ -170,7 +171,9 @@ def scores(kind: str, directory: Path) -> Scores:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
     ok = True
     summary: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory() as tmp:

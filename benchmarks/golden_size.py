@@ -9,6 +9,7 @@ Usage: ``python benchmarks/golden_size.py``. Target (issue #6): <= 100 KiB for t
 
 from __future__ import annotations
 
+import argparse
 import io
 import shutil
 import statistics
@@ -69,7 +70,9 @@ def residual_entropy(tiles: np.ndarray[Any, Any]) -> float:
     return float(-(p * np.log2(p)).sum()) * t.size / 8
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
     model, inputs = common.resnet(18), common.photo()
     root = common.fresh_dir("size")
     directory = root / "snapshot"

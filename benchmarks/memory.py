@@ -17,6 +17,7 @@ Usage: ``python benchmarks/memory.py``. Target (issue #6): featviz growth <= 2x 
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -65,9 +66,12 @@ def child(case: str) -> dict[str, int]:
     return {"before": before, "after": peak_bytes(), "kept": kept}
 
 
-def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2])))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)  # one case, in the fresh child process
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.child)))
         return 0
     rows = []
     growth: dict[str, int] = {}

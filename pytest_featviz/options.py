@@ -66,7 +66,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--featviz-channels",
-        metavar="N|all|I,J",
+        metavar="N|all|I,J|top:N",
         default=None,
         help=(
             "channels per layer: the first N, 'all', indices (0,3,7), or top:N, the N of highest activation"

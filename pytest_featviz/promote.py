@@ -279,8 +279,8 @@ def _trusted_root(report_dir: Path, root: Path, given: bool) -> dict[str, str]:
     holds_report = report_dir.resolve().is_relative_to(root.resolve())
     if values is None or not holds_report:
         config = (
-            "pytest configuration file (pytest.ini, or a [tool.pytest.ini_options] table in pyproject.toml, [pytest]"
-            " in tox.ini, [tool:pytest] in setup.cfg)"
+            "pytest configuration file (pytest.ini, or a [tool.pytest.ini_options] or [tool.pytest] table in"
+            " pyproject.toml, [pytest] in tox.ini, [tool:pytest] in setup.cfg)"
         )
         if values is not None:
             lacks = "does not hold this report directory"

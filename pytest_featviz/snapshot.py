@@ -112,8 +112,9 @@ def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: Snapsho
     if layers is not None:
         return layers
     if stored is not None:
-        # The golden records which layers the default choice took, so a later change of the default (or of the
-        # model) shows as drift instead of silently comparing other layers.
+        # The golden records which layers the default choice took, and a check compares those, whatever the default
+        # would take now: a layer the model lost shows as gone, a stage it gained is compared once the golden is
+        # made again (docs/writing-tests.md).
         return [layer.name for layer in stored.layers]
     return default_selection(model, inputs)
 

@@ -145,8 +145,8 @@ def test_a_report_whose_rootdir_promote_does_not_trust_says_what_it_lacks(
     assert main(["promote"], out=io.StringIO()) == 1
     assert (
         "report.json names the rootdir ., which holds no pytest configuration file (pytest.ini, or a"
-        " [tool.pytest.ini_options] table in pyproject.toml, [pytest] in tox.ini, [tool:pytest] in setup.cfg), so the"
-        " report alone does not say where the goldens are: pass --root with the project's rootdir"
+        " [tool.pytest.ini_options] or [tool.pytest] table in pyproject.toml, [pytest] in tox.ini, [tool:pytest] in"
+        " setup.cfg), so the report alone does not say where the goldens are: pass --root with the project's rootdir"
     ) in capsys.readouterr().err
     assert main(["promote", "--root", "."], out=io.StringIO()) == 0  # as the command under a failure has it
 
@@ -435,8 +435,8 @@ def test_a_forged_report_cannot_name_a_golden_directory_outside_the_project(
     status, output = _promote("featviz-report")
     err = capsys.readouterr().err
     reason = (
-        "which holds no pytest configuration file (pytest.ini, or a [tool.pytest.ini_options] table in"
-        " pyproject.toml, [pytest] in tox.ini, [tool:pytest] in setup.cfg), so the report alone does not say where"
+        "which holds no pytest configuration file (pytest.ini, or a [tool.pytest.ini_options] or [tool.pytest] table"
+        " in pyproject.toml, [pytest] in tox.ini, [tool:pytest] in setup.cfg), so the report alone does not say where"
         " the goldens are: pass --root"
         if forged == "root"
         else "lies outside the rootdir"
