@@ -199,6 +199,10 @@ def _remove_tree(path: Path) -> None:
             os.chmod(folder, 0o700)
             function(name)
 
+    if path.is_symlink():  # a link moved aside (never followed: what it leads to is not this module's)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=writable_and_retry)
     else:

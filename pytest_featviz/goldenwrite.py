@@ -57,6 +57,7 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
     when no byte would change. Returns the files whose bytes changed; raises :class:`GoldenError` naming the path
     when the golden cannot be written, with the old golden left as it was.
     """
+    directory = _linked(directory)
     payload = sidecar.encode("utf-8")
     kept = [str(layer["file"]) for layer in json.loads(sidecar)["layers"]]
     for attempt in range(durable.SWITCH_ATTEMPTS):
@@ -80,6 +81,7 @@ def create_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> b
     since it was found missing (an xdist worker running a repeat of the same test): that golden is left as it is
     and ``False`` returned, so the caller checks against it. Files someone else put in a directory without a golden
     (notes) stay, moved with the new snapshot. Raises :class:`GoldenError` when the golden cannot be written."""
+    directory = _linked(directory)
     files = {**pictures, SIDECAR: sidecar.encode("utf-8")}
     try:
         if durable.switch_directory(directory, files, exclusive=True):
@@ -90,6 +92,14 @@ def create_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> b
         return False
     write_files(directory, sidecar, pictures)  # a directory of someone else's files only
     return True
+
+
+def _linked(directory: Path) -> Path:
+    """The folder a snapshot's golden is written in: ``directory``, or the folder it leads to when it is a symbolic
+    link (one that stays inside the golden directory, as :func:`~pytest_featviz.goldenpath.snapshot_dir` checks).
+    A write replaces that folder, which every link to it shares; replacing the link moved it aside as a leftover
+    and left the folder with the old golden."""
+    return Path(os.path.realpath(directory)) if directory.is_symlink() else directory
 
 
 def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> list[Path]:

@@ -275,6 +275,29 @@ def test_a_golden_folder_that_is_a_link_out_of_the_golden_directory_fails_its_te
         assert not (project.path / "nowhere").exists()
 
 
+def test_a_golden_folder_linked_inside_the_golden_directory_is_written_through_the_link(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Links inside the golden directory are used (goldens shared between tests). An update replaced the link by a
+    # folder, left the link as a hidden ".0.featviz-old-..." that git add picks up and no later write removed, and
+    # the folder it led to (and every other test linking to it) kept the old golden.
+    snap = project.path / TARGET
+    shared = project.path / "golden" / "shared" / "0"
+    shared.parent.mkdir()
+    snap.rename(shared)
+    snap.symlink_to(Path("..", "..", "shared", "0"), target_is_directory=True)
+    project.runpytest().assert_outcomes(passed=2)
+    monkeypatch.setenv("FEATVIZ_TEST_SEED", "3")
+    before = _files(shared)
+    result = project.runpytest("--featviz-update")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["goldens: 0 created, 1 updated, 1 unchanged*"])
+    assert snap.is_symlink() and _files(shared) != before
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]  # no leftover beside the link
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["0"]
+    project.runpytest().assert_outcomes(passed=2)
+
+
 TWO_SNAPSHOTS = """
 from featviz_models import make_input, make_model
 
