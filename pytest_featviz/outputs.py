@@ -32,6 +32,7 @@ from pytest_featviz.records import (
 
 STEP_SUMMARY_ROWS = 50
 UNREADABLE_ROWS = 20  # of the job summary's list of goldens that could not be read, each with its whole error
+UNCHECKED_SHOWN = 50  # of the goldens the failing tests did not reach, on the page and in the job summary
 STEP_SUMMARY_LIMIT = 64 * 1024  # GitHub accepts 1 MiB per step; stay far below it
 
 
@@ -150,8 +151,25 @@ def render_index(data: dict[str, Any]) -> str:
     summary = checked_line(data["summary"])
     if data.get("run"):
         summary += ". " + run_line(data["run"])
+    unchecked = data.get("unchecked") or []
+    if unchecked:  # what the page does not show, above what it does
+        shown = ", ".join(f"<code>{_e(path)}</code>" for path in unchecked[:UNCHECKED_SHOWN])
+        more = (
+            f" and {len(unchecked) - UNCHECKED_SHOWN} more (report.json lists them)"
+            if len(unchecked) > UNCHECKED_SHOWN
+            else ""
+        )
+        sections.insert(0, f'<p class="unchecked">{_e(unchecked_sentence(len(unchecked)))}: {shown}{more}</p>')
     template = Template(resources.files("pytest_featviz").joinpath("templates/index.html").read_text("utf-8"))
     return template.substitute(summary=_e(summary), tests=len(tests), body="\n".join(sections))
+
+
+def unchecked_sentence(count: int) -> str:
+    """What the terminal, the page and the job summary say of the goldens the failing tests did not reach."""
+    return (
+        f"{count} golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted,"
+        " missing or unreadable snapshot (accept that drift, create or repair that golden, then run again)"
+    )
 
 
 def checked_line(counts: Mapping[str, int]) -> str:
@@ -228,6 +246,13 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         ]
         if len(unreadable) > UNREADABLE_ROWS:
             lines.append(f"- … and {len(unreadable) - UNREADABLE_ROWS} more (in the report)")
+    unchecked = data.get("unchecked") or []
+    if unchecked:
+        listed = ", ".join(f"`{_md(path, 200)}`" for path in unchecked[:UNCHECKED_SHOWN])
+        more = (
+            f" and {len(unchecked) - UNCHECKED_SHOWN} more (in the report)" if len(unchecked) > UNCHECKED_SHOWN else ""
+        )
+        lines += ["", f"{unchecked_sentence(len(unchecked))}: {listed}{more}."]
     if create is not None:
         command, count = create
         more = f" (and {count} more tests)" if count else ""

@@ -245,11 +245,13 @@ def report_data(
     root: Path,
     report_all: bool,
     run: Mapping[str, Any] | None = None,
+    unchecked: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """The content of ``report.json``: plain values in a fixed key order, snapshots most severe first; paths are
     relative to the report directory, golden directories relative to ``root``. ``run`` says what the run was
-    (torch version, mode, configured tolerances, golden directory). No times, no worker names, so a serial run and
-    an xdist run give the same file."""
+    (torch version, mode, configured tolerances, golden directory); ``unchecked``, the golden snapshots of the
+    failing tests that they did not reach (:func:`pytest_featviz.unchecked.unreached_snapshots`). No times, no worker
+    names, so a serial run and an xdist run give the same file."""
     snapshots = []
     for result in sorted((r for r in results if wanted(r, report_all)), key=_severity):
         layers = []
@@ -313,6 +315,8 @@ def report_data(
         "root": _relative(str(root), report_dir),
         "run": {**run, "golden_dir": _relative(str(run["golden_dir"]), root)} if run is not None else None,
         "summary": summary_counts(results),
+        # what this report does not show: a test stops at its first failing snapshot, and promote covers only that
+        "unchecked": [_relative(str(path), root) for path in unchecked],
         "snapshots": snapshots,
     }
 
@@ -323,13 +327,14 @@ def write_session_report(
     root: Path,
     report_all: bool = False,
     run: Mapping[str, Any] | None = None,
+    unchecked: Sequence[Path] = (),
 ) -> Path | None:
     """Write ``report.json`` and ``index.html`` when anything drifted, was missing or unreadable (always with
     ``report_all`` and at least one snapshot); returns the path of ``index.html``, or ``None`` when nothing was
     written."""
     if not any(wanted(r, report_all) for r in results):
         return None
-    data = report_data(results, report_dir, root, report_all, run)
+    data = report_data(results, report_dir, root, report_all, run, unchecked)
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     refuse_foreign(report_dir, report_dir / REPORT_JSON, report_dir / INDEX_HTML)  # both or neither
     # A test id from a folder named in bytes that are not UTF-8 holds lone surrogates: written as their JSON escape

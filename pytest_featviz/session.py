@@ -196,6 +196,7 @@ class SessionTracker:
         self.settings = settings
         self.html = html  # pytest-html is active: diff mosaics go into the failing test's row
         self.setup_only = setup_only  # --setup-only: fixtures run, test bodies never do
+        self._unreached: list[Path] | None = None  # unreached(), once the session's records are all in
         # The records of each item (by a key unique per item and process), with the run of the item they are from.
         self.runs: dict[str, tuple[int, list[SnapshotResult]]] = {}
         # The records that created or rewrote a golden, of every run of every item: a run that pytest-rerunfailures
@@ -301,9 +302,11 @@ class SessionTracker:
         from pytest_featviz import manifest, outputs, report
 
         run = _run_facts(self.settings)
+        root = session.config.rootpath
+        unchecked = self.unreached()
         try:
             self.index = report.write_session_report(
-                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
+                self.results, self.settings.report_dir, root, self.settings.report_all, run, unchecked
             )
         except OSError as exc:
             self.report_errors.append(f"could not write the report in {display_path(self.settings.report_dir)}: {exc}")
@@ -313,13 +316,26 @@ class SessionTracker:
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and self.index is not None:
             data = report.report_data(
-                self.results, self.settings.report_dir, session.config.rootpath, self.settings.report_all, run
+                self.results, self.settings.report_dir, root, self.settings.report_all, run, unchecked
             )
             missing = create_missing([r for r in self.results if r.outcome == MISSING])
             try:
                 outputs.append_step_summary(Path(summary), outputs.step_summary(data, self.index, missing))
             except OSError as exc:
                 self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
+
+    def unreached(self) -> list[Path]:
+        """The golden snapshots of the failing tests that they did not check (:mod:`pytest_featviz.unchecked`), made
+        once for the report and the summary; none under ``--setup-only``, where no test body was to run (an update
+        stops only at an unreadable golden, which it does not re-create: a Git LFS pointer, a newer format, a file
+        in the way)."""
+        if self._unreached is None:
+            self._unreached = []
+            if self.results and not self.setup_only:
+                from pytest_featviz.unchecked import unreached_snapshots
+
+                self._unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")
+        return self._unreached
 
     def _accept_line(self, config: pytest.Config) -> str:
         """The summary's command that accepts every drift the report shows (``featviz promote``, with what its
@@ -387,7 +403,7 @@ class SessionTracker:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results and not self.report_errors:
             return
-        from pytest_featviz.outputs import checked_line
+        from pytest_featviz.outputs import checked_line, unchecked_sentence
         from pytest_featviz.report import summary_counts
 
         counts = summary_counts(self.results)
@@ -439,18 +455,11 @@ class SessionTracker:
         if counts[UNREADABLE]:
             for line in _unreadable([r for r in self.results if r.outcome == UNREADABLE]):
                 terminalreporter.write_line(line)
-        # under --setup-only no test body runs: its snapshots were never to be checked (an update stops only at an
-        # unreadable golden, which it does not re-create: a Git LFS pointer, a newer format, a file in the way)
-        if not self.setup_only:
-            from pytest_featviz.unchecked import unreached_snapshots
-
-            unreached = unreached_snapshots(self.results, keyed=self.settings.golden_key == "device")
-            if unreached:
-                terminalreporter.write_line(
-                    f"{len(unreached)} golden snapshot(s) of the failing tests were not checked: a test stops at its"
-                    " first drifted, missing or unreadable snapshot (accept that drift, create or repair that golden,"
-                    f" then run again): {_listed([display_path(path) for path in unreached])}"
-                )
+        unreached = self.unreached()
+        if unreached:
+            terminalreporter.write_line(
+                f"{unchecked_sentence(len(unreached))}: {_listed([display_path(path) for path in unreached])}"
+            )
         if self.index is not None:
             terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
             if not self.settings.update:

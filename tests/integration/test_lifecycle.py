@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from integration.lifecycle import Lifecycle, run_lifecycle
@@ -150,15 +152,27 @@ def test_two(feature_snapshot):
 def test_the_summary_names_the_snapshots_a_drifted_test_never_reached(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    summary = featviz_pytester.path / "job-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     result = _goldens_then_rerun(featviz_pytester, monkeypatch, TWO_SNAPSHOTS, 1, ("FEATVIZ_DRIFT", "1"))
     result.assert_outcomes(failed=1)
+    sentence = (
+        "1 golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted, missing or"
+        " unreadable snapshot (accept that drift, create or repair that golden, then run again)"
+    )
     result.stdout.fnmatch_lines(
         [
             "1 snapshot(s) checked: 0 matched, 1 drifted (1 test(s), 1 layer(s)), 0 missing",
-            "1 golden snapshot(s) of the failing tests were not checked: a test stops at its first drifted, missing or"
-            " unreadable snapshot (accept that drift, create or repair that golden, then run again):"
-            " golden/test_suite/test_two/second",
+            f"{sentence}: golden/test_suite/test_two/second",
         ]
     )
+    # the report and the job summary say it too: a reviewer who reads only the CI artifact learns the list of
+    # drifts is not the whole change (only the terminal said so)
+    report = featviz_pytester.path / "featviz-report"
+    assert json.loads((report / "report.json").read_text())["unchecked"] == ["golden/test_suite/test_two/second"]
+    assert f'<p class="unchecked">{sentence}: <code>golden/test_suite/test_two/second</code></p>' in (
+        (report / "index.html").read_text()
+    )
+    assert f"{sentence}: `golden/test_suite/test_two/second`." in summary.read_text()
     monkeypatch.delenv("FEATVIZ_DRIFT")
     assert "were not checked" not in featviz_pytester.runpytest().stdout.str()

@@ -62,7 +62,7 @@ def test_report_data_is_sorted_by_severity_with_a_fixed_key_order(tmp_path: Path
     missing = snapshot_record("t.py::new", MISSING, LayerResult("a", "new", (1, 2), None))
     fine = snapshot_record("t.py::fine", MATCHED, layer_record("a", (0.99,), MATCH))
     data = report.report_data([missing, mild, fine, bad], tmp_path, Path("/"), report_all=False)
-    assert list(data) == ["format", "root", "run", "summary", "snapshots"]
+    assert list(data) == ["format", "root", "run", "summary", "unchecked", "snapshots"]
     assert [s["test_id"] for s in data["snapshots"]] == ["t.py::bad", "t.py::mild", "t.py::new"]
     assert data["summary"]["checked"] == 4 and data["summary"]["drifted_tests"] == 2
     bad_entry = data["snapshots"][0]
