@@ -332,7 +332,8 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     if written:
         replaced = sum(1 for _, changed in written if changed)
         same = f"; {len(written) - replaced} already held it" if replaced < len(written) else ""
-        out.write(f"{replaced} golden snapshot(s) written from the current render{same}; review and commit them\n")
+        review = "; review and commit them" if replaced else " (promoted before: nothing to write)"
+        out.write(f"{replaced} golden snapshot(s) written from the current render{same}{review}\n")
     elif (promotion.unreadable or promotion.expected) and not promotion.refused:
         return 1
     elif not promotion.refused:

@@ -172,10 +172,11 @@ def unchecked_sentence(count: int) -> str:
     )
 
 
-def checked_line(counts: Mapping[str, int]) -> str:
+def checked_line(counts: Mapping[str, int], creating: bool = False) -> str:
     """The check's counts as one sentence (terminal, page, job summary), from ``report.summary_counts``:
     ``3 snapshot(s) checked: 1 matched, 2 drifted (2 test(s), 3 layer(s); 1 in xfail tests, as expected), 0 missing``,
-    and ``, 1 unreadable`` where a golden could not be read."""
+    and ``, 1 unreadable`` where a golden could not be read. ``creating`` (``--featviz-create``, which creates the
+    missing goldens): the missing are counted only when some are (a golden it could not write)."""
     xfail, caught, unreadable = (
         counts.get("drifted_xfail", 0),
         counts.get("drifted_caught", 0),
@@ -186,7 +187,8 @@ def checked_line(counts: Mapping[str, int]) -> str:
         f" ({counts['drifted_tests']} test(s), {counts['drifted_layers']} layer(s)"
         + (f"; {xfail} in xfail tests, as expected" if xfail else "")
         + (f"; {caught} caught by their tests" if caught else "")
-        + f"), {counts[MISSING]} missing"
+        + ")"
+        + (f", {counts[MISSING]} missing" if counts[MISSING] or not creating else "")
         + (f", {unreadable} unreadable" if unreadable else "")
     )
 

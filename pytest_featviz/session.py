@@ -419,7 +419,9 @@ class SessionTracker:
                 + (f", {counts[UNREADABLE]} unreadable" if counts[UNREADABLE] else "")
             )
         elif self.settings.create:  # nothing goes missing: it is created; a drift fails as in a check
-            terminalreporter.write_line(f"{checked_line(counts)}, {counts[CREATED]} without a golden (created)")
+            terminalreporter.write_line(
+                f"{checked_line(counts, creating=True)}, {counts[CREATED]} without a golden (created)"
+            )
         else:
             terminalreporter.write_line(checked_line(counts))
         fates = golden_fates([*self.written, *self.results])  # each golden once; the line above counts calls

@@ -106,7 +106,11 @@ def test_a_golden_that_changed_after_the_report_was_written_is_not_promoted(
     out = io.StringIO()
     assert main(["promote"], out=out) == 0
     assert "promoted golden/test_models/test_net/0" in out.getvalue()
-    assert main(["promote"], out=io.StringIO()) == 0  # again: already the render, not "changed since"
+    out = io.StringIO()
+    assert main(["promote"], out=out) == 0  # again: already the render, not "changed since"
+    assert out.getvalue().splitlines()[-1] == (
+        "0 golden snapshot(s) written from the current render; 1 already held it (promoted before: nothing to write)"
+    )
     featviz_pytester.runpytest().assert_outcomes(passed=1)
 
 

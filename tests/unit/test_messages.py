@@ -44,6 +44,15 @@ def test_a_score_just_beyond_its_tolerance_is_shown_with_the_digits_that_tell_th
     )
 
 
+def test_a_huge_statistics_change_is_shown_in_three_significant_digits() -> None:
+    # a channel that was constant in the golden and came alive: its change in units of a std of about 0 read
+    # "statistics change 17970105000.000 > 0.03"
+    layer = _layer("trunk", DRIFT, 0.2, 17970105000.0, 3.0)
+    (head, channel) = layer_summary(layer)
+    assert channel.endswith("statistics change 1.8e+10 > 0.03")
+    assert "statistics change up to 1.8e+10 > 0.03" in head
+
+
 def _layer(name: str, verdict: str, ssim: float, stat: float, rms: float, stat_tolerance: float = 0.03) -> LayerResult:
     return LayerResult(
         name, verdict, (1, 1, 4, 4), (1, 1, 4, 4), (0,), (ssim,), (stat,), (rms,),
