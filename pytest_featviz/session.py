@@ -434,8 +434,9 @@ class SessionTracker:
             damaged = {r.golden_dir for r in written if r.recreated}
             if damaged:  # it passes now: say what was damaged, so that the new pictures are looked at
                 terminalreporter.write_line(
-                    f"{len(damaged)} damaged golden snapshot(s) re-created from this run (nothing to compare them"
-                    f" with: review their pictures before committing): {_listed(sorted(map(display_path, damaged)))}"
+                    f"{len(damaged)} damaged golden snapshot(s) re-created from this run (what was damaged could not"
+                    " be compared, and the rest is rewritten as it is now: review their pictures before committing):"
+                    f" {_listed(sorted(map(display_path, damaged)))}"
                 )
             # a drift accepted unseen (by a run meant to repair a damaged golden, say) is named too; each golden
             # once, as the goldens line counts it: one that this run created is new, not rewritten

@@ -108,6 +108,23 @@ def _refuse_case_twin(golden_root: Path, directory: Path, take_back: bool = Fals
     raise GoldenError(goldenpath.case_message(*twin, directory), recreatable=False)
 
 
+def _damaged(damage: GoldenError, drifted: list[str], directory: Path) -> GoldenError:
+    """The error a check fails with on a damaged golden picture: ``damage``, saying which of the snapshot's other
+    layers drifted from the golden, since the command that re-creates the golden accepts their drift unseen."""
+    if drifted:
+        names = ", ".join(repr(name) for name in drifted[:LAYERS_NAMED])
+        more = f" and {len(drifted) - LAYERS_NAMED} more" if len(drifted) > LAYERS_NAMED else ""
+        text, hint = str(damage), "; re-create it with --featviz-update"
+        note = f" (layer(s) {names}{more} of this snapshot drifted from the golden too: re-creating it accepts that)"
+        text = text[: -len(hint)] + note + hint if text.endswith(hint) else text + note
+        damage = GoldenError(text, recreatable=damage.recreatable)
+    damage.unread = directory
+    return damage
+
+
+LAYERS_NAMED = 5  # of the other drifted layers a damaged golden's error names
+
+
 def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: SnapshotGolden | None) -> LayerSpec:
     if layers is not None:
         return layers
@@ -259,6 +276,8 @@ def _check(
 
     results = []
     pictures = []
+    damage: GoldenError | None = None  # check mode: the first damaged picture, raised once the others are compared
+    broken: set[str] = set()  # the layers whose picture is damaged
     for item in current:
         layer = stored.layer(item.capture.name)
         if layer is None:
@@ -277,16 +296,21 @@ def _check(
             try:
                 result, picture = compare_with_golden(item, stored, layer, directory, settings)
             except GoldenError as exc:
-                if not settings.update or not exc.recreatable:
+                if not exc.recreatable:
                     exc.unread = directory
                     raise
-                # update mode re-creates a damaged picture, as it re-creates a damaged sidecar
+                # update mode re-creates a damaged picture, as it re-creates a damaged sidecar; a check fails on it
+                # after comparing the other layers, so that its message says what re-creating it would accept
                 damaged = True
+                damage = damage or exc
+                broken.add(item.capture.name)
                 shape, channels = item.capture.shape, item.capture.channels
                 result = LayerResult(item.capture.name, DRIFT, shape, layer.shape, channels, reason=str(exc))
                 picture = LayerEvidence(item.capture.name, None, None)
             results.append(result)
             pictures.append(picture)
+    if damage is not None and not settings.update:
+        raise _damaged(damage, [r.name for r in results if r.drifted and r.name not in broken], directory)
     captured = {item.capture.name for item in current}
     for layer in stored.layers:
         if layer.name not in captured:

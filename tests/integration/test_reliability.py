@@ -207,8 +207,9 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
                 # said as damaged and re-created, not as drifted: nothing was compared
                 "2 snapshot(s) compared: 1 matched, 0 drifted, 1 damaged (re-created), 0 without a golden (created)",
                 "goldens: 0 created, 1 updated, 1 unchanged*",  # re-created, not new
-                "1 damaged golden snapshot(s) re-created from this run (nothing to compare them with: review their"
-                " pictures before committing): golden/test_two/test_target/0",
+                "1 damaged golden snapshot(s) re-created from this run (what was damaged could not be compared, and"
+                " the rest is rewritten as it is now: review their pictures before committing):"
+                " golden/test_two/test_target/0",
             ]
         )
         project.runpytest().assert_outcomes(passed=2)

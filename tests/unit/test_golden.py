@@ -101,6 +101,29 @@ def test_update_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert hidden == []
 
 
+def test_a_damaged_picture_s_error_names_the_other_layers_that_drifted(tmp_path: Path) -> None:
+    # A check failed at the damaged picture without comparing the other layers, so a real drift there went unsaid
+    # and the command the error gives (re-create the golden) accepted it unseen.
+    snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0", "1", "2"])
+    picture = next(tmp_path.rglob("1.png"))
+    picture.write_bytes(picture.read_bytes()[:-20])
+    with pytest.raises(
+        golden.GoldenError,
+        match=r"1\.png does not match its sidecar \(edited, damaged or half-merged\)\nre-create it with",
+    ):
+        snapshotter(tmp_path)(_model(), _x(), layers=["0", "1", "2"])  # nothing else drifted: nothing more said
+    changed = _model()
+    with torch.no_grad():
+        changed[0].weight.mul_(-1)
+    with pytest.raises(golden.GoldenError) as info:
+        snapshotter(tmp_path)(changed, _x(), layers=["0", "1", "2"])
+    assert str(info.value).endswith(
+        "1.png does not match its sidecar (edited, damaged or half-merged) (layer(s) '0', '2' of this snapshot drifted"
+        " from the golden too: re-creating it accepts that)\nre-create it with:  pytest --featviz-update"
+        " tests/test_model.py::test_features"
+    )
+
+
 def test_a_damaged_golden_is_a_clear_error_not_a_pass(tmp_path: Path) -> None:
     snapshotter(tmp_path, update=True)(_model(), _x(), layers=["0"])
     picture = next(tmp_path.rglob("0.png"))

@@ -89,8 +89,8 @@ def test_an_update_names_the_drifted_goldens_it_rewrote_apart_from_damaged_ones(
     report = SimpleNamespace(nodeid="t.py::a", when="call", outcome="passed", featviz=records)
     tracker.pytest_runtest_logreport(report)  # type: ignore[arg-type]
     assert _summary(tracker)[2:] == [
-        "1 damaged golden snapshot(s) re-created from this run (nothing to compare them with: review their pictures"
-        " before committing): golden/a/0",
+        "1 damaged golden snapshot(s) re-created from this run (what was damaged could not be compared, and the rest"
+        " is rewritten as it is now: review their pictures before committing): golden/a/0",
         "7 drifted golden snapshot(s) rewritten (review their pictures in the diff before committing): golden/a/1,"
         " golden/a/2, golden/a/3, golden/a/4, golden/a/5 and 2 more",
     ]
