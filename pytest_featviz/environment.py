@@ -219,6 +219,9 @@ class Environment:
     matmul_tf32: bool
     cudnn_tf32: bool
     deterministic: bool
+    # the dtype autocast computes in on the snapshot's device type (``bfloat16``), "" when autocast is off; written
+    # only when on, so that a sidecar of a run without autocast reads as it did before it was recorded
+    autocast: str = ""
 
     @property
     def tf32(self) -> bool:
@@ -237,6 +240,7 @@ class Environment:
             "matmul_tf32": self.matmul_tf32,
             "cudnn_tf32": self.cudnn_tf32,
             "deterministic": self.deterministic,
+            **({"autocast": self.autocast} if self.autocast else {}),
         }
 
     @classmethod
@@ -248,20 +252,34 @@ class Environment:
             matmul_tf32=bool(data["matmul_tf32"]),
             cudnn_tf32=bool(data["cudnn_tf32"]),
             deterministic=bool(data["deterministic"]),
+            autocast=str(data.get("autocast") or ""),
         )
 
 
 def current_environment(model: nn.Module, inputs: Any) -> Environment:
     """The environment of a snapshot of ``model`` on ``inputs`` now (inside :func:`deterministic_mode` if used)."""
     matmul, cudnn = tf32_flags()
+    device = device_type(model, inputs)
     return Environment(
         torch=torch.__version__.split("+")[0],
-        device=device_type(model, inputs),
+        device=device,
         dtype=_dtype(model, inputs),
         matmul_tf32=matmul,
         cudnn_tf32=cudnn,
         deterministic=torch.are_deterministic_algorithms_enabled(),
+        autocast=autocast_dtype(device),
     )
+
+
+def autocast_dtype(device: str) -> str:
+    """The dtype ``torch.autocast`` computes in on ``device`` now (``bfloat16``), or "" when it is off there (or the
+    device type has no autocast)."""
+    try:
+        if torch.is_autocast_enabled(device):
+            return str(torch.get_autocast_dtype(device)).removeprefix("torch.")
+    except (RuntimeError, ValueError, TypeError):  # a device type autocast does not know
+        pass
+    return ""
 
 
 # -- provenance --------------------------------------------------------------------------------------------------

@@ -41,8 +41,9 @@ def fit_noise_floor(
     The noise is measured by running the model once more with every convolution and matrix product rounded to TF32
     (:func:`calibrate.tf32_emulation`), or, when this run itself computed in reduced precision, once more in full
     float32 (:func:`environment.full_precision`), and comparing that run with this one in the golden's frames.
-    Nothing runs when every layer is clean (an identical re-run) or when nothing is float32; a model that fails in
-    the second run keeps its configured tolerances, since the check itself has already run.
+    Nothing runs when every layer is clean (an identical re-run), when nothing is float32, or under ``torch.autocast``
+    (whose reduced precision TF32 rounding does not model); a model that fails in the second run keeps its
+    configured tolerances, since the check itself has already run.
     """
     positions = [
         i
@@ -50,6 +51,10 @@ def fit_noise_floor(
         if (every_layer and result.ssim) or (settings.noise_floor and compare.needs_noise_floor(result))
     ]
     if not positions or not calibrate.has_float32(model, inputs):
+        return results
+    if environment.autocast_dtype(environment.device_type(model, inputs)):
+        # Under torch.autocast the convolutions and matrix products run in its dtype, which TF32 rounding does not
+        # reach: the second run would measure no noise and tighten every tolerance to 0.4x, below autocast's own.
         return results
     # Where this run already computed in TF32 (a GPU with TF32 on), rounding its operands again would change almost
     # nothing: the other run is then the full-precision one. Either way the two runs differ by TF32's effect.

@@ -87,6 +87,8 @@ def environment_words(environment: Mapping[str, Any]) -> str:
         parts.append(dtype)
     if tf32_in_effect(environment):
         parts.append("TF32 on")
+    if environment.get("autocast"):
+        parts.append(f"autocast {environment['autocast']}")
     if environment.get("deterministic"):
         parts.append("deterministic algorithms")
     return ", ".join(parts)

@@ -206,6 +206,21 @@ def test_current_environment_records_torch_device_dtype_and_flags() -> None:
     assert (inside.matmul_tf32, inside.cudnn_tf32, inside.deterministic) == (False, False, True)
 
 
+def test_autocast_is_recorded_for_the_snapshot_s_device_and_said_in_the_sentence() -> None:
+    # bf16 autocast moves deep and recurrent layers like a change; the message said "the environment is the same"
+    plain = current_environment(_net(), torch.zeros(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = current_environment(_net(), torch.zeros(1))
+    assert (plain.autocast, mixed.autocast) == ("", "bfloat16")
+    assert "autocast" not in plain.to_dict() and Environment.from_dict(mixed.to_dict()) == mixed
+    assert environment_sentence(plain, mixed) == (
+        f"environment differs from the golden's: golden made on cpu with torch {plain.torch};"
+        f" running on cpu with torch {plain.torch}, autocast bfloat16"
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast on another device type than the snapshot's
+        assert current_environment(nn.ReLU(), torch.zeros(1, device="meta")).autocast == ""
+
+
 CPU = Environment("2.14.1", "cpu", "float32", False, True, False)
 CUDA = Environment("2.14.1", "cuda", "float32", False, True, False)
 

@@ -105,6 +105,20 @@ def test_a_run_in_reduced_precision_measures_its_noise_against_full_precision(
     assert torch.get_float32_matmul_precision() == "highest"
 
 
+def test_under_autocast_the_configured_tolerances_stand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bfloat16 autocast computes the convolutions below float32, where TF32 emulation changes nothing: the noise floor
+    # measured 0 and tightened every tolerance to 0.4x, failing a layer the configured tolerances pass (SSIM 0.996)
+    runs = _count_noise_runs(monkeypatch)
+    model = _homogeneous_model()
+    model.extend([nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)])  # seeded after
+    snapshotter(tmp_path, update=True)(model, _photo(), layers=["6"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = snapshotter(tmp_path)(model, _photo(), layers=["6"])
+    (layer,) = result.layers
+    assert runs == [] and layer.noise is None and layer.threshold == 0.99
+    assert layer.verdict == MATCH and layer.min_ssim < 0.996  # outside the clean band: the floor would have judged it
+
+
 class _Padded(nn.Module):
     """A padded nn.TransformerEncoder: on its nested-tensor fast path its output holds only the real tokens."""
 
