@@ -100,6 +100,7 @@ class StaleGoldens:
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
         self.used: set[str] = set()  # golden snapshot directories a record names
+        self.missing: list[Path] = []  # golden snapshot directories of missing goldens: where a renamed test looks
         self.stale: list[Path] = []
         self.pruned: list[Path] = []
         self.prune_errors: list[str] = []
@@ -198,6 +199,8 @@ class StaleGoldens:
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
             # as named and as it really is: a golden directory used through a link is used behind it too
             self.used.update(shared_key(path, self.keyed) for path in _named_and_real(record["golden_dir"]))
+            if record.get("outcome") == "missing":
+                self.missing.append(Path(record["golden_dir"]))
         # --setup-only and --setup-plan report setup and teardown of every test, and no call: no body ran
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.ran.add(report.nodeid)
@@ -371,11 +374,67 @@ class StaleGoldens:
         if not self.prune:
             from pytest_featviz.prunecommand import prune_command
 
+            moves = renamed(self.stale, self.missing)
+            if moves:  # created anew, the goldens of a renamed test would never be compared with its old ones
+                terminalreporter.write_line(
+                    "some look like the goldens of a renamed or moved test whose goldens are now missing: move them"
+                    " rather than create new ones, so that they are compared (then run again):"
+                )
+                for command in moves[:LISTED]:
+                    terminalreporter.write_line(f"  {command}")
             terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options())}")
 
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
         return f"{self.files_checked} test file(s) that ran completely{gone}"
+
+
+def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
+    """The commands that move stale goldens to where a renamed or moved test now looks for its missing ones.
+
+    A missing snapshot and a stale one match when their snapshot names agree and so do their tests' names (the test
+    file was renamed or moved) or their test files (the test was renamed). A missing test's folder that one stale
+    test folder alone matches is moved there (``git mv``); into a test folder that exists already, its snapshots
+    one by one; a renamed test file's folder whole, when every test folder in it moves to the same new one. Most
+    snapshots first."""
+    found = {_key(path): path for path in stale}
+    pairs: dict[str, set[str]] = {}  # missing test folder -> stale test folders that match it
+    for wanted in missing:
+        for old in found.values():
+            same_test = old.parent.name == wanted.parent.name or _key(old.parent.parent) == _key(wanted.parent.parent)
+            if old.name == wanted.name and same_test and _key(old.parent) != _key(wanted.parent):
+                pairs.setdefault(_key(wanted.parent), set()).add(_key(old.parent))
+    claimed = [old for olds in pairs.values() for old in olds]
+    moves = {  # old test folder -> new one, where the rename reads one way only
+        Path(next(iter(olds))): Path(new) for new, olds in pairs.items() if len(olds) == 1 and claimed.count(*olds) == 1
+    }
+
+    def count(folder: Path) -> int:
+        return sum(_key(snapshot).startswith(_key(folder) + os.sep) for snapshot in found.values())
+
+    files: dict[tuple[Path, Path], int] = {}  # (old file folder, new one that does not exist) -> test folders moved
+    for old, new in moves.items():
+        if not new.parent.exists():
+            files[(old.parent, new.parent)] = files.get((old.parent, new.parent), 0) + 1
+    whole = {pair for pair, moved in files.items() if moved == len(subdirectories(pair[0]))}
+    commands = [(count(old), _move(old, new, make=not new.parent.is_dir())) for old, new in whole]
+    for old, new in moves.items():
+        if (old.parent, new.parent) in whole:
+            continue
+        if new.exists():  # the test has goldens there already: the matching snapshots move into it
+            snapshots = [s for s in found.values() if _key(s.parent) == _key(old) and not (new / s.name).exists()]
+            commands += [(1, _move(snapshot, new / snapshot.name)) for snapshot in snapshots]
+        else:
+            commands.append((count(old), _move(old, new, make=not new.parent.is_dir())))
+    return [command for _, command in sorted(commands, key=lambda item: (-item[0], item[1]))]
+
+
+def _move(source: Path, target: Path, make: bool = False) -> str:
+    """``git mv SOURCE TARGET``, with ``mkdir -p`` of the target's folder first when ``make`` (git mv makes none)."""
+    import shlex
+
+    move = shlex.join(["git", "mv", display_path(source), display_path(target)])
+    return f"mkdir -p {shlex.quote(display_path(target.parent))} && {move}" if make else move
 
 
 def _named_and_real(path: str | Path) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,6 +145,43 @@ def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> Non
 
     result = project.runpytest("--featviz-prune")
     result.assert_outcomes(passed=3)
+    assert "stale golden" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("rename", ["test", "file", "moved file"])
+def test_the_goldens_of_a_renamed_test_are_offered_as_a_move_not_a_new_golden(
+    featviz_pytester: pytest.Pytester, rename: str
+) -> None:
+    # A renamed test or test file read as missing goldens (create them) and stale ones (prune them), with nothing
+    # linking the two: following both re-made its goldens from the code as it is now, never compared with the old.
+    # (a test file left in the folder the moved one came from: orphans are looked for where test files were collected)
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_st=BEFORE, test_plain="def test_plain():\n    pass\n")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=4)
+    source = featviz_pytester.path / "test_st.py"
+    if rename == "test":
+        source.write_text(BEFORE.replace("def test_b(", "def test_bee("))
+        moves = ["  git mv golden/test_st/test_b golden/test_st/test_bee"]
+    elif rename == "file":
+        source.rename(featviz_pytester.path / "test_renamed.py")
+        moves = ["  git mv golden/test_st golden/test_renamed"]
+    else:
+        featviz_pytester.mkdir("suite")
+        source.rename(featviz_pytester.path / "suite" / "test_st.py")
+        (featviz_pytester.path / "suite" / "featviz_models.py").write_text(MODELS)  # importable beside it
+        moves = ["  mkdir -p golden/suite && git mv golden/test_st golden/suite/test_st"]
+    result = featviz_pytester.runpytest()
+    result.stdout.fnmatch_lines(
+        [
+            "some look like the goldens of a renamed or moved test whose goldens are now missing: move them rather"
+            " than create new ones, so that they are compared (then run again):",
+            *moves,
+            "delete them with:  pytest --featviz-prune*",
+        ]
+    )
+    command = moves[0].strip().replace("git mv", "mv")
+    subprocess.run(command, shell=True, cwd=featviz_pytester.path, check=True)  # noqa: S602 - the printed command
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(passed=4)
     assert "stale golden" not in result.stdout.str()
 
 
