@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -302,12 +303,19 @@ def switch_directory(
         for name in same:
             with contextlib.suppress(FileNotFoundError):
                 shutil.copystat(directory / name, staging / name)
+        for name in files.keys() - set(same):  # a rewritten file keeps the permissions of the one it replaces
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copymode(directory / name, staging / name)
         for other in carried:
             with contextlib.suppress(FileNotFoundError):
                 shutil.copy2(other, staging / other.name, follow_symlinks=False)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private
+        try:  # mkdtemp made it private: the permissions of the directory it replaces, else the umask's
+            mode = stat.S_IMODE(directory.stat().st_mode)
+        except OSError:
+            mode = 0o777 & ~umask
+        os.chmod(staging, mode)
         if exclusive:
             try:
                 os.replace(staging, directory)  # POSIX takes an empty directory, never one with files in it

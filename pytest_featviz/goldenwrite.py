@@ -107,7 +107,8 @@ def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kep
     # each picture on disk is read once: to tell what changed, and to copy the unchanged ones
     previous = {name: _bytes_of(directory / name) if name in old else None for name in kept}
     changed = [directory / name for name in kept if name in pictures and previous[name] != pictures[name]]
-    if _bytes_of(directory / SIDECAR) != payload:
+    sidecar_same = _bytes_of(directory / SIDECAR) == payload
+    if not sidecar_same:
         changed.append(directory / SIDECAR)
     if not changed and old <= set(kept):
         return []
@@ -127,6 +128,8 @@ def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kep
             same.append(name)
         else:
             files[name] = data
+    if sidecar_same:  # a damaged picture re-created: the sidecar keeps its mtime, as unchanged pictures do
+        same.append(SIDECAR)
     # someone's notes or .gitattributes move with the snapshot
     durable.switch_directory(directory, {**files, SIDECAR: payload}, same, _foreign_files(directory))
     return changed

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import re
+import stat
 import struct
 import subprocess
 import sys
@@ -333,6 +334,30 @@ def test_kept_picture_keeps_its_mtime_and_dropped_layer_goes(snap: Path) -> None
     assert sorted(p.name for p in snap.iterdir()) == ["conv.png", "head.png", "snapshot.json"]
     goldenwrite.write_files(snap, golden.sidecar_text(old), {})
     assert sorted(p.name for p in snap.iterdir()) == ["conv.png", "snapshot.json"]
+
+
+def test_a_re_created_picture_leaves_the_unchanged_sidecar_s_mtime(snap: Path) -> None:
+    # a damaged picture re-created with the very bytes its sidecar records: the sidecar got a new mtime all the same
+    stored, picture = _snapshot(0)
+    os.utime(snap / golden.SIDECAR, ns=(1_000_000_000, 1_000_000_000))
+    (snap / "conv.png").write_bytes(b"damaged")
+    assert goldenwrite.write_files(snap, golden.sidecar_text(stored), {"conv.png": picture}) == [snap / "conv.png"]
+    assert (snap / golden.SIDECAR).stat().st_mtime_ns == 1_000_000_000
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_a_rewrite_keeps_the_permissions_of_what_it_replaces(snap: Path) -> None:
+    # under umask 077, rewriting a drifted snapshot turned a shared 0755 folder into 0700 and its files into 0600
+    os.chmod(snap, 0o750)
+    os.chmod(snap / "conv.png", 0o640)
+    old = os.umask(0o077)
+    try:
+        stored, picture = _snapshot(1)
+        goldenwrite.write_files(snap, golden.sidecar_text(stored), {"conv.png": picture})
+    finally:
+        os.umask(old)
+    assert (snap / "conv.png").read_bytes() == picture
+    assert stat.S_IMODE(snap.stat().st_mode) == 0o750 and stat.S_IMODE((snap / "conv.png").stat().st_mode) == 0o640
 
 
 def _failing_write(error: int) -> Any:
