@@ -267,10 +267,17 @@ def _check(
             # the twin takes its own golden back and fails, as the second of the two does in a serial run.
             _refuse_case_twin(settings.golden_dir, directory, take_back=True)
             return evidence(UPDATED if damaged else CREATED, results, pictures)
+        outside = ""
+        if identity.test_file.startswith("../"):  # pytest -c other/pytest.ini: the rootdir is that file's folder
+            outside = (
+                f"its test file lies outside pytest's rootdir ({identity.test_file} from it), so its goldens have a"
+                " folder of their own; if the rootdir is not the project's (pytest -c other/pytest.ini), run with"
+                " --rootdir and the project's root\n"
+            )
         message = (
             f"no golden for snapshot {snapshot_name!r} of {identity.node_id}"
             f" (looked for {display_path(directory / golden.SIDECAR, identity.invocation_dir)})\n"
-            f"{CREATE_WITH}{identity.create_command}"
+            f"{outside}{CREATE_WITH}{identity.create_command}"
         )
         return evidence(MISSING, results, pictures, message)
 

@@ -426,6 +426,16 @@ def test_test_files_outside_the_rootdir_keep_goldens_of_their_own(
         (featviz_pytester.path / "tests" / package).mkdir(parents=True)
         (featviz_pytester.path / "tests" / package / "test_m.py").write_text(OUTSIDE.format(seed=seed))
     args = ["-c", "ci/pytest.ini", "--import-mode=importlib", "tests/a/test_m.py", "tests/b/test_m.py"]
+    # a missing golden says why its path holds a folder of its own: a -c that was meant to keep the project's rootdir
+    # read as every golden missing, under a hashed '..' folder, with nothing to say why
+    missing = featviz_pytester.runpytest(*args)
+    missing.stdout.fnmatch_lines(
+        [
+            "E   *its test file lies outside pytest's rootdir (../tests/a/test_m.py from it), so its goldens have a"
+            " folder of their own; if the rootdir is not the project's (pytest -c other/pytest.ini), run with"
+            " --rootdir and the project's root",
+        ]
+    )
     update = featviz_pytester.runpytest("--featviz-update", *args)
     update.stdout.fnmatch_lines(["goldens: 2 created, 0 updated, 0 unchanged*"])
     featviz_pytester.runpytest(*args).assert_outcomes(passed=2)
