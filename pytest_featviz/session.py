@@ -343,11 +343,13 @@ class SessionTracker:
         ``""``."""
         from pytest_featviz.report import CURRENT, Reporter
 
-        drifted = {
-            r.test_id for r in self.results if r.outcome == DRIFTED and not r.expected and CURRENT in r.artifacts
-        }
+        accepted = [r for r in self.results if r.outcome == DRIFTED and not r.expected and CURRENT in r.artifacts]
+        drifted = {r.test_id for r in accepted}
         if not drifted:
             return ""
+        # the runs of a repeated test (pytest-repeat) share its goldens: promote writes each once
+        goldens = len({r.update_dir or r.golden_dir for r in accepted})
+        shared = f" ({goldens} golden snapshot(s): repeated runs share theirs)" if goldens < len(drifted) else ""
         settings = self.settings
         reporter = Reporter(
             settings.report_dir,
@@ -358,7 +360,7 @@ class SessionTracker:
         missing = sum(r.outcome == MISSING and CURRENT in r.artifacts for r in self.results)
         also = f" and create its {missing} missing golden(s)" if missing else ""
         return (
-            f"once the report is reviewed, accept its {len(drifted)} drifted test(s){also} with:"
+            f"once the report is reviewed, accept its {len(drifted)} drifted test(s){shared}{also} with:"
             f"  {reporter.promote_command()}"
         )
 

@@ -76,6 +76,13 @@ def test_a_drift_in_every_run_is_caught(project: pytest.Pytester) -> None:
     result = project.runpytest("--count", "2")
     result.assert_outcomes(passed=4, failed=2)
     result.stdout.fnmatch_lines(["FAILED test_m.py::test_a[[]1-2[]] - *", "FAILED test_m.py::test_a[[]2-2[]] - *"])
+    # the two runs share one golden, which promote writes once: the accept line said "2 drifted test(s)" alone
+    result.stdout.fnmatch_lines(
+        [
+            "once the report is reviewed, accept its 2 drifted test(s) (1 golden snapshot(s): repeated runs share"
+            " theirs) with:  featviz promote*"
+        ]
+    )
 
 
 def test_missing_goldens_are_created_by_the_printed_command_without_the_count(project: pytest.Pytester) -> None:
