@@ -253,6 +253,28 @@ def test_nan_outside_the_kept_channels_fails_too(tmp_path: Path, where: str, upd
     snapshotter(tmp_path, update=True)(nn.Sequential(Positive()), x.nan_to_num(0.0), layers=["0"])
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_a_float8_output_is_scanned_without_an_error(tmp_path: Path, dtype: torch.dtype) -> None:
+    # torch has no aminmax for float8: the scan for NaN crashed every snapshot of a float8 layer
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), Cast(dtype))
+    snapshotter(tmp_path, update=True)(model, _x(1, 1, 4, 4), layers=["1"])
+    bad = _x(1, 1, 4, 4)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FeatvizError, match="NaN or Inf"):
+        snapshotter(tmp_path)(model, bad, layers=["1"], channels=1)
+
+
+class Cast(nn.Module):
+    """A layer whose output is ``dtype``."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+
 class Positive(nn.Module):
     """A layer whose output is a bool tensor."""
 
