@@ -399,14 +399,14 @@ def _refuse_changed(directory: Path, renders: list[_Chosen]) -> None:
         return
     try:
         golden = read_sidecar(directory)
-    except GoldenError:  # damaged since: changed, unless it was damaged then (then the run had no render of it)
-        now = "damaged"
+    except GoldenError:  # damaged since: changed (a damaged golden had no render in the report)
+        now = None
     else:
         now = golden.digest if golden is not None else ""
-    if now in seen or now == sidecar_digest(renders[0].sidecar):
+    if now is not None and (now in seen or now == sidecar_digest(renders[0].sidecar)):
         return
     found_none = seen == {""}
-    what = {"": "was deleted", "damaged": "was damaged"}.get(now, "was created" if found_none else "changed")
+    what = "was damaged" if now is None else "was deleted" if not now else "was created" if found_none else "changed"
     raise Refused(
         f"the golden {display_path(directory)} {what} after the run that wrote this report"
         f" {'found none there' if found_none else 'compared with it'} (a pull, a checkout, another run?): promoting"

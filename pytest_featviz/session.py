@@ -457,6 +457,12 @@ class SessionTracker:
             terminalreporter.write_line(f"goldens: {fates[CREATED]} created (in {self.settings.golden_dir}){kept}")
         elif counts[MISSING]:
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
+            stale = terminalreporter.config.pluginmanager.get_plugin("featviz-stale")
+            if getattr(stale, "moves", None):  # printed in the stale section, above this one
+                terminalreporter.write_line(
+                    "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale"
+                    " section above), so that they are compared"
+                )
         if counts[UNREADABLE]:
             for line in _unreadable([r for r in self.results if r.outcome == UNREADABLE]):
                 terminalreporter.write_line(line)

@@ -101,6 +101,7 @@ class StaleGoldens:
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
         self.used: set[str] = set()  # golden snapshot directories a record names
         self.missing: list[Path] = []  # golden snapshot directories of missing goldens: where a renamed test looks
+        self.moves: list[str] = []  # the git mv commands the stale section gave (renamed), once it was printed
         self.stale: list[Path] = []
         self.pruned: list[Path] = []
         self.prune_errors: list[str] = []
@@ -374,7 +375,7 @@ class StaleGoldens:
         if not self.prune:
             from pytest_featviz.prunecommand import prune_command
 
-            moves = renamed(self.stale, self.missing)
+            moves = self.moves = renamed(self.stale, self.missing)
             if moves:  # created anew, the goldens of a renamed test would never be compared with its old ones
                 terminalreporter.write_line(
                     "some look like the goldens of a renamed or moved test whose goldens are now missing: move them"
@@ -404,6 +405,10 @@ def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
             same_test = old.parent.name == wanted.parent.name or _key(old.parent.parent) == _key(wanted.parent.parent)
             if old.name == wanted.name and same_test and _key(old.parent) != _key(wanted.parent):
                 pairs.setdefault(_key(wanted.parent), set()).add(_key(old.parent))
+    for folder, olds in pairs.items():  # a renamed parametrized test: each parameter set's folder to its own
+        same_id = {old for old in olds if _parameters(old) == _parameters(folder)}
+        if len(olds) > 1 and len(same_id) == 1:
+            pairs[folder] = same_id
     claimed = [old for olds in pairs.values() for old in olds]
     moves = {  # old test folder -> new one, where the rename reads one way only
         Path(next(iter(olds))): Path(new) for new, olds in pairs.items() if len(olds) == 1 and claimed.count(*olds) == 1
@@ -416,7 +421,12 @@ def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
     for old, new in moves.items():
         if not new.parent.exists():
             files[(old.parent, new.parent)] = files.get((old.parent, new.parent), 0) + 1
-    whole = {pair for pair, moved in files.items() if moved == len(subdirectories(pair[0]))}
+    # A file folder moves whole only into a new one that no other folder's tests move into (two test files merged
+    # into one: the second whole move would put its folder inside the first).
+    targets = [new for _, new in files]
+    whole = {
+        pair for pair, moved in files.items() if moved == len(subdirectories(pair[0])) and targets.count(pair[1]) == 1
+    }
     commands = [(count(old), _move(old, new, make=not new.parent.is_dir())) for old, new in whole]
     for old, new in moves.items():
         if (old.parent, new.parent) in whole:
@@ -427,6 +437,12 @@ def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
         else:
             commands.append((count(old), _move(old, new, make=not new.parent.is_dir())))
     return [command for _, command in sorted(commands, key=lambda item: (-item[0], item[1]))]
+
+
+def _parameters(folder: str) -> str:
+    """The parameter ids of a test folder's name (``[x-1]`` of ``test_p[x-1]``), "" for a test without."""
+    name = os.path.basename(folder)
+    return name[name.index("[") :] if "[" in name else ""
 
 
 def _move(source: Path, target: Path, make: bool = False) -> str:

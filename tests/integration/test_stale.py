@@ -148,41 +148,78 @@ def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> Non
     assert "stale golden" not in result.stdout.str()
 
 
-@pytest.mark.parametrize("rename", ["test", "file", "moved file"])
+TEST_D = """
+
+def test_d(feature_snapshot):
+    feature_snapshot(make_model(2), make_input(), layers=["0"])
+"""
+
+PARAMETRIZED = """
+import pytest
+from featviz_models import make_input, make_model
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_p(feature_snapshot, seed):
+    feature_snapshot(make_model(seed), make_input(), layers=["0"])
+"""
+
+
+@pytest.mark.parametrize("rename", ["test", "file", "moved file", "merged files", "parametrized test"])
 def test_the_goldens_of_a_renamed_test_are_offered_as_a_move_not_a_new_golden(
     featviz_pytester: pytest.Pytester, rename: str
 ) -> None:
     # A renamed test or test file read as missing goldens (create them) and stale ones (prune them), with nothing
     # linking the two: following both re-made its goldens from the code as it is now, never compared with the old.
     # (a test file left in the folder the moved one came from: orphans are looked for where test files were collected)
-    featviz_pytester.makepyfile(featviz_models=MODELS, test_st=BEFORE, test_plain="def test_plain():\n    pass\n")
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=4)
-    source = featviz_pytester.path / "test_st.py"
+    two = BEFORE.split("\n\n\n", 1)[0] + TEST_D  # its imports and test_d
+    files = {"featviz_models": MODELS, "test_st": BEFORE, "test_plain": "def test_plain():\n    pass\n"}
+    featviz_pytester.makepyfile(**files, test_two=two, test_par=PARAMETRIZED)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=7)
+    path = featviz_pytester.path
+    source = path / "test_st.py"
     if rename == "test":
         source.write_text(BEFORE.replace("def test_b(", "def test_bee("))
-        moves = ["  git mv golden/test_st/test_b golden/test_st/test_bee"]
+        moves = ["git mv golden/test_st/test_b golden/test_st/test_bee"]
     elif rename == "file":
-        source.rename(featviz_pytester.path / "test_renamed.py")
-        moves = ["  git mv golden/test_st golden/test_renamed"]
-    else:
+        source.rename(path / "test_renamed.py")
+        moves = ["git mv golden/test_st golden/test_renamed"]
+    elif rename == "moved file":
         featviz_pytester.mkdir("suite")
-        source.rename(featviz_pytester.path / "suite" / "test_st.py")
-        (featviz_pytester.path / "suite" / "featviz_models.py").write_text(MODELS)  # importable beside it
-        moves = ["  mkdir -p golden/suite && git mv golden/test_st golden/suite/test_st"]
+        source.rename(path / "suite" / "test_st.py")
+        (path / "suite" / "featviz_models.py").write_text(MODELS)  # importable beside it
+        moves = ["mkdir -p golden/suite && git mv golden/test_st golden/suite/test_st"]
+    elif rename == "merged files":
+        # two whole-folder moves into one new folder: the second put test_two's folder inside test_all's
+        (path / "test_all.py").write_text(BEFORE + TEST_D)
+        source.unlink()
+        (path / "test_two.py").unlink()
+        moves = ["mkdir -p golden/test_all && git mv golden/test_st/test_a golden/test_all/test_a"]
+        moves += [f"mkdir -p golden/test_all && git mv golden/{f}/{t} golden/test_all/{t}" for f, t in (
+            ("test_st", "test_b"), ("test_st", "test_c"), ("test_two", "test_d"))]  # fmt: skip
+    else:  # each parameter set's folder to its own: every one matched every other before
+        (path / "test_par.py").write_text(PARAMETRIZED.replace("def test_p(", "def test_q("))
+        moves = [f"git mv 'golden/test_par/test_p[[]{n}]' 'golden/test_par/test_q[[]{n}]'" for n in (1, 2)]
     result = featviz_pytester.runpytest()
     result.stdout.fnmatch_lines(
         [
             "some look like the goldens of a renamed or moved test whose goldens are now missing: move them rather"
             " than create new ones, so that they are compared (then run again):",
-            *moves,
+            *(f"  {move}" for move in moves),
             "delete them with:  pytest --featviz-prune*",
+            "create the missing goldens with:  pytest --featviz-create *",  # said below, but pointing up
+            "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale section"
+            " above), so that they are compared",
         ]
     )
-    command = moves[0].strip().replace("git mv", "mv")
-    subprocess.run(command, shell=True, cwd=featviz_pytester.path, check=True)  # noqa: S602 - the printed command
+    lines = result.outlines
+    start = next(n for n, line in enumerate(lines) if line.startswith("some look like")) + 1
+    for line in lines[start : start + len(moves)]:  # the printed commands, as pasted (mv: no git repository here)
+        subprocess.run(line.strip().replace("git mv", "mv"), shell=True, cwd=path, check=True)  # noqa: S602
     result = featviz_pytester.runpytest()
-    result.assert_outcomes(passed=4)
-    assert "stale golden" not in result.stdout.str()
+    result.assert_outcomes(passed=7)
+    result.stdout.fnmatch_lines(["7 snapshot(s) checked: 7 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing"])
+    assert "stale golden" not in result.stdout.str(), result.stdout.str()
 
 
 @pytest.mark.parametrize(
