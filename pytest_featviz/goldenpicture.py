@@ -30,11 +30,16 @@ def _png_size(head: bytes, path: Path) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk; refuses a file that is not a PNG or claims too many pixels."""
     found = png.size(head)
     if found is None and head.startswith(_TEXT_CONVERTED):
+        # LF for the signature's CR LF: converted on commit, so the commit holds it; CR LF for its lone LF: on checkout
+        fix = (
+            "re-create it with --featviz-update once pictures are marked binary: the commit holds the converted file"
+            if head.startswith(_TEXT_CONVERTED[0])
+            else "then check the pictures out again (a fresh clone, or git rm -r --cached and git checkout HEAD on"
+            " the golden directory)"
+        )
         raise GoldenError(
             f"golden picture {path} had its line endings converted by Git as if it were text (its PNG signature"
-            " shows it): add `*.png binary` to .gitattributes, then check the pictures out again (a fresh clone, or"
-            " git rm -r --cached and git checkout HEAD on the golden directory); if the commit holds converted"
-            " pictures, re-create them with --featviz-update once pictures are marked binary"
+            f" shows it): add `*.png binary` to .gitattributes, {fix}"
         )
     if found is None:
         raise GoldenError(

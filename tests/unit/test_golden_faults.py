@@ -119,6 +119,8 @@ def test_a_png_git_converted_as_text_says_so(snap: Path, converted: str) -> None
     ) as info:
         goldenpicture.read_layer(snap, stored.layers[0], 8)
     assert "add `*.png binary` to .gitattributes" in str(info.value)
+    # converted on commit, the commit holds it: checking it out again cannot help
+    assert ("re-create it with --featviz-update" in str(info.value)) == (converted == "commit")
 
 
 @pytest.mark.parametrize("saved", ["optimize", "compress_level=1", "text chunk"])
