@@ -394,10 +394,11 @@ def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
     """The commands that move stale goldens to where a renamed or moved test now looks for its missing ones.
 
     A missing snapshot and a stale one match when their snapshot names agree and so do their tests' names (the test
-    file was renamed or moved) or their test files (the test was renamed). A missing test's folder that one stale
-    test folder alone matches is moved there (``git mv``); into a test folder that exists already, its snapshots
-    one by one; a renamed test file's folder whole, when every test folder in it moves to the same new one. Most
-    snapshots first."""
+    file was renamed or moved) or their test files (the test was renamed); where several match, the one with the
+    same parameter ids (a renamed parametrized test). A missing test's folder that one stale test folder alone
+    matches is moved there (``git mv``); into a test folder that exists already, its snapshots one by one; a renamed
+    test file's folder whole, when every test folder in it moves to one new file folder that no other file's tests
+    move into (two files merged into one move test by test). Most snapshots first."""
     found = {_key(path): path for path in stale}
     pairs: dict[str, set[str]] = {}  # missing test folder -> stale test folders that match it
     for wanted in missing:
