@@ -200,7 +200,7 @@ def _finite(tensor: torch.Tensor) -> bool:
     if not tensor.is_floating_point() or tensor.numel() == 0 or tensor.is_sparse:
         return True
     data = tensor.detach()
-    if data.element_size() == 1:  # float8: no aminmax of its own; as float16 (exact), a quarter of a float32 copy
+    if data.element_size() == 1:  # float8: no aminmax of its own; as float16 (exact), half the bytes of a float32 copy
         data = data.to(torch.float16)
     try:
         low, high = torch.aminmax(data)
