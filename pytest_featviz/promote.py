@@ -154,8 +154,7 @@ def promote_report(
             refused.extend(Refusal(render.label, printable(reason)) for render in renders)
             continue
         try:
-            _refuse_to_replace(directory)
-            _refuse_changed(directory, renders)
+            _refuse_changed(directory, renders, _refuse_to_replace(directory))
             changed = write_files(directory, renders[0].sidecar, renders[0].pictures)
         except (GoldenError, OSError, ValueError) as exc:
             refused.extend(Refusal(render.label, printable(str(exc))) for render in renders)
@@ -388,21 +387,16 @@ def _promoted_to(entry: dict[str, Any], root: Path, golden_dir: Path) -> Path:
     return _golden_target(root, golden_dir, text, "update_dir")
 
 
-def _refuse_changed(directory: Path, renders: list[_Chosen]) -> None:
+def _refuse_changed(directory: Path, renders: list[_Chosen], now: str | None) -> None:
     """Raise when the golden in ``directory`` is not the one the run compared with (a pull, a checkout or another
     update since the report was written: writing the render would undo that change unseen), nor already the render
-    (a second promote). Reports written before the digest was recorded are not checked."""
-    from pytest_featviz.golden import GoldenError, read_sidecar, sidecar_digest
+    (a second promote). ``now``: the digest of the golden there now ("": none; ``None``: damaged, so changed, as a
+    damaged golden had no render in the report). Reports written before the digest was recorded are not checked."""
+    from pytest_featviz.golden import sidecar_digest
 
     seen = {render.replaces for render in renders}
     if None in seen:
         return
-    try:
-        golden = read_sidecar(directory)
-    except GoldenError:  # damaged since: changed (a damaged golden had no render in the report)
-        now = None
-    else:
-        now = golden.digest if golden is not None else ""
     if now is not None and (now in seen or now == sidecar_digest(renders[0].sidecar)):
         return
     found_none = seen == {""}
@@ -414,9 +408,10 @@ def _refuse_changed(directory: Path, renders: list[_Chosen]) -> None:
     )
 
 
-def _refuse_to_replace(directory: Path) -> None:
+def _refuse_to_replace(directory: Path) -> str | None:
     """Raise when the golden in ``directory`` is one that ``--featviz-update`` would not write over either: a Git LFS
-    pointer, a newer format, a golden it cannot read; a damaged golden it re-creates, as ``--featviz-update`` does."""
+    pointer, a newer format, a golden it cannot read; a damaged golden it re-creates, as ``--featviz-update`` does.
+    Returns the digest of the golden there ("": none; ``None``: damaged), for :func:`_refuse_changed`."""
     from pytest_featviz.golden import SIDECAR, GoldenError, read_sidecar
     from pytest_featviz.goldenwrite import refuse_unfetched
 
@@ -428,7 +423,9 @@ def _refuse_to_replace(directory: Path) -> None:
             " a golden that lost its sidecar, re-create it with pytest --featviz-update)"
         )
     try:
-        read_sidecar(directory)
+        golden = read_sidecar(directory)
     except GoldenError as exc:
         if not exc.recreatable:
             raise
+        return None
+    return golden.digest if golden is not None else ""
