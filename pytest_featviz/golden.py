@@ -116,9 +116,15 @@ class SnapshotGolden:
     # Where the golden was made: {"environment": {...}, "fingerprints": {...}} as written by
     # environment.Provenance.to_sidecar; None in sidecars written before provenance was recorded.
     provenance: dict[str, Any] | None = None
-    # sidecar_digest of the sidecar this golden was read from ("" for one not read from a file): the report records
-    # it for a drift, so that promote can tell when the golden changed after the run compared with it
-    digest: str = field(default="", compare=False)
+    # the text of the sidecar this golden was read from ("" for one not read from a file), for its digest
+    source: str = field(default="", compare=False, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """:func:`sidecar_digest` of the sidecar this golden was read from ("" for one not read from a file): the
+        report records it for a drift, so that promote can tell when the golden changed after the run compared with
+        it. Hashed only when asked (a drift, a promote), never on the path of a check that matches."""
+        return sidecar_digest(self.source) if self.source else ""
 
     def layer(self, name: str) -> LayerGolden | None:
         return next((layer for layer in self.layers if layer.name == name), None)
@@ -332,7 +338,7 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     except ValueError as exc:  # a whole number of more digits than Python converts (sys.get_int_max_str_digits)
         found = str(exc).split(";")[0]
         raise GoldenError(f"golden sidecar {path} is malformed (a number too long to read: {found})") from exc
-    golden = replace(_parse_sidecar(data, path), digest=sidecar_digest(text))
+    golden = replace(_parse_sidecar(data, path), source=text)
     where = _lone_surrogate(data) if _SURROGATE_ESCAPE.search(text) else None
     if where is not None:
         raise GoldenError(f"golden sidecar {path} is malformed ({where} holds a lone UTF-16 surrogate: no text)")
