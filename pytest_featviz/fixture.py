@@ -12,7 +12,7 @@ from torch import nn
 from pytest_featviz import environment, goldenpath
 from pytest_featviz.config import Settings
 from pytest_featviz.current import eager
-from pytest_featviz.golden import GoldenError
+from pytest_featviz.golden import RECREATE_HINT, GoldenError
 from pytest_featviz.layers import LayerSpec
 from pytest_featviz.records import (
     DRIFTED,
@@ -159,6 +159,6 @@ def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings)
         if settings.create:
             why = "--featviz-create writes only missing goldens and leaves a damaged one as it is; "
         # the error's own hint, where it ends in one, gives way to the exact command
-        text = str(error).removesuffix("; re-create it with --featviz-update")
+        text = str(error).removesuffix(RECREATE_HINT)
         error = type(error)(f"{text}\n{why}re-create it with:  {identity.update_command}")
     return error.with_traceback(None)

@@ -36,6 +36,10 @@ MAX_PIXELS = 1 << 26
 MAX_SIDECAR_BYTES = 64 << 20
 
 
+# How a damaged golden's message ends; the failing test puts the exact command in its place (fixture._user_error).
+RECREATE_HINT = "; re-create it with --featviz-update"
+
+
 class GoldenError(FeatvizError):
     """A golden that exists but cannot be used (damaged, of a newer format, unreadable).
 

@@ -114,7 +114,7 @@ def _damaged(damage: GoldenError, drifted: list[str], directory: Path) -> Golden
     if drifted:
         names = ", ".join(repr(name) for name in drifted[:LAYERS_NAMED])
         more = f" and {len(drifted) - LAYERS_NAMED} more" if len(drifted) > LAYERS_NAMED else ""
-        text, hint = str(damage), "; re-create it with --featviz-update"
+        text, hint = str(damage), golden.RECREATE_HINT
         note = f" (layer(s) {names}{more} of this snapshot drifted from the golden too: re-creating it accepts that)"
         text = text[: -len(hint)] + note + hint if text.endswith(hint) else text + note
         damage = GoldenError(text, recreatable=damage.recreatable)
