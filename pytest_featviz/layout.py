@@ -22,9 +22,9 @@ Layouts (``label``: rule -> maps):
 
 * ``nchw``: ``(B, C, H, W)`` -> C maps of H x W.
 * ``nhwc``: ``(B, H, W, C)`` -> C maps of H x W. Taken when the module is not a convolution, norm or pooling layer
-  and its last dimension is one of the module's feature sizes while its dimension 1 is not (see :func:`own_hints`;
-  a module that tells nothing, such as a GELU or a permute, takes the hints of its nearest ancestor that does).
-  torchvision's Swin stages give ``(1, 56, 56, 96)``.
+  and its last dimension is one of the module's feature sizes while its dimension 1 is not, or is too but the
+  module works on its last dimension only (see :func:`own_hints`; a module that tells nothing, such as a GELU or a
+  permute, takes the hints of its nearest ancestor that does). torchvision's Swin stages give ``(1, 56, 56, 96)``.
 * ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above), in a model whose
   input holds an image (a tensor of 4 or more dimensions, or an array or picture), and whose ``N`` minus ``P``
   prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and fewer than a
@@ -126,6 +126,9 @@ class Hints:
     attention: bool = False  # nn.MultiheadAttention: its weights leaf (attn+1) is (B, L, S) whatever batch_first says
     sequence_first: bool = False  # 3-D outputs are (S, B, E): see the module doc
     sequence: bool = False  # a torch RNN, attention or transformer module, or inside one: 2-D outputs are unbatched
+    # when dimension 1 is a feature size too (a sequence as long as the model is wide, Swin's 96 x 96 x 96 at 384 px),
+    # the last dimension is still the features: see :func:`own_hints`
+    last_when_tied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,22 @@ def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
     return frozenset(sizes)
 
 
+def _channels_last_only(module: nn.Module) -> bool:
+    """Whether ``module``'s output has its features last even when its dimension 1 is a feature size too: a
+    ``Linear``, ``Embedding`` or plain ``LayerNorm`` (not a subclass such as ConvNeXt's ``LayerNorm2d``, which
+    normalizes channels first), an ``nn.Sequential`` whose last module is one, or a module holding linear layers,
+    layer norms, attention or RNNs and no convolution, norm or pooling layer that works channels first (a
+    transformer block, a Swin stage)."""
+    if type(module) in (nn.Linear, nn.Embedding, nn.LayerNorm):
+        return True
+    if isinstance(module, nn.Sequential) and len(module) and _channels_last_only(module[-1]):
+        return True
+    inner = list(module.modules())
+    return not any(
+        isinstance(m, _CHANNELS_FIRST) or (isinstance(m, nn.LayerNorm) and type(m) is not nn.LayerNorm) for m in inner
+    ) and any(isinstance(m, (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
+
+
 def own_hints(module: nn.Module) -> Hints | None:
     """What ``module`` itself tells, or ``None`` when it tells nothing (an activation, dropout, a reshape...).
 
@@ -160,18 +179,20 @@ def own_hints(module: nn.Module) -> Hints | None:
     own size. A
     module holding a ``LayerNorm``, attention or RNN gives the sizes of every ``LayerNorm``, ``Linear``, attention
     and RNN inside it. A module holding only ``Linear`` layers (a CNN's classifier head) tells nothing: a 4-D map
-    whose width happens to equal a head's size must stay NCHW.
+    whose width happens to equal a head's size must stay NCHW. Whether a tie (dimension 1 a feature size as well as
+    the last) still reads the last dimension as features: :func:`_channels_last_only`.
     """
     if isinstance(module, _CHANNELS_FIRST):
         return Hints(channels_first=True)
     if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
-        return Hints(feature_sizes=_sizes([module]))
+        return Hints(feature_sizes=_sizes([module]), last_when_tied=_channels_last_only(module))
     inner = list(module.modules())
     if any(isinstance(m, (nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase)) for m in inner):
         return Hints(
             feature_sizes=_sizes(inner),
             recurrent=isinstance(module, nn.RNNBase),
             attention=isinstance(module, nn.MultiheadAttention),
+            last_when_tied=_channels_last_only(module),
         )
     return None
 
@@ -219,7 +240,8 @@ def hints(
     told = batch_first(module) if module is not None else None
     if told is None:
         told = next((batch_first(a) for a in ancestors if isinstance(a, _TRANSFORMERS)), None)
-    return found if told is None else replace(found, sequence=True, sequence_first=not told)
+    # torch's sequence modules and their insides compute on (..., E): the features are last in a tie too
+    return found if told is None else replace(found, sequence=True, sequence_first=not told, last_when_tied=True)
 
 
 def input_facts(inputs: Any) -> InputFacts:
@@ -303,7 +325,7 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
         not found.channels_first
         and len(shape) >= 3
         and shape[-1] in found.feature_sizes
-        and shape[1] not in found.feature_sizes
+        and (shape[1] not in found.feature_sizes or found.last_when_tied)
     )
     if len(shape) == 2:
         return Layout("features", 1, None)

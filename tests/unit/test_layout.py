@@ -50,6 +50,59 @@ def test_a_classifier_head_does_not_turn_a_cnn_map_into_nhwc() -> None:
     assert plan((1, 4, 8, 8), hints(net[1], [net])).kind == "nchw"
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """ConvNeXt's channels-first layer norm: a LayerNorm subclass whose output is (B, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class GPTBlock(nn.Module):
+    """A text model's block of your own: layer norms and linear layers on (B, T, C)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+def test_a_sequence_as_long_as_the_model_is_wide_keeps_every_token() -> None:
+    # (1, 32, 32): 32 tokens of width 32. Read as 32 channels of length 32, only the first 16 tokens were compared.
+    text = InputFacts(None)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    assert plan((1, 32, 32), hints(layer), facts=text).label == "token-image"
+    assert plan((1, 32, 32), hints(layer.linear2, [layer]), facts=text).label == "token-image"
+    first = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0)  # (S, B, E)
+    assert plan((32, 1, 32), hints(first), facts=text).label == "token-image (batch axis 1)"
+    block = GPTBlock(64)  # 64 tokens, as wide as the block
+    assert plan((1, 64, 64), hints(block), facts=text).label == "token-image"
+    assert plan((1, 256, 256), hints(block.mlp[1], [block.mlp, block]), facts=text).label == "token-image"
+    assert plan((1, 64, 64), hints(nn.Linear(8, 64)), facts=text).label == "token-image"
+    output = ramp(1, 32, 32)
+    kept = keep(output, hints(layer), None, 16, facts=text)
+    assert kept.maps.shape == (1, 32, 32) and torch.equal(kept.maps[0], output[0])  # all 32 tokens
+
+
+def test_a_channels_last_stage_as_tall_as_it_is_wide_stays_channels_last() -> None:
+    # Swin at 384 px: (1, 96, 96, 96) from a stage of blocks holding layer norms and linear layers, no convolution.
+    stage = nn.Sequential(GPTBlock(96), GPTBlock(96))
+    assert plan((1, 96, 96, 96), hints(stage)).label == "nhwc"
+    stem = nn.Sequential(nn.Conv2d(3, 96, 4, 4), nn.GELU(), nn.LayerNorm(96))  # a permute before the norm
+    assert plan((1, 96, 96, 96), hints(stem)).label == "nhwc"  # its output is the plain LayerNorm's
+
+
+def test_a_channels_first_block_as_tall_as_it_is_wide_stays_nchw() -> None:
+    # ConvNeXt at 384 px: (1, 96, 96, 96) from its channels-first norm, and from a block holding a convolution.
+    assert plan((1, 96, 96, 96), hints(LayerNorm2d(96))).label == "nchw"
+    block = nn.Sequential(nn.Conv2d(96, 96, 7, padding=3, groups=96), LayerNorm2d(96), nn.Conv2d(96, 384, 1))
+    assert plan((1, 96, 96, 96), hints(block)).label == "nchw"
+    mixed = nn.Sequential(nn.Conv2d(96, 96, 1), nn.LayerNorm(96), nn.Linear(96, 96), nn.Conv2d(96, 96, 1))
+    assert plan((1, 96, 96, 96), hints(mixed)).label == "nchw"
+
+
 def test_an_activation_inside_a_transformer_block_takes_its_parents_hints() -> None:
     block = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
     assert plan((1, 4, 4, 32), hints(block[2], [block])).label == "nhwc"
