@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from pytest_featviz import golden, goldenpath, goldenpicture, png
-from pytest_featviz.capture import LayerCapture, call_name, capture
+from pytest_featviz.capture import LayerCapture, Target, call_name, capture
 from pytest_featviz.channels import TOP_PREFIX, ChannelSpec, StoredChannels
 from pytest_featviz.compare import FloatArray, compare_layer
 from pytest_featviz.config import Settings
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
-from pytest_featviz.layers import LayerSpec, resolve_layers
+from pytest_featviz.layers import LayerSpec, module_index, resolve_layers
 from pytest_featviz.layout import UNBATCHED, Layout
 from pytest_featviz.records import DRIFT, FeatvizError, LayerEvidence, LayerResult
 from pytest_featviz.render import (
@@ -97,6 +97,26 @@ class CurrentLayer:
         return layer, picture
 
 
+def _refuse_taken_call_names(model: nn.Module, targets: list[Target], calls: dict[str, int]) -> None:
+    """Refuse a later call of a selected module whose name (``act@1``, the second call of ``act``) is the name of
+    another module of the model (an ``add_module("act@1", ...)``): the golden held two layers of that name, which
+    every later check refused, or read the call back as that other module."""
+    repeated = [t for t in targets if t.call is None and calls.get(t.name, 0) > 1]
+    if not repeated:
+        return
+    names = module_index(model)
+    for target in repeated:
+        taken = next((n for k in range(1, calls[target.name]) if (n := call_name(target.name, k)) in names), None)
+        if taken is not None:
+            ordinal = int(taken.rsplit("@", 1)[1]) + 1
+            raise FeatvizError(
+                f"layer {target.name!r} ran {calls[target.name]} times, and its call {ordinal} would be stored as"
+                f" {taken!r}, the name of another module of {type(model).__name__}: a golden cannot tell them apart."
+                f" Rename that module (a name ending in '@' and a number reads as a call index), or select one call"
+                f" of {target.name!r} ({target.name + '@0'!r} is its first)"
+            )
+
+
 def capture_layers(
     model: nn.Module,
     inputs: Any,
@@ -146,6 +166,7 @@ def capture_layers(
                 else ""
             )
         )
+    _refuse_taken_call_names(model, targets, calls)
     current = []
     for item in captures:
         maps = item.maps.numpy()

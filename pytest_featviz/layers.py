@@ -129,7 +129,9 @@ def _split_leaf(text: str, index: dict[str, nn.Module]) -> tuple[str, str | None
 def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = None) -> list[Target]:
     """The targets selected by ``spec``; an unknown name or a pattern that matches nothing is an error.
 
-    With ``gone`` given, an unknown exact name is appended to it instead (a golden's layer the model lost).
+    With ``gone`` given, ``spec`` is a golden's record: an unknown exact name is appended to ``gone`` instead (a
+    layer the model lost), and each name selects the one call it names (``block`` the first call, ``block@1`` the
+    second), not every call of the module: a golden made with ``layers=["block@0"]`` records ``block``.
     """
     if spec is None:
         raise ValueError("resolve_layers needs a selection; use default_layers for layers=None")
@@ -178,6 +180,8 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
                 gone.append(item)
                 continue
             matched = found_names
+        if gone is not None and call is None:  # a golden's record names one call
+            call = 0
         for name in matched:
             _refuse_unstorable(name)
             full = name if leaf is None else f"{name}{LEAF_SEPARATOR}{leaf}"

@@ -283,3 +283,55 @@ def test_a_layer_name_with_a_lone_surrogate_is_refused_only_when_selected(tmp_pa
     assert [t.name for t in resolve_layers(model, "0.plain")] == ["0.plain"]
     with pytest.raises(FeatvizError, match=r"layer name '0.photo_\\udce9' holds a lone surrogate \(\\udce9\)"):
         resolve_layers(model, "0.*")
+
+
+class CalledTwice(nn.Module):
+    """``act`` runs twice; a module of its own is named ``act@1``, the name of act's second call."""
+
+    def __init__(self, odd: bool) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+        self.conv = nn.Conv2d(3, 3, 1)
+        if odd:
+            self.add_module("act@1", nn.Conv2d(3, 3, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv(self.act(x)))
+        odd = getattr(self, "act@1", None)
+        return odd(x) if odd is not None else x
+
+
+def test_a_call_named_like_another_module_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """The golden held two layers 'act@1' (the call and the module), which every later check refused as malformed,
+    and --featviz-update re-created as damaged on every run."""
+    torch.manual_seed(0)
+    model, inputs = CalledTwice(odd=True), torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    for layers in (["act", "act@1"], ["act"]):
+        with pytest.raises(FeatvizError) as caught:
+            snapshotter(tmp_path, update=True)(model, inputs, layers=layers)
+        assert str(caught.value) == (
+            "layer 'act' ran 2 times, and its call 2 would be stored as 'act@1', the name of another module of"
+            " CalledTwice: a golden cannot tell them apart. Rename that module (a name ending in '@' and a number"
+            " reads as a call index), or select one call of 'act' ('act@0' is its first)"
+        )
+    assert not any(tmp_path.rglob("*.json"))
+    result = snapshotter(tmp_path, update=True)(model, inputs, layers=["act@0", "act@1"])  # the way out it names
+    assert [layer.name for layer in result.layers] == ["act", "act@1"]
+    assert snapshotter(tmp_path)(model, inputs, layers=None).outcome == "matched"
+
+
+def test_a_golden_of_one_call_is_checked_on_that_call_alone(tmp_path: Path) -> None:
+    """A golden made with layers=["act@0"] records 'act'; read back (layers=None), that name selected every call,
+    and the check failed on 'act@1: selected now but not in the golden'."""
+    torch.manual_seed(0)
+    model, inputs = CalledTwice(odd=False), torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    made = snapshotter(tmp_path, update=True)(model, inputs, layers=["act@0"])
+    assert [layer.name for layer in made.layers] == ["act"]
+    again = snapshotter(tmp_path)(model, inputs, layers=None)
+    assert again.outcome == "matched" and [layer.name for layer in again.layers] == ["act"]
+    every = snapshotter(tmp_path / "every", update=True)(model, inputs, layers=["act"])  # every call, read back
+    assert [layer.name for layer in every.layers] == ["act", "act@1"]
+    assert [layer.name for layer in snapshotter(tmp_path / "every")(model, inputs, layers=None).layers] == [
+        "act",
+        "act@1",
+    ]
