@@ -7,7 +7,9 @@ pass its input on (a dropout or identity after a stage's block is passed over fo
 ``relu, layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. A grid
 that comes back after smaller ones (a U-Net's decoder) starts a new set of stages, so an encoder and its decoder are
 both chosen (``enc1, enc2, enc3, bottleneck, dec3, dec2, head``). Of a module that runs several times (RAFT's update
-block) only the last call counts. Grids of 1 x 1 are skipped when larger ones exist. When that gives fewer than four
+block) only the last call counts; when the module chosen for it ran two or three times with one output shape (the
+shared encoder of a Siamese or triplet network, run once per input), every call is taken, so that each input's
+branch is compared. Grids of 1 x 1 are skipped when larger ones exist. When that gives fewer than four
 layers (isotropic networks such as ViT, dilated segmentation backbones, RAFT), it adds four evenly spaced blocks of
 the network's longest run of siblings with a spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for
 ViT-B/16): siblings of one class, the run that holds the most modules (twelve transformer layers before the dropouts
@@ -48,6 +50,7 @@ from pytest_featviz.layers import (
 from pytest_featviz.layout import Hints, InputFacts, LayoutError, input_facts, plan
 
 MAX_DEFAULT_LAYERS = 8
+MAX_SHARED_CALLS = 3  # a chosen module that ran 2 or 3 times with one output shape is taken at every call
 MIN_DEFAULT_LAYERS = 4
 STAGE_DEPTH_WINDOW = 2
 
@@ -220,8 +223,11 @@ def default_layers(
         return isinstance(index.get(module_name(item)), PASS_THROUGH)
 
     traces = [t for t in traces if not is_wrapper_name(module_name(t))]
-    # Of a module that runs several times only the last call is eligible: a golden records ``step`` for the first
-    # call, and ``step`` selects every call when the golden is checked again.
+    shapes: dict[str, list[tuple[int, ...] | None]] = {}
+    for item in traces:
+        shapes.setdefault(module_name(item), []).append(item.shape)
+    # Of a module that runs several times only the last call is eligible, and is taken alone (``block@11``) or, by
+    # :func:`_every_call`, with its other calls (``block``).
     last_call = {module_name(t): t for t in traces}
     traces = [t for t in traces if last_call[module_name(t)] is t]
     order = {id(t): i for i, t in enumerate(traces)}
@@ -238,7 +244,9 @@ def default_layers(
             picked = {id(t): t for t in top}
             if len(picked) < MIN_DEFAULT_LAYERS:
                 picked.update((id(t), t) for t in blocks if id(t) not in picked)
-        return _spread([canonical_name(t.name) for t in sorted(picked.values(), key=lambda t: order[id(t)])])
+        return _every_call(
+            _spread([canonical_name(t.name) for t in sorted(picked.values(), key=lambda t: order[id(t)])]), shapes
+        )
     # Deep inside a block, reshapes (window partitions, attention heads) make grids that are no stage of the network.
     shallowest = min(depth(t) for t, _ in spatial)
     spatial = [(t, g) for t, g in spatial if depth(t) <= shallowest + STAGE_DEPTH_WINDOW]
@@ -266,7 +274,21 @@ def default_layers(
     areas = {id(item): math.prod(key[0]) for key, item in best.items()}
     deepest = min((t for t in ordered if id(t) in areas), key=lambda t: areas[id(t)], default=None)
     keep = canonical_name(deepest.name) if deepest is not None else None
-    return _spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)), keep)
+    return _every_call(_spread(list(dict.fromkeys(canonical_name(t.name) for t in ordered)), keep), shapes)
+
+
+def _every_call(names: list[str], shapes: Mapping[str, Sequence[tuple[int, ...] | None]]) -> list[str]:
+    """``names`` with each last call ``block@k`` of a module that ran 2 to :data:`MAX_SHARED_CALLS` times with one
+    output shape replaced by ``block``, which selects every call: a Siamese network's shared encoder runs once per
+    input, and its last call alone left a change to the first input unseen. A module that runs more often (RAFT's
+    twelve update steps) or at other shapes (an activation reused across stages) keeps its last call alone."""
+    chosen = []
+    for name in names:
+        module, _, call = name.rpartition("@")
+        ran = shapes.get(module, ())
+        shared = bool(module) and call.isdigit() and 1 < len(ran) <= MAX_SHARED_CALLS and len(set(ran)) == 1
+        chosen.append(module if shared else name)
+    return chosen
 
 
 def _phases(staged: Sequence[tuple[str, tuple[int, ...]]], grids: Mapping[str, tuple[int, ...]]) -> list[int]:

@@ -3,6 +3,8 @@ backbone's dict, video, an MLP, a module called repeatedly and small transformer
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +12,9 @@ from torchvision.models import SwinTransformer, VisionTransformer, resnet18
 
 from pytest_featviz.capture import capture
 from pytest_featviz.layers import resolve_layers
+from pytest_featviz.records import MATCHED, FeatureDriftError
 from pytest_featviz.stages import default_selection
+from unit import snapshotter
 
 IMAGE = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 
@@ -153,22 +157,55 @@ def test_default_choice_for_a_video_net_and_for_a_net_without_maps() -> None:
     assert default_selection(mlp, torch.randn(1, 5)) == ["0", "1", "2"]
 
 
+class Loop(nn.Module):
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.step = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for _ in range(self.steps):
+            x = self.step(x)
+        return x
+
+
 def test_a_module_called_repeatedly_is_chosen_at_its_last_call() -> None:
-    class Loop(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
-            self.step = nn.Conv2d(4, 4, 3, padding=1)
+    assert default_selection(Loop(6), IMAGE) == ["stem", "step@5"]  # RAFT-like refinement: the last step
+    # ``step`` selects every call; ``step@5`` next to it adds nothing
+    assert [t.name for t in resolve_layers(Loop(6), ["step", "step@5"])] == ["step"]
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.stem(x)
-            for _ in range(3):
-                x = self.step(x)
-            return x
 
-    assert default_selection(Loop(), IMAGE) == ["stem", "step@2"]
-    # ``step`` selects every call; ``step@2`` next to it adds nothing
-    assert [t.name for t in resolve_layers(Loop(), ["step", "step@2"])] == ["step"]
+class Siamese(nn.Module):
+    """One encoder run on each of two pictures, then compared: the encoder's last call sees only the second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return (self.encoder(first) - self.encoder(second)).abs()
+
+
+def test_a_module_shared_by_a_few_inputs_is_chosen_at_every_call(tmp_path: Path) -> None:
+    """A Siamese network's default was the encoder's last call alone, so a change to the first picture passed."""
+    torch.manual_seed(0)
+    model, pictures = Siamese().eval(), (torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24))
+    assert default_selection(model, pictures) == ["encoder.0", "encoder.2", "encoder"]
+    made = snapshotter(tmp_path, update=True)(model, pictures)
+    assert [layer.name for layer in made.layers] == [
+        "encoder.0",
+        "encoder.2",
+        "encoder",
+        "encoder.0@1",
+        "encoder.2@1",
+        "encoder@1",
+    ]
+    assert snapshotter(tmp_path)(model, pictures).outcome == MATCHED
+    with pytest.raises(FeatureDriftError, match="drift starts at layer 'encoder.0'"):
+        snapshotter(tmp_path)(model, (pictures[0].flip(-1), pictures[1]))
+    assert default_selection(Loop(3), IMAGE) == ["stem", "step"]  # a short loop: every step
 
 
 class Stack(nn.Module):
