@@ -77,6 +77,12 @@ def _number(value: Any, what: str) -> float:
     raise _Malformed(f"{what} {_shown(value)} is not a number")
 
 
+# render.channel_frames never stores a spread below render.spread_floor's 1e-12 (less the 9-digit rounding), and the
+# kept maps are float32: a frame outside these bounds is no writer's, and rendering in it overflows.
+STORED_SPREAD_MIN = 1e-13
+FLOAT32_MAX = 3.5e38
+
+
 def _channel(entry: Any, where: str) -> tuple[int, tuple[float, float], tuple[float, float, float, float]]:
     """A channel entry's index, range and statistics (mean, std, min, max)."""
     if type(entry) is not dict:
@@ -232,7 +238,8 @@ def _wrong_value(layer: LayerGolden, normalize: str) -> str | None:
     for index, (low, high), (_, std, smallest, largest) in zip(layer.channels, layer.frames, layer.stats, strict=True):
         # render.channel_frames: minmax and percentile frames are [low, high] with high > low, sigmoid's are
         # [center, scale] with scale > 0
-        if not (high > 0 if normalize == "sigmoid" else high > low):
+        spread = high if normalize == "sigmoid" else high - low
+        if not STORED_SPREAD_MIN <= spread <= FLOAT32_MAX or max(abs(low), abs(high)) > FLOAT32_MAX:
             return f"channel {index}: range {[low, high]}"
         if std < 0 or smallest > largest:
             return f"channel {index}: statistics std {std}, min {smallest}, max {largest}"

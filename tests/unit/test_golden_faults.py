@@ -642,6 +642,10 @@ def test_a_sidecar_nested_too_deep_is_a_malformed_golden(tmp_path: Path) -> None
         ('"std": ', '"std": -1, "was": ', "channel 0: statistics std -1.0"),
         ('"min": ', '"min": 7, "was": ', "channel 0: statistics std .*, min 7.0, max"),
         ('"range": [0.0, 1.0]', '"range": [2.0, 0.0]', "channel 0: range \\[2.0, 0.0\\]"),
+        # finite, but rendering in it overflowed (a drift verdict, or a RuntimeWarning under -W error)
+        ('"range": [0.0, 1.0]', '"range": [-1e308, 1e308]', "channel 0: range \\[-1e\\+308, 1e\\+308\\]"),
+        ('"range": [0.0, 1.0]', '"range": [0.0, 5e-324]', "channel 0: range \\[0.0, 5e-324\\]"),
+        ('"range": [0.0, 1.0]', '"range": [1e39, 2e39]', "channel 0: range \\[1e\\+39, 2e\\+39\\]"),
         ('"format": 1', '"format": 0', "format 0"),
         ('"format": 1', '"format": true', "format True"),
         # valid JSON that crashed the parser: a float too large for an integer field, a number Python will not read
