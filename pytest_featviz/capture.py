@@ -14,7 +14,8 @@ alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -57,6 +58,34 @@ class LayerTrace:
 
     name: str
     shape: tuple[int, ...] | None
+    follows: bool = False  # the call took an output of the module's previous call (a loop's ``x = step(x)``)
+
+
+def _tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
+    """The tensor objects in a hook's ``args`` or ``output`` (tuples, lists, dicts), as they are: no conversion."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth < 4 and isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item, depth + 1)
+    elif depth < 4 and isinstance(value, Mapping):
+        for item in value.values():
+            yield from _tensors(item, depth + 1)
+
+
+class Follows:
+    """Per module, whether each call takes an output of its previous call as an input, by object identity: a
+    refinement loop (``x = step(x)``, RAFT's hidden state) does, a shared encoder run on two pictures does not. Weak
+    references: no output is kept alive."""
+
+    def __init__(self) -> None:
+        self._previous: list[weakref.ref[torch.Tensor]] = []
+
+    def __call__(self, args: Any, output: Any) -> bool:
+        inputs = {id(t): t for t in _tensors(args)}
+        follows = any((t := ref()) is not None and inputs.get(id(t)) is t for ref in self._previous)
+        self._previous = [weakref.ref(t) for t in _tensors(output)]
+        return follows
 
 
 def call_name(name: str, call: int) -> str:
@@ -185,12 +214,13 @@ def trace(model: nn.Module, inputs: Any) -> list[LayerTrace]:
 
     def make_hook(name: str) -> Callable[..., None]:
         calls = 0
+        follows = Follows()
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             nonlocal calls
             tensor = first_tensor(output)
             shape = tuple(tensor.shape) if tensor is not None else None
-            records.append(LayerTrace(call_name(name, calls), shape))
+            records.append(LayerTrace(call_name(name, calls), shape, follows(args, output)))
             calls += 1
 
         return hook

@@ -27,6 +27,7 @@ from pytest_featviz.records import FeatvizError, display_path, environment_words
 from pytest_featviz.survey import survey
 
 DEFAULT_INPUT_SHAPE = "1,3,224,224"
+IDS_SUFFIX = ":ids"  # --input-shape 1,128:ids: token ids, all 0 (an id of every vocabulary), for a text model
 SEED = 0
 
 
@@ -53,7 +54,8 @@ def _layers_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="N,C,H,W",
         help="shape of a seeded random input tensor; repeat it for several positional inputs"
-        f" (default {DEFAULT_INPUT_SHAPE})",
+        f" (default {DEFAULT_INPUT_SHAPE}); end it with {IDS_SUFFIX} for token ids (all 0) of that shape, e.g. 1,128"
+        + IDS_SUFFIX,
     )
     parser.add_argument(
         "--inputs",
@@ -84,11 +86,28 @@ def load_callable(reference: str) -> Callable[..., Any]:
         found = getattr(found, part)
     if not callable(found):
         raise CommandError(f"{reference} is a {type(found).__name__}, not a callable")
+    if type(found).__name__ == "FixtureFunctionDefinition" or hasattr(found, "_pytestfixturefunction"):
+        raise CommandError(
+            f"{reference} is a pytest fixture, which only pytest can call: name the plain function that builds it"
+            " (a fixture can return that function's result)"
+        )
     return found  # type: ignore[no-any-return]
 
 
+def _called(reference: str, function: Callable[[], Any]) -> Any:
+    """``function()``; its error (also pytest.skip and pytest.fail, which are no ``Exception``) as a usage error."""
+    try:
+        return function()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raise CommandError(f"{reference}() raised {type(exc).__name__}: {exc}") from exc
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``."""
+    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; a trailing :data:`IDS_SUFFIX` is the
+    caller's to read."""
+    text = text.strip().removesuffix(IDS_SUFFIX)
     parts = [part.strip() for part in text.strip().replace("x", ",").split(",")]
     if not all(part.isdigit() for part in parts):
         raise CommandError(f"--input-shape must be comma-separated integers like {DEFAULT_INPUT_SHAPE}; got {text!r}")
@@ -113,21 +132,27 @@ def _run_layers(args: argparse.Namespace, out: TextIO) -> int:
 
     factory = load_callable(args.factory)
     torch.manual_seed(SEED)
-    try:
-        model = factory()
-    except Exception as exc:
-        raise CommandError(f"{args.factory}() raised {type(exc).__name__}: {exc}") from exc
+    model = _called(args.factory, factory)
     if not isinstance(model, torch.nn.Module):
         raise CommandError(f"{args.factory}() returned a {type(model).__name__}, not a torch.nn.Module")
     if args.inputs:
-        inputs = load_callable(args.inputs)()
+        inputs = _called(args.inputs, load_callable(args.inputs))
         described = args.inputs + "()"
     else:
-        shapes = [parse_shape(text) for text in (args.input_shape or [DEFAULT_INPUT_SHAPE])]
+        texts = [text.strip() for text in (args.input_shape or [DEFAULT_INPUT_SHAPE])]
+        shapes = [parse_shape(text) for text in texts]
         generator = torch.Generator().manual_seed(SEED)
-        tensors = tuple(torch.randn(shape, generator=generator) for shape in shapes)
+        tensors = tuple(
+            torch.zeros(shape, dtype=torch.long)
+            if text.endswith(IDS_SUFFIX)
+            else torch.randn(shape, generator=generator)
+            for text, shape in zip(texts, shapes, strict=True)
+        )
         inputs = tensors[0] if len(tensors) == 1 else tensors
-        described = " + ".join(_format_shape(s) for s in shapes)
+        described = " + ".join(
+            _format_shape(s) + (" token ids" if t.endswith(IDS_SUFFIX) else "")
+            for t, s in zip(texts, shapes, strict=True)
+        )
     try:
         layers, default = survey(model, inputs)
     except FeatvizError:
@@ -135,7 +160,7 @@ def _run_layers(args: argparse.Namespace, out: TextIO) -> int:
     except Exception as exc:
         raise CommandError(
             f"the forward pass of {type(model).__name__} on {described} raised {type(exc).__name__}: {exc}"
-            " (give the input it expects with --input-shape or --inputs)"
+            f" (give the input it expects with --input-shape, {IDS_SUFFIX} for token ids, or --inputs)"
         ) from exc
     chosen = set(default)
     rows = [["default", "name", "type", "output shape", "layout", "calls"]]

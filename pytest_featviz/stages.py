@@ -1,24 +1,24 @@
 """The default choice (``layers=None``): one shape-only forward pass, and the output of each stage.
 
-The default choice runs one shape-only forward pass (:func:`pytest_featviz.capture.trace`) and takes the *output of
-each stage*: for every spatial grid that an output takes in the network (H x W of an NCHW or NHWC map or of patch
-tokens, T x H x W of a video), the shallowest module producing it, the last one in forward order that does more than
-pass its input on (a dropout or identity after a stage's block is passed over for the block). For a ResNet that is
-``relu, layer1, layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. A grid
-that comes back after smaller ones (a U-Net's decoder) starts a new set of stages, so an encoder and its decoder are
-both chosen (``enc1, enc2, enc3, bottleneck, dec3, dec2, head``). Of a module that runs several times (RAFT's update
-block) only the last call counts; when the module chosen for it ran two or three times with one output shape (the
-shared encoder of a Siamese or triplet network, run once per input), every call is taken, so that each input's
-branch is compared. Grids of 1 x 1 are skipped when larger ones exist. When that gives fewer than four
-layers (isotropic networks such as ViT, dilated segmentation backbones, RAFT), it adds four evenly spaced blocks of
-the network's longest run of siblings with a spatial output (``encoder.layers.encoder_layer_0, _4, _7, _11`` for
-ViT-B/16): siblings of one class, the run that holds the most modules (twelve transformer layers before the dropouts
-inside one), then the shallower parent. At most eight layers are taken, spread evenly over the forward order.
-Without any spatial output (a text or sequence model, an MLP): when such a run is one of blocks (modules with
-submodules), four of its blocks and the module that ran last at the top (a GPT's ``h.0, h.4, h.7, h.11, lm_head``);
-else the shallowest modules that ran (the direct children of the model, unless only deeper ones ran), topped up by
-the run when they are fewer than four. The names chosen are canonical (:mod:`pytest_featviz.layers`), and an
-output's grid is the one its layout (:mod:`pytest_featviz.layout`) gives.
+The default choice runs one shape-only forward pass (:func:`pytest_featviz.capture.trace`) and takes the *output of each
+stage*: for every spatial grid that an output takes in the network (H x W of an NCHW or NHWC map or of patch tokens, T x
+H x W of a video), the shallowest module producing it, the last one in forward order that does more than pass its input
+on (a dropout or identity after a stage's block is passed over for the block). For a ResNet that is ``relu, layer1,
+layer2, layer3, layer4``; for a VGG the last ReLU before each pooling; for a Swin its stages. A grid that comes back
+after smaller ones (a U-Net's decoder) starts a new set of stages, so an encoder and its decoder are both chosen
+(``enc1, enc2, enc3, bottleneck, dec3, dec2, head``). Of a module that runs several times (RAFT's update block) only the
+last call counts; when the module chosen for it ran two or three times with one output shape and not in a loop (the
+shared encoder of a Siamese or triplet network, run once per input; a loop's call takes the previous call's output),
+every call is taken, so that each input's branch is compared. Grids of 1 x 1 are skipped when larger ones exist. When
+that gives fewer than four layers (isotropic networks such as ViT, dilated segmentation backbones, RAFT), it adds four
+evenly spaced blocks of the network's longest run of siblings with a spatial output (``encoder.layers.encoder_layer_0,
+_4, _7, _11`` for ViT-B/16): siblings of one class, the run that holds the most modules (twelve transformer layers
+before the dropouts inside one), then the shallower parent. At most eight layers are taken, spread evenly over the
+forward order. Without any spatial output (a text or sequence model, an MLP): when such a run is one of blocks (modules
+with submodules), four of its blocks and the module that ran last at the top (a GPT's ``h.0, h.4, h.7, h.11, lm_head``);
+else the shallowest modules that ran (the direct children of the model, unless only deeper ones ran), topped up by the
+run when they are fewer than four. The names chosen are canonical (:mod:`pytest_featviz.layers`), and an output's grid
+is the one its layout (:mod:`pytest_featviz.layout`) gives.
 
 The shape-only pass runs on a copy of the input's tensors, with the random number generators' state restored and
 the model's buffers and submodules put back afterwards, so a forward pass that normalizes its input in place, draws
@@ -224,8 +224,12 @@ def default_layers(
 
     traces = [t for t in traces if not is_wrapper_name(module_name(t))]
     shapes: dict[str, list[tuple[int, ...] | None]] = {}
+    chained: set[str] = set()  # modules run in a loop: a call took the previous call's output
     for item in traces:
         shapes.setdefault(module_name(item), []).append(item.shape)
+        if item.follows:
+            chained.add(module_name(item))
+    shapes = {name: ran for name, ran in shapes.items() if name not in chained}
     # Of a module that runs several times only the last call is eligible, and is taken alone (``block@11``) or, by
     # :func:`_every_call`, with its other calls (``block``).
     last_call = {module_name(t): t for t in traces}
@@ -280,8 +284,9 @@ def default_layers(
 def _every_call(names: list[str], shapes: Mapping[str, Sequence[tuple[int, ...] | None]]) -> list[str]:
     """``names`` with each last call ``block@k`` of a module that ran 2 to :data:`MAX_SHARED_CALLS` times with one
     output shape replaced by ``block``, which selects every call: a Siamese network's shared encoder runs once per
-    input, and its last call alone left a change to the first input unseen. A module that runs more often (RAFT's
-    twelve update steps) or at other shapes (an activation reused across stages) keeps its last call alone."""
+    input, and its last call alone left a change to the first input unseen. A module that runs more often, at other
+    shapes (an activation reused across stages) or in a loop (each call taking the previous call's output, as
+    RAFT's update steps do; left out of ``shapes``) keeps its last call alone."""
     chosen = []
     for name in names:
         module, _, call = name.rpartition("@")

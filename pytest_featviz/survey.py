@@ -27,7 +27,7 @@ def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
     """Every module of ``model`` with its calls (shape-only hooks, one forward pass), and the default choice."""
     import torch
 
-    from pytest_featviz.capture import LayerTrace, call_name, run_model
+    from pytest_featviz.capture import Follows, LayerTrace, call_name, run_model
     from pytest_featviz.layers import canonical_name, module_hints, module_index
     from pytest_featviz.layout import LayoutError, input_facts, plan, tensor_leaves
     from pytest_featviz.stages import default_layers
@@ -41,11 +41,12 @@ def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
     def make_hook(name: str) -> Callable[..., None]:
         layer = found[name]
         found_hints = module_hints(model, index, name, known)
+        follows = Follows()
 
         def hook(module: Any, args: Any, output: Any) -> None:
             leaves = list(tensor_leaves(output))
             shape = tuple(leaves[0][1].shape) if leaves else None
-            traces.append(LayerTrace(call_name(name, len(layer.shapes)), shape))
+            traces.append(LayerTrace(call_name(name, len(layer.shapes)), shape, follows(args, output)))
             layer.shapes.append(shape)
             try:
                 layer.layouts.append(plan(shape, found_hints, facts=facts).label if shape is not None else "")

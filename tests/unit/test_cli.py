@@ -13,6 +13,7 @@ import pytest
 from pytest_featviz.cli import COMMANDS, SIGPIPE_STATUS, main
 
 FACTORIES = """
+import pytest
 import torch
 from torch import nn
 
@@ -59,6 +60,29 @@ def not_a_model():
 
 def pair_inputs():
     return (torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4))
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.lstm = nn.LSTM(8, 6, batch_first=True)
+
+    def forward(self, ids):
+        return self.lstm(self.embed(ids))[0]
+
+
+def tagger():
+    return Tagger()
+
+
+@pytest.fixture
+def fixture_model():
+    return Seg()
+
+
+def skipping():
+    pytest.skip("needs a GPU")
 """
 
 
@@ -122,6 +146,12 @@ def test_layers_takes_several_inputs_or_an_input_function(factories: str, capsys
     assert status == 0 and lines[0] == "Pair on input featviz_cli_models:pair_inputs(): 1 of 1 modules ran"
 
 
+def test_layers_takes_token_ids_for_a_text_model(factories: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines, _ = run(["layers", f"{factories}:tagger", "--input-shape", "1,12:ids"], capsys)
+    assert status == 0 and lines[0] == "Tagger on input (1, 12) token ids: 2 of 2 modules ran"
+    assert row(lines, "lstm")[-3:] == ["6)", "token-image", "1"]
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize(
     ("args", "status", "message"),
@@ -134,6 +164,10 @@ def test_layers_takes_several_inputs_or_an_input_function(factories: str, capsys
         (["{m}:seg", "--input-shape", "1,3,x"], 2, "--input-shape must be comma-separated integers"),
         (["{m}:pair"], 2, "raised TypeError"),
         (["{m}:scripted"], 1, "TorchScript"),
+        (["{m}:fixture_model"], 2, "featviz_cli_models:fixture_model is a pytest fixture, which only pytest can call"),
+        (["{m}:skipping"], 2, "featviz_cli_models:skipping() raised Skipped: needs a GPU"),
+        (["{m}:seg", "--inputs", "{m}:skipping"], 2, "featviz_cli_models:skipping() raised Skipped: needs a GPU"),
+        (["{m}:tagger"], 2, "--input-shape, :ids for token ids, or --inputs"),
     ],
 )
 def test_layers_errors_say_what_went_wrong(
