@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pytest_featviz.fingerprint import UNKNOWN_INPUT, ParameterFingerprints, input_fingerprint
+from pytest_featviz.layout import LEAF_SEPARATOR
 from pytest_featviz.records import environment_words, tf32_in_effect
 
 # cuBLAS is deterministic only with one of these workspace settings, read by CUDA when it first creates a handle.
@@ -337,6 +338,20 @@ def environment_sentence(golden: Environment, current: Environment) -> str | Non
     return f"environment differs from the golden's: golden made on {golden.describe()}; running on {current.describe()}"
 
 
+def _by_module(names: Sequence[str]) -> str:
+    """``names`` of layers listed by module: the outputs of one module's tuple or dict (``m+0``, ``m+1+box``) share
+    its fingerprint, so they are named together under it, not each as if its own weights changed."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.split(LEAF_SEPARATOR, 1)[0], []).append(name)
+    return ", ".join(
+        repr(module)
+        if leaves == [module]
+        else f"{module!r} (weights are per module: its outputs {', '.join(repr(n) for n in leaves)})"
+        for module, leaves in groups.items()
+    )
+
+
 def provenance_sentences(
     golden: Provenance | None, current: Provenance, compared: bool = True, order: Sequence[str] = ()
 ) -> list[str]:
@@ -367,7 +382,7 @@ def provenance_sentences(
         position = {name.split("@")[0]: i for i, name in reversed(list(enumerate(order)))}
         changed.sort(key=lambda name: position.get(name, len(position)))  # stable: the rest keep their order
         where = (
-            f"; selected layer(s) with changed weights: {', '.join(repr(n) for n in changed)}"
+            f"; selected layer(s) with changed weights: {_by_module(changed)}"
             if changed
             else "; the selected layers' own weights are unchanged, so the change is in other layers or buffers"
         )

@@ -265,6 +265,18 @@ def test_layers_with_changed_weights_are_named_in_forward_order() -> None:
     assert line.endswith("selected layer(s) with changed weights: '0', '2'")
 
 
+def test_outputs_of_one_module_with_changed_weights_are_named_under_it() -> None:
+    """Only ``heads["box"]`` of a module ``m`` with a tuple output changed: the message named every output of ``m`` as
+    a layer with changed weights, as if each had its own."""
+    leaves = ("m+0", "m+1+box", "m+1+aux+0")
+    golden = _provenance(**dict.fromkeys(leaves, "a"), conv="c")
+    (line,) = provenance_sentences(golden, _provenance(model="m2", **dict.fromkeys(leaves, "b"), conv="c"))
+    assert line.endswith(
+        "selected layer(s) with changed weights: 'm' (weights are per module: its outputs 'm+0', 'm+1+box',"
+        " 'm+1+aux+0')"
+    )
+
+
 def test_sentences_when_the_weights_changed_name_the_layers() -> None:
     (line,) = provenance_sentences(_provenance(), _provenance(model="m2", **{"0": "a", "2": "c"}))
     assert "the model's weights or buffers changed since the golden was made (model fingerprint m1 -> m2)" in line
