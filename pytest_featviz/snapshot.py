@@ -11,8 +11,9 @@ the message of a drift.
 from __future__ import annotations
 
 import os
+import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,24 @@ SETTING_CHANGES = (
     "in the golden but not captured now",
     "selected now but not in the golden",
 )
+
+
+_CALL = re.compile(r"^(?P<module>.+)@\d+$")
+
+
+def _calls_note(name: str, current: Sequence[CurrentLayer], stored: SnapshotGolden) -> str:
+    """For a later call (``block@2``) of a module whose other calls are both captured and in the golden: how many
+    times it runs now and how many of its calls the golden holds (the module runs another number of times)."""
+    found = _CALL.match(name)
+    if found is None:
+        return ""
+    module = found["module"]
+
+    def calls(names: Iterable[str]) -> int:
+        return sum(1 for n in names if n == module or ((m := _CALL.match(n)) is not None and m["module"] == module))
+
+    now, held = calls(c.capture.name for c in current), calls(layer.name for layer in stored.layers)
+    return f": {module!r} ran {now} time(s), the golden holds {held} of its calls" if now and held else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +314,7 @@ def _check(
                     item.capture.shape,
                     None,
                     item.capture.channels,
-                    reason="selected now but not in the golden",
+                    reason="selected now but not in the golden" + _calls_note(item.capture.name, current, stored),
                 )
             )
             pictures.append(LayerEvidence(item.capture.name, None, None))
@@ -321,7 +340,11 @@ def _check(
     captured = {item.capture.name for item in current}
     for layer in stored.layers:
         if layer.name not in captured:
-            reason = "no longer in the model" if layer.name in gone else "in the golden but not captured now"
+            reason = (
+                "no longer in the model"
+                if layer.name in gone
+                else "in the golden but not captured now" + _calls_note(layer.name, current, stored)
+            )
             results.append(LayerResult(layer.name, GONE, None, layer.shape, layer.channels, reason=reason))
             pictures.append(LayerEvidence(layer.name, None, None))
     if settings.noise_floor or measure_noise:
@@ -368,7 +391,7 @@ def _check(
             0,
             "the drifted layers were not compared picture by picture: their selection, channels or normalization"
             " differ from the golden's (the test's layers=, channels= or normalize=, a marker or an option changed,"
-            " or the model no longer has a layer the golden holds)",
+            " the model no longer has a layer the golden holds, or runs a module another number of times)",
         )
     if keyed is not None:
         explanation.append(

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pytest_featviz.layers import resolve_layers
-from pytest_featviz.records import FeatvizError
+from pytest_featviz.records import FeatureDriftError, FeatvizError
 from unit import snapshotter
 
 
@@ -335,3 +335,37 @@ def test_a_golden_of_one_call_is_checked_on_that_call_alone(tmp_path: Path) -> N
         "act",
         "act@1",
     ]
+
+
+class Repeated(nn.Module):
+    """``shared`` runs ``times`` times, each time on a flipped input."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+        self.shared = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.times):
+            x = self.shared(x.flip(-1))
+        return x
+
+
+@pytest.mark.parametrize(
+    ("times", "line"),
+    [
+        (3, "  shared@2: selected now but not in the golden: 'shared' ran 3 time(s), the golden holds 2 of its calls"),
+        (1, "  shared@1: in the golden but not captured now: 'shared' ran 1 time(s), the golden holds 2 of its calls"),
+    ],
+)
+def test_a_module_that_runs_another_number_of_times_says_so(tmp_path: Path, times: int, line: str) -> None:
+    """The message blamed the test's layers=, channels= or an option for what the model's forward pass changed."""
+    torch.manual_seed(0)
+    model, inputs = Repeated(2), torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    snapshotter(tmp_path, update=True)(model, inputs, layers=["shared"])
+    model.times = times
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, inputs, layers=["shared"])
+    lines = str(caught.value).splitlines()
+    assert line in lines
+    assert any(text.endswith("or runs a module another number of times)") for text in lines)
