@@ -81,7 +81,10 @@ def diff_mosaic(
     level = float((1 << bit_depth) - 1)
     height, width = int(golden_tiles.shape[1]), int(golden_tiles.shape[2])
     scale = panel_scale((height, width))
-    panel_h, panel_w = height * scale, width * scale
+    # a strip (the 1 x L tile of a 1-D layer, a feature vector) is stretched to the height of its row's two label
+    # lines, which the row takes anyway: drawn at its scale it was a line one or two pixels high
+    tall = max(scale, math.ceil(2 * LINE / height))
+    panel_h, panel_w = height * tall, width * scale
     row_h = max(panel_h, 2 * LINE)
     shown, more = list(rows[:max_rows]), max(0, len(rows) - max_rows)
     canvas_w = LABEL_WIDTH + 3 * panel_w + 4 * GAP
@@ -106,7 +109,7 @@ def diff_mosaic(
         colour = (255, 110, 110) if failed else (150, 220, 150)
         draw.text((GAP, top + LINE), label, fill=colour, font=font)
         for column, panel in enumerate(panels):
-            big = np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)
+            big = np.repeat(np.repeat(panel, tall, axis=0), scale, axis=1)
             canvas.paste(Image.fromarray(big, mode="RGB"), (LABEL_WIDTH + GAP + column * (panel_w + GAP), top))
     if more:
         text = f"... and {more} more channel(s) not shown"

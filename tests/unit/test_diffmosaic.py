@@ -36,3 +36,15 @@ def test_diff_mosaic_caps_rows_and_counts_the_rest() -> None:
     assert image.shape[0] == 2 * LINE + GAP + 3 * (64 + GAP) + LINE + GAP
     footer = image[-LINE - GAP : -GAP]
     assert (footer != np.array(BACKGROUND, dtype=np.uint8)).any()  # the "... and 9 more" line is drawn
+
+
+def test_a_strip_of_a_1d_layer_is_drawn_as_tall_as_its_row() -> None:
+    """A Conv1d layer's 1 x 62 tile was drawn 2 pixels high: golden, current and difference could not be read."""
+    golden = np.arange(3 * 62, dtype=np.uint8).reshape(3, 1, 62)
+    current = golden[::-1].copy()
+    image = diff_mosaic("conv1", golden, current, [(0, 0, "SSIM 0.1000", True)])
+    assert panel_scale((1, 62)) == 2
+    top, left = 2 * LINE + GAP, LABEL_WIDTH + GAP
+    assert image.shape == (top + 2 * LINE + GAP + GAP, LABEL_WIDTH + 3 * 124 + 4 * GAP, 3)
+    golden_panel = image[top : top + 2 * LINE, left : left + 124, 0]
+    assert np.array_equal(golden_panel, np.kron(golden[0], np.ones((2 * LINE, 2), dtype=np.uint8)))
