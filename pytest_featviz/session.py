@@ -448,6 +448,14 @@ class SessionTracker:
                     f"{len(rewritten)} drifted golden snapshot(s) rewritten (review their pictures in the diff before"
                     f" committing): {_listed(sorted(map(display_path, rewritten)))}"
                 )
+            # environment-keyed goldens: a drift from the shared golden writes the device's own, new to git
+            beside = {r.update_dir for r in written if r.outcome == UPDATED and r.update_dir is not None}
+            if beside:
+                terminalreporter.write_line(
+                    f"{len(beside)} device golden snapshot(s) written where the shared one drifted, which is left as"
+                    " it was (review their pictures before committing):"
+                    f" {_listed(sorted(map(display_path, beside)))}"
+                )
         elif self.settings.create:
             kept = ""
             if counts[DRIFTED]:

@@ -316,6 +316,8 @@ def test_keyed_goldens_fall_back_to_the_shared_one_and_update_only_their_own(
             "1 snapshot(s) compared: 0 matched, 1 drifted (written as the device's own golden, the shared golden"
             " left as it was), 0 without a golden (created)",
             "goldens: 1 created, 0 updated, *",
+            "1 device golden snapshot(s) written where the shared one drifted, which is left as it was (review their"
+            " pictures before committing): golden/test_subject/test_a/0@cuda",
         ]
     )
     assert (root / KEYED / "snapshot.json").is_file()
