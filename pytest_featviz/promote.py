@@ -21,7 +21,16 @@ from typing import Any
 
 from pytest_featviz.records import UNREADABLE, display_path, printable
 from pytest_featviz.report import REPORT_JSON
-from pytest_featviz.reportcheck import ABSENT, Refused, current_render, inside, path_text, report_json, shown
+from pytest_featviz.reportcheck import (
+    ABSENT,
+    Refused,
+    current_render,
+    inside,
+    normalized,
+    path_text,
+    report_json,
+    shown,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +80,10 @@ def promote_report(
     confirms a golden directory outside the rootdir that the project's configuration does not name.
 
     A snapshot whose golden path leads out of the golden directory the report names (``run.golden_dir``, the rootdir
-    for a report that names none), whose current render lies outside the report directory, or whose entry is
-    damaged is refused, and so is one whose golden ``--featviz-update`` would not write over either (a newer format,
-    a Git LFS pointer); the others are promoted. Raises ``ValueError`` when the report as a whole cannot be used (not
+    for a report that names none), whose current render lies outside the report directory or would not read back as a
+    golden (:func:`~pytest_featviz.reportcheck.current_render`), or whose entry is damaged is refused, and so is one
+    whose golden ``--featviz-update`` would not write over either (a newer format, a Git LFS pointer); the others are
+    promoted. Raises ``ValueError`` when the report as a whole cannot be used (not
     JSON, no trusted root, a golden directory outside the rootdir that nothing local confirms), before anything is
     written.
     """
@@ -253,8 +263,8 @@ def _promote_root(report_dir: Path, data: dict[str, Any], root: Path | None) -> 
             raise Refused(f"{REPORT_JSON} does not say where its goldens are (an older report): pass --root")
         root = report_dir / path_text(recorded, "root", " (pass --root to say where the goldens are)")
     if not root.is_dir():  # a typo must not grow a golden tree of its own
-        raise Refused(f"the root {root} is not a directory")
-    return root
+        raise Refused(f"the root {display_path(root)} is not a directory")
+    return normalized(root)
 
 
 # pytest's configuration files, in the order it looks for them, with the section that makes them one
@@ -416,7 +426,8 @@ def _refuse_to_replace(directory: Path) -> str | None:
     from pytest_featviz.goldenwrite import refuse_unfetched
 
     refuse_unfetched(directory)
-    if not (directory / SIDECAR).is_file() and any(directory.glob("*.png")):
+    # only a missing sidecar: one that is a directory or a named pipe is refused below, in the words of a check
+    if not (directory / SIDECAR).exists() and any(directory.glob("*.png")):
         # Not a golden: what a report names is not trusted, and replacing the directory would drop its pictures.
         raise Refused(
             f"{display_path(directory)} holds pictures but no {SIDECAR}, so it is no golden promote replaces (if it is"

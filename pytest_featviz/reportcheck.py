@@ -1,14 +1,15 @@
 """A drift report read back for ``featviz promote``, which trusts none of it: ``report.json`` parsed, of a format this
 version reads, each value held to the type a report holds, each path it names relative and kept inside its directory
 once ``..`` and symbolic links are resolved, and a snapshot's current render (its sidecar and pictures) read from files
-inside the report directory. A value that fails raises :class:`Refused`, which says why.
+inside the report directory and checked as a golden is when it is read, so that what promote writes reads back. A
+value that fails raises :class:`Refused`, which says why.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 from pytest_featviz.records import display_path
@@ -62,51 +63,54 @@ def inside(base: Path, text: str, boundary: Path, what: str, where: str) -> Path
         raise Refused(f"{what}: cannot resolve {display_path(path)} ({exc})") from exc
     if real == real_bound or not real.is_relative_to(real_bound):
         raise Refused(f"{what} leads out of {where} through a symbolic link (to {real})")
-    return path
+    return normalized(path)
 
 
 def current_render(report_dir: Path, text: str) -> tuple[str, dict[str, bytes]]:
     """A snapshot's current render in the report: its sidecar text and its pictures by file name, each read from
-    a file inside the report directory."""
+    a file inside the report directory and checked as a golden is when it is read (the sidecar's format and every
+    value in it, each picture against the hash and geometry its sidecar records), so that what promote writes reads
+    back as a golden. A byte-order mark before the sidecar's UTF-8 is accepted (and not kept), as for a golden."""
+    from pytest_featviz.golden import SIDECAR, GoldenError, read_sidecar
+    from pytest_featviz.goldenpicture import read_layer
+
     current = inside(report_dir, text, report_dir, f"current {text!r}", f"the report directory {report_dir}")
-    where = display_path(current / "snapshot.json")
-    data = _report_file(report_dir, current / "snapshot.json")
     try:
-        sidecar = data.decode("utf-8")
-        layers = json.loads(sidecar)["layers"]
-    except UnicodeDecodeError as exc:
-        raise Refused(f"{where} is not UTF-8 text") from exc
-    except (ValueError, RecursionError) as exc:
-        raise Refused(f"{where} is not valid JSON") from exc
-    except (KeyError, TypeError) as exc:
-        raise Refused(f"{where} is not a snapshot's sidecar (no list of layers)") from exc
-    if not isinstance(layers, list):
-        raise Refused(f"{where} is not a snapshot's sidecar (no list of layers)")
-    files = [_layer_file(layer, f"{where}, layer {number}") for number, layer in enumerate(layers)]
-    return sidecar, {file: _report_file(report_dir, current / file) for file in files}
+        _report_file(report_dir, current / SIDECAR)
+        golden = read_sidecar(current)
+        if golden is None:  # gone since it was found
+            raise Refused(f"{display_path(current / SIDECAR)} is missing from the report")
+        pictures: dict[str, bytes] = {}
+        for layer in golden.layers:  # a plain picture file name of its directory (read_sidecar checked)
+            real = _report_file(report_dir, current / layer.file)
+            read_layer(current, layer, golden.bit_depth)
+            pictures[layer.file] = real.read_bytes()
+    except GoldenError as exc:
+        raise Refused(f"its current render would not read back as a golden: {exc}") from exc
+    return golden.source, pictures
 
 
-def _layer_file(layer: object, where: str) -> str:
-    """The file name of a layer in a current render's sidecar: a plain ``.png`` name, as a sidecar writes them."""
-    file = path_text(layer.get("file", ABSENT) if isinstance(layer, dict) else ABSENT, f"{where}: file")
-    plain = file == PurePosixPath(file).name == PureWindowsPath(file).name
-    if not plain or file.startswith(".") or not file.endswith(".png"):
-        raise Refused(f"{where} names a layer file {file!r} that is not a plain .png name in its directory")
-    return file
-
-
-def _report_file(report_dir: Path, path: Path) -> bytes:
-    """The bytes of ``path``, a file of the report's, when it lies inside the report directory once symbolic links
-    are resolved."""
+def _report_file(report_dir: Path, path: Path) -> Path:
+    """Where the file of the report at ``path`` lies once symbolic links are resolved, when that is inside the report
+    directory and something is there (read as a golden's file is: anything but a regular file is refused there)."""
     try:
         real, real_report = path.resolve(), report_dir.resolve()
     except (OSError, RuntimeError) as exc:
         raise Refused(f"cannot resolve {display_path(path)} ({exc})") from exc
     if not real.is_relative_to(real_report) or real == real_report:
         raise Refused(f"{display_path(path)} leads out of the report directory {report_dir} (to {real})")
-    if not real.is_file():
-        raise Refused(f"{display_path(path)} is missing from the report (or is not a file)")
-    return real.read_bytes()
+    if not real.exists():
+        raise Refused(f"{display_path(path)} is missing from the report")
+    return real
+
+
+def normalized(path: Path) -> Path:
+    """``path`` as messages show it (:func:`~pytest_featviz.records.display_path`: relative to the working directory,
+    ``..`` collapsed) when that names the same place, so that what the golden reader and writer say about it reads as
+    promote's own lines do (``golden/t/test_net/0``, not ``featviz-report/../golden/t/test_net/0``); ``path`` itself
+    when a symbolic link makes the two differ (``featviz-report`` a link to another folder)."""
+    shown = Path(display_path(path))
+    return shown if os.path.realpath(shown) == os.path.realpath(path) else path
 
 
 def path_text(value: object, what: str, hint: str = "") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -546,6 +547,131 @@ def test_a_current_render_outside_the_report_directory_is_not_read(
     assert reason in output
 
 
+def _current(report_dir: Path, test: str = "test_net") -> Path:
+    return report_dir / "snapshots" / "test_models" / test / "0" / "current"
+
+
+def _listed_twice(text: str) -> str:
+    data = json.loads(text)
+    data["layers"].append(data["layers"][0])
+    return json.dumps(data)
+
+
+def _wrong_sha256(text: str) -> str:
+    data = json.loads(text)
+    data["layers"][0]["sha256"] = "0" * 64
+    return json.dumps(data)
+
+
+# A current render whose sidecar a golden's read refuses: promote wrote it over the sound golden ("promoted", status
+# 0), which every later check then refused, and which --featviz-update would not write over either (format 2).
+RENDERS_NO_GOLDEN_READS = {
+    "format 2": (
+        lambda text: text.replace('"format": 1', '"format": 2'),
+        "sidecar {current}/snapshot.json has format 2, newer than this pytest-featviz reads (1); upgrade"
+        " pytest-featviz",
+    ),
+    "wrong sha256": (
+        _wrong_sha256,
+        "picture {current}/0.png does not match its sidecar (edited, damaged or half-merged); re-create it with"
+        " --featviz-update",
+    ),
+    "layer listed twice": (_listed_twice, "sidecar {current}/snapshot.json is malformed (layer '0': listed twice)"),
+    "lone surrogate in test.file": (
+        lambda text: text.replace('"test": {"file": "', '"test": {"file": "\\udc80', 1),
+        "sidecar {current}/snapshot.json is malformed (test.file holds a lone UTF-16 surrogate: no text)",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(RENDERS_NO_GOLDEN_READS))
+def test_a_current_render_that_would_not_read_back_as_a_golden_is_refused(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    golden = featviz_pytester.path / "golden" / "test_models"
+    before = _files(golden)
+    sidecar = _current(report_dir) / "snapshot.json"
+    change, reason = RENDERS_NO_GOLDEN_READS[damage]
+    damaged = change(sidecar.read_text(encoding="utf-8"))
+    assert damaged != sidecar.read_text(encoding="utf-8")
+    sidecar.write_text(damaged, encoding="utf-8")
+    status, output = _promote()
+    _refused_one_promoted_other(status, output, golden, before)
+    current = "featviz-report/snapshots/test_models/test_net/0/current"
+    assert (
+        f"refused snapshots[0] ({NET!r}, snapshot '0'): its current render would not read back as a golden: golden"
+        f" {reason.format(current=current)}\n"
+    ) in output
+    # the golden kept is the sound one the run compared with: a check of the old code still passes
+    monkeypatch.delenv("FEATVIZ_TEST_DRIFT")
+    featviz_pytester.runpytest("-k", "test_net and not test_net2").assert_outcomes(passed=1)
+
+
+def test_a_current_render_sidecar_in_utf8_with_a_byte_order_mark_is_promoted_as_a_golden_reads_it(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # re-saved by Windows Notepad: a golden with a BOM reads, but promote refused its render as "not valid JSON"
+    report_dir = _drifted(featviz_pytester, monkeypatch)
+    golden = featviz_pytester.path / "golden" / "test_models"
+    before = _files(golden)
+    sidecar = _current(report_dir) / "snapshot.json"
+    text = sidecar.read_text(encoding="utf-8")
+    # UTF-16 (PowerShell's >): refused with the hint a golden gets
+    sidecar.write_bytes(text.encode("utf-16"))
+    status, output = _promote()
+    _refused_one_promoted_other(status, output, golden, before)
+    assert (
+        "golden sidecar featviz-report/snapshots/test_models/test_net/0/current/snapshot.json is not UTF-8: it is"
+        " UTF-16, as Windows PowerShell's > and Out-File save text; save it as UTF-8"
+    ) in output
+    sidecar.write_bytes(text.encode("utf-8-sig"))
+    status, output = _promote("-k", NET)
+    assert status == 0, output
+    assert output.startswith("promoted golden/test_models/test_net/0\n"), output
+    assert (golden / "test_net" / "0" / "snapshot.json").read_bytes() == text.encode("utf-8")  # as the writer does
+    featviz_pytester.runpytest().assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize("golden_sidecar", ["directory", "named pipe", "newer format"])
+@pytest.mark.parametrize("where", [".", "sub"])
+def test_a_golden_promote_will_not_replace_is_named_as_a_check_names_it(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, golden_sidecar: str, where: str
+) -> None:
+    # a sidecar that is a directory or a named pipe was "holds pictures but no snapshot.json" (the check: "is a
+    # directory"), and the paths read "featviz-report/../golden/...", not the cwd-relative ones of promote's lines
+    _drifted(featviz_pytester, monkeypatch)
+    golden = featviz_pytester.path / "golden" / "test_models"
+    sidecar = golden / "test_net" / "0" / "snapshot.json"
+    if golden_sidecar == "newer format":
+        sidecar.write_text(sidecar.read_text().replace('"format": 1', '"format": 7'))
+        reason = "has format 7, newer than this pytest-featviz reads (1); upgrade pytest-featviz"
+    else:
+        sidecar.unlink()
+        if golden_sidecar == "directory":
+            sidecar.mkdir()
+        else:
+            os.mkfifo(sidecar)
+        kind = "a directory" if golden_sidecar == "directory" else "a named pipe (FIFO)"
+        reason = f"is {kind}, not a regular file, so pytest-featviz does not read it"
+    before = _files(golden)
+    monkeypatch.chdir(featviz_pytester.mkdir(where) if where != "." else featviz_pytester.path)
+    up = "../" if where != "." else ""
+    status, output = _promote(f"{up}featviz-report")
+    assert status == 1, output
+    assert (
+        f"refused snapshots[0] ({NET!r}, snapshot '0'): golden sidecar {up}golden/test_models/test_net/0/snapshot.json"
+        f" {reason}"
+    ) in output
+    assert f"promoted {up}golden/test_models/test_net2/0" in output
+    assert "/../" not in output
+    assert _files(golden / "test_net") == {k[len("test_net/") :]: v for k, v in before.items() if "net/" in k}
+    if golden_sidecar != "newer format":  # the check says the same
+        monkeypatch.chdir(featviz_pytester.path)
+        checked = featviz_pytester.runpytest("-k", "test_net and not test_net2")
+        checked.stdout.fnmatch_lines([f"*golden sidecar *golden/test_models/test_net/0/snapshot.json {reason}*"])
+
+
 # Entries of report.json (or of a current render's sidecar) with a value of the wrong type, a missing key, a NUL byte,
 # a lone surrogate: each refuses its snapshot with a message, never a traceback.
 DAMAGED_ENTRIES: list[tuple[dict[str, object], str]] = [
@@ -559,15 +685,17 @@ DAMAGED_ENTRIES: list[tuple[dict[str, object], str]] = [
     ({"current": DELETE}, "current is missing"),
     ({"current": "snapshots/nowhere"}, "snapshots/nowhere/snapshot.json is missing from the report"),
 ]
+# a layer file the golden reader refuses, in its words (a file promote would read or write outside the render)
+NOT_WRITTEN = "is not a picture file name pytest-featviz writes"
 DAMAGED_LAYER_FILES: list[tuple[object, str]] = [
-    ("../../../../../golden/test_models/test_net2/0/0.png", "is not a plain .png name"),
-    ("sub/0.png", "is not a plain .png name"),
-    ("..\\0.png", "is not a plain .png name"),
-    (".0.png", "is not a plain .png name"),
-    ("snapshot.json", "is not a plain .png name"),
-    (7, "file is a number (7), not a path"),
-    ("0.png\x00", "holds a NUL byte"),
-    ("\udc800.png", "holds a lone surrogate"),
+    ("../../../../../golden/test_models/test_net2/0/0.png", "names a layer file outside its directory"),
+    ("sub/0.png", "names a layer file by a path, not by its file name: 'sub/0.png'"),
+    ("..\\0.png", "names a layer file outside its directory"),
+    (".0.png", "names a hidden layer file, which pytest-featviz never writes: '.0.png'"),
+    ("snapshot.json", f"file 'snapshot.json' {NOT_WRITTEN}"),
+    (7, "is malformed (layer '0': file 7 is not a string)"),
+    ("0.png\x00", f"file '0.png\\x00' {NOT_WRITTEN}"),
+    ("\udc800.png", f"file '\\udc800.png' {NOT_WRITTEN}"),
 ]
 
 
@@ -591,7 +719,7 @@ def test_a_damaged_entry_refuses_its_snapshot_alone_with_a_message(
         sidecar.write_text(json.dumps(data), encoding="utf-8")
         assert reason in _check_damaged(report_dir, golden, NET), file
         sidecar.write_bytes(saved_sidecar)
-    for text, reason in [("[", "is not valid JSON"), ('{"layers": 3}', "is not a snapshot's sidecar")]:
+    for text, reason in [("[", "is not valid JSON"), ('{"layers": 3}', "snapshot.json has no format version")]:
         sidecar.write_text(text, encoding="utf-8")
         assert reason in _check_damaged(report_dir, golden, NET), text
     sidecar.write_bytes(saved_sidecar)
