@@ -388,7 +388,9 @@ def _unreadable(path: Path, exc: OSError) -> GoldenError:
 
 def _not_utf8(path: Path, raw: bytes, exc: ValueError) -> GoldenError:
     """The error of a sidecar that is not UTF-8 (as the writer writes it): re-saved by an editor or a shell."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\0" in raw[:4]:
+    if raw.startswith((b"\xff\xfe\0\0", b"\0\0\xfe\xff")) or b"\0\0\0" in raw[:4]:  # three NULs per ASCII character
+        found = "it is UTF-32"
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\0" in raw[:4]:
         found = "it is UTF-16, as Windows PowerShell's > and Out-File save text"
     else:
         offset = exc.start if isinstance(exc, UnicodeDecodeError) else 0

@@ -741,12 +741,14 @@ def test_two_layers_of_one_name_or_one_picture_are_malformed(snap: Path, second:
     [
         (lambda text: text.encode("utf-16"), "is not UTF-8: it is UTF-16, as Windows PowerShell's > and Out-File save"),
         (lambda text: text.encode("utf-16-le"), "is not UTF-8: it is UTF-16"),
+        (lambda text: text.encode("utf-32"), "is not UTF-8: it is UTF-32;"),
+        (lambda text: text.encode("utf-32-be"), "is not UTF-8: it is UTF-32;"),
         (
             lambda text: text.replace('"minmax"', '"minmax", "note": "caf\xe9"').encode("latin-1"),
             r"is not UTF-8: byte 0xe9 at offset 54 \(Latin-1 or another legacy encoding\?\)",
         ),
     ],
-    ids=["utf-16", "utf-16-without-bom", "latin-1-byte"],
+    ids=["utf-16", "utf-16-without-bom", "utf-32", "utf-32-big-endian-without-bom", "latin-1-byte"],
 )
 def test_a_sidecar_saved_in_another_encoding_is_a_damaged_golden_that_says_so(
     snap: Path, encode: Any, message: str
