@@ -24,6 +24,7 @@ from pytest_featviz.records import (
     MATCHED,
     MISSING,
     UNREADABLE,
+    UPDATED,
     SnapshotResult,
     display_path,
     printable,
@@ -101,7 +102,7 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
             f"<td>{_e(layer['reason'] or _noise_note(layer))}</td></tr>"
         )
         for kind in ("mosaic", "current"):
-            if layer[kind] and (kind == "mosaic" or snapshot["outcome"] == MISSING):
+            if layer[kind] and (kind == "mosaic" or _current_shown(snapshot["outcome"], layer["mosaic"] is not None)):
                 caption = f"{'diff' if kind == 'mosaic' else 'current render'}: layer {layer['layer']}"
                 figures.append(
                     f'<figure class="{kind}"><a href="{_src(layer[kind])}"><img src="{_src(layer[kind])}"'
@@ -113,6 +114,9 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
         if snapshot["current"]
         else ""
     )
+    if snapshot["outcome"] in (CREATED, UPDATED):  # nothing to promote: this run wrote its golden
+        written = snapshot.get("update_dir") or snapshot["golden_dir"]
+        current = f'<p class="current">{_e(snapshot["outcome"])} by this run: golden <code>{_e(written)}/</code></p>'
     return (
         f'<div class="snapshot {_e(snapshot["outcome"])}"><h3>snapshot {_e(snapshot["snapshot"])}'
         f' <span class="outcome">{_e(_outcome(snapshot))}</span></h3>'
@@ -121,6 +125,13 @@ def _snapshot_html(snapshot: dict[str, Any]) -> str:
         f'<tbody>{"".join(rows)}</tbody></table>{current}<div class="figures">{"".join(figures)}</div>'
         f"<details><summary>message</summary><pre>{_e(snapshot['message'])}</pre></details></div>"
     )
+
+
+def _current_shown(outcome: str, mosaic: bool) -> bool:
+    """Whether a layer's current picture is shown (page, pytest-html): where there is nothing it was compared with, a
+    missing or created snapshot's, and an updated one's layer without a diff mosaic (new, reshaped, or its golden
+    picture damaged); a drifted snapshot's current render is linked whole, for promote."""
+    return outcome in (MISSING, CREATED) or (outcome == UPDATED and not mosaic)
 
 
 def _outcome(snapshot: Mapping[str, Any]) -> str:
@@ -133,7 +144,7 @@ def _outcome(snapshot: Mapping[str, Any]) -> str:
 
 def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
     outcomes = {snapshot["outcome"] for snapshot in snapshots}
-    return next((o for o in (DRIFTED, UNREADABLE, MISSING) if o in outcomes), MATCHED)
+    return next((o for o in (DRIFTED, UNREADABLE, MISSING, UPDATED, CREATED) if o in outcomes), MATCHED)
 
 
 def render_index(data: dict[str, Any]) -> str:
@@ -149,6 +160,9 @@ def render_index(data: dict[str, Any]) -> str:
         for test_id, snapshots in tests.items()
     ]
     summary = checked_line(data["summary"])
+    written = [f"{data['summary'][o]} {o}" for o in (CREATED, UPDATED) if data["summary"].get(o)]
+    if written:  # --featviz-create, --featviz-update
+        summary += ", " + ", ".join(written)
     if data.get("run"):
         summary += ". " + run_line(data["run"])
     unchecked = data.get("unchecked") or []
@@ -307,13 +321,17 @@ def attachment_lines(results: Iterable[SnapshotResult]) -> str:
 
 
 def html_extras(results: Iterable[SnapshotResult]) -> list[Any]:
-    """pytest-html extras: the diff mosaics (and current renders of missing snapshots) as inline PNGs."""
+    """pytest-html extras: the diff mosaics (and the current pictures of missing and created snapshots, and of an
+    updated one's layers without a mosaic) as inline PNGs."""
     from pytest_html import extras
 
     found = []
     for result in results:
         for role, path in sorted(result.artifacts.items()):
-            if role.startswith("mosaic:") or (role.startswith("current:") and result.outcome == MISSING):
+            shown = role.startswith("current:") and _current_shown(
+                result.outcome, f"mosaic:{role.removeprefix('current:')}" in result.artifacts
+            )
+            if role.startswith("mosaic:") or shown:
                 content = base64.b64encode(Path(path).read_bytes()).decode("ascii")
                 found.append(extras.png(content, name=f"featviz {result.name} {role}"))
     return found

@@ -26,12 +26,13 @@ from pytest_featviz.diffmosaic import channel_label, diff_mosaic, encode_rgb
 from pytest_featviz.manifest import only_ours, refuse_foreign, remove_listed, write_ours, write_recorded
 from pytest_featviz.outputs import render_index
 from pytest_featviz.records import (
+    CREATED,
     DRIFTED,
     FAILING,
-    MATCHED,
     MISSING,
     OUTCOMES,
     UNREADABLE,
+    UPDATED,
     Evidence,
     SnapshotResult,
     display_path,
@@ -52,17 +53,21 @@ CURRENT = "current"
 
 def wanted(result: SnapshotResult, report_all: bool) -> bool:
     """Whether ``result`` is in the report: drifted, missing and unreadable snapshots (the last with no files of their
-    own), and every checked one with ``--featviz-report-all``."""
-    return result.outcome in FAILING or (report_all and result.outcome == MATCHED)
+    own), and with ``--featviz-report-all`` every snapshot checked: the matched ones, and those this run created or
+    updated (``--featviz-create``, ``--featviz-update``), whose new goldens are the ones to review."""
+    return report_all or result.outcome in FAILING
 
 
 class Reporter:
     """The ``reporter`` of :class:`~pytest_featviz.fixture.FeatureSnapshot`: ``Evidence -> SnapshotResult``.
 
     Writes the diff mosaic of each drifted layer and the current render of a drifted or missing snapshot into
-    ``<report_dir>/snapshots/<the snapshot's path below the golden directory>/``. ``run``: for a run of a repeating
-    plugin (``test_a[2-3]``, whose goldens are ``test_a``'s), the test's name in the golden path and the run's own
-    name, which takes its place in the report path, so that each run's evidence stays its own.
+    ``<report_dir>/snapshots/<the snapshot's path below the golden directory>/``; with ``report_all`` also those of
+    a snapshot this run updated (the golden it replaced against the current render) and the current pictures of one
+    it created or updated, without the sidecar that promote would write (the golden directory holds them already).
+    ``run``: for a run of a repeating plugin (``test_a[2-3]``, whose goldens are ``test_a``'s), the test's name in
+    the golden path and the run's own name, which takes its place in the report path, so that each run's evidence
+    stays its own.
     """
 
     def __init__(
@@ -178,14 +183,17 @@ class Reporter:
             path = target / f"diff-{sanitize_name(layer.name)}.png"
             write_atomic(path, encode_rgb(image))
             artifacts[f"mosaic:{layer.name}"] = str(path)
-        if result.outcome in (DRIFTED, MISSING):
+        if result.outcome in (DRIFTED, MISSING, CREATED, UPDATED):
             sidecar, files = evidence.fresh()
             names = {entry["file"]: entry["name"] for entry in json.loads(sidecar)["layers"]}
             for file, data in sorted(files.items()):
                 write_atomic(target / CURRENT / file, data)
                 artifacts[f"current:{names.get(file, file)}"] = str(target / CURRENT / file)
-            write_atomic(target / CURRENT / "snapshot.json", sidecar.encode("utf-8"))
-            artifacts[CURRENT] = str(target / CURRENT / "snapshot.json")
+            # A created or updated snapshot's golden is written already: no sidecar, so nothing for promote to take
+            # (it promotes the entries with a current render; this one would only write its golden again).
+            if result.outcome in (DRIFTED, MISSING):
+                write_atomic(target / CURRENT / "snapshot.json", sidecar.encode("utf-8"))
+                artifacts[CURRENT] = str(target / CURRENT / "snapshot.json")
         return artifacts
 
 
@@ -208,9 +216,10 @@ def _number(value: float) -> float | None:
 
 
 def _severity(result: SnapshotResult) -> tuple[int, float, int, str, str]:
-    """Sort key, most severe first: drifted before unreadable before missing before the rest, then by lowest SSIM (a
-    layer that could not be compared counts as SSIM -1), then by the number of drifted layers."""
-    rank = {DRIFTED: 0, UNREADABLE: 1, MISSING: 2}.get(result.outcome, 3)
+    """Sort key, most severe first: drifted before unreadable before missing before updated before created before
+    matched, then by lowest SSIM (a layer that could not be compared counts as SSIM -1), then by the number of drifted
+    layers."""
+    rank = {DRIFTED: 0, UNREADABLE: 1, MISSING: 2, UPDATED: 3, CREATED: 4}.get(result.outcome, 5)
     lowest = min((layer.min_ssim if layer.ssim else -1.0 for layer in result.drifted_layers), default=1.0)
     if result.outcome == MISSING:
         lowest = 1.0

@@ -1,4 +1,6 @@
-"""Stale goldens: snapshots that no executed test used, found at session end, reported and (on request) pruned.
+"""Stale goldens: snapshots that no executed test used, found at session end, reported and (on request) pruned;
+those that a ``git mv`` pairs with a renamed or moved test's missing goldens (:func:`renames`) are offered as that
+move, and kept by a prune.
 
 A golden snapshot is stale when its test file ran completely (every collected test of it ran its body, or was
 skipped or failed in setup, and reached its teardown, which never happens under ``--setup-only`` or
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +104,8 @@ class StaleGoldens:
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
         self.used: set[str] = set()  # golden snapshot directories a record names
         self.missing: list[Path] = []  # golden snapshot directories of missing goldens: where a renamed test looks
-        self.moves: list[str] = []  # the git mv commands the stale section gave (renamed), once it was printed
+        self.moves: list[str] = []  # the git mv commands the stale section gives (renames), once stale was judged
+        self.kept_moves: list[Path] = []  # stale snapshots prune left in place: a move pairs them with missing ones
         self.stale: list[Path] = []
         self.pruned: list[Path] = []
         self.prune_errors: list[str] = []
@@ -224,9 +228,16 @@ class StaleGoldens:
         if not self.golden_root.is_dir() or not self.judged or exitstatus == pytest.ExitCode.INTERRUPTED:
             return
         self.stale = self.find_stale() + self.find_orphans()
+        # before anything is deleted: a renamed test's goldens, created anew and pruned, would be re-made from the
+        # code as it is now and never compared with the old ones; prune keeps what a move pairs with a missing golden
+        moves = renames(self.stale, self.missing) if self.stale else []
+        self.moves = [move.command for move in moves]
         if self.prune:
+            moved = {_key(snapshot) for move in moves for snapshot in move.snapshots}
+            self.kept_moves = [directory for directory in self.stale if _key(directory) in moved]
             for directory in self.stale:
-                self._delete(directory)
+                if _key(directory) not in moved:
+                    self._delete(directory)
 
     def complete_files(self) -> dict[str, dict[str, list[str]]]:
         """Test files that ran completely: file -> test name -> node ids.
@@ -357,7 +368,7 @@ class StaleGoldens:
         if self.prune:
             terminalreporter.write_line(
                 f"{len(self.pruned)} stale golden snapshot(s) deleted, no executed test used them"
-                f" ({self.files_checked_text()} checked):"
+                f" ({self.files_checked_text()} checked)" + (":" if shown else "")
             )
         else:
             terminalreporter.write_line(
@@ -372,26 +383,47 @@ class StaleGoldens:
             terminalreporter.write_line(f"could not delete {error}")
         for kept in self.kept_files:
             terminalreporter.write_line(f"left the directory for files pytest-featviz did not write: {kept}")
-        if not self.prune:
-            from pytest_featviz.prunecommand import prune_command
-
-            moves = self.moves = renamed(self.stale, self.missing)
-            if moves:  # created anew, the goldens of a renamed test would never be compared with its old ones
+        if self.moves:  # created anew, the goldens of a renamed test would never be compared with its old ones
+            if self.prune:
+                terminalreporter.write_line(
+                    f"{len(self.kept_moves)} stale golden snapshot(s) kept: they look like the goldens of a renamed"
+                    " or moved test whose goldens are now missing; move them rather than create new ones, so that"
+                    " they are compared (then run again):"
+                )
+            else:
                 terminalreporter.write_line(
                     "some look like the goldens of a renamed or moved test whose goldens are now missing: move them"
                     " rather than create new ones, so that they are compared (then run again):"
                 )
-                for command in moves[:LISTED]:
-                    terminalreporter.write_line(f"  {command}")
+            for command in self.moves[:LISTED]:
+                terminalreporter.write_line(f"  {command}")
+            if len(self.moves) > LISTED:
+                terminalreporter.write_line(f"  ... and {len(self.moves) - LISTED} more")
+        if not self.prune:
+            from pytest_featviz.prunecommand import prune_command
+
             terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options())}")
+            if self.moves:
+                terminalreporter.write_line(
+                    "  (it keeps the ones the git mv above moves, and deletes the others: move them first, then run"
+                    " again)"
+                )
 
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
         return f"{self.files_checked} test file(s) that ran completely{gone}"
 
 
-def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
-    """The commands that move stale goldens to where a renamed or moved test now looks for its missing ones.
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A ``git mv`` that :func:`renames` gives, and the stale snapshots it moves (which prune keeps)."""
+
+    command: str
+    snapshots: tuple[Path, ...]
+
+
+def renames(stale: Sequence[Path], missing: Sequence[Path]) -> list[Move]:
+    """The moves of stale goldens to where a renamed or moved test now looks for its missing ones.
 
     A missing snapshot and a stale one match when their snapshot names agree and so do their tests' names (the test
     file was renamed or moved) or their test files (the test was renamed); where several match, the one with the
@@ -415,8 +447,8 @@ def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
         Path(next(iter(olds))): Path(new) for new, olds in pairs.items() if len(olds) == 1 and claimed.count(*olds) == 1
     }
 
-    def count(folder: Path) -> int:
-        return sum(_key(snapshot).startswith(_key(folder) + os.sep) for snapshot in found.values())
+    def under(folder: Path) -> tuple[Path, ...]:
+        return tuple(s for s in found.values() if _key(s).startswith(_key(folder) + os.sep))
 
     files: dict[tuple[Path, Path], int] = {}  # (old file folder, new one that does not exist) -> test folders moved
     for old, new in moves.items():
@@ -428,16 +460,16 @@ def renamed(stale: Sequence[Path], missing: Sequence[Path]) -> list[str]:
     whole = {
         pair for pair, moved in files.items() if moved == len(subdirectories(pair[0])) and targets.count(pair[1]) == 1
     }
-    commands = [(count(old), _move(old, new, make=not new.parent.is_dir())) for old, new in whole]
+    commands = [Move(_move(old, new, make=not new.parent.is_dir()), under(old)) for old, new in whole]
     for old, new in moves.items():
         if (old.parent, new.parent) in whole:
             continue
         if new.exists():  # the test has goldens there already: the matching snapshots move into it
             snapshots = [s for s in found.values() if _key(s.parent) == _key(old) and not (new / s.name).exists()]
-            commands += [(1, _move(snapshot, new / snapshot.name)) for snapshot in snapshots]
+            commands += [Move(_move(snapshot, new / snapshot.name), (snapshot,)) for snapshot in snapshots]
         else:
-            commands.append((count(old), _move(old, new, make=not new.parent.is_dir())))
-    return [command for _, command in sorted(commands, key=lambda item: (-item[0], item[1]))]
+            commands.append(Move(_move(old, new, make=not new.parent.is_dir()), under(old)))
+    return sorted(commands, key=lambda move: (-len(move.snapshots), move.command))
 
 
 def _parameters(folder: str) -> str:

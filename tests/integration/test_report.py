@@ -97,6 +97,78 @@ def test_report_all_covers_matching_snapshots(drifted: pytest.Pytester) -> None:
     assert (drifted.path / "featviz-report/snapshots/test_models/test_stable/0").is_dir()
 
 
+def test_report_all_covers_the_snapshots_an_update_rewrote_with_their_mosaics_but_nothing_to_promote(
+    drifted: pytest.Pytester,
+) -> None:
+    """--featviz-update --featviz-report-all counted the rewritten snapshots in the summary and left them out of the
+    report: the ones the update tells you to review were the ones you could not see."""
+    from pytest_featviz.cli import main
+
+    result = drifted.runpytest("--featviz-update", "--featviz-report-all", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["report: featviz-report/index.html"])
+    root = drifted.path / "featviz-report"
+    data = json.loads((root / "report.json").read_text())
+    assert (data["summary"]["updated"], data["summary"]["matched"]) == (2, 1)
+    assert [(s["test_id"], s["outcome"]) for s in data["snapshots"]] == [
+        ("test_models.py::test_net[a<b>&c]", "updated"),
+        ("test_models.py::test_net[plain]", "updated"),
+        ("test_models.py::test_stable", "matched"),
+    ]
+    entry = data["snapshots"][1]
+    folder = "snapshots/test_models/test_net[plain]/0"
+    # the golden it replaced against the current render, and the current pictures; no render to promote
+    assert entry["first_drifted"] == "2" and entry["current"] is None
+    layers = {layer["layer"]: layer for layer in entry["layers"]}
+    assert layers["2"]["mosaic"] == f"{folder}/diff-2.png" and layers["2"]["current"] == f"{folder}/current/2.png"
+    with Image.open(root / folder / "diff-2.png") as image:  # as for a drift: the two drifted channels
+        assert image.size == (336, 32 + 2 * 74 + 4)
+    assert sorted(p.name for p in (root / folder / "current").iterdir()) == ["0.png", "2.png"]
+    page = (root / "index.html").read_text()
+    assert f'<img src="{folder.replace("[", "%5B").replace("]", "%5D")}/diff-2.png"' in page
+    assert "updated by this run: golden <code>golden/test_models/test_net[plain]/0/</code>" in page
+    assert "3 snapshot(s) checked: 1 matched, 0 drifted" in page and ", 2 updated" in page
+    case = ET.parse(drifted.path / "junit.xml").find(".//testcase[@name='test_net[plain]']")
+    assert case is not None
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert properties["featviz:0:outcome"] == "updated"
+    assert Path(properties["featviz:0:mosaic:2"] or "").name == "diff-2.png"
+    # the update wrote the goldens already: promote has nothing to take from this report, and writes nothing
+    golden = drifted.path / "golden/test_models/test_net[plain]/0"
+    before = {p.name: p.read_bytes() for p in golden.iterdir()}
+    out = io.StringIO()
+    assert main(["promote", str(root)], out=out) == 1
+    assert "nothing promoted" in out.getvalue()
+    assert {p.name: p.read_bytes() for p in golden.iterdir()} == before
+
+
+def test_report_all_covers_the_snapshots_a_create_run_created_with_their_current_pictures(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    featviz_pytester.makepyfile(test_models=TEST_FILE)
+    result = featviz_pytester.runpytest("--featviz-create", "--featviz-report-all", "-k", "plain or stable")
+    result.assert_outcomes(passed=2, deselected=1)
+    root = featviz_pytester.path / "featviz-report"
+    data = json.loads((root / "report.json").read_text())
+    assert data["summary"]["created"] == 2
+    assert [(s["test_id"], s["outcome"], s["current"]) for s in data["snapshots"]] == [
+        ("test_models.py::test_net[plain]", "created", None),
+        ("test_models.py::test_stable", "created", None),
+    ]
+    folder = "snapshots/test_models/test_net%5Bplain%5D/0/current"
+    layers = data["snapshots"][0]["layers"]
+    assert [(layer["layer"], layer["mosaic"], layer["current"]) for layer in layers] == [
+        ("0", None, "snapshots/test_models/test_net[plain]/0/current/0.png"),
+        ("2", None, "snapshots/test_models/test_net[plain]/0/current/2.png"),
+    ]
+    # the pictures just written into the golden directory, shown on the page
+    golden = featviz_pytester.path / "golden/test_models/test_net[plain]/0"
+    assert (root / layers[1]["current"]).read_bytes() == (golden / "2.png").read_bytes()
+    page = (root / "index.html").read_text()
+    assert f'<img src="{folder}/0.png" alt="current render: layer 0">' in page
+    assert "created by this run: golden <code>golden/test_models/test_net[plain]/0/</code>" in page
+
+
 def test_stale_report_is_removed_and_foreign_files_kept(
     drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -90,6 +90,11 @@ def _snapshots(root: Path) -> list[str]:
     return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob("snapshot.json"))
 
 
+def _goldens(root: Path) -> list[str]:
+    """:func:`_snapshots` of the golden directory alone (a missing golden's current render is in the report)."""
+    return [snapshot for snapshot in _snapshots(root) if snapshot.startswith("golden/")]
+
+
 @pytest.fixture
 def project(featviz_pytester: pytest.Pytester) -> pytest.Pytester:
     featviz_pytester.makepyfile(featviz_models=MODELS, test_st=BEFORE, test_other=OTHER_BEFORE)
@@ -220,6 +225,75 @@ def test_the_goldens_of_a_renamed_test_are_offered_as_a_move_not_a_new_golden(
     result.assert_outcomes(passed=7)
     result.stdout.fnmatch_lines(["7 snapshot(s) checked: 7 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing"])
     assert "stale golden" not in result.stdout.str(), result.stdout.str()
+
+
+RENAMED_FILE = """
+import pytest
+from featviz_models import make_input, make_model
+
+
+def test_one(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+
+
+def test_two(feature_snapshot):
+    feature_snapshot(make_model(3), make_input(), layers=["0"])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_param(feature_snapshot, seed):
+    feature_snapshot(make_model(seed), make_input(), layers=["0"])
+"""
+
+
+def test_prune_keeps_the_goldens_of_a_renamed_test_and_gives_their_move(featviz_pytester: pytest.Pytester) -> None:
+    """--featviz-prune deleted the goldens the stale section had just paired with a renamed test's missing ones, and
+    dropped the move: creating them then re-made them from the code as it is now, never compared with the old."""
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_c=RENAMED_FILE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=4)
+    path = featviz_pytester.path
+    (path / "test_c.py").rename(path / "test_c_renamed.py")
+    old = ["golden/test_c/test_one/0", "golden/test_c/test_param[1]/0", "golden/test_c/test_param[2]/0"]
+    old.insert(3, "golden/test_c/test_two/0")
+    move = "mkdir -p golden/test_c_renamed && git mv golden/test_c/test_one golden/test_c_renamed/test_one"
+    result = featviz_pytester.runpytest("-k", "one")
+    result.assert_outcomes(failed=1, deselected=3)  # test_one's golden is missing under the new file's name
+    result.stdout.fnmatch_lines(
+        [
+            "4 stale golden snapshot(s) that no executed test used*",
+            *(f"  {snapshot}" for snapshot in old),
+            "some look like the goldens of a renamed or moved test whose goldens are now missing: move them*",
+            f"  {move}",
+            "delete them with:  pytest --featviz-prune -k one",
+            "  (it keeps the ones the git mv above moves, and deletes the others: move them first, then run again)",
+        ]
+    )
+    assert _goldens(path) == old
+    result = featviz_pytester.runpytest("-k", "one", "--featviz-prune")
+    result.assert_outcomes(failed=1, deselected=3)
+    result.stdout.fnmatch_lines(
+        [
+            "3 stale golden snapshot(s) deleted, no executed test used them*",
+            *(f"  {snapshot}" for snapshot in old[1:]),
+            "1 stale golden snapshot(s) kept: they look like the goldens of a renamed or moved test whose goldens"
+            " are now missing; move them rather than create new ones, so that they are compared (then run again):",
+            f"  {move}",
+            "create the missing goldens with:  pytest --featviz-create *",
+            "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale section"
+            " above), so that they are compared",
+        ]
+    )
+    assert _goldens(path) == ["golden/test_c/test_one/0"]
+    subprocess.run(move.replace("git mv", "mv"), shell=True, cwd=path, check=True)  # noqa: S602  # as pasted
+    result = featviz_pytester.runpytest("-k", "one")
+    result.assert_outcomes(passed=1, deselected=3)
+    result.stdout.fnmatch_lines(["1 snapshot(s) checked: 1 matched, 0 drifted (0 test(s), 0 layer(s)), 0 missing"])
+
+
+def test_prune_keeps_nothing_when_no_missing_golden_pairs_with_a_stale_one(project: pytest.Pytester) -> None:
+    result = project.runpytest("--featviz-prune")
+    result.stdout.fnmatch_lines(["3 stale golden snapshot(s) deleted*"])
+    assert "kept" not in result.stdout.str() and "git mv" not in result.stdout.str()
 
 
 @pytest.mark.parametrize(
@@ -844,8 +918,10 @@ def test_goldens_of_a_nested_golden_directory_named_like_a_project_directory_are
     # the nested directory's golden of test_top.py records it: read from golden/ the two readings name two files
     # (cuda/test_top.py, test_top.py) and it is not judged; read from its own root they agree, and it is stale
     assert "golden/cuda/test_top/test_o/0" in _snapshots(featviz_pytester.path)
-    result = featviz_pytester.runpytest("--featviz-prune", "--featviz-golden-dir", "golden/cuda")
-    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/cuda/test_top/test_o/0"])
+    result = featviz_pytester.runpytest("--featviz-golden-dir", "golden/cuda")
+    result.stdout.fnmatch_lines(
+        ["1 stale golden snapshot(s) that no executed test used*", "  golden/cuda/test_top/test_o/0"]
+    )
 
 
 def test_a_file_reached_by_a_plugin_s_module_class_is_not_judged(featviz_pytester: pytest.Pytester) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from pytest_featviz import outputs, report
-from pytest_featviz.records import DRIFTED, MISSING, UNREADABLE, LayerResult, SnapshotResult
+from pytest_featviz.records import CREATED, DRIFTED, MATCHED, MISSING, UNREADABLE, UPDATED, LayerResult, SnapshotResult
 from unit.test_report import FITTED, RESHAPED, RUN, layer_record, snapshot_record
 
 
@@ -104,3 +104,17 @@ def test_step_summary_is_bounded_markdown_without_images(tmp_path: Path) -> None
     assert len(text.encode()) < outputs.STEP_SUMMARY_LIMIT
     assert "| … and 350 more |" in text and "test_0\\|x" in text
     assert outputs.step_summary(report.report_data([], tmp_path, Path("/"), False), tmp_path) == ""
+
+
+def test_a_test_whose_snapshots_an_update_wrote_is_coloured_as_written_not_as_matched(tmp_path: Path) -> None:
+    """--featviz-report-all in an update run: a test whose only other snapshot matched kept the green "matched" border,
+    and its updated and created snapshots' outcome badges were drift red."""
+    snapshots = [
+        SnapshotResult("t.py::t", "0", "/repo/golden/t/t/0", MATCHED),
+        SnapshotResult("t.py::t", "1", "/repo/golden/t/t/1", UPDATED),
+        SnapshotResult("t.py::u", "0", "/repo/golden/t/u/0", CREATED),
+    ]
+    page = outputs.render_index(report.report_data(snapshots, tmp_path, Path("/repo"), True))
+    assert '<section class="test updated" data-test="t.py::t">' in page
+    assert '<section class="test created" data-test="t.py::u">' in page
+    assert ".updated .outcome, .created .outcome { background: #37b; }" in page

@@ -11,12 +11,14 @@ import pytest
 
 from pytest_featviz import manifest, report
 from pytest_featviz.records import (
+    CREATED,
     DRIFT,
     DRIFTED,
     MATCH,
     MATCHED,
     MISSING,
     UNREADABLE,
+    UPDATED,
     LayerResult,
     NoiseFloor,
     SnapshotResult,
@@ -136,6 +138,39 @@ def test_reporter_leaves_passing_snapshots_alone(tmp_path: Path, outcome: str) -
     evidence = Evidence(result, (), 8, fresh)
     assert report.Reporter(tmp_path / "r", Path("/g"))(evidence) is result
     assert not (tmp_path / "r").exists()
+
+
+def test_report_all_writes_the_current_pictures_of_created_and_updated_snapshots_and_nothing_to_promote(
+    tmp_path: Path,
+) -> None:
+    """With --featviz-report-all, a snapshot the run created or updated is in the report with its current pictures
+    (an updated one's mosaics are drawn as a drift's); it has no current render for promote, whose golden is written."""
+    from pytest_featviz.records import Evidence
+
+    def fresh() -> tuple[str, dict[str, bytes]]:
+        return json.dumps({"layers": [{"name": "conv", "file": "conv.png"}]}), {"conv.png": b"picture"}
+
+    reporter = report.Reporter(tmp_path / "r", Path("/g"), report_all=True)
+    created = reporter(
+        Evidence(snapshot_record("t.py::new", CREATED, LayerResult("conv", "new", (1, 2), None)), (), 8, fresh)
+    )
+    updated = reporter(Evidence(snapshot_record("t.py::old", UPDATED, layer_record("conv", (0.5,))), (), 8, fresh))
+    matched = reporter(
+        Evidence(snapshot_record("t.py::same", MATCHED, layer_record("conv", (1.0,), MATCH)), (), 8, fresh)
+    )
+    for result in (created, updated):
+        assert sorted(result.artifacts) == ["current:conv"]  # no sidecar: nothing for promote to write
+        assert Path(result.artifacts["current:conv"]).read_bytes() == b"picture"
+        assert not (reporter.snapshot_dir(result) / "current" / "snapshot.json").exists()
+    assert matched.artifacts == {}
+    data = report.report_data([matched, created, updated], tmp_path / "r", Path("/"), report_all=True)
+    assert [(s["test_id"], s["outcome"], s["current"]) for s in data["snapshots"]] == [
+        ("t.py::old", UPDATED, None),
+        ("t.py::new", CREATED, None),
+        ("t.py::same", MATCHED, None),
+    ]
+    assert data["snapshots"][1]["layers"][0]["current"] == "snapshots/t.py::new/0/current/conv.png"
+    assert report.report_data([matched, created, updated], tmp_path / "r", Path("/"), False)["snapshots"] == []
 
 
 def test_discarding_an_attempt_removes_its_files_and_only_its_own(tmp_path: Path) -> None:
