@@ -291,7 +291,13 @@ def _every_call(names: list[str], shapes: Mapping[str, Sequence[tuple[int, ...] 
     for name in names:
         module, _, call = name.rpartition("@")
         ran = shapes.get(module, ())
-        shared = bool(module) and call.isdigit() and 1 < len(ran) <= MAX_SHARED_CALLS and len(set(ran)) == 1
+        shared = (
+            bool(module)
+            and call.isdigit()
+            and int(call) == len(ran) - 1  # the module's last call, not a module of its own named ``down@2``
+            and 1 < len(ran) <= MAX_SHARED_CALLS
+            and len(set(ran)) == 1
+        )
         chosen.append(module if shared else name)
     return chosen
 
