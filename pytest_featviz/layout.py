@@ -12,9 +12,7 @@ Batch axis. Batch item 0 is taken from dimension 0 or, for some 3-D outputs, fro
 * an RNN's hidden states (``lstm+1+0``: ``h_n`` is ``(layers, B, H)`` whatever ``batch_first`` says): dimension 1;
   attention weights (``attn+1``: ``(B, L, S)`` whatever ``batch_first`` says): dimension 0;
 * when the input holds an image of batch size B and exactly one of dimensions 0 and 1 is B: that one (a DETR or
-  CLIP model's ``(S, B, E)`` and ``(B, S, E)`` outputs told apart, whatever modules make them); so too for token ids
-  ``(B, L)`` as the input, from a module that is none of torch's sequence modules (a head on sequence-first
-  blocks), whose layout the rule below would not tell;
+  CLIP model's ``(S, B, E)`` and ``(B, S, E)`` outputs told apart, whatever modules make them);
 * else dimension 1 for the output of an RNN, ``nn.MultiheadAttention``, transformer layer or ``nn.Transformer`` of
   torch built with ``batch_first=False`` (the torch default), and of any module inside such a transformer module;
   dimension 0 for everything else, modules of your own around a sequence-first attention included (they may
@@ -140,9 +138,6 @@ class InputFacts:
 
     image_sides: tuple[int, ...] | None = ()
     batch: int | None = None
-    # an input of token ids without an image: the B of its first (B, L) integer tensor, which tells the batch axis
-    # of a 3-D output from a module that is none of torch's sequence modules (a head on sequence-first blocks)
-    ids_batch: int | None = None
 
 
 def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
@@ -252,19 +247,15 @@ def hints(
 def input_facts(inputs: Any) -> InputFacts:
     """What a model's input tells (:class:`InputFacts`): the first tensor of 4 or more dimensions is the image
     (``(B, C, H, W)``, ``(B, C, T, H, W)``), else an array or picture (anything with the array interface: a numpy
-    array, a PIL image); an input with tensors but no image holds none (token ids, a ``(B, L, E)`` sequence), and
-    when its first tensor is an integer ``(B, L)`` one (token ids) it tells B; an input with neither (a path, a
-    caption) tells nothing."""
+    array, a PIL image); an input with tensors but no image holds none (token ids, a ``(B, L, E)`` sequence); an
+    input with neither (a path, a caption) tells nothing."""
     seen_tensor = False
-    ids_batch: int | None = None
     stack = [inputs]
     while stack:
         value = stack.pop(0)
         if isinstance(value, torch.Tensor):
             if value.dim() >= 4:
                 return InputFacts(tuple(int(s) for s in value.shape[-2:]), int(value.shape[0]))
-            if not seen_tensor and value.dim() == 2 and not value.is_floating_point() and not value.is_complex():
-                ids_batch = int(value.shape[0])  # token ids (B, L), as text models take them
             seen_tensor = True
         elif isinstance(value, Mapping):
             stack.extend(value.values())
@@ -279,7 +270,7 @@ def input_facts(inputs: Any) -> InputFacts:
                 return InputFacts(tuple(int(s) for s in (shape[:2] if shape[2] <= 4 else shape[1:])))
             if len(shape) == 2:
                 return InputFacts(tuple(int(s) for s in shape))
-    return InputFacts(None, ids_batch=ids_batch) if seen_tensor else InputFacts()
+    return InputFacts(None) if seen_tensor else InputFacts()
 
 
 def _square_grid(tokens: int, image_sides: tuple[int, ...]) -> tuple[int, int] | None:
@@ -315,8 +306,6 @@ def plan(
             second = True
         elif batch is not None and (shape[0] == batch) != (shape[1] == batch):
             second = shape[1] == batch  # the image's batch size tells the batch axis of (S, B, E) and (B, S, E)
-        elif (ids := facts.ids_batch) is not None and not found.sequence and (shape[0] == ids) != (shape[1] == ids):
-            second = shape[1] == ids  # so do (B, L) token ids, for a module whose layout torch does not fix
         else:
             second = found.sequence_first
         if second:

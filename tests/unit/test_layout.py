@@ -262,22 +262,6 @@ def test_the_images_batch_size_tells_the_batch_axis() -> None:
     )
 
 
-def test_token_ids_tell_the_batch_axis_of_a_head_on_sequence_first_blocks() -> None:
-    """A Linear head on a batch_first=False encoder, fed ids (2, 32): its (32, 2, 7) output was read batch first,
-    a 2 x 7 map of step 0 of each item instead of batch item 0's 32 tokens."""
-    ids = torch.zeros(2, 32, dtype=torch.long)
-    facts = input_facts({"input_ids": ids, "attention_mask": torch.ones(2, 32, dtype=torch.long)})
-    assert facts == InputFacts(None, ids_batch=2)
-    head = ramp(32, 2, 7)
-    kept = keep(head, nn.Linear(16, 7), None, "all", facts=facts)
-    assert kept.layout == "token-image (batch axis 1)" and torch.equal(kept.maps[0], head[:, 0])
-    assert keep(ramp(2, 32, 7), nn.Linear(16, 7), None, "all", facts=facts).layout == "token-image"
-    # torch's own sequence modules keep what batch_first says; float inputs tell no batch
-    layer = nn.TransformerEncoderLayer(7, 1, 8, batch_first=True)
-    assert keep(ramp(32, 2, 7), layer, None, "all", facts=facts).layout == "token-image"
-    assert input_facts(torch.zeros(2, 32)) == InputFacts(None)
-
-
 def test_attention_weights_are_batch_first_whatever_the_attention_says() -> None:
     torch.manual_seed(0)
     attn = nn.MultiheadAttention(8, 2).eval()  # batch_first=False
@@ -326,8 +310,8 @@ def test_tokens_are_a_picture_grid_only_beside_an_image_the_grid_divides() -> No
         (torch.zeros(2, 3, 8, 12), InputFacts((8, 12), 2)),
         (torch.zeros(1, 3, 2, 8, 8), InputFacts((8, 8), 1)),
         ((torch.zeros(1, 5, dtype=torch.long), torch.zeros(4, 3, 8, 8, dtype=torch.uint8)), InputFacts((8, 8), 4)),
-        (torch.zeros(1, 128, dtype=torch.long), InputFacts(None, ids_batch=1)),  # token ids
-        ({"input_ids": torch.zeros(3, 9, dtype=torch.long), "mask": torch.ones(3, 9)}, InputFacts(None, ids_batch=3)),
+        (torch.zeros(1, 128, dtype=torch.long), InputFacts(None)),  # token ids
+        ({"input_ids": torch.zeros(1, 9, dtype=torch.long), "mask": torch.ones(1, 9)}, InputFacts(None)),
         (torch.zeros(1, 128, 8), InputFacts(None)),  # an embedded sequence
         ("a photo of a cat", InputFacts()),  # nothing tells: any grid may be one
     ],
