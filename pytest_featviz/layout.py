@@ -23,8 +23,9 @@ Layouts (``label``: rule -> maps):
 * ``nchw``: ``(B, C, H, W)`` -> C maps of H x W.
 * ``nhwc``: ``(B, H, W, C)`` -> C maps of H x W. Taken when the module is not a convolution, norm or pooling layer
   and its last dimension is one of the module's feature sizes while its dimension 1 is not, or is too but the
-  module works on its last dimension only (see :func:`own_hints`; a module that tells nothing, such as a GELU or a
-  permute, takes the hints of its nearest ancestor that does). torchvision's Swin stages give ``(1, 56, 56, 96)``.
+  module certainly works on its last dimension (see :func:`own_hints`; a module that tells nothing, such as a GELU
+  or a permute, takes the hints of its nearest ancestor that does). torchvision's Swin stages give
+  ``(1, 56, 56, 96)``.
 * ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above), in a model whose
   input holds an image (a tensor of 4 or more dimensions, or an array or picture), and whose ``N`` minus ``P``
   prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and fewer than a
@@ -126,9 +127,11 @@ class Hints:
     attention: bool = False  # nn.MultiheadAttention: its weights leaf (attn+1) is (B, L, S) whatever batch_first says
     sequence_first: bool = False  # 3-D outputs are (S, B, E): see the module doc
     sequence: bool = False  # a torch RNN, attention or transformer module, or inside one: 2-D outputs are unbatched
-    # when dimension 1 is a feature size too (a sequence as long as the model is wide, Swin's 96 x 96 x 96 at 384 px),
-    # the last dimension is still the features: see :func:`own_hints`
+    # when dimension 1 is a feature size too (a sequence as long as the model is wide), the last dimension is still the
+    # features: certainly (a Linear, a plain LayerNorm, torch's sequence modules), or in a model without an image (a
+    # text model's block of linear layers and attention); see :func:`own_hints`
     last_when_tied: bool = False
+    text_block: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,20 +159,37 @@ def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
     return frozenset(sizes)
 
 
+def _plain(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
+    """Whether ``module`` is one of ``kinds`` with its forward pass unchanged (ConvNeXt's ``LayerNorm2d`` overrides it
+    to normalize channels first)."""
+    return any(isinstance(module, kind) and type(module).forward is kind.forward for kind in kinds)
+
+
+_LAST_ONLY = (nn.Linear, nn.Embedding, nn.LayerNorm)
+
+
 def _channels_last_only(module: nn.Module) -> bool:
-    """Whether ``module``'s output has its features last even when its dimension 1 is a feature size too: a
-    ``Linear``, ``Embedding`` or plain ``LayerNorm`` (not a subclass such as ConvNeXt's ``LayerNorm2d``, which
-    normalizes channels first), an ``nn.Sequential`` whose last module is one, or a module holding linear layers,
-    layer norms, attention or RNNs and no convolution, norm or pooling layer that works channels first (a
-    transformer block, a Swin stage)."""
-    if type(module) in (nn.Linear, nn.Embedding, nn.LayerNorm):
+    """Whether ``module``'s output certainly has its features last, even when its dimension 1 is a feature size too:
+    a ``Linear``, ``Embedding`` or ``LayerNorm`` with its own forward pass, or an ``nn.Sequential`` whose last module
+    (dropouts and identities passed over) is one, as a Swin's stem (a convolution, a permute, a layer norm) is."""
+    if _plain(module, _LAST_ONLY):
         return True
-    if isinstance(module, nn.Sequential) and len(module) and _channels_last_only(module[-1]):
-        return True
+    if isinstance(module, nn.Sequential):
+        last = [m for m in module if not isinstance(m, (nn.Identity, nn.modules.dropout._DropoutNd))]
+        return bool(last) and _channels_last_only(last[-1])
+    return False
+
+
+def _text_block(module: nn.Module) -> bool:
+    """Whether ``module`` holds linear layers, attention or RNNs and nothing that works channels first (no
+    convolution, norm or pooling layer, no layer norm with a forward pass of its own): in a model without an image,
+    such a block (a GPT's) gives ``(B, T, C)`` even when T equals one of its feature sizes. Beside an image it is not
+    judged: a block of your own may permute a map back to NCHW around its layer norm."""
     inner = list(module.modules())
     return not any(
-        isinstance(m, _CHANNELS_FIRST) or (isinstance(m, nn.LayerNorm) and type(m) is not nn.LayerNorm) for m in inner
-    ) and any(isinstance(m, (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
+        isinstance(m, _CHANNELS_FIRST) or (isinstance(m, nn.LayerNorm) and not _plain(m, (nn.LayerNorm,)))
+        for m in inner
+    ) and any(isinstance(m, (nn.Linear, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
 
 
 def own_hints(module: nn.Module) -> Hints | None:
@@ -180,7 +200,7 @@ def own_hints(module: nn.Module) -> Hints | None:
     module holding a ``LayerNorm``, attention or RNN gives the sizes of every ``LayerNorm``, ``Linear``, attention
     and RNN inside it. A module holding only ``Linear`` layers (a CNN's classifier head) tells nothing: a 4-D map
     whose width happens to equal a head's size must stay NCHW. Whether a tie (dimension 1 a feature size as well as
-    the last) still reads the last dimension as features: :func:`_channels_last_only`.
+    the last) still reads the last dimension as features: :func:`_channels_last_only` and :func:`_text_block`.
     """
     if isinstance(module, _CHANNELS_FIRST):
         return Hints(channels_first=True)
@@ -193,6 +213,7 @@ def own_hints(module: nn.Module) -> Hints | None:
             recurrent=isinstance(module, nn.RNNBase),
             attention=isinstance(module, nn.MultiheadAttention),
             last_when_tied=_channels_last_only(module),
+            text_block=_text_block(module),
         )
     return None
 
@@ -325,7 +346,11 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
         not found.channels_first
         and len(shape) >= 3
         and shape[-1] in found.feature_sizes
-        and (shape[1] not in found.feature_sizes or found.last_when_tied)
+        and (
+            shape[1] not in found.feature_sizes
+            or found.last_when_tied
+            or (found.text_block and len(shape) == 3 and facts.image_sides is None)
+        )
     )
     if len(shape) == 2:
         return Layout("features", 1, None)

@@ -81,26 +81,44 @@ def test_a_sequence_as_long_as_the_model_is_wide_keeps_every_token() -> None:
     assert plan((1, 64, 64), hints(block), facts=text).label == "token-image"
     assert plan((1, 256, 256), hints(block.mlp[1], [block.mlp, block]), facts=text).label == "token-image"
     assert plan((1, 64, 64), hints(nn.Linear(8, 64)), facts=text).label == "token-image"
+    # beside an image a block of your own is not judged (it may permute a map back around its norm)
+    assert plan((1, 64, 64), hints(block), facts=InputFacts((64, 64), 1)).label == "ncl"
     output = ramp(1, 32, 32)
     kept = keep(output, hints(layer), None, 16, facts=text)
     assert kept.maps.shape == (1, 32, 32) and torch.equal(kept.maps[0], output[0])  # all 32 tokens
 
 
-def test_a_channels_last_stage_as_tall_as_it_is_wide_stays_channels_last() -> None:
-    # Swin at 384 px: (1, 96, 96, 96) from a stage of blocks holding layer norms and linear layers, no convolution.
-    stage = nn.Sequential(GPTBlock(96), GPTBlock(96))
-    assert plan((1, 96, 96, 96), hints(stage)).label == "nhwc"
-    stem = nn.Sequential(nn.Conv2d(3, 96, 4, 4), nn.GELU(), nn.LayerNorm(96))  # a permute before the norm
+def test_a_channels_last_output_as_tall_as_it_is_wide_stays_channels_last_where_that_is_certain() -> None:
+    # Swin at 384 px: (1, 96, 96, 96) from its stem, a convolution, a permute and a plain layer norm
+    stem = nn.Sequential(nn.Conv2d(3, 96, 4, 4), nn.GELU(), nn.LayerNorm(96), nn.Dropout())
     assert plan((1, 96, 96, 96), hints(stem)).label == "nhwc"  # its output is the plain LayerNorm's
+    assert plan((1, 96, 96, 96), hints(nn.Linear(8, 96))).label == "nhwc"
 
 
-def test_a_channels_first_block_as_tall_as_it_is_wide_stays_nchw() -> None:
-    # ConvNeXt at 384 px: (1, 96, 96, 96) from its channels-first norm, and from a block holding a convolution.
+class ChannelNorm(nn.Module):
+    """A layer norm over the channels of a (B, C, H, W) map written by hand: its output is channels first."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def test_a_channels_first_output_as_tall_as_it_is_wide_stays_nchw() -> None:
+    """ConvNeXt's LayerNorm2d, a hand-written channel norm and a block holding a convolution, at (1, 32, 16, 32) and
+    (1, 96, 96, 96): read channels last, the channels kept were columns of the map and a real change passed."""
     assert plan((1, 96, 96, 96), hints(LayerNorm2d(96))).label == "nchw"
+    norm = ChannelNorm(32)
+    assert plan((1, 32, 16, 32), hints(norm)).label == "nchw"
+    assert plan((1, 32, 16, 32), hints(norm), facts=InputFacts((16, 32), 1)).label == "nchw"
     block = nn.Sequential(nn.Conv2d(96, 96, 7, padding=3, groups=96), LayerNorm2d(96), nn.Conv2d(96, 384, 1))
     assert plan((1, 96, 96, 96), hints(block)).label == "nchw"
     mixed = nn.Sequential(nn.Conv2d(96, 96, 1), nn.LayerNorm(96), nn.Linear(96, 96), nn.Conv2d(96, 96, 1))
     assert plan((1, 96, 96, 96), hints(mixed)).label == "nchw"
+    # a text model's hand-written channel norm over (B, C, L): no linear layer, so no text block
+    assert plan((1, 32, 32), hints(ChannelNorm(32)), facts=InputFacts(None)).label == "ncl"
 
 
 def test_an_activation_inside_a_transformer_block_takes_its_parents_hints() -> None:
