@@ -106,6 +106,9 @@ class StaleGoldens:
         self.missing: list[Path] = []  # golden snapshot directories of missing goldens: where a renamed test looks
         self.moves: list[str] = []  # the git mv commands the stale section gives (renames), once stale was judged
         self.kept_moves: list[Path] = []  # stale snapshots prune left in place: a move pairs them with missing ones
+        self.created: list[Path] = []  # golden snapshot directories this run created (--featviz-create / -update)
+        self.kept_orphans: list[Path] = []  # goldens of deleted test files prune left: this run left tests out
+        self.kept_created: list[tuple[Path, Path]] = []  # (stale snapshot prune kept, the one created in its place)
         self.stale: list[Path] = []
         self.pruned: list[Path] = []
         self.prune_errors: list[str] = []
@@ -206,6 +209,8 @@ class StaleGoldens:
             self.used.update(shared_key(path, self.keyed) for path in _named_and_real(record["golden_dir"]))
             if record.get("outcome") == "missing":
                 self.missing.append(Path(record["golden_dir"]))
+            elif record.get("outcome") == "created" and not record.get("update_dir"):
+                self.created.append(Path(record["golden_dir"]))
         # --setup-only and --setup-plan report setup and teardown of every test, and no call: no body ran
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.ran.add(report.nodeid)
@@ -227,7 +232,8 @@ class StaleGoldens:
             return
         if not self.golden_root.is_dir() or not self.judged or exitstatus == pytest.ExitCode.INTERRUPTED:
             return
-        self.stale = self.find_stale() + self.find_orphans()
+        orphans = self.find_orphans()
+        self.stale = self.find_stale() + orphans
         # before anything is deleted: a renamed test's goldens, created anew and pruned, would be re-made from the
         # code as it is now and never compared with the old ones; prune keeps what a move pairs with a missing golden
         moves = renames(self.stale, self.missing) if self.stale else []
@@ -235,8 +241,18 @@ class StaleGoldens:
         if self.prune:
             moved = {_key(snapshot) for move in moves for snapshot in move.snapshots}
             self.kept_moves = [directory for directory in self.stale if _key(directory) in moved]
+            # a create or update run made new goldens where a renamed test looked for them, uncompared with the old
+            # ones: those are kept too, for the comparison the rename would have given
+            replaced = {_key(old): new for old, new in matching(self.stale, self.created).items()}
+            self.kept_created = [(d, replaced[_key(d)]) for d in self.stale if _key(d) in replaced]
+            # a deleted test file's goldens may be a renamed one's whose tests this run left out (-k, a node id):
+            # nothing pairs them, and deleted they could only be created anew
+            kept = moved | set(replaced)
+            if self.incomplete:
+                self.kept_orphans = [d for d in orphans if _key(d) not in kept]
+                kept |= {_key(d) for d in self.kept_orphans}
             for directory in self.stale:
-                if _key(directory) not in moved:
+                if _key(directory) not in kept:
                     self._delete(directory)
 
     def complete_files(self) -> dict[str, dict[str, list[str]]]:
@@ -399,6 +415,22 @@ class StaleGoldens:
                 terminalreporter.write_line(f"  {command}")
             if len(self.moves) > LISTED:
                 terminalreporter.write_line(f"  ... and {len(self.moves) - LISTED} more")
+        if self.kept_orphans:
+            terminalreporter.write_line(
+                f"{len(self.kept_orphans)} stale golden snapshot(s) of deleted or renamed test files kept: this run"
+                " left tests out (-k, -m, --deselect, node ids), and a renamed test among them would lose its"
+                " goldens; prune in a run of every test to delete them"
+            )
+        if self.kept_created:
+            terminalreporter.write_line(
+                f"{len(self.kept_created)} stale golden snapshot(s) kept: they look like the goldens of a renamed or"
+                " moved test, for which this run created new goldens without comparing them with these; to compare,"
+                " put each in place of the new one (then run again without --featviz-update):"
+            )
+            for old, new in self.kept_created[:LISTED]:
+                terminalreporter.write_line(f"  {_replace(old, new)}")
+            if len(self.kept_created) > LISTED:
+                terminalreporter.write_line(f"  ... and {len(self.kept_created) - LISTED} more")
         if not self.prune:
             from pytest_featviz.prunecommand import prune_command
 
@@ -422,6 +454,34 @@ class Move:
     snapshots: tuple[Path, ...]
 
 
+def _same_snapshot(old: Path, wanted: Path) -> bool:
+    """Whether the stale snapshot ``old`` may be the one a renamed or moved test looks for at ``wanted``: the same
+    snapshot name, and the same test name (the test file was renamed or moved) or test file (the test was renamed),
+    in another test folder."""
+    same_test = old.parent.name == wanted.parent.name or _key(old.parent.parent) == _key(wanted.parent.parent)
+    return old.name == wanted.name and same_test and _key(old.parent) != _key(wanted.parent)
+
+
+def matching(stale: Sequence[Path], created: Sequence[Path]) -> dict[Path, Path]:
+    """The stale snapshots that match (:func:`_same_snapshot`) exactly one snapshot this run created, and that one
+    alone: a renamed test whose goldens a create or update run made anew."""
+    found: dict[Path, list[Path]] = {}
+    for new in created:
+        for old in stale:
+            if _same_snapshot(old, new):
+                found.setdefault(old, []).append(new)
+    claimed = [_key(new) for news in found.values() for new in news]
+    return {old: news[0] for old, news in found.items() if len(news) == 1 and claimed.count(_key(news[0])) == 1}
+
+
+def _replace(old: Path, new: Path) -> str:
+    """The shell command that puts the stale snapshot ``old`` in place of ``new``, created in its stead."""
+    import shlex
+
+    target = display_path(new)
+    return f"git rm -rq {shlex.quote(target)} && git mv {shlex.quote(display_path(old))} {shlex.quote(target)}"
+
+
 def renames(stale: Sequence[Path], missing: Sequence[Path]) -> list[Move]:
     """The moves of stale goldens to where a renamed or moved test now looks for its missing ones.
 
@@ -435,8 +495,7 @@ def renames(stale: Sequence[Path], missing: Sequence[Path]) -> list[Move]:
     pairs: dict[str, set[str]] = {}  # missing test folder -> stale test folders that match it
     for wanted in missing:
         for old in found.values():
-            same_test = old.parent.name == wanted.parent.name or _key(old.parent.parent) == _key(wanted.parent.parent)
-            if old.name == wanted.name and same_test and _key(old.parent) != _key(wanted.parent):
+            if _same_snapshot(old, wanted):
                 pairs.setdefault(_key(wanted.parent), set()).add(_key(old.parent))
     for folder, olds in pairs.items():  # a renamed parametrized test: each parameter set's folder to its own
         same_id = {old for old in olds if _parameters(old) == _parameters(folder)}
