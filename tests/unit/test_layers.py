@@ -369,3 +369,26 @@ def test_a_module_that_runs_another_number_of_times_says_so(tmp_path: Path, time
     lines = str(caught.value).splitlines()
     assert line in lines
     assert any(text.endswith("or runs a module another number of times)") for text in lines)
+
+
+def test_a_layout_that_changed_with_its_shape_unchanged_is_not_called_moved_activations(tmp_path: Path) -> None:
+    """A golden made by a version that read an output another way: the message said the activations moved, "a code or
+    dependency change", though nothing was compared and nothing moved."""
+    torch.manual_seed(0)
+    model, inputs = (
+        nn.Sequential(nn.Conv2d(3, 4, 1)),
+        torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(1)),
+    )
+    snapshotter(tmp_path, update=True)(model, inputs, layers=["0"])
+    (sidecar,) = tmp_path.rglob("snapshot.json")
+    sidecar.write_text(sidecar.read_text().replace('"layout": "nchw"', '"layout": "nhwc"'))
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, inputs, layers=["0"])
+    lines = str(caught.value).splitlines()
+    assert "  0: layout changed from nhwc to nchw" in lines
+    assert (
+        "the drifted layers were not compared picture by picture: their layout changed while their output shapes did"
+        " not, so their modules' types changed, or this version of pytest-featviz reads such an output another way"
+        " (see its changelog); if the model did not change, re-make the golden with --featviz-update"
+    ) in lines
+    assert not any("activations moved" in line for line in lines)
