@@ -79,6 +79,10 @@ def load_callable(reference: str) -> Callable[..., Any]:
             f"cannot import {module_name!r}: {exc} (run featviz where the module is importable: install the project,"
             " e.g. pip install -e ., or set PYTHONPATH, e.g. PYTHONPATH=src for a src/ layout)"
         ) from exc
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # an error while importing, or a module-level pytest.skip / importorskip
+        raise CommandError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):
@@ -107,13 +111,16 @@ def _called(reference: str, function: Callable[[], Any]) -> Any:
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; a trailing :data:`IDS_SUFFIX` is the
     caller's to read."""
-    text = text.strip().removesuffix(IDS_SUFFIX)
-    parts = [part.strip() for part in text.strip().replace("x", ",").split(",")]
+    given = text
+    parts = [part.strip() for part in text.strip().removesuffix(IDS_SUFFIX).replace("x", ",").split(",")]
     if not all(part.isdigit() for part in parts):
-        raise CommandError(f"--input-shape must be comma-separated integers like {DEFAULT_INPUT_SHAPE}; got {text!r}")
+        raise CommandError(
+            f"--input-shape must be comma-separated integers like {DEFAULT_INPUT_SHAPE}, optionally ending in"
+            f" {IDS_SUFFIX}; got {given!r}"
+        )
     shape = tuple(int(part) for part in parts)
     if not shape or any(s < 1 for s in shape):
-        raise CommandError(f"--input-shape must be positive integers like {DEFAULT_INPUT_SHAPE}; got {text!r}")
+        raise CommandError(f"--input-shape must be positive integers like {DEFAULT_INPUT_SHAPE}; got {given!r}")
     return shape
 
 

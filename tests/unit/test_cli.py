@@ -89,6 +89,9 @@ def skipping():
 @pytest.fixture
 def factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (tmp_path / "featviz_cli_models.py").write_text(textwrap.dedent(FACTORIES))
+    (tmp_path / "featviz_cli_skipped.py").write_text(
+        'import pytest\n\npytest.skip("needs a GPU", allow_module_level=True)\n\ndef model():\n    return None\n'
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return "featviz_cli_models"
 
@@ -168,6 +171,8 @@ def test_layers_takes_token_ids_for_a_text_model(factories: str, capsys: pytest.
         (["{m}:skipping"], 2, "featviz_cli_models:skipping() raised Skipped: needs a GPU"),
         (["{m}:seg", "--inputs", "{m}:skipping"], 2, "featviz_cli_models:skipping() raised Skipped: needs a GPU"),
         (["{m}:tagger"], 2, "--input-shape, :ids for token ids, or --inputs"),
+        (["{m}:tagger", "--input-shape", "1,16:ids:ids"], 2, "optionally ending in :ids; got '1,16:ids:ids'"),
+        (["featviz_cli_skipped:model"], 2, "importing 'featviz_cli_skipped' raised Skipped: needs a GPU"),
     ],
 )
 def test_layers_errors_say_what_went_wrong(
