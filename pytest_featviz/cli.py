@@ -371,6 +371,12 @@ def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     elif not promotion.refused:
         what = f"whose test id contains {args.select!r}" if args.select is not None else "with a current render"
         out.write(f"nothing promoted: the report in {report_dir} has no drifted or missing snapshot {what}\n")
+        if promotion.written_by_run:
+            ids = " ".join(shlex.quote(test_id) for test_id in promotion.written_by_run)
+            out.write(
+                f"  the run that wrote it created or updated the goldens of {len(promotion.written_by_run)} such"
+                f" test(s) itself ({ids}): review those in git\n"
+            )
         return 1
     if promotion.refused:
         out.write(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from pytest_featviz.records import UNREADABLE, display_path, printable
+from pytest_featviz.records import CREATED, UNREADABLE, UPDATED, display_path, printable
 from pytest_featviz.report import REPORT_JSON
 from pytest_featviz.reportcheck import (
     ABSENT,
@@ -51,12 +51,14 @@ class Promotion:
     snapshot it refused; ``unreadable``: the golden directories (as the report gives them) of the selected snapshots
     whose golden the run could not read, which have no current render to promote; ``expected``: the test ids of the
     selected snapshots whose test expected the drift (xfail, or caught it), left alone unless ``-k``
-    names their test."""
+    names their test; ``written_by_run``: those of the selected snapshots whose golden the run wrote itself
+    (``--featviz-update``, ``--featviz-create`` with ``--featviz-report-all``), which have nothing to promote."""
 
     written: tuple[tuple[Path, bool], ...]
     refused: tuple[Refusal, ...]
     unreadable: tuple[str, ...] = ()
     expected: tuple[str, ...] = ()
+    written_by_run: tuple[str, ...] = ()  # test ids of selected snapshots the run created or updated itself
 
 
 def promote(report_dir: Path, root: Path | None = None, select: str | None = None) -> list[tuple[Path, bool]]:
@@ -106,6 +108,7 @@ def promote_report(
     chosen: list[_Chosen] = []
     unreadable: list[str] = []
     expected: list[str] = []
+    written_by_run: list[str] = []
     expecting: set[Path] = set()  # the goldens of those, which no other run's render may replace
     for index, entry in enumerate(snapshots):
         label = f"snapshots[{index}]"
@@ -133,6 +136,8 @@ def promote_report(
                 if entry.get("outcome") == UNREADABLE and isinstance(entry.get("golden_dir"), str):
                     # shown as the paths it writes are, from here (only shown: nothing is read or written there)
                     unreadable.append(printable(display_path(root / entry["golden_dir"])))
+                elif entry.get("outcome") in (CREATED, UPDATED):
+                    written_by_run.append(printable(test_id))
                 continue
             directory = _promoted_to(entry, root, golden_dir)
             sidecar, pictures = current_render(report_dir, path_text(current, "current"))
@@ -170,7 +175,13 @@ def promote_report(
             refused.extend(Refusal(render.label, printable(str(exc))) for render in renders)
             continue
         written.append((directory, bool(changed)))
-    return Promotion(tuple(written), tuple(refused), tuple(dict.fromkeys(unreadable)), tuple(dict.fromkeys(expected)))
+    return Promotion(
+        tuple(written),
+        tuple(refused),
+        tuple(dict.fromkeys(unreadable)),
+        tuple(dict.fromkeys(expected)),
+        tuple(dict.fromkeys(written_by_run)),
+    )
 
 
 def command_options(report_dir: Path, root: Path, golden_dir: Path, start: Path | None = None) -> list[str]:

@@ -140,6 +140,12 @@ def test_report_all_covers_the_snapshots_an_update_rewrote_with_their_mosaics_bu
     assert main(["promote", str(root)], out=out) == 1
     assert "nothing promoted" in out.getvalue()
     assert {p.name: p.read_bytes() for p in golden.iterdir()} == before
+    out = io.StringIO()
+    assert main(["promote", str(root), "-k", "test_net[plain]"], out=out) == 1
+    assert out.getvalue().splitlines()[-1] == (
+        "  the run that wrote it created or updated the goldens of 1 such test(s) itself"
+        " ('test_models.py::test_net[plain]'): review those in git"
+    )
 
 
 def test_report_all_covers_the_snapshots_a_create_run_created_with_their_current_pictures(
