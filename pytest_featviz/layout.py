@@ -127,11 +127,14 @@ class Hints:
     attention: bool = False  # nn.MultiheadAttention: its weights leaf (attn+1) is (B, L, S) whatever batch_first says
     sequence_first: bool = False  # 3-D outputs are (S, B, E): see the module doc
     sequence: bool = False  # a torch RNN, attention or transformer module, or inside one: 2-D outputs are unbatched
-    # when dimension 1 is a feature size too (a sequence as long as the model is wide), the last dimension is still the
-    # features: certainly (a Linear, a plain LayerNorm, torch's sequence modules), or in a model without an image (a
-    # text model's block of linear layers and attention); see :func:`own_hints`
+    # when dimension 1 is a feature size too (a sequence as long as the model is wide, Swin's 96 x 96 x 96 at 384 px),
+    # the last dimension is still the features: certainly (a Linear, a plain LayerNorm, torch's sequence modules), or
+    # from a block of linear layers and attention with nothing channels first; see :func:`own_hints`
     last_when_tied: bool = False
-    text_block: bool = False
+    linear_block: bool = False
+    # of a module holding token embeddings and no layer norm, attention, RNN or channels-first layer (a GPT whose norm
+    # is F.layer_norm): the sizes that a 3-D output of a model without an image has last, (B, T, C)
+    token_sizes: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,8 @@ class InputFacts:
 def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
     sizes: set[int] = set()
     for inner in modules:
-        if isinstance(inner, nn.LayerNorm) and inner.normalized_shape:
+        if isinstance(inner, nn.LayerNorm) and len(inner.normalized_shape) == 1:
+            # over the last dimension alone; a LayerNorm([C, H, W]) of a map (a WGAN critic's) tells no feature size
             sizes.add(int(inner.normalized_shape[-1]))
         elif isinstance(inner, nn.Linear):
             sizes.add(int(inner.out_features))
@@ -161,7 +165,9 @@ def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
 
 def _plain(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
     """Whether ``module`` is one of ``kinds`` with its forward pass unchanged (ConvNeXt's ``LayerNorm2d`` overrides it
-    to normalize channels first)."""
+    to normalize channels first), a layer norm over one dimension."""
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
+        return False
     return any(isinstance(module, kind) and type(module).forward is kind.forward for kind in kinds)
 
 
@@ -180,11 +186,12 @@ def _channels_last_only(module: nn.Module) -> bool:
     return False
 
 
-def _text_block(module: nn.Module) -> bool:
+def _linear_block(module: nn.Module) -> bool:
     """Whether ``module`` holds linear layers, attention or RNNs and nothing that works channels first (no
-    convolution, norm or pooling layer, no layer norm with a forward pass of its own): in a model without an image,
-    such a block (a GPT's) gives ``(B, T, C)`` even when T equals one of its feature sizes. Beside an image it is not
-    judged: a block of your own may permute a map back to NCHW around its layer norm."""
+    convolution, norm or pooling layer, no layer norm with a forward pass of its own or over several dimensions):
+    such a block (a GPT's, a Swin stage) gives ``(B, T, C)`` or ``(B, H, W, C)`` even when T or H equals one of its
+    feature sizes. A module holding layer norms alone is not one: a channel norm written by hand permutes a map back
+    to NCHW around its layer norm."""
     inner = list(module.modules())
     return not any(
         isinstance(m, _CHANNELS_FIRST) or (isinstance(m, nn.LayerNorm) and not _plain(m, (nn.LayerNorm,)))
@@ -198,9 +205,11 @@ def own_hints(module: nn.Module) -> Hints | None:
     A convolution, norm or pooling layer is channels first. A ``Linear``, ``LayerNorm`` or ``Embedding`` gives its
     own size. A
     module holding a ``LayerNorm``, attention or RNN gives the sizes of every ``LayerNorm``, ``Linear``, attention
-    and RNN inside it. A module holding only ``Linear`` layers (a CNN's classifier head) tells nothing: a 4-D map
+    and RNN inside it; one holding an ``Embedding`` and none of those, nor anything channels first, gives its sizes
+    for the 3-D outputs of a model without an image (a GPT whose norm is ``F.layer_norm``). A module holding only
+    ``Linear`` layers (a CNN's classifier head) tells nothing: a 4-D map
     whose width happens to equal a head's size must stay NCHW. Whether a tie (dimension 1 a feature size as well as
-    the last) still reads the last dimension as features: :func:`_channels_last_only` and :func:`_text_block`.
+    the last) still reads the last dimension as features: :func:`_channels_last_only` and :func:`_linear_block`.
     """
     if isinstance(module, _CHANNELS_FIRST):
         return Hints(channels_first=True)
@@ -213,8 +222,10 @@ def own_hints(module: nn.Module) -> Hints | None:
             recurrent=isinstance(module, nn.RNNBase),
             attention=isinstance(module, nn.MultiheadAttention),
             last_when_tied=_channels_last_only(module),
-            text_block=_text_block(module),
+            linear_block=_linear_block(module),
         )
+    if any(isinstance(m, nn.Embedding) for m in inner) and not any(isinstance(m, _CHANNELS_FIRST) for m in inner):
+        return Hints(token_sizes=_sizes(inner), linear_block=_linear_block(module))
     return None
 
 
@@ -346,17 +357,16 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
         not found.channels_first
         and len(shape) >= 3
         and shape[-1] in found.feature_sizes
-        and (
-            shape[1] not in found.feature_sizes
-            or found.last_when_tied
-            or (found.text_block and len(shape) == 3 and facts.image_sides is None)
-        )
+        and (shape[1] not in found.feature_sizes or found.last_when_tied or found.linear_block)
     )
     if len(shape) == 2:
         return Layout("features", 1, None)
     if len(shape) == 3:
         if found.recurrent:
             return Layout("token-image", 1, None)
+        tokens = found.token_sizes
+        if facts.image_sides is None and shape[-1] in tokens and (shape[1] not in tokens or found.linear_block):
+            return Layout("token-image", 1, None)  # a text model that tells its sizes by its embeddings only
         if last_is_feature:
             grid = _square_grid(shape[1], facts.image_sides) if facts.image_sides is not None else None
             if grid is None:

@@ -248,12 +248,20 @@ class StaleGoldens:
             # a deleted test file's goldens may be a renamed one's whose tests this run left out (-k, a node id):
             # nothing pairs them, and deleted they could only be created anew
             kept = moved | set(replaced)
-            if self.incomplete:
+            if self.incomplete or self.narrowed():
                 self.kept_orphans = [d for d in orphans if _key(d) not in kept]
                 kept |= {_key(d) for d in self.kept_orphans}
             for directory in self.stale:
                 if _key(directory) not in kept:
                     self._delete(directory)
+
+    def narrowed(self) -> bool:
+        """Whether this run's command line left test files out: paths or node ids named (not testpaths' or the
+        invocation directory's default), ``--ignore``, ``--ignore-glob`` or ``--deselect``."""
+        config = self.config
+        if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS:
+            return True
+        return any(config.getoption(name, None) for name in ("ignore", "ignore_glob", "deselect"))
 
     def complete_files(self) -> dict[str, dict[str, list[str]]]:
         """Test files that ran completely: file -> test name -> node ids.
@@ -418,8 +426,8 @@ class StaleGoldens:
         if self.kept_orphans:
             terminalreporter.write_line(
                 f"{len(self.kept_orphans)} stale golden snapshot(s) of deleted or renamed test files kept: this run"
-                " left tests out (-k, -m, --deselect, node ids), and a renamed test among them would lose its"
-                " goldens; prune in a run of every test to delete them"
+                " left tests out (paths or node ids, -k, -m, --deselect, --ignore), and a renamed test among them"
+                " would lose its goldens; prune in a run of every test (no paths) to delete them"
             )
         if self.kept_created:
             terminalreporter.write_line(
@@ -478,8 +486,8 @@ def _replace(old: Path, new: Path) -> str:
     """The shell command that puts the stale snapshot ``old`` in place of ``new``, created in its stead."""
     import shlex
 
-    target = display_path(new)
-    return f"git rm -rq {shlex.quote(target)} && git mv {shlex.quote(display_path(old))} {shlex.quote(target)}"
+    target = shlex.quote(display_path(new))  # rm, not git rm: the new golden may be untracked, staged or committed
+    return f"rm -rf {target} && git mv {shlex.quote(display_path(old))} {target}"
 
 
 def renames(stale: Sequence[Path], missing: Sequence[Path]) -> list[Move]:

@@ -278,9 +278,9 @@ def test_prune_keeps_the_goldens_of_a_renamed_test_and_gives_their_move(featviz_
             "1 stale golden snapshot(s) kept: they look like the goldens of a renamed or moved test whose goldens"
             " are now missing; move them rather than create new ones, so that they are compared (then run again):",
             f"  {move}",
-            "3 stale golden snapshot(s) of deleted or renamed test files kept: this run left tests out (-k, -m,"
-            " --deselect, node ids), and a renamed test among them would lose its goldens; prune in a run of every"
-            " test to delete them",
+            "3 stale golden snapshot(s) of deleted or renamed test files kept: this run left tests out (paths or"
+            " node ids, -k, -m, --deselect, --ignore), and a renamed test among them would lose its goldens; prune in"
+            " a run of every test (no paths) to delete them",
             "create the missing goldens with:  pytest --featviz-create *",
             "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale section"
             " above), so that they are compared",
@@ -314,11 +314,21 @@ def test_a_create_run_that_prunes_keeps_the_goldens_it_made_anew_for_a_renamed_t
             "4 stale golden snapshot(s) kept: they look like the goldens of a renamed or moved test, for which this"
             " run created new goldens without comparing them with these; to compare, put each in place of the new"
             " one (then run again without --featviz-update):",
-            "  git rm -rq golden/test_c_renamed/test_one/0 && git mv golden/test_c/test_one/0"
+            "  rm -rf golden/test_c_renamed/test_one/0 && git mv golden/test_c/test_one/0"
             " golden/test_c_renamed/test_one/0",
         ]
     )
     assert len(_goldens(path)) == 8
+    # pasted (git mv as mv: no repository here), the old golden is compared with the renamed test
+    command = result.stdout.str().split("  rm -rf ", 1)[1].splitlines()[0]
+    subprocess.run(f"rm -rf {command}".replace("git mv", "mv"), shell=True, cwd=path, check=True)  # noqa: S602
+    assert "golden/test_c/test_one/0" not in _goldens(path) and len(_goldens(path)) == 7
+    featviz_pytester.runpytest().assert_outcomes(passed=4)
+    # a run named by its paths left the renamed file out: a prune keeps the deleted file's goldens
+    (path / "test_other.py").write_text("def test_x():\n    pass\n")
+    result = featviz_pytester.runpytest("test_other.py", "--featviz-prune")
+    result.stdout.fnmatch_lines(["0 stale golden snapshot(s) deleted*", "3 stale golden snapshot(s) of deleted *"])
+    assert len(_goldens(path)) == 7
 
 
 def test_prune_keeps_nothing_when_no_missing_golden_pairs_with_a_stale_one(project: pytest.Pytester) -> None:

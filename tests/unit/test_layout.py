@@ -81,11 +81,34 @@ def test_a_sequence_as_long_as_the_model_is_wide_keeps_every_token() -> None:
     assert plan((1, 64, 64), hints(block), facts=text).label == "token-image"
     assert plan((1, 256, 256), hints(block.mlp[1], [block.mlp, block]), facts=text).label == "token-image"
     assert plan((1, 64, 64), hints(nn.Linear(8, 64)), facts=text).label == "token-image"
-    # beside an image a block of your own is not judged (it may permute a map back around its norm)
-    assert plan((1, 64, 64), hints(block), facts=InputFacts((64, 64), 1)).label == "ncl"
+    # beside an image, the same block's 64 tokens are patches: an 8 x 8 grid
+    assert plan((1, 64, 64), hints(block), facts=InputFacts((64, 64), 1)).label == "tokens:0+8x8"
     output = ramp(1, 32, 32)
     kept = keep(output, hints(layer), None, 16, facts=text)
     assert kept.maps.shape == (1, 32, 32) and torch.equal(kept.maps[0], output[0])  # all 32 tokens
+
+
+class BareGPT(nn.Module):
+    """A GPT whose layer norm is ``F.layer_norm``: embeddings and linear layers, nothing else that tells a size."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(50, width)
+        self.h = nn.ModuleList([nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))])
+
+
+def test_a_text_model_that_tells_its_sizes_by_its_embeddings_keeps_every_token() -> None:
+    """Its blocks hold linear layers only, which tell nothing: (1, 64, 32) was read as 64 channels of 32 values, and
+    only the first 16 tokens were compared."""
+    model = BareGPT()
+    text = InputFacts(None)
+    block = model.h[0]
+    assert plan((1, 64, 32), hints(block, [model.h, model]), facts=text).label == "token-image"
+    assert plan((1, 32, 32), hints(block, [model.h, model]), facts=text).label == "token-image"  # T == C
+    assert plan((1, 64, 32), hints(block, [model.h, model]), facts=InputFacts((64, 64), 1)).label == "ncl"
+    # a text CNN (embeddings, then Conv1d over (B, E, L)) keeps its channels first
+    cnn = nn.Sequential(nn.Embedding(50, 32), nn.Conv1d(32, 16, 3), nn.ReLU())
+    assert plan((1, 16, 32), hints(cnn[2], [cnn]), facts=text).label == "ncl"
 
 
 def test_a_channels_last_output_as_tall_as_it_is_wide_stays_channels_last_where_that_is_certain() -> None:
@@ -93,6 +116,10 @@ def test_a_channels_last_output_as_tall_as_it_is_wide_stays_channels_last_where_
     stem = nn.Sequential(nn.Conv2d(3, 96, 4, 4), nn.GELU(), nn.LayerNorm(96), nn.Dropout())
     assert plan((1, 96, 96, 96), hints(stem)).label == "nhwc"  # its output is the plain LayerNorm's
     assert plan((1, 96, 96, 96), hints(nn.Linear(8, 96))).label == "nhwc"
+    # a stage of blocks holding layer norms and linear layers, no convolution: torchvision's Swin at 384 px
+    stage = nn.Sequential(GPTBlock(96), GPTBlock(96))
+    assert plan((1, 96, 96, 96), hints(stage), facts=InputFacts((384, 384), 1)).label == "nhwc"
+    assert plan((1, 96, 96, 384), hints(stage[0].mlp[1], [stage[0].mlp, stage[0], stage])).label == "nhwc"
 
 
 class ChannelNorm(nn.Module):
@@ -117,8 +144,12 @@ def test_a_channels_first_output_as_tall_as_it_is_wide_stays_nchw() -> None:
     assert plan((1, 96, 96, 96), hints(block)).label == "nchw"
     mixed = nn.Sequential(nn.Conv2d(96, 96, 1), nn.LayerNorm(96), nn.Linear(96, 96), nn.Conv2d(96, 96, 1))
     assert plan((1, 96, 96, 96), hints(mixed)).label == "nchw"
-    # a text model's hand-written channel norm over (B, C, L): no linear layer, so no text block
+    # a text model's hand-written channel norm over (B, C, L): no linear layer, so no block of linear layers
     assert plan((1, 32, 32), hints(ChannelNorm(32)), facts=InputFacts(None)).label == "ncl"
+    # a layer norm over a whole (C, H, W) map (a WGAN-GP critic's) tells no feature size: its W is no channel axis
+    critic = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.LayerNorm([16, 32, 32]), nn.LeakyReLU())
+    assert plan((1, 16, 32, 32), hints(critic[1], [critic])).label == "nchw"
+    assert plan((1, 16, 32, 32), hints(critic[2], [critic])).label == "nchw"
 
 
 def test_an_activation_inside_a_transformer_block_takes_its_parents_hints() -> None:
