@@ -14,6 +14,7 @@ alone.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,15 @@ class Follows:
 def call_name(name: str, call: int) -> str:
     """The name of the ``call``-th call (0-based) of module ``name``."""
     return name if call == 0 else f"{name}@{call}"
+
+
+_CALL_SUFFIX = re.compile(r"^(?P<name>.+)@(?P<call>\d+)$")
+
+
+def split_call(name: str) -> tuple[str, int | None]:
+    """:func:`call_name` read back: ``block@2`` -> ``("block", 2)``; a name without a call index -> ``(name, None)``."""
+    found = _CALL_SUFFIX.match(name)
+    return (found["name"], int(found["call"])) if found else (name, None)
 
 
 def run_model(model: nn.Module, inputs: Any) -> Any:

@@ -97,6 +97,10 @@ class CurrentLayer:
         return layer, picture
 
 
+# the reason of a layer whose layout changed, its shape not: snapshot says what that means when no other layer drifted
+LAYOUT_CHANGED = "layout changed"
+
+
 def _refuse_taken_call_names(model: nn.Module, targets: list[Target], calls: dict[str, int]) -> None:
     """Refuse a later call of a selected module whose name (``act@1``, the second call of ``act``) is the name of
     another module of the model (an ``add_module("act@1", ...)``): the golden held two layers of that name, which
@@ -106,12 +110,12 @@ def _refuse_taken_call_names(model: nn.Module, targets: list[Target], calls: dic
         return
     names = module_index(model)
     for target in repeated:
-        taken = next((n for k in range(1, calls[target.name]) if (n := call_name(target.name, k)) in names), None)
+        taken = next((k for k in range(1, calls[target.name]) if call_name(target.name, k) in names), None)
         if taken is not None:
-            ordinal = int(taken.rsplit("@", 1)[1]) + 1
             raise FeatvizError(
-                f"layer {target.name!r} ran {calls[target.name]} times, and its call {ordinal} would be stored as"
-                f" {taken!r}, the name of another module of {type(model).__name__}: a golden cannot tell them apart."
+                f"layer {target.name!r} ran {calls[target.name]} times, and its call {taken + 1} would be stored as"
+                f" {call_name(target.name, taken)!r}, the name of another module of {type(model).__name__}: a golden"
+                " cannot tell them apart."
                 f" Rename that module (a name ending in '@' and a number reads as a call index), or select one call"
                 f" of {target.name!r} ({target.name + '@0'!r} is its first)"
             )
@@ -228,7 +232,7 @@ def compare_with_golden(
     if _without_batch(shape, item.capture.layout) != _without_batch(layer.shape, item.capture.layout):
         reason = f"shape changed from {layer.shape} to {shape}"
     elif layer.layout and item.capture.layout and layer.layout != item.capture.layout:
-        reason = f"layout changed from {layer.layout} to {item.capture.layout}"
+        reason = f"{LAYOUT_CHANGED} from {layer.layout} to {item.capture.layout}"
     elif (int(pictures.shape[1]), int(pictures.shape[2])) != tuple(layer.tile_shape):
         # a golden written before its sidecar recorded the layout, read another way now (tokens were (B, C, L))
         tile = f"{pictures.shape[1]}x{pictures.shape[2]}"

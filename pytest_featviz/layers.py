@@ -25,13 +25,12 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from pytest_featviz.capture import Target
+from pytest_featviz.capture import Target, split_call
 from pytest_featviz.layout import LEAF_SEPARATOR, Hints, hints
 from pytest_featviz.records import FeatvizError, printable
 
 LayerSpec = Union[None, str, type, nn.Module, Iterable[Union[str, type, nn.Module]]]  # noqa: UP007 (runtime, 3.10)
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-_CALL_SUFFIX = re.compile(r"^(?P<name>.+)@(?P<call>\d+)$")
 _GRAMMAR = re.compile(r"[@+*?\[]")  # characters that make a name a pattern, a call index or a leaf selector
 
 
@@ -170,9 +169,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, gone: list[str] | None = N
         if text in index:  # a module's own name, also one holding '@', '+' or glob characters (``down[1]``)
             matched = [text]
         else:
-            suffix = _CALL_SUFFIX.match(text)
-            if suffix:
-                text, call = suffix["name"], int(suffix["call"])
+            text, call = split_call(text)
             text, leaf = _split_leaf(text, index)
             found_names = _lookup(model, index, names, aliases, item, text, gone is not None)
             if found_names is None:

@@ -11,7 +11,6 @@ the message of a drift.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -21,8 +20,9 @@ from typing import Any
 from torch import nn
 
 from pytest_featviz import calibrate, durable, environment, golden, goldenpath, goldenwrite
+from pytest_featviz.capture import split_call
 from pytest_featviz.config import Settings
-from pytest_featviz.current import BIT_DEPTH, CurrentLayer, capture_layers, compare_with_golden
+from pytest_featviz.current import BIT_DEPTH, LAYOUT_CHANGED, CurrentLayer, capture_layers, compare_with_golden
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec
@@ -61,19 +61,15 @@ SETTING_CHANGES = (
 )
 
 
-_CALL = re.compile(r"^(?P<module>.+)@\d+$")
-
-
 def _calls_note(name: str, current: Sequence[CurrentLayer], stored: SnapshotGolden) -> str:
     """For a later call (``block@2``) of a module whose other calls are both captured and in the golden: how many
     times it runs now and how many of its calls the golden holds (the module runs another number of times)."""
-    found = _CALL.match(name)
-    if found is None:
+    module, call = split_call(name)
+    if call is None:
         return ""
-    module = found["module"]
 
     def calls(names: Iterable[str]) -> int:
-        return sum(1 for n in names if n == module or ((m := _CALL.match(n)) is not None and m["module"] == module))
+        return sum(1 for n in names if split_call(n)[0] == module)
 
     now, held = calls(c.capture.name for c in current), calls(layer.name for layer in stored.layers)
     return f": {module!r} ran {now} time(s), the golden holds {held} of its calls" if now and held else ""
@@ -381,7 +377,7 @@ def _check(
         return recheck() if replaced else evidence(UPDATED, results, pictures)
     # a layout changed with its output's shape: the model's module types changed, or the plugin reads such outputs
     # another way now; either way no activation was compared, and none can be said to have moved
-    layout_only = all(r.reason.startswith("layout changed") for r in results if r.drifted)
+    layout_only = all(r.reason.startswith(LAYOUT_CHANGED) for r in results if r.drifted)
     settings_only = layout_only or all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
     golden_provenance = Provenance.from_sidecar(stored.provenance)
     explanation = provenance_sentences(golden_provenance, now(), not settings_only, [r.name for r in results])

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from pytest_featviz.capture import LayerTrace, trace
+from pytest_featviz.capture import LayerTrace, split_call, trace
 from pytest_featviz.environment import input_tensors
 from pytest_featviz.layers import (
     canonical_name,
@@ -289,12 +289,10 @@ def _every_call(names: list[str], shapes: Mapping[str, Sequence[tuple[int, ...] 
     RAFT's update steps do; left out of ``shapes``) keeps its last call alone."""
     chosen = []
     for name in names:
-        module, _, call = name.rpartition("@")
+        module, call = split_call(name)
         ran = shapes.get(module, ())
         shared = (
-            bool(module)
-            and call.isdigit()
-            and int(call) == len(ran) - 1  # the module's last call, not a module of its own named ``down@2``
+            call == len(ran) - 1  # the module's last call, not a module of its own named ``down@2``
             and 1 < len(ran) <= MAX_SHARED_CALLS
             and len(set(ran)) == 1
         )
