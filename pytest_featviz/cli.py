@@ -111,16 +111,15 @@ def _called(reference: str, function: Callable[[], Any]) -> Any:
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; a trailing :data:`IDS_SUFFIX` is the
     caller's to read."""
-    given = text
     parts = [part.strip() for part in text.strip().removesuffix(IDS_SUFFIX).replace("x", ",").split(",")]
     if not all(part.isdigit() for part in parts):
         raise CommandError(
             f"--input-shape must be comma-separated integers like {DEFAULT_INPUT_SHAPE}, optionally ending in"
-            f" {IDS_SUFFIX}; got {given!r}"
+            f" {IDS_SUFFIX}; got {text!r}"
         )
     shape = tuple(int(part) for part in parts)
     if not shape or any(s < 1 for s in shape):
-        raise CommandError(f"--input-shape must be positive integers like {DEFAULT_INPUT_SHAPE}; got {given!r}")
+        raise CommandError(f"--input-shape must be positive integers like {DEFAULT_INPUT_SHAPE}; got {text!r}")
     return shape
 
 
