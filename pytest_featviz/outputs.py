@@ -23,6 +23,7 @@ from pytest_featviz.records import (
     FAILING,
     MATCHED,
     MISSING,
+    SEVERITY,
     UNREADABLE,
     UPDATED,
     SnapshotResult,
@@ -144,7 +145,7 @@ def _outcome(snapshot: Mapping[str, Any]) -> str:
 
 def _worst_outcome(snapshots: Sequence[dict[str, Any]]) -> str:
     outcomes = {snapshot["outcome"] for snapshot in snapshots}
-    return next((o for o in (DRIFTED, UNREADABLE, MISSING, UPDATED, CREATED) if o in outcomes), MATCHED)
+    return next((o for o in SEVERITY if o in outcomes), MATCHED)
 
 
 def render_index(data: dict[str, Any]) -> str:

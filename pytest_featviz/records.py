@@ -34,6 +34,8 @@ UPDATED = "updated"
 UNREADABLE = "unreadable"
 OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED, UNREADABLE)
 FAILING = (DRIFTED, MISSING, UNREADABLE)  # the outcomes that fail a test: each is in the report
+# most severe first: the order of the report's snapshots, and the outcome that colours a test's section of the page
+SEVERITY = (DRIFTED, UNREADABLE, MISSING, UPDATED, CREATED, MATCHED)
 
 NORMALIZE_MODES = ("minmax", "sigmoid", "percentile")
 

@@ -31,7 +31,7 @@ from pytest_featviz.records import (
     FAILING,
     MISSING,
     OUTCOMES,
-    UNREADABLE,
+    SEVERITY,
     UPDATED,
     Evidence,
     SnapshotResult,
@@ -219,7 +219,7 @@ def _severity(result: SnapshotResult) -> tuple[int, float, int, str, str]:
     """Sort key, most severe first: drifted before unreadable before missing before updated before created before
     matched, then by lowest SSIM (a layer that could not be compared counts as SSIM -1), then by the number of drifted
     layers."""
-    rank = {DRIFTED: 0, UNREADABLE: 1, MISSING: 2, UPDATED: 3, CREATED: 4}.get(result.outcome, 5)
+    rank = SEVERITY.index(result.outcome) if result.outcome in SEVERITY else len(SEVERITY)
     lowest = min((layer.min_ssim if layer.ssim else -1.0 for layer in result.drifted_layers), default=1.0)
     if result.outcome == MISSING:
         lowest = 1.0
