@@ -186,13 +186,12 @@ def _channels_last_only(module: nn.Module) -> bool:
     return False
 
 
-def _linear_block(module: nn.Module) -> bool:
-    """Whether ``module`` holds linear layers, attention or RNNs and nothing that works channels first (no
-    convolution, norm or pooling layer, no layer norm with a forward pass of its own or over several dimensions):
-    such a block (a GPT's, a Swin stage) gives ``(B, T, C)`` or ``(B, H, W, C)`` even when T or H equals one of its
-    feature sizes. A module holding layer norms alone is not one: a channel norm written by hand permutes a map back
-    to NCHW around its layer norm."""
-    inner = list(module.modules())
+def _linear_block(inner: Sequence[nn.Module]) -> bool:
+    """Whether a module whose ``modules()`` are ``inner`` holds linear layers, attention or RNNs and nothing that works
+    channels first (no convolution, norm or pooling layer, no layer norm with a forward pass of its own or over several
+    dimensions): such a block (a GPT's, a Swin stage) gives ``(B, T, C)`` or ``(B, H, W, C)`` even when T or H equals
+    one of its feature sizes. A module holding layer norms alone is not one: a channel norm written by hand permutes a
+    map back to NCHW around its layer norm."""
     return not any(
         isinstance(m, _CHANNELS_FIRST) or (isinstance(m, nn.LayerNorm) and not _plain(m, (nn.LayerNorm,)))
         for m in inner
@@ -222,10 +221,10 @@ def own_hints(module: nn.Module) -> Hints | None:
             recurrent=isinstance(module, nn.RNNBase),
             attention=isinstance(module, nn.MultiheadAttention),
             last_when_tied=_channels_last_only(module),
-            linear_block=_linear_block(module),
+            linear_block=_linear_block(inner),
         )
     if any(isinstance(m, nn.Embedding) for m in inner) and not any(isinstance(m, _CHANNELS_FIRST) for m in inner):
-        return Hints(token_sizes=_sizes(inner), linear_block=_linear_block(module))
+        return Hints(token_sizes=_sizes(inner), linear_block=_linear_block(inner))
     return None
 
 
