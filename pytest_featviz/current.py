@@ -99,6 +99,9 @@ class CurrentLayer:
 
 # the reason of a layer whose layout changed, its shape not: snapshot says what that means when no other layer drifted
 LAYOUT_CHANGED = "layout changed"
+# the reasons of a layer compared under other settings than its golden's: snapshot tells the user so
+CHANNELS_CHANGED = "channel selection changed"
+NORMALIZE_CHANGED = "normalize changed"
 
 
 def _refuse_taken_call_names(model: nn.Module, targets: list[Target], calls: dict[str, int]) -> None:
@@ -238,9 +241,9 @@ def compare_with_golden(
         tile = f"{pictures.shape[1]}x{pictures.shape[2]}"
         reason = f"channel picture size changed from {layer.tile_shape[0]}x{layer.tile_shape[1]} to {tile}"
     elif item.capture.channels != layer.channels:
-        reason = f"channel selection changed from {list(layer.channels)} to {list(item.capture.channels)}"
+        reason = f"{CHANNELS_CHANGED} from {list(layer.channels)} to {list(item.capture.channels)}"
     elif settings.normalize != stored.normalize:
-        reason = f"normalize changed from {stored.normalize!r} to {settings.normalize!r}"
+        reason = f"{NORMALIZE_CHANGED} from {stored.normalize!r} to {settings.normalize!r}"
     if reason:
         drift = LayerResult(item.capture.name, DRIFT, shape, layer.shape, item.capture.channels, reason=reason)
         return drift, LayerEvidence(item.capture.name, None, None)

@@ -22,7 +22,15 @@ from torch import nn
 from pytest_featviz import calibrate, durable, environment, golden, goldenpath, goldenwrite
 from pytest_featviz.capture import split_call
 from pytest_featviz.config import Settings
-from pytest_featviz.current import BIT_DEPTH, LAYOUT_CHANGED, CurrentLayer, capture_layers, compare_with_golden
+from pytest_featviz.current import (
+    BIT_DEPTH,
+    CHANNELS_CHANGED,
+    LAYOUT_CHANGED,
+    NORMALIZE_CHANGED,
+    CurrentLayer,
+    capture_layers,
+    compare_with_golden,
+)
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec
@@ -53,12 +61,9 @@ CALIBRATE_DRIFTED = (
 )
 CREATE_WITH = "create it with:  "  # a missing snapshot's message line; the session summary collects the commands
 # Reasons of a layer's drift that come from the snapshot's own settings, not the model: compare_with_golden, _check.
-SETTING_CHANGES = (
-    "channel selection changed",
-    "normalize changed",
-    "in the golden but not captured now",
-    "selected now but not in the golden",
-)
+NOT_CAPTURED = "in the golden but not captured now"
+NOT_IN_GOLDEN = "selected now but not in the golden"
+SETTING_CHANGES = (CHANNELS_CHANGED, NORMALIZE_CHANGED, NOT_CAPTURED, NOT_IN_GOLDEN)
 
 
 def _calls_note(name: str, current: Sequence[CurrentLayer], stored: SnapshotGolden) -> str:
@@ -310,7 +315,7 @@ def _check(
                     item.capture.shape,
                     None,
                     item.capture.channels,
-                    reason="selected now but not in the golden" + _calls_note(item.capture.name, current, stored),
+                    reason=NOT_IN_GOLDEN + _calls_note(item.capture.name, current, stored),
                 )
             )
             pictures.append(LayerEvidence(item.capture.name, None, None))
@@ -339,7 +344,7 @@ def _check(
             reason = (
                 "no longer in the model"
                 if layer.name in gone
-                else "in the golden but not captured now" + _calls_note(layer.name, current, stored)
+                else NOT_CAPTURED + _calls_note(layer.name, current, stored)
             )
             results.append(LayerResult(layer.name, GONE, None, layer.shape, layer.channels, reason=reason))
             pictures.append(LayerEvidence(layer.name, None, None))
