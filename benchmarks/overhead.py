@@ -61,7 +61,7 @@ class Baseline:
 
             handles.append(self.modules[name].register_forward_hook(hook))
         try:
-            with torch.inference_mode():
+            with torch.no_grad():
                 self.model(inputs)
         finally:
             for handle in handles:

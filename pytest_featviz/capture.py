@@ -14,9 +14,10 @@ alone.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -121,25 +122,56 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def grad_free(modules: Iterable[nn.Module]) -> contextlib.AbstractContextManager[Any]:
+    """The grad mode of a forward pass the plugin runs through a model of ``modules`` (``model.modules()``):
+    ``torch.no_grad()``, so that the tensors a model makes and keeps in its first pass (a lazy module's parameters, a
+    table cached on first use) stay tensors it can later be trained with, as under the user's own ``no_grad``.
+    Inference mode only for a model whose buffers are inference tensors (built or loaded under
+    ``torch.inference_mode()``): a forward pass can write them in place (a call counter) only there. Inference
+    parameters need no such mode: a no-grad pass reads them."""
+    lazy = nn.parameter.UninitializedBuffer  # no is_inference() before its first pass
+    held = any(
+        buffer is not None and not isinstance(buffer, lazy) and buffer.is_inference()
+        for module in modules
+        for buffer in module._buffers.values()
+    )
+    return torch.inference_mode() if held else torch.no_grad()
+
+
+def switch_to_eval(model: nn.Module) -> None:
+    """``model.eval()``; a model that refuses it (an override that raises) is a usage error that says so."""
+    try:
+        model.eval()
+    except Exception as error:
+        raise FeatvizError(
+            f"{type(model).__name__}.eval() raised {type(error).__name__}: {error} -- feature_snapshot runs the model"
+            " in eval mode (its training flags are restored afterwards); snapshot a module that can be switched"
+        ) from error
+
+
 class _Hooked:
-    """Eval mode, inference mode and hooks for the duration of a ``with`` block; everything restored on exit."""
+    """Eval mode, no-grad mode and hooks for the duration of a ``with`` block; everything restored on exit."""
 
     def __init__(self, model: nn.Module, hooks: Sequence[tuple[nn.Module, Callable[..., None]]]) -> None:
         self._model = model
         self._hooks = hooks
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._modes: list[tuple[nn.Module, bool]] = []  # every module's flag, kept only when a module was training
+        self._evaluated = False  # whether eval() ran: train() undoes it, else only the flags are set back
+        self._grad_mode: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
     def __enter__(self) -> _Hooked:
         # A model already in eval mode, the usual case, costs one walk and nothing to restore.
         modules = list(self._model.modules())
+        self._grad_mode = grad_free(modules)
         if any(module.training for module in modules):
             self._modes = [(module, module.training) for module in modules]
         try:
             for module, hook in self._hooks:
                 self._handles.append(module.register_forward_hook(hook))
             if self._modes:
-                self._model.eval()
+                switch_to_eval(self._model)
+                self._evaluated = True
         except BaseException:
             self._restore()
             raise
@@ -156,7 +188,8 @@ class _Hooked:
         self._handles.clear()
         modes, self._modes = self._modes, []
         try:
-            if modes and modes[0][1]:  # the root was training: its own train(), as eval() ran its own
+            evaluated, self._evaluated = self._evaluated, False
+            if evaluated and modes[0][1]:  # the root was training: its own train(), as eval() ran its own
                 self._model.train()
         finally:
             for module, training in modes:
@@ -164,7 +197,7 @@ class _Hooked:
                     module.training = training
 
     def run(self, inputs: Any) -> None:
-        with torch.inference_mode():
+        with self._grad_mode:
             run_model(self._model, inputs)
 
 

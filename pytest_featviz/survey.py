@@ -25,9 +25,7 @@ class SurveyedLayer:
 
 def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
     """Every module of ``model`` with its calls (shape-only hooks, one forward pass), and the default choice."""
-    import torch
-
-    from pytest_featviz.capture import Follows, LayerTrace, call_name, run_model
+    from pytest_featviz.capture import Follows, LayerTrace, call_name, grad_free, run_model, switch_to_eval
     from pytest_featviz.layers import canonical_name, module_hints, module_index
     from pytest_featviz.layout import LayoutError, input_facts, plan, tensor_leaves
     from pytest_featviz.stages import default_layers
@@ -64,8 +62,8 @@ def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
             name = canonical_name(raw)
             if name in found and index[name] is module:
                 handles.append(module.register_forward_hook(make_hook(name)))
-        model.eval()
-        with torch.inference_mode():
+        switch_to_eval(model)
+        with grad_free(model.modules()):
             run_model(model, inputs)
     finally:
         for handle in handles:
