@@ -172,6 +172,12 @@ def capture_layers(
                 if compiled
                 else ""
             )
+            + (
+                "; the model is a torch.fx GraphModule, whose graph calls only the modules it traced as leaves"
+                " (the containers around them were inlined): select leaf modules, or snapshot the eager model"
+                if isinstance(model, torch.fx.GraphModule)
+                else ""
+            )
         )
     _refuse_taken_call_names(model, targets, calls)
     current = []

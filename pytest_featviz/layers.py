@@ -4,7 +4,8 @@ Names are those of ``model.named_modules()``. The prefixes that wrappers add (``
 ``torch.compile``, ``module.`` from ``DataParallel`` / ``DistributedDataParallel``) are optional: ``layer1`` and
 ``module.layer1`` select the same module, and goldens record the name without the prefix. A name may end in a leaf
 selector (``backbone+out``, see :mod:`pytest_featviz.layout`) and then in a call index (``block+0@2``). TorchScript
-modules (scripted or traced, the root or any submodule) are refused: hooks on them can silently never fire.
+modules (scripted or traced, the root or any submodule) are refused: hooks on them can silently never fire; so is a
+``torch.fx.GraphModule`` whose graph calls none of its submodules (``ExportedProgram.module()``).
 
 Names that reach a module only through an alias (``self.refine = self.decoder``: ``refine.0`` is ``decoder.0``) select
 it too; a module object from the model (``layers=[model.layer1]``) selects it by its name. The model itself has no
@@ -53,7 +54,8 @@ def is_wrapper_name(canonical: str) -> bool:
 def module_index(model: nn.Module) -> dict[str, nn.Module]:
     """Every selectable module by its canonical name, in ``named_modules`` order (the root is not selectable).
 
-    Raises like :func:`refuse_torchscript` when the model holds TorchScript, found in the same walk of the model.
+    Raises like :func:`refuse_unhookable` when the model holds TorchScript (found in the same walk of the model) or
+    is a graph of operators.
     """
     index: dict[str, nn.Module] = {}
     scripted: list[str] = []
@@ -64,6 +66,7 @@ def module_index(model: nn.Module) -> dict[str, nn.Module]:
         if not is_wrapper_name(canonical):
             index.setdefault(canonical, module)
     _refuse_scripted(model, scripted)
+    _refuse_operator_graph(model)
     return index
 
 
@@ -77,9 +80,27 @@ def _aliases(model: nn.Module, index: dict[str, nn.Module]) -> dict[str, nn.Modu
     return found
 
 
-def refuse_torchscript(model: nn.Module) -> None:
-    """Raise when ``model`` or a submodule is TorchScript: forward hooks on those can silently never fire."""
+def refuse_unhookable(model: nn.Module) -> None:
+    """Raise when ``model`` or a submodule is TorchScript, or ``model`` is a graph of operators: forward hooks on their
+    layers can silently never fire."""
     _refuse_scripted(model, [name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)])
+    _refuse_operator_graph(model)
+
+
+def _refuse_operator_graph(model: nn.Module) -> None:
+    """The error for a ``torch.fx.GraphModule`` whose graph calls none of its submodules: the module of a
+    ``torch.export`` ``ExportedProgram`` runs ATen operators on weights it holds in empty submodules (and calls only
+    the ``_guards_fn`` it generates), so no layer of it ever runs. A ``symbolic_trace`` graph calls its leaf modules."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return
+    if any(node.op == "call_module" and node.target != "_guards_fn" for node in model.graph.nodes):
+        return
+    raise FeatvizError(
+        "the model is a torch.fx GraphModule whose graph calls none of its submodules, as"
+        " the module of a torch.export ExportedProgram does (it runs ATen operators on the weights), so no layer of"
+        " it runs and no forward hook on one can fire. Snapshot the eager nn.Module you exported, or"
+        " torch.export.unflatten(exported_program), which calls its submodules."
+    )
 
 
 def _refuse_scripted(model: nn.Module, scripted: list[str]) -> None:

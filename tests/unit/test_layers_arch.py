@@ -16,6 +16,7 @@ from pytest_featviz.layers import resolve_layers
 from pytest_featviz.records import CREATED, DRIFTED, MATCHED, FeatvizError
 from pytest_featviz.snapshot import TestIdentity, check_snapshot
 from pytest_featviz.stages import default_selection
+from unit import snapshotter
 
 
 def tiny_cnn() -> nn.Sequential:
@@ -89,6 +90,32 @@ def test_a_traced_submodule_is_refused_by_name() -> None:
     model = nn.Sequential(nn.Conv2d(3, 3, 1), torch.jit.trace(tiny_cnn(), IMAGE))
     with pytest.raises(FeatvizError, match=r"TorchScript modules \('1'\)"):
         resolve_layers(model, "0")
+
+
+def test_an_exported_program_s_module_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """``ExportedProgram.module()`` runs ATen operators and none of its submodules, and refuses ``eval()``: the
+    snapshot raised NotImplementedError("Calling eval() ..."), masked by a second one from restoring ``train()``, and
+    with its flags set by hand it said only that the selected layers never ran. Refused, saying what to snapshot;
+    the unflattened program and a symbolic trace call their submodules and are snapshot as usual."""
+    eager = tiny_cnn().eval()
+    program = torch.export.export(eager, (IMAGE,))
+    refusal = r"GraphModule whose graph calls none of its submodules.*torch\.export\.unflatten\(exported_program\)"
+    with pytest.raises(FeatvizError, match=refusal):
+        resolve_layers(program.module(), "0")
+    with pytest.raises(FeatvizError, match=refusal):
+        default_selection(program.module(), IMAGE)
+    for name, model in [("unflattened", torch.export.unflatten(program)), ("traced", torch.fx.symbolic_trace(eager))]:
+        assert snapshotter(tmp_path / name, update=True)(model, IMAGE, layers=["0", "2"]).outcome == CREATED
+        assert snapshotter(tmp_path / name)(model, IMAGE, layers=["0", "2"]).outcome == MATCHED
+
+
+def test_a_container_a_symbolic_trace_inlined_never_runs_and_the_message_says_why(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Conv2d(4, 4, 3)).eval()
+    traced = torch.fx.symbolic_trace(model)
+    with pytest.raises(FeatvizError, match=r"'0' never ran.*GraphModule, whose graph calls only the modules it traced"):
+        snapshotter(tmp_path, update=True)(traced, IMAGE, layers=["0", "1"])
+    assert snapshotter(tmp_path, update=True)(traced, IMAGE, layers=["0.1", "1"]).outcome == CREATED
 
 
 def test_a_leaf_selector_captures_that_leaf_under_its_name() -> None:
