@@ -18,7 +18,9 @@ forward order. Without any spatial output (a text or sequence model, an MLP): wh
 with submodules), four of its blocks and the module that ran last at the top (a GPT's ``h.0, h.4, h.7, h.11, lm_head``);
 else the shallowest modules that ran (the direct children of the model, unless only deeper ones ran), topped up by the
 run when they are fewer than four. The names chosen are canonical (:mod:`pytest_featviz.layers`), and an output's grid
-is the one its layout (:mod:`pytest_featviz.layout`) gives.
+is the one its layout (:mod:`pytest_featviz.layout`) gives. The modules of a parametrization (``weight_norm``,
+``spectral_norm``: ``conv.parametrizations.weight``) run whenever their weight is read and return that weight, no
+feature map: they are never chosen.
 
 The shape-only pass runs on a copy of the input's tensors, with the random number generators' state restored and
 the model's buffers and submodules put back afterwards, so a forward pass that normalizes its input in place, draws
@@ -36,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
+from torch.nn.utils.parametrize import ParametrizationList, type_before_parametrizations
 
 from pytest_featviz.capture import LayerTrace, split_call, trace
 from pytest_featviz.environment import input_tensors
@@ -45,7 +48,7 @@ from pytest_featviz.layers import (
     module_hints,
     module_index,
     no_submodules,
-    refuse_torchscript,
+    refuse_unhookable,
 )
 from pytest_featviz.layout import Hints, InputFacts, LayoutError, input_facts, plan
 
@@ -69,7 +72,7 @@ PASS_THROUGH = (
 
 def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
-    refuse_torchscript(model)
+    refuse_unhookable(model)
     if not any(True for _ in model.children()):
         raise no_submodules(model)
     tensors = itertools.chain(model.parameters(), model.buffers(), input_tensors(inputs))
@@ -222,7 +225,13 @@ def default_layers(
         that is gone once the dropout is removed."""
         return isinstance(index.get(module_name(item)), PASS_THROUGH)
 
-    traces = [t for t in traces if not is_wrapper_name(module_name(t))]
+    weights = tuple(name for name, module in index.items() if isinstance(module, ParametrizationList))
+    traces = [
+        t
+        for t in traces
+        if not is_wrapper_name(name := module_name(t))
+        and not any(name == w or name.startswith(w + ".") for w in weights)
+    ]
     shapes: dict[str, list[tuple[int, ...] | None]] = {}
     chained: set[str] = set()  # modules run in a loop: a call took the previous call's output
     for item in traces:
@@ -343,6 +352,13 @@ def _spread(names: list[str], keep: str | None = None) -> list[str]:
     return [names[i] for i in picked]
 
 
+def _layer_modules(module: nn.Module) -> list[nn.Module]:
+    """``module`` and its submodules but a parametrization's (``conv.parametrizations.weight``: no layer, it computes
+    a weight); a parametrized module's class is the one it had before (``type_before_parametrizations``)."""
+    weights = {id(m) for p in module.modules() if isinstance(p, ParametrizationList) for m in p.modules()}
+    return [m for m in module.modules() if id(m) not in weights]
+
+
 def _blocks(items: Sequence[LayerTrace], index: dict[str, nn.Module]) -> tuple[list[LayerTrace], bool]:
     """Evenly spaced members of the heaviest run of sibling modules of one class among ``items``, and whether they
     are blocks (modules with submodules).
@@ -357,10 +373,12 @@ def _blocks(items: Sequence[LayerTrace], index: dict[str, nn.Module]) -> tuple[l
     for item in items:
         name = canonical_name(item.name).split("@")[0]
         module = index.get(name)
-        key = (name.rpartition(".")[0], type(module).__qualname__ if module is not None else "")
+        kind = type_before_parametrizations(module).__qualname__ if module is not None else ""
+        key = (name.rpartition(".")[0], kind)
         runs.setdefault(key, []).append(item)
-        weights[key] = weights.get(key, 0) + (sum(1 for _ in module.modules()) if module is not None else 1)
-        containers[key] = module is not None and any(True for _ in module.children())
+        size = len(_layer_modules(module)) if module is not None else 1
+        weights[key] = weights.get(key, 0) + size
+        containers[key] = size > 1
     runs = {key: run for key, run in runs.items() if len(run) >= 2}
     if not runs:
         return [], False

@@ -227,3 +227,38 @@ def test_the_default_choice_takes_a_stage_s_block_not_the_dropout_after_it() -> 
     torch.manual_seed(0)
     chosen = default_selection(_StagesWithDropout().eval(), torch.rand(1, 3, 16, 16))
     assert chosen == ["block1", "block2", "block3"]
+
+
+class _Critic(nn.Module):
+    """An SN-GAN critic: spectral-normed convolutions as the model's own attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        spectral_norm = nn.utils.parametrizations.spectral_norm
+        self.c1 = spectral_norm(nn.Conv2d(3, 8, 3, padding=1))
+        self.c2 = spectral_norm(nn.Conv2d(8, 8, 4, stride=2, padding=1))
+        self.c3 = spectral_norm(nn.Conv2d(8, 8, 4, stride=2, padding=1))
+        self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c3(self.act(self.c2(self.act(self.c1(x)))))
+
+
+def test_the_default_choice_takes_no_parametrization_s_weight_for_a_stage() -> None:
+    """A parametrization's modules run when their weight is read and return it: ``c1.parametrizations.weight`` (an
+    8 x 3 x 3 x 3 kernel) was read as a 3 x 3 map and chosen as a stage, then named where drift "starts" and among
+    the layers with changed weights. The choice is the one the same model makes without its parametrizations."""
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    critic = _Critic().eval()
+    assert default_selection(critic, image) == ["c1", "c2", "act@1", "c3"]
+    for parametrize in (
+        nn.utils.parametrizations.weight_norm,
+        nn.utils.parametrizations.spectral_norm,
+        nn.utils.parametrizations.orthogonal,
+    ):
+        torch.manual_seed(0)
+        plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+        expected = default_selection(plain, image)
+        plain[2] = parametrize(plain[2])
+        assert default_selection(plain, image) == expected
