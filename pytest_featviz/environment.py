@@ -352,6 +352,18 @@ def _by_module(names: Sequence[str]) -> str:
     )
 
 
+def _converted(golden: str, current: str) -> str:
+    """What a drift message adds to a changed fingerprint when the snapshot's dtype changed: converting a tensor to
+    another dtype rounds its values, which alone changes its fingerprint (float64 is fingerprinted as float32)."""
+    exact = {"float32", "float64"}
+    if golden == current or {golden, current} <= exact or "none" in (golden, current):
+        return ""
+    return (
+        f"; the dtype changed too ({golden} -> {current}), and converting a tensor to another dtype rounds its"
+        " values, which alone changes its fingerprint"
+    )
+
+
 def provenance_sentences(
     golden: Provenance | None, current: Provenance, compared: bool = True, order: Sequence[str] = ()
 ) -> list[str]:
@@ -372,10 +384,11 @@ def provenance_sentences(
         lines.append(environment)
     input_known = UNKNOWN_INPUT not in (golden.input, current.input)
     input_changed = input_known and golden.input != current.input
+    converted = _converted(golden.environment.dtype, current.environment.dtype)
     if input_changed:
         lines.append(
             f"the input changed since the golden was made (input fingerprint {golden.input} -> {current.input}):"
-            " the drift may come from the input (data, preprocessing, seed) rather than the model"
+            " the drift may come from the input (data, preprocessing, seed) rather than the model" + converted
         )
     if golden.model != current.model:
         changed = [name for name, value in current.layers.items() if golden.layers.get(name, value) != value]
@@ -388,7 +401,7 @@ def provenance_sentences(
         )
         lines.append(
             f"the model's weights or buffers changed since the golden was made"
-            f" (model fingerprint {golden.model} -> {current.model}){where}"
+            f" (model fingerprint {golden.model} -> {current.model}){where}{converted}"
         )
     elif compared and not input_known:
         lines.append(

@@ -258,6 +258,22 @@ def test_sentences_when_the_input_changed_rather_than_the_model() -> None:
     assert "rather than the model" in line
 
 
+def test_changed_fingerprints_under_another_half_precision_dtype_say_that_a_conversion_changes_them() -> None:
+    """A float32 golden checked with the model and input in bfloat16 said only "the drift may come from the input
+    (data, preprocessing, seed)": the same photo, converted, has another fingerprint."""
+    bfloat16 = Environment("2.14.1", "cpu", "bfloat16", False, True, False)
+    converted = provenance_sentences(_provenance(), _provenance(env=bfloat16, input="i2", model="m2"))
+    suffix = "; the dtype changed too (float32 -> bfloat16), and converting a tensor to another dtype rounds its values"
+    assert [line.split(" ")[0:2] for line in converted] == [
+        ["environment", "differs"],
+        ["the", "input"],
+        ["the", "model's"],
+    ]
+    assert all(suffix in line for line in converted[1:])
+    float64 = Environment("2.14.1", "cpu", "float64", False, True, False)  # fingerprinted as float32: no such note
+    assert not any("dtype changed" in line for line in provenance_sentences(_provenance(), _provenance(float64, "i2")))
+
+
 def test_layers_with_changed_weights_are_named_in_forward_order() -> None:
     """Selected as ``layers=["2", "0"]``: the message named them '2', '0' under "drift starts at layer '0'"."""
     golden = _provenance(**{"2": "a", "0": "b"})
