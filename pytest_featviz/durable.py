@@ -338,17 +338,18 @@ def _put_in_place(staging: Path, directory: Path, owner: str) -> None:
 
     Another process writing the same snapshot at the same moment can put its own directory in place between the two
     renames; then this write tries again, so the last writer wins and neither fails. Any other error restores the
-    snapshot that was there.
+    snapshot that was there, and so does an interruption in between (Ctrl-C, a timeout's exception).
     """
     for _ in range(SWITCH_ATTEMPTS):
-        backup: Path | None = None
-        if directory.exists():
-            backup = directory.with_name(f".{directory.name}.featviz-old-{owner}-{secrets.token_hex(4)}")
-            try:
-                os.replace(directory, backup)
-            except FileNotFoundError:  # another writer moved it aside just now
-                backup = None
+        backup: Path | None = None  # where the snapshot that was there went
+        aside = directory.with_name(f".{directory.name}.featviz-old-{owner}-{secrets.token_hex(4)}")
         try:
+            if directory.exists():
+                try:
+                    os.replace(directory, aside)
+                    backup = aside
+                except FileNotFoundError:  # another writer moved it aside just now
+                    pass
             os.replace(staging, directory)
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and directory.exists():
@@ -357,6 +358,12 @@ def _put_in_place(staging: Path, directory: Path, owner: str) -> None:
                 continue
             if backup is not None:
                 os.replace(backup, directory)
+            raise
+        except BaseException:
+            # interrupted between the renames (Ctrl-C, pytest-timeout's signal) with the process alive: the snapshot
+            # that was there goes back, as after an error
+            if aside.exists() and not directory.exists():
+                os.replace(aside, directory)
             raise
         if backup is not None:
             _remove_tree(backup)

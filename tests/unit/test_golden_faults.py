@@ -426,6 +426,30 @@ def test_interrupted_between_renames_is_named_and_healed(snap: Path) -> None:
     assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]
 
 
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
+def test_an_interruption_between_the_renames_puts_the_old_golden_back(
+    snap: Path, monkeypatch: pytest.MonkeyPatch, interruption: type[BaseException]
+) -> None:
+    """Ctrl-C, or pytest-timeout's exception, between moving the old snapshot aside and moving the new one in left no
+    golden (only ``.0.featviz-old-...``) though the process could still rename it back."""
+    root = snap.parents[2]
+    before = _files(root)
+    real = durable.os.replace
+
+    def interrupted(source: Any, target: Any) -> None:
+        if Path(source).name.startswith(".0.featviz-new-"):
+            raise interruption()
+        real(source, target)
+
+    monkeypatch.setattr(durable.os, "replace", interrupted)
+    stored, png = _snapshot(1)
+    with pytest.raises(interruption):
+        goldenwrite.write_files(snap, golden.sidecar_text(stored), {"conv.png": png})
+    monkeypatch.undo()
+    assert _files(root) == before  # the old golden, byte for byte
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]  # the new one's staging is removed
+
+
 def test_leftover_staging_does_not_disturb_reads_and_is_removed_by_the_next_write(snap: Path) -> None:
     leftover = snap.parent / ".0.featviz-new-zz99zz99"
     leftover.mkdir()
