@@ -8,6 +8,7 @@ record to its item's stash, and the records travel to the tracker with the test'
 from __future__ import annotations
 
 import os
+import shlex
 from collections import Counter
 from collections.abc import Generator, Iterable
 from dataclasses import replace
@@ -202,6 +203,9 @@ class SessionTracker:
         # The records that created or rewrote a golden, of every run of every item: a run that pytest-rerunfailures
         # repeats does not count in the snapshots compared, yet the goldens it wrote are written.
         self.written: list[SnapshotResult] = []
+        # The goldens an update rewrote in a test that then failed, or that is marked xfail: perhaps a drift the test
+        # expects (a known regression kept as xfail, a pytest.raises(FeatureDriftError)), said with the way back.
+        self.rewritten_unexpected: set[str] = set()
         self.index: Path | None = None
         # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
         # said in the summary; the tests' own outcomes stand.
@@ -391,6 +395,10 @@ class SessionTracker:
         self.written.extend(SnapshotResult.from_dict(r) for r in records if r.get("outcome") in (CREATED, UPDATED))
         if str(report.outcome) == "rerun":
             return
+        if self.settings.update and (str(report.outcome) == "failed" or hasattr(report, "wasxfail")):
+            self.rewritten_unexpected.update(
+                str(r["golden_dir"]) for r in records if r.get("outcome") == UPDATED and not r.get("update_dir")
+            )
         item, run = getattr(report, "featviz_run", None) or (report.nodeid, 1)
         held, results = self.runs.get(item, (run, []))
         if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
@@ -448,6 +456,15 @@ class SessionTracker:
                     f"{len(rewritten)} drifted golden snapshot(s) rewritten (review their pictures in the diff before"
                     f" committing): {_listed(sorted(map(display_path, rewritten)))}"
                 )
+                back = sorted(set(rewritten) & self.rewritten_unexpected)
+                if back:
+                    start = terminalreporter.config.invocation_params.dir
+                    paths = " ".join(shlex.quote(display_path(g, start)) for g in back)
+                    terminalreporter.write_line(
+                        f"  {len(back)} of them in tests that failed or are marked xfail: if a golden held a drift"
+                        " its test expects (an xfail, a pytest.raises(FeatureDriftError)), put it back:"
+                        f" git checkout -- {paths}"
+                    )
             # environment-keyed goldens: a drift from the shared golden writes the device's own, new to git
             beside = {r.update_dir for r in written if r.outcome == UPDATED and r.update_dir is not None}
             if beside:

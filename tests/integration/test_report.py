@@ -349,6 +349,68 @@ def test_one_caught_one_not(feature_snapshot):
 """
 
 
+EXPECTING = """
+import os
+import pytest
+import torch
+from torch import nn
+from pytest_featviz import FeatureDriftError
+
+X = torch.ones(1, 3, 5, 5).cumsum(-1)
+
+
+def net():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU())
+    if os.environ.get("REGRESSION"):
+        with torch.no_grad():
+            model[0].bias.add_(1.0)
+    return model
+
+
+@pytest.mark.xfail(reason="known regression: the golden holds the right maps")
+def test_known_regression(feature_snapshot):
+    feature_snapshot(net(), X, layers=["1"])
+    assert not os.environ.get("REGRESSION")
+
+
+def test_detects_the_regression(feature_snapshot):
+    if os.environ.get("REGRESSION"):
+        with pytest.raises(FeatureDriftError):
+            feature_snapshot(net(), X, layers=["1"])
+    else:
+        feature_snapshot(net(), X, layers=["1"])
+
+
+def test_accepted(feature_snapshot):
+    feature_snapshot(net(), X, layers=["0"])
+"""
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_an_update_that_rewrote_goldens_a_test_may_expect_to_drift_says_how_to_put_them_back(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    """``--featviz-update`` rewrote the golden of a known regression kept as xfail (it then passed unexpectedly) and
+    of a test that checks the regression is caught (it then failed: DID NOT RAISE), and called both ordinary drifts:
+    the way back is printed for the goldens of such tests, and for no other."""
+    featviz_pytester.makepyfile(test_expect=EXPECTING)
+    featviz_pytester.runpytest("--featviz-update", *args).assert_outcomes(passed=2, xpassed=1)
+    monkeypatch.setenv("REGRESSION", "1")
+    # the golden of the known regression holds the right maps, the regression is caught, and test_accepted drifts
+    featviz_pytester.runpytest(*args).assert_outcomes(passed=1, failed=1, xfailed=1)
+    result = featviz_pytester.runpytest("--featviz-update", *args)
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "3 drifted golden snapshot(s) rewritten (review their pictures in the diff before committing): *",
+            "  2 of them in tests that failed or are marked xfail: if a golden held a drift its test expects (an"
+            " xfail, a pytest.raises(FeatureDriftError)), put it back: git checkout --"
+            " golden/test_expect/test_detects_the_regression/0 golden/test_expect/test_known_regression/0",
+        ]
+    )
+
+
 @pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["serial", "xdist"])
 def test_a_drift_a_test_caught_is_expected_not_offered_for_acceptance(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]

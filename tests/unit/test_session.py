@@ -63,6 +63,34 @@ def test_goldens_written_by_a_run_that_is_repeated_count_as_written() -> None:
     ]
 
 
+def test_an_update_that_rewrote_goldens_of_failed_or_xfail_tests_says_how_to_put_them_back() -> None:
+    """A golden holding a drift its test expects (a known regression kept as xfail, a test that checks the drift is
+    caught) was rewritten like any other: the xfail test then passed unexpectedly, the other failed (DID NOT RAISE),
+    and the summary called both ordinary drifts. Passing tests' goldens and those a run created are not listed."""
+    tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True))
+    reports = [
+        _report("t.py::xpass", ("w:1", 1), "x y", snapshot=UPDATED),
+        _report("t.py::caught", ("w:2", 1), "c", outcome="failed", snapshot=UPDATED),
+        _report("t.py::new", ("w:3", 1), "n", outcome="failed", snapshot=CREATED),
+        _report("t.py::fine", ("w:4", 1), "f", snapshot=UPDATED),
+    ]
+    reports[0].wasxfail = "known regression"  # type: ignore[attr-defined]
+    for report in reports:
+        tracker.pytest_runtest_logreport(report)  # type: ignore[arg-type]
+    lines: list[str] = []
+    config = SimpleNamespace(invocation_params=SimpleNamespace(dir=Path.cwd()))
+    terminal = SimpleNamespace(
+        section=lambda *a, **k: None, write_line=lambda line, **_: lines.append(line), config=config
+    )
+    tracker.pytest_terminal_summary(terminal)
+    assert lines[2:] == [
+        "3 drifted golden snapshot(s) rewritten (review their pictures in the diff before committing): golden/c,"
+        " golden/f, golden/x y",
+        "  2 of them in tests that failed or are marked xfail: if a golden held a drift its test expects (an xfail,"
+        " a pytest.raises(FeatureDriftError)), put it back: git checkout -- golden/c 'golden/x y'",
+    ]
+
+
 def test_each_golden_is_counted_once_by_what_happened_to_it() -> None:
     # pytest-repeat's runs of a test share its golden; under xdist two of them may both create it
     tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True))
