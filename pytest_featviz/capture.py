@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from pytest_featviz.channels import ChannelSpec, keep
 from pytest_featviz.layout import Hints, first_tensor, input_facts
@@ -122,30 +123,42 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
-def grad_free(modules: Iterable[nn.Module]) -> contextlib.AbstractContextManager[Any]:
-    """The grad mode of a forward pass the plugin runs through a model of ``modules`` (``model.modules()``):
-    ``torch.no_grad()``, so that the tensors a model makes and keeps in its first pass (a lazy module's parameters, a
-    table cached on first use) stay tensors it can later be trained with, as under the user's own ``no_grad``.
-    Inference mode only for a model whose buffers are inference tensors (built or loaded under
-    ``torch.inference_mode()``): a forward pass can write them in place (a call counter) only there. Inference
-    parameters need no such mode: a no-grad pass reads them."""
-    lazy = nn.parameter.UninitializedBuffer  # no is_inference() before its first pass
+def grad_free(modules: Iterable[nn.Module], inputs: Any) -> contextlib.AbstractContextManager[Any]:
+    """The grad mode of a forward pass the plugin runs on ``inputs`` through a model of ``modules``
+    (``model.modules()``): ``torch.no_grad()``, so that the tensors a model makes and keeps in its first pass (a lazy
+    module's parameters, a table cached on first use) stay tensors it can later be trained with, as under the user's
+    own ``no_grad``. Inference mode where a parameter, buffer or input tensor is an inference tensor already (a model
+    built or loaded under ``torch.inference_mode()``, an input made there): the forward pass can write such tensors
+    in place (a cache, a counter, ``ReLU(inplace=True)`` on the input) only there."""
+    from pytest_featviz.environment import input_tensors
+
     held = any(
-        buffer is not None and not isinstance(buffer, lazy) and buffer.is_inference()
+        tensor is not None and not is_lazy(tensor) and tensor.is_inference()  # a lazy one has no is_inference() yet
         for module in modules
-        for buffer in module._buffers.values()
-    )
+        for tensors in (module._parameters, module._buffers)
+        for tensor in tensors.values()
+    ) or any(tensor.is_inference() for tensor in input_tensors(inputs))
     return torch.inference_mode() if held else torch.no_grad()
 
 
 def switch_to_eval(model: nn.Module) -> None:
-    """``model.eval()``; a model that refuses it (an override that raises) is a usage error that says so."""
+    """``model.eval()``; a model that refuses it (an override that raises, in the model or a submodule) is a usage
+    error that names the module that raised."""
     try:
         model.eval()
     except Exception as error:
+        names = {id(module): name for name, module in model.named_modules()}
+        culprit = ""  # the innermost module of the model whose method the traceback passes through
+        trace = error.__traceback__
+        while trace is not None:
+            owner = trace.tb_frame.f_locals.get("self")
+            culprit = names.get(id(owner), culprit)
+            trace = trace.tb_next
+        raised = "it" if not culprit else f"its submodule {culprit!r} ({type(model.get_submodule(culprit)).__name__})"
         raise FeatvizError(
-            f"{type(model).__name__}.eval() raised {type(error).__name__}: {error} -- feature_snapshot runs the model"
-            " in eval mode (its training flags are restored afterwards); snapshot a module that can be switched"
+            f"switching {type(model).__name__} to eval mode failed: {raised} raised {type(error).__name__}: {error}"
+            " -- feature_snapshot runs the model in eval mode (its training flags are restored afterwards); snapshot a"
+            " model whose modules can be switched"
         ) from error
 
 
@@ -158,12 +171,11 @@ class _Hooked:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._modes: list[tuple[nn.Module, bool]] = []  # every module's flag, kept only when a module was training
         self._evaluated = False  # whether eval() ran: train() undoes it, else only the flags are set back
-        self._grad_mode: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._modules: list[nn.Module] = []
 
     def __enter__(self) -> _Hooked:
         # A model already in eval mode, the usual case, costs one walk and nothing to restore.
-        modules = list(self._model.modules())
-        self._grad_mode = grad_free(modules)
+        modules = self._modules = list(self._model.modules())
         if any(module.training for module in modules):
             self._modes = [(module, module.training) for module in modules]
         try:
@@ -197,7 +209,7 @@ class _Hooked:
                     module.training = training
 
     def run(self, inputs: Any) -> None:
-        with self._grad_mode:
+        with grad_free(self._modules, inputs):
             run_model(self._model, inputs)
 
 

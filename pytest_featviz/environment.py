@@ -353,8 +353,9 @@ def _by_module(names: Sequence[str]) -> str:
 
 
 def _converted(golden: str, current: str) -> str:
-    """What a drift message adds to a changed fingerprint when the snapshot's dtype changed: converting a tensor to
-    another dtype rounds its values, which alone changes its fingerprint (float64 is fingerprinted as float32)."""
+    """What a drift message adds to a changed model fingerprint when the model's dtype changed: converting a tensor
+    to another dtype rounds its values, which alone changes its fingerprint (float64 is fingerprinted as float32).
+    Not said of the input: the environment's dtype is the model's, and a model can cast its input itself."""
     exact = {"float32", "float64"}
     if golden == current or {golden, current} <= exact or "none" in (golden, current):
         return ""
@@ -388,7 +389,7 @@ def provenance_sentences(
     if input_changed:
         lines.append(
             f"the input changed since the golden was made (input fingerprint {golden.input} -> {current.input}):"
-            " the drift may come from the input (data, preprocessing, seed) rather than the model" + converted
+            " the drift may come from the input (data, preprocessing, seed) rather than the model"
         )
     if golden.model != current.model:
         changed = [name for name, value in current.layers.items() if golden.layers.get(name, value) != value]

@@ -96,10 +96,11 @@ def _refuse_operator_graph(model: nn.Module) -> None:
     if any(node.op == "call_module" and node.target != "_guards_fn" for node in model.graph.nodes):
         return
     raise FeatvizError(
-        "the model is a torch.fx GraphModule whose graph calls none of its submodules, as"
-        " the module of a torch.export ExportedProgram does (it runs ATen operators on the weights), so no layer of"
-        " it runs and no forward hook on one can fire. Snapshot the eager nn.Module you exported, or"
-        " torch.export.unflatten(exported_program), which calls its submodules."
+        "the model is a torch.fx GraphModule whose graph calls none of its submodules (the module of a torch.export"
+        " ExportedProgram runs ATen operators on the weights; a trace of a forward that calls only functions does"
+        " the same), so no layer of it runs and no forward hook on one can fire. Snapshot the eager nn.Module,"
+        " selecting modules its forward calls, or for an exported program torch.export.unflatten(exported_program),"
+        " which calls its submodules."
     )
 
 

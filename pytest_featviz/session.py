@@ -206,6 +206,7 @@ class SessionTracker:
         # The goldens an update rewrote in a test that then failed, or that is marked xfail: perhaps a drift the test
         # expects (a known regression kept as xfail, a pytest.raises(FeatureDriftError)), said with the way back.
         self.rewritten_unexpected: set[str] = set()
+        self.rewritten_by_test: dict[str, set[str]] = {}  # by node id: the goldens each run of a test rewrote
         self.index: Path | None = None
         # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
         # said in the summary; the tests' own outcomes stand.
@@ -388,6 +389,8 @@ class SessionTracker:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)
+        if self.settings.update:
+            self._note_rewrites(report, records or [])
         if not records:
             return
         # pytest-rerunfailures logs the reports of a run it repeats (serially and from xdist workers): its snapshots
@@ -395,10 +398,6 @@ class SessionTracker:
         self.written.extend(SnapshotResult.from_dict(r) for r in records if r.get("outcome") in (CREATED, UPDATED))
         if str(report.outcome) == "rerun":
             return
-        if self.settings.update and (str(report.outcome) == "failed" or hasattr(report, "wasxfail")):
-            self.rewritten_unexpected.update(
-                str(r["golden_dir"]) for r in records if r.get("outcome") == UPDATED and not r.get("update_dir")
-            )
         item, run = getattr(report, "featviz_run", None) or (report.nodeid, 1)
         held, results = self.runs.get(item, (run, []))
         if run > held:  # the item runs again: only its last run counts, its subtests and setup snapshots too
@@ -409,6 +408,17 @@ class SessionTracker:
                 record = replace(record, xfail=True)
             results.append(record)
         self.runs[item] = (run, results)
+
+    def _note_rewrites(self, report: pytest.TestReport, records: list[dict[str, Any]]) -> None:
+        """Collect the goldens an update rewrote in a test that ended failed or marked xfail (in any of its runs: a
+        run that pytest-rerunfailures repeats wrote them, the last run finds them matching)."""
+        rewritten = self.rewritten_by_test.setdefault(report.nodeid, set())
+        rewritten.update(
+            str(r["golden_dir"]) for r in records if r.get("outcome") == UPDATED and not r.get("update_dir")
+        )
+        outcome = str(report.outcome)
+        if outcome != "rerun" and (outcome == "failed" or hasattr(report, "wasxfail")):
+            self.rewritten_unexpected.update(rewritten)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results and not self.report_errors:

@@ -63,7 +63,7 @@ def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
             if name in found and index[name] is module:
                 handles.append(module.register_forward_hook(make_hook(name)))
         switch_to_eval(model)
-        with grad_free(model.modules()):
+        with grad_free(model.modules(), inputs):
             run_model(model, inputs)
     finally:
         for handle in handles:

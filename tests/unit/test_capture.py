@@ -356,25 +356,51 @@ def test_a_snapshot_as_the_model_s_first_pass_leaves_tensors_it_can_still_be_tra
 
 
 class _Counter(nn.Module):
-    """Counts its calls in a buffer, in place."""
+    """Counts its calls in a buffer, and keeps its last input in a plain attribute (a KV cache), both in place."""
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("calls", torch.zeros(()))
+        self.last = torch.zeros(1, 4, 6, 6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        self.last[:1] = x
         return x
 
 
-def test_a_model_made_under_inference_mode_that_writes_its_buffers_in_forward_runs_there(tmp_path: Path) -> None:
-    """Its buffers are inference tensors, written in place only under inference_mode ("Inplace update to inference
-    tensor outside InferenceMode"): the pass runs there for such a model."""
+class _Scaling(nn.Module):
+    """Writes its parameter in place on each call (a hand-made weight normalization)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.scale.clamp_(0.5, 2.0)
+        return x * self.scale
+
+
+def test_a_pass_writing_inference_tensors_in_place_runs_in_inference_mode(tmp_path: Path) -> None:
+    """Such tensors are written in place only under inference_mode ("Inplace update to inference tensor outside
+    InferenceMode"): a model built there that writes its buffers or a plain attribute, one whose parameter made
+    there is written, and an input made there that ``ReLU(inplace=True)`` writes all still run (they did when every
+    pass ran in inference mode); a model without such tensors runs under no_grad."""
     with torch.inference_mode():
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(3, 4, 3), _Counter(), nn.ReLU())
-    assert snapshotter(tmp_path, update=True)(model, _x(1, 3, 8, 8), layers=["2"]).outcome == "created"
-    assert model[1].calls.item() == 1
+        counting = nn.Sequential(nn.Conv2d(3, 4, 3), _Counter(), nn.ReLU())
+        scaling = nn.Sequential(nn.Conv2d(3, 4, 3), _Scaling(), nn.ReLU())
+        made_there = _x(1, 3, 8, 8)
+    torch.manual_seed(0)
+    in_place = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3), nn.ReLU())
+    cases = [(counting, _x(1, 3, 8, 8)), (scaling, _x(1, 3, 8, 8)), (in_place, made_there)]
+    for position, (model, x) in enumerate(cases):
+        for layers in (["2"], None):  # the default choice runs a pass of its own first
+            root = tmp_path / str(position) / str(layers)
+            assert snapshotter(root, update=True)(model, x, layers=layers).outcome == "created"
+            assert snapshotter(root)(model, x, layers=layers).outcome == "matched"
+    assert counting[1].calls.item() == 4  # the default choice's pass puts its count back
 
 
 class _RefusesEval(nn.Sequential):
@@ -388,10 +414,16 @@ def test_a_model_whose_eval_raises_is_a_usage_error_that_names_that_error() -> N
     """Its NotImplementedError reached the test masked by a second one, raised by the train() that restored it."""
     torch.manual_seed(0)
     model = _RefusesEval(nn.Conv2d(3, 4, 3), nn.ReLU())
-    with pytest.raises(FeatvizError, match=r"_RefusesEval.eval\(\) raised NotImplementedError: Calling eval\(\) is"):
+    refused = r"switching _RefusesEval to eval mode failed: it raised NotImplementedError: Calling eval\(\) is"
+    with pytest.raises(FeatvizError, match=refused):
         capture(model, _x(1, 3, 8, 8), _targets(model, "1"), 4)
     assert all(m.training for m in model.modules())
     assert not model[1]._forward_hooks
+    holder = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), _RefusesEval(nn.ReLU())))
+    inner = r"switching Sequential to eval mode failed: its submodule '1.1' \(_RefusesEval\) raised NotImplementedError"
+    with pytest.raises(FeatvizError, match=inner):
+        capture(holder, _x(1, 3, 8, 8), _targets(holder, "0"), 4)
+    assert all(m.training for m in holder.modules())
 
 
 def test_a_mapping_that_is_not_a_dict_is_passed_as_keyword_arguments() -> None:

@@ -91,6 +91,24 @@ def test_an_update_that_rewrote_goldens_of_failed_or_xfail_tests_says_how_to_put
     ]
 
 
+def test_the_way_back_names_goldens_an_earlier_run_of_a_failed_test_rewrote() -> None:
+    """Under pytest-rerunfailures the run that rewrote the golden is a "rerun" report and the last run, which failed,
+    finds it matching: no way back was printed. A test that failed once and then passed is not listed."""
+    tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True))
+    for node, last in (("t.py::caught", "failed"), ("t.py::flaky", "passed")):
+        tracker.pytest_runtest_logreport(
+            _report(node, (node, 1), node.split("::")[1], outcome="rerun", snapshot=UPDATED)
+        )  # type: ignore[arg-type]
+        tracker.pytest_runtest_logreport(_report(node, (node, 2), node.split("::")[1], outcome=last))  # type: ignore[arg-type]
+    lines: list[str] = []
+    config = SimpleNamespace(invocation_params=SimpleNamespace(dir=Path.cwd()))
+    terminal = SimpleNamespace(
+        section=lambda *a, **k: None, write_line=lambda line, **_: lines.append(line), config=config
+    )
+    tracker.pytest_terminal_summary(terminal)
+    assert lines[-1].endswith("put it back: git checkout -- golden/caught")
+
+
 def test_each_golden_is_counted_once_by_what_happened_to_it() -> None:
     # pytest-repeat's runs of a test share its golden; under xdist two of them may both create it
     tracker = SessionTracker(Settings(golden_dir=Path("golden"), update=True))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
+from pytest_featviz.records import FeatvizError
 from pytest_featviz.stages import _buffers_kept, default_selection
 from unit import snapshotter
 
@@ -262,3 +264,11 @@ def test_the_default_choice_takes_no_parametrization_s_weight_for_a_stage() -> N
         expected = default_selection(plain, image)
         plain[2] = parametrize(plain[2])
         assert default_selection(plain, image) == expected
+
+
+def test_a_parametrized_layer_alone_is_a_model_without_submodules() -> None:
+    """Its only child is its parametrizations: the default choice said "layers is an empty list", though the test
+    passed layers=None; it says what a plain Conv2d gets, how to wrap it."""
+    conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3))
+    with pytest.raises(FeatvizError, match=r"has no submodules.*nn\.Sequential\(model\)"):
+        default_selection(conv, torch.rand(1, 3, 8, 8))
