@@ -69,8 +69,8 @@ def snapshot_call(model: nn.Module, inputs: Any, layers: LayerSpec, directory: P
 
 
 def bare_forward(model: nn.Module, inputs: torch.Tensor) -> None:
-    """The forward pass a test would run anyway, under the same modes the plugin uses (eval, no-grad)."""
-    with torch.no_grad():
+    """The forward pass a test would run anyway, under the same modes the plugin uses (eval, inference mode)."""
+    with torch.inference_mode():
         model(inputs)
 
 

@@ -61,7 +61,7 @@ class Baseline:
 
             handles.append(self.modules[name].register_forward_hook(hook))
         try:
-            with torch.no_grad():
+            with torch.inference_mode():
                 self.model(inputs)
         finally:
             for handle in handles:

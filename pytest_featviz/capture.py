@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from pytest_featviz.channels import ChannelSpec, keep
 from pytest_featviz.layout import Hints, first_tensor, input_facts
@@ -125,19 +125,24 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
 
 def grad_free(modules: Iterable[nn.Module], inputs: Any) -> contextlib.AbstractContextManager[Any]:
     """The grad mode of a forward pass the plugin runs on ``inputs`` through a model of ``modules``
-    (``model.modules()``): ``torch.no_grad()``, so that the tensors a model makes and keeps in its first pass (a lazy
-    module's parameters, a table cached on first use) stay tensors it can later be trained with, as under the user's
-    own ``no_grad``. Inference mode where a parameter, buffer or input tensor is an inference tensor already (a model
-    built or loaded under ``torch.inference_mode()``, an input made there): the forward pass can write such tensors
-    in place (a cache, a counter, ``ReLU(inplace=True)`` on the input) only there."""
+    (``model.modules()``): inference mode, as a test's own pass would run, except for a pass that makes a lazy
+    module's parameters (``nn.LazyConv2d`` before its first call): made under inference mode they would be inference
+    tensors, and training the model afterwards would raise "Inference tensors cannot be saved for backward". That pass
+    runs under ``no_grad``, unless the model or input holds inference tensors already (built under inference mode),
+    which only inference mode can write in place."""
+    lazy = [m for m in modules if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()]
+    if not lazy:
+        return torch.inference_mode()
     from pytest_featviz.environment import input_tensors
 
-    held = any(
-        tensor is not None and not is_lazy(tensor) and tensor.is_inference()  # a lazy one has no is_inference() yet
-        for module in modules
-        for tensors in (module._parameters, module._buffers)
-        for tensor in tensors.values()
-    ) or any(tensor.is_inference() for tensor in input_tensors(inputs))
+    with torch._C.DisableTorchFunctionSubclass():  # an uninitialized parameter answers no question otherwise
+        held = any(
+            tensor is not None and tensor.is_inference()
+            for module in modules
+            for tensors in (module._parameters, module._buffers)
+            for tensor in tensors.values()
+        )
+    held = held or any(tensor.is_inference() for tensor in input_tensors(inputs))
     return torch.inference_mode() if held else torch.no_grad()
 
 

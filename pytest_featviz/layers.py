@@ -25,6 +25,7 @@ from typing import Any, Union
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import type_before_parametrizations
 
 from pytest_featviz.capture import Target, split_call
 from pytest_featviz.layout import LEAF_SEPARATOR, Hints, hints
@@ -303,7 +304,7 @@ def _name_of(model: nn.Module, index: dict[str, nn.Module], aliases: _LazyAliase
 def no_submodules(model: nn.Module) -> FeatvizError:
     """The error for a model without submodules: it says how to snapshot the model's output."""
     return FeatvizError(
-        f"{type(model).__name__} has no submodules: feature_snapshot hooks the layers inside a model, and the model"
-        " itself has no name to select; to snapshot its output, wrap it: feature_snapshot(nn.Sequential(model), x)"
-        " (its output is then layer '0')"
+        f"{type_before_parametrizations(model).__name__} has no submodules: feature_snapshot hooks the layers inside a"
+        " model, and the model itself has no name to select; to snapshot its output, wrap it:"
+        " feature_snapshot(nn.Sequential(model), x) (its output is then layer '0')"
     )

@@ -326,30 +326,15 @@ def test_a_model_switched_back_to_training_runs_its_own_train(tmp_path: Path) ->
     assert not model.norm.training  # and every flag is as it was
 
 
-class _Table(nn.Module):
-    """Builds a table on its first pass and keeps it, as rotary position embeddings do."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.table: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.table is None:
-            self.table = torch.linspace(0.5, 1.5, x.shape[-1])
-        return self.conv(x) * self.table
-
-
-def test_a_snapshot_as_the_model_s_first_pass_leaves_tensors_it_can_still_be_trained_with(tmp_path: Path) -> None:
-    """The pass ran under inference_mode, so the parameters a lazy module made in it and a table cached in it came out
-    as inference tensors, and training the model afterwards raised "Inference tensors cannot be saved for backward"."""
-    torch.manual_seed(0)
-    lazy = nn.Sequential(nn.LazyConv2d(4, 3), nn.LazyBatchNorm2d(), nn.ReLU(), nn.LazyConv2d(4, 3)).eval()
-    cached = nn.Sequential(_Table(), nn.ReLU(), nn.Conv2d(4, 4, 3))
-    for position, (model, layers) in enumerate([(lazy, ["2", "3"]), (cached, None)]):
-        snapshotter(tmp_path / str(position), update=True)(model, _x(1, 3, 8, 8), layers=layers)
-        kept = [*model.parameters(), *model.buffers(), *([cached[0].table] if model is cached else [])]
-        assert not any(tensor.is_inference() for tensor in kept)
+def test_a_snapshot_as_a_lazy_model_s_first_pass_leaves_parameters_it_can_still_be_trained_with(tmp_path: Path) -> None:
+    """The pass ran under inference_mode, so the parameters a lazy module made in it came out as inference tensors,
+    and training the model afterwards raised "Inference tensors cannot be saved for backward"."""
+    for layers, root in ((["2", "3"], tmp_path / "named"), (None, tmp_path / "default")):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.LazyConv2d(4, 3), nn.LazyBatchNorm2d(), nn.ReLU(), nn.LazyConv2d(4, 3)).eval()
+        assert snapshotter(root, update=True)(model, _x(1, 3, 8, 8), layers=layers).outcome == "created"
+        assert snapshotter(root)(model, _x(1, 3, 8, 8), layers=layers).outcome == "matched"
+        assert not any(tensor.is_inference() for tensor in [*model.parameters(), *model.buffers()])
         model.train()
         model(_x(2, 3, 8, 8)).square().mean().backward()  # raised before
         assert all(parameter.grad is not None for parameter in model.parameters())
@@ -369,6 +354,20 @@ class _Counter(nn.Module):
         return x
 
 
+class _Cache(nn.Module):
+    """Makes a cache on its first call, a plain attribute it writes in place on later calls (a KV cache)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cache is None:
+            self.cache = torch.zeros_like(x)
+        self.cache.copy_(x)
+        return x
+
+
 class _Scaling(nn.Module):
     """Writes its parameter in place on each call (a hand-made weight normalization)."""
 
@@ -385,16 +384,23 @@ class _Scaling(nn.Module):
 def test_a_pass_writing_inference_tensors_in_place_runs_in_inference_mode(tmp_path: Path) -> None:
     """Such tensors are written in place only under inference_mode ("Inplace update to inference tensor outside
     InferenceMode"): a model built there that writes its buffers or a plain attribute, one whose parameter made
-    there is written, and an input made there that ``ReLU(inplace=True)`` writes all still run (they did when every
-    pass ran in inference mode); a model without such tensors runs under no_grad."""
+    there is written, an input made there that ``ReLU(inplace=True)`` writes, and a model whose cache a test's own
+    pass made under inference mode all run, also where a lazy module makes its parameters in the pass (which otherwise
+    runs under no_grad)."""
     with torch.inference_mode():
         torch.manual_seed(0)
         counting = nn.Sequential(nn.Conv2d(3, 4, 3), _Counter(), nn.ReLU())
         scaling = nn.Sequential(nn.Conv2d(3, 4, 3), _Scaling(), nn.ReLU())
+        lazy_there = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.LazyConv2d(4, 3))  # made in place on first call
         made_there = _x(1, 3, 8, 8)
     torch.manual_seed(0)
     in_place = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3), nn.ReLU())
-    cases = [(counting, _x(1, 3, 8, 8)), (scaling, _x(1, 3, 8, 8)), (in_place, made_there)]
+    lazy_in_place = nn.Sequential(nn.ReLU(inplace=True), nn.LazyConv2d(4, 3), nn.ReLU())
+    warmed = nn.Sequential(nn.Conv2d(3, 4, 3), _Cache(), nn.ReLU())
+    with torch.inference_mode():
+        warmed(_x(1, 3, 8, 8))  # a test's own pass under inference mode made its cache there
+    cases = [(counting, _x(1, 3, 8, 8)), (scaling, _x(1, 3, 8, 8)), (lazy_there, _x(1, 3, 8, 8))]
+    cases += [(in_place, made_there), (lazy_in_place, made_there), (warmed, _x(1, 3, 8, 8))]
     for position, (model, x) in enumerate(cases):
         for layers in (["2"], None):  # the default choice runs a pass of its own first
             root = tmp_path / str(position) / str(layers)

@@ -270,5 +270,5 @@ def test_a_parametrized_layer_alone_is_a_model_without_submodules() -> None:
     """Its only child is its parametrizations: the default choice said "layers is an empty list", though the test
     passed layers=None; it says what a plain Conv2d gets, how to wrap it."""
     conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3))
-    with pytest.raises(FeatvizError, match=r"has no submodules.*nn\.Sequential\(model\)"):
+    with pytest.raises(FeatvizError, match=r"^Conv2d has no submodules.*nn\.Sequential\(model\)"):
         default_selection(conv, torch.rand(1, 3, 8, 8))
