@@ -168,7 +168,8 @@ def switch_to_eval(model: nn.Module) -> None:
 
 
 class _Hooked:
-    """Eval mode, no-grad mode and hooks for the duration of a ``with`` block; everything restored on exit."""
+    """Eval mode and hooks for the duration of a ``with`` block, everything restored on exit; :meth:`run` runs the
+    model under inference mode (:func:`grad_free`)."""
 
     def __init__(self, model: nn.Module, hooks: Sequence[tuple[nn.Module, Callable[..., None]]]) -> None:
         self._model = model

@@ -355,7 +355,7 @@ def _spread(names: list[str], keep: str | None = None) -> list[str]:
 
 def _layer_modules(module: nn.Module) -> list[nn.Module]:
     """``module`` and its submodules but a parametrization's (``conv.parametrizations.weight``: no layer, it computes
-    a weight); a parametrized module's class is the one it had before (``type_before_parametrizations``)."""
+    a weight), as :func:`_blocks` weighs a module."""
     weights = {id(m) for p in module.modules() if isinstance(p, ParametrizationList) for m in p.modules()}
     return [m for m in module.modules() if id(m) not in weights]
 
