@@ -14,7 +14,6 @@ alone.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from pytest_featviz.channels import ChannelSpec, keep
 from pytest_featviz.layout import Hints, first_tensor, input_facts
@@ -123,27 +123,25 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
-def grad_free(modules: Iterable[nn.Module], inputs: Any) -> contextlib.AbstractContextManager[Any]:
-    """The grad mode of a forward pass the plugin runs on ``inputs`` through a model of ``modules``
-    (``model.modules()``): inference mode, as a test's own pass would run, except for a pass that makes a lazy
-    module's parameters (``nn.LazyConv2d`` before its first call): made under inference mode they would be inference
-    tensors, and training the model afterwards would raise "Inference tensors cannot be saved for backward". That pass
-    runs under ``no_grad``, unless the model or input holds inference tensors already (built under inference mode),
-    which only inference mode can write in place."""
+def run_in_inference_mode(model: nn.Module, modules: Iterable[nn.Module], inputs: Any) -> None:
+    """Run ``model`` (of ``modules``, ``model.modules()``) on ``inputs`` under inference mode, as a test's own pass
+    would run. A lazy module's parameters and buffers made in the pass (``nn.LazyConv2d`` before its first call) are
+    then put back as ordinary tensors of the same values: as inference tensors, training the model afterwards raised
+    "Inference tensors cannot be saved for backward". Nothing else the pass wrote is touched, so a forward pass that
+    writes inference tensors in place (a cache, a counter, an input) runs as it always did."""
     lazy = [m for m in modules if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()]
-    if not lazy:
-        return torch.inference_mode()
-    from pytest_featviz.environment import input_tensors
-
-    with torch._C.DisableTorchFunctionSubclass():  # an uninitialized parameter answers no question otherwise
-        held = any(
-            tensor is not None and tensor.is_inference()
-            for module in modules
-            for tensors in (module._parameters, module._buffers)
-            for tensor in tensors.values()
-        )
-    held = held or any(tensor.is_inference() for tensor in input_tensors(inputs))
-    return torch.inference_mode() if held else torch.no_grad()
+    try:
+        with torch.inference_mode():
+            run_model(model, inputs)
+    finally:
+        for module in lazy:
+            for name, parameter in module._parameters.items():
+                if parameter is not None and not is_lazy(parameter) and parameter.is_inference():
+                    # cloned outside inference mode: an ordinary tensor
+                    module._parameters[name] = nn.Parameter(parameter.clone(), parameter.requires_grad)
+            for name, buffer in module._buffers.items():
+                if buffer is not None and not is_lazy(buffer) and buffer.is_inference():
+                    module._buffers[name] = buffer.clone()
 
 
 def switch_to_eval(model: nn.Module) -> None:
@@ -169,7 +167,7 @@ def switch_to_eval(model: nn.Module) -> None:
 
 class _Hooked:
     """Eval mode and hooks for the duration of a ``with`` block, everything restored on exit; :meth:`run` runs the
-    model under inference mode (:func:`grad_free`)."""
+    model under inference mode (:func:`run_in_inference_mode`)."""
 
     def __init__(self, model: nn.Module, hooks: Sequence[tuple[nn.Module, Callable[..., None]]]) -> None:
         self._model = model
@@ -215,8 +213,7 @@ class _Hooked:
                     module.training = training
 
     def run(self, inputs: Any) -> None:
-        with grad_free(self._modules, inputs):
-            run_model(self._model, inputs)
+        run_in_inference_mode(self._model, self._modules, inputs)
 
 
 def capture(

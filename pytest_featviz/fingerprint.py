@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 FINGERPRINT_LENGTH = 16  # hex digits kept of a sha256: enough to tell versions apart, short in a sidecar
 
@@ -257,6 +258,9 @@ class ParameterFingerprints:
             return
         by_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
         for key, (_, tensor) in todo.items():
+            if is_lazy(tensor):  # of a lazy module that never ran: no shape and no values yet
+                self._sums[key] = ("uninitialized", [])
+                continue
             by_device.setdefault(tensor.device, []).append((key, tensor))
         with torch.no_grad():
             for device, group in by_device.items():

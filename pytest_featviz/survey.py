@@ -25,7 +25,7 @@ class SurveyedLayer:
 
 def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
     """Every module of ``model`` with its calls (shape-only hooks, one forward pass), and the default choice."""
-    from pytest_featviz.capture import Follows, LayerTrace, call_name, grad_free, run_model, switch_to_eval
+    from pytest_featviz.capture import Follows, LayerTrace, call_name, run_in_inference_mode, switch_to_eval
     from pytest_featviz.layers import canonical_name, module_hints, module_index
     from pytest_featviz.layout import LayoutError, input_facts, plan, tensor_leaves
     from pytest_featviz.stages import default_layers
@@ -63,8 +63,7 @@ def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
             if name in found and index[name] is module:
                 handles.append(module.register_forward_hook(make_hook(name)))
         switch_to_eval(model)
-        with grad_free(model.modules(), inputs):
-            run_model(model, inputs)
+        run_in_inference_mode(model, list(model.modules()), inputs)
     finally:
         for handle in handles:
             handle.remove()

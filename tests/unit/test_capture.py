@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -368,6 +369,23 @@ class _Cache(nn.Module):
         return x
 
 
+@dataclass
+class _Batch:
+    images: torch.Tensor
+
+
+class _Unpacking(nn.Module):
+    """A lazy model that takes a batch object and clamps its images in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.LazyConv2d(4, 3)
+        self.act = nn.ReLU()
+
+    def forward(self, batch: _Batch) -> torch.Tensor:
+        return self.act(self.conv(batch.images.clamp_(0.1, 0.9)))
+
+
 class _Scaling(nn.Module):
     """Writes its parameter in place on each call (a hand-made weight normalization)."""
 
@@ -397,12 +415,15 @@ def test_a_pass_writing_inference_tensors_in_place_runs_in_inference_mode(tmp_pa
     in_place = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3), nn.ReLU())
     lazy_in_place = nn.Sequential(nn.ReLU(inplace=True), nn.LazyConv2d(4, 3), nn.ReLU())
     warmed = nn.Sequential(nn.Conv2d(3, 4, 3), _Cache(), nn.ReLU())
+    lazy_warmed = nn.Sequential(nn.LazyConv2d(4, 3), _Cache(), nn.ReLU())
     with torch.inference_mode():
         warmed(_x(1, 3, 8, 8))  # a test's own pass under inference mode made its cache there
+        lazy_warmed[1](_x(1, 4, 6, 6))
     cases = [(counting, _x(1, 3, 8, 8)), (scaling, _x(1, 3, 8, 8)), (lazy_there, _x(1, 3, 8, 8))]
     cases += [(in_place, made_there), (lazy_in_place, made_there), (warmed, _x(1, 3, 8, 8))]
+    cases += [(lazy_warmed, _x(1, 3, 8, 8)), (_Unpacking(), _Batch(made_there.clone()))]
     for position, (model, x) in enumerate(cases):
-        for layers in (["2"], None):  # the default choice runs a pass of its own first
+        for layers in (["act" if isinstance(model, _Unpacking) else "2"], None):  # the default choice: a pass first
             root = tmp_path / str(position) / str(layers)
             assert snapshotter(root, update=True)(model, x, layers=layers).outcome == "created"
             assert snapshotter(root)(model, x, layers=layers).outcome == "matched"
@@ -476,3 +497,28 @@ def test_a_compiled_model_is_captured_through_the_module_it_wraps(tmp_path: Path
     update = snapshotter(tmp_path, update=True)(compiled, _x(1, 3, 8, 8), layers=layers)
     assert [layer.name for layer in update.layers] == ["features.0", "features.2"]
     assert snapshotter(tmp_path)(model, _x(1, 3, 8, 8), layers=["features.0", "features.2"]).outcome == "matched"
+
+
+class _Unused(nn.Module):
+    """Holds a lazy head its forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.LazyLinear(3)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+def test_a_lazy_module_that_never_runs_is_fingerprinted_as_uninitialized(tmp_path: Path) -> None:
+    """Its parameters have no values: fingerprinting them raised torch's "Attempted to use an uninitialized
+    parameter" from every snapshot of the model."""
+    for layers in (["act"], None):
+        torch.manual_seed(0)
+        assert snapshotter(tmp_path / str(layers), update=True)(_Unused(), _x(1, 3, 8, 8), layers=layers).outcome == (
+            "created"
+        )
+        torch.manual_seed(0)
+        assert snapshotter(tmp_path / str(layers))(_Unused(), _x(1, 3, 8, 8), layers=layers).outcome == "matched"

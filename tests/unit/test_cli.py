@@ -76,6 +76,11 @@ def tagger():
     return Tagger()
 
 
+def lazy_made_in_inference_mode():
+    with torch.inference_mode():
+        return nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.LazyConv2d(4, 3))
+
+
 @pytest.fixture
 def fixture_model():
     return Seg()
@@ -153,6 +158,15 @@ def test_layers_takes_token_ids_for_a_text_model(factories: str, capsys: pytest.
     status, lines, _ = run(["layers", f"{factories}:tagger", "--input-shape", "1,12:ids"], capsys)
     assert status == 0 and lines[0] == "Tagger on input (1, 12) token ids: 2 of 2 modules ran"
     assert row(lines, "lstm")[-3:] == ["6)", "token-image", "1"]
+
+
+def test_layers_surveys_a_lazy_model_made_under_inference_mode(
+    factories: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its lazy parameters are inference tensors, made in place on the first call: a survey that ran it under no_grad
+    failed with "Inplace update to inference tensor outside InferenceMode" and blamed the input shape."""
+    status, lines, _ = run(["layers", f"{factories}:lazy_made_in_inference_mode", "--input-shape", "1,3,8,8"], capsys)
+    assert status == 0 and row(lines, "2")[-3:] == ["4)", "nchw", "1"]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
