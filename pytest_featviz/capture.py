@@ -14,6 +14,7 @@ alone.
 
 from __future__ import annotations
 
+import itertools
 import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import is_lazy
 
 from pytest_featviz.channels import ChannelSpec, keep
 from pytest_featviz.layout import Hints, first_tensor, input_facts
@@ -125,23 +125,40 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
 
 def run_in_inference_mode(model: nn.Module, modules: Iterable[nn.Module], inputs: Any) -> None:
     """Run ``model`` (of ``modules``, ``model.modules()``) on ``inputs`` under inference mode, as a test's own pass
-    would run. A lazy module's parameters and buffers made in the pass (``nn.LazyConv2d`` before its first call) are
-    then put back as ordinary tensors of the same values: as inference tensors, training the model afterwards raised
-    "Inference tensors cannot be saved for backward". Nothing else the pass wrote is touched, so a forward pass that
-    writes inference tensors in place (a cache, a counter, an input) runs as it always did."""
-    lazy = [m for m in modules if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()]
+    would run, but make a lazy module's parameters (``nn.LazyConv2d`` before its first call) outside it: made under
+    inference mode they were inference tensors, and training the model afterwards raised "Inference tensors cannot be
+    saved for backward". They are made in place, as torch makes them, so a weight tied to one or an optimizer built
+    before keeps holding it (a lazy module built under inference mode makes them there, as it always did). Nothing
+    else in the pass changes: a forward pass that writes inference tensors in place (a cache, a counter, an input)
+    runs as it always did."""
+    handles = [
+        module.register_forward_pre_hook(_make_parameters, prepend=True, with_kwargs=True)
+        for module in modules
+        if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params() and not _made_there(module)
+    ]
     try:
         with torch.inference_mode():
             run_model(model, inputs)
     finally:
-        for module in lazy:
-            for name, parameter in module._parameters.items():
-                if parameter is not None and not is_lazy(parameter) and parameter.is_inference():
-                    # cloned outside inference mode: an ordinary tensor
-                    module._parameters[name] = nn.Parameter(parameter.clone(), parameter.requires_grad)
-            for name, buffer in module._buffers.items():
-                if buffer is not None and not is_lazy(buffer) and buffer.is_inference():
-                    module._buffers[name] = buffer.clone()
+        for handle in handles:
+            handle.remove()
+
+
+def _made_there(module: nn.Module) -> bool:
+    """Whether the lazy ``module`` was built under inference mode: its parameters are then made in place there."""
+    with torch._C.DisableTorchFunctionSubclass():  # an uninitialized parameter answers no question otherwise
+        return any(
+            tensor.is_inference()
+            for tensor in itertools.chain(module._parameters.values(), module._buffers.values())
+            if tensor is not None
+        )
+
+
+def _make_parameters(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A lazy module's own first step (``initialize_parameters``), taken just before it, outside inference mode."""
+    if module.has_uninitialized_params():
+        with torch.inference_mode(False), torch.no_grad():
+            module.initialize_parameters(*args, **kwargs)
 
 
 def switch_to_eval(model: nn.Module) -> None:

@@ -327,18 +327,46 @@ def test_a_model_switched_back_to_training_runs_its_own_train(tmp_path: Path) ->
     assert not model.norm.training  # and every flag is as it was
 
 
+class _TiedAutoencoder(nn.Module):
+    """A lazy encoder whose weight the decoder shares, tied before the first call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.LazyLinear(8, bias=False)
+        self.act = nn.Tanh()
+        self.dec = nn.Linear(8, 8, bias=False)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.act(self.enc(x)))
+
+
 def test_a_snapshot_as_a_lazy_model_s_first_pass_leaves_parameters_it_can_still_be_trained_with(tmp_path: Path) -> None:
     """The pass ran under inference_mode, so the parameters a lazy module made in it came out as inference tensors,
-    and training the model afterwards raised "Inference tensors cannot be saved for backward"."""
+    and training the model afterwards raised "Inference tensors cannot be saved for backward". They are made in place
+    outside it: an optimizer built before the snapshot still trains them, and a weight tied before stays tied."""
     for layers, root in ((["2", "3"], tmp_path / "named"), (None, tmp_path / "default")):
         torch.manual_seed(0)
         model = nn.Sequential(nn.LazyConv2d(4, 3), nn.LazyBatchNorm2d(), nn.ReLU(), nn.LazyConv2d(4, 3)).eval()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # before the first call, as torch allows
         assert snapshotter(root, update=True)(model, _x(1, 3, 8, 8), layers=layers).outcome == "created"
         assert snapshotter(root)(model, _x(1, 3, 8, 8), layers=layers).outcome == "matched"
         assert not any(tensor.is_inference() for tensor in [*model.parameters(), *model.buffers()])
+        before = [parameter.detach().clone() for parameter in model.parameters()]
         model.train()
         model(_x(2, 3, 8, 8)).square().mean().backward()  # raised before
-        assert all(parameter.grad is not None for parameter in model.parameters())
+        optimizer.step()
+        assert all(not torch.equal(old, new) for old, new in zip(before, model.parameters(), strict=True))
+    torch.manual_seed(0)
+    tied = _TiedAutoencoder()
+    optimizer = torch.optim.SGD(tied.parameters(), lr=0.5)
+    vectors = _x(2, 8)
+    assert snapshotter(tmp_path / "tied", update=True)(tied, vectors, layers=["enc", "dec"]).outcome == "created"
+    assert tied.enc.weight is tied.dec.weight and not tied.enc.weight.is_inference()
+    before = tied.enc.weight.detach().clone()
+    tied(vectors).square().mean().backward()
+    optimizer.step()
+    assert not torch.equal(before, tied.enc.weight) and tied.enc.weight is tied.dec.weight
 
 
 class _Counter(nn.Module):
