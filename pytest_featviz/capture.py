@@ -125,23 +125,29 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
 
 def run_in_inference_mode(model: nn.Module, modules: Iterable[nn.Module], inputs: Any) -> None:
     """Run ``model`` (of ``modules``, ``model.modules()``) on ``inputs`` under inference mode, as a test's own pass
-    would run, but make a lazy module's parameters (``nn.LazyConv2d`` before its first call) outside it: made under
-    inference mode they were inference tensors, and training the model afterwards raised "Inference tensors cannot be
-    saved for backward". They are made in place, as torch makes them, so a weight tied to one or an optimizer built
-    before keeps holding it (a lazy module built under inference mode makes them there, as it always did). Nothing
-    else in the pass changes: a forward pass that writes inference tensors in place (a cache, a counter, an input)
-    runs as it always did."""
-    handles = [
-        module.register_forward_pre_hook(_make_parameters, prepend=True, with_kwargs=True)
-        for module in modules
-        if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params() and not _made_there(module)
-    ]
+    would run, but let a lazy module (``nn.LazyConv2d`` before its first call) take its first step outside it: made
+    under inference mode its parameters were inference tensors, and training the model afterwards raised "Inference
+    tensors cannot be saved for backward". The step is torch's own pre-hook, run once and in its place with inference
+    mode off, so the parameters are made in place as torch makes them (a weight tied to one or an optimizer built
+    before keeps holding it) and the random numbers drawn are the same. A lazy module built under inference mode
+    takes it there, as it always did; nothing else in the pass changes, so a forward pass that writes inference
+    tensors in place (a cache, a counter, an input) runs as it always did."""
+    swapped: list[tuple[nn.Module, int, Callable[..., Any]]] = []  # module, hook id, torch's hook
+    for module in modules:
+        if not isinstance(module, LazyModuleMixin) or not module.has_uninitialized_params() or _made_there(module):
+            continue
+        handle = getattr(module, "_initialize_hook", None)
+        hooks = module._forward_pre_hooks
+        if handle is not None and handle.id in hooks:
+            swapped.append((module, handle.id, hooks[handle.id]))
+            hooks[handle.id] = _outside_inference_mode(hooks[handle.id])
     try:
         with torch.inference_mode():
             run_model(model, inputs)
     finally:
-        for handle in handles:
-            handle.remove()
+        for module, key, step in swapped:
+            if key in module._forward_pre_hooks:  # it never ran: torch's step waits for a later call
+                module._forward_pre_hooks[key] = step
 
 
 def _made_there(module: nn.Module) -> bool:
@@ -154,11 +160,14 @@ def _made_there(module: nn.Module) -> bool:
         )
 
 
-def _make_parameters(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """A lazy module's own first step (``initialize_parameters``), taken just before it, outside inference mode."""
-    if module.has_uninitialized_params():
+def _outside_inference_mode(step: Callable[..., Any]) -> Callable[..., Any]:
+    """A lazy module's first step (torch's ``_infer_parameters`` pre-hook) run with inference mode off."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
         with torch.inference_mode(False), torch.no_grad():
-            module.initialize_parameters(*args, **kwargs)
+            return step(module, args, kwargs)
+
+    return hook
 
 
 def switch_to_eval(model: nn.Module) -> None:

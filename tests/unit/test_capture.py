@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
 
 from pytest_featviz.capture import Target, capture, run_model
 from pytest_featviz.records import FeatvizError, GoldenMissingError, SnapshotResult
@@ -550,3 +552,39 @@ def test_a_lazy_module_that_never_runs_is_fingerprinted_as_uninitialized(tmp_pat
         )
         torch.manual_seed(0)
         assert snapshotter(tmp_path / str(layers))(_Unused(), _x(1, 3, 8, 8), layers=layers).outcome == "matched"
+
+
+class _LazyChild(LazyModuleMixin, nn.Module):  # type: ignore[misc]
+    """A lazy module of its own: its first step builds a child and makes its weight without checking it is unmade
+    (torch takes that step once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = UninitializedParameter()
+        self.steps: list[bool] = []  # whether inference mode was on at each first step
+
+    def initialize_parameters(self, x: torch.Tensor) -> None:  # type: ignore[override]
+        self.steps.append(torch.is_inference_mode_enabled())
+        self.child = nn.Linear(x.shape[1], 4)
+        self.weight.materialize((4,))
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.child(x) * self.weight
+
+
+def test_a_lazy_module_takes_its_first_step_once_outside_inference_mode(tmp_path: Path) -> None:
+    """A pre-hook of the plugin's own made the parameters, then torch's step ran again under inference mode: a custom
+    module that does not check raised ("'Parameter' object has no attribute 'materialize'"), one that builds a child
+    built it twice (other random numbers, so goldens the old code made drifted, and a child of inference tensors),
+    and a lazy module called twice in one forward met the hook again after its class changed."""
+    torch.manual_seed(0)
+    custom = nn.Sequential(_LazyChild(), nn.Tanh())
+    assert snapshotter(tmp_path / "custom", update=True)(custom, _x(2, 6), layers=["1"]).outcome == "created"
+    assert custom[0].steps == [False] and not custom[0].child.weight.is_inference()
+    custom(_x(2, 6)).sum().backward()
+    torch.manual_seed(0)
+    twice = nn.Sequential(nn.LazyConv2d(3, 3, padding=1), nn.ReLU())
+    twice.forward = lambda x: twice[1](twice[0](twice[0](x)))  # type: ignore[method-assign]
+    assert snapshotter(tmp_path / "twice", update=True)(twice, _x(1, 3, 8, 8), layers=["1"]).outcome == "created"
+    assert type(twice[0]) is nn.Conv2d and not twice[0]._forward_pre_hooks
