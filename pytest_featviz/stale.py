@@ -399,10 +399,7 @@ class StaleGoldens:
                 f"{len(self.stale)} stale golden snapshot(s) that no executed test used"
                 f" ({self.files_checked_text()} checked):"
             )
-        for directory in shown[:LISTED]:
-            terminalreporter.write_line(f"  {display_path(directory)}")
-        if len(shown) > LISTED:
-            terminalreporter.write_line(f"  ... and {len(shown) - LISTED} more")
+        _write_listed(terminalreporter, [display_path(directory) for directory in shown])
         for error in self.prune_errors:
             terminalreporter.write_line(f"could not delete {error}")
         for kept in self.kept_files:
@@ -419,10 +416,7 @@ class StaleGoldens:
                     "some look like the goldens of a renamed or moved test whose goldens are now missing: move them"
                     " rather than create new ones, so that they are compared (then run again):"
                 )
-            for command in self.moves[:LISTED]:
-                terminalreporter.write_line(f"  {command}")
-            if len(self.moves) > LISTED:
-                terminalreporter.write_line(f"  ... and {len(self.moves) - LISTED} more")
+            _write_listed(terminalreporter, self.moves)
         if self.kept_orphans:
             terminalreporter.write_line(
                 f"{len(self.kept_orphans)} stale golden snapshot(s) of deleted or renamed test files kept: this run"
@@ -435,10 +429,7 @@ class StaleGoldens:
                 " moved test, for which this run created new goldens without comparing them with these; to compare,"
                 " put each in place of the new one (then run again without --featviz-update):"
             )
-            for old, new in self.kept_created[:LISTED]:
-                terminalreporter.write_line(f"  {_replace(old, new)}")
-            if len(self.kept_created) > LISTED:
-                terminalreporter.write_line(f"  ... and {len(self.kept_created) - LISTED} more")
+            _write_listed(terminalreporter, [_replace(old, new) for old, new in self.kept_created])
         if not self.prune:
             from pytest_featviz.prunecommand import prune_command
 
@@ -452,6 +443,14 @@ class StaleGoldens:
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
         return f"{self.files_checked} test file(s) that ran completely{gone}"
+
+
+def _write_listed(terminalreporter: Any, lines: Sequence[str]) -> None:
+    """The first ``LISTED`` of ``lines``, indented, and how many more there are."""
+    for line in lines[:LISTED]:
+        terminalreporter.write_line(f"  {line}")
+    if len(lines) > LISTED:
+        terminalreporter.write_line(f"  ... and {len(lines) - LISTED} more")
 
 
 @dataclass(frozen=True, slots=True)
