@@ -203,10 +203,10 @@ class SessionTracker:
         # The records that created or rewrote a golden, of every run of every item: a run that pytest-rerunfailures
         # repeats does not count in the snapshots compared, yet the goldens it wrote are written.
         self.written: list[SnapshotResult] = []
-        # The goldens an update rewrote in a test that then failed, or that is marked xfail: perhaps a drift the test
-        # expects (a known regression kept as xfail, a pytest.raises(FeatureDriftError)), said with the way back.
-        self.rewritten_unexpected: set[str] = set()
-        self.rewritten_by_test: dict[str, set[str]] = {}  # by node id: the goldens each run of a test rewrote
+        # The tests that ended failed or marked xfail: the goldens an update rewrote in them (in any of their runs,
+        # as self.written holds them) may have held a drift the test expects (a known regression kept as xfail, a
+        # pytest.raises(FeatureDriftError)), and the summary gives the way back.
+        self.failed_or_xfail: set[str] = set()
         self.index: Path | None = None
         # Why the report directory could not be cleared or written (a read-only checkout, a file in its place):
         # said in the summary; the tests' own outcomes stand.
@@ -389,8 +389,9 @@ class SessionTracker:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         records = getattr(report, "featviz", None)
-        if self.settings.update:
-            self._note_rewrites(report, records or [])
+        outcome = str(report.outcome)
+        if self.settings.update and outcome != "rerun" and (outcome == "failed" or hasattr(report, "wasxfail")):
+            self.failed_or_xfail.add(report.nodeid)
         if not records:
             return
         # pytest-rerunfailures logs the reports of a run it repeats (serially and from xdist workers): its snapshots
@@ -408,17 +409,6 @@ class SessionTracker:
                 record = replace(record, xfail=True)
             results.append(record)
         self.runs[item] = (run, results)
-
-    def _note_rewrites(self, report: pytest.TestReport, records: list[dict[str, Any]]) -> None:
-        """Collect the goldens an update rewrote in a test that ended failed or marked xfail (in any of its runs: a
-        run that pytest-rerunfailures repeats wrote them, the last run finds them matching)."""
-        rewritten = self.rewritten_by_test.setdefault(report.nodeid, set())
-        rewritten.update(
-            str(r["golden_dir"]) for r in records if r.get("outcome") == UPDATED and not r.get("update_dir")
-        )
-        outcome = str(report.outcome)
-        if outcome != "rerun" and (outcome == "failed" or hasattr(report, "wasxfail")):
-            self.rewritten_unexpected.update(rewritten)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results and not self.report_errors:
@@ -466,7 +456,13 @@ class SessionTracker:
                     f"{len(rewritten)} drifted golden snapshot(s) rewritten (review their pictures in the diff before"
                     f" committing): {_listed(sorted(map(display_path, rewritten)))}"
                 )
-                back = sorted(set(rewritten) & self.rewritten_unexpected)
+                # a run that pytest-rerunfailures repeats may have rewritten it, the last run finding it matching
+                unexpected = {
+                    r.golden_dir
+                    for r in written
+                    if r.outcome == UPDATED and r.update_dir is None and r.test_id in self.failed_or_xfail
+                }
+                back = sorted(set(rewritten) & unexpected)
                 if back:
                     start = terminalreporter.config.invocation_params.dir
                     paths = " ".join(shlex.quote(display_path(g, start)) for g in back)
