@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -226,13 +226,8 @@ def default_layers(
         that is gone once the dropout is removed."""
         return isinstance(index.get(module_name(item)), PASS_THROUGH)
 
-    weights = tuple(name for name, module in index.items() if isinstance(module, ParametrizationList))
-    traces = [
-        t
-        for t in traces
-        if not is_wrapper_name(name := module_name(t))
-        and not any(name == w or name.startswith(w + ".") for w in weights)
-    ]
+    weights = _weight_modules(index.values())
+    traces = [t for t in traces if not is_wrapper_name(name := module_name(t)) and id(index.get(name)) not in weights]
     shapes: dict[str, list[tuple[int, ...] | None]] = {}
     chained: set[str] = set()  # modules run in a loop: a call took the previous call's output
     for item in traces:
@@ -353,10 +348,15 @@ def _spread(names: list[str], keep: str | None = None) -> list[str]:
     return [names[i] for i in picked]
 
 
+def _weight_modules(modules: Iterable[nn.Module]) -> set[int]:
+    """The ids of the parametrizations' modules among ``modules`` (``conv.parametrizations.weight`` and what it holds):
+    no layers, they compute weights."""
+    return {id(m) for p in modules if isinstance(p, ParametrizationList) for m in p.modules()}
+
+
 def _layer_modules(module: nn.Module) -> list[nn.Module]:
-    """``module`` and its submodules but a parametrization's (``conv.parametrizations.weight``: no layer, it computes
-    a weight), as :func:`_blocks` weighs a module."""
-    weights = {id(m) for p in module.modules() if isinstance(p, ParametrizationList) for m in p.modules()}
+    """``module`` and its submodules but a parametrization's, as :func:`_blocks` weighs a module."""
+    weights = _weight_modules(module.modules())
     return [m for m in module.modules() if id(m) not in weights]
 
 
