@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrize import type_before_parametrizations
+from torch.nn.utils.parametrize import is_parametrized, type_before_parametrizations
 
 from pytest_featviz.capture import Target, split_call
 from pytest_featviz.layout import LEAF_SEPARATOR, Hints, hints
@@ -299,6 +299,13 @@ def _name_of(model: nn.Module, index: dict[str, nn.Module], aliases: _LazyAliase
     raise FeatvizError(
         f"layers holds {what}; select submodules of {type(model).__name__} by name, glob pattern, class or object"
     )
+
+
+def refuse_layerless(model: nn.Module) -> None:
+    """Raise :func:`no_submodules` when ``model`` has no layer to choose: no child, or only the parametrizations
+    of a parametrized module (a weight-normed Conv2d)."""
+    if not any(name != "parametrizations" or not is_parametrized(model) for name, _ in model.named_children()):
+        raise no_submodules(model)
 
 
 def no_submodules(model: nn.Module) -> FeatvizError:

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
-from torch.nn.utils.parametrize import ParametrizationList, is_parametrized, type_before_parametrizations
+from torch.nn.utils.parametrize import ParametrizationList, type_before_parametrizations
 
 from pytest_featviz.capture import LayerTrace, split_call, trace
 from pytest_featviz.environment import input_tensors
@@ -47,7 +47,7 @@ from pytest_featviz.layers import (
     is_wrapper_name,
     module_hints,
     module_index,
-    no_submodules,
+    refuse_layerless,
     refuse_unhookable,
 )
 from pytest_featviz.layout import Hints, InputFacts, LayoutError, input_facts, plan
@@ -73,9 +73,7 @@ PASS_THROUGH = (
 def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
     refuse_unhookable(model)
-    # a parametrized module (a weight-normed Conv2d) holds only its parametrizations: no layer to choose
-    if not any(name != "parametrizations" or not is_parametrized(model) for name, _ in model.named_children()):
-        raise no_submodules(model)
+    refuse_layerless(model)
     tensors = itertools.chain(model.parameters(), model.buffers(), input_tensors(inputs))
     devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
     with torch.random.fork_rng(devices=devices), _buffers_kept(model):  # as if this pass had not run

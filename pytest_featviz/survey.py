@@ -26,11 +26,12 @@ class SurveyedLayer:
 def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
     """Every module of ``model`` with its calls (shape-only hooks, one forward pass), and the default choice."""
     from pytest_featviz.capture import Follows, LayerTrace, call_name, run_in_inference_mode, switch_to_eval
-    from pytest_featviz.layers import canonical_name, module_hints, module_index
+    from pytest_featviz.layers import canonical_name, module_hints, module_index, refuse_layerless
     from pytest_featviz.layout import LayoutError, input_facts, plan, tensor_leaves
     from pytest_featviz.stages import default_layers
 
     index = module_index(model)  # refuses TorchScript
+    refuse_layerless(model)
     found = {name: SurveyedLayer(name, type(module).__name__) for name, module in index.items()}
     traces: list[LayerTrace] = []
     known: dict[int, Any] = {}

@@ -58,6 +58,14 @@ def not_a_model():
     return 42
 
 
+def lone_conv():
+    return nn.Conv2d(3, 4, 3)
+
+
+def lone_weight_normed_conv():
+    return nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3))
+
+
 def pair_inputs():
     return (torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4))
 
@@ -181,6 +189,9 @@ def test_layers_surveys_a_lazy_model_made_under_inference_mode(
         (["{m}:seg", "--input-shape", "1,3,x"], 2, "--input-shape must be comma-separated integers"),
         (["{m}:pair"], 2, "raised TypeError"),
         (["{m}:scripted"], 1, "TorchScript"),
+        (["{m}:lone_conv"], 1, "Conv2d has no submodules"),
+        (["{m}:lone_conv"], 1, "wrap it: feature_snapshot(nn.Sequential(model), x)"),
+        (["{m}:lone_weight_normed_conv", "--all"], 1, "Conv2d has no submodules"),
         (["{m}:fixture_model"], 2, "featviz_cli_models:fixture_model is a pytest fixture, which only pytest can call"),
         (["{m}:skipping"], 2, "featviz_cli_models:skipping() raised Skipped: needs a GPU"),
         (["{m}:seg", "--inputs", "{m}:skipping"], 2, "featviz_cli_models:skipping() raised Skipped: needs a GPU"),
