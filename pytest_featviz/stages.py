@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 from torch.nn.utils.parametrize import ParametrizationList, type_before_parametrizations
 
@@ -91,9 +92,11 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
     non-persistent ones included), each in place where it changed, so that buffers shared by modules or viewing one
     another stay so. A buffer the pass moved to another dtype or device (``self.to(...)`` in forward) keeps its new
     tensor, with the old values, as the parameters moved too. A lazy module's buffer, which had no value yet, keeps
-    the one the pass gave it (the model needs it).
+    the one the pass gave it (the model needs it), and a lazy module that the pass initialized keeps the buffers and
+    submodules it added (a custom ``initialize_parameters`` may register them beside its parameters).
     """
     modules = list(model.modules())
+    lazy = {id(m) for m in modules if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()}
     saved = [
         (module, dict(module._modules), dict(module._buffers), set(module._non_persistent_buffers_set))
         for module in modules
@@ -110,6 +113,11 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
         unwritten: list[tuple[nn.Module, str, torch.Tensor]] = []
         for module, children, buffers, transient in saved:
             now = dict(module._buffers)
+            if id(module) in lazy:  # what its initialization added stays; what it had is put back as for any module
+                children = {**dict(module._modules), **children}
+                added = {name for name in now if name not in buffers}
+                transient = transient | (module._non_persistent_buffers_set & added)
+                buffers = {**{name: now[name] for name in added}, **buffers}
             module._modules.clear()
             module._modules.update(children)
             module._buffers.clear()

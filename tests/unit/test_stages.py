@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
 
 from pytest_featviz.records import FeatvizError
 from pytest_featviz.stages import _buffers_kept, default_selection
@@ -83,6 +85,40 @@ def test_the_default_choice_pass_takes_lazy_modules_and_models_made_under_infere
         root = tmp_path / str(position)
         assert snapshotter(root, update=True)(model, _x()).outcome == "created"
         assert snapshotter(root)(model, _x()).outcome == "matched"
+
+
+class _LazyShifted(LazyModuleMixin, nn.Module):
+    """A custom lazy module whose initialization registers a buffer, a non-persistent buffer and a child beside its
+    weight, as torch's own lazy modules register running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight: nn.Parameter = UninitializedParameter()
+
+    def initialize_parameters(self, x: torch.Tensor) -> None:
+        if self.has_uninitialized_params():
+            with torch.no_grad():
+                self.weight.materialize((x.shape[1],))
+                self.weight.fill_(2.0)
+            self.register_buffer("shift", torch.full((x.shape[1],), 0.5))
+            self.register_buffer("scratch", torch.zeros(1), persistent=False)
+            self.post = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(x * self.weight[None, :, None, None] - self.shift[None, :, None, None])
+
+
+def test_what_a_lazy_module_registers_as_it_initializes_outlives_the_default_choice_pass(tmp_path: Path) -> None:
+    """The pass that chooses the layers put every module's buffers and children back as they were, so the buffer
+    and child a custom ``initialize_parameters`` registered were gone, and the snapshot's own pass (the module no
+    longer lazy) raised AttributeError."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _LazyShifted(), nn.Conv2d(4, 4, 3)).eval()
+    assert snapshotter(tmp_path, update=True)(model, _x()).outcome == "created"
+    lazy = model[1]
+    assert isinstance(lazy.post, nn.ReLU) and lazy.shift.tolist() == [0.5] * 4
+    assert "shift" in lazy.state_dict() and "scratch" not in lazy.state_dict()
+    assert snapshotter(tmp_path)(model, _x()).outcome == "matched"
 
 
 class _Caching(nn.Module):
