@@ -294,12 +294,15 @@ class Provenance:
     input: str
     model: str
     layers: dict[str, str]
+    # the model's parameters and buffers without their names ("" in goldens written before it was recorded)
+    values: str = ""
 
     def to_sidecar(self) -> dict[str, Any]:
         """The sidecar's ``environment`` and ``fingerprints`` entries."""
+        prints = {"input": self.input, "model": self.model, "layers": dict(self.layers)}
         return {
             "environment": self.environment.to_dict(),
-            "fingerprints": {"input": self.input, "model": self.model, "layers": dict(self.layers)},
+            "fingerprints": {**prints, "values": self.values} if self.values else prints,
         }
 
     @classmethod
@@ -314,6 +317,7 @@ class Provenance:
                 input=str(prints["input"]),
                 model=str(prints["model"]),
                 layers={str(k): str(v) for k, v in prints["layers"].items()},
+                values=str(prints.get("values", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -327,6 +331,7 @@ def provenance(model: nn.Module, inputs: Any, layers: Mapping[str, nn.Module]) -
         input=input_fingerprint(inputs),
         model=prints.of(model),
         layers=prints.layers(layers),
+        values=prints.values_of(model),
     )
 
 
@@ -391,7 +396,14 @@ def provenance_sentences(
             f"the input changed since the golden was made (input fingerprint {golden.input} -> {current.input}):"
             " the drift may come from the input (data, preprocessing, seed) rather than the model"
         )
-    if golden.model != current.model:
+    # the same values under other names: a module renamed, moved or wrapped, no weight changed
+    renamed = golden.model != current.model and bool(golden.values) and golden.values == current.values
+    if renamed:
+        lines.append(
+            "the model's weights and buffers hold the values they held when the golden was made, under other names"
+            f" (model fingerprint {golden.model} -> {current.model}): a module was renamed, moved or wrapped"
+        )
+    if golden.model != current.model and not renamed:
         changed = [name for name, value in current.layers.items() if golden.layers.get(name, value) != value]
         position = {name.split("@")[0]: i for i, name in reversed(list(enumerate(order)))}
         changed.sort(key=lambda name: position.get(name, len(position)))  # stable: the rest keep their order

@@ -277,6 +277,13 @@ class ParameterFingerprints:
         self._reduce([module])
         return _digest([[name, *self._sums[id(tensor)]] for name, tensor in self._entries(module)])
 
+    def values_of(self, module: nn.Module) -> str:
+        """The fingerprint of ``module``'s parameters and buffers without their names, in their order: the same
+        for a model whose modules were renamed or wrapped (``DataParallel``, ``nn.Sequential(model)``) and whose
+        weights were not, where :meth:`of` differs."""
+        self._reduce([module])
+        return _digest([list(self._sums[id(tensor)]) for _, tensor in self._entries(module)])
+
     def layers(self, modules: Mapping[str, nn.Module]) -> dict[str, str]:
         """The fingerprint of each named module."""
         self._reduce(modules.values())

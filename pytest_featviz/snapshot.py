@@ -60,10 +60,12 @@ CALIBRATE_DRIFTED = (
     " change to them; calibrate against a golden it matches"
 )
 CREATE_WITH = "create it with:  "  # a missing snapshot's message line; the session summary collects the commands
-# Reasons of a layer's drift that come from the snapshot's own settings, not the model: compare_with_golden, _check.
+# Reasons of a layer's drift that compared no picture: the snapshot's own settings changed (compare_with_golden,
+# _check), or the model lost a module the golden holds.
 NOT_CAPTURED = "in the golden but not captured now"
 NOT_IN_GOLDEN = "selected now but not in the golden"
-SETTING_CHANGES = (CHANNELS_CHANGED, NORMALIZE_CHANGED, NOT_CAPTURED, NOT_IN_GOLDEN)
+NOT_IN_MODEL = "no longer in the model"
+SETTING_CHANGES = (CHANNELS_CHANGED, NORMALIZE_CHANGED, NOT_CAPTURED, NOT_IN_GOLDEN, NOT_IN_MODEL)
 
 
 def _calls_note(name: str, current: Sequence[CurrentLayer], stored: SnapshotGolden) -> str:
@@ -341,11 +343,7 @@ def _check(
     captured = {item.capture.name for item in current}
     for layer in stored.layers:
         if layer.name not in captured:
-            reason = (
-                "no longer in the model"
-                if layer.name in gone
-                else NOT_CAPTURED + _calls_note(layer.name, current, stored)
-            )
+            reason = NOT_IN_MODEL if layer.name in gone else NOT_CAPTURED + _calls_note(layer.name, current, stored)
             results.append(LayerResult(layer.name, GONE, None, layer.shape, layer.channels, reason=reason))
             pictures.append(LayerEvidence(layer.name, None, None))
     if settings.noise_floor or measure_noise:

@@ -162,8 +162,8 @@ def test_the_sidecar_records_environment_and_fingerprints(subject: pytest.Pytest
         "deterministic": True,
     }
     prints = data["fingerprints"]
-    assert set(prints) == {"input", "model", "layers"} and set(prints["layers"]) == {"1", "3"}
-    assert all(len(value) == fingerprint.FINGERPRINT_LENGTH for value in (prints["input"], prints["model"]))
+    assert set(prints) == {"input", "model", "layers", "values"} and set(prints["layers"]) == {"1", "3"}
+    assert all(len(prints[key]) == fingerprint.FINGERPRINT_LENGTH for key in ("input", "model", "values"))
 
 
 def test_a_code_change_is_named_as_such(subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,6 +191,111 @@ def test_a_change_of_the_snapshot_settings_is_not_called_a_code_change(subject: 
         " from the golden's (the test's layers=, channels= or normalize=, a marker or an option changed, the model no"
         " longer has a layer the golden holds, or runs a module another number of times)"
     ) in message
+    assert "activations moved" not in message and "code or dependency" not in message
+
+
+WRAPPED = """
+import os
+
+from torch import nn
+
+from featviz_models import make_input, make_model
+
+
+class Renamed(nn.Module):
+    '''make_model's modules under other names: a refactor that renamed them.'''
+
+    def __init__(self, inner):
+        super().__init__()
+        self.spy, self.first, self.act, self.second = inner
+
+    def forward(self, x):
+        return self.second(self.act(self.first(self.spy(x))))
+
+
+def test_a(feature_snapshot):
+    model, layers = make_model(), ["1", "3"]
+    if os.environ.get("FEATVIZ_TEST_WRAP") == "dp":
+        model = nn.DataParallel(model)
+    elif os.environ.get("FEATVIZ_TEST_WRAP") == "rename":
+        model, layers = Renamed(model), ["first", "second"]
+    feature_snapshot(model, make_input(), layers=layers)
+"""
+
+
+@pytest.mark.parametrize("wrap", ["dp", "rename"])
+def test_weights_under_other_names_are_not_called_changed(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, wrap: str
+) -> None:
+    """A model wrapped in DataParallel, or with its modules renamed, holds the same weights under other parameter
+    names: the drift message of a code change under it said its weights or buffers changed."""
+    subject.makepyfile(test_subject=WRAPPED)
+    _update(subject)
+    monkeypatch.setenv("FEATVIZ_TEST_WRAP", wrap)
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    message = _message(subject)
+    assert (
+        "the model's weights and buffers hold the values they held when the golden was made, under other names"
+        " (model fingerprint "
+    ) in message
+    assert "a module was renamed, moved or wrapped" in message
+    assert "weights or buffers changed" not in message and "with changed weights" not in message
+    if wrap == "dp":  # the same layer names: compared, and the drift is a code change
+        assert "yet activations moved: a code or dependency change" in message
+    else:  # the golden's layers are gone: nothing compared, nothing concluded about activations
+        assert "the drifted layers were not compared picture by picture" in message
+        assert "activations moved" not in message
+    monkeypatch.setenv("FEATVIZ_TEST_WEIGHTS", "5")  # new weights under the new names are changed weights
+    message = _message(subject)
+    assert "the model's weights or buffers changed since the golden was made (model fingerprint " in message
+    assert "under other names" not in message
+
+
+GONE = """
+import os
+
+import torch
+from torch import nn
+
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        if os.environ.get("FEATVIZ_TEST_RENAME"):  # the refactor: a module without weights renamed
+            self.activation = nn.ReLU()
+        else:
+            self.act = nn.ReLU()
+        self.out = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        act = self.activation if os.environ.get("FEATVIZ_TEST_RENAME") else self.act
+        return self.out(act(self.conv(x)))
+
+
+def test_a(feature_snapshot):
+    feature_snapshot(Net(), torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+"""
+
+
+def test_a_layer_gone_from_the_model_is_not_called_a_code_change(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The golden's layer 'act' (an activation, without weights) is gone under a new name and the other layers
+    match: the message said activations moved, a code change."""
+    subject.makepyfile(test_subject=GONE)
+    _update(subject)
+    assert [layer["name"] for layer in json.loads((subject.path / SIDECAR).read_text())["layers"]] == [
+        "conv",
+        "act",
+        "out",
+    ]
+    monkeypatch.setenv("FEATVIZ_TEST_RENAME", "1")
+    message = _message(subject)
+    assert "1 of 3 layer(s) drifted" in message and "act: no longer in the model" in message
+    assert "the drifted layers were not compared picture by picture" in message
     assert "activations moved" not in message and "code or dependency" not in message
 
 

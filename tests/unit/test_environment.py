@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -305,6 +306,23 @@ def test_sentences_when_the_weights_changed_name_the_layers() -> None:
     assert upstream.endswith(
         "the selected layers' own weights are unchanged, so the change is in other layers or buffers"
     )
+
+
+def test_the_same_values_under_other_names_are_not_called_changed_weights() -> None:
+    """A model renamed or wrapped (its parameters' names changed, their values not) read as changed weights; a
+    golden written before values were recorded still says so, as it cannot tell."""
+    golden = replace(_provenance(), values="v1")
+    renamed, code = provenance_sentences(golden, replace(_provenance(model="m2"), values="v1"))
+    assert renamed == (
+        "the model's weights and buffers hold the values they held when the golden was made, under other names"
+        " (model fingerprint m1 -> m2): a module was renamed, moved or wrapped"
+    )
+    assert code.endswith("yet activations moved: a code or dependency change (the environment is the same too)")
+    (alone,) = provenance_sentences(golden, replace(_provenance(model="m2"), values="v1"), compared=False)
+    assert alone == renamed
+    for then, now in (("v1", "v2"), ("", "v1")):
+        (line,) = provenance_sentences(replace(golden, values=then), replace(_provenance(model="m2"), values=now))
+        assert line.startswith("the model's weights or buffers changed since the golden was made")
 
 
 def test_sentences_combine_environment_input_and_weights() -> None:

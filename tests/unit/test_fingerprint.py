@@ -64,6 +64,38 @@ def test_a_small_change_of_any_weight_or_buffer_changes_the_model_fingerprint(
     assert _changed(edit)
 
 
+def _values(model: nn.Module) -> str:
+    return ParameterFingerprints(model).values_of(model)
+
+
+class _Renamed(nn.Module):
+    """``_net``'s modules under other attribute names."""
+
+    def __init__(self, inner: nn.Sequential) -> None:
+        super().__init__()
+        self.conv, self.norm, self.act, self.head = inner
+
+
+def test_the_values_fingerprint_ignores_names_and_nothing_else() -> None:
+    """Wrapped or renamed, a model keeps its values fingerprint (its model fingerprint, which hashes names, does
+    not); a change of any value, or two tensors of the same shape swapped between modules, changes it."""
+    same = [nn.DataParallel(_net()), nn.Sequential(_net()), _Renamed(_net())]
+    assert {_values(model) for model in same} == {_values(_net())}
+    assert len({_print(model) for model in [_net(), *same]}) == 4
+    for edit in (_next_float, _running_mean):
+        model = _net()
+        with torch.no_grad():
+            edit(model)
+        assert _values(model) != _values(_net())
+    torch.manual_seed(0)
+    twins = nn.Sequential(nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1))
+    swapped = copy.deepcopy(twins)
+    with torch.no_grad():
+        swapped[0].weight.copy_(twins[1].weight)
+        swapped[1].weight.copy_(twins[0].weight)
+    assert _values(swapped) != _values(twins)
+
+
 def test_layer_fingerprints_change_only_for_the_layer_whose_weights_changed() -> None:
     model = _net()
     layers = {"0": model[0], "3": model[3]}
