@@ -33,7 +33,7 @@ from pytest_featviz.current import (
 )
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
-from pytest_featviz.layers import LayerSpec
+from pytest_featviz.layers import LayerSpec, under_another_parent
 from pytest_featviz.messages import drift_message
 from pytest_featviz.noisefloor import fit_noise_floor, measure_against_golden
 from pytest_featviz.records import (
@@ -66,6 +66,12 @@ NOT_CAPTURED = "in the golden but not captured now"
 NOT_IN_GOLDEN = "selected now but not in the golden"
 NOT_IN_MODEL = "no longer in the model"
 SETTING_CHANGES = (CHANNELS_CHANGED, NORMALIZE_CHANGED, NOT_CAPTURED, NOT_IN_GOLDEN, NOT_IN_MODEL)
+
+
+def _elsewhere_note(model: nn.Module, name: str) -> str:
+    """For a golden's layer gone from the model: the model's layers of the same name under another parent, if any."""
+    found = under_another_parent(model, name)
+    return f" (the model has {', '.join(map(repr, found))}: the same name under another parent module)" if found else ""
 
 
 def _calls_note(name: str, current: Sequence[CurrentLayer], stored: SnapshotGolden) -> str:
@@ -343,7 +349,11 @@ def _check(
     captured = {item.capture.name for item in current}
     for layer in stored.layers:
         if layer.name not in captured:
-            reason = NOT_IN_MODEL if layer.name in gone else NOT_CAPTURED + _calls_note(layer.name, current, stored)
+            reason = (
+                NOT_IN_MODEL + _elsewhere_note(model, layer.name)
+                if layer.name in gone
+                else NOT_CAPTURED + _calls_note(layer.name, current, stored)
+            )
             results.append(LayerResult(layer.name, GONE, None, layer.shape, layer.channels, reason=reason))
             pictures.append(LayerEvidence(layer.name, None, None))
     if settings.noise_floor or measure_noise:

@@ -219,11 +219,13 @@ def test_a(feature_snapshot):
         model = nn.DataParallel(model)
     elif os.environ.get("FEATVIZ_TEST_WRAP") == "rename":
         model, layers = Renamed(model), ["first", "second"]
+    elif os.environ.get("FEATVIZ_TEST_WRAP") == "seq":  # layers=None: the golden's, which are gone
+        model, layers = nn.Sequential(model), None
     feature_snapshot(model, make_input(), layers=layers)
 """
 
 
-@pytest.mark.parametrize("wrap", ["dp", "rename"])
+@pytest.mark.parametrize("wrap", ["dp", "rename", "seq"])
 def test_weights_under_other_names_are_not_called_changed(
     subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, wrap: str
 ) -> None:
@@ -245,6 +247,10 @@ def test_weights_under_other_names_are_not_called_changed(
     else:  # the golden's layers are gone: nothing compared, nothing concluded about activations
         assert "the drifted layers were not compared picture by picture" in message
         assert "activations moved" not in message
+    if wrap == "seq":  # where they are now
+        assert (
+            "  1: no longer in the model (the model has '0.1': the same name under another parent module)"
+        ) in message
     monkeypatch.setenv("FEATVIZ_TEST_WEIGHTS", "5")  # new weights under the new names are changed weights
     message = _message(subject)
     assert "the model's weights or buffers changed since the golden was made (model fingerprint " in message

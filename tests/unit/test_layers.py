@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_featviz.layers import resolve_layers
+from pytest_featviz.layers import resolve_layers, under_another_parent
 from pytest_featviz.records import FeatureDriftError, FeatvizError
 from unit import snapshotter
 
@@ -392,3 +392,14 @@ def test_a_layout_that_changed_with_its_shape_unchanged_is_not_called_moved_acti
         " (see its changelog); if the model did not change, re-make the golden with --featviz-update"
     ) in lines
     assert not any("activations moved" in line for line in lines)
+
+
+def test_a_gone_layer_is_looked_for_under_another_parent() -> None:
+    """A golden's layer the model lost is named where the same name sits under another parent (a model wrapped
+    in nn.Sequential, a block moved into a stage), with its call index and leaf selector."""
+    inner = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
+    wrapped = nn.Sequential(inner, nn.Sequential(nn.Identity(), nn.Identity()))
+    assert under_another_parent(wrapped, "1") == ["0.1", "1.1"]
+    assert under_another_parent(wrapped, "0@2") == ["0.0@2", "1.0@2"]
+    assert under_another_parent(wrapped, "1+out") == ["0.1+out", "1.1+out"]
+    assert under_another_parent(wrapped, "head") == []
