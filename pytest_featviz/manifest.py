@@ -3,8 +3,9 @@
 Every file the report writes is recorded in ``.featviz-manifest`` the moment it is written, with the sha256 of what
 was written (xdist workers append to it at the same time), so that the next session, or an earlier attempt's rerun,
 removes exactly those files and nothing else. A file the manifest does not list, or one put in place of a listed
-file since (its content is not what the report wrote), is never overwritten nor removed, and the manifest is never
-written through a symbolic link. :mod:`pytest_featviz.report` writes every file of the report through here.
+file since (its content is not what the report wrote), is never overwritten nor removed, and neither the manifest
+nor a file is written through a symbolic link in the report directory. :mod:`pytest_featviz.report` writes every
+file of the report through here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ def _refuse_linked_manifest(report_dir: Path) -> None:
     """Raise ``OSError`` when the manifest is a symbolic link: the report would record its files through it."""
     if (report_dir / MANIFEST).is_symlink():
         raise OSError(errno.EEXIST, "the report's manifest is a symbolic link; remove it", str(report_dir / MANIFEST))
+
+
+def _refuse_linked_folders(report_dir: Path, path: Path) -> None:
+    """Raise ``OSError`` when a folder between the report directory and ``path`` is a symbolic link: the file, and
+    the folders made for it, would be written where the link leads (outside the report directory, into the golden
+    directory). The report directory itself may be a link; the session checks where it leads."""
+    relative = path.parent.relative_to(report_dir)
+    for depth in range(1, len(relative.parts) + 1):
+        folder = report_dir.joinpath(*relative.parts[:depth])
+        if folder.is_symlink():
+            raise OSError(
+                errno.ELOOP,
+                "a folder in the report directory is a symbolic link, and the report writes only inside its"
+                " directory; remove the link",
+                str(folder),
+            )
 
 
 def _entry(report_dir: Path, path: Path | str) -> str:
@@ -108,6 +125,7 @@ def write_recorded(report_dir: Path, path: Path, data: bytes) -> None:
     from pytest_featviz.durable import write_atomic
 
     _refuse_linked_manifest(report_dir)  # before the file: written unrecorded, it would count as someone else's
+    _refuse_linked_folders(report_dir, path)
     write_atomic(path, data)
     _record(report_dir, path, data)
 

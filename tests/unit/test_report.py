@@ -207,3 +207,29 @@ def test_a_manifest_that_is_a_symbolic_link_is_never_written_through(tmp_path: P
         )
     assert not (tmp_path / "outside").exists()
     assert not (tmp_path / "r" / report.REPORT_JSON).exists()  # nothing written before the refusal
+
+
+@pytest.mark.parametrize("linked", ["snapshots", "snapshots/t.py::a"])
+def test_a_folder_in_the_report_directory_that_is_a_symbolic_link_is_never_written_through(
+    tmp_path: Path, linked: str
+) -> None:
+    """A link planted in the report directory (``featviz-report/snapshots -> ../golden``) had the report write its
+    mosaics and a current render, with a sidecar, where it led: outside the report directory, into the golden
+    directory of a check run. The snapshot's message says the report could not be written, and why."""
+    from pytest_featviz.records import Evidence
+
+    def fresh() -> tuple[str, dict[str, bytes]]:
+        return json.dumps({"layers": [{"name": "conv", "file": "conv.png"}]}), {"conv.png": b"picture"}
+
+    outside = tmp_path / "golden"
+    outside.mkdir()
+    (tmp_path / "r" / linked).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "r" / linked).symlink_to(outside, target_is_directory=True)
+    reporter = report.Reporter(tmp_path / "r", Path("/g"))
+    result = reporter(Evidence(snapshot_record("t.py::a", MISSING), (), 8, fresh))
+    assert list(outside.iterdir()) == []
+    assert result.artifacts == {}
+    assert "(featviz could not write the report: [Errno 40] a folder in the report directory is a symbolic link" in (
+        result.message
+    )
+    assert f"{tmp_path / 'r' / linked}" in result.message
