@@ -125,13 +125,13 @@ def _golden_options(config: pytest.Config) -> list[str]:
     found (:func:`_collecting_options`), as given, for the commands a run prints (the command runs where this one
     ran)."""
     options = _collecting_options([str(arg) for arg in config.invocation_params.args])
-    for option, flag in (
-        ("inifilename", "-c"),
-        ("rootdir", "--rootdir"),
-        ("featviz_golden_dir", "--featviz-golden-dir"),
-    ):
+    for option, flag in (("inifilename", "-c"), ("rootdir", "--rootdir")):
         if config.getoption(option, None):
             options += [flag, str(config.getoption(option))]
+    if config.getoption("featviz_golden_dir", None):
+        # joined: pytest finds the rootdir and ini file before it knows a plugin's options, and would take a value
+        # after a space for a test path (an existing directory outside the project then moves the rootdir)
+        options.append(f"--featviz-golden-dir={config.getoption('featviz_golden_dir')}")
     for override in config.getoption("override_ini", None) or ():  # -o featviz_golden_dir=...
         if ini_key(str(override)) in ("featviz_golden_dir", "featviz_golden_key"):
             options += ["-o", str(override)]

@@ -716,9 +716,32 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
     # the command it gives keeps the options that locate the goldens
     featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = elsewhere\n")
     result = featviz_pytester.runpytest("--featviz-golden-dir", "golden")
-    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir golden"])
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir=golden"])
     result = featviz_pytester.runpytest("--featviz-prune", "--featviz-golden-dir", "golden")
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_top/test_o/0"])
+
+
+def test_the_prune_command_for_a_golden_dir_outside_the_project_runs_as_pasted(
+    featviz_pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The command said ``--featviz-golden-dir /abs/goldens``: pytest finds the rootdir and ini file before it knows
+    plugin options and took that existing directory for a test path, so the pasted command ran with another rootdir,
+    without the project's ini, failed every test as missing its golden and deleted nothing."""
+    outside = tmp_path_factory.mktemp("goldens")
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = elsewhere\n")
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_st=BEFORE)
+    featviz_pytester.runpytest("--featviz-update", f"--featviz-golden-dir={outside}").assert_outcomes(passed=3)
+    featviz_pytester.makepyfile(test_st=AFTER)
+    result = featviz_pytester.runpytest(f"--featviz-golden-dir={outside}")
+    command = next(line for line in result.outlines if line.startswith("delete them with:  "))
+    assert command == f"delete them with:  pytest --featviz-prune --featviz-golden-dir={outside}"
+    pasted = featviz_pytester.runpytest(*shlex.split(command.removeprefix("delete them with:  "))[1:])
+    pasted.assert_outcomes(passed=2)
+    pasted.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*"])
+    assert sorted(p.parent.relative_to(outside).as_posix() for p in outside.rglob("snapshot.json")) == [
+        "test_st/test_a/keep",
+        "test_st/test_c/0",
+    ]
 
 
 def test_goldens_of_existing_uncollected_files_and_of_unknown_names_are_never_judged(

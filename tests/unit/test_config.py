@@ -237,7 +237,7 @@ def test_golden_dir_from_ini_and_cli(featviz_pytester: pytest.Pytester) -> None:
     missing.assert_outcomes(failed=1)
     # the command given for a missing golden keeps the golden directory that was asked for
     missing.stdout.fnmatch_lines(
-        ["*create it with:  pytest --featviz-create --featviz-golden-dir nowhere test_ch.py::*"]
+        ["*create it with:  pytest --featviz-create --featviz-golden-dir=nowhere test_ch.py::*"]
     )
 
 
