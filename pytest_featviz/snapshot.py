@@ -204,7 +204,8 @@ def _check(
     """:func:`check_snapshot`'s work. A write in update or create mode that finds the golden written by another
     process since it was read (xdist workers running repeats of one test, which share its goldens) checks again
     against that golden, once (``again``): the outcome a serial run gives, where the later repeat sees the golden
-    the earlier one wrote."""
+    the earlier one wrote. So does a check whose golden another process switched in after its sidecar was read (a
+    picture that does not match that sidecar is then no damage)."""
     __tracebackhide__ = True
 
     def recheck() -> Evidence:
@@ -331,6 +332,10 @@ def _check(
             try:
                 result, picture = compare_with_golden(item, stored, layer, directory, settings)
             except GoldenError as exc:
+                if again and durable.stamp(directory) != stamps[directory]:
+                    # another process (an update run beside this one) switched the golden in after its sidecar was
+                    # read: the picture belongs to the new one, nothing is damaged; compared again, with the new one
+                    return recheck()
                 if not exc.recreatable:
                     exc.unread = directory
                     raise

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import pytest_featviz
-from pytest_featviz import channels, golden, goldenpicture, render
+from pytest_featviz import channels, golden, goldenpicture, goldenwrite, render
 from pytest_featviz.capture import LayerCapture
 from pytest_featviz.current import CurrentLayer
 from pytest_featviz.golden import SIDECAR, SnapshotGolden
@@ -122,6 +122,36 @@ def test_a_damaged_picture_s_error_names_the_other_layers_that_drifted(tmp_path:
         " from the golden too: re-creating it accepts that)\nre-create it with:  pytest --featviz-update"
         " tests/test_model.py::test_features"
     )
+
+
+@pytest.mark.parametrize("layers", [["0", "2"], ["0", "1", "2"]], ids=["same-layers", "a-layer-more"])
+def test_a_golden_switched_in_by_another_process_after_its_sidecar_was_read_is_not_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layers: list[str]
+) -> None:
+    """A check run beside a ``--featviz-update`` run read a golden's sidecar, the update switched a new golden into
+    place, and the check read that one's pictures: it reported the golden as damaged ("does not match its
+    sidecar", or "is missing"), though it never was. It compares again, with the new golden."""
+    changed = _model()
+    with torch.no_grad():
+        changed[0].weight.mul_(-1)
+    snapshotter(tmp_path / "new", update=True)(changed, _x(), layers=layers)  # what the other process writes
+    made = next((tmp_path / "new").rglob(SIDECAR)).parent
+    sidecar, pictures = (made / SIDECAR).read_text(), {p.name: p.read_bytes() for p in made.glob("*.png")}
+    snapshotter(tmp_path / "g", update=True)(_model(), _x(), layers=["0", "2"])
+    read = golden.read_sidecar
+
+    def read_then_switched(directory: Path) -> SnapshotGolden | None:
+        stored = read(directory)
+        if not switched:
+            switched.append(directory)
+            goldenwrite.write_files(directory, sidecar, pictures)
+        return stored
+
+    switched: list[Path] = []
+    monkeypatch.setattr(golden, "read_sidecar", read_then_switched)
+    result = snapshotter(tmp_path / "g")(changed, _x())  # layers=None: the golden's
+    assert switched and result.outcome == "matched"
+    assert [layer.name for layer in result.layers] == layers
 
 
 def test_a_damaged_golden_is_a_clear_error_not_a_pass(tmp_path: Path) -> None:
