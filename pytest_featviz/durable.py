@@ -285,8 +285,9 @@ def switch_directory(
 
     The new directory is written beside the old one, each file flushed to disk, and renamed into place (see
     :func:`_put_in_place`). The files named in ``same`` keep the mtime of the file of that name in the old directory
-    (their bytes did not change); the ``carried`` files (someone else's, in the old directory) are copied in as they
-    are. Raises ``OSError`` with nothing changed when the new directory cannot be written.
+    (their bytes did not change); the ``carried`` files and folders (someone else's, in the old directory) are
+    copied in as they are, links as links. Raises ``OSError`` with nothing changed when the new directory cannot be
+    written.
 
     With ``exclusive``, a directory that is there (not empty) is never replaced: the new one is put in place only
     where there is none (an empty one is taken), and ``False`` is returned, with nothing written, when another
@@ -308,7 +309,10 @@ def switch_directory(
                 shutil.copymode(directory / name, staging / name)
         for other in carried:
             with contextlib.suppress(FileNotFoundError):
-                shutil.copy2(other, staging / other.name, follow_symlinks=False)
+                if other.is_dir() and not other.is_symlink():
+                    shutil.copytree(other, staging / other.name, symlinks=True)
+                else:
+                    shutil.copy2(other, staging / other.name, follow_symlinks=False)
         umask = os.umask(0)
         os.umask(umask)
         try:  # mkdtemp made it private: the permissions of the directory it replaces, else the umask's

@@ -2,9 +2,10 @@
 
 :func:`write_files` builds the new snapshot in a hidden sibling directory and switches it into place through
 :mod:`pytest_featviz.durable`, so a run killed at any moment leaves the old snapshot or the new one; a file whose
-bytes would not change is not written at all, so its mtime stays, and files pytest-featviz does not write (notes,
-``.gitattributes``) move with the snapshot. :func:`refuse_unfetched` keeps a write from replacing a golden this
-checkout did not fetch from Git LFS; :func:`remove_created` undoes the creation of a snapshot's golden.
+bytes would not change is not written at all, so its mtime stays, and files and folders pytest-featviz does not
+write (notes, ``.gitattributes``, ``.ipynb_checkpoints``) move with the snapshot. :func:`refuse_unfetched` keeps
+a write from replacing a golden this checkout did not fetch from Git LFS; :func:`remove_created` undoes the
+creation of a snapshot's golden.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kep
         changed.append(directory / SIDECAR)
     if not changed and old <= set(kept):
         return []
-    if directory.is_dir() and any(entry.is_dir() for entry in directory.iterdir()):
+    if any(_holds_goldens(entry) for entry in _entries(directory)):
         # Another test file's goldens nest inside this directory (pathological names): a directory switch would
-        # move them too, so fall back to file-by-file replacement, sidecar last.
+        # move them too, away from a writer of theirs, so fall back to file-by-file replacement, sidecar last.
         _write_in_place(directory, payload, pictures, kept)
         return changed
     files: dict[str, bytes] = {}
@@ -178,5 +179,17 @@ def _is_png(path: Path) -> bool:
 
 
 def _foreign_files(directory: Path) -> list[Path]:
-    """Files in a snapshot directory that pytest-featviz does not write (anything but its PNGs and sidecar)."""
-    return sorted(p for p in _entries(directory) if p.name != SIDECAR and not _is_png(p) and not p.is_dir())
+    """What a snapshot directory holds that pytest-featviz does not write: files other than its PNGs and sidecar,
+    links, and folders (``.ipynb_checkpoints``, someone's notes) that hold no golden."""
+    return sorted(
+        p
+        for p in _entries(directory)
+        if p.name != SIDECAR and not _is_png(p) and (p.is_symlink() or not p.is_dir() or not _holds_goldens(p))
+    )
+
+
+def _holds_goldens(path: Path) -> bool:
+    """Whether ``path`` is a folder (not a link to one) with a golden sidecar somewhere inside."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return any(SIDECAR in files for _, _, files in os.walk(path))

@@ -301,6 +301,38 @@ def test_rewrite_keeps_files_that_are_not_ours(snap: Path) -> None:
     assert os.readlink(snap / "README.md") == "NOTES.md"  # the link itself, not a copy of its target
 
 
+def test_folders_that_hold_no_golden_move_with_the_snapshot_and_it_still_switches_whole(snap: Path) -> None:
+    """Any folder in a snapshot directory (``.ipynb_checkpoints``, someone's notes, a link to a folder) made its
+    writes file by file: a run killed between them left new pictures beside the old sidecar, and temporary files
+    that nothing removed. Such folders are copied into the new snapshot, which switches in as a whole."""
+    (snap / ".ipynb_checkpoints").mkdir()
+    (snap / ".ipynb_checkpoints" / "look-checkpoint.ipynb").write_text("{}")
+    (snap / "notes" / "deeper").mkdir(parents=True)
+    (snap / "notes" / "deeper" / "why.md").write_text("May")
+    os.symlink("notes", snap / "linked-notes")
+    inode = snap.stat().st_ino
+    stored, picture = _snapshot(1)
+    goldenwrite.write_files(snap, golden.sidecar_text(stored), {"conv.png": picture})
+    assert snap.stat().st_ino != inode  # switched as a whole, not file by file
+    assert golden.read_sidecar(snap) == stored
+    assert (snap / ".ipynb_checkpoints" / "look-checkpoint.ipynb").read_text() == "{}"
+    assert (snap / "notes" / "deeper" / "why.md").read_text() == "May"
+    assert os.readlink(snap / "linked-notes") == "notes"
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]  # no hidden leftovers
+
+
+def test_a_snapshot_directory_holding_another_golden_is_written_file_by_file(snap: Path) -> None:
+    """Goldens nested in a snapshot directory (test and file names that mirror each other's golden paths) are never
+    moved or copied by a switch of the outer one: it is rewritten file by file, sidecar last."""
+    nested = snap / "test_y" / "0"
+    nested_golden = _write(nested, seed=0)
+    inode = snap.stat().st_ino
+    stored, picture = _snapshot(1)
+    goldenwrite.write_files(snap, golden.sidecar_text(stored), {"conv.png": picture})
+    assert snap.stat().st_ino == inode
+    assert golden.read_sidecar(snap) == stored and golden.read_sidecar(nested) == nested_golden
+
+
 def test_a_picture_renamed_to_upper_case_png_is_replaced_not_left_beside_the_new_one(snap: Path) -> None:
     # conv.PNG stayed as "not ours" beside the rewritten conv.png: a pair a case-insensitive checkout makes one file
     (snap / "conv.png").rename(snap / "conv.PNG")
