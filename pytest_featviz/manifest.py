@@ -41,7 +41,10 @@ def _refuse_linked_folders(report_dir: Path, path: Path) -> None:
     """Raise ``OSError`` when a folder between the report directory and ``path`` is a symbolic link: the file, and
     the folders made for it, would be written where the link leads (outside the report directory, into the golden
     directory). The report directory itself may be a link; the session checks where it leads."""
-    relative = path.parent.relative_to(report_dir)
+    try:
+        relative = path.parent.relative_to(report_dir)
+    except ValueError:
+        raise OSError(errno.EXDEV, "not inside the report directory", str(path)) from None
     for depth in range(1, len(relative.parts) + 1):
         folder = report_dir.joinpath(*relative.parts[:depth])
         if folder.is_symlink():

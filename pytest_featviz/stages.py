@@ -114,10 +114,10 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
         for module, children, buffers, transient in saved:
             now = dict(module._buffers)
             if id(module) in lazy:  # what its initialization added stays; what it had is put back as for any module
-                children = {**dict(module._modules), **children}
-                added = {name for name in now if name not in buffers}
-                transient = transient | (module._non_persistent_buffers_set & added)
-                buffers = {**{name: now[name] for name in added}, **buffers}
+                children = {**children, **{n: m for n, m in module._modules.items() if n not in children}}
+                added = {name: buffer for name, buffer in now.items() if name not in buffers}
+                transient = transient | (module._non_persistent_buffers_set & added.keys())
+                buffers = {**buffers, **added}
             module._modules.clear()
             module._modules.update(children)
             module._buffers.clear()
