@@ -396,22 +396,37 @@ def provenance_sentences(
             f"the input changed since the golden was made (input fingerprint {golden.input} -> {current.input}):"
             " the drift may come from the input (data, preprocessing, seed) rather than the model"
         )
+    # the selected layers whose weights differ from those of the golden's layer of that name, in forward order
+    known = [name for name in current.layers if name in golden.layers]
+    changed = [name for name in known if golden.layers[name] != current.layers[name]]
+    position = {name.split("@")[0]: i for i, name in reversed(list(enumerate(order)))}
+    changed.sort(key=lambda name: position.get(name, len(position)))  # stable: the rest keep their order
     # the same values under other names: a module renamed, moved or wrapped, no weight changed
     renamed = golden.model != current.model and bool(golden.values) and golden.values == current.values
     if renamed:
         lines.append(
             "the model's weights and buffers hold the values they held when the golden was made, under other names"
             f" (model fingerprint {golden.model} -> {current.model}): a module was renamed, moved or wrapped"
+            + (
+                f"; layer name(s) {_by_module(changed)} now select modules with other weights than the golden's"
+                " layers of those names, so they were compared with other modules' pictures"
+                if changed
+                else ""
+            )
         )
+        compared = compared and not changed  # nothing can be said of activations compared with another module's
     if golden.model != current.model and not renamed:
-        changed = [name for name, value in current.layers.items() if golden.layers.get(name, value) != value]
-        position = {name.split("@")[0]: i for i, name in reversed(list(enumerate(order)))}
-        changed.sort(key=lambda name: position.get(name, len(position)))  # stable: the rest keep their order
-        where = (
-            f"; selected layer(s) with changed weights: {_by_module(changed)}"
-            if changed
-            else "; the selected layers' own weights are unchanged, so the change is in other layers or buffers"
-        )
+        if changed:
+            where = f"; selected layer(s) with changed weights: {_by_module(changed)}"
+        elif known and len(known) == len(current.layers):
+            where = "; the selected layers' own weights are unchanged, so the change is in other layers or buffers"
+        elif known:
+            where = (
+                "; the selected layers the golden also holds have their own weights unchanged (the others are not"
+                " in the golden)"
+            )
+        else:  # the model's names changed: a wrapper or a rename, with weights changed too
+            where = "; no selected layer is in the golden under its name, so which layers' weights changed is not known"
         lines.append(
             f"the model's weights or buffers changed since the golden was made"
             f" (model fingerprint {golden.model} -> {current.model}){where}{converted}"

@@ -184,7 +184,9 @@ def _foreign_files(directory: Path) -> list[Path]:
     return sorted(
         p
         for p in _entries(directory)
-        if p.name != SIDECAR and not _is_png(p) and (p.is_symlink() or not p.is_dir() or not _holds_goldens(p))
+        if p.name != SIDECAR
+        and not (_is_png(p) and p.is_file())  # a folder named x.png is no picture (nor a link to one)
+        and (p.is_symlink() or not p.is_dir() or not _holds_goldens(p))
     )
 
 

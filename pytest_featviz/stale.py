@@ -359,7 +359,8 @@ class StaleGoldens:
         remove_leftovers(directory)  # hidden copies killed writes left beside it would keep its parents alive
         try:
             for picture in sorted(directory.glob("*.png")):
-                picture.unlink()
+                if picture.is_file():  # a folder named x.png (or a link to one) is someone else's: it stays
+                    picture.unlink()
             (directory / SIDECAR).unlink()
         except OSError as exc:
             self.prune_errors.append(f"{directory}: {exc}")

@@ -591,16 +591,19 @@ def test_a_snapshot_in_a_fixture_teardown_is_counted_and_not_stale(featviz_pytes
 
 def test_a_pruned_snapshot_directory_with_a_file_of_someone_elses_stays(project: pytest.Pytester) -> None:
     (project.path / "golden" / "test_st" / "test_b" / "0" / ".DS_Store").write_bytes(b"finder")
+    # a folder named like a picture: prune failed on it ("Is a directory") after deleting the pictures, and left the
+    # sidecar, so the golden read as damaged
+    (project.path / "golden" / "test_st" / "test_b" / "0" / "x.png").mkdir()
     result = project.runpytest("--featviz-prune")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
             "3 stale golden snapshot(s) deleted*",
-            "left the directory for files pytest-featviz did not write: *test_b/0: .DS_Store",
+            "left the directory for files pytest-featviz did not write: *test_b/0: .DS_Store, x.png",
         ]
     )
     leftover = project.path / "golden" / "test_st" / "test_b" / "0"
-    assert sorted(p.name for p in leftover.iterdir()) == [".DS_Store"]
+    assert sorted(p.name for p in leftover.iterdir()) == [".DS_Store", "x.png"]
 
     project.makepyfile(test_other=OTHER_BEFORE)
     project.runpytest("--featviz-update", "test_other.py").assert_outcomes(passed=1)

@@ -325,6 +325,33 @@ def test_the_same_values_under_other_names_are_not_called_changed_weights() -> N
         assert line.startswith("the model's weights or buffers changed since the golden was made")
 
 
+def test_a_layer_name_that_selects_another_module_now_is_said_and_nothing_concluded() -> None:
+    """``nn.Sequential(model)`` of an ``nn.Sequential``: layer '0' named the first conv, now the whole inner model.
+    The message blamed a code change for pictures compared with another module's."""
+    golden = replace(_provenance(), values="v1")
+    (line,) = provenance_sentences(golden, replace(_provenance(model="m2", **{"0": "inner", "2": "b"}), values="v1"))
+    assert line.endswith(
+        "a module was renamed, moved or wrapped; layer name(s) '0' now select modules with other weights than the"
+        " golden's layers of those names, so they were compared with other modules' pictures"
+    )
+
+
+@pytest.mark.parametrize(
+    ("layers", "end"),
+    [
+        ({"0.0": "a2", "0.2": "b"}, "no selected layer is in the golden under its name, so which layers' weights"),
+        ({"0": "a", "4": "c"}, "the selected layers the golden also holds have their own weights unchanged (the"),
+    ],
+    ids=["renamed", "one-added"],
+)
+def test_layers_not_in_the_golden_are_not_called_unchanged(layers: dict[str, str], end: str) -> None:
+    """A weight changed under a wrapper or a rename: none of the selected layers is in the golden under its name,
+    and the message said the selected layers' own weights were unchanged."""
+    (line,) = provenance_sentences(_provenance(), _provenance(model="m2", **layers))
+    assert line.startswith("the model's weights or buffers changed since the golden was made (model fingerprint")
+    assert end in line and "own weights are unchanged, so" not in line
+
+
 def test_sentences_combine_environment_input_and_weights() -> None:
     lines = provenance_sentences(_provenance(), _provenance(env=CUDA, input="i2", model="m2"))
     assert [line.split(" ")[0:2] for line in lines] == [

@@ -310,6 +310,9 @@ def test_folders_that_hold_no_golden_move_with_the_snapshot_and_it_still_switche
     (snap / "notes" / "deeper").mkdir(parents=True)
     (snap / "notes" / "deeper" / "why.md").write_text("May")
     os.symlink("notes", snap / "linked-notes")
+    (snap / "figures.png").mkdir()  # a folder, named like a picture
+    (snap / "figures.png" / "a.txt").write_text("kept")
+    os.symlink("notes", snap / "linked.png")
     inode = snap.stat().st_ino
     stored, picture = _snapshot(1)
     goldenwrite.write_files(snap, golden.sidecar_text(stored), {"conv.png": picture})
@@ -318,6 +321,7 @@ def test_folders_that_hold_no_golden_move_with_the_snapshot_and_it_still_switche
     assert (snap / ".ipynb_checkpoints" / "look-checkpoint.ipynb").read_text() == "{}"
     assert (snap / "notes" / "deeper" / "why.md").read_text() == "May"
     assert os.readlink(snap / "linked-notes") == "notes"
+    assert (snap / "figures.png" / "a.txt").read_text() == "kept" and os.readlink(snap / "linked.png") == "notes"
     assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]  # no hidden leftovers
 
 
