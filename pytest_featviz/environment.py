@@ -371,13 +371,18 @@ def _converted(golden: str, current: str) -> str:
 
 
 def provenance_sentences(
-    golden: Provenance | None, current: Provenance, compared: bool = True, order: Sequence[str] = ()
+    golden: Provenance | None,
+    current: Provenance,
+    compared: bool = True,
+    order: Sequence[str] = (),
+    names_moved: bool = False,
 ) -> list[str]:
     """What a drift message says about where the drift comes from: environment, input, weights, or neither.
 
     ``compared=False``: no activation was compared (only the snapshot's settings changed), so the sentences name
     what changed and conclude nothing about activations that moved. ``order``: the layers in forward order, the
-    order in which the message names layers with changed weights (else the order of selection).
+    order in which the message names layers with changed weights (else the order of selection). ``names_moved``:
+    the model lost layers the golden holds, so a name that still selects a module may select another one now.
     """
     if golden is None:
         return [
@@ -409,14 +414,20 @@ def provenance_sentences(
             f" (model fingerprint {golden.model} -> {current.model}): a module was renamed, moved or wrapped"
             + (
                 f"; layer name(s) {_by_module(changed)} now select modules with other weights than the golden's"
-                " layers of those names, so they were compared with other modules' pictures"
+                " layers of those names, so the golden's pictures of them show other modules"
                 if changed
                 else ""
             )
         )
         compared = compared and not changed  # nothing can be said of activations compared with another module's
     if golden.model != current.model and not renamed:
-        if changed:
+        if changed and names_moved:
+            where = (
+                f"; selected layer(s) whose weights differ from those of the golden's layer of that name:"
+                f" {_by_module(changed)}, though the model lost layers the golden holds, so a name may select another"
+                " module now (a wrapper or a rename) and which layers' weights changed is not known"
+            )
+        elif changed:
             where = f"; selected layer(s) with changed weights: {_by_module(changed)}"
         elif known and len(known) == len(current.layers):
             where = "; the selected layers' own weights are unchanged, so the change is in other layers or buffers"

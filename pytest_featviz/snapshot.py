@@ -398,7 +398,8 @@ def _check(
     layout_only = all(r.reason.startswith(LAYOUT_CHANGED) for r in results if r.drifted)
     settings_only = layout_only or all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
     golden_provenance = Provenance.from_sidecar(stored.provenance)
-    explanation = provenance_sentences(golden_provenance, now(), not settings_only, [r.name for r in results])
+    moved = any(r.reason.startswith(NOT_IN_MODEL) for r in results)  # the model's names changed
+    explanation = provenance_sentences(golden_provenance, now(), not settings_only, [r.name for r in results], moved)
     # made where it runs now: a layer's movement below its tolerances is no float noise of another machine
     same_place = (
         golden_provenance is not None and golden_provenance.environment.describe() == now().environment.describe()

@@ -332,8 +332,22 @@ def test_a_layer_name_that_selects_another_module_now_is_said_and_nothing_conclu
     (line,) = provenance_sentences(golden, replace(_provenance(model="m2", **{"0": "inner", "2": "b"}), values="v1"))
     assert line.endswith(
         "a module was renamed, moved or wrapped; layer name(s) '0' now select modules with other weights than the"
-        " golden's layers of those names, so they were compared with other modules' pictures"
+        " golden's layers of those names, so the golden's pictures of them show other modules"
     )
+
+
+def test_a_changed_layer_is_not_named_as_such_when_the_model_s_names_moved() -> None:
+    """A weight changed inside ``nn.Sequential(model)`` of an ``nn.Sequential``: layer '0' (the whole inner model
+    now) was named as the layer with changed weights, whichever of its convs changed."""
+    golden, now = _provenance(), _provenance(model="m2", **{"0": "inner", "2": "b"})
+    (line,) = provenance_sentences(golden, now, names_moved=True)
+    assert line.endswith(
+        "selected layer(s) whose weights differ from those of the golden's layer of that name: '0', though the model"
+        " lost layers the golden holds, so a name may select another module now (a wrapper or a rename) and which"
+        " layers' weights changed is not known"
+    )
+    (plain,) = provenance_sentences(golden, now)
+    assert plain.endswith("selected layer(s) with changed weights: '0'")
 
 
 @pytest.mark.parametrize(
