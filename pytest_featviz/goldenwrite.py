@@ -180,13 +180,12 @@ def _is_png(path: Path) -> bool:
 
 def _foreign_files(directory: Path) -> list[Path]:
     """What a snapshot directory holds that pytest-featviz does not write: files other than its PNGs and sidecar,
-    links, and folders (``.ipynb_checkpoints``, someone's notes) that hold no golden."""
+    links, and folders (``.ipynb_checkpoints``, someone's notes; :func:`_write_once` switches a directory only when
+    none of them holds a golden)."""
     return sorted(
         p
         for p in _entries(directory)
-        if p.name != SIDECAR
-        and not (_is_png(p) and p.is_file())  # a folder named x.png is no picture (nor a link to one)
-        and (p.is_symlink() or not p.is_dir() or not _holds_goldens(p))
+        if p.name != SIDECAR and not (_is_png(p) and p.is_file())  # a folder named x.png is no picture
     )
 
 

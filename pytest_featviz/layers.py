@@ -133,13 +133,13 @@ def module_hints(
     return hints(index.get(name), [*ancestors, model], known)
 
 
-def under_another_parent(model: nn.Module, name: str) -> list[str]:
-    """Where a golden's layer ``name`` that the model no longer has may be now: the layer names of ``model`` whose
-    module ends with the same name parts (``0.relu`` for ``relu``, once the model is wrapped in ``nn.Sequential``),
-    with ``name``'s call index and leaf selector; at most five."""
+def under_another_parent(names: Iterable[str], name: str) -> list[str]:
+    """Where a golden's layer ``name`` that the model no longer has may be now: the model's layer ``names``
+    (:func:`module_index`) whose module ends with the same name parts (``0.relu`` for ``relu``, once the model is
+    wrapped in ``nn.Sequential``), with ``name``'s call index and leaf selector; at most five."""
     module = split_call(name)[0].split(LEAF_SEPARATOR, 1)[0]
     rest = name[len(module) :]
-    return [other + rest for other in module_index(model) if other.endswith("." + module)][:5]
+    return [other + rest for other in names if other.endswith("." + module)][:5]
 
 
 def _closest(name: str, names: Sequence[str]) -> str:

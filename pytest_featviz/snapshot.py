@@ -33,7 +33,7 @@ from pytest_featviz.current import (
 )
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
-from pytest_featviz.layers import LayerSpec, under_another_parent
+from pytest_featviz.layers import LayerSpec, module_index, under_another_parent
 from pytest_featviz.messages import drift_message
 from pytest_featviz.noisefloor import fit_noise_floor, measure_against_golden
 from pytest_featviz.records import (
@@ -68,9 +68,10 @@ NOT_IN_MODEL = "no longer in the model"
 SETTING_CHANGES = (CHANNELS_CHANGED, NORMALIZE_CHANGED, NOT_CAPTURED, NOT_IN_GOLDEN, NOT_IN_MODEL)
 
 
-def _elsewhere_note(model: nn.Module, name: str) -> str:
-    """For a golden's layer gone from the model: the model's layers of the same name under another parent, if any."""
-    found = under_another_parent(model, name)
+def _elsewhere_note(names: Sequence[str], name: str) -> str:
+    """For a golden's layer gone from the model of layer ``names``: its layers of the same name under another
+    parent, if any."""
+    found = under_another_parent(names, name)
     return f" (the model has {', '.join(map(repr, found))}: the same name under another parent module)" if found else ""
 
 
@@ -352,10 +353,11 @@ def _check(
     if damage is not None and not settings.update:
         raise _damaged(damage, [r.name for r in results if r.drifted and r.name not in broken], directory)
     captured = {item.capture.name for item in current}
+    names = list(module_index(model)) if gone else []  # where the gone layers may be now
     for layer in stored.layers:
         if layer.name not in captured:
             reason = (
-                NOT_IN_MODEL + _elsewhere_note(model, layer.name)
+                NOT_IN_MODEL + _elsewhere_note(names, layer.name)
                 if layer.name in gone
                 else NOT_CAPTURED + _calls_note(layer.name, current, stored)
             )
@@ -398,8 +400,10 @@ def _check(
     layout_only = all(r.reason.startswith(LAYOUT_CHANGED) for r in results if r.drifted)
     settings_only = layout_only or all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
     golden_provenance = Provenance.from_sidecar(stored.provenance)
-    moved = any(r.reason.startswith(NOT_IN_MODEL) for r in results)  # the model's names changed
-    explanation = provenance_sentences(golden_provenance, now(), not settings_only, [r.name for r in results], moved)
+    # a golden's layer gone from the model: its names changed, and a name that still selects may select another one
+    explanation = provenance_sentences(
+        golden_provenance, now(), not settings_only, [r.name for r in results], bool(gone)
+    )
     # made where it runs now: a layer's movement below its tolerances is no float noise of another machine
     same_place = (
         golden_provenance is not None and golden_provenance.environment.describe() == now().environment.describe()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_featviz.layers import resolve_layers, under_another_parent
+from pytest_featviz.layers import module_index, resolve_layers, under_another_parent
 from pytest_featviz.records import FeatureDriftError, FeatvizError
 from unit import snapshotter
 
@@ -398,7 +398,7 @@ def test_a_gone_layer_is_looked_for_under_another_parent() -> None:
     """A golden's layer the model lost is named where the same name sits under another parent (a model wrapped
     in nn.Sequential, a block moved into a stage), with its call index and leaf selector."""
     inner = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
-    wrapped = nn.Sequential(inner, nn.Sequential(nn.Identity(), nn.Identity()))
+    wrapped = module_index(nn.Sequential(inner, nn.Sequential(nn.Identity(), nn.Identity())))
     assert under_another_parent(wrapped, "1") == ["0.1", "1.1"]
     assert under_another_parent(wrapped, "0@2") == ["0.0@2", "1.0@2"]
     assert under_another_parent(wrapped, "1+out") == ["0.1+out", "1.1+out"]
