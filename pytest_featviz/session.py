@@ -156,18 +156,43 @@ def _unreadable(results: list[SnapshotResult]) -> list[str]:
     return lines
 
 
-def _raised(error: BaseException | None) -> set[int]:
-    """The ids of the result records whose ``FeatureDriftError`` is ``error`` or in its chain of causes and contexts
-    (re-raised, or raised again as another error while handling it): the drifts that failed a test phase."""
+def _errors(error: BaseException | None) -> list[BaseException]:
+    """``error`` and every error it holds: its chain of causes and contexts (re-raised, or raised again while handling
+    it), the errors an ``ExceptionGroup`` collects, and the error a failed doctest example raised."""
+    found: list[BaseException] = []
+    seen: set[int] = set()
+    waiting = [error] if error is not None else []
+    while waiting:
+        error = waiting.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        found.append(error)
+        held = [error.__cause__, error.__context__, *getattr(error, "exceptions", ())]
+        # doctest's UnexpectedException holds its exc_info; MultipleDoctestFailures a list of those
+        for failure in [error, *getattr(error, "failures", ())]:
+            info = getattr(failure, "exc_info", None)
+            if isinstance(info, tuple) and len(info) == 3:
+                held.append(info[1])
+        waiting.extend(e for e in held if isinstance(e, BaseException))
+    return found
+
+
+def _failed_by(error: BaseException | None, failure: str, records: Iterable[SnapshotResult]) -> set[int]:
+    """The ids of the drifted ``records`` that failed a test phase: whose ``FeatureDriftError`` is ``error`` or one it
+    holds (:func:`_errors`), or whose message the failure repeats (``failure``: the errors' text and the report's; an
+    assert on collected drift messages, a plugin of soft assertions). The others its test caught."""
     from pytest_featviz.records import FeatureDriftError
 
-    found: set[int] = set()
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, FeatureDriftError) and error.result is not None:
-            found.add(id(error.result))
-        error = error.__cause__ or error.__context__
+    errors = _errors(error)
+    found = {id(e.result) for e in errors if isinstance(e, FeatureDriftError) and e.result is not None}
+    if not failure and not errors:
+        return found
+    text = "\n".join([failure, *map(str, errors)])
+    for record in records:
+        first = record.message.splitlines()[0] if record.message else ""
+        if first and first in text:
+            found.add(id(record))
     return found
 
 
@@ -281,15 +306,17 @@ class SessionTracker:
         if len(records) <= sent:
             return
         # Each record travels once, with the first report made after its snapshot: the call report, a subtest's
-        # report, or the teardown report of a snapshot taken in a fixture's teardown. A drift whose error is not
-        # what failed this phase was caught by the test (pytest.raises(FeatureDriftError): a test that a change is
-        # detected), whatever else failed after it.
+        # report, or the teardown report of a snapshot taken in a fixture's teardown. A drift that is not what failed
+        # this phase was caught by the test (pytest.raises(FeatureDriftError): a test that a change is detected),
+        # whatever else failed after it. A test marked xfail that failed expected its drifts (the session marks them).
         new, item.stash[SENT_KEY] = records[sent:], len(records)
-        raised = _raised(call.excinfo.value if call.excinfo is not None else None)
-        new = [
-            replace(record, caught=True) if record.outcome == DRIFTED and id(record) not in raised else record
-            for record in new
-        ]
+        if not hasattr(report, "wasxfail") or report.passed:
+            failure = report.longreprtext if report.failed else ""
+            raised = _failed_by(call.excinfo.value if call.excinfo is not None else None, failure, new)
+            new = [
+                replace(record, caught=True) if record.outcome == DRIFTED and id(record) not in raised else record
+                for record in new
+            ]
         # Plain JSON-able attributes travel with the report from an xdist worker to the controller. The run tells
         # the controller which run of which item the records belong to (node ids need not be unique).
         report.featviz = [record.to_dict() for record in new]

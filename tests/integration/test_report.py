@@ -454,6 +454,92 @@ def test_a_drift_a_test_caught_is_expected_not_offered_for_acceptance(
     featviz_pytester.runpytest(*args).assert_outcomes(passed=3)
 
 
+COLLECTED = """
+import os
+import unittest
+import pytest
+import torch
+from torch import nn
+from pytest_featviz import FeatureDriftError
+
+X = torch.ones(1, 3, 5, 5).cumsum(-1)
+
+
+def model():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU())
+    if os.environ.get("BREAK"):
+        with torch.no_grad():
+            net[0].weight.mul_(-1.2)
+    return net
+
+
+def test_messages(feature_snapshot):
+    errors = []
+    for name in ("a", "b"):
+        try:
+            feature_snapshot(model(), X, layers=["0"], name=name)
+        except FeatureDriftError as error:
+            errors.append(str(error))
+    assert not errors, "\\n".join(errors)
+
+
+def test_group(feature_snapshot):
+    errors = []
+    try:
+        feature_snapshot(model(), X, layers=["0"])
+    except FeatureDriftError as error:
+        errors.append(error)
+    if errors:
+        raise ExceptionGroup("drifts", errors)
+
+
+class TestCase(unittest.TestCase):
+    @unittest.expectedFailure
+    def test_known(self):
+        self.snap(model(), X, layers=["1"])
+
+
+@pytest.fixture(autouse=True)
+def _snap(request, feature_snapshot):
+    if request.instance is not None:
+        request.instance.snap = feature_snapshot
+
+
+def doctested():
+    \"\"\"
+    >>> _ = getfixture("feature_snapshot")(model(), X, layers=["0"])
+    \"\"\"
+"""
+
+
+def test_a_drift_that_failed_its_test_through_another_error_is_not_counted_as_caught(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # drifts a test collected and failed with (their messages asserted on, an ExceptionGroup), a doctest's, and a
+    # unittest expectedFailure's were labelled "caught by their tests": no promote line, and promote refused them
+    featviz_pytester.makepyfile(test_collected=COLLECTED)
+    featviz_pytester.runpytest("--featviz-update", "--doctest-modules").assert_outcomes(passed=3, failed=1)
+    monkeypatch.setenv("BREAK", "1")
+    result = featviz_pytester.runpytest("--doctest-modules")
+    result.assert_outcomes(failed=3, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*5 drifted (4 test(s), 5 layer(s); 1 in xfail tests, as expected), 0 missing",
+            "once the report is reviewed, accept its 3 drifted test(s) with:  featviz promote*",
+        ]
+    )
+    data = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())
+    labels = {(s["test_id"].split("::")[-1], s["snapshot"]): (s["xfail"], s["caught"]) for s in data["snapshots"]}
+    assert labels == {
+        ("test_messages", "a"): (False, False),
+        ("test_messages", "b"): (False, False),
+        ("test_group", "0"): (False, False),
+        ("test_known", "0"): (True, False),
+        ("test_collected.doctested", "0"): (False, False),
+    }
+
+
 RERUN = """
 import os
 from pathlib import Path
