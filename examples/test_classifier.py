@@ -20,7 +20,7 @@ def model(seed) -> nn.Module:
 
 @pytest.mark.parametrize("photo_name", ["astronaut", "coffee", "chelsea"])
 def test_resnet18_stages(feature_snapshot, model, photo, photo_name):
-    # The output of every stage: stem (relu) and the four residual stages, the first 8 channels of each.
+    # The output of every stage: stem (relu) and the four residual stages, 8 channels of each.
     result = feature_snapshot(
         model, photo(photo_name, SIZE), layers=["relu", "layer1", "layer2", "layer3", "layer4"], channels=8
     )

@@ -6,10 +6,13 @@ copied, at hook time, to float32 on the CPU, as the ``(channels, height, width)`
 (:func:`extract`): a channels-last map's channels come first, patch tokens lose their prefix tokens and lie on their
 grid, a video's frames lie side by side, and a layout of one picture (``features``, ``token-image``) is kept whole.
 
-Channels: a count N (the first N), a list of indices, ``"all"``, or ``"top:N"``: the N channels of highest activation
-energy (mean square over the kept positions of batch item 0; ties to the lower index), listed in index order. The
-chosen indices are stored in the sidecar and reused by later checks (:class:`StoredChannels`). A layout of one
-picture has no channels to choose from: it keeps channel 0.
+Channels: a count N (N channels spread evenly over the output, from channel 0: every C/N-th of C; all of them where
+there are N or fewer), a list of indices, ``"all"``, or ``"top:N"``: the N channels of highest activation energy
+(mean square over the kept positions of batch item 0; ties to the lower index), listed in index order. Spread, not
+the first N: an output that concatenates its input and its own work (DenseNet) or its branches (Inception) begins
+with one part only. The chosen indices of a count or ``top:N`` are stored in the sidecar and reused by later runs
+while they are as many as the count selects (:class:`StoredChannels`): a golden keeps its channels, also one made
+when a count meant the first N. A layout of one picture has no channels to choose from: it keeps channel 0.
 """
 
 from __future__ import annotations
@@ -41,10 +44,19 @@ TOP_PREFIX = "top:"
 
 @dataclass(frozen=True, slots=True)
 class StoredChannels:
-    """Channels recorded in a golden, reused when they still fit the layer; else ``fallback`` selects anew."""
+    """Channels recorded in a golden, reused while they fit the layer and are as many as ``fallback`` (a count or
+    ``top:N``) selects; else ``fallback`` selects anew."""
 
     indices: tuple[int, ...]
     fallback: ChannelSpec
+
+    def fit(self, count: int) -> bool:
+        """Whether the stored indices serve a layer of ``count`` channels."""
+        spec = self.fallback
+        wanted = top_count(spec) if isinstance(spec, str) and spec.startswith(TOP_PREFIX) else spec
+        if isinstance(wanted, int) and len(self.indices) != min(wanted, count):
+            return False
+        return bool(self.indices) and all(0 <= i < count for i in self.indices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +72,12 @@ class Kept:
 
 
 def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
-    """Resolve a channel spec (first N, a list of indices, or ``"all"``) against ``count`` channels."""
+    """Resolve a channel spec (N spread over the layer, a list of indices, or ``"all"``) against ``count`` channels."""
     if isinstance(spec, StoredChannels):
-        if spec.indices and all(0 <= i < count for i in spec.indices):
-            return spec.indices
-        return select_channels(spec.fallback, count)
+        return spec.indices if spec.fit(count) else select_channels(spec.fallback, count)
     if isinstance(spec, str):
-        if spec.startswith(TOP_PREFIX):  # without the activation, the first N is all there is to go on
-            return tuple(range(min(top_count(spec), count)))
+        if spec.startswith(TOP_PREFIX):  # without the activation, a spread is all there is to go on
+            return spread(top_count(spec), count)
         if spec != "all":
             raise ValueError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
         return tuple(range(count))
@@ -76,7 +86,7 @@ def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
     if isinstance(spec, int):
         if spec < 1:
             raise ValueError(f"channels must be at least 1; got {spec}")
-        return tuple(range(min(spec, count)))
+        return spread(spec, count)
     indices = tuple(int(i) for i in spec)
     if not indices:
         raise ValueError("channels is an empty list: select at least one channel")
@@ -86,6 +96,14 @@ def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
     if len(set(indices)) != len(indices):
         raise ValueError(f"channel indices repeat: {list(indices)}")
     return indices
+
+
+def spread(wanted: int, count: int) -> tuple[int, ...]:
+    """``wanted`` of ``count`` channels spread evenly from channel 0 (every ``count / wanted``-th); all of them where
+    ``wanted`` is not less than ``count``."""
+    if wanted >= count:
+        return tuple(range(count))
+    return tuple(i * count // wanted for i in range(wanted))
 
 
 def top_count(spec: str) -> int:
@@ -125,9 +143,7 @@ def energies(tensor: torch.Tensor, layout: Layout) -> list[float]:
 def choose_channels(spec: ChannelSpec, tensor: torch.Tensor, layout: Layout) -> tuple[int, ...]:
     """The channels ``spec`` selects in ``tensor`` read with ``layout`` (``top:N`` ranks by energy)."""
     if isinstance(spec, StoredChannels):
-        if spec.indices and all(0 <= i < layout.channels for i in spec.indices):
-            return spec.indices
-        return choose_channels(spec.fallback, tensor, layout)
+        return spec.indices if spec.fit(layout.channels) else choose_channels(spec.fallback, tensor, layout)
     if layout.single_picture:  # one picture of the whole output: there are no channels to choose from
         return (0,)
     if isinstance(spec, str) and spec.startswith(TOP_PREFIX) and layout.channels > 1:

@@ -142,13 +142,15 @@ def capture_layers(
     if modules is not None:
         modules.update((target.name, target.module) for target in targets)
     channels: ChannelSpec | Callable[[str], ChannelSpec] = settings.channels
-    top = settings.channels
-    if stored is not None and isinstance(top, str) and top.startswith(TOP_PREFIX):
-        # top:N ranks channels by energy; checks reuse the golden's choice, so both sides show the same channels.
+    count = settings.channels
+    counted = isinstance(count, int) and not isinstance(count, bool)
+    if stored is not None and (counted or (isinstance(count, str) and count.startswith(TOP_PREFIX))):
+        # a count spreads its channels over the layer, top:N ranks them by energy: later runs reuse the golden's
+        # choice, so both sides show the same channels (and a golden made when a count meant the first N keeps them)
         held = {layer.name: layer.channels for layer in stored.layers}
 
         def channels(name: str) -> ChannelSpec:
-            return StoredChannels(held[name], top) if name in held else top
+            return StoredChannels(held[name], count) if name in held else count
 
     calls: dict[str, int] = {}
     captures = capture(model, inputs, targets, channels, calls)

@@ -69,8 +69,8 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N|all|I,J|top:N",
         default=None,
         help=(
-            "channels per layer: the first N, 'all', indices (0,3,7), or top:N, the N of highest activation"
-            f" (ini: featviz_channels; default {DEFAULT_CHANNELS})."
+            "channels per layer: N spread evenly over the layer, 'all', indices (0,3,7), or top:N, the N of highest"
+            f" activation (ini: featviz_channels; default {DEFAULT_CHANNELS})."
         ),
     )
     group.addoption(

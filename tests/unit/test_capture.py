@@ -12,7 +12,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from pytest_featviz.capture import Target, capture, run_model
-from pytest_featviz.records import FeatvizError, GoldenMissingError, SnapshotResult
+from pytest_featviz.records import FeatureDriftError, FeatvizError, GoldenMissingError, SnapshotResult
 from unit import snapshotter
 
 
@@ -177,11 +177,68 @@ def _conv8() -> nn.Sequential:
 
 @pytest.mark.parametrize(
     ("channels", "kept"),
-    [(3, (0, 1, 2)), (100, tuple(range(8))), ([7, 0, 3], (7, 0, 3)), ("all", tuple(range(8))), ("1,2", (1, 2))],
+    [
+        (3, (0, 2, 5)),
+        (4, (0, 2, 4, 6)),
+        (100, tuple(range(8))),
+        ([7, 0, 3], (7, 0, 3)),
+        ("all", tuple(range(8))),
+        ("1,2", (1, 2)),
+    ],
 )
 def test_channel_selection(tmp_path: Path, channels: object, kept: tuple[int, ...]) -> None:
     result = snapshotter(tmp_path, update=True)(_conv8(), _x(1, 1, 4, 4), layers=["0"], channels=channels)  # type: ignore[arg-type]
     assert result.layer("0").channels == kept
+
+
+class Dense(nn.Module):
+    """A DenseNet-style block: its output is its input, then its own work (torch.cat)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return torch.cat([x, self.conv(x)], 1)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = Dense()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+def test_the_default_channels_of_a_concatenating_block_show_its_own_work(tmp_path: Path) -> None:
+    # the first 16 channels of a DenseNet block's output are its input: a change of the block's own weights passed
+    from unit import noisy_weights
+
+    x = _x(1, 1, 12, 12)
+    torch.manual_seed(0)
+    snapshotter(tmp_path, update=True)(Block(), x, layers=["block"])
+    torch.manual_seed(0)
+    model = Block()
+    noisy_weights(model.block.conv, 0.5)
+    with pytest.raises(FeatureDriftError, match="drift starts at layer 'block'"):
+        snapshotter(tmp_path)(model, x, layers=["block"])
+
+
+def test_a_golden_made_with_the_first_channels_keeps_them(tmp_path: Path) -> None:
+    # goldens made when a count meant the first N: checks and updates reuse their channels, nothing is rewritten
+    x = _x(1, 1, 12, 12)
+    torch.manual_seed(0)
+    made = snapshotter(tmp_path, update=True)(Block(), x, layers=["block"], channels=list(range(16)))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    torch.manual_seed(0)
+    checked = snapshotter(tmp_path)(Block(), x, layers=["block"])
+    assert checked.outcome == "matched" and checked.layer("block").channels == made.layer("block").channels
+    torch.manual_seed(0)
+    assert snapshotter(tmp_path, update=True)(Block(), x, layers=["block"]).layer("block").channels == tuple(range(16))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None:
@@ -190,7 +247,9 @@ def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, DEFAULT_CHANNELS + 3, 1))
     result = snapshotter(tmp_path, update=True)(model, _x(1, 1, 4, 4), layers=["0"])
-    assert result.layer("0").channels == tuple(range(DEFAULT_CHANNELS))
+    # spread over the layer: the first channel, every 19/16-th, the last but one
+    assert result.layer("0").channels == tuple(i * (DEFAULT_CHANNELS + 3) // DEFAULT_CHANNELS for i in range(16))
+    assert result.layer("0").channels[-1] == DEFAULT_CHANNELS + 1
 
 
 @pytest.mark.parametrize(
@@ -235,19 +294,19 @@ def test_nan_or_inf_fails_naming_the_layer_and_the_count(tmp_path: Path, value: 
 @pytest.mark.parametrize("where", ["channel", "batch item"])
 @pytest.mark.parametrize("update", [False, True])
 def test_nan_outside_the_kept_channels_fails_too(tmp_path: Path, where: str, update: bool) -> None:
-    # Only batch item 0's first channels are kept: a NaN in channel 20 of 32, or in batch item 1, passed the check
+    # Only batch item 0's chosen channels are kept: a NaN in channel 21 of 32, or in batch item 1, passed the check
     # and was written into a golden; the docs promise that NaN or Inf in an activation fails the test.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 32, 1), nn.ReLU())
     x = _x(2, 1, 4, 4)
     if where == "channel":
         with torch.no_grad():
-            model[0].bias[20] = float("nan")
+            model[0].bias[21] = float("nan")
     else:
         x[1, 0, 0, 0] = float("inf")
     expected = (
         r"layer '0' produced NaN or Inf value\(s\) outside the 256 values kept \(output shape \(2, 32, 4, 4\),"
-        r" channels kept: 0, 1, 2, 3, 4, 5, 6, 7 and 8 more\); a non-finite activation fails the snapshot"
+        r" channels kept: 0, 2, 4, 6, 8, 10, 12, 14 and 8 more\); a non-finite activation fails the snapshot"
     )
     with pytest.raises(FeatvizError, match=expected):
         snapshotter(tmp_path, update=update)(model, x, layers=["0"], channels=16)

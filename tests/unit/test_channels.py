@@ -1,5 +1,5 @@
-"""Channels: the first N, indices, all, top:N by energy, stored channels; batch item 0 and the kept channels copied
-as float32 CPU maps; outputs a hook cannot keep."""
+"""Channels: N spread over the output, indices, all, top:N by energy, stored channels; batch item 0 and the kept
+channels copied as float32 CPU maps; outputs a hook cannot keep."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_featviz.channels import StoredChannels, choose_channels, keep
+from pytest_featviz.channels import StoredChannels, choose_channels, keep, select_channels
 from pytest_featviz.layout import LayoutError, hints, plan
 
 TOKENS = hints(nn.LayerNorm(8))  # a transformer block of width 8 tells: the last dimension is features
@@ -63,6 +63,28 @@ def test_stored_channels_are_reused_while_they_fit_and_selected_anew_when_not() 
     layout = plan(output.shape)
     assert choose_channels(StoredChannels((0, 2), "top:2"), output, layout) == (0, 2)
     assert choose_channels(StoredChannels((0, 7), "top:1"), output, layout) == (3,)
+
+
+@pytest.mark.parametrize(
+    ("count", "channels", "kept"),
+    [(64, 16, tuple(range(0, 64, 4))), (10, 4, (0, 2, 5, 7)), (6, 6, tuple(range(6))), (3, 16, (0, 1, 2))],
+)
+def test_a_count_spreads_its_channels_over_the_output(count: int, channels: int, kept: tuple[int, ...]) -> None:
+    # the first N of an output that concatenates its input and its own work (DenseNet) are the input's alone
+    assert select_channels(channels, count) == kept
+    assert choose_channels(f"top:{channels}", torch.zeros(1, count, 2, 2), plan((1, count, 2, 2))) == tuple(
+        range(min(channels, count))
+    )
+
+
+def test_stored_channels_of_a_count_are_reused_while_they_are_as_many_as_it_selects() -> None:
+    layout = plan((1, 32, 2, 2))
+    output = torch.zeros(1, 32, 2, 2)
+    first = tuple(range(16))  # a golden made when a count meant the first N keeps its channels
+    assert choose_channels(StoredChannels(first, 16), output, layout) == first
+    assert choose_channels(StoredChannels(first, 8), output, layout) == tuple(range(0, 32, 4))  # the count changed
+    assert choose_channels(StoredChannels((0, 1), "top:3"), output, layout) == (0, 1, 2)
+    assert choose_channels(StoredChannels(first, 64), output, layout) == tuple(range(32))
 
 
 @pytest.mark.parametrize("spec", ["top:0", "top:x", "some"])

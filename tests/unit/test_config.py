@@ -186,10 +186,10 @@ def test_channels(feature_snapshot):
 @pytest.mark.parametrize(
     ("ini", "cli", "expected"),
     [
-        ("3", None, "[0, 1, 2]"),
+        ("3", None, "[0, 2, 5]"),
         ("all", None, "[0, 1, 2, 3, 4, 5, 6, 7]"),
         ("1,5", None, "[1, 5]"),
-        ("3", "2", "[0, 1]"),
+        ("3", "2", "[0, 4]"),
         (None, None, str(list(range(min(8, DEFAULT_CHANNELS))))),
     ],
 )
