@@ -4,7 +4,8 @@ A hook hands :func:`keep` the module and its output. Its leaf is picked and its 
 (:mod:`pytest_featviz.layout`); then the channels are selected, and only batch item 0 and the selected channels are
 copied, at hook time, to float32 on the CPU, as the ``(channels, height, width)`` maps the layout names
 (:func:`extract`): a channels-last map's channels come first, patch tokens lose their prefix tokens and lie on their
-grid, a video's frames lie side by side, and a layout of one picture (``features``, ``token-image``) is kept whole.
+grid, a video's frames lie side by side, and a layout of one picture (``features``, ``token-image``, ``map``) is kept
+whole.
 
 Channels: a count N (N channels spread evenly over the output, from channel 0: every C/N-th of C; all of them where
 there are N or fewer), a list of indices, ``"all"``, or ``"top:N"``: the N channels of highest activation energy
@@ -161,7 +162,7 @@ def extract(tensor: torch.Tensor, layout: Layout, channels: tuple[int, ...]) -> 
     item = _item(tensor, layout)
     if layout.kind == "features":
         return item.reshape(1, 1, -1).to(device="cpu", dtype=torch.float32, copy=True)
-    if layout.kind == "token-image":
+    if layout.kind in ("token-image", "map"):
         return item.reshape(1, item.shape[0], -1).to(device="cpu", dtype=torch.float32, copy=True)
     view = _channel_view(item, layout)
     if channels == tuple(range(channels[0], channels[0] + len(channels))):

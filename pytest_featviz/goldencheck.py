@@ -27,12 +27,12 @@ from pytest_featviz.render import mosaic_size
 _MAX_SIZE = (1 << 63) - 1
 _PICTURE_FILE = re.compile(r"[A-Za-z0-9_\-\[\]+=,@][A-Za-z0-9._\-\[\]+=,@]{0,250}\.png")
 _LAYOUT = re.compile(
-    r"(?P<kind>nchw|nhwc|ncthw|ncl|features|token-image|tokens)"
+    r"(?P<kind>nchw|nhwc|ncthw|ncl|features|token-image|tokens|map)"
     r"(?::(?P<prefix>[0-8])\+(?P<rows>[1-9][0-9]{0,8})x(?P<columns>[1-9][0-9]{0,8}))?"
     r"(?P<batch> \(batch axis 1\)| \(unbatched\))?"
 )
 _KIND_BEFORE_LAYOUTS = {2: "features", 3: "ncl", 4: "nchw", 5: "ncthw"}
-_ITEM_DIMENSIONS = {"features": 1, "ncl": 2, "tokens": 2, "token-image": 2, "nchw": 3, "nhwc": 3, "ncthw": 4}
+_ITEM_DIMENSIONS = {"features": 1, "ncl": 2, "tokens": 2, "token-image": 2, "map": 2, "nchw": 3, "nhwc": 3, "ncthw": 4}
 
 
 class _Malformed(ValueError):
@@ -197,7 +197,7 @@ def _maps(shape: tuple[int, ...], layout: str) -> tuple[int, int, int] | None:
         return item[1], rows, columns
     if kind == "features":
         return 1, 1, item[0]
-    if kind == "token-image":
+    if kind in ("token-image", "map"):
         return 1, item[0], item[1]
     if kind == "ncl":
         return item[0], 1, item[1]

@@ -35,6 +35,9 @@ Layouts (``label``: rule -> maps):
 * ``token-image``: ``(B, N, C)`` from such a module when no square grid fits or the input holds no image (a text or
   sequence model: its tokens are no patches of a picture, and none is dropped), or from an RNN -> one map of N x C
   (token rows, channel columns; channel selection does not apply).
+* ``map``: ``(B, H, W)`` whose ``H x W`` are the sides of the input's image, or both divided by one whole factor, from
+  a module that is not channels first -> one map of H x W (a segmentation head's argmax mask, a depth map; channel
+  selection does not apply).
 * ``ncl``: any other ``(B, C, L)`` -> C maps of 1 x L.
 * ``features``: ``(B, F)`` -> one map of 1 x F (channel selection does not apply).
 * ``ncthw``: ``(B, C, T, H, W)`` video -> C maps of H x (T * W), the T frames side by side.
@@ -82,7 +85,7 @@ class LayoutError(ValueError):
 class Layout:
     """How an output of one shape is read: its kind, channel count, spatial grid and dropped prefix tokens."""
 
-    kind: str  # nchw, nhwc, tokens, token-image, ncl, features, ncthw
+    kind: str  # nchw, nhwc, tokens, token-image, map, ncl, features, ncthw
     channels: int
     grid: tuple[int, ...] | None  # (H, W) or (T, H, W) for spatial layouts, else None
     prefix: int = 0
@@ -114,7 +117,7 @@ class Layout:
     @property
     def single_picture(self) -> bool:
         """Whether the layout renders the whole output as one picture (channel selection does not apply)."""
-        return self.kind in ("features", "token-image")
+        return self.kind in ("features", "token-image", "map")
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +317,15 @@ def _square_grid(tokens: int, image_sides: tuple[int, ...]) -> tuple[int, int] |
     return None
 
 
+def _image_map(sides: tuple[int, ...], image_sides: tuple[int, ...] | None) -> bool:
+    """Whether ``sides`` (H, W) are the input image's, or those divided by one whole factor: the per-pixel map of a
+    segmentation or depth head (an argmax mask), not C rows of length L."""
+    if not image_sides or len(image_sides) != 2 or min(sides) < 2:
+        return False
+    factor = image_sides[0] // sides[0]
+    return factor >= 1 and all(side * factor == whole for side, whole in zip(sides, image_sides, strict=True))
+
+
 def plan(
     shape: Sequence[int],
     module_hints: Hints | None = None,
@@ -371,6 +383,8 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
             if grid is None:
                 return Layout("token-image", 1, None)
             return Layout("tokens", shape[2], (grid[1], grid[1]), grid[0])
+        if _image_map(shape[1:], facts.image_sides) and not found.channels_first:
+            return Layout("map", 1, shape[1:])  # a (B, H, W) mask or depth map of the image: one picture
         return Layout("ncl", shape[1], None)
     if len(shape) == 4:
         if last_is_feature:

@@ -241,6 +241,28 @@ def test_a_golden_made_with_the_first_channels_keeps_them(tmp_path: Path) -> Non
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+class Segmenter(nn.Module):
+    def __init__(self, wipe: bool) -> None:
+        super().__init__()
+        self.logits, self.mask, self.wipe = nn.Conv2d(1, 5, 3, padding=1), nn.Identity(), wipe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.logits(x).argmax(1)
+        if self.wipe:
+            mask[:, 40:] = 0  # the bottom third of the mask lost
+        return self.mask(mask)
+
+
+def test_a_change_anywhere_in_a_mask_is_caught(tmp_path: Path) -> None:
+    x = _x(1, 1, 64, 64)
+    torch.manual_seed(0)
+    made = snapshotter(tmp_path, update=True)(Segmenter(False), x, layers=["mask"])
+    assert made.layer("mask").channels == (0,)
+    torch.manual_seed(0)
+    with pytest.raises(FeatureDriftError, match="drift starts at layer 'mask'"):
+        snapshotter(tmp_path)(Segmenter(True), x, layers=["mask"])
+
+
 def test_default_channel_count_is_the_configured_default(tmp_path: Path) -> None:
     from pytest_featviz.config import DEFAULT_CHANNELS
 

@@ -199,6 +199,27 @@ def test_features_and_sequences() -> None:
     assert (sequence.layout, sequence.channels, tuple(sequence.maps.shape)) == ("ncl", (0, 1, 3, 4), (4, 1, 9))
 
 
+@pytest.mark.parametrize(("shape", "image"), [((1, 64, 48), (64, 48)), ((2, 16, 12), (64, 48))])
+def test_a_mask_of_the_image_is_one_picture(shape: tuple[int, ...], image: tuple[int, int]) -> None:
+    # an argmax mask (B, H, W) was read as H channels of 1 x W rows: 16 rows of 64 compared, the rest never
+    output = ramp(*shape).long()
+    facts = InputFacts(image, shape[0])
+    kept = keep(output, nn.Identity(), None, 16, facts=facts)
+    assert (kept.layout, kept.channels, tuple(kept.maps.shape)) == ("map", (0,), (1, *shape[1:]))
+    assert torch.equal(kept.maps[0], output[0].float())
+
+
+@pytest.mark.parametrize(
+    ("shape", "image", "module"),
+    [((1, 6, 64), (64, 64), nn.Identity()), ((1, 64, 64), (64, 64), nn.Conv1d(3, 64, 1)), ((1, 8, 8), (), None)],
+)
+def test_rows_that_are_no_map_of_the_image_stay_ncl(
+    shape: tuple[int, ...], image: tuple[int, ...], module: nn.Module | None
+) -> None:
+    # not the image's sides at one scale, a convolution's channels, or beside no image
+    assert plan(shape, hints(module) if module else None, facts=InputFacts(image, 1)).kind == "ncl"
+
+
 def test_video_frames_lie_side_by_side() -> None:
     output = ramp(1, 3, 4, 2, 5)  # (B, C, T, H, W)
     kept = keep(output, nn.Conv3d(1, 3, 1), None, [2])
