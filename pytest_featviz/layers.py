@@ -143,7 +143,17 @@ def under_another_parent(names: Iterable[str], name: str) -> list[str]:
 
 
 def _closest(name: str, names: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    parts = name.split(".")
+    # the name inside a wrapped submodule (``body = torch.compile(body)``: ``body._orig_mod.0``) comes first, as the
+    # plain names of the other blocks are closer by letters
+    known = set(names)
+    wrapped = [
+        ".".join([*parts[:cut], prefix.rstrip("."), *parts[cut:]])
+        for cut in range(1, len(parts))
+        for prefix in WRAPPER_PREFIXES
+    ]
+    close = [n for n in wrapped if n in known]
+    close += [n for n in difflib.get_close_matches(name, names, n=5, cutoff=0.5) if n not in close][: 5 - len(close)]
     if not close:
         close = [n for n in names if "." not in n][:8]
     return ", ".join(repr(n) for n in close)

@@ -73,6 +73,17 @@ def test_unknown_name_lists_the_closest_names() -> None:
         _names([])
 
 
+def test_the_name_inside_a_compiled_submodule_is_the_closest_one() -> None:
+    # layer2 = torch.compile(layer2): 'layer2.0.conv1' is 'layer2._orig_mod.0.conv1' now, and the closest names
+    # offered were the other stages' blocks
+    import torchvision
+
+    model = torchvision.models.resnet18()
+    model.layer2 = torch.compile(model.layer2)  # type: ignore[assignment]
+    with pytest.raises(FeatvizError, match=r"closest names: 'layer2._orig_mod.0.conv1', "):
+        resolve_layers(model, ["layer2.0.conv1"])
+
+
 def test_unknown_name_through_the_fixture_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(FeatvizError, match="closest names: 'stem'"):
         snapshotter(tmp_path, update=True)(_net(), _x(), layers=["stme"])
