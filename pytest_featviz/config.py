@@ -136,7 +136,7 @@ def _flag(value: Any, name: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    raise FeatvizError(f"{name} must be true or false; got {value!r}")
+    raise FeatvizError(f"{name} must be true or false (or yes/no, on/off, 1/0); got {value!r}")
 
 
 def _number(value: Any, name: str) -> float:

@@ -144,7 +144,9 @@ def test_a_bad_deterministic_value_is_a_usage_error(subject: pytest.Pytester) ->
     subject.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_deterministic = maybe\n")
     result = subject.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*tox.ini: featviz_deterministic must be true or false; got 'maybe'*"])
+    result.stderr.fnmatch_lines(
+        ["*tox.ini: featviz_deterministic must be true or false (or yes/no, on/off, 1/0); got 'maybe'*"]
+    )
 
 
 # -- provenance in the sidecar and the drift message ----------------------------------------------------------------

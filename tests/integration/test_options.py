@@ -141,7 +141,7 @@ def test_an_empty_string_in_the_native_toml_table_is_unset(featviz_pytester: pyt
         (
             ["-o", "featviz_deterministic=maybe"],
             "",
-            "ERROR: -o featviz_deterministic must be true or false; got 'maybe'",
+            "ERROR: -o featviz_deterministic must be true or false (or yes/no, on/off, 1/0); got 'maybe'",
         ),
         ([], "featviz_golden_key = gpu", "ERROR: tox.ini: featviz_golden_key must be one of none, device; got 'gpu'"),
     ],
@@ -232,7 +232,8 @@ def test_every_configuration_file_kind_sets_the_same_settings(
         pytest.param(
             "tool.pytest",
             'featviz_noise_floor = "sometimes"',
-            "ERROR: pyproject.toml: featviz_noise_floor must be true or false; got 'sometimes'",
+            "ERROR: pyproject.toml: featviz_noise_floor must be true or false (or yes/no, on/off, 1/0);"
+            " got 'sometimes'",
             marks=NATIVE_TOML,
         ),
         # a TOML value of no accepted type: pytest's own message, which names the file, the key and the types

@@ -81,7 +81,10 @@ def test_bad_settings_say_what_is_wrong(values: dict[str, object], message: str)
         ({"preset": "loose"}, "--featviz-preset must be one of default, strict, tolerant; got 'loose'"),
         ({"channels": "top:x"}, "--featviz-channels 'top:N' needs a count N of at least 1; got 'top:x'"),
         ({"channels": "1,-1"}, "--featviz-channels must hold channel indices of zero or more; got [1, -1]"),
-        ({"noise_floor": "sometimes"}, "--featviz-noise-floor must be true or false; got 'sometimes'"),
+        (
+            {"noise_floor": "sometimes"},
+            "--featviz-noise-floor must be true or false (or yes/no, on/off, 1/0); got 'sometimes'",
+        ),
         ({"thresold": 0.9}, "unknown setting(s) thresold; known: preset, threshold,"),
     ],
     ids=["empty", "negative", "preset", "top", "index", "flag", "unknown"],
@@ -214,7 +217,7 @@ def test_ini_featviz_channels(
         ),
         (
             "featviz_noise_floor = sometimes",
-            "ERROR: tox.ini: featviz_noise_floor must be true or false; got 'sometimes'",
+            "ERROR: tox.ini: featviz_noise_floor must be true or false (or yes/no, on/off, 1/0); got 'sometimes'",
         ),
     ],
 )
