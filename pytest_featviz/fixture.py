@@ -29,12 +29,15 @@ from pytest_featviz.snapshot import TestIdentity, check_snapshot
 
 
 class FeatureSnapshot:
-    """``feature_snapshot(model, inputs, *, layers=None, channels=16, name=None, threshold=None, ...)``.
+    """``feature_snapshot(model, inputs, *, layers=None, channels=None, name=None, threshold=None, ...)``.
 
     Captures the selected layers of ``model`` on ``inputs`` (a tensor; a tuple is unpacked as positional arguments,
-    a dict as keyword arguments), compares each channel with the golden and returns a :class:`SnapshotResult`.
-    Raises :class:`FeatureDriftError` on drift and an ``AssertionError`` with the command to run when the golden is
-    missing; under ``--featviz-update`` it writes goldens instead. Several calls in one test get the names
+    a dict as keyword arguments), compares each selected channel with the golden and returns a :class:`SnapshotResult`.
+    A setting left at ``None`` comes from the test's closest ``featviz`` marker, then the command line, then the ini
+    file (``--featviz-channels``, ``featviz_channels`` for ``channels``), then the default (16 for ``channels``).
+    Raises :class:`FeatureDriftError` on drift and :class:`GoldenMissingError` (an ``AssertionError``) with the
+    command to run when the golden is missing; ``--featviz-create`` writes missing goldens and checks the others,
+    ``--featviz-update`` also rewrites drifted ones instead of raising. Several calls in one test get the names
     ``0, 1, ...`` unless ``name=`` is given; a name used twice in one test is an error.
     """
 
@@ -90,6 +93,39 @@ class FeatureSnapshot:
         preset: str | None = None,
         noise_floor: bool | None = None,
     ) -> SnapshotResult:
+        """Snapshot the feature maps of ``model`` on ``inputs`` and compare them with the golden.
+
+        ``model`` (a ``torch.nn.Module``) runs in eval mode under ``torch.inference_mode()``; its ``training`` flags
+        are restored afterwards. ``inputs`` is handed to it as a call would: a tensor as the one argument, a
+        tuple unpacked as positional arguments, a dict (any mapping) as keyword arguments.
+
+        ``layers``: a dotted module name, an fnmatch glob, a module class, a module of the model, or a list of these;
+        ``None`` takes the output of each resolution stage (:func:`pytest_featviz.stages.default_layers`).
+        ``channels``, per layer: a count N (N channels spread evenly over the layer, channel 0 and every C/N-th, not
+        the first N; all of them where the layer has N or fewer), a list of indices, ``"all"``, or ``"top:N"`` (the
+        N of highest activation energy). ``name``: the snapshot's name, part of its golden's path; calls without it
+        are named ``0``, ``1``, ... in call order. ``threshold``: the lowest per-channel SSIM that still matches, in
+        [-1, 1]; ``stat_tolerance`` and ``rms_tolerance``: the largest statistics and picture change that still
+        match. ``preset`` (``"default"``, ``"strict"``, ``"tolerant"``) sets those three at once; a tolerance given
+        in the same call wins over it. ``normalize``: ``"minmax"``, ``"sigmoid"`` or ``"percentile"``.
+        ``deterministic=True`` turns TF32 and ``cudnn.benchmark`` off and deterministic algorithms on for this call.
+        ``noise_floor=False`` judges every layer by the configured tolerances, without fitting tighter ones to its
+        TF32 noise.
+
+        A setting left at ``None`` comes from the test's closest ``featviz`` marker, then the command line, then the
+        ini file, then the default (``channels`` 16, ``normalize`` ``"minmax"``, the ``default`` preset's
+        tolerances).
+
+        Returns the :class:`SnapshotResult`, one :class:`LayerResult` per layer in forward order: ``matched`` where
+        the golden matched (in every mode), ``created`` or ``updated`` where ``--featviz-create`` or
+        ``--featviz-update`` wrote it.
+
+        Raises :class:`FeatureDriftError` (an ``AssertionError``, with the result as ``result``) on drift, unless
+        ``--featviz-update`` rewrote the golden; :class:`GoldenMissingError` (an ``AssertionError``) in check mode
+        when there is no golden, with the ``pytest --featviz-create <node id>`` command that creates it; and
+        :class:`FeatvizError` for a setting, layer or name that cannot be used as written, NaN or Inf in a captured
+        layer, or a golden that cannot be read.
+        """
         __tracebackhide__ = True
         if not isinstance(model, nn.Module):
             raise FeatvizError(f"feature_snapshot needs a torch.nn.Module as model; got {type(model).__name__}")

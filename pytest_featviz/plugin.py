@@ -168,8 +168,9 @@ def _module_file(module: pytest.Module, rootdir: Path) -> str:
 def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     """Snapshot the feature maps of a model: ``feature_snapshot(model, inputs, layers=..., channels=...)``.
 
-    Compares them with the goldens under the golden directory and fails the test on drift; with
-    ``--featviz-update`` it writes the goldens instead. See ``pytest_featviz.fixture.FeatureSnapshot``.
+    Compares them with the goldens under the golden directory and fails the test on drift or a missing golden; with
+    ``--featviz-create`` it writes missing goldens and checks the others, with ``--featviz-update`` it also rewrites
+    drifted ones. See ``pytest_featviz.fixture.FeatureSnapshot``.
     """
     __tracebackhide__ = True
     from pytest_featviz.fixture import FeatureSnapshot
