@@ -60,6 +60,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.ao.nn import quantized
 
 LEAF_SEPARATOR = "+"
 UNBATCHED = -1  # Layout.batch_axis of an unbatched sequence: the whole output is item 0
@@ -74,7 +75,10 @@ _CHANNELS_FIRST = (
     nn.modules.pooling._AdaptiveAvgPoolNd,
     nn.modules.pooling._AdaptiveMaxPoolNd,
     nn.GroupNorm,
+    quantized.modules.conv._ConvNd,
 )
+# a Linear as quantization leaves it: ``quantize_dynamic``'s class (whose forward is its own) is no ``nn.Linear``
+_LINEAR = (nn.Linear, quantized.Linear, quantized.dynamic.Linear)
 
 
 class LayoutError(ValueError):
@@ -155,7 +159,7 @@ def _sizes(modules: Sequence[nn.Module]) -> frozenset[int]:
         if isinstance(inner, nn.LayerNorm) and len(inner.normalized_shape) == 1:
             # over the last dimension alone; a LayerNorm([C, H, W]) of a map (a WGAN critic's) tells no feature size
             sizes.add(int(inner.normalized_shape[-1]))
-        elif isinstance(inner, nn.Linear):
+        elif isinstance(inner, _LINEAR):
             sizes.add(int(inner.out_features))
         elif isinstance(inner, nn.Embedding):
             sizes.add(int(inner.embedding_dim))
@@ -174,7 +178,7 @@ def _plain(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
     return any(isinstance(module, kind) and type(module).forward is kind.forward for kind in kinds)
 
 
-_LAST_ONLY = (nn.Linear, nn.Embedding, nn.LayerNorm)
+_LAST_ONLY = (*_LINEAR, nn.Embedding, nn.LayerNorm)
 
 
 def _channels_last_only(module: nn.Module) -> bool:
@@ -198,7 +202,7 @@ def _linear_block(inner: Sequence[nn.Module]) -> bool:
     return not any(
         isinstance(m, _CHANNELS_FIRST) or (isinstance(m, nn.LayerNorm) and not _plain(m, (nn.LayerNorm,)))
         for m in inner
-    ) and any(isinstance(m, (nn.Linear, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
+    ) and any(isinstance(m, (*_LINEAR, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
 
 
 def own_hints(module: nn.Module) -> Hints | None:
@@ -215,7 +219,7 @@ def own_hints(module: nn.Module) -> Hints | None:
     """
     if isinstance(module, _CHANNELS_FIRST):
         return Hints(channels_first=True)
-    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
+    if isinstance(module, (*_LINEAR, nn.LayerNorm, nn.Embedding)):
         return Hints(feature_sizes=_sizes([module]), last_when_tied=_channels_last_only(module))
     inner = list(module.modules())
     if any(isinstance(m, (nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase)) for m in inner):

@@ -24,7 +24,10 @@ from pytest_featviz.layout import (
     tensor_leaves,
 )
 
-TOKENS = hints(nn.LayerNorm(8))  # a transformer block of width 8 tells: the last dimension is features
+TOKENS = hints(nn.LayerNorm(8))
+TEXT = InputFacts(
+    image_sides=None
+)  # a model's input that holds no image  # a transformer block of width 8 tells: the last dimension is features
 
 
 def ramp(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -456,3 +459,33 @@ def test_a_packed_rnn_output_is_read_padded_batch_first() -> None:
 )
 def test_the_batch_axis_is_read_back_from_a_stored_label(label: str, axis: int) -> None:
     assert Layout.batch_axis_of(label) == axis
+
+
+def test_a_dynamically_quantized_linear_tells_its_size_as_a_linear_does() -> None:
+    """``quantize_dynamic`` swaps each ``nn.Linear`` for a class that is no ``nn.Linear``: its (B, T, F) output was
+    read as ``ncl``, 16 of its T token rows compared, and a change in other tokens went unseen."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that quantization moves to torchao
+        model = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 40)), {nn.Linear}, dtype=torch.qint8
+        )
+    assert plan((1, 10, 40), hints(model[2]), facts=TEXT).kind == "token-image"
+    # tied: ten tokens of width 10 from a Linear are still tokens by features, as they are from nn.Linear
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tied = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 10)), {nn.Linear})
+    assert plan((1, 10, 10), hints(tied[0]), facts=TEXT).kind == "token-image"
+    assert plan((1, 10, 10), hints(nn.Linear(4, 10)), facts=TEXT).kind == "token-image"
+    # an activation between them reads as it does between plain Linears
+    plain = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 40))
+    assert plan((1, 10, 48), hints(model[1], [model]), facts=TEXT) == plan(
+        (1, 10, 48), hints(plain[1], [plain]), facts=TEXT
+    )
+
+
+def test_a_quantized_convolution_is_channels_first_as_a_convolution_is() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        conv = torch.ao.nn.quantized.Conv2d(3, 6, 1)
+    # inside a block with a LayerNorm of width 8, a (1, 6, 6, 8) map of the convolution is still NCHW
+    assert plan((1, 6, 6, 8), hints(conv, [nn.Sequential(conv, nn.LayerNorm(8))])).kind == "nchw"
