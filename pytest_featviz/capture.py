@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from pytest_featviz.channels import ChannelSpec, keep
-from pytest_featviz.layout import Hints, first_tensor, input_facts
+from pytest_featviz.layout import Hints, LayoutError, first_tensor, input_facts, pick
 from pytest_featviz.records import FeatvizError
 
 
@@ -269,9 +269,13 @@ def capture(
             if target.call is not None and call != target.call:
                 return
             name = call_name(target.name, call)
-            tensor = first_tensor(output)
-            if tensor is None:
+            if first_tensor(output) is None:
                 errors.append(FeatvizError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
+                return
+            try:  # the shape a message shows is the chosen leaf's, not the first one's
+                tensor = pick(output, target.leaf)
+            except LayoutError as exc:
+                errors.append(FeatvizError(f"layer {name!r}: {exc}"))
                 return
             try:
                 spec = channels(name) if callable(channels) else channels

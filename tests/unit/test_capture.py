@@ -669,3 +669,26 @@ def test_a_lazy_module_takes_its_first_step_once_outside_inference_mode(tmp_path
     twice.forward = lambda x: twice[1](twice[0](twice[0](x)))  # type: ignore[method-assign]
     assert snapshotter(tmp_path / "twice", update=True)(twice, _x(1, 3, 8, 8), layers=["1"]).outcome == "created"
     assert type(twice[0]) is nn.Conv2d and not twice[0]._forward_pre_hooks
+
+
+class ScoresAndMaps(nn.Module):
+    """A head returning a dict: a (B, 4) score vector first, then the (B, 4, 8, 8) maps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        maps = self.conv(x)
+        return {"scores": maps.mean((2, 3)), "maps": maps}
+
+
+def test_a_leafs_error_shows_that_leafs_shape_and_a_misspelled_leaf_no_shape() -> None:
+    """Both showed the first leaf's shape, (1, 4): a misspelled ``head+map`` looked like a layer with no maps."""
+    model = nn.Sequential(ScoresAndMaps())
+    x = _x(1, 3, 8, 8)
+    with pytest.raises(FeatvizError) as error:
+        capture(model, x, [Target("0+map", model[0], leaf="map")], 16)
+    assert str(error.value) == "layer '0+map': the output has no leaf '+map'; its tensor leaves: '+scores', '+maps'"
+    with pytest.raises(FeatvizError, match=r"^layer '0\+maps' \(output shape \(1, 4, 8, 8\)\): channel indices \[7\]"):
+        capture(model, x, [Target("0+maps", model[0], leaf="maps")], [7])
