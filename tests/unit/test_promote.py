@@ -4,6 +4,7 @@ it may read and write are tested end to end in tests/integration/test_promote.py
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from pytest_featviz import golden, png, promote
 from pytest_featviz.golden import LayerGolden, SnapshotGolden
+from pytest_featviz.records import display_path
 from pytest_featviz.render import build_mosaic
 from pytest_featviz.reportcheck import Refused, current_render
 
@@ -55,6 +57,12 @@ def _report(tmp_path: Path, sidecar: str | bytes, pictures: dict[str, bytes]) ->
     return report_dir
 
 
+def _promoted(report_dir: Path, root: Path) -> list[tuple[Path, bool]]:
+    """What :func:`promote.promote` wrote, as absolute paths: it gives them as its messages show them, relative to the
+    working directory where that is shorter (so where the checkout lies would decide what a test sees)."""
+    return [(Path(os.path.abspath(path)), changed) for path, changed in promote.promote(report_dir, root)]
+
+
 def test_promote_copies_the_current_render_into_the_golden_dir(tmp_path: Path) -> None:
     sidecar, pictures = _render(1)
     report_dir = _report(tmp_path, sidecar, pictures)
@@ -64,10 +72,10 @@ def test_promote_copies_the_current_render_into_the_golden_dir(tmp_path: Path) -
     (old / "gone.png").write_bytes(gone["gone.png"])
     (old / "snapshot.json").write_text(gone_sidecar)
     assert promote.promote(report_dir, tmp_path, select="nothing") == []
-    assert promote.promote(report_dir, tmp_path) == [(old, True)]
+    assert _promoted(report_dir, tmp_path) == [(old, True)]
     assert (old / "conv.png").read_bytes() == pictures["conv.png"] and (old / "snapshot.json").read_text() == sidecar
     assert not (old / "gone.png").exists()
-    assert promote.promote(report_dir, tmp_path) == [(old, False)]  # again: nothing changes
+    assert _promoted(report_dir, tmp_path) == [(old, False)]  # again: nothing changes
     assert golden.read_sidecar(old) is not None  # what promote wrote reads back as a golden
 
 
@@ -157,7 +165,7 @@ def test_a_render_sidecar_with_a_utf8_byte_order_mark_is_promoted_as_a_golden_wo
     report_dir = _report(tmp_path, b"\xef\xbb\xbf" + sidecar.encode("utf-8"), pictures)
     assert current_render(report_dir, CURRENT) == (sidecar, pictures)
     old = tmp_path / "golden" / "t" / "a" / "0"
-    assert promote.promote(report_dir, tmp_path) == [(old, True)]
+    assert _promoted(report_dir, tmp_path) == [(old, True)]
     assert (old / "snapshot.json").read_text(encoding="utf-8") == sidecar  # written as the writer writes it
 
 
@@ -167,7 +175,8 @@ def test_a_utf16_render_sidecar_gets_the_hint_a_golden_gets(tmp_path: Path) -> N
     with pytest.raises(Refused) as refused:
         current_render(report_dir, CURRENT)
     assert str(refused.value) == (
-        f"its current render would not read back as a golden: golden sidecar {report_dir / CURRENT / 'snapshot.json'}"
+        "its current render would not read back as a golden: golden sidecar"
+        f" {display_path(report_dir / CURRENT / 'snapshot.json')}"
         " is not UTF-8: it is UTF-16, as Windows PowerShell's > and Out-File save text; save it as UTF-8, or re-create"
         " it with --featviz-update"
     )
