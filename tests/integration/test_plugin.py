@@ -11,6 +11,7 @@ from importlib import metadata
 import pytest
 
 import integration.lifecycle  # noqa: F401  (imports torch before any in-process run; see lifecycle.py)
+from integration import needs_subtests
 from pytest_featviz.config import DEFAULT_THRESHOLD
 
 HEAVY = ("torch", "numpy", "skimage", "PIL")
@@ -362,6 +363,7 @@ def test_sub(feature_snapshot, subtests):
 """
 
 
+@needs_subtests
 def test_each_snapshot_counts_once_with_subtests(featviz_pytester: pytest.Pytester) -> None:
     featviz_pytester.makepyfile(test_sub=SUBTESTS)
     update = featviz_pytester.runpytest("--featviz-update")

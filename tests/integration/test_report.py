@@ -12,6 +12,7 @@ import pytest
 import torch  # noqa: F401  # loaded once here: in-process runs cannot import numpy twice
 from PIL import Image
 
+from integration import needs_subtests
 from pytest_featviz.config import DEFAULT_THRESHOLD
 
 TEST_FILE = """
@@ -697,6 +698,7 @@ def test_sub(feature_snapshot, subtests):
 """
 
 
+@needs_subtests
 def test_pytest_html_shows_the_mosaics_of_snapshots_in_subtests(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
