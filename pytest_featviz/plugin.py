@@ -60,6 +60,17 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """pytest does not walk the report directory: it holds no tests, and an xdist controller clears the last report
+    while its workers may still be collecting (pytest 7 failed a collection on a picture it had just listed). Unless
+    a command-line argument (or where pytest runs, the argument by default) lies in it."""
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or collection_path != settings.report_dir:
+        return None
+    inside = (Path(os.path.normpath(Path(config.invocation_params.dir, arg.split("::")[0]))) for arg in config.args)
+    return not any(path == settings.report_dir or settings.report_dir in path.parents for path in inside) or None
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     installed = torch_version()

@@ -603,6 +603,21 @@ def test_report_dir_option_and_ini(drifted: pytest.Pytester) -> None:
     assert (drifted.path / "out/ini/report.json").is_file()
 
 
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_pytest_does_not_collect_in_the_report_dir(drifted: pytest.Pytester, args: tuple[str, ...]) -> None:
+    """pytest walked the report directory while collecting; under xdist the controller clears the last report as soon
+    as one worker has collected, and pytest 7 failed the other worker's collection on a picture it had just listed
+    ("... is not a file"), then xdist on "Different tests were collected"."""
+    drifted.runpytest(*args).assert_outcomes(passed=1, failed=2)
+    planted = drifted.path / "featviz-report" / "test_planted.py"
+    planted.write_text("def test_planted():\n    pass\n")
+    result = drifted.runpytest("--collect-only", "-q", *args)
+    assert "test_planted" not in result.stdout.str() and "3 tests collected" in result.stdout.str()
+    # named on the command line (or holding where pytest runs), it is collected as any directory is
+    for named in (str(planted), "featviz-report"):
+        assert "test_planted.py::test_planted" in drifted.runpytest("--collect-only", "-q", named).stdout.str()
+
+
 def test_a_report_dir_that_cannot_be_written_is_said_and_the_tests_keep_their_outcomes(
     drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
