@@ -39,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = from_pytest(config)
     tracker = SessionTracker(
         config.stash[SETTINGS_KEY],
-        html=config.pluginmanager.hasplugin("html"),
+        html=html_phase(config),
         setup_only=bool(config.getoption("setuponly", False)),
     )
     config.stash[TRACKER_KEY] = tracker
@@ -58,6 +58,22 @@ def pytest_configure(config: pytest.Config) -> None:
         ),
         "featviz-stale",
     )
+
+
+def html_phase(config: pytest.Config) -> str | None:
+    """The test phase whose report carries the pictures of a test's snapshots to pytest-html: the teardown report, the
+    last one, from pytest-html 4.2, which shows the extras of all of a test's reports on its row; the call report
+    before (it dropped a passed teardown report with its extras), so that snapshots taken in fixture teardowns have
+    none there; ``None`` without pytest-html."""
+    if not config.pluginmanager.hasplugin("html"):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = tuple(int(part) for part in version("pytest-html").split(".")[:2])
+    except (PackageNotFoundError, ValueError):  # a development build: the newest behaviour
+        return "teardown"
+    return "teardown" if release >= (4, 2) else "call"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

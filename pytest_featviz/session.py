@@ -218,9 +218,10 @@ class XdistClearing:
 class SessionTracker:
     """Collects the result records of every test (also from xdist workers) and prints the summary."""
 
-    def __init__(self, settings: Settings, html: bool = False, setup_only: bool = False) -> None:
+    def __init__(self, settings: Settings, html: str | None = None, setup_only: bool = False) -> None:
         self.settings = settings
-        self.html = html  # pytest-html is active: diff mosaics go into the failing test's row
+        # pytest-html is active: the test phase whose report carries the pictures to the test's row (plugin.html_phase)
+        self.html = html
         self.setup_only = setup_only  # --setup-only: fixtures run, test bodies never do
         self._unreached: list[Path] | None = None  # unreached(), once the session's records are all in
         # The records of each item (by a key unique per item and process), with the run of the item they are from.
@@ -297,8 +298,9 @@ class SessionTracker:
             if attachments:
                 report.sections.append(("Captured stdout call", attachments))  # "teardown" would show in the terminal
         # pytest-html shows the extras of a test's own setup, call and teardown reports, not of its subtests' (made
-        # here as call reports too): every picture of the run goes with the teardown report, the last one.
-        if self.html and call.when == "teardown" and records and item.config.getoption("htmlpath", None):
+        # here as call reports too): every picture of the run goes with the teardown report, the last one (the call
+        # report before pytest-html 4.2, which drops a passed teardown report, extras and all).
+        if call.when == self.html and records and item.config.getoption("htmlpath", None):
             from pytest_featviz.outputs import html_extras
 
             report.extras = [*getattr(report, "extras", []), *html_extras(records)]
