@@ -1,10 +1,11 @@
-"""plugin: the options the printed commands repeat, so that a pasted command finds the test the run found."""
+"""plugin: the options the printed commands repeat, so that a pasted command finds the test the run found; which
+report carries pytest-html's pictures."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_featviz.plugin import _collecting_options
+from pytest_featviz.plugin import _collecting_options, html_phase
 
 
 @pytest.mark.parametrize(
@@ -29,3 +30,18 @@ from pytest_featviz.plugin import _collecting_options
 )
 def test_the_options_without_which_a_test_is_not_found_are_repeated(args: list[str], repeated: list[str]) -> None:
     assert _collecting_options(args) == repeated
+
+
+@pytest.mark.parametrize(
+    ("installed", "phase"),
+    [("4.0.0", "call"), ("4.1.1", "call"), ("4.2.0", "teardown"), ("5.0", "teardown"), ("4.2.0rc1", "teardown")],
+)
+def test_pytest_html_before_4_2_gets_the_pictures_with_the_call_report(
+    monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config, installed: str, phase: str
+) -> None:
+    """pytest-html before 4.2 drops a passed teardown report with its extras: pictures sent with it never showed."""
+    monkeypatch.setattr(pytestconfig.pluginmanager, "hasplugin", lambda name: name == "html")
+    monkeypatch.setattr("importlib.metadata.version", lambda name: installed if name == "pytest-html" else "0")
+    assert html_phase(pytestconfig) == phase
+    monkeypatch.setattr(pytestconfig.pluginmanager, "hasplugin", lambda name: False)
+    assert html_phase(pytestconfig) is None
