@@ -39,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = from_pytest(config)
     tracker = SessionTracker(
         config.stash[SETTINGS_KEY],
-        html=html_phase(config),
+        html=html_phase(config) if config.getoption("htmlpath", None) else None,
         setup_only=bool(config.getoption("setuponly", False)),
     )
     config.stash[TRACKER_KEY] = tracker

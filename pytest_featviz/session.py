@@ -220,7 +220,8 @@ class SessionTracker:
 
     def __init__(self, settings: Settings, html: str | None = None, setup_only: bool = False) -> None:
         self.settings = settings
-        # pytest-html is active: the test phase whose report carries the pictures to the test's row (plugin.html_phase)
+        # pytest-html writes a page (--html): the test phase whose report carries the pictures to the test's row
+        # (plugin.html_phase)
         self.html = html
         self.setup_only = setup_only  # --setup-only: fixtures run, test bodies never do
         self._unreached: list[Path] | None = None  # unreached(), once the session's records are all in
@@ -300,7 +301,7 @@ class SessionTracker:
         # pytest-html shows the extras of a test's own setup, call and teardown reports, not of its subtests' (made
         # here as call reports too): every picture of the run goes with the teardown report, the last one (the call
         # report before pytest-html 4.2, which drops a passed teardown report, extras and all).
-        if call.when == self.html and records and item.config.getoption("htmlpath", None):
+        if call.when == self.html and records:
             from pytest_featviz.outputs import html_extras
 
             report.extras = [*getattr(report, "extras", []), *html_extras(records)]
