@@ -76,15 +76,26 @@ def html_phase(config: pytest.Config) -> str | None:
     return "teardown" if release >= (4, 2) else "call"
 
 
+# what a report directory holds at its top (report.REPORT_JSON, INDEX_HTML, GITIGNORE, SNAPSHOTS, manifest.MANIFEST;
+# named here so that start-up imports neither module)
+REPORT_ENTRIES = frozenset({"report.json", "index.html", ".gitignore", "snapshots", ".featviz-manifest"})
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """pytest does not walk the report directory: it holds no tests, and an xdist controller clears the last report
     while its workers may still be collecting (pytest 7 failed a collection on a picture it had just listed). Unless
-    a command-line argument (or where pytest runs, the argument by default) lies in it."""
+    it holds anything but the report (``--featviz-report-dir tests``), or a command-line argument (or where pytest
+    runs, the argument by default) lies in it."""
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or collection_path != settings.report_dir:
         return None
+    try:
+        entries = {entry.name for entry in os.scandir(collection_path)}
+    except OSError:
+        return None
     inside = (Path(os.path.normpath(Path(config.invocation_params.dir, arg.split("::")[0]))) for arg in config.args)
-    return not any(path == settings.report_dir or settings.report_dir in path.parents for path in inside) or None
+    named = any(path == settings.report_dir or settings.report_dir in path.parents for path in inside)
+    return (entries <= REPORT_ENTRIES and not named) or None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -609,13 +609,17 @@ def test_pytest_does_not_collect_in_the_report_dir(drifted: pytest.Pytester, arg
     as one worker has collected, and pytest 7 failed the other worker's collection on a picture it had just listed
     ("... is not a file"), then xdist on "Different tests were collected"."""
     drifted.runpytest(*args).assert_outcomes(passed=1, failed=2)
-    planted = drifted.path / "featviz-report" / "test_planted.py"
+    planted = drifted.path / "featviz-report" / "snapshots" / "test_planted.py"
     planted.write_text("def test_planted():\n    pass\n")
     result = drifted.runpytest("--collect-only", "-q", *args)
     assert "test_planted" not in result.stdout.str() and "3 tests collected" in result.stdout.str()
-    # named on the command line (or holding where pytest runs), it is collected as any directory is
+    # named on the command line, it is collected as any directory is
     for named in (str(planted), "featviz-report"):
         assert "test_planted.py::test_planted" in drifted.runpytest("--collect-only", "-q", named).stdout.str()
+    # a report directory that holds more than the report (--featviz-report-dir tests) is walked as usual
+    (drifted.path / "featviz-report" / "test_beside.py").write_text("def test_beside():\n    pass\n")
+    walked = drifted.runpytest("--collect-only", "-q", *args).stdout.str()
+    assert "test_beside.py::test_beside" in walked and "test_planted.py::test_planted" in walked
 
 
 def test_a_report_dir_that_cannot_be_written_is_said_and_the_tests_keep_their_outcomes(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_featviz.plugin import _collecting_options, html_phase
+from pytest_featviz import manifest, report
+from pytest_featviz.plugin import REPORT_ENTRIES, _collecting_options, html_phase
 
 
 @pytest.mark.parametrize(
@@ -45,3 +46,8 @@ def test_pytest_html_before_4_2_gets_the_pictures_with_the_call_report(
     assert html_phase(pytestconfig) == phase
     monkeypatch.setattr(pytestconfig.pluginmanager, "hasplugin", lambda name: False)
     assert html_phase(pytestconfig) is None
+
+
+def test_the_report_entries_pytest_does_not_walk_are_what_the_report_writes() -> None:
+    written = {report.REPORT_JSON, report.INDEX_HTML, report.GITIGNORE, report.SNAPSHOTS, manifest.MANIFEST}
+    assert written == REPORT_ENTRIES
