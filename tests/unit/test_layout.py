@@ -24,10 +24,8 @@ from pytest_featviz.layout import (
     tensor_leaves,
 )
 
-TOKENS = hints(nn.LayerNorm(8))
-TEXT = InputFacts(
-    image_sides=None
-)  # a model's input that holds no image  # a transformer block of width 8 tells: the last dimension is features
+TOKENS = hints(nn.LayerNorm(8))  # a transformer block of width 8 tells: the last dimension is features
+TEXT = InputFacts(image_sides=None)  # a model's input that holds no image
 
 
 def ramp(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
