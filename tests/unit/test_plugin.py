@@ -1,5 +1,5 @@
 """plugin: the options the printed commands repeat, so that a pasted command finds the test the run found; which
-report carries pytest-html's pictures."""
+report carries pytest-html's pictures; what of the report directory collection skips."""
 
 from __future__ import annotations
 
