@@ -272,16 +272,11 @@ def capture(
             if first_tensor(output) is None:
                 errors.append(FeatvizError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
                 return
-            try:  # the shape a message shows is the chosen leaf's, not the first one's
-                tensor = pick(output, target.leaf)
-            except LayoutError as exc:
-                errors.append(FeatvizError(f"layer {name!r}: {exc}"))
-                return
             try:
                 spec = channels(name) if callable(channels) else channels
                 kept = keep(output, module if target.hints is None else target.hints, target.leaf, spec, facts=facts)
             except ValueError as exc:
-                errors.append(FeatvizError(f"layer {name!r} (output shape {tuple(tensor.shape)}): {exc}"))
+                errors.append(FeatvizError(f"layer {name!r}{_leaf_shape(output, target.leaf)}: {exc}"))
                 return
             captured.append(
                 LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype, kept.finite)
@@ -294,6 +289,16 @@ def capture(
     if errors:
         raise errors[0]
     return captured
+
+
+def _leaf_shape(output: Any, leaf: str | None) -> str:
+    """`` (output shape ...)`` of the leaf a layer's error is about, for its message: the chosen leaf's, not the first
+    one's; nothing for a leaf the output lacks (the error says so). Found only once an error is raised, so that a
+    hook picks its leaf once (in :func:`~pytest_featviz.channels.keep`)."""
+    try:
+        return f" (output shape {tuple(pick(output, leaf).shape)})"
+    except LayoutError:
+        return ""
 
 
 def trace(model: nn.Module, inputs: Any) -> list[LayerTrace]:
