@@ -12,7 +12,6 @@ import torch  # noqa: F401  # loaded once here: in-process runs cannot import nu
 
 pytest.importorskip("pytest_rerunfailures", reason="needs pytest-rerunfailures (the test or dev extra)")
 
-PYTEST_MAJOR = int(pytest.__version__.split(".")[0])
 PARALLEL = pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["serial", "xdist"])
 
 NETS = """
@@ -129,7 +128,8 @@ def test_each_attempt_s_junit_test_case_holds_only_its_own_attachments(
     )
     assert result.parseoutcomes() == {"failed": 1, "rerun": 2}
     cases = ET.parse(featviz_pytester.path / "j.xml").findall(".//testcase[@name='test_a']")
-    assert len(cases) == (3 if PYTEST_MAJOR >= 8 else 1)  # pytest 7's junitxml writes one case, of the last attempt
+    # pytest 7's junitxml writes one case for a test run again, of its last attempt
+    assert len(cases) == (3 if pytest.version_tuple[0] >= 8 else 1)
     for case in cases:
         pictures = [
             str(Path(p.get("value") or "").resolve())
