@@ -5,6 +5,7 @@ Everything heavy (torch, numpy, scikit-image, Pillow) is imported inside the fix
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 from collections.abc import Sequence
@@ -79,23 +80,56 @@ def html_phase(config: pytest.Config) -> str | None:
 # what a report directory holds at its top (report.REPORT_JSON, INDEX_HTML, GITIGNORE, SNAPSHOTS, manifest.MANIFEST;
 # named here so that start-up imports neither module)
 REPORT_ENTRIES = frozenset({"report.json", "index.html", ".gitignore", "snapshots", ".featviz-manifest"})
+GOLDEN_SUFFIXES = (".png", ".json")  # a golden snapshot's pictures and its sidecar (golden.SIDECAR)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """pytest does not walk the report directory: it holds no tests, and an xdist controller clears the last report
-    while its workers may still be collecting (pytest 7 failed a collection on a picture it had just listed). Unless
-    it holds anything but the report (``--featviz-report-dir tests``), or a command-line argument (or where pytest
-    runs, the argument by default) lies in it."""
+    """pytest walks neither the report directory nor the golden directory: they hold no tests. An xdist controller
+    clears the last report while its workers may still be collecting (pytest 7 failed a collection on a picture it
+    had just listed), and walking a golden directory cost pytest about two milliseconds a snapshot on every run.
+    Either is walked as usual when it holds anything else (``--featviz-report-dir tests``, a test file or a conftest
+    among the goldens), or when a command-line argument (or where pytest runs, the argument by default) lies in it."""
     settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or collection_path != settings.report_dir:
+    if settings is None or collection_path not in (settings.report_dir, settings.golden_dir):
         return None
+    inside = (Path(os.path.normpath(Path(config.invocation_params.dir, arg.split("::")[0]))) for arg in config.args)
+    if any(path == collection_path or collection_path in path.parents for path in inside):
+        return None
+    if collection_path == settings.golden_dir:
+        return holds_only_goldens(collection_path, config.getini("norecursedirs")) or None
     try:
         entries = {entry.name for entry in os.scandir(collection_path)}
     except OSError:
         return None
-    inside = (Path(os.path.normpath(Path(config.invocation_params.dir, arg.split("::")[0]))) for arg in config.args)
-    named = any(path == settings.report_dir or settings.report_dir in path.parents for path in inside)
-    return (entries <= REPORT_ENTRIES and not named) or None
+    return entries <= REPORT_ENTRIES or None
+
+
+def holds_only_goldens(directory: Path, skipped: Sequence[str] = ()) -> bool:
+    """Whether every file under ``directory`` is a picture or a sidecar (``.png``, ``.json``), or a hidden file
+    (``.gitattributes``) other than Python, leaving out the folders pytest does not walk (``skipped``: the
+    ``norecursedirs`` patterns), and no folder is a link (whose target may hold tests). Stops at the first other file,
+    so that a golden directory that holds the tests costs little."""
+    folders = [directory]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        if entry.is_symlink():
+                            return False
+                        if not any(fnmatch.fnmatch(entry.name, pattern) for pattern in skipped):
+                            folders.append(Path(entry.path))
+                    elif not entry.name.lower().endswith(GOLDEN_SUFFIXES) and (
+                        not entry.name.startswith(".") or entry.name.endswith(".py")
+                    ):
+                        return False
+        except FileNotFoundError:  # a snapshot another run replaced meanwhile: nothing of it to collect
+            if folder == directory:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -606,3 +606,35 @@ def test_a_snapshot_in_a_fixture_teardown_reaches_junit_xml(
     for name, outcome in (("matched.xml", "matched"), ("drifted.xml", "drifted")):
         properties = {p.get("name"): p.get("value") for p in ET.parse(featviz_pytester.path / name).iter("property")}
         assert properties["featviz:down:outcome"] == outcome, name
+
+
+WALKS = """
+walked = []
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix in (".png", ".json"):
+        walked.append(file_path)
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"pytest walked {len(walked)} golden file(s)")
+"""
+
+
+def test_pytest_does_not_walk_the_golden_dir(featviz_pytester: pytest.Pytester) -> None:
+    """Walking a golden directory cost pytest about two milliseconds a snapshot on every run, tests or none."""
+    featviz_pytester.makeconftest(WALKS)
+    featviz_pytester.makepyfile(test_m=OUTSIDE.format(seed=0))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    snapshot = featviz_pytester.path / "golden" / "test_m" / "test_x" / "0"
+    assert sorted(path.name for path in snapshot.iterdir()) == ["0.png", "snapshot.json"]
+    (featviz_pytester.path / "golden" / ".gitattributes").write_text("*.png binary\n")
+    result = featviz_pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["test_m.py::test_x", "pytest walked 0 golden file(s)", "1 test collected*"])
+    # named on the command line, it is walked as any directory is
+    featviz_pytester.runpytest("--collect-only", "-q", "golden").stdout.fnmatch_lines(["pytest walked 2 golden*"])
+    # a test file among the goldens (a golden directory that holds tests): walked as usual, and the test found
+    (snapshot.parent / "test_planted.py").write_text("def test_planted():\n    pass\n")
+    walked = featviz_pytester.runpytest("--collect-only", "-q")
+    walked.stdout.fnmatch_lines(["*test_planted.py::test_planted", "pytest walked 2 golden*", "2 tests collected*"])

@@ -1,12 +1,15 @@
 """plugin: the options the printed commands repeat, so that a pasted command finds the test the run found; which
-report carries pytest-html's pictures; what of the report directory collection skips."""
+report carries pytest-html's pictures; what of the report and golden directories collection skips."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from pytest_featviz import manifest, report
-from pytest_featviz.plugin import REPORT_ENTRIES, _collecting_options, html_phase
+from pytest_featviz import golden, manifest, report
+from pytest_featviz.plugin import GOLDEN_SUFFIXES, REPORT_ENTRIES, _collecting_options, holds_only_goldens, html_phase
 
 
 @pytest.mark.parametrize(
@@ -51,3 +54,44 @@ def test_pytest_html_before_4_2_gets_the_pictures_with_the_call_report(
 def test_the_report_entries_pytest_does_not_walk_are_what_the_report_writes() -> None:
     written = {report.REPORT_JSON, report.INDEX_HTML, report.GITIGNORE, report.SNAPSHOTS, manifest.MANIFEST}
     assert written == REPORT_ENTRIES
+
+
+def test_the_golden_suffixes_cover_the_sidecar() -> None:
+    assert golden.SIDECAR.endswith(GOLDEN_SUFFIXES)
+
+
+@pytest.fixture
+def goldens(tmp_path: Path) -> Path:
+    snapshot = tmp_path / "golden" / "tests" / "test_m" / "test_x[a]" / "0"
+    snapshot.mkdir(parents=True)
+    for name in ("snapshot.json", "layer1.0.conv1.png", "fc.PNG"):
+        (snapshot / name).write_bytes(b"x")
+    (tmp_path / "golden" / ".gitattributes").write_text("*.png binary\n")
+    return tmp_path / "golden"
+
+
+def test_a_tree_of_pictures_and_sidecars_holds_only_goldens(goldens: Path) -> None:
+    assert holds_only_goldens(goldens)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    ["tests/test_m/test_x[a]/test_planted.py", "conftest.py", "README.md", "tests/.hidden.py", "tests/values.npy"],
+)
+def test_any_other_file_among_the_goldens_has_pytest_walk_them(goldens: Path, planted: str) -> None:
+    (goldens / planted).write_text("def test_planted():\n    pass\n")
+    assert not holds_only_goldens(goldens)
+
+
+def test_folders_pytest_does_not_walk_are_not_looked_into(goldens: Path) -> None:
+    (goldens / "tests" / "build").mkdir()
+    (goldens / "tests" / "build" / "test_built.py").write_text("")
+    assert not holds_only_goldens(goldens)
+    assert holds_only_goldens(goldens, ["build", ".*"])
+
+
+def test_a_linked_folder_or_a_missing_directory_has_pytest_walk_as_usual(goldens: Path, tmp_path: Path) -> None:
+    assert not holds_only_goldens(tmp_path / "missing")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", goldens / "tests" / "linked", target_is_directory=True)
+    assert not holds_only_goldens(goldens)
