@@ -8,8 +8,12 @@ paired differences much less. A probe ``conftest.py`` records which of torch, nu
 imported by the end of each run (after collection, session finish and summary), so anything the plugin pulls in
 shows as a difference.
 
-Usage: ``python benchmarks/startup.py [--repeats N] [--tests N]``. Target (issue #6): within 30 ms, and no torch,
-numpy, scikit-image or PIL imported on behalf of the plugin.
+Then the same suite with a golden directory of ``--goldens`` snapshots beside it (a sidecar and one picture each,
+as ``pytest --featviz-update`` leaves them), which pytest would walk on every run: with the plugin, which keeps
+pytest out of it, against ``-p no:featviz``, and against the plugin on the suite without goldens.
+
+Usage: ``python benchmarks/startup.py [--repeats N] [--tests N] [--goldens N]``. Target (issue #6): within 30 ms,
+and no torch, numpy, scikit-image or PIL imported on behalf of the plugin.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ def make_suite(root: Path, tests: int) -> None:
         (root / f"test_plain_{index // per_file}.py").write_text(body + "\n")
 
 
+def add_goldens(root: Path, snapshots: int) -> None:
+    for index in range(snapshots):
+        snapshot = root / "golden" / f"test_plain_{index // 20}" / f"test_{index}" / "0"
+        snapshot.mkdir(parents=True)
+        (snapshot / "snapshot.json").write_text("{}\n")
+        (snapshot / "layer1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -86,23 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--goldens", type=int, default=500)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="featviz-bench-startup-"))
-    make_suite(root, args.tests)
-    probe = root.parent / (root.name + "-probe.json")
-    cases: dict[str, list[str]] = {"with featviz": [], "-p no:featviz": ["-p", "no:featviz"]}
-    wall: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    seen: dict[str, dict[str, Any]] = {}
-    for extra in cases.values():  # warm-up: byte-code caches, file-system cache
-        run(root, extra, probe)
-    for _ in range(args.repeats):
-        for name, extra in cases.items():
-            seconds, cpu_seconds, seen[name] = run(root, extra, probe)
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-    shutil.rmtree(root, ignore_errors=True)
-    probe.unlink(missing_ok=True)
+    plain, with_goldens = root / "plain", root / "goldens"
+    for suite in (plain, with_goldens):
+        suite.mkdir()
+        make_suite(suite, args.tests)
+    add_goldens(with_goldens, args.goldens)
+    probe = root / "probe.json"
+    cases = {"with featviz": (plain, []), "-p no:featviz": (plain, ["-p", "no:featviz"])}
+    wall, cpu, seen = measure(cases, args.repeats, probe)
     rows = [
         [
             name,
@@ -119,16 +125,56 @@ def main(argv: list[str] | None = None) -> int:
         common.table(rows, ["run", "median wall ms", "min wall ms", "median CPU ms", "plugin loaded", "heavy modules"])
     )
     on, off = cases
-    difference = statistics.median(a - b for a, b in zip(wall[on], wall[off], strict=True))
-    cpu_difference = statistics.median(a - b for a, b in zip(cpu[on], cpu[off], strict=True))
+    difference = paired(wall, on, off)
     extra_modules = sorted(set(seen[on]["heavy"]) - set(seen[off]["heavy"]))
     print(
-        f"difference (median of paired runs) {difference * 1000:.1f} ms wall, {cpu_difference * 1000:.1f} ms CPU;"
+        f"difference (median of paired runs) {difference * 1000:.1f} ms wall, {paired(cpu, on, off) * 1000:.1f} ms CPU;"
         f" of the fastest runs {(min(wall[on]) - min(wall[off])) * 1000:.1f} ms"
         f" (target <= 30 ms: {'met' if difference <= TARGET_SECONDS else 'NOT met'});"
         f" heavy modules imported on behalf of the plugin: {', '.join(extra_modules) or 'none'}"
     )
+    if args.goldens:
+        goldens = f"{args.goldens} golden snapshots"
+        cases = {
+            f"with featviz, {goldens}": (with_goldens, []),
+            f"-p no:featviz, {goldens}": (with_goldens, ["-p", "no:featviz"]),
+            "with featviz, no goldens": (plain, []),
+        }
+        wall, cpu, seen = measure(cases, args.repeats, probe)
+        rows = [
+            [name, f"{statistics.median(wall[name]) * 1000:.0f}", f"{min(wall[name]) * 1000:.0f}"] for name in cases
+        ]
+        print(f"\nthe same suite with {goldens} in golden/ beside it, {args.repeats} alternating runs")
+        print(common.table(rows, ["run", "median wall ms", "min wall ms"]))
+        on, off, bare = cases
+        print(
+            f"the goldens cost the run {paired(wall, on, bare) * 1000:.1f} ms with featviz (median of paired runs),"
+            f" {paired(wall, off, bare) * 1000:.1f} ms when pytest walks them (-p no:featviz)"
+        )
+    shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def measure(
+    cases: dict[str, tuple[Path, list[str]]], repeats: int, probe: Path
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, dict[str, Any]]]:
+    """Wall and CPU seconds of each case's runs, alternated, and the probe's record of each case's last run."""
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    seen: dict[str, dict[str, Any]] = {}
+    for suite, extra in cases.values():  # warm-up: byte-code caches, file-system cache
+        run(suite, extra, probe)
+    for _ in range(repeats):
+        for name, (suite, extra) in cases.items():
+            seconds, cpu_seconds, seen[name] = run(suite, extra, probe)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    return wall, cpu, seen
+
+
+def paired(times: dict[str, list[float]], case: str, baseline: str) -> float:
+    """The median of the paired differences: each run of ``case`` minus the run of ``baseline`` of its round."""
+    return statistics.median(a - b for a, b in zip(times[case], times[baseline], strict=True))
 
 
 if __name__ == "__main__":
