@@ -374,7 +374,7 @@ def _missing_sidecar(directory: Path) -> bytes | None:
             f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
             f" {leftovers[0].name} beside it; re-run with --featviz-update"
         )
-    if directory.is_dir() and any(p.suffix == ".png" for p in directory.iterdir()):
+    if directory.is_dir() and any(p.suffix.lower() == ".png" for p in directory.iterdir()):
         raise GoldenError(
             f"golden snapshot {directory} has pictures but no sidecar {SIDECAR} (deleted or lost in a merge?);"
             " restore it, or re-create the snapshot with --featviz-update"

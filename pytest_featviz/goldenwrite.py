@@ -26,7 +26,7 @@ def remove_created(directory: Path, top: Path) -> None:
     """Undo the creation of a snapshot's golden: the files this module writes in ``directory``, then the directories
     left empty from it up to ``top`` (which ``directory`` lies in). Files someone else put there stay, and so do
     the directories holding them."""
-    for path in [directory / SIDECAR, *_own_pictures(directory)]:
+    for path in [directory / SIDECAR, *own_pictures(directory)]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     for place in (directory, *directory.parents):
@@ -42,7 +42,7 @@ def refuse_unfetched(directory: Path) -> None:
     """Raise :class:`~pytest_featviz.golden.GoldenNotFetched` when a picture of the snapshot in ``directory`` is a
     Git LFS pointer (a sidecar that is one is refused by :func:`~pytest_featviz.golden.read_sidecar`): what replaces
     a golden must never write over it."""
-    for picture in _own_pictures(directory) if directory.is_dir() else ():
+    for picture in own_pictures(directory) if directory.is_dir() else ():
         with contextlib.suppress(OSError), picture.open("rb") as stream:
             if stream.read(len(LFS_POINTER_MARK)) == LFS_POINTER_MARK:
                 raise not_fetched(picture, "picture")
@@ -89,7 +89,7 @@ def create_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> b
             return True
     except OSError as exc:
         raise _write_error(directory, exc) from exc
-    if (directory / SIDECAR).exists() or any(_own_pictures(directory)):
+    if (directory / SIDECAR).exists() or any(own_pictures(directory)):
         return False
     write_files(directory, sidecar, pictures)  # a directory of someone else's files only
     return True
@@ -104,7 +104,7 @@ def _linked(directory: Path) -> Path:
 
 
 def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kept: list[str]) -> list[Path]:
-    old = {p.name for p in _own_pictures(directory)} if directory.is_dir() else set()
+    old = {p.name for p in own_pictures(directory)} if directory.is_dir() else set()
     # each picture on disk is read once: to tell what changed, and to copy the unchanged ones
     previous = {name: _bytes_of(directory / name) if name in old else None for name in kept}
     changed = [directory / name for name in kept if name in pictures and previous[name] != pictures[name]]
@@ -156,7 +156,7 @@ def _write_in_place(directory: Path, payload: bytes, pictures: dict[str, bytes],
         if name in pictures:
             durable.write_atomic(directory / name, pictures[name])
     durable.write_atomic(directory / SIDECAR, payload)
-    for stale in _own_pictures(directory):
+    for stale in own_pictures(directory):
         if stale.name not in kept:
             stale.unlink()
 
@@ -168,7 +168,7 @@ def _entries(directory: Path) -> list[Path]:
         return []
 
 
-def _own_pictures(directory: Path) -> Iterable[Path]:
+def own_pictures(directory: Path) -> Iterable[Path]:
     """The PNGs of a snapshot directory (``.PNG`` too: a picture renamed by hand, which would stay beside its
     rewritten ``.png`` as a pair that a case-insensitive checkout merges into one file)."""
     return sorted(p for p in _entries(directory) if _is_png(p) and p.is_file())

@@ -352,15 +352,16 @@ class StaleGoldens:
         """Delete the files this plugin writes in a snapshot directory, then the directories left empty."""
         from pytest_featviz.durable import remove_leftovers
         from pytest_featviz.golden import SIDECAR
+        from pytest_featviz.goldenwrite import own_pictures
 
         if self._through_link(directory):  # never reached: nothing behind a link is judged (belt and braces)
             self.prune_errors.append(f"{directory}: reached through a symbolic link; left alone")
             return
         remove_leftovers(directory)  # hidden copies killed writes left beside it would keep its parents alive
         try:
-            for picture in sorted(directory.glob("*.png")):
-                if picture.is_file():  # a folder named x.png (or a link to one) is someone else's: it stays
-                    picture.unlink()
+            # .PNG too, as an update drops them: a folder named x.png (or a link to one) is someone else's, it stays
+            for picture in own_pictures(directory):
+                picture.unlink()
             (directory / SIDECAR).unlink()
         except OSError as exc:
             self.prune_errors.append(f"{directory}: {exc}")

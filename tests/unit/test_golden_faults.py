@@ -178,6 +178,10 @@ def test_pictures_without_sidecar(snap: Path) -> None:
     (snap / golden.SIDECAR).unlink()
     with pytest.raises(GoldenError, match=r"has pictures but no sidecar snapshot\.json"):
         golden.read_sidecar(snap)
+    for picture in snap.glob("*.png"):  # renamed by hand: still its pictures, as an update and a prune take them
+        picture.rename(picture.with_suffix(".PNG"))
+    with pytest.raises(GoldenError, match=r"has pictures but no sidecar snapshot\.json"):
+        golden.read_sidecar(snap)
 
 
 def _edited(snap: Path, old: str, new: str) -> None:
