@@ -186,6 +186,9 @@ def _later_leaf(leaf: str | None) -> bool:
     return leaf is not None and leaf.split(LEAF_SEPARATOR)[0] != "0"
 
 
+_SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
+
 def keep(
     output: Any,
     module: Hints | nn.Module | None,
@@ -202,6 +205,13 @@ def keep(
             f"the output is complex ({tensor.dtype}); feature maps are real: snapshot a module that returns its"
             " magnitude or real part (.abs(), .real), or an earlier layer"
         )
+    if tensor.layout in _SPARSE_LAYOUTS:  # densifying a graph's adjacency could take more memory than the machine has
+        raise LayoutError(
+            f"the output is a sparse tensor ({str(tensor.layout).removeprefix('torch.')}); feature maps are dense:"
+            " snapshot a module that returns it dense (.to_dense()), or an earlier layer"
+        )
+    if tensor.is_meta:
+        raise LayoutError("the output is on the meta device, which holds no values: run the model on a real device")
     found = module if isinstance(module, Hints) else hints(module)
     later = _later_leaf(leaf)
     leading = (found.attention and later) or getattr(tensor, "featviz_leading", False)

@@ -298,6 +298,38 @@ def test_bad_channel_selection_is_a_clear_error(tmp_path: Path, channels: object
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+class _Densified(nn.Module):
+    def __init__(self, into: str) -> None:
+        super().__init__()
+        self.into = into
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.into == "meta":
+            return torch.empty(x.shape, device="meta")
+        return x.to_sparse() if self.into == "sparse_coo" else x[0, 0].to_sparse_csr()
+
+
+@pytest.mark.parametrize(
+    ("into", "message"),
+    [
+        ("sparse_coo", r"layer 'out' \(output shape \(1, 8, 4, 4\)\): the output is a sparse tensor \(sparse_coo\)"),
+        ("sparse_csr", r"layer 'out' \(output shape \(4, 4\)\): the output is a sparse tensor \(sparse_csr\)"),
+        ("meta", r"layer 'out' \(output shape \(1, 8, 4, 4\)\): the output is on the meta device, which holds no"),
+    ],
+    ids=["sparse_coo", "sparse_csr", "meta"],
+)
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+def test_a_sparse_or_meta_output_fails_naming_the_layer(tmp_path: Path, into: str, message: str) -> None:
+    # torch's own errors came out of the plugin's hook without the layer's name ("Could not run 'aten::as_strided'
+    # with arguments from the 'SparseCPU' backend", "Cannot copy out of meta tensor; no data!")
+    model = nn.Sequential()
+    model.add_module("conv", _conv8())
+    model.add_module("out", _Densified(into))
+    with pytest.raises(FeatvizError, match=message):
+        snapshotter(tmp_path, update=True)(model, _x(1, 1, 4, 4), layers=["out"])
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 # --- NaN / Inf ------------------------------------------------------------------------------------------------------
 
 
