@@ -324,9 +324,11 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     try:
         # a byte-order mark before UTF-8 (Windows Notepad, PowerShell 5's Out-File -Encoding utf8) changes no value
         text = raw.decode("utf-8-sig")
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_one_value_per_key)
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, raw, exc) from exc
+    except _RepeatedKey as exc:  # json keeps the last value: a merge resolved by hand read as the wrong format
+        raise GoldenError(f"golden sidecar {path} is malformed ({exc})") from exc
     except RecursionError as exc:  # arrays or objects nested thousands deep
         raise GoldenError(f"golden sidecar {path} is not valid JSON (nested too deep to read)") from exc
     except json.JSONDecodeError as exc:
@@ -347,6 +349,19 @@ def read_sidecar(directory: Path) -> SnapshotGolden | None:
     if where is not None:
         raise GoldenError(f"golden sidecar {path} is malformed ({where} holds a lone UTF-16 surrogate: no text)")
     return golden
+
+
+class _RepeatedKey(ValueError):
+    """An object of a sidecar names a key twice (the writer never does)."""
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = next(key for index, key in enumerate(keys) if key in keys[:index])
+        raise _RepeatedKey(f"key {repeated!r} appears twice in one object")
+    return data
 
 
 def _missing_sidecar(directory: Path) -> bytes | None:

@@ -249,6 +249,10 @@ def test_damaged_feature_statistics_are_malformed(token_snap: Path, old: str, ne
         ('{"format": 1, "normalize": "minmax"}', "is malformed"),
         ("[1, 2]", "is not a JSON object"),
         ('{"format": 99, "layers": []}', r"has format 99, newer than this pytest-featviz reads \(1\)"),
+        # a merge resolved by hand that kept both lines: json reads the last, which asked for an upgrade that cannot
+        # help, and --featviz-update refused the same way
+        ('{"format": 1, "format": 2, "layers": []}', r"is malformed \(key 'format' appears twice in one object\)"),
+        ('{"format": 1, "layers": [{"name": "a", "name": "b"}]}', r"is malformed \(key 'name' appears twice"),
         (
             '{"format": 1, "normalize": "minmax", "bit_depth": 8, "layers": [{"name": "x", "file": "../x.png",'
             ' "sha256": "", "shape": [1], "tile": [1, 1], "channels": [{"index": 0, "range": [0, 1], "mean": 0,'
