@@ -235,14 +235,16 @@ def _wrong_value(layer: LayerGolden, normalize: str) -> str | None:
     numbers = [value for frame in layer.frames for value in frame] + [value for st in layer.stats for value in st]
     if not all(math.isfinite(value) for value in numbers):
         return "a channel's range or statistics are not finite numbers"
-    for index, (low, high), (_, std, smallest, largest) in zip(layer.channels, layer.frames, layer.stats, strict=True):
+    for index, (low, high), (mean, std, smallest, largest) in zip(
+        layer.channels, layer.frames, layer.stats, strict=True
+    ):
         # render.channel_frames: minmax and percentile frames are [low, high] with high > low, sigmoid's are
         # [center, scale] with scale > 0
         spread = high if normalize == "sigmoid" else high - low
         if not STORED_SPREAD_MIN <= spread <= FLOAT32_MAX or max(abs(low), abs(high)) > FLOAT32_MAX:
             return f"channel {index}: range {[low, high]}"
-        if std < 0 or smallest > largest:
-            return f"channel {index}: statistics std {std}, min {smallest}, max {largest}"
+        if std < 0 or smallest > largest or not _consistent(mean, std, smallest, largest):
+            return f"channel {index}: statistics mean {mean}, std {std}, min {smallest}, max {largest}"
     if layer.features:
         if not layer.layout.startswith("token-image"):  # current.CurrentLayer.as_golden: token images only
             return f"per-feature statistics in a layer of layout {layer.layout!r}, not a token image"
@@ -255,6 +257,16 @@ def _wrong_value(layer: LayerGolden, normalize: str) -> str | None:
         if min(std for _, std in layer.feature_stats) < 0:
             return "a feature's std is negative"
     return None
+
+
+def _consistent(mean: float, std: float, smallest: float, largest: float) -> bool:
+    """Whether the statistics of one channel (render.channel_statistics) can be those of some values: the mean lies
+    between the least and the greatest, the std is at most half their distance (Popoviciu's inequality) and is 0 only
+    when they are equal; up to a millionth of their magnitude, far above the rounding to 9 digits they are stored in
+    (an edited mean would otherwise read as a drift of the model)."""
+    slack = 1e-6 * max(abs(smallest), abs(largest))
+    spread = largest - smallest
+    return smallest - slack <= mean <= largest + slack and std <= spread / 2 + slack and (std > 0 or spread == 0)
 
 
 def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:

@@ -708,8 +708,13 @@ def test_a_sidecar_nested_too_deep_is_a_malformed_golden(tmp_path: Path) -> None
         ('"normalize": "minmax"', '"normalize": "zscore"', "unknown normalization 'zscore'"),
         ('"index": 0', '"index": -1', "channel index -1"),
         ('"index": 1', '"index": 0', "channel indices repeat: \\[0, 0, 2\\]"),
-        ('"std": ', '"std": -1, "was": ', "channel 0: statistics std -1.0"),
-        ('"min": ', '"min": 7, "was": ', "channel 0: statistics std .*, min 7.0, max"),
+        ('"std": ', '"std": -1, "was": ', "channel 0: statistics mean .*, std -1.0"),
+        ('"min": ', '"min": 7, "was": ', "channel 0: statistics mean .*, std .*, min 7.0, max"),
+        # statistics no values have: read as a drift ("statistics change 19.753") with "a code or dependency change"
+        ('"mean": ', '"mean": 1000.0, "was": ', "channel 0: statistics mean 1000.0, std"),
+        ('"mean": ', '"mean": -1000.0, "was": ', "channel 0: statistics mean -1000.0, std"),
+        ('"std": ', '"std": 1000.0, "was": ', "channel 0: statistics mean .*, std 1000.0, min"),
+        ('"std": ', '"std": 0.0, "was": ', "channel 0: statistics mean .*, std 0.0, min"),
         ('"range": [0.0, 1.0]', '"range": [2.0, 0.0]', "channel 0: range \\[2.0, 0.0\\]"),
         # finite, but rendering in it overflowed (a drift verdict, or a RuntimeWarning under -W error)
         ('"range": [0.0, 1.0]', '"range": [-1e308, 1e308]', "channel 0: range \\[-1e\\+308, 1e\\+308\\]"),
@@ -977,3 +982,30 @@ def test_a_lone_surrogate_anywhere_in_a_sidecar_is_malformed(snap: Path) -> None
     _write(snap, seed=0)
     _edited(snap, '"format": 1,', '"format": 1, "note": "\\ud83d\\ude00 and \\\\ud800",')  # a pair, an escaped \
     assert golden.read_sidecar(snap) is not None
+
+
+def _maps_of_every_kind() -> list[np.ndarray]:
+    """Maps as the writer keeps them (float32), of every spread and magnitude, and float64 ones."""
+    generator = np.random.default_rng(0)
+    shape = (3, 17, 23)
+    maps = [
+        generator.normal(0, 1, shape),
+        generator.normal(1e4, 1e-3, shape),  # a large offset, a tiny spread
+        generator.normal(-3e-30, 1e-33, shape),
+        np.abs(generator.normal(0, 1e30, shape)),
+        (generator.random(shape) > 0.5).astype(np.float64),  # a mask: its std is exactly half its range
+        np.full(shape, 0.1),
+        np.zeros(shape),
+        np.pad(np.full((3, 1, 1), 7.0), ((0, 0), (0, 16), (0, 22)), constant_values=-7.0),  # one value apart
+        np.where(generator.random(shape) > 0.999, np.nextafter(1.0, 2.0), 1.0),  # one ulp apart, a few values
+    ]
+    return [m.astype(dtype) for m in maps for dtype in (np.float32, np.float64)]
+
+
+def test_the_statistics_the_writer_writes_are_never_malformed() -> None:
+    from pytest_featviz.goldencheck import _consistent
+    from pytest_featviz.render import channel_statistics
+
+    for maps in _maps_of_every_kind():
+        for mean, std, smallest, largest in channel_statistics(maps).tolist():
+            assert _consistent(mean, std, smallest, largest), (maps.dtype, mean, std, smallest, largest)
