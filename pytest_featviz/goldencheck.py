@@ -269,7 +269,43 @@ def _consistent(mean: float, std: float, smallest: float, largest: float) -> boo
     return smallest - slack <= mean <= largest + slack and std <= spread / 2 + slack and (std > 0 or spread == 0)
 
 
+# What environment.Provenance.to_sidecar writes, field by field (required, type); the optional fields came later.
+_PROVENANCE_FIELDS: dict[str, dict[str, tuple[bool, type]]] = {
+    "environment": {
+        "torch": (True, str),
+        "device": (True, str),
+        "dtype": (True, str),
+        "matmul_tf32": (True, bool),
+        "cudnn_tf32": (True, bool),
+        "deterministic": (True, bool),
+        "autocast": (False, str),
+    },
+    "fingerprints": {"input": (True, str), "model": (True, str), "layers": (True, dict), "values": (False, str)},
+}
+
+
 def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
-    """The optional provenance entries of a sidecar (absent from older sidecars, which load without them)."""
+    """The optional provenance entries of a sidecar (absent from older sidecars, which load without them). An
+    environment or fingerprints entry that the writer does not write is malformed: a damaged one read as the golden
+    having none ("made before pytest-featviz recorded it") or as made on device 7. A damaged test record is not:
+    stale detection never judges by it."""
+    for key, fields in _PROVENANCE_FIELDS.items():
+        if key not in data:
+            continue
+        entry = data[key]
+        if type(entry) is not dict:
+            raise _Malformed(f"{key} {_shown(entry)} is not an object")
+        for field, (required, kind) in fields.items():
+            if field not in entry:
+                if required:
+                    raise _Malformed(f"{key} has no {field}")
+            elif type(entry[field]) is not kind:
+                raise _Malformed(f"{key} {field} {_shown(entry[field])} is not a {_KIND_WORDS[kind]}")
+    layers = data.get("fingerprints", {}).get("layers", {})
+    if not all(type(value) is str for value in layers.values()):
+        raise _Malformed(f"fingerprints layers {_shown(layers)} holds a fingerprint that is not a string")
     found = {key: data[key] for key in PROVENANCE_KEYS if isinstance(data.get(key), dict)}
     return found or None
+
+
+_KIND_WORDS = {str: "string", bool: "boolean (true or false)", dict: "JSON object"}

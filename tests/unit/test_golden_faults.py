@@ -976,12 +976,49 @@ def test_a_lone_surrogate_anywhere_in_a_sidecar_is_malformed(snap: Path) -> None
     with pytest.raises(GoldenError, match=r"is malformed \(layers\[0\]\.name holds a lone UTF-16 surrogate: no text\)"):
         golden.read_sidecar(snap)
     _write(snap, seed=0)
-    _edited(snap, '"format": 1,', '"format": 1, "environment": {"torch": "2.\\uD800"},')
-    with pytest.raises(GoldenError, match=r"is malformed \(environment\.torch holds a lone UTF-16 surrogate"):
+    _edited(snap, '"format": 1,', '"format": 1, "test": {"file": "test_\\uD800.py"},')
+    with pytest.raises(GoldenError, match=r"is malformed \(test\.file holds a lone UTF-16 surrogate"):
         golden.read_sidecar(snap)
     _write(snap, seed=0)
     _edited(snap, '"format": 1,', '"format": 1, "note": "\\ud83d\\ude00 and \\\\ud800",')  # a pair, an escaped \
     assert golden.read_sidecar(snap) is not None
+
+
+_ENVIRONMENT = (
+    '"environment": {"torch": "2.14.1", "device": "cpu", "dtype": "float32", "matmul_tf32": false,'
+    ' "cudnn_tf32": true, "deterministic": false}'
+)
+_FINGERPRINTS = '"fingerprints": {"input": "a1", "model": "b2", "layers": {"conv": "c3"}}'
+
+
+@pytest.mark.parametrize(
+    ("provenance", "message"),
+    [
+        # a damaged provenance read as none ("made before pytest-featviz recorded it"), or as "made on 7"
+        ('"environment": "cpu"', "environment 'cpu' is not an object"),
+        (_ENVIRONMENT.replace('"cpu"', "7"), "environment device 7 is not a string"),
+        (
+            _ENVIRONMENT.replace('"deterministic": false', '"deterministic": "no"'),
+            "environment deterministic 'no' is not",
+        ),
+        (_ENVIRONMENT.replace('"device": "cpu", ', ""), "environment has no device"),
+        (_FINGERPRINTS.replace('"c3"', "3"), "fingerprints layers {'conv': 3} holds a fingerprint that is not a"),
+        (_FINGERPRINTS.replace('"a1"', "null"), "fingerprints input None is not a string"),
+        ('"fingerprints": []', "fingerprints \\[\\] is not an object"),
+    ],
+)
+def test_a_damaged_provenance_is_malformed(snap: Path, provenance: str, message: str) -> None:
+    _edited(snap, '"format": 1,', f'"format": 1, {provenance},')
+    with pytest.raises(GoldenError, match=rf"is malformed \({message}"):
+        golden.read_sidecar(snap)
+
+
+def test_a_provenance_as_the_writer_writes_it_reads_and_a_damaged_test_record_is_kept(snap: Path) -> None:
+    _edited(snap, '"format": 1,', f'"format": 1, {_ENVIRONMENT}, {_FINGERPRINTS}, "test": "test_m.py",')
+    read = golden.read_sidecar(snap)
+    assert read is not None and read.provenance is not None
+    assert read.provenance["environment"]["device"] == "cpu"  # and the test record, never judged, is left out
+    assert read.provenance["fingerprints"]["layers"] == {"conv": "c3"} and "test" not in read.provenance
 
 
 def _maps_of_every_kind() -> list[np.ndarray]:
