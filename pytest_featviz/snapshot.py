@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -257,8 +257,27 @@ def _check(
         snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers), provenance=recorded())
         return golden.sidecar_text(snapshot), pictures
 
+    def accepted(results: Sequence[LayerResult]) -> Callable[[], tuple[str, dict[str, bytes]]]:
+        """What accepting a drift of the golden in ``directory`` writes, as ``--featviz-update`` does
+        (:func:`_rewritten`), with the pictures of the layers it keeps too, read from the golden, so that the
+        report's current render is that golden whole; the whole fresh render where one of them cannot be read."""
+
+        def render() -> tuple[str, dict[str, bytes]]:
+            assert stored is not None
+            sidecar, pictures, kept = _rewritten(stored, current, results, settings, recorded())
+            try:
+                return sidecar, {**pictures, **{file: (directory / file).read_bytes() for file in kept}}
+            except OSError:  # the golden changed since it was read: promote refuses it anyway (replaces)
+                return fresh()
+
+        return render
+
     def evidence(
-        outcome: str, results: Sequence[LayerResult], pictures: Sequence[LayerEvidence], message: str = ""
+        outcome: str,
+        results: Sequence[LayerResult],
+        pictures: Sequence[LayerEvidence],
+        message: str = "",
+        render: Callable[[], tuple[str, dict[str, bytes]]] = fresh,
     ) -> Evidence:
         result = SnapshotResult(
             identity.node_id,
@@ -274,7 +293,7 @@ def _check(
             # what accepting it writes over: the golden compared with, or nothing (none yet; the device's own)
             replaces=(stored.digest if stored and keyed is None else "") if outcome in (DRIFTED, MISSING) else None,
         )
-        return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, fresh)
+        return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, render)
 
     if stored is None:
         results = [LayerResult(i.capture.name, NEW, i.capture.shape, None, i.capture.channels) for i in current]
@@ -429,7 +448,7 @@ def _check(
             " shared one alone)"
         )
     message = drift_message(identity, snapshot_name, directory, results, explanation, same_place)
-    return evidence(DRIFTED, results, pictures, message)
+    return evidence(DRIFTED, results, pictures, message, fresh if keyed is not None else accepted(results))
 
 
 def _test_entry(identity: TestIdentity, directory: Path) -> dict[str, Any]:
@@ -470,17 +489,17 @@ def _replaced_meanwhile(directory: Path, stored: SnapshotGolden | None, before: 
         return True
 
 
-def _rewrite(
-    directory: Path,
+def _rewritten(
     stored: SnapshotGolden,
     current: list[CurrentLayer],
     results: Sequence[LayerResult],
     settings: Settings,
     provenance: dict[str, Any] | None = None,
-) -> None:
-    """Rewrite the drifted layers of a golden; layers that still match keep their picture and sidecar entry.
-
-    The sidecar then records ``provenance`` (the sidecar entries of the run that wrote the new pictures)."""
+) -> tuple[str, dict[str, bytes], list[str]]:
+    """What rewriting a drifted golden writes: its sidecar, the pictures of the layers re-rendered (the drifted ones,
+    all of them when the normalization changed) by file name, and the files of the layers that still match, which
+    keep their picture and sidecar entry. The sidecar records ``provenance`` (the sidecar entries of the run that
+    wrote the new pictures)."""
     verdicts = {r.name: r.verdict for r in results}
     mode_changed = settings.normalize != stored.normalize
     made: list[tuple[LayerGolden, bytes | None]] = []
@@ -497,4 +516,17 @@ def _rewrite(
         tuple(layers),
         provenance=provenance if provenance is not None else stored.provenance,
     )
-    goldenwrite.write_files(directory, golden.sidecar_text(snapshot), pictures)
+    return golden.sidecar_text(snapshot), pictures, [layer.file for layer in layers if layer.file not in pictures]
+
+
+def _rewrite(
+    directory: Path,
+    stored: SnapshotGolden,
+    current: list[CurrentLayer],
+    results: Sequence[LayerResult],
+    settings: Settings,
+    provenance: dict[str, Any] | None = None,
+) -> None:
+    """Rewrite the drifted layers of a golden (:func:`_rewritten`); layers that still match keep their picture."""
+    sidecar, pictures, _ = _rewritten(stored, current, results, settings, provenance)
+    goldenwrite.write_files(directory, sidecar, pictures)

@@ -72,6 +72,54 @@ def test_promote_accepts_the_drift_shown_in_the_report(
     featviz_pytester.runpytest().assert_outcomes(passed=1)
 
 
+TWO_LAYERS = """
+import os
+import torch
+from torch import nn
+
+
+def test_net(feature_snapshot):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    if os.environ.get("FEATVIZ_TEST_DRIFT"):
+        with torch.no_grad():
+            model[0].weight.add_(1e-5)  # moves layer 0 a little, well within its tolerances
+            model[2].weight[:2] *= -1  # drifts layer 2
+    torch.manual_seed(1)
+    feature_snapshot(model, torch.randn(1, 3, 9, 9), layers=["0", "2"])
+"""
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def test_promote_writes_what_an_update_writes(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An update rewrites the drifted layers only; the report's current render (and so promote, or copying it) held
+    every layer re-rendered, so the layers that still matched changed bytes for nothing, in the sidecar's numbers."""
+    featviz_pytester.makepyfile(test_models=TWO_LAYERS)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    golden = featviz_pytester.path / "golden" / "test_models" / "test_net" / "0"
+    made = _files(golden)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    drifted = featviz_pytester.runpytest()
+    drifted.assert_outcomes(failed=1)
+    drifted.stdout.fnmatch_lines(["*drift starts at layer '2'*"])
+    current = _files(featviz_pytester.path / "featviz-report/snapshots/test_models/test_net/0/current")
+    assert main(["promote", "featviz-report"], out=io.StringIO()) == 0
+    promoted = _files(golden)
+    for name, data in made.items():
+        golden.joinpath(name).write_bytes(data)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    updated = _files(golden)
+    assert promoted == updated == current  # and so is copying the current render, as the docs offer
+    assert updated["0.png"] == made["0.png"] and updated["2.png"] != made["2.png"]
+    entry = {layer["name"]: layer for layer in json.loads(updated["snapshot.json"])["layers"]}
+    assert entry["0"] == {layer["name"]: layer for layer in json.loads(made["snapshot.json"])["layers"]}["0"]
+
+
 def test_a_golden_that_changed_after_the_report_was_written_is_not_promoted(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
