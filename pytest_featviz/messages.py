@@ -161,11 +161,12 @@ def drift_message(
         more = f" and {len(rest) - LAYER_NAMES_SHOWN} more" if len(rest) > LAYER_NAMES_SHOWN else ""
         lines.append(f"  ... and {len(rest)} more drifted layer(s), in the report: {names}{more}")
     lines.extend(explanation)
-    lines.append(
-        "scores per channel: SSIM of its picture (1 = the same); picture change, the RMS difference of its picture in"
-        " units of the golden picture's spread; statistics change, the larger change of its mean or std in units of"
-        " its golden std (of a picture of tokens x features, also of each feature's over the tokens)"
-    )
+    if moved or any(layer.ssim for layer in drifted[:LAYERS_SHOWN]):  # not when no layer shown could be compared
+        lines.append(
+            "scores per channel: SSIM of its picture (1 = the same); picture change, the RMS difference of its picture"
+            " in units of the golden picture's spread; statistics change, the larger change of its mean or std in"
+            " units of its golden std (of a picture of tokens x features, also of each feature's over the tokens)"
+        )
     lines.append(f"golden: {display_path(directory, identity.invocation_dir)}")
     lines.append(f"if the change is intended, accept it with:  {identity.update_command}")
     return "\n".join(lines)

@@ -90,3 +90,14 @@ def test_a_layer_before_the_first_drift_that_moved_within_its_tolerances_is_name
         "before it, layer 's' matched but moved: min SSIM 0.9960, 40% of the way to its limit (>= 0.99); the change"
         " may start there"
     )
+
+
+def test_the_score_legend_comes_with_scores_only() -> None:
+    compared = [_layer("conv", DRIFT, 0.5, 0.2, 0.3)]
+    assert "scores per channel: SSIM of its picture" in drift_message(
+        IDENTITY, "0", Path("golden/t/test_a/0"), compared
+    )
+    # a channels= or normalize= change: no layer was compared, the legend explained scores the message did not show
+    changed = [LayerResult("conv", DRIFT, (1, 8, 4, 4), (1, 8, 4, 4), reason="channel selection changed")]
+    message = drift_message(IDENTITY, "0", Path("golden/t/test_a/0"), changed)
+    assert "channel selection changed" in message and "scores per channel" not in message
