@@ -444,7 +444,7 @@ class StaleGoldens:
 
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
-        return f"{self.files_checked} test file(s) that ran completely{gone}"
+        return f"{self.files_checked} test file(s) with goldens that ran completely{gone}"
 
 
 def _write_listed(terminalreporter: Any, lines: Sequence[str]) -> None:

@@ -125,7 +125,8 @@ def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> Non
     result.stdout.fnmatch_lines(
         [
             "*= featviz stale goldens =*",
-            "3 stale golden snapshot(s) that no executed test used (2 test file(s) that ran completely checked):",
+            "3 stale golden snapshot(s) that no executed test used (2 test file(s) with goldens that ran completely"
+            " checked):",
             f"  {OTHER_STALE}",
             f"  {STALE[0]}",
             f"  {STALE[1]}",
@@ -137,7 +138,10 @@ def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> Non
     result = project.runpytest("--featviz-prune")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
-        ["3 stale golden snapshot(s) deleted, no executed test used them (2 test file(s) that ran completely checked):"]
+        [
+            "3 stale golden snapshot(s) deleted, no executed test used them (2 test file(s) with goldens that ran"
+            " completely checked):"
+        ]
     )
     assert _snapshots(project.path) == [
         "golden/test_st/test_a/keep",
@@ -367,7 +371,9 @@ def test_partial_selection(project: pytest.Pytester, args: list[str]) -> None:
 def test_files_not_collected_are_never_touched(project: pytest.Pytester) -> None:
     result = project.runpytest("--featviz-prune", "test_other.py")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted, * (1 test file(s) that ran completely checked):"])
+    result.stdout.fnmatch_lines(
+        ["1 stale golden snapshot(s) deleted, * (1 test file(s) with goldens that ran completely checked):"]
+    )
     assert _snapshots(project.path) == [s for s in ALL if s != OTHER_STALE]
 
 
@@ -414,7 +420,7 @@ def test_prune_under_xdist(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
-            "2 stale golden snapshot(s) deleted, no executed test used them (1 test file(s) that ran completely*",
+            "2 stale golden snapshot(s) deleted, no executed test used them (1 test file(s) with goldens that ran*",
             f"  {STALE[0]}",
             f"  {STALE[1]}",
         ]
@@ -649,7 +655,7 @@ def test_goldens_of_a_deleted_or_renamed_test_file_are_stale(project: pytest.Pyt
     result.stdout.fnmatch_lines(
         [
             "3 stale golden snapshot(s) that no executed test used"
-            " (1 test file(s) that ran completely and 1 deleted or renamed test file(s) checked):",
+            " (1 test file(s) with goldens that ran completely and 1 deleted or renamed test file(s) checked):",
             f"  {STALE[0]}",
             f"  {STALE[1]}",
             f"  {OTHER_STALE}",
@@ -868,7 +874,7 @@ def test_deleted_files_under_xdist(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "3 stale golden snapshot(s) deleted, no executed test used them"
-            " (1 test file(s) that ran completely and 1 deleted or renamed test file(s) checked):",
+            " (1 test file(s) with goldens that ran completely and 1 deleted or renamed test file(s) checked):",
         ]
     )
     assert _snapshots(project.path) == ["golden/test_st/test_a/keep", "golden/test_st/test_c/0"]
