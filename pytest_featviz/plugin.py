@@ -46,6 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[TRACKER_KEY] = tracker
     config.pluginmanager.register(tracker, "featviz-session")
     config.pluginmanager.register(XdistClearing(tracker, config), "featviz-xdist")
+    if not judges_stale(config):  # nor imported: its bookkeeping of every item was most of a --collect-only's cost
+        return
     from pytest_featviz.stale import StaleGoldens
 
     config.pluginmanager.register(
@@ -59,6 +61,14 @@ def pytest_configure(config: pytest.Config) -> None:
         ),
         "featviz-stale",
     )
+
+
+def judges_stale(config: pytest.Config) -> bool:
+    """Whether this run can tell stale goldens (:mod:`pytest_featviz.stale`): not one that runs no test body
+    (``--collect-only``, ``--setup-only``, ``--setup-plan``), nor ``--lf``, which leaves tests out unseen, nor
+    ``--sw``, whose tests depend on the last run's failure (no printed command could repeat its selection)."""
+    skipping = ("collectonly", "setuponly", "setupplan", "lf", "stepwise", "stepwise_skip", "stepwise_reset")
+    return not any(config.getoption(name, False) for name in skipping)
 
 
 def html_phase(config: pytest.Config) -> str | None:

@@ -334,6 +334,11 @@ class SessionTracker:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput"):
             return
+        if not self.results:  # no report to write (a suite without snapshots, --collect-only): not even imported
+            from pytest_featviz.manifest import tidy
+
+            tidy(self.settings.report_dir)  # the last report, cleared, leaves no folder behind
+            return
         from pytest_featviz import manifest, outputs, report
 
         run = _run_facts(self.settings)

@@ -63,7 +63,8 @@ def shared_key(path: str | Path, keyed: bool) -> str:
 
 
 class StaleGoldens:
-    """Session plugin: tracks collection and outcomes, finds stale golden snapshots, prunes them if asked."""
+    """Session plugin: tracks collection and outcomes, finds stale golden snapshots, prunes them if asked; registered
+    only for a run that can judge them (:func:`pytest_featviz.plugin.judges_stale`)."""
 
     def __init__(
         self,
@@ -80,15 +81,6 @@ class StaleGoldens:
         self.location = location
         self.module_file = module_file
         self.config, self.options = config, options  # for the prune command, made when it is printed
-        # runs in which no test body runs judge nothing stale; neither do --lf, which leaves tests out unseen, and
-        # --sw, whose tests depend on the last run's failure (no printed command could repeat its selection)
-        self.judged = not (
-            config.getoption("collectonly", False)
-            or config.getoption("setuponly", False)
-            or config.getoption("setupplan", False)
-            or config.getoption("lf", False)
-            or any(config.getoption(name, False) for name in ("stepwise", "stepwise_skip", "stepwise_reset"))
-        )
         self.prune = bool(config.getoption("featviz_prune", False))
         self.worker_output: dict[str, Any] | None = getattr(config, "workeroutput", None)
         self.tests: dict[str, tuple[str, str]] = {}  # node id -> (test file, test name)
@@ -120,20 +112,14 @@ class StaleGoldens:
     # -- what was collected (in the main process, or on each xdist worker) --
 
     def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
-        if not self.judged:  # --collect-only and the like: no bookkeeping per item on the start-up path
-            return
         for item in items:
             self.incomplete.add(self.location(item)[0])
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
-        if not self.judged:
-            return
         self.collected[item.nodeid] = self.location(item)[0]
         self.seen_files.add(self.collected[item.nodeid])
 
     def pytest_collectstart(self, collector: pytest.Collector) -> None:
-        if not self.judged:  # --collect-only and the like judge nothing: no bookkeeping on the start-up path
-            return
         # Only a plain Python test module stands for a file's tests: a doctest module (--doctest-modules, --xdoctest)
         # or a plugin's own module class may reach a file whose tests python_files leaves out, and a Package is a
         # Module before pytest 8 but no test file.
@@ -230,7 +216,7 @@ class StaleGoldens:
                 "seen_files": sorted(self.seen_files),
             }
             return
-        if not self.golden_root.is_dir() or not self.judged or exitstatus == pytest.ExitCode.INTERRUPTED:
+        if not self.golden_root.is_dir() or exitstatus == pytest.ExitCode.INTERRUPTED:
             return
         orphans = self.find_orphans()
         self.stale = self.find_stale() + orphans

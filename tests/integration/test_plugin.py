@@ -247,11 +247,18 @@ def test_a_suite_without_snapshots_imports_nothing_heavy(
         def pytest_unconfigure(config):
             heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
             print("HEAVY=" + repr(heavy).replace(" ", ""))
+            print("FEATVIZ=" + ",".join(sorted(m for m in sys.modules if m.startswith("pytest_featviz."))))
         """
     )
     result = featviz_pytester.runpytest_subprocess("-s", *args)
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     assert _heavy_modules(result.stdout.str()) == []
+    # nor the report's modules, with no report to write; nor, where no stale golden can be told, stale detection's
+    match = re.search(r"FEATVIZ=(\S*)", result.stdout.str())
+    assert match is not None
+    modules = {name.removeprefix("pytest_featviz.") for name in match.group(1).split(",")}
+    assert not modules & {"report", "outputs", "diffmosaic"}
+    assert ("stale" in modules) == (args == ())
 
 
 def test_an_exception_in_forward_reaches_the_user_unchanged(featviz_pytester: pytest.Pytester) -> None:

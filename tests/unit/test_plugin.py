@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from pytest_featviz import golden, manifest, report
-from pytest_featviz.plugin import GOLDEN_SUFFIXES, REPORT_ENTRIES, _collecting_options, holds_only_goldens, html_phase
+from pytest_featviz.plugin import (
+    GOLDEN_SUFFIXES,
+    REPORT_ENTRIES,
+    _collecting_options,
+    holds_only_goldens,
+    html_phase,
+    judges_stale,
+)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +102,23 @@ def test_a_linked_folder_or_a_missing_directory_has_pytest_walk_as_usual(goldens
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", goldens / "tests" / "linked", target_is_directory=True)
     assert not holds_only_goldens(goldens)
+
+
+@pytest.mark.parametrize(
+    ("options", "judged"),
+    [
+        ({}, True),
+        ({"collectonly": True}, False),
+        ({"setuponly": True}, False),
+        ({"setupplan": True}, False),
+        ({"lf": True}, False),
+        ({"stepwise": True}, False),
+        ({"stepwise_skip": True}, False),
+        ({"featviz_prune": True}, True),
+    ],
+)
+def test_runs_that_cannot_tell_stale_goldens_do_not_look_for_them(
+    monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config, options: dict[str, bool], judged: bool
+) -> None:
+    monkeypatch.setattr(pytestconfig, "getoption", lambda name, default=None: options.get(name, default))
+    assert judges_stale(pytestconfig) is judged
