@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_featviz.records import NORMALIZE_MODES, FeatvizError
+from pytest_featviz.outcomes import NORMALIZE_MODES, FeatvizError
 
 DEFAULT_GOLDEN_DIR = "golden"
 # Chosen by benchmarks/detection.py (table in docs/detection.md): every harmful case caught and no benign alarm

@@ -17,7 +17,7 @@ from pytest_featviz.config import (
     DEFAULT_THRESHOLD,
     PRESETS,
 )
-from pytest_featviz.records import NORMALIZE_MODES
+from pytest_featviz.outcomes import NORMALIZE_MODES
 
 
 def add_options(parser: pytest.Parser) -> None:

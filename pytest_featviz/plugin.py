@@ -16,7 +16,7 @@ import pytest
 
 from pytest_featviz.config import Settings, from_pytest, ini_key
 from pytest_featviz.options import add_options
-from pytest_featviz.records import FeatvizError
+from pytest_featviz.outcomes import FeatvizError
 from pytest_featviz.session import RESULTS_KEY, SessionTracker, XdistClearing, torch_version
 
 if TYPE_CHECKING:

@@ -14,23 +14,17 @@ from collections.abc import Generator, Iterable
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_featviz.config import Settings
-from pytest_featviz.records import (
-    CREATED,
-    DRIFTED,
-    MATCHED,
-    MISSING,
-    UNREADABLE,
-    UPDATED,
-    SnapshotResult,
-    display_path,
-)
+from pytest_featviz.outcomes import CREATED, DRIFTED, MATCHED, MISSING, UNREADABLE, UPDATED, display_path
 
-RESULTS_KEY = pytest.StashKey[list[SnapshotResult]]()
+if TYPE_CHECKING:
+    from pytest_featviz.records import SnapshotResult
+
+RESULTS_KEY = pytest.StashKey[list["SnapshotResult"]]()  # records: imported once a snapshot is taken
 SENT_KEY = pytest.StashKey[int]()  # how many of an item's records already travel with one of its reports
 RUN_KEY = pytest.StashKey[int]()  # which run of the item this is: 1, then 2 under pytest-rerunfailures, ...
 
@@ -182,7 +176,7 @@ def _failed_by(error: BaseException | None, failure: str, records: Iterable[Snap
     """The ids of the drifted ``records`` that failed a test phase: whose ``FeatureDriftError`` is ``error`` or one it
     holds (:func:`_errors`), or whose message the failure repeats (``failure``: the errors' text and the report's; an
     assert on collected drift messages, a plugin of soft assertions). The others its test caught."""
-    from pytest_featviz.records import FeatureDriftError
+    from pytest_featviz.outcomes import FeatureDriftError
 
     errors = _errors(error)
     found = {id(e.result) for e in errors if isinstance(e, FeatureDriftError) and e.result is not None}
@@ -429,6 +423,8 @@ class SessionTracker:
             self.failed_or_xfail.add(report.nodeid)
         if not records:
             return
+        from pytest_featviz.records import SnapshotResult
+
         # pytest-rerunfailures logs the reports of a run it repeats (serially and from xdist workers): its snapshots
         # do not count, its writes do
         self.written.extend(SnapshotResult.from_dict(r) for r in records if r.get("outcome") in (CREATED, UPDATED))

@@ -37,10 +37,9 @@ from typing import Any
 
 import pytest
 
-from pytest_featviz.orphans import covers
-from pytest_featviz.orphans import key as _key
+from pytest_featviz.orphans import covers, key as _key
+from pytest_featviz.outcomes import display_path
 from pytest_featviz.ownership import Owners, empty_parameters, left_out, link_targets
-from pytest_featviz.records import display_path
 
 WORKER_OUTPUT_KEY = "featviz_collection"
 LISTED = 20  # stale snapshots named in the terminal summary; the rest are counted

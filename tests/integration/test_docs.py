@@ -32,7 +32,7 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}\n{done.stderr}"
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
-    for anchor in ("pytest_featviz.records.FeatureDriftError", "pytest_featviz.records.SnapshotResult"):
+    for anchor in ("pytest_featviz.outcomes.FeatureDriftError", "pytest_featviz.records.SnapshotResult"):
         assert f'id="{anchor}"' in api, f"API page lacks {anchor}"
     assert "SnapshotResult" in api and "forward order" in api  # docstring text made it onto the page
     changelog = (site / "changelog" / "index.html").read_text(encoding="utf-8")

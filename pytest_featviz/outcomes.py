@@ -1,0 +1,111 @@
+"""Outcomes and errors: the verdicts of a layer and the outcomes of a snapshot, the errors a check raises, and how
+messages write paths, scores and environments. Loaded at pytest start-up (the plugin's settings and session hooks
+use these names), so it holds no dataclass: :mod:`pytest_featviz.records`, whose frozen records cost milliseconds
+to create, is imported when a snapshot is taken or a report read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_featviz.records import SnapshotResult
+
+# Verdicts of one layer.
+MATCH = "match"
+DRIFT = "drift"
+NEW = "new"  # selected now, absent from the golden
+GONE = "gone"  # in the golden, not captured now
+
+# Outcomes of one snapshot.
+MATCHED = "matched"
+DRIFTED = "drifted"
+MISSING = "missing"
+CREATED = "created"
+UPDATED = "updated"
+# a golden that exists and could not be read (damaged, of a newer format, not fetched from Git LFS, refused by the
+# OS): its test failed on that error, and the session's summary and report say so beside the drifts
+UNREADABLE = "unreadable"
+OUTCOMES = (MATCHED, DRIFTED, MISSING, CREATED, UPDATED, UNREADABLE)
+FAILING = (DRIFTED, MISSING, UNREADABLE)  # the outcomes that fail a test: each is in the report
+# most severe first: the order of the report's snapshots, and the outcome that colours a test's section of the page
+SEVERITY = (DRIFTED, UNREADABLE, MISSING, UPDATED, CREATED, MATCHED)
+
+NORMALIZE_MODES = ("minmax", "sigmoid", "percentile")
+
+
+def printable(text: str) -> str:
+    """``text`` as a file, a JSON document or an xdist message can carry it: a lone surrogate (``os.fsdecode`` of a
+    name that is not UTF-8) as its backslash escape (``photo_\\udce9.png``); any other text unchanged."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def score_beyond(value: float, limit: float, digits: int) -> tuple[str, str]:
+    """A score that broke its limit and that limit, as text that reads the way the verdict went: ``digits``
+    decimals, or as many more as tell the two apart (a score just beyond its tolerance read "0.012 > 0.012", and a
+    limit shown rounded could read as broken the other way). The limit is shown as ``:g`` where that is exact."""
+    shown = f"{limit:g}"
+    exact = float(shown) == limit
+    for places in range(digits, 18):
+        score = f"{value:.{places}f}"
+        if score != f"{limit:.{places}f}":
+            return score, shown if exact else (f"{limit:.{places}f}".rstrip("0").rstrip(".") or "0")
+    return repr(value), repr(limit)
+
+
+def display_path(path: str | os.PathLike[str], start: str | os.PathLike[str] | None = None) -> str:
+    """A path as messages show it: relative to the working directory (or ``start``: where pytest ran, for a command
+    to paste, when a test may have changed the working directory), unless the absolute path is shorter (a path far
+    up the tree) or there is no relative path (another drive on Windows)."""
+    absolute = os.path.abspath(path) if start is not None else os.fspath(path)
+    try:
+        relative = os.path.relpath(path, start)
+    except ValueError:
+        return absolute
+    return relative if len(relative) <= len(absolute) else absolute
+
+
+def tf32_in_effect(environment: Mapping[str, Any]) -> bool:
+    """Whether TF32 could round the float32 matmuls or convolutions of a run with this ``environment`` (a sidecar's
+    record; only CUDA has TF32 units)."""
+    return (
+        environment.get("device") == "cuda"
+        and environment.get("dtype", "float32") == "float32"
+        and bool(environment.get("matmul_tf32") or environment.get("cudnn_tf32"))
+    )
+
+
+def environment_words(environment: Mapping[str, Any]) -> str:
+    """``cuda with torch 2.14.1, TF32 on``: the facts of an ``environment`` record that can move activations."""
+    parts = [f"{environment['device']} with torch {environment['torch']}"]
+    dtype = str(environment.get("dtype", "float32"))
+    if dtype != "float32":
+        parts.append(dtype)
+    if tf32_in_effect(environment):
+        parts.append("TF32 on")
+    if environment.get("autocast"):
+        parts.append(f"autocast {environment['autocast']}")
+    if environment.get("deterministic"):
+        parts.append("deterministic algorithms")
+    return ", ".join(parts)
+
+
+class FeatvizError(Exception):
+    """A snapshot call that cannot be carried out as written (bad layer name, bad option, damaged golden)."""
+
+
+class FeatureDriftError(AssertionError):
+    """Raised when the current feature maps drifted from the golden ones.
+
+    ``result`` holds the full :class:`SnapshotResult`, so a test can inspect scores after catching the error.
+    """
+
+    def __init__(self, message: str, result: SnapshotResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class GoldenMissingError(AssertionError):
+    """Raised in check mode when a snapshot has no golden yet; the message gives the command that creates it."""
