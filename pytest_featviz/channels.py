@@ -186,7 +186,8 @@ def _later_leaf(leaf: str | None) -> bool:
     return leaf is not None and leaf.split(LEAF_SEPARATOR)[0] != "0"
 
 
-_SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+# Outputs whose values a view reads: strided ones, and the nested (jagged) tensors torch gives them as.
+_READ_LAYOUTS = (torch.strided, getattr(torch, "jagged", torch.strided))
 
 
 def keep(
@@ -205,10 +206,11 @@ def keep(
             f"the output is complex ({tensor.dtype}); feature maps are real: snapshot a module that returns its"
             " magnitude or real part (.abs(), .real), or an earlier layer"
         )
-    if tensor.layout in _SPARSE_LAYOUTS:  # densifying a graph's adjacency could take more memory than the machine has
+    if tensor.layout not in _READ_LAYOUTS:  # sparse, mkldnn: never densified here (a graph's adjacency may not fit)
+        stored = str(tensor.layout).removeprefix("torch.")
         raise LayoutError(
-            f"the output is a sparse tensor ({str(tensor.layout).removeprefix('torch.')}); feature maps are dense:"
-            " snapshot a module that returns it dense (.to_dense()), or an earlier layer"
+            f"the output is a {'sparse' if stored.startswith('sparse') else 'non-strided'} tensor ({stored}); feature"
+            " maps are dense: snapshot a module that returns it dense (.to_dense()), or an earlier layer"
         )
     if tensor.is_meta:
         raise LayoutError("the output is on the meta device, which holds no values: run the model on a real device")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 # The outcomes and errors live in outcomes (loaded at start-up); every module may keep taking them from here.
+from pytest_featviz import outcomes
 from pytest_featviz.outcomes import (
     CREATED as CREATED,
     DRIFT as DRIFT,
@@ -307,3 +308,8 @@ class Evidence:
     layers: tuple[LayerEvidence, ...]
     bit_depth: int
     fresh: Callable[[], tuple[str, dict[str, bytes]]]
+
+
+# FeatureDriftError.__init__ names SnapshotResult in its annotations: resolvable at run time (typing.get_type_hints,
+# documentation tools) once the records exist, as when it was defined here
+outcomes.SnapshotResult = SnapshotResult  # type: ignore[attr-defined]

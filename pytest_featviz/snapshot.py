@@ -400,6 +400,7 @@ def _check(
         return evidence(MATCHED, results, pictures)
     if settings.update:
         provenance = recorded()  # the fingerprints, before the lock
+        rewritten = fresh if keyed is not None else accepted(results)  # its pictures, as written (--featviz-report-all)
         # Writers of this test's goldens in other processes wait, so the one that finds the golden rewritten since
         # it was read by another checks again rather than rewriting it a second time.
         with durable.locked(directory.parent):
@@ -413,7 +414,7 @@ def _check(
             else:
                 _rewrite(directory, stored, current, results, settings, provenance)
                 replaced = False
-        return recheck() if replaced else evidence(UPDATED, results, pictures)
+        return recheck() if replaced else evidence(UPDATED, results, pictures, render=rewritten)
     # a layout changed with its output's shape: the model's module types changed, or the plugin reads such outputs
     # another way now; either way no activation was compared, and none can be said to have moved
     layout_only = all(r.reason.startswith(LAYOUT_CHANGED) for r in results if r.drifted)

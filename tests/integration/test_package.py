@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import typing
 import zipfile
 from pathlib import Path
 
@@ -89,6 +90,9 @@ def test_documented_public_names_import_from_the_package() -> None:
     assert sorted(documented) == sorted(cls.__name__ for cls in exported)
     assert sorted([*documented, "__version__"]) == sorted(pytest_featviz.__all__)
     assert issubclass(FeatureDriftError, AssertionError) and issubclass(GoldenMissingError, AssertionError)
+    # the records, imported when first asked for, are listed and resolved as the other names are
+    assert set(pytest_featviz.__all__) <= set(dir(pytest_featviz))
+    assert typing.get_type_hints(FeatureDriftError.__init__)["result"] == SnapshotResult | None
 
 
 @pytest.fixture(scope="module")

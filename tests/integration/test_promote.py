@@ -112,9 +112,12 @@ def test_promote_writes_what_an_update_writes(
     promoted = _files(golden)
     for name, data in made.items():
         golden.joinpath(name).write_bytes(data)
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    featviz_pytester.runpytest("--featviz-update", "--featviz-report-all").assert_outcomes(passed=1)
     updated = _files(golden)
     assert promoted == updated == current  # and so is copying the current render, as the docs offer
+    # the pictures the report shows of the update are the ones it wrote (it has no sidecar: nothing to promote)
+    shown = _files(featviz_pytester.path / "featviz-report/snapshots/test_models/test_net/0/current")
+    assert shown == {name: data for name, data in updated.items() if name.endswith(".png")}
     assert updated["0.png"] == made["0.png"] and updated["2.png"] != made["2.png"]
     entry = {layer["name"]: layer for layer in json.loads(updated["snapshot.json"])["layers"]}
     assert entry["0"] == {layer["name"]: layer for layer in json.loads(made["snapshot.json"])["layers"]}["0"]

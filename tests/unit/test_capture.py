@@ -306,6 +306,8 @@ class _Densified(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.into == "meta":
             return torch.empty(x.shape, device="meta")
+        if self.into == "mkldnn":
+            return x.to_mkldnn()
         return x.to_sparse() if self.into == "sparse_coo" else x[0, 0].to_sparse_csr()
 
 
@@ -315,8 +317,9 @@ class _Densified(nn.Module):
         ("sparse_coo", r"layer 'out' \(output shape \(1, 8, 4, 4\)\): the output is a sparse tensor \(sparse_coo\)"),
         ("sparse_csr", r"layer 'out' \(output shape \(4, 4\)\): the output is a sparse tensor \(sparse_csr\)"),
         ("meta", r"layer 'out' \(output shape \(1, 8, 4, 4\)\): the output is on the meta device, which holds no"),
+        ("mkldnn", r"layer 'out' \(output shape \(1, 8, 4, 4\)\): the output is a non-strided tensor \(_mkldnn\)"),
     ],
-    ids=["sparse_coo", "sparse_csr", "meta"],
+    ids=["sparse_coo", "sparse_csr", "meta", "mkldnn"],
 )
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
 def test_a_sparse_or_meta_output_fails_naming_the_layer(tmp_path: Path, into: str, message: str) -> None:
