@@ -184,8 +184,8 @@ def _maps(shape: tuple[int, ...], layout: str) -> tuple[int, int, int] | None:
         return None
     kind, batch = label["kind"], label["batch"]
     item: tuple[int, ...] | None = shape[1:]
-    if batch == " (unbatched)":  # torch's sequence modules take one (L, E) sequence too
-        item = shape if kind == "token-image" else None
+    if batch == " (unbatched)":  # torch's sequence modules take one (L, E) sequence too, and attention gives
+        item = shape if kind in ("token-image", "nchw") else None  # its per-head weights (heads, L, S) so
     elif batch:  # a sequence-first (S, B, E) output
         item = (shape[0], shape[2]) if len(shape) == 3 and kind in ("ncl", "tokens", "token-image") else None
     if item is None or len(item) != _ITEM_DIMENSIONS[kind]:

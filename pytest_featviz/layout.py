@@ -337,16 +337,20 @@ def plan(
     facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
     hidden: bool = False,
     leading: bool = False,
+    unbatched: bool = False,
 ) -> Layout:
     """The layout of an output of ``shape`` from a module with ``module_hints`` (see the module doc).
 
     ``facts``: what the model's input tells (:func:`input_facts`); ``hidden``: the output is an RNN's hidden state,
-    batch on axis 1; ``leading``: the batch is known to lead (attention weights, a padded packed sequence).
+    batch on axis 1; ``leading``: the batch is known to lead (attention weights, a padded packed sequence);
+    ``unbatched``: the module was called without a batch (an attention's per-head weights ``(heads, L, S)``).
     """
     shape = tuple(int(s) for s in shape)
     found = module_hints or Hints()
     if len(shape) == 2 and found.sequence:  # torch's sequence modules take one unbatched (L, E) sequence too
         return Layout("token-image", 1, None, batch_axis=UNBATCHED)
+    if len(shape) == 3 and unbatched:  # every head a map of L x S: the heads were read as the batch, head 0 kept
+        return Layout("nchw", shape[0], shape[1:], batch_axis=UNBATCHED)
     if len(shape) == 3 and not leading:
         batch = facts.batch
         if hidden:

@@ -293,3 +293,23 @@ def test_every_layout_a_snapshot_writes_reads_back(
     (tmp_path / SIDECAR).write_text(golden.sidecar_text(snapshot), encoding="utf-8")
     assert golden.read_sidecar(tmp_path) == snapshot
     assert goldenpicture.read_layer(tmp_path, layer, 8).shape == render.mosaic_size(1, layer.tile_shape)
+
+
+def test_the_unbatched_per_head_weights_of_an_attention_read_back(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(16, 4).eval()
+    with torch.no_grad():
+        output = attention(*[torch.randn(10, 16)] * 3, need_weights=True, average_attn_weights=False)
+    kept = channels.keep(output, attention, "1", "all")
+    assert kept.layout == "nchw (unbatched)"
+    capture = LayerCapture("attn+1", kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype)
+    maps = kept.maps.numpy()
+    layer, picture = CurrentLayer(capture, maps, render.channel_statistics(maps)).as_golden("minmax")
+    snapshot = SnapshotGolden("minmax", 8, (layer,))
+    (tmp_path / layer.file).write_bytes(picture)
+    (tmp_path / SIDECAR).write_text(golden.sidecar_text(snapshot), encoding="utf-8")
+    assert golden.read_sidecar(tmp_path) == snapshot
+    # no other layout is read unbatched with three dimensions
+    (tmp_path / SIDECAR).write_text(golden.sidecar_text(snapshot).replace("nchw (unbatched)", "ncl (unbatched)"))
+    with pytest.raises(golden.GoldenError, match=r"layout 'ncl \(unbatched\)'"):
+        golden.read_sidecar(tmp_path)

@@ -437,6 +437,21 @@ def test_an_unbatched_sequence_of_torchs_sequence_modules_is_kept_whole() -> Non
     assert keep(torch.zeros(1, 12), nn.Linear(6, 12), None, 16).layout == "features"  # (B, F) elsewhere
 
 
+def test_the_per_head_weights_of_an_unbatched_attention_are_every_head() -> None:
+    # (heads, L, S) read as a batch of heads kept head 0 alone: a change to the other heads passed
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(16, 4).eval()
+    with torch.no_grad():
+        unbatched = attention(*[torch.randn(10, 16)] * 3, need_weights=True, average_attn_weights=False)
+        batched = attention(*[torch.randn(10, 2, 16)] * 3, need_weights=True, average_attn_weights=False)
+    kept = keep(unbatched, attention, "1", "all")
+    assert kept.layout == "nchw (unbatched)" and kept.channels == (0, 1, 2, 3)
+    assert torch.equal(kept.maps, unbatched[1])
+    assert keep(batched, attention, "1", "all").layout == "nchw"  # (B, heads, L, S): batch item 0, every head
+    averaged = attention(*[torch.randn(10, 16)] * 3, need_weights=True)
+    assert keep(averaged, attention, "1", 16).layout == "token-image (unbatched)"  # (L, S)
+
+
 def test_a_packed_rnn_output_is_read_padded_batch_first() -> None:
     from torch.nn.utils.rnn import pack_padded_sequence
 
