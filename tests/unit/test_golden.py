@@ -21,7 +21,7 @@ import pytest_featviz
 from pytest_featviz import channels, golden, goldenpicture, goldenwrite, render
 from pytest_featviz.capture import LayerCapture
 from pytest_featviz.current import CurrentLayer
-from pytest_featviz.golden import SIDECAR, SnapshotGolden
+from pytest_featviz.golden import SIDECAR, LayerGolden, SnapshotGolden
 from pytest_featviz.layout import Hints, InputFacts
 from unit import snapshotter
 
@@ -285,14 +285,20 @@ def test_every_layout_a_snapshot_writes_reads_back(
     tensor = torch.randn(output, generator=torch.Generator().manual_seed(0))
     kept = channels.keep(tensor, module_hints, None, [0], facts=facts)
     assert kept.layout == label
-    capture = LayerCapture("layer", kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype)
+    layer, snapshot = _written(tmp_path, "layer", kept)
+    assert golden.read_sidecar(tmp_path) == snapshot
+    assert goldenpicture.read_layer(tmp_path, layer, 8).shape == render.mosaic_size(1, layer.tile_shape)
+
+
+def _written(directory: Path, name: str, kept: channels.Kept) -> tuple[LayerGolden, SnapshotGolden]:
+    """The golden of one layer kept as ``kept``, written into ``directory`` as a snapshot writes it."""
+    capture = LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype)
     maps = kept.maps.numpy()
     layer, picture = CurrentLayer(capture, maps, render.channel_statistics(maps)).as_golden("minmax")
     snapshot = SnapshotGolden("minmax", 8, (layer,))
-    (tmp_path / layer.file).write_bytes(picture)
-    (tmp_path / SIDECAR).write_text(golden.sidecar_text(snapshot), encoding="utf-8")
-    assert golden.read_sidecar(tmp_path) == snapshot
-    assert goldenpicture.read_layer(tmp_path, layer, 8).shape == render.mosaic_size(1, layer.tile_shape)
+    (directory / layer.file).write_bytes(picture)
+    (directory / SIDECAR).write_text(golden.sidecar_text(snapshot), encoding="utf-8")
+    return layer, snapshot
 
 
 def test_the_unbatched_per_head_weights_of_an_attention_read_back(tmp_path: Path) -> None:
@@ -302,12 +308,7 @@ def test_the_unbatched_per_head_weights_of_an_attention_read_back(tmp_path: Path
         output = attention(*[torch.randn(10, 16)] * 3, need_weights=True, average_attn_weights=False)
     kept = channels.keep(output, attention, "1", "all")
     assert kept.layout == "nchw (unbatched)"
-    capture = LayerCapture("attn+1", kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype)
-    maps = kept.maps.numpy()
-    layer, picture = CurrentLayer(capture, maps, render.channel_statistics(maps)).as_golden("minmax")
-    snapshot = SnapshotGolden("minmax", 8, (layer,))
-    (tmp_path / layer.file).write_bytes(picture)
-    (tmp_path / SIDECAR).write_text(golden.sidecar_text(snapshot), encoding="utf-8")
+    _, snapshot = _written(tmp_path, "attn+1", kept)
     assert golden.read_sidecar(tmp_path) == snapshot
     # no other layout is read unbatched with three dimensions
     (tmp_path / SIDECAR).write_text(golden.sidecar_text(snapshot).replace("nchw (unbatched)", "ncl (unbatched)"))
