@@ -257,20 +257,22 @@ def _check(
         snapshot = SnapshotGolden(settings.normalize, BIT_DEPTH, tuple(layers), provenance=recorded())
         return golden.sidecar_text(snapshot), pictures
 
+    def whole(sidecar: str, pictures: dict[str, bytes], kept: list[str]) -> tuple[str, dict[str, bytes]]:
+        """A rewrite of the golden in ``directory`` (:func:`_rewritten`) with the pictures of the layers it keeps
+        too, read from the golden, so that the report's current render is that golden whole; the whole fresh render
+        where one of them cannot be read (the golden changed since it was read: promote refuses it anyway)."""
+        try:
+            return sidecar, {**pictures, **{file: (directory / file).read_bytes() for file in kept}}
+        except OSError:
+            return fresh()
+
     def accepted(results: Sequence[LayerResult]) -> Callable[[], tuple[str, dict[str, bytes]]]:
-        """What accepting a drift of the golden in ``directory`` writes, as ``--featviz-update`` does
-        (:func:`_rewritten`), with the pictures of the layers it keeps too, read from the golden, so that the
-        report's current render is that golden whole; the whole fresh render where one of them cannot be read."""
-
-        def render() -> tuple[str, dict[str, bytes]]:
-            assert stored is not None
-            sidecar, pictures, kept = _rewritten(stored, current, results, settings, recorded())
-            try:
-                return sidecar, {**pictures, **{file: (directory / file).read_bytes() for file in kept}}
-            except OSError:  # the golden changed since it was read: promote refuses it anyway (replaces)
-                return fresh()
-
-        return render
+        """What accepting the drift writes, as ``--featviz-update`` does: the drifted layers of the golden (a
+        device's own golden, when the shared one drifted on this device: whole)."""
+        if keyed is not None:
+            return fresh
+        assert stored is not None
+        return lambda: whole(*_rewritten(stored, current, results, settings, recorded()))
 
     def evidence(
         outcome: str,
@@ -400,7 +402,7 @@ def _check(
         return evidence(MATCHED, results, pictures)
     if settings.update:
         provenance = recorded()  # the fingerprints, before the lock
-        rewritten = fresh if keyed is not None else accepted(results)  # its pictures, as written (--featviz-report-all)
+        render = fresh
         # Writers of this test's goldens in other processes wait, so the one that finds the golden rewritten since
         # it was read by another checks again rather than rewriting it a second time.
         with durable.locked(directory.parent):
@@ -411,10 +413,13 @@ def _check(
                 sidecar, files = fresh()
                 goldenwrite.write_files(keyed, sidecar, files)
                 replaced = False  # the result names the shared golden it compared, and the device's as update_dir
-            else:
-                _rewrite(directory, stored, current, results, settings, provenance)
+                render = lambda: (sidecar, files)  # noqa: E731  (what it wrote, for --featviz-report-all)
+            else:  # the drifted layers; those that still match keep their picture
+                sidecar, files, kept = _rewritten(stored, current, results, settings, provenance)
+                goldenwrite.write_files(directory, sidecar, files)
                 replaced = False
-        return recheck() if replaced else evidence(UPDATED, results, pictures, render=rewritten)
+                render = lambda: whole(sidecar, files, kept)  # noqa: E731
+        return recheck() if replaced else evidence(UPDATED, results, pictures, render=render)
     # a layout changed with its output's shape: the model's module types changed, or the plugin reads such outputs
     # another way now; either way no activation was compared, and none can be said to have moved
     layout_only = all(r.reason.startswith(LAYOUT_CHANGED) for r in results if r.drifted)
@@ -449,7 +454,7 @@ def _check(
             " shared one alone)"
         )
     message = drift_message(identity, snapshot_name, directory, results, explanation, same_place)
-    return evidence(DRIFTED, results, pictures, message, fresh if keyed is not None else accepted(results))
+    return evidence(DRIFTED, results, pictures, message, accepted(results))
 
 
 def _test_entry(identity: TestIdentity, directory: Path) -> dict[str, Any]:
@@ -518,16 +523,3 @@ def _rewritten(
         provenance=provenance if provenance is not None else stored.provenance,
     )
     return golden.sidecar_text(snapshot), pictures, [layer.file for layer in layers if layer.file not in pictures]
-
-
-def _rewrite(
-    directory: Path,
-    stored: SnapshotGolden,
-    current: list[CurrentLayer],
-    results: Sequence[LayerResult],
-    settings: Settings,
-    provenance: dict[str, Any] | None = None,
-) -> None:
-    """Rewrite the drifted layers of a golden (:func:`_rewritten`); layers that still match keep their picture."""
-    sidecar, pictures, _ = _rewritten(stored, current, results, settings, provenance)
-    goldenwrite.write_files(directory, sidecar, pictures)
