@@ -33,6 +33,7 @@ from pytest_featviz.layout import (
     InputFacts,
     Layout,
     LayoutError,
+    first_tensor,
     hints,
     pick,
     plan,
@@ -218,20 +219,13 @@ def keep(
     later = _later_leaf(leaf)
     leading = (found.attention and later) or getattr(tensor, "featviz_leading", False)
     # nn.MultiheadAttention called with one (L, E) sequence returns (L, E), and its weights unbatched too
-    unbatched = found.attention and later and _first_leaf_dimensions(output) == 2
+    unbatched = found.attention and later and (first := first_tensor(output)) is not None and first.dim() == 2
     layout = plan(
         tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading, unbatched=unbatched
     )
     channels = choose_channels(spec, tensor, layout)
     maps = extract(tensor, layout, channels)
     return Kept(tuple(tensor.shape), channels, maps, layout.label, tensor.dtype, _finite(tensor))
-
-
-def _first_leaf_dimensions(output: Any) -> int | None:
-    """The number of dimensions of a tuple output's first item, when it is a tensor."""
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0].dim()
-    return None
 
 
 def _finite(tensor: torch.Tensor) -> bool:
