@@ -315,8 +315,11 @@ def _check(
                 return recheck()  # another process created it since it was found missing
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
             # would pass their update and fail every later check. Looking again after writing, the one that sees
-            # the twin takes its own golden back and fails, as the second of the two does in a serial run.
-            _refuse_case_twin(settings.golden_dir, directory, take_back=True)
+            # the twin takes its own golden back and fails, as the second of the two does in a serial run. The
+            # look and the take-back hold the golden root's lock, so that two twins cannot each see the other
+            # and both take theirs back, leaving neither.
+            with durable.locked(settings.golden_dir):
+                _refuse_case_twin(settings.golden_dir, directory, take_back=True)
             return evidence(UPDATED if damaged else CREATED, results, pictures)
         outside = ""
         if identity.test_file.startswith("../"):  # pytest -c other/pytest.ini: the rootdir is that file's folder

@@ -554,6 +554,73 @@ def test_a_case_only_twin_made_meanwhile_by_another_worker_fails_the_update(feat
     assert sorted(p.name for p in golden.iterdir()) == ["test_mode[RGB]"]
 
 
+def test_two_case_only_twins_created_at_once_leave_one_golden(featviz_pytester: pytest.Pytester) -> None:
+    # Two xdist workers create test_mode[rgb] and test_mode[RGB] at the same time and both look for a twin after
+    # writing. Without a lock around that look and the take-back, each saw the other's golden, both took theirs back
+    # and failed, and no golden was left. The conftest plays the other worker in a thread; each look is slowed so
+    # that the two overlap whenever nothing keeps them apart.
+    featviz_pytester.makeconftest(
+        """
+        import threading
+        import time
+
+        import pytest
+        import pytest_featviz.durable as durable
+        import pytest_featviz.goldenpath as goldenpath
+        import pytest_featviz.goldenwrite as goldenwrite
+        import pytest_featviz.snapshot as snapshot
+        from pytest_featviz.golden import GoldenError
+
+        create_files = goldenwrite.create_files
+        case_twin = goldenpath.case_twin
+        other = {}
+
+        def slow_look(root, directory):
+            found = case_twin(root, directory)
+            time.sleep(0.5)
+            return found
+
+        def the_other_worker_looks_again(root, twin):
+            try:
+                snapshot._refuse_case_twin(root, twin, take_back=True)
+                other["outcome"] = "passed"
+            except GoldenError as error:
+                other["outcome"] = f"failed: {error}"
+
+        def racing(directory, sidecar, pictures):
+            twin = directory.parent.with_name(directory.parent.name.replace("rgb", "RGB")) / directory.name
+            create_files(twin, sidecar, pictures)
+            created = create_files(directory, sidecar, pictures)
+            root = directory.parents[2]
+
+            def look():  # the other worker's look, under the lock snapshot.py takes for it
+                with durable.locked(root):
+                    the_other_worker_looks_again(root, twin)
+
+            other["thread"] = threading.Thread(target=look)
+            other["thread"].start()
+            return created
+
+        @pytest.fixture(autouse=True)
+        def other_worker(monkeypatch):
+            monkeypatch.setattr(goldenwrite, "create_files", racing)
+            monkeypatch.setattr(goldenpath, "case_twin", slow_look)
+            yield
+            other["thread"].join()
+            print("other worker:", other["outcome"])
+        """
+    )
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_case=CASE_TESTS.replace('["RGB", "rgb"]', '["rgb"]'))
+    result = featviz_pytester.runpytest("--featviz-update", "-k", "test_mode", "-s")
+    outcomes = result.parseoutcomes()
+    other = "passed" if "other worker: passed" in result.stdout.str() else "failed"
+    assert sorted([other, "passed" if outcomes.get("passed") else "failed"]) == ["failed", "passed"]
+    golden = featviz_pytester.path / "golden" / "test_case"
+    left = "test_mode[rgb]/0" if other == "failed" else "test_mode[RGB]/0"
+    assert sorted(p.parent.relative_to(golden).as_posix() for p in golden.rglob("snapshot.json")) == [left]
+    result.stdout.fnmatch_lines(["*differs only in letter case*"])
+
+
 BAD_INPUT_TESTS = """
 import pytest
 import torch
