@@ -23,9 +23,10 @@ Layouts (``label``: rule -> maps):
 * ``nchw``: ``(B, C, H, W)`` -> C maps of H x W.
 * ``nhwc``: ``(B, H, W, C)`` -> C maps of H x W. Taken when the module is not a convolution, norm or pooling layer
   and its last dimension is one of the module's feature sizes while its dimension 1 is not, or is too but the
-  module certainly works on its last dimension (see :func:`own_hints`; a module that tells nothing, such as a GELU
-  or a permute, takes the hints of its nearest ancestor that does). torchvision's Swin stages give
-  ``(1, 56, 56, 96)``.
+  module certainly works on its last dimension (see :func:`own_hints`), or the module is a permute to channels
+  last. What made the output tells first (:func:`_made_by`: a permute by its ``dims``, an ``nn.Sequential`` by its
+  last module, an activation inside one by the module before it); a module that tells nothing else, such as a
+  reshape, takes the hints of its nearest ancestor that does. torchvision's Swin stages give ``(1, 56, 56, 96)``.
 * ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above), in a model whose
   input holds an image (a tensor of 4 or more dimensions, or an array or picture), and whose ``N`` minus ``P``
   prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and fewer than a
@@ -56,7 +57,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -142,6 +143,12 @@ class Hints:
     # of a module holding token embeddings and no layer norm, attention, RNN or channels-first layer (a GPT whose norm
     # is F.layer_norm): the sizes that a 3-D output of a model without an image has last, (B, T, C)
     token_sizes: frozenset[int] = frozenset()
+    # a permute to channels last (``Permute([0, 2, 3, 1])``): a 4-D output is (B, H, W, C) whatever its sizes
+    channels_last: bool = False
+    # of a module of your own holding channels-first layers and nothing else that tells (a block wrapping a Conv1d):
+    # their channel counts; an output whose dimension 1 is one of them and whose last dimension is not is channels
+    # first, whatever the ancestors' hints say (see :func:`hints`)
+    channel_sizes: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +212,109 @@ def _linear_block(inner: Sequence[nn.Module]) -> bool:
     ) and any(isinstance(m, (*_LINEAR, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
 
 
+# modules whose output has their input's layout: what made their input tells it (see :func:`_made_by`); the GLU is
+# not one (it halves a dimension)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Threshold,
+    nn.Hardtanh,
+    nn.Hardshrink,
+    nn.Softshrink,
+    nn.LogSigmoid,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Softmin,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+_TO_CHANNELS_LAST = (0, 2, 3, 1)
+_TO_CHANNELS_FIRST = (0, 3, 1, 2)
+
+
+def _permute_hints(module: nn.Module) -> Hints | None:
+    """What a permute module of a map tells: a module named ``Permute`` (torchvision's, or one of your own) whose
+    ``dims`` are ``[0, 2, 3, 1]`` makes a channels-last map, ``[0, 3, 1, 2]`` a channels-first one; ``None`` for
+    any other module."""
+    if type(module).__name__ != "Permute":
+        return None
+    dims = getattr(module, "dims", None)
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
+        return None
+    if tuple(dims) == _TO_CHANNELS_LAST:
+        return Hints(channels_last=True)
+    return Hints(channels_first=True) if tuple(dims) == _TO_CHANNELS_FIRST else None
+
+
+def _plain_sequential(module: nn.Module | None) -> TypeGuard[nn.Sequential]:
+    """Whether ``module`` is an ``nn.Sequential`` with torch's forward pass: its output is its last module's."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _own(module: nn.Module, cache: dict[int, Hints | None]) -> Hints | None:
+    if id(module) not in cache:
+        cache[id(module)] = own_hints(module)
+    return cache[id(module)]
+
+
+def _made_by(module: nn.Module, parent: nn.Module | None, cache: dict[int, Hints | None]) -> Hints | None:
+    """What tells the layout of ``module``'s own output before its ancestors are asked (``None``: they are).
+
+    A permute of a map tells by its ``dims`` (:func:`_permute_hints`). An ``nn.Sequential``'s output is its last
+    module's, so that module tells it (ConvNeXt's ``block`` ends in a permute back to NCHW; a ``Sequential(Permute,
+    Linear)`` makes the ``Linear``'s channels-last output). An activation, dropout or identity that tells nothing
+    itself keeps its input's layout: inside an ``nn.Sequential``, the module before it tells (ConvNeXt's GELU
+    between its two ``Linear`` layers). Else the module's own hints (:func:`own_hints`).
+    """
+    permuted = _permute_hints(module)
+    if permuted is not None:
+        return permuted
+    if _plain_sequential(module) and len(module):
+        made = _made_by(module[-1], module, cache)
+        if made is not None:
+            return made
+    own = _own(module, cache)
+    if own is None and _plain(module, _ELEMENTWISE) and _plain_sequential(parent):
+        siblings = list(parent)
+        positions = [i for i, sibling in enumerate(siblings) if sibling is module]
+        if len(positions) == 1 and positions[0] > 0:  # one place: one module before it
+            return _made_by(siblings[positions[0] - 1], parent, cache)
+    return own
+
+
+def _channel_sizes(module: nn.Module) -> frozenset[int]:
+    """The channel counts of the convolutions and norms inside ``module`` (see :attr:`Hints.channel_sizes`)."""
+    sizes: set[int] = set()
+    for inner in module.modules():
+        if isinstance(inner, _CHANNELS_FIRST):
+            for attribute in ("out_channels", "num_features", "num_channels"):
+                value = getattr(inner, attribute, None)
+                if isinstance(value, int):
+                    sizes.add(value)
+    return frozenset(sizes)
+
+
 def own_hints(module: nn.Module) -> Hints | None:
     """What ``module`` itself tells, or ``None`` when it tells nothing (an activation, dropout, a reshape...).
 
@@ -258,7 +368,9 @@ def batch_first(module: nn.Module) -> bool | None:
 def hints(
     module: nn.Module | None, ancestors: Sequence[nn.Module] = (), known: dict[int, Hints | None] | None = None
 ) -> Hints:
-    """The layout hints of ``module``: its own, else those of its nearest ancestor that has any (nearest first).
+    """The layout hints of ``module``: what made its output (:func:`_made_by`), else those of its nearest ancestor
+    that has any (nearest first), with the channel counts of the convolutions a module of your own wraps
+    (:attr:`Hints.channel_sizes`).
 
     Sequence first when the module is an RNN, attention or transformer module of torch built with
     ``batch_first=False``, or lies inside such a transformer module (its ``linear1``, ``norm2``): torch fixes the
@@ -266,15 +378,11 @@ def hints(
     ``known`` caches :func:`own_hints` by module id across calls on one model (a module's own hints walk its subtree).
     """
     cache: dict[int, Hints | None] = {} if known is None else known
-    candidates = ([module] if module is not None else []) + list(ancestors)
-    found = Hints()
-    for candidate in candidates:
-        if id(candidate) not in cache:
-            cache[id(candidate)] = own_hints(candidate)
-        own = cache[id(candidate)]
-        if own is not None:
-            found = own
-            break
+    made = _made_by(module, ancestors[0] if ancestors else None, cache) if module is not None else None
+    found = made or next((own for own in (_own(a, cache) for a in ancestors) if own is not None), Hints())
+    if made is None and module is not None:
+        sizes = _channel_sizes(module)
+        found = replace(found, channel_sizes=sizes) if sizes else found
     told = batch_first(module) if module is not None else None
     if told is None:
         told = next((batch_first(a) for a in ancestors if isinstance(a, _TRANSFORMERS)), None)
@@ -372,11 +480,19 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
             "the output holds no values: batch item 0 has nothing to picture; snapshot a layer (or"
             " an input) that gives it values"
         )
+    # a module of your own wrapping convolutions: dimension 1 is one of their channel counts, the last is not
+    sized_first = len(shape) >= 3 and shape[1] in found.channel_sizes and shape[-1] not in found.channel_sizes
     last_is_feature = (
         not found.channels_first
+        and not sized_first
         and len(shape) >= 3
-        and shape[-1] in found.feature_sizes
-        and (shape[1] not in found.feature_sizes or found.last_when_tied or found.linear_block)
+        and (
+            (found.channels_last and len(shape) == 4)
+            or (
+                shape[-1] in found.feature_sizes
+                and (shape[1] not in found.feature_sizes or found.last_when_tied or found.linear_block)
+            )
+        )
     )
     if len(shape) == 2:
         return Layout("features", 1, None)
@@ -384,7 +500,8 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
         if found.recurrent:
             return Layout("token-image", 1, None)
         tokens = found.token_sizes
-        if facts.image_sides is None and shape[-1] in tokens and (shape[1] not in tokens or found.linear_block):
+        text = facts.image_sides is None and not sized_first
+        if text and shape[-1] in tokens and (shape[1] not in tokens or found.linear_block):
             return Layout("token-image", 1, None)  # a text model that tells its sizes by its embeddings only
         if last_is_feature:
             grid = _square_grid(shape[1], facts.image_sides) if facts.image_sides is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections import namedtuple
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 import torch
@@ -107,7 +108,11 @@ def test_a_text_model_that_tells_its_sizes_by_its_embeddings_keeps_every_token()
     block = model.h[0]
     assert plan((1, 64, 32), hints(block, [model.h, model]), facts=text).label == "token-image"
     assert plan((1, 32, 32), hints(block, [model.h, model]), facts=text).label == "token-image"  # T == C
-    assert plan((1, 64, 32), hints(block, [model.h, model]), facts=InputFacts((64, 64), 1)).label == "ncl"
+    # beside an image, the embeddings tell nothing: a module that tells nothing itself reads channels first...
+    image = InputFacts((64, 64), 1)
+    assert plan((1, 64, 32), hints(nn.Tanh(), [model.h, model]), facts=image).label == "ncl"
+    # ...while the block, an nn.Sequential ending in a Linear, makes that Linear's output: its features are last
+    assert plan((1, 64, 32), hints(block, [model.h, model]), facts=image).label == "tokens:0+8x8"
     # a text CNN (embeddings, then Conv1d over (B, E, L)) keeps its channels first
     cnn = nn.Sequential(nn.Embedding(50, 32), nn.Conv1d(32, 16, 3), nn.ReLU())
     assert plan((1, 16, 32), hints(cnn[2], [cnn]), facts=text).label == "ncl"
@@ -157,6 +162,107 @@ def test_a_channels_first_output_as_tall_as_it_is_wide_stays_nchw() -> None:
 def test_an_activation_inside_a_transformer_block_takes_its_parents_hints() -> None:
     block = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
     assert plan((1, 4, 4, 32), hints(block[2], [block])).label == "nhwc"
+
+
+class Permute(nn.Module):
+    """A permute module of your own, as torchvision's ``Permute``: a ``dims`` list."""
+
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.dims)
+
+
+def test_a_convnext_block_is_channels_last_between_its_permutes_also_where_h_equals_c() -> None:
+    """torchvision's CNBlock at 384 px: its permute and its GELU give (1, 96, 96, 96) and (1, 96, 96, 384), whose
+    H is a feature size of the block too; they were read NCHW there (and NHWC at 64 px), so 16 of 96 rows of the map
+    were kept as its channels."""
+    from torchvision.models.convnext import CNBlock
+
+    torch.manual_seed(0)
+    cnblock = CNBlock(96, 1e-6, 0.0).eval()
+    model = nn.Sequential(cnblock)
+    names = dict(model.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            seen[name] = output
+
+        return hook
+
+    for name in ("0.block", "0.block.1", "0.block.4", "0.block.6"):
+        names[name].register_forward_hook(keeper(name))
+    with torch.inference_mode():
+        model(torch.randn(1, 96, 96, 96))
+
+    def label(name: str) -> str:
+        ancestors = [names[".".join(name.split(".")[:k])] for k in range(name.count("."), 0, -1)]
+        return plan(seen[name].shape, hints(names[name], [*ancestors, model])).label
+
+    assert [label(n) for n in ("0.block.1", "0.block.4", "0.block.6", "0.block")] == ["nhwc", "nhwc", "nchw", "nchw"]
+    gelu = hints(names["0.block.4"], [names["0.block"], cnblock, model])
+    kept = keep(seen["0.block.4"], gelu, None, 16)
+    assert kept.maps.shape == (16, 96, 96)  # 16 of the 384 channels, each a 96 x 96 map
+    assert torch.equal(kept.maps, seen["0.block.4"][0].permute(2, 0, 1)[list(kept.channels)])
+
+
+def test_a_sequential_is_read_as_the_module_it_ends_in() -> None:
+    # Sequential(Permute, Linear) in a CNN: channels last, like its Linear, also where H equals the Linear's width
+    mix = nn.Sequential(Permute([0, 2, 3, 1]), nn.Linear(8, 12))
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), mix)
+    assert plan((1, 12, 12, 12), hints(mix, [cnn])).label == "nhwc"
+    assert plan((1, 12, 12, 12), hints(mix[1], [mix, cnn])).label == "nhwc"
+    assert plan((1, 12, 12, 8), hints(mix[0], [mix, cnn])).label == "nhwc"  # the permute to channels last
+    assert plan((1, 8, 12, 12), hints(Permute([0, 3, 1, 2]), [cnn])).label == "nchw"
+    assert plan((1, 12, 12, 8), hints(Permute([0, 1, 3, 2]), [cnn])).label == "nchw"  # no map permute: tells nothing
+    # a Sequential with a forward of its own may not end in its last module: the old rules apply
+    backwards = type("Backwards", (nn.Sequential,), {"forward": lambda self, x: self[0](x)})(
+        nn.Conv2d(3, 8, 1), nn.Linear(8, 12)
+    )
+    assert plan((1, 12, 12, 12), hints(backwards, [cnn])).label == "nchw"
+
+
+def test_an_activation_in_a_sequential_keeps_the_layout_of_the_module_before_it() -> None:
+    head = nn.Sequential(nn.Conv2d(8, 8, 1), nn.GELU(), nn.Dropout(), Permute([0, 2, 3, 1]), nn.LayerNorm(8), nn.ReLU())
+    block = nn.Sequential(nn.LayerNorm(8), head)  # its layer norm makes 8 a feature size around the head
+    assert plan((1, 5, 12, 8), hints(head[1], [head, block])).label == "nchw"  # after the convolution
+    assert plan((1, 5, 12, 8), hints(head[2], [head, block])).label == "nchw"  # after the GELU, after the convolution
+    assert plan((1, 8, 8, 8), hints(head[5], [head, block])).label == "nhwc"  # after the layer norm
+    # the same ReLU in two places has no one module before it: its ancestors tell, as before
+    relu = nn.ReLU()
+    twice = nn.Sequential(nn.Conv2d(8, 8, 1), relu, Permute([0, 2, 3, 1]), nn.Linear(8, 8), relu)
+    assert plan((1, 5, 12, 8), hints(relu, [twice, block])).label == "nhwc"
+    # a GLU halves a dimension, so it does not pass on the layout of what came before
+    gated = nn.Sequential(nn.Conv2d(8, 16, 1), nn.GLU(dim=1))
+    assert plan((1, 5, 12, 8), hints(gated[1], [gated, block])).label == "nhwc"
+
+
+class ConvWrapper(nn.Module):
+    """A block of your own around a Conv1d, and one that transposes (B, T, C) around it as a Conformer's does."""
+
+    def __init__(self, transpose: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(16, 16, 3, padding=1)
+        self.transpose = transpose
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.transpose(1, 2)).transpose(1, 2) if self.transpose else self.conv(x)
+
+
+def test_a_block_of_your_own_around_a_conv1d_stays_channels_first() -> None:
+    """Under a model whose layer norm is as wide as the sequence is long, (1, 16, 64) was read as 16 tokens of width
+    64 while the Conv1d inside gave the same tensor as 16 channels."""
+    wrap, conformer = ConvWrapper(), ConvWrapper(transpose=True)
+    model = nn.Sequential(wrap, conformer, nn.LayerNorm(64), nn.LayerNorm(16))
+    assert plan((1, 16, 64), hints(wrap, [model]), facts=TEXT).label == "ncl"
+    assert plan((1, 16, 64), hints(wrap.conv, [wrap, model]), facts=TEXT).label == "ncl"
+    # dimension 1 no channel count of its convolution, or both ends one: the ancestors tell, as before
+    assert plan((1, 64, 16), hints(conformer, [model]), facts=TEXT).label == "token-image"
+    assert plan((1, 16, 16), hints(conformer, [model]), facts=TEXT).label == "token-image"
+    assert plan((1, 64, 16), hints(ConvWrapper(transpose=True), [nn.LayerNorm(16)]), facts=TEXT).kind == "token-image"
 
 
 @pytest.mark.parametrize(
