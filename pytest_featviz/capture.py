@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from pytest_featviz.channels import ChannelSpec, keep
-from pytest_featviz.layout import Hints, LayoutError, first_tensor, input_facts, pick
+from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, first_tensor, input_facts, pick
 from pytest_featviz.records import FeatvizError
 
 
@@ -260,6 +260,8 @@ def capture(
 
     def make_hook(target: Target) -> Callable[..., None]:
         count = 0
+        # the layer's name without its leaf selector (``lstm`` of ``lstm+1+0``), put before the leaves an error lists
+        layer = target.name if target.leaf is None else target.name[: -len(LEAF_SEPARATOR + target.leaf)]
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             nonlocal count
@@ -274,7 +276,8 @@ def capture(
                 return
             try:
                 spec = channels(name) if callable(channels) else channels
-                kept = keep(output, module if target.hints is None else target.hints, target.leaf, spec, facts=facts)
+                found = module if target.hints is None else target.hints
+                kept = keep(output, found, target.leaf, spec, facts=facts, layer=layer)
             except ValueError as exc:
                 errors.append(FeatvizError(f"layer {name!r}{_leaf_shape(output, target.leaf)}: {exc}"))
                 return

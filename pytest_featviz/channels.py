@@ -198,10 +198,12 @@ def keep(
     spec: ChannelSpec,
     *,
     facts: InputFacts = InputFacts(),  # noqa: B008 (frozen)
+    layer: str = "",
 ) -> Kept:
     """What a hook keeps of ``output`` of ``module`` (or of a module with these hints): the leaf, its layout, its
-    selected channels as maps. ``facts``: what the model's input tells (:func:`layout.input_facts`)."""
-    tensor = pick(output, leaf)
+    selected channels as maps. ``facts``: what the model's input tells (:func:`layout.input_facts`); ``layer``: the
+    layer's name without its leaf, for the error naming the leaves there are (:func:`layout.pick`)."""
+    tensor = pick(output, leaf, layer)
     if tensor.is_complex():  # float32 maps would keep the real part only, silently
         raise LayoutError(
             f"the output is complex ({tensor.dtype}); feature maps are real: snapshot a module that returns its"

@@ -556,8 +556,10 @@ def tensor_leaves(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tens
         yield from tensor_leaves(value, f"{path}{LEAF_SEPARATOR}{key}" if path else key)
 
 
-def pick(output: Any, leaf: str | None) -> torch.Tensor:
-    """The tensor leaf of ``output`` named by ``leaf`` (a selector without the layer name; ``None``: the first)."""
+def pick(output: Any, leaf: str | None, layer: str = "") -> torch.Tensor:
+    """The tensor leaf of ``output`` named by ``leaf`` (a selector without the layer name; ``None``: the first).
+    ``layer``: the name of the layer the output is of, which the error for an unknown leaf puts before each leaf it
+    lists, so that they read as names to pass (``'lstm+0', 'lstm+1+0'``)."""
     leaves = list(tensor_leaves(output))
     if not leaves:
         raise LayoutError(f"the output is a {type(output).__name__}, which holds no tensor")
@@ -566,5 +568,5 @@ def pick(output: Any, leaf: str | None) -> torch.Tensor:
     for selector, tensor in leaves:
         if selector == leaf:
             return tensor
-    known = ", ".join(repr(LEAF_SEPARATOR + s) for s, _ in leaves if s) or "none: the output is a single tensor"
+    known = ", ".join(repr(layer + LEAF_SEPARATOR + s) for s, _ in leaves if s) or "none: the output is a single tensor"
     raise LayoutError(f"the output has no leaf {LEAF_SEPARATOR + leaf!r}; its tensor leaves: {known}")

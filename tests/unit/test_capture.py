@@ -724,6 +724,7 @@ def test_a_leafs_error_shows_that_leafs_shape_and_a_misspelled_leaf_no_shape() -
     x = _x(1, 3, 8, 8)
     with pytest.raises(FeatvizError) as error:
         capture(model, x, [Target("0+map", model[0], leaf="map")], 16)
-    assert str(error.value) == "layer '0+map': the output has no leaf '+map'; its tensor leaves: '+scores', '+maps'"
+    # the leaves there are, as names to pass: '0+maps', not '+maps'
+    assert str(error.value) == "layer '0+map': the output has no leaf '+map'; its tensor leaves: '0+scores', '0+maps'"
     with pytest.raises(FeatvizError, match=r"^layer '0\+maps' \(output shape \(1, 4, 8, 8\)\): channel indices \[7\]"):
         capture(model, x, [Target("0+maps", model[0], leaf="maps")], [7])

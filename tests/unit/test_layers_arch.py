@@ -131,7 +131,7 @@ def test_a_leaf_selector_captures_that_leaf_under_its_name() -> None:
 
 def test_an_unknown_leaf_fails_naming_the_leaves() -> None:
     model = Outer()
-    with pytest.raises(FeatvizError, match=r"layer 'seg\+logits'.*its tensor leaves: '\+aux', '\+out'"):
+    with pytest.raises(FeatvizError, match=r"layer 'seg\+logits'.*its tensor leaves: 'seg\+aux', 'seg\+out'"):
         capture(model, IMAGE, resolve_layers(model, "seg+logits"), 16)
 
 
