@@ -212,9 +212,20 @@ def _linear_block(inner: Sequence[nn.Module]) -> bool:
     ) and any(isinstance(m, (*_LINEAR, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
 
 
+# Modules that return their input unchanged in eval mode, where snapshots are taken.
+PASS_THROUGH = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
 # modules whose output has their input's layout: what made their input tells it (see :func:`_made_by`); the GLU is
 # not one (it halves a dimension)
 _ELEMENTWISE = (
+    *PASS_THROUGH,
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -241,13 +252,6 @@ _ELEMENTWISE = (
     nn.Softmax,
     nn.LogSoftmax,
     nn.Softmin,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
 )
 _TO_CHANNELS_LAST = (0, 2, 3, 1)
 _TO_CHANNELS_FIRST = (0, 3, 1, 2)

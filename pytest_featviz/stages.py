@@ -51,24 +51,12 @@ from pytest_featviz.layers import (
     refuse_layerless,
     refuse_unhookable,
 )
-from pytest_featviz.layout import Hints, InputFacts, LayoutError, input_facts, plan
+from pytest_featviz.layout import PASS_THROUGH, Hints, InputFacts, LayoutError, input_facts, plan
 
 MAX_DEFAULT_LAYERS = 8
 MAX_SHARED_CALLS = 3  # a chosen module that ran 2 or 3 times with one output shape is taken at every call
 MIN_DEFAULT_LAYERS = 4
 STAGE_DEPTH_WINDOW = 2
-
-
-# Modules that return their input unchanged in eval mode, where snapshots are taken.
-PASS_THROUGH = (
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
 
 
 def default_selection(model: nn.Module, inputs: Any) -> list[str]:
