@@ -25,8 +25,10 @@ Layouts (``label``: rule -> maps):
   and its last dimension is one of the module's feature sizes while its dimension 1 is not, or is too but the
   module certainly works on its last dimension (see :func:`own_hints`), or the module is a permute to channels
   last. What made the output tells first (:func:`_made_by`: a permute by its ``dims``, an ``nn.Sequential`` by its
-  last module, an activation inside one by the module before it); a module that tells nothing else, such as a
-  reshape, takes the hints of its nearest ancestor that does. torchvision's Swin stages give ``(1, 56, 56, 96)``.
+  last module, an activation inside one by the module before it); a module that tells nothing else and holds
+  convolutions but no ``Linear`` is channels first when dimension 1 is one of their channel counts and the last
+  dimension is not (:attr:`Hints.channel_sizes`); any other, such as a reshape, takes the hints of its nearest
+  ancestor that does. torchvision's Swin stages give ``(1, 56, 56, 96)``.
 * ``tokens:P+HxW``: ``(B, N, C)`` from a module whose last dimension is a feature size (as above), in a model whose
   input holds an image (a tensor of 4 or more dimensions, or an array or picture), and whose ``N`` minus ``P``
   prefix tokens (class, register, distillation tokens; ``P`` from 0 to 8, the smallest that fits, and fewer than a
@@ -145,9 +147,9 @@ class Hints:
     token_sizes: frozenset[int] = frozenset()
     # a permute to channels last (``Permute([0, 2, 3, 1])``): a 4-D output is (B, H, W, C) whatever its sizes
     channels_last: bool = False
-    # of a module of your own holding channels-first layers and nothing else that tells (a block wrapping a Conv1d):
-    # their channel counts; an output whose dimension 1 is one of them and whose last dimension is not is channels
-    # first, whatever the ancestors' hints say (see :func:`hints`)
+    # of a module that tells nothing itself and holds channels-first layers but no Linear or Embedding (a block of
+    # your own wrapping a Conv1d): their channel counts; an output whose dimension 1 is one of them and whose last
+    # dimension is not is channels first, whatever the ancestors' hints say (see :func:`hints`)
     channel_sizes: frozenset[int] = frozenset()
 
 
@@ -308,9 +310,14 @@ def _made_by(module: nn.Module, parent: nn.Module | None, cache: dict[int, Hints
 
 
 def _channel_sizes(module: nn.Module) -> frozenset[int]:
-    """The channel counts of the convolutions and norms inside ``module`` (see :attr:`Hints.channel_sizes`)."""
+    """The channel counts of the convolutions and norms inside ``module`` (see :attr:`Hints.channel_sizes`); none
+    when it also holds a ``Linear`` or an ``Embedding``, which may make tokens or a channels-last map of them (a
+    hybrid's convolutional stem projected to its width) whose length may be a channel count too."""
+    inner_modules = list(module.modules())
+    if any(isinstance(inner, (*_LINEAR, nn.Embedding)) for inner in inner_modules):
+        return frozenset()
     sizes: set[int] = set()
-    for inner in module.modules():
+    for inner in inner_modules:
         if isinstance(inner, _CHANNELS_FIRST):
             for attribute in ("out_channels", "num_features", "num_channels"):
                 value = getattr(inner, attribute, None)

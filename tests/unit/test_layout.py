@@ -265,6 +265,30 @@ def test_a_block_of_your_own_around_a_conv1d_stays_channels_first() -> None:
     assert plan((1, 64, 16), hints(ConvWrapper(transpose=True), [nn.LayerNorm(16)]), facts=TEXT).kind == "token-image"
 
 
+class ConvStem(nn.Module):
+    """A hybrid's convolutional stem: convolutions of 32 and 64 channels, then a Linear projecting to the width."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.Conv2d(32, 64, 3, 2, 1))
+        self.proj = nn.Linear(64, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(x).flatten(2).transpose(1, 2))
+
+
+def test_a_stem_of_convolutions_projected_by_a_linear_is_not_read_by_their_channel_counts() -> None:
+    """Its 64 tokens (8 x 8 at 32 px) of width 192, or its (1, 64, 64, 96) map, have 64 first as its last convolution
+    has 64 channels: they were read as 64 channels of 1 x 192 (and 64 x 96) while its Linear read them right."""
+    stem = ConvStem(192)
+    model = nn.Sequential(stem, nn.LayerNorm(192))
+    image = InputFacts((32, 32), 1)
+    assert plan((1, 64, 192), hints(stem, [model]), facts=image).label == "tokens:0+8x8"
+    assert plan((1, 64, 192), hints(stem.proj, [stem, model]), facts=image).label == "tokens:0+8x8"
+    swin = nn.Sequential(ConvStem(96), nn.LayerNorm(96))
+    assert plan((1, 64, 64, 96), hints(swin[0], [swin])).label == "nhwc"
+
+
 @pytest.mark.parametrize(
     ("tokens", "prefix", "side"),
     [(16, 0, 4), (17, 1, 4), (18, 2, 4), (41, 5, 6), (197, 1, 14), (201, 5, 14)],
