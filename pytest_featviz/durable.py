@@ -253,7 +253,9 @@ def _written_here_now(match: re.Match[str]) -> bool:
 def locked(directory: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on the existing ``directory`` while the body runs: the body of another
     process locking it waits. Locks nothing where the OS or the file system has no ``flock`` (Windows, some network
-    drives); callers must be correct without it, the lock only narrowing a race."""
+    drives); callers must be correct without it, the lock only narrowing a race. Not re-entrant: each call opens
+    the directory anew, so locking a directory again inside the body (the golden root is the parent of some
+    snapshot directories) waits for ever."""
     try:
         import fcntl
     except ImportError:  # Windows
