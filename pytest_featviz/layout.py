@@ -380,8 +380,8 @@ def hints(
     module: nn.Module | None, ancestors: Sequence[nn.Module] = (), known: dict[int, Hints | None] | None = None
 ) -> Hints:
     """The layout hints of ``module``: what made its output (:func:`_made_by`), else those of its nearest ancestor
-    that has any (nearest first), with the channel counts of the convolutions a module of your own wraps
-    (:attr:`Hints.channel_sizes`).
+    that has any (nearest first), with the channel counts of the convolutions inside ``module`` when it tells
+    nothing itself (:attr:`Hints.channel_sizes`: one of your own, or an ``nn.Sequential`` ending in such a module).
 
     Sequence first when the module is an RNN, attention or transformer module of torch built with
     ``batch_first=False``, or lies inside such a transformer module (its ``linear1``, ``norm2``): torch fixes the
