@@ -559,7 +559,7 @@ def test_two_processes_rewriting_one_snapshot_at_once_both_succeed(tmp_path: Pat
 
     directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
     _write(directory, seed=0)
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads (Python >= 3.12 warns)
     start = context.Barrier(2)
     writers = [
         context.Process(target=_write_many, args=(str(directory), seeds, start, 200)) for seeds in ((1, 3), (2, 4))
@@ -589,7 +589,7 @@ def test_a_golden_read_while_another_process_replaces_it_is_read_whole(tmp_path:
 
     directory = tmp_path / "golden" / "test_m" / "test_x" / "0"
     _write(directory, seed=0)
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads (Python >= 3.12 warns)
     start = context.Barrier(2)
     writer = context.Process(target=_rewrite_many, args=(str(directory), start, 300))
     writer.start()
