@@ -177,7 +177,7 @@ def test_layers_surveys_a_lazy_model_made_under_inference_mode(
     assert status == 0 and row(lines, "2")[-3:] == ["4)", "nchw", "1"]
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is (deprecated|not supported):FutureWarning")
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [

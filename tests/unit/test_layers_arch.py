@@ -76,7 +76,7 @@ def test_a_dataparallel_model_captures_under_the_plain_name() -> None:
     assert default_selection(model, IMAGE) == ["0", "1", "2", "3"]
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is (deprecated|not supported):FutureWarning")
 def test_a_scripted_model_is_refused_with_what_to_do() -> None:
     scripted = torch.jit.script(tiny_cnn())
     with pytest.raises(FeatvizError, match=r"TorchScript modules \(the model itself\).*Snapshot the eager nn.Module"):
