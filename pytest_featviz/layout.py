@@ -189,6 +189,17 @@ def _plain(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
 
 _LAST_ONLY = (*_LINEAR, nn.Embedding, nn.LayerNorm)
 
+# Modules that return their input unchanged in eval mode, where snapshots are taken.
+PASS_THROUGH = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
 
 def _channels_last_only(module: nn.Module) -> bool:
     """Whether ``module``'s output certainly has its features last, even when its dimension 1 is a feature size too:
@@ -197,7 +208,7 @@ def _channels_last_only(module: nn.Module) -> bool:
     if _plain(module, _LAST_ONLY):
         return True
     if isinstance(module, nn.Sequential):
-        last = [m for m in module if not isinstance(m, (nn.Identity, nn.modules.dropout._DropoutNd))]
+        last = [m for m in module if not isinstance(m, PASS_THROUGH)]
         return bool(last) and _channels_last_only(last[-1])
     return False
 
@@ -214,16 +225,6 @@ def _linear_block(inner: Sequence[nn.Module]) -> bool:
     ) and any(isinstance(m, (*_LINEAR, nn.MultiheadAttention, nn.RNNBase)) for m in inner)
 
 
-# Modules that return their input unchanged in eval mode, where snapshots are taken.
-PASS_THROUGH = (
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
 # modules whose output has their input's layout: what made their input tells it (see :func:`_made_by`); the GLU is
 # not one (it halves a dimension)
 _ELEMENTWISE = (
