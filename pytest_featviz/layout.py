@@ -391,9 +391,11 @@ def hints(
     """
     cache: dict[int, Hints | None] = {} if known is None else known
     made = _made_by(module, ancestors[0] if ancestors else None, cache) if module is not None else None
-    found = made or next((own for own in (_own(a, cache) for a in ancestors) if own is not None), Hints())
-    if made is None and module is not None:
-        sizes = _channel_sizes(module)
+    if made is not None:
+        found = made
+    else:  # the nearest ancestor that tells, with the channel counts of the convolutions inside the module
+        found = next((own for own in (_own(a, cache) for a in ancestors) if own is not None), Hints())
+        sizes = _channel_sizes(module) if module is not None else frozenset()
         found = replace(found, channel_sizes=sizes) if sizes else found
     told = batch_first(module) if module is not None else None
     if told is None:
