@@ -202,20 +202,41 @@ def _collecting_options(args: Sequence[str]) -> list[str]:
     return options
 
 
-def _golden_options(config: pytest.Config) -> list[str]:
+# The settings whose command line options a printed create or accept command repeats, besides where the goldens are:
+# what a check decides and an update writes. Without them, "accept it with" from a --featviz-normalize=sigmoid run
+# compared with the defaults, found the golden unchanged and rewrote nothing, and "create it with" from a
+# --featviz-channels=4 run wrote 16 channels, which the same run then called drifted.
+CHECK_SETTINGS = (
+    "featviz_threshold",
+    "featviz_stat_tolerance",
+    "featviz_rms_tolerance",
+    "featviz_channels",
+    "featviz_normalize",
+    "featviz_preset",
+    "featviz_noise_floor",
+    "featviz_deterministic",
+)
+
+
+def _golden_options(config: pytest.Config, check_settings: bool = False) -> list[str]:
     """The command line options that decide where the goldens are, and those without which the test would not be
     found (:func:`_collecting_options`), as given, for the commands a run prints (the command runs where this one
-    ran)."""
+    ran); with ``check_settings``, also those of :data:`CHECK_SETTINGS` and their ``-o`` ini overrides."""
     options = _collecting_options([str(arg) for arg in config.invocation_params.args])
     for option, flag in (("inifilename", "-c"), ("rootdir", "--rootdir")):
         if config.getoption(option, None):
             options += [flag, str(config.getoption(option))]
-    if config.getoption("featviz_golden_dir", None):
-        # joined: pytest finds the rootdir and ini file before it knows a plugin's options, and would take a value
-        # after a space for a test path (an existing directory outside the project then moves the rootdir)
-        options.append(f"--featviz-golden-dir={config.getoption('featviz_golden_dir')}")
+    for setting in ("featviz_golden_dir", *(CHECK_SETTINGS if check_settings else ())):
+        value = config.getoption(setting, None)
+        if value is True:  # --featviz-deterministic, a flag
+            options.append(f"--{setting.replace('_', '-')}")
+        elif value is not None:
+            # joined: pytest finds the rootdir and ini file before it knows a plugin's options, and would take a
+            # value after a space for a test path (an existing directory outside the project then moves the rootdir)
+            options.append(f"--{setting.replace('_', '-')}={value}")
+    keys = ("featviz_golden_dir", "featviz_golden_key", *(CHECK_SETTINGS if check_settings else ()))
     for override in config.getoption("override_ini", None) or ():  # -o featviz_golden_dir=...
-        if ini_key(str(override)) in ("featviz_golden_dir", "featviz_golden_key"):
+        if ini_key(str(override)) in keys:
             options += ["-o", str(override)]
     return options
 
@@ -270,7 +291,9 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     item = request.node
     assert isinstance(item, pytest.Item)
     test_file, test_name = _test_location(item)
-    command = update_command(_node_id_from(item, request.config.invocation_params.dir), _golden_options(request.config))
+    command = update_command(
+        _node_id_from(item, request.config.invocation_params.dir), _golden_options(request.config, check_settings=True)
+    )
     # The sidecar records the test file relative to the snapshot (stale detection): only when both lie inside the
     # rootdir, so that the recorded path is the same on every machine that checks the repository out.
     inside = all(

@@ -39,8 +39,11 @@ from pathlib import Path
 import pytest
 
 # In-process pytester runs restore ``sys.modules`` after each run; torch cannot be imported a second time in one
-# process, so it (and the fixture's heavy path) must be imported here, before any run.
+# process, so it (and the fixture's heavy path) must be imported here, before any run. So must torch._dynamo, which
+# torch.manual_seed and --featviz-deterministic's torch.use_deterministic_algorithms import lazily, inductor with it:
+# a second import registers inductor's operators again and fails.
 import torch  # noqa: F401
+import torch._dynamo  # noqa: F401
 
 import pytest_featviz.snapshot  # noqa: F401
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -355,6 +356,39 @@ def test_a_printed_command_keeps_the_options_that_found_the_test(
     assert command[:2] == ["pytest", "--featviz-create"] and all(a in command for a in options)
     featviz_pytester.runpytest(*command[1:]).assert_outcomes(passed=1)
     featviz_pytester.runpytest(*args).assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["--featviz-normalize=sigmoid", "--featviz-threshold=0.99"],
+        ["-o", "featviz_normalize=sigmoid", "--featviz-deterministic"],
+        ["--featviz-channels", "1", "--featviz-preset", "strict", "--featviz-noise-floor=off"],
+    ],
+    ids=["options", "ini-override", "spaced"],
+)
+def test_a_printed_command_keeps_the_settings_the_run_was_given(
+    featviz_pytester: pytest.Pytester, settings: list[str]
+) -> None:
+    """ "accept it with" from a ``--featviz-normalize=sigmoid`` run compared with the default normalization, found the
+    golden unchanged and rewrote nothing, so the run still failed; "create it with" from a ``--featviz-channels``
+    run wrote the default channels, which the same run then called drifted."""
+    featviz_pytester.makepyfile(test_small=SMALL)
+    missing = featviz_pytester.runpytest(*settings)
+    missing.assert_outcomes(failed=1)
+    create = shlex.split(next(ln for ln in missing.outlines if "create it with:" in ln).partition(":  ")[2])
+    assert create[:2] == ["pytest", "--featviz-create"]
+    featviz_pytester.runpytest(*create[1:]).assert_outcomes(passed=1)
+    featviz_pytester.runpytest(*settings).assert_outcomes(passed=1)
+    # a golden made with the defaults, checked with other settings: the accept command rewrites it
+    shutil.rmtree(featviz_pytester.path / "golden")
+    featviz_pytester.runpytest("--featviz-create").assert_outcomes(passed=1)
+    drift = featviz_pytester.runpytest(*settings)
+    drift.assert_outcomes(failed=1)
+    accept = shlex.split(next(ln for ln in drift.outlines if "accept it with:" in ln).partition(":  ")[2])
+    assert accept[:2] == ["pytest", "--featviz-update"]
+    featviz_pytester.runpytest(*accept[1:]).stdout.fnmatch_lines(["goldens: 0 created, 1 updated, 0 unchanged*"])
+    featviz_pytester.runpytest(*settings).assert_outcomes(passed=1)
 
 
 SUBTESTS = """
