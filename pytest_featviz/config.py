@@ -230,12 +230,7 @@ def from_pytest(config: pytest.Config) -> Settings:
         report_dir = Path(base, expanded(ini("report_dir") or DEFAULT_REPORT_DIR))
     golden_dir, report_dir = Path(os.path.normpath(golden_dir)), Path(os.path.normpath(report_dir))
     for role, directory in (("golden", golden_dir), ("report", report_dir)):
-        broken = _broken_link(directory)
-        if broken:  # every golden would read as missing, and the update the message suggests would fail to write
-            raise pytest.UsageError(
-                f"the featviz {role} directory {directory}: {broken}; restore what it points at (a checkout or mount"
-                f" the files live in), or point --featviz-{role}-dir / ini featviz_{role}_dir elsewhere"
-            )
+        _check_directory(role, directory)
     real_golden, real_report = golden_dir.resolve(), report_dir.resolve()  # through symlinks too
     if real_golden == real_report or real_golden in real_report.parents or real_report in real_golden.parents:
         raise pytest.UsageError(
@@ -248,11 +243,6 @@ def from_pytest(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"pytest-html's --html={html} is the featviz report's index.html in {report_dir}: one would overwrite the"
             " other; give pytest-html another file name or featviz another --featviz-report-dir"
-        )
-    if golden_dir.exists() and not golden_dir.is_dir():
-        raise pytest.UsageError(
-            f"the featviz golden directory {golden_dir} is a file: move it away, or keep the goldens elsewhere"
-            " (--featviz-golden-dir, ini featviz_golden_dir)"
         )
     settings = Settings(
         golden_dir=golden_dir,
@@ -280,6 +270,34 @@ def from_pytest(config: pytest.Config) -> Settings:
     except FeatvizError as exc:
         raise pytest.UsageError(str(exc)) from None
     return settings
+
+
+def _check_directory(role: str, directory: Path) -> None:
+    """Stop the run with a usage error when ``directory`` cannot be the featviz ``role`` (golden, report) directory:
+    it, or a folder above it, is a file or a symbolic link that leads nowhere, or the OS refuses to look (a name too
+    long for the file system, a folder above it that cannot be read). Each test would fail the same way, or the
+    run would end with an INTERNALERROR."""
+    elsewhere = f"--featviz-{role}-dir / ini featviz_{role}_dir"
+    try:
+        broken = _broken_link(directory)
+        existing = next((path for path in (directory, *directory.parents) if path.exists()), None)
+    except OSError as error:
+        raise pytest.UsageError(
+            f"the featviz {role} directory {directory} cannot be used: {error.strerror or error}; point {elsewhere}"
+            " elsewhere"
+        ) from None
+    if broken:  # every golden would read as missing, and the update the message suggests would fail to write
+        raise pytest.UsageError(
+            f"the featviz {role} directory {directory}: {broken}; restore what it points at (a checkout or mount the"
+            f" files live in), or point {elsewhere} elsewhere"
+        )
+    if existing is not None and not existing.is_dir():
+        what = "the goldens" if role == "golden" else "the report"
+        where = "" if existing == directory else f" lies under {existing}, which"
+        raise pytest.UsageError(
+            f"the featviz {role} directory {directory}{where} is a file: move it away, or keep {what} elsewhere"
+            f" ({elsewhere})"
+        )
 
 
 def _broken_link(path: Path) -> str | None:

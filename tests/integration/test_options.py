@@ -256,13 +256,48 @@ def test_a_bad_toml_value_is_a_usage_error_naming_the_key(
     result.stderr.fnmatch_lines([message])
 
 
-def test_a_file_where_the_golden_directory_should_be_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "the featviz golden directory */golden is a file: move it away, or keep the goldens elsewhere *"),
+        (
+            ("--featviz-golden-dir=golden/sub",),
+            "the featviz golden directory */golden/sub lies under */golden, which is a file: move it away, *",
+        ),
+        (
+            ("--featviz-report-dir=golden",),
+            "the featviz report directory */golden is a file: move it away, or keep the report elsewhere"
+            " (--featviz-report-dir / ini featviz_report_dir)",
+        ),
+    ],
+    ids=["golden", "golden-below", "report"],
+)
+def test_a_file_where_a_featviz_directory_should_be_is_a_usage_error(
+    featviz_pytester: pytest.Pytester, args: tuple[str, ...], message: str
+) -> None:
+    """A file in the report directory's place, or above the golden directory, made every test fail, or printed
+    "could not write the report" three times, instead of stopping the run at once."""
     featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     (featviz_pytester.path / "golden").write_text("not a directory")
-    result = featviz_pytester.runpytest()
+    if args:
+        featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = goldens\n")
+    result = featviz_pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: the featviz golden directory */golden is a file: move it away, *"])
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
     assert (featviz_pytester.path / "golden").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("role", ["golden", "report"])
+def test_a_directory_the_os_refuses_to_look_at_is_a_usage_error(featviz_pytester: pytest.Pytester, role: str) -> None:
+    """A name too long for the file system (or a folder above that cannot be read) stopped the session with an
+    INTERNALERROR from the start-up checks."""
+    featviz_pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = featviz_pytester.runpytest(f"--featviz-{role}-dir={'d' * 300}/x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: the featviz {role} directory */ddd*/x cannot be used: *; point --featviz-{role}-dir / ini *"]
+    )
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
 
 
 def test_a_dangling_symlink_for_the_golden_directory_is_a_usage_error(featviz_pytester: pytest.Pytester) -> None:

@@ -625,9 +625,19 @@ def test_pytest_does_not_collect_in_the_report_dir(drifted: pytest.Pytester, arg
 def test_a_report_dir_that_cannot_be_written_is_said_and_the_tests_keep_their_outcomes(
     drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A file where the report directory should be (as a read-only checkout would): clearing the old report, the
-    # per-test mosaics, the session report and the step summary all fail, and none of them may stop the session.
-    (drifted.path / "featviz-report").write_text("in the way")
+    # A file where the report directory should be, put there once the session started (a file there before it is a
+    # usage error at start-up): clearing the old report, the per-test mosaics, the session report and the step
+    # summary all fail, as they would on a full disk or a read-only checkout, and none of them may stop the session.
+    drifted.makeconftest(
+        """
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    (session.config.rootpath / "featviz-report").write_text("in the way")
+"""
+    )
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(drifted.path / "featviz-report" / "summary.md"))
     result = drifted.runpytest("--featviz-report-all")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
