@@ -279,17 +279,18 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     from pytest_featviz.fixture import FeatureSnapshot
     from pytest_featviz.snapshot import TestIdentity, update_command
 
+    item = request.node
+    assert isinstance(item, pytest.Item)
     settings = request.config.stash[SETTINGS_KEY]
-    marker = request.node.get_closest_marker("featviz")
-    if marker is not None:
+    marked = []  # by every featviz marker, closest first; each is checked, so a typo in a replaced one shows too
+    for marker in _featviz_markers(item):
         if marker.args:
             raise FeatvizError("@pytest.mark.featviz takes keyword arguments only, e.g. featviz(threshold=0.95)")
         try:
-            settings = settings.override(marker.kwargs, "@pytest.mark.featviz")
+            marked.append(settings.override(marker.kwargs, "@pytest.mark.featviz"))
         except FeatvizError as error:
             raise error.with_traceback(None) from None  # the message names the setting and the value
-    item = request.node
-    assert isinstance(item, pytest.Item)
+    settings = marked[0] if marked else settings  # the closest marker counts, as a whole
     test_file, test_name = _test_location(item)
     command = update_command(
         _node_id_from(item, request.config.invocation_params.dir), _golden_options(request.config, check_settings=True)
@@ -317,6 +318,15 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
         item.config.invocation_params.dir,
     )
     return FeatureSnapshot(identity, settings, results.append, reporter)
+
+
+def _featviz_markers(item: pytest.Item) -> list[pytest.Mark]:
+    """``item``'s ``featviz`` markers, closest first: a parametrized case's own (``pytest.param(..., marks=...)``),
+    then the function's, the class's and the module's. pytest lists a case's marks after the function's, so its
+    ``get_closest_marker`` took the function's and dropped the case's without a word."""
+    callspec = getattr(item, "callspec", None)
+    own = [mark for mark in getattr(callspec, "marks", ()) if mark.name == "featviz"]
+    return own + [mark for mark in item.iter_markers("featviz") if mark not in own]
 
 
 def _node_id_from(item: pytest.Item, directory: Path) -> str:

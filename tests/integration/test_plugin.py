@@ -615,6 +615,34 @@ def test_bad_settings_are_reported_without_the_plugins_frames(featviz_pytester: 
     assert "pytest_featviz/" not in result.stdout.str()
 
 
+CASE_MARKER = (
+    PRECEDENCE.split("@pytest.mark.featviz")[0]
+    + """
+@pytest.mark.featviz(threshold=0.7)
+@pytest.mark.parametrize("expected", [pytest.param(0.8, marks=pytest.mark.featviz(threshold=0.8)), 0.7])
+def test_case(feature_snapshot, expected):
+    assert snap(feature_snapshot).layers[0].threshold == expected
+"""
+)
+
+
+def test_a_parametrized_cases_marker_beats_the_functions(featviz_pytester: pytest.Pytester) -> None:
+    """pytest lists a case's marks after its function's: the case's ``featviz(threshold=0.8)`` was dropped unseen."""
+    featviz_pytester.makepyfile(test_cases=CASE_MARKER)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(skipped=2)
+    featviz_pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_a_typo_in_a_marker_that_a_closer_one_replaces_is_an_error(featviz_pytester: pytest.Pytester) -> None:
+    """A module's ``pytestmark`` with a misspelt argument stayed unread, and unreported, under any test marked too."""
+    featviz_pytester.makepyfile(
+        test_typo=CASE_MARKER.replace("import nn\n", "import nn\n\npytestmark = pytest.mark.featviz(treshold=0.9)\n")
+    )
+    result = featviz_pytester.runpytest()
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*FeatvizError: @pytest.mark.featviz*treshold*"])
+
+
 TEARDOWN = """
 import os
 
