@@ -141,10 +141,12 @@ def _flag(value: Any, name: str) -> bool:
 
 def _number(value: Any, name: str) -> float:
     try:
+        if isinstance(value, bool):  # float(True) is 1.0: a flag given where a number belongs
+            raise TypeError(value)
         number = float(value)
     except (TypeError, ValueError):
         raise FeatvizError(f"{name} must be a number; got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number):
+    if not math.isfinite(number):
         raise FeatvizError(f"{name} must be a finite number; got {value!r}")
     return number
 
@@ -260,7 +262,8 @@ def from_pytest(config: pytest.Config) -> Settings:
     if calibrate and (settings.update or settings.create):
         flag = "--featviz-update" if settings.update else "--featviz-create"
         raise pytest.UsageError(
-            f"--featviz-calibrate never writes goldens: run it without {flag} (update first, then calibrate)"
+            f"--featviz-calibrate never writes goldens: run it without {flag}"
+            f" ({flag.removeprefix('--featviz-')} first, then calibrate)"
         )
     settings = dataclasses.replace(settings, golden_key=golden_key, calibrate=calibrate)
     try:

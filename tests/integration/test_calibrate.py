@@ -154,10 +154,16 @@ def test_a_drifted_snapshot_is_not_calibrated(subject: pytest.Pytester) -> None:
     assert "no margin" not in result.stdout.str()
 
 
-def test_calibrate_with_update_is_refused(subject: pytest.Pytester) -> None:
-    result = subject.runpytest("--featviz-calibrate", "--featviz-update")
+@pytest.mark.parametrize("mode", ["update", "create"])
+def test_calibrate_with_update_or_create_is_refused(subject: pytest.Pytester, mode: str) -> None:
+    result = subject.runpytest("--featviz-calibrate", f"--featviz-{mode}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--featviz-calibrate never writes goldens: run it without --featviz-update*"])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: --featviz-calibrate never writes goldens: run it without --featviz-{mode}"
+            f" ({mode} first, then calibrate)"
+        ]
+    )
     assert not (subject.path / "golden").exists()
 
 

@@ -64,6 +64,7 @@ def test_threshold_bounds_are_inclusive(value: object) -> None:
     [
         ({"stat_tolerance": -0.1}, "stat_tolerance must be zero or more"),
         ({"rms_tolerance": "abc"}, "rms_tolerance must be a number"),
+        ({"threshold": True}, "threshold must be a number; got True"),  # not "a finite number": float(True) is 1.0
         ({"normalize": "zscore"}, "normalize must be one of minmax, sigmoid, percentile"),
         ({"thresold": 0.9}, "unknown setting"),
     ],
