@@ -118,7 +118,9 @@ def holds_only_goldens(directory: Path, skipped: Sequence[str] = ()) -> bool:
     """Whether every file under ``directory`` is a picture or a sidecar (``.png``, ``.json``), or a hidden file
     (``.gitattributes``) other than Python, leaving out the folders pytest does not walk (``skipped``: the
     ``norecursedirs`` patterns), and no folder is a link (whose target may hold tests). Stops at the first other file,
-    so that a golden directory that holds the tests costs little."""
+    so that a golden directory that holds the tests costs little. A folder the OS refuses to list holds nothing pytest
+    could collect either: walking into it stopped the whole session with a collection error, where only the test
+    whose golden lies there should fail."""
     folders = [directory]
     while folders:
         folder = folders.pop()
@@ -137,8 +139,8 @@ def holds_only_goldens(directory: Path, skipped: Sequence[str] = ()) -> bool:
         except FileNotFoundError:  # a snapshot another run replaced meanwhile: nothing of it to collect
             if folder == directory:
                 return False
-        except OSError:
-            return False
+        except OSError:  # unreadable (a folder of goldens another user wrote under umask 077): nothing to collect
+            continue
     return True
 
 

@@ -104,6 +104,26 @@ def test_a_linked_folder_or_a_missing_directory_has_pytest_walk_as_usual(goldens
     assert not holds_only_goldens(goldens)
 
 
+def test_a_folder_the_os_refuses_to_list_holds_nothing_to_collect(
+    goldens: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest walked into it and stopped the session with a collection error: every test was lost for one golden."""
+    refused = {goldens / "tests" / "test_m" / "test_x[a]"}
+    scandir = os.scandir
+
+    def listing(path: Path) -> object:
+        if Path(path) in refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", listing)
+    assert holds_only_goldens(goldens)
+    (goldens / "tests" / "conftest.py").write_text("")  # what else the folder holds still counts
+    assert not holds_only_goldens(goldens)
+    refused.add(goldens)
+    assert holds_only_goldens(goldens)
+
+
 @pytest.mark.parametrize(
     ("options", "judged"),
     [
