@@ -327,13 +327,13 @@ def switch_directory(
                 os.replace(staging, directory)  # POSIX takes an empty directory, never one with files in it
             except OSError as exc:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and directory.is_dir():
-                    shutil.rmtree(staging, ignore_errors=True)
+                    _remove_tree(staging)
                     return False
                 raise
         else:
             _put_in_place(staging, directory, owner)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_tree(staging)  # also a read-only folder copied in from the old directory, and the files in it
         raise
     _fsync_directory(parent)
     return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -26,3 +28,19 @@ def featviz_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # runs in a subprocess
     pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
     return pytester
+
+
+@pytest.fixture(scope="session")
+def without_root_powers() -> list[str]:
+    """The command prefix under which file permissions hold for a child process: none for a user; for root (CI runs
+    as root), ``setpriv`` without the capabilities that let root read, write and delete anything. Skips the test
+    when neither works."""
+    if os.geteuid() != 0:
+        return []
+    dropped = "-dac_override,-dac_read_search,-fowner"
+    prefix = ["setpriv", f"--bounding-set={dropped}", f"--inh-caps={dropped}"]
+    try:
+        subprocess.run([*prefix, "true"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("running as root, and setpriv cannot drop the capabilities that ignore file permissions")
+    return prefix

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -711,21 +710,9 @@ def test_pytest_does_not_walk_the_golden_dir(featviz_pytester: pytest.Pytester) 
     walked.stdout.fnmatch_lines(["*test_planted.py::test_planted", "pytest walked 2 golden*", "2 tests collected*"])
 
 
-def _without_root_powers() -> list[str]:
-    """The command prefix under which file permissions hold for this process: none for a user, ``setpriv`` without
-    the capabilities that let root read anything for root (CI runs as root); skips when neither works."""
-    if os.geteuid() != 0:
-        return []
-    dropped = "-dac_override,-dac_read_search,-fowner"
-    prefix = ["setpriv", f"--bounding-set={dropped}", f"--inh-caps={dropped}"]
-    try:
-        subprocess.run([*prefix, "true"], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("running as root, and setpriv cannot drop the capabilities that ignore file permissions")
-    return prefix
-
-
-def test_an_unreadable_golden_folder_fails_its_test_only(featviz_pytester: pytest.Pytester) -> None:
+def test_an_unreadable_golden_folder_fails_its_test_only(
+    featviz_pytester: pytest.Pytester, without_root_powers: list[str]
+) -> None:
     """Goldens another user wrote under umask 077: pytest walked into the folder it could not read, and the
     collection error stopped the whole session before any test ran."""
     featviz_pytester.makepyfile(
@@ -737,7 +724,7 @@ def test_an_unreadable_golden_folder_fails_its_test_only(featviz_pytester: pytes
     folder = featviz_pytester.path / "golden" / "test_m" / "test_x" / "0"
     folder.chmod(0)
     try:
-        command = [*_without_root_powers(), sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+        command = [*without_root_powers, sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
         result = subprocess.run(command, cwd=featviz_pytester.path, capture_output=True, text=True, timeout=300)
     finally:
         folder.chmod(0o755)

@@ -82,3 +82,41 @@ def test_a_forked_child_writes_goldens_with_its_own_writers(tmp_path: Path) -> N
         pytest.fail("the forked child's golden write never finished")
     assert child.exitcode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["child.png", "parent.png"]
+
+
+REFUSED_COPY = """
+import os, sys
+from pathlib import Path
+from pytest_featviz import durable
+
+snapshot = Path(sys.argv[1]) / "0"
+(snapshot / "notes").mkdir(parents=True)
+(snapshot / "notes" / "n.txt").write_text("a user's note")
+os.chmod(snapshot / "notes", 0o555)
+(snapshot / "secret.txt").write_text("unreadable")
+os.chmod(snapshot / "secret.txt", 0)
+try:
+    durable.switch_directory(snapshot, {"0.png": b"new"}, carried=[snapshot / "notes", snapshot / "secret.txt"])
+except PermissionError as error:
+    print("refused", error.filename)
+print(sorted(path.name for path in snapshot.parent.iterdir()))
+"""
+
+
+def test_a_failed_switch_leaves_no_staging_directory_even_with_read_only_folders_in_it(
+    tmp_path: Path, without_root_powers: list[str]
+) -> None:
+    """A user's read-only folder, copied into the new snapshot before an unreadable file stopped the copy, kept its
+    mode there: the cleanup could not empty it and left a hidden ``.0.featviz-new-*`` folder that ``git add -A``
+    would pick up."""
+    import subprocess
+    import sys
+
+    command = [*without_root_powers, sys.executable, "-c", REFUSED_COPY, str(tmp_path)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        for path in (tmp_path / "0" / "notes", tmp_path / "0" / "secret.txt"):
+            path.chmod(0o755)
+    assert result.stdout.splitlines() == [f"refused {tmp_path / '0' / 'secret.txt'}", "['0']"], result.stderr
+    assert (tmp_path / "0" / "notes" / "n.txt").read_text() == "a user's note"
