@@ -53,6 +53,7 @@ class FeatureSnapshot:
         self._record = record
         self._reporter = reporter
         self._names: set[str] = set()
+        self._folders: dict[str, str] = {}  # golden folder -> the name that has it
         self._unnamed_names: set[str] = set()  # the names calls without name= were given
         self._unnamed = 0
 
@@ -73,6 +74,13 @@ class FeatureSnapshot:
         elif name in self._names:
             raise FeatvizError(
                 f"snapshot name {name!r} is used twice in {self._identity.node_id}; give each call its own name="
+            )
+        folder = goldenpath.sanitize_name(name)
+        other = self._folders.setdefault(folder, name)
+        if other != name:  # name="x_y-bd3c9047d6" after name="x/y": two goldens in one folder, rewritten in turn
+            raise FeatvizError(
+                f"snapshot name {name!r} in {self._identity.node_id} has the golden folder of the snapshot named"
+                f" {other!r} ({folder}); give this call another name="
             )
         self._names.add(name)
         return name

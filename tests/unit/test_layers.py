@@ -148,6 +148,26 @@ def test_the_same_explicit_name_twice_is_a_clear_error(tmp_path: Path) -> None:
         snap(_net(), _x(), layers="layer1", name="")
 
 
+def test_two_names_with_one_golden_folder_are_a_clear_error(tmp_path: Path) -> None:
+    """``name="x/y"`` is kept in the folder ``x_y-bd3c9047d6``, which is also the folder of that literal name: the
+    two snapshots shared one golden, rewritten by every ``--featviz-update`` and drifting on every check."""
+    from pytest_featviz.goldenpath import sanitize_name
+
+    snap = snapshotter(tmp_path, update=True)
+    folder = sanitize_name("x/y")
+    assert folder == "x_y-bd3c9047d6"
+    snap(_net(), _x(), layers="stem", name="x/y")
+    with pytest.raises(FeatvizError) as raised:
+        snap(_net(), _x(), layers="layer1", name=folder)
+    assert str(raised.value) == (
+        f"snapshot name '{folder}' in tests/test_model.py::test_features has the golden folder of the snapshot named"
+        f" 'x/y' ({folder}); give this call another name="
+    )
+    test_dir = next(tmp_path.rglob("test_features"))
+    assert [p.name for p in test_dir.iterdir()] == [folder]
+    assert snap(_net(), _x(), layers="stem", name="x_y").name == "x_y"  # a name of its own folder is fine
+
+
 def test_snapshots_of_one_test_are_checked_separately(tmp_path: Path) -> None:
     snap = snapshotter(tmp_path, update=True)
     snap(_net(), _x(), layers="stem")
