@@ -188,6 +188,8 @@ def _maps(shape: tuple[int, ...], layout: str) -> tuple[int, int, int] | None:
         item = shape if kind in ("token-image", "nchw") else None  # its per-head weights (heads, L, S) so
     elif batch:  # a sequence-first (S, B, E) output
         item = (shape[0], shape[2]) if len(shape) == 3 and kind in ("ncl", "tokens", "token-image") else None
+    if kind == "features" and item is not None and sum(side != 1 for side in item) <= 1:
+        item = (math.prod(item),)  # a global pool's (C, 1, 1), (1, 1, C) or (C, 1): one vector
     if item is None or len(item) != _ITEM_DIMENSIONS[kind]:
         return None
     if kind == "tokens":

@@ -183,9 +183,12 @@ def spatial_grid(
     if shape is None:
         return None
     try:
-        return plan(shape, module_hints, facts=facts).grid
+        layout = plan(shape, module_hints, facts=facts)
     except LayoutError:
         return None
+    if layout.kind == "features" and len(shape) == 4:  # a global pool's (B, C, 1, 1), read as one vector
+        return (1, 1)
+    return layout.grid
 
 
 def default_layers(

@@ -204,6 +204,60 @@ def test_an_all_flat_layer_is_quiet_under_float_noise_and_catches_a_real_change(
     assert "channel 1: SSIM 1.0000, picture change 0.000, statistics change" in str(caught.value)
 
 
+def _pooled_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+
+
+def test_a_global_pool_is_judged_as_one_vector(tmp_path: Path) -> None:
+    """Its (1, 8, 1, 1) output was judged as 8 flat maps, value by value in units of 5% of the layer's largest value:
+    moving each value by half a percent of that, as TF32 rounding does on deep random-init CNNs, failed it."""
+    model = _pooled_model()
+    snapshotter(tmp_path, update=True)(model, _input(), layers=["2"])
+    (sidecar,) = tmp_path.rglob("snapshot.json")
+    (layer,) = json.loads(sidecar.read_text())["layers"]
+    assert (layer["layout"], layer["shape"], layer["tile"], len(layer["channels"])) == (
+        "features",
+        [1, 8, 1, 1],
+        [1, 8],
+        1,
+    )
+    with torch.no_grad():
+        pooled = model(_input()).flatten()
+        largest = float(pooled.abs().max())
+        model[0].bias += 0.005 * largest * torch.tensor([1.0, -1.0] * 4)  # each value moved by 0.5% of the largest
+    assert snapshotter(tmp_path)(model, _input(), layers=["2"]).outcome == "matched"
+    with torch.no_grad():
+        model[0].bias[3] += 0.5 * largest  # a real change of one channel
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, _input(), layers=["2"])
+    assert "drift starts at layer '2'" in str(caught.value)
+
+
+def test_a_global_pools_golden_of_8_flat_maps_asks_to_be_remade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_featviz import layout
+
+    per_channel = layout._plan
+    monkeypatch.setattr(  # how earlier versions read it
+        layout,
+        "_plan",
+        lambda shape, *rest: (
+            layout.Layout("nchw", shape[1], shape[2:]) if len(shape) == 4 else per_channel(shape, *rest)
+        ),
+    )
+    snapshotter(tmp_path, update=True)(_pooled_model(), _input(), layers=["2"])
+    monkeypatch.undo()
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(_pooled_model(), _input(), layers=["2"])
+    lines = str(caught.value).splitlines()
+    assert "  2: layout changed from nchw to features" in lines
+    assert any("this version of pytest-featviz reads such an output another way" in line for line in lines)
+    assert snapshotter(tmp_path, update=True)(_pooled_model(), _input(), layers=["2"]).outcome == "updated"
+    assert snapshotter(tmp_path)(_pooled_model(), _input(), layers=["2"]).outcome == "matched"
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

@@ -330,6 +330,34 @@ def test_features_and_sequences() -> None:
     assert (sequence.layout, sequence.channels, tuple(sequence.maps.shape)) == ("ncl", (0, 1, 3, 4), (4, 1, 9))
 
 
+@pytest.mark.parametrize(
+    ("output", "module"),
+    [
+        (ramp(2, 12, 1, 1), nn.AdaptiveAvgPool2d(1)),  # a CNN's global pool before its classifier
+        (ramp(2, 1, 1, 12), nn.LayerNorm(12)),  # the same, channels last
+        (ramp(2, 12, 1), nn.AdaptiveAvgPool1d(1)),  # a sequence model's global pool
+    ],
+    ids=["nchw", "nhwc", "ncl"],
+)
+def test_a_global_pools_output_is_one_vector(output: torch.Tensor, module: nn.Module) -> None:
+    """Read as 12 maps of one value each, a pooled output was judged value by value in units of the layer's largest
+    value: TF32 rounding alone failed most pooled layers of random-init CNNs. It is one vector, as its flattened
+    (B, C) is: one picture of 1 x C, every channel in it."""
+    kept = keep(output, module, None, 4)
+    assert (kept.layout, kept.channels, tuple(kept.maps.shape)) == ("features", (0,), (1, 1, 12))
+    assert torch.equal(kept.maps.flatten(), output[0].flatten())
+    # a map of one row or one column is still a map of channels
+    assert keep(ramp(2, 12, 1, 5), nn.Conv2d(3, 12, 1), None, 4).layout == "nchw"
+
+
+def test_the_default_choice_still_sees_a_global_pool_as_a_1x1_grid() -> None:
+    from pytest_featviz.stages import spatial_grid
+
+    assert spatial_grid((1, 12, 1, 1), hints(nn.AdaptiveAvgPool2d(1))) == (1, 1)
+    assert spatial_grid((1, 12, 7, 7), hints(nn.Conv2d(3, 12, 1))) == (7, 7)
+    assert spatial_grid((1, 12), hints(nn.Linear(3, 12))) is None
+
+
 @pytest.mark.parametrize(("shape", "image"), [((1, 64, 48), (64, 48)), ((2, 16, 12), (64, 48))])
 def test_a_mask_of_the_image_is_one_picture(shape: tuple[int, ...], image: tuple[int, int]) -> None:
     # an argmax mask (B, H, W) was read as H channels of 1 x W rows: 16 rows of 64 compared, the rest never
