@@ -455,4 +455,6 @@ def provenance_sentences(
             " moved: a code or dependency change"
             + (" (or the environment change above)" if environment else " (the environment is the same too)")
         )
+    elif input_changed and not renamed:  # said, so that "unchanged" is not read as "not checked"
+        lines.append("the model's weights and buffers are unchanged since the golden was made")
     return lines

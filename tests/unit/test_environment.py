@@ -254,9 +254,16 @@ def test_sentence_when_only_activations_moved_points_at_code_or_dependencies() -
 
 
 def test_sentences_when_the_input_changed_rather_than_the_model() -> None:
-    (line,) = provenance_sentences(_provenance(), _provenance(input="i2"))
+    """The weights' sentence is there too: without it, "unchanged" read as "not checked"."""
+    line, weights = provenance_sentences(_provenance(), _provenance(input="i2"))
     assert line.startswith("the input changed since the golden was made (input fingerprint i1 -> i2)")
     assert "rather than the model" in line
+    assert weights == "the model's weights and buffers are unchanged since the golden was made"
+    changed = provenance_sentences(_provenance(), _provenance(input="i2", model="m2", **{"0": "c", "2": "b"}))
+    assert [line.split(" (")[0] for line in changed] == [
+        "the input changed since the golden was made",
+        "the model's weights or buffers changed since the golden was made",
+    ]
 
 
 def test_a_changed_model_fingerprint_under_another_half_precision_dtype_says_a_conversion_changes_it() -> None:
