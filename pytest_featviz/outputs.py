@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ from pytest_featviz.records import (
     SEVERITY,
     UNREADABLE,
     UPDATED,
+    LayerResult,
     SnapshotResult,
     display_path,
     printable,
@@ -69,6 +71,35 @@ def _scores(layer: dict[str, Any]) -> tuple[str, str, str, str]:
         else:
             changes.append(_cell(value))
     return ssim, threshold, changes[0], changes[1]
+
+
+def worst_score(layers: Iterable[Mapping[str, Any]]) -> str | None:
+    """The score of ``layers`` (report entries) that went furthest towards or past its limit, with that limit:
+    ``statistics change 0.089 > 0.03``, ``SSIM 0.9864 < 0.99``, ``picture change 0.21 > 0.15``; ``None`` when none
+    was compared channel by channel. A statistics-only drift read "min SSIM 1.0000", as if nothing had changed."""
+    found: tuple[float, str] | None = None
+    for layer in layers:
+        if layer["threshold"] is None:
+            continue
+        candidates = [
+            (layer["max_stat_delta"], layer["stat_tolerance"], "statistics change"),
+            (layer["max_rms_error"], layer["rms_tolerance"], "picture change"),
+        ]
+        if layer["min_ssim"] is not None:
+            candidates.append((1.0 - layer["min_ssim"], 1.0 - layer["threshold"], "SSIM"))
+        for value, limit, what in candidates:
+            if value is None or limit is None:
+                continue
+            share = value / limit if limit > 0 else (math.inf if value > 0 else 0.0)
+            if what == "SSIM":
+                score, shown = score_beyond(layer["min_ssim"], layer["threshold"], 4)
+                text = f"SSIM {score} {'<' if value > limit else '>='} {shown}"
+            else:
+                score, shown = score_beyond(value, limit, 3)
+                text = f"{what} {score} {'>' if value > limit else '<='} {shown}"
+            if found is None or share > found[0]:
+                found = (share, text)
+    return None if found is None else found[1]
 
 
 def _noise_note(layer: dict[str, Any]) -> str:
@@ -237,7 +268,7 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         "",
         checked_line(counts) + (f", {counts[CREATED]} created (--featviz-create)" if counts.get(CREATED) else "") + ".",
         "",
-        "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
+        "| test | snapshot | outcome | first drifted layer | drifted layers | worst score |",
         "|---|---|---|---|---|---|",
     ]
     shown = [s for s in data["snapshots"] if s["outcome"] in FAILING]
@@ -246,11 +277,10 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
     for snapshot in shown[:STEP_SUMMARY_ROWS]:
         compared = snapshot["outcome"] == DRIFTED  # a missing snapshot has nothing it drifted from
         drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"] if compared else []
-        ssims = [layer["min_ssim"] for layer in drifted if layer["min_ssim"] is not None]
         lines.append(
             f"| `{_md(snapshot['test_id'])}` | {_md(snapshot['snapshot'], 40)} | {_outcome(snapshot)} |"
             f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted) if compared else '–'} |"
-            f" {f'{min(ssims):.4f}' if ssims else '–'} |"
+            f" {_md(worst_score(drifted) or '–', 60).replace('<', '&lt;').replace('>', '&gt;')} |"
         )
     if len(shown) > STEP_SUMMARY_ROWS:
         lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")
@@ -304,10 +334,26 @@ def junit_properties(results: Iterable[SnapshotResult]) -> list[tuple[str, objec
         ssims = [layer.min_ssim for layer in r.layers if layer.ssim]
         if ssims:
             properties.append((f"featviz:{r.name}:min_ssim", f"{min(ssims):.4f}"))
+        worst = worst_score(_limits(layer) for layer in r.drifted_layers)
+        if worst is not None:
+            properties.append((f"featviz:{r.name}:worst_score", worst))
         if r.first_drifted is not None:
             properties.append((f"featviz:{r.name}:first_drifted", r.first_drifted))
         properties.extend((f"featviz:{r.name}:{role}", path) for role, path in sorted(r.artifacts.items()))
     return properties
+
+
+def _limits(layer: LayerResult) -> dict[str, Any]:
+    """The scores and limits of ``layer`` that :func:`worst_score` reads, as a report entry holds them."""
+    compared = bool(layer.ssim)
+    return {
+        "min_ssim": layer.min_ssim if compared else None,
+        "threshold": layer.threshold if compared else None,
+        "max_stat_delta": layer.max_stat_delta,
+        "stat_tolerance": layer.stat_tolerance,
+        "max_rms_error": layer.max_rms_error,
+        "rms_tolerance": layer.rms_tolerance,
+    }
 
 
 def attachment_lines(results: Iterable[SnapshotResult]) -> str:

@@ -52,7 +52,7 @@ def test_the_outputs_show_an_unreadable_golden_with_the_error_its_test_failed_wi
     assert outputs.step_summary(data, tmp_path / "index.html").splitlines()[2:7] == [
         line + ".",
         "",
-        "| test | snapshot | outcome | first drifted layer | drifted layers | min SSIM |",
+        "| test | snapshot | outcome | first drifted layer | drifted layers | worst score |",
         "|---|---|---|---|---|---|",
         "| `t.py::t` | 0 | unreadable | – | – | – |",
     ]
@@ -118,3 +118,30 @@ def test_a_test_whose_snapshots_an_update_wrote_is_coloured_as_written_not_as_ma
     assert '<section class="test updated" data-test="t.py::t">' in page
     assert '<section class="test created" data-test="t.py::u">' in page
     assert ".updated .outcome, .created .outcome { background: #37b; }" in page
+
+
+def test_the_step_summary_and_junit_name_the_score_that_failed(tmp_path: Path) -> None:
+    """A statistics-only drift read "min SSIM 1.0000" in the job summary and in JUnit, as if nothing had changed."""
+    statistics = dataclasses.replace(layer_record("pool", (1.0, 1.0)), stat_delta=(0.089, 0.01), stat_tolerance=0.03)
+    picture = dataclasses.replace(layer_record("conv", (0.95,)), rms_error=(0.2,), rms_tolerance=0.15)
+    ssim = layer_record("head", (0.5,))  # SSIM 0.5 against 0.9: further past its limit than a picture change of 0.2
+    records = [
+        snapshot_record("t.py::stats", DRIFTED, statistics),
+        snapshot_record(
+            "t.py::both", DRIFTED, picture, dataclasses.replace(ssim, rms_error=(0.2,), rms_tolerance=0.15)
+        ),
+        snapshot_record("t.py::reshaped", DRIFTED, RESHAPED),
+    ]
+    rows = outputs.step_summary(report.report_data(records, tmp_path, Path("/"), False), tmp_path / "index.html")
+    cells = {line.split(" | ")[0]: line.split(" | ")[-1] for line in rows.splitlines() if line.startswith("| `")}
+    assert cells == {
+        "| `t.py::stats`": "statistics change 0.089 &gt; 0.03 |",
+        "| `t.py::both`": "SSIM 0.5000 &lt; 0.9 |",
+        "| `t.py::reshaped`": "– |",  # not compared channel by channel: its reason is in the report
+    }
+    properties = dict(outputs.junit_properties(records[:1]))
+    assert (properties["featviz:0:min_ssim"], properties["featviz:0:worst_score"]) == (
+        "1.0000",
+        "statistics change 0.089 > 0.03",
+    )
+    assert "featviz:0:worst_score" not in dict(outputs.junit_properties(records[2:]))
