@@ -88,7 +88,7 @@ def worst_score(layers: Iterable[Mapping[str, Any]]) -> str | None:
         if layer["min_ssim"] is not None:
             candidates.append((1.0 - layer["min_ssim"], 1.0 - layer["threshold"], "SSIM"))
         for value, limit, what in candidates:
-            if value is None or limit is None:
+            if value is None or limit is None or not math.isfinite(value):  # NaN: the activation's own message
                 continue
             share = value / limit if limit > 0 else (math.inf if value > 0 else 0.0)
             if what == "SSIM":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from pytest_featviz import outputs, report
@@ -145,3 +146,8 @@ def test_the_step_summary_and_junit_name_the_score_that_failed(tmp_path: Path) -
         "statistics change 0.089 > 0.03",
     )
     assert "featviz:0:worst_score" not in dict(outputs.junit_properties(records[2:]))
+    # a non-finite score (NaN in the activation) is no worst score; the others still are
+    nan = dataclasses.replace(statistics, stat_delta=(math.nan, 0.01))
+    assert dict(outputs.junit_properties([snapshot_record("t.py::nan", DRIFTED, nan)]))["featviz:0:worst_score"] == (
+        "picture change 0.000 <= 0.03"
+    )
