@@ -370,9 +370,9 @@ def test_a_printed_command_keeps_the_options_that_found_the_test(
 def test_a_printed_command_keeps_the_settings_the_run_was_given(
     featviz_pytester: pytest.Pytester, settings: list[str]
 ) -> None:
-    """ "accept it with" from a ``--featviz-normalize=sigmoid`` run compared with the default normalization, found the
-    golden unchanged and rewrote nothing, so the run still failed; "create it with" from a ``--featviz-channels``
-    run wrote the default channels, which the same run then called drifted."""
+    """The "accept it with" command of a ``--featviz-normalize=sigmoid`` run compared with the default normalization,
+    found the golden unchanged and rewrote nothing, so the run still failed; the "create it with" command of a
+    ``--featviz-channels`` run wrote the default channels, which the same run then called drifted."""
     featviz_pytester.makepyfile(test_small=SMALL)
     missing = featviz_pytester.runpytest(*settings)
     missing.assert_outcomes(failed=1)
