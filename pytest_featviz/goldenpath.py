@@ -68,6 +68,10 @@ def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_nam
         except GoldenError as exc:
             exc.unread = path  # the session counts the golden as unreadable, as one it could not read
             raise
+        except OSError as exc:  # a folder above it that cannot be searched (goldens another user wrote, umask 077)
+            error = GoldenError(f"cannot read golden path {path}: {exc}", recreatable=False)
+            error.unread = path
+            raise error from None
     if not path.resolve().is_relative_to(root):  # sanitize_name and the links refused make this unreachable
         raise GoldenError(f"refusing to use golden path {path} outside the golden directory {root}", recreatable=False)
     return path
