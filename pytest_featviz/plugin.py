@@ -237,9 +237,13 @@ def _golden_options(config: pytest.Config, check_settings: bool = False) -> list
             # value after a space for a test path (an existing directory outside the project then moves the rootdir)
             options.append(f"--{setting.replace('_', '-')}={value}")
     keys = ("featviz_golden_dir", "featviz_golden_key", *(CHECK_SETTINGS if check_settings else ()))
-    for override in config.getoption("override_ini", None) or ():  # -o featviz_golden_dir=...
-        if ini_key(str(override)) in keys:
-            options += ["-o", str(override)]
+    overrides = [str(override) for override in config.getoption("override_ini", None) or ()]
+    options += [part for override in overrides if ini_key(override) in keys for part in ("-o", override)]
+    if check_settings and "addopts" in map(ini_key, overrides):
+        # the run replaced the ini's addopts: so does the command, whose settings are those above, one by one (the
+        # text of the run's -o addopts=... may hold --featviz-update); without it, the ini's came back, and the
+        # golden the command wrote was not the one the run compares with
+        options += ["-o", "addopts="]
     return options
 
 

@@ -391,6 +391,19 @@ def test_a_printed_command_keeps_the_settings_the_run_was_given(
     featviz_pytester.runpytest(*settings).assert_outcomes(passed=1)
 
 
+def test_a_printed_command_keeps_a_run_without_the_ini_addopts(featviz_pytester: pytest.Pytester) -> None:
+    """``-o addopts=`` left out of the create command brought the ini's settings back: it wrote a sigmoid golden that
+    the run without them then called drifted, and its accept command found that golden unchanged."""
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider --featviz-normalize=sigmoid\n")
+    featviz_pytester.makepyfile(test_small=SMALL)
+    missing = featviz_pytester.runpytest("-o", "addopts=")
+    missing.assert_outcomes(failed=1)
+    create = shlex.split(next(ln for ln in missing.outlines if "create it with:" in ln).partition(":  ")[2])
+    assert create == ["pytest", "--featviz-create", "-o", "addopts=", "test_small.py::test_it"]
+    featviz_pytester.runpytest(*create[1:]).assert_outcomes(passed=1)
+    featviz_pytester.runpytest("-o", "addopts=").assert_outcomes(passed=1)
+
+
 SUBTESTS = """
 import torch
 from torch import nn
