@@ -42,10 +42,11 @@ Layouts (``label``: rule -> maps):
   a module that is not channels first -> one map of H x W (a segmentation head's argmax mask, a depth map; channel
   selection does not apply).
 * ``ncl``: any other ``(B, C, L)`` -> C maps of 1 x L.
-* ``features``: ``(B, F)``, and a global pool's ``(B, C, 1, 1)``, ``(B, 1, 1, C)`` or ``(B, C, 1)`` -> one map of
-  1 x F (channel selection does not apply). Read as C maps of one value each, a pooled output was judged value by
-  value, each in units of the layer's largest value (a flat map has no spread of its own): emulated TF32 rounding
-  failed 25 of 36 pooled outputs of six random-init CNNs on three photos, against 2 of 36 read as one vector.
+* ``features``: ``(B, F)``, and a global pool's ``(B, C, 1, 1)``, ``(B, 1, 1, C)``, ``(B, C, 1)`` or
+  ``(B, C, 1, 1, 1)`` -> one map of 1 x F (channel selection does not apply). Read as C maps of one value each, a
+  pooled output was judged value by value, each in units of the layer's largest value (a flat map has no spread of
+  its own): emulated TF32 rounding failed 25 of 36 pooled outputs of six random-init CNNs on three photos, against
+  2 of 36 read as one vector.
 * ``ncthw``: ``(B, C, T, H, W)`` video -> C maps of H x (T * W), the T frames side by side.
 
 Nested tensors (``nn.TransformerEncoder``'s fast path with a padding mask) are read padded with zeros.
@@ -537,6 +538,8 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
             return Layout("nhwc", shape[3], (shape[1], shape[2]))
         return Layout("nchw", shape[1], shape[2:])
     if len(shape) == 5:
+        if shape[2:] == (1, 1, 1):
+            return Layout("features", 1, None)  # a video model's global pool (B, C, 1, 1, 1): one vector
         return Layout("ncthw", shape[1], shape[2:])
     raise LayoutError(
         f"an output of shape {shape} cannot be rendered as feature maps;"

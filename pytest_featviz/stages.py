@@ -186,8 +186,8 @@ def spatial_grid(
         layout = plan(shape, module_hints, facts=facts)
     except LayoutError:
         return None
-    if layout.kind == "features" and len(shape) == 4:  # a global pool's (B, C, 1, 1), read as one vector
-        return (1, 1)
+    if layout.kind == "features" and len(shape) >= 4:  # a global pool's (B, C, 1, 1), read as one vector
+        return (1,) * (len(shape) - 2)
     return layout.grid
 
 

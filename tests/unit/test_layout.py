@@ -336,8 +336,9 @@ def test_features_and_sequences() -> None:
         (ramp(2, 12, 1, 1), nn.AdaptiveAvgPool2d(1)),  # a CNN's global pool before its classifier
         (ramp(2, 1, 1, 12), nn.LayerNorm(12)),  # the same, channels last
         (ramp(2, 12, 1), nn.AdaptiveAvgPool1d(1)),  # a sequence model's global pool
+        (ramp(2, 12, 1, 1, 1), nn.AdaptiveAvgPool3d(1)),  # a video model's
     ],
-    ids=["nchw", "nhwc", "ncl"],
+    ids=["nchw", "nhwc", "ncl", "ncthw"],
 )
 def test_a_global_pools_output_is_one_vector(output: torch.Tensor, module: nn.Module) -> None:
     """Read as 12 maps of one value each, a pooled output was judged value by value in units of the layer's largest
@@ -354,6 +355,7 @@ def test_the_default_choice_still_sees_a_global_pool_as_a_1x1_grid() -> None:
     from pytest_featviz.stages import spatial_grid
 
     assert spatial_grid((1, 12, 1, 1), hints(nn.AdaptiveAvgPool2d(1))) == (1, 1)
+    assert spatial_grid((1, 12, 1, 1, 1), hints(nn.AdaptiveAvgPool3d(1))) == (1, 1, 1)
     assert spatial_grid((1, 12, 7, 7), hints(nn.Conv2d(3, 12, 1))) == (7, 7)
     assert spatial_grid((1, 12), hints(nn.Linear(3, 12))) is None
 
