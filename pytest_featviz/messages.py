@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_featviz import compare
-from pytest_featviz.records import MATCH, LayerResult, display_path, score_beyond
+from pytest_featviz.records import MATCH, LayerResult, broken_score, display_path
 
 if TYPE_CHECKING:
     from pytest_featviz.snapshot import TestIdentity
@@ -29,20 +29,12 @@ def _format_shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
 
-# A score this large is shown in three significant digits: a statistics change counted in units of a golden std that
-# was about 0 (a dead channel come alive) read "statistics change 17970105000.000 > 0.03".
-LARGE_SCORE = 1000.0
-
-
 def _score(value: float, digits: int, limit: float, above: bool) -> str:
     """A score with its limit when it breaks it, so that the two read the way the verdict went: ``0.0121 > 0.012``
     (``above``: the limit is a maximum) or ``0.98996 < 0.99``; the score alone when it does not."""
     if not (value > limit if above else value < limit):
         return f"{value:.{digits}f}"
-    if value >= LARGE_SCORE:  # a channel that was constant in the golden: no digits to tell apart from the limit
-        return f"{value:.3g} {'>' if above else '<'} {limit:g}"
-    score, shown = score_beyond(value, limit, digits)
-    return f"{score} {'>' if above else '<'} {shown}"
+    return broken_score(value, limit, digits, above)
 
 
 def _channel_line(layer: LayerResult, position: int) -> str:

@@ -42,6 +42,20 @@ def printable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# A score this large is shown in three significant digits: a statistics change counted in units of a golden std that
+# was about 0 (a dead channel come alive) read "statistics change 17970105000.000 > 0.03".
+LARGE_SCORE = 1000.0
+
+
+def broken_score(value: float, limit: float, digits: int, above: bool) -> str:
+    """A score that broke its limit, with the limit, read the way the verdict went: ``0.0121 > 0.012`` (``above``: the
+    limit is a maximum), ``0.98996 < 0.99``, ``5e+11 > 0.03`` (:data:`LARGE_SCORE`)."""
+    if value >= LARGE_SCORE:  # a channel that was constant in the golden: no digits to tell apart from the limit
+        return f"{value:.3g} {'>' if above else '<'} {limit:g}"
+    score, shown = score_beyond(value, limit, digits)
+    return f"{score} {'>' if above else '<'} {shown}"
+
+
 def score_beyond(value: float, limit: float, digits: int) -> tuple[str, str]:
     """A score that broke its limit and that limit, as text that reads the way the verdict went: ``digits``
     decimals, or as many more as tell the two apart (a score just beyond its tolerance read "0.012 > 0.012", and a

@@ -29,6 +29,7 @@ from pytest_featviz.records import (
     UPDATED,
     LayerResult,
     SnapshotResult,
+    broken_score,
     display_path,
     printable,
     score_beyond,
@@ -67,7 +68,7 @@ def _scores(layer: dict[str, Any]) -> tuple[str, str, str, str]:
     for key, limit in (("max_stat_delta", "stat_tolerance"), ("max_rms_error", "rms_tolerance")):
         value, tolerance = layer[key], layer[limit]
         if value is not None and tolerance is not None and value > tolerance:
-            changes.append("{} &gt; {}".format(*score_beyond(value, tolerance, 4)))
+            changes.append(html.escape(broken_score(value, tolerance, 4, above=True)))
         else:
             changes.append(_cell(value))
     return ssim, threshold, changes[0], changes[1]
@@ -92,11 +93,11 @@ def worst_score(layers: Iterable[Mapping[str, Any]]) -> str | None:
                 continue
             share = value / limit if limit > 0 else (math.inf if value > 0 else 0.0)
             if what == "SSIM":
-                score, shown = score_beyond(layer["min_ssim"], layer["threshold"], 4)
-                text = f"SSIM {score} {'<' if value > limit else '>='} {shown}"
+                score, limit_shown = layer["min_ssim"], layer["threshold"]
+                broken = broken_score(score, limit_shown, 4, above=False)
+                text = f"SSIM {broken if value > limit else f'{score:.4f} >= {limit_shown:g}'}"
             else:
-                score, shown = score_beyond(value, limit, 3)
-                text = f"{what} {score} {'>' if value > limit else '<='} {shown}"
+                text = f"{what} {broken_score(value, limit, 3, True) if value > limit else f'{value:.3f} <= {limit:g}'}"
             if found is None or share > found[0]:
                 found = (share, text)
     return None if found is None else found[1]

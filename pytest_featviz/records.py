@@ -33,6 +33,7 @@ from pytest_featviz.outcomes import (
     FeatureDriftError as FeatureDriftError,
     FeatvizError as FeatvizError,
     GoldenMissingError as GoldenMissingError,
+    broken_score as broken_score,
     display_path as display_path,
     environment_words as environment_words,
     printable as printable,

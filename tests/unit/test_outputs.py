@@ -146,6 +146,15 @@ def test_the_step_summary_and_junit_name_the_score_that_failed(tmp_path: Path) -
         "statistics change 0.089 > 0.03",
     )
     assert "featviz:0:worst_score" not in dict(outputs.junit_properties(records[2:]))
+    # a dead channel come alive: three significant digits, as in the message (not "500000000000.000")
+    alive = dataclasses.replace(statistics, stat_delta=(5e11, 0.01))
+    assert dict(outputs.junit_properties([snapshot_record("t.py::alive", DRIFTED, alive)]))[
+        "featviz:0:worst_score"
+    ] == ("statistics change 5e+11 > 0.03")
+    page = outputs.render_index(
+        report.report_data([snapshot_record("t.py::alive", DRIFTED, alive)], tmp_path, Path("/"), False)
+    )
+    assert "<td>5e+11 &gt; 0.03</td>" in page
     # a non-finite score (NaN in the activation) is no worst score; the others still are
     nan = dataclasses.replace(statistics, stat_delta=(math.nan, 0.01))
     assert dict(outputs.junit_properties([snapshot_record("t.py::nan", DRIFTED, nan)]))["featviz:0:worst_score"] == (
