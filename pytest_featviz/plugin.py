@@ -288,12 +288,15 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     item = request.node
     assert isinstance(item, pytest.Item)
     settings = request.config.stash[SETTINGS_KEY]
-    marked = []  # by every featviz marker, closest first; each is checked, so a typo in a replaced one shows too
-    for marker in _featviz_markers(item):
+    # by every featviz marker, closest first; each is checked, so a typo in a replaced one shows too
+    marked: list[Settings] = []
+    for owner, marker in _featviz_markers(item):
+        # a replaced marker's error says whose it is: the test's own may be right
+        source = "@pytest.mark.featviz" + (f" ({owner}, which a closer one replaces)" if marked else "")
         if marker.args:
-            raise FeatvizError("@pytest.mark.featviz takes keyword arguments only, e.g. featviz(threshold=0.95)")
+            raise FeatvizError(f"{source} takes keyword arguments only, e.g. featviz(threshold=0.95)")
         try:
-            marked.append(settings.override(marker.kwargs, "@pytest.mark.featviz"))
+            marked.append(settings.override(marker.kwargs, source))
         except FeatvizError as error:
             raise error.with_traceback(None) from None  # the message names the setting and the value
     settings = marked[0] if marked else settings  # the closest marker counts, as a whole
@@ -326,13 +329,19 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     return FeatureSnapshot(identity, settings, results.append, reporter)
 
 
-def _featviz_markers(item: pytest.Item) -> list[pytest.Mark]:
-    """``item``'s ``featviz`` markers, closest first: a parametrized case's own (``pytest.param(..., marks=...)``),
-    then the function's, the class's and the module's. pytest lists a case's marks after the function's, so its
-    ``get_closest_marker`` took the function's and dropped the case's without a word."""
+def _featviz_markers(item: pytest.Item) -> list[tuple[str, pytest.Mark]]:
+    """``item``'s ``featviz`` markers, closest first, each with whose it is: a parametrized case's own
+    (``pytest.param(..., marks=...)``), then the function's, the class's and the module's. pytest lists a case's
+    marks after the function's, so its ``get_closest_marker`` took the function's and dropped the case's without a
+    word."""
     callspec = getattr(item, "callspec", None)
     own = [mark for mark in getattr(callspec, "marks", ()) if mark.name == "featviz"]
-    return own + [mark for mark in item.iter_markers("featviz") if mark not in own]
+    markers = [("the parametrized case's", mark) for mark in own]
+    for node, mark in item.iter_markers_with_node("featviz"):
+        if mark not in own:
+            owner = "the test's" if node is item else f"{type(node).__name__.lower()} {node.name}'s"
+            markers.append((owner, mark))
+    return markers
 
 
 def _node_id_from(item: pytest.Item, directory: Path) -> str:

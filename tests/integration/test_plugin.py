@@ -653,7 +653,12 @@ def test_a_typo_in_a_marker_that_a_closer_one_replaces_is_an_error(featviz_pytes
     )
     result = featviz_pytester.runpytest()
     result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(["*FeatvizError: @pytest.mark.featviz*treshold*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*FeatvizError: @pytest.mark.featviz (module test_typo.py's, which a closer one replaces): unknown"
+            " setting(s) treshold; known: *"
+        ]
+    )
 
 
 TEARDOWN = """
