@@ -27,7 +27,6 @@ from pytest_featviz.records import (
     SEVERITY,
     UNREADABLE,
     UPDATED,
-    LayerResult,
     SnapshotResult,
     broken_score,
     display_path,
@@ -89,7 +88,7 @@ def worst_score(layers: Iterable[Mapping[str, Any]]) -> str | None:
         if layer["min_ssim"] is not None:
             candidates.append((1.0 - layer["min_ssim"], 1.0 - layer["threshold"], "SSIM"))
         for value, limit, what in candidates:
-            if value is None or limit is None or not math.isfinite(value):  # NaN: the activation's own message
+            if value is None or limit is None:  # not finite (NaN in the activation, which its own message names)
                 continue
             share = value / limit if limit > 0 else (math.inf if value > 0 else 0.0)
             if what == "SSIM":
@@ -335,26 +334,15 @@ def junit_properties(results: Iterable[SnapshotResult]) -> list[tuple[str, objec
         ssims = [layer.min_ssim for layer in r.layers if layer.ssim]
         if ssims:
             properties.append((f"featviz:{r.name}:min_ssim", f"{min(ssims):.4f}"))
-        worst = worst_score(_limits(layer) for layer in r.drifted_layers)
+        from pytest_featviz.report import score_fields  # report imports this module
+
+        worst = worst_score(score_fields(layer) for layer in r.drifted_layers)
         if worst is not None:
             properties.append((f"featviz:{r.name}:worst_score", worst))
         if r.first_drifted is not None:
             properties.append((f"featviz:{r.name}:first_drifted", r.first_drifted))
         properties.extend((f"featviz:{r.name}:{role}", path) for role, path in sorted(r.artifacts.items()))
     return properties
-
-
-def _limits(layer: LayerResult) -> dict[str, Any]:
-    """The scores and limits of ``layer`` that :func:`worst_score` reads, as a report entry holds them."""
-    compared = bool(layer.ssim)
-    return {
-        "min_ssim": layer.min_ssim if compared else None,
-        "threshold": layer.threshold if compared else None,
-        "max_stat_delta": layer.max_stat_delta,
-        "stat_tolerance": layer.stat_tolerance,
-        "max_rms_error": layer.max_rms_error,
-        "rms_tolerance": layer.rms_tolerance,
-    }
 
 
 def attachment_lines(results: Iterable[SnapshotResult]) -> str:

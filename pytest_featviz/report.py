@@ -34,6 +34,7 @@ from pytest_featviz.records import (
     SEVERITY,
     UPDATED,
     Evidence,
+    LayerResult,
     SnapshotResult,
     display_path,
 )
@@ -208,6 +209,21 @@ def _mosaics(artifacts: dict[str, str]) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------- the whole run
 
 
+def score_fields(layer: LayerResult) -> dict[str, float | None]:
+    """A layer's scores and the limits it was judged by, as its ``report.json`` entry holds them (and
+    :func:`pytest_featviz.outputs.worst_score` reads them)."""
+    compared = bool(layer.ssim)  # a layer not compared channel by channel (new, gone, reshaped): judged by no limit
+    return {
+        "min_ssim": _number(layer.min_ssim),
+        "mean_ssim": _number(layer.mean_ssim),
+        "threshold": _number(layer.threshold) if compared else None,
+        "max_stat_delta": _number(layer.max_stat_delta),
+        "stat_tolerance": _number(layer.stat_tolerance) if compared else None,
+        "max_rms_error": _number(layer.max_rms_error),
+        "rms_tolerance": _number(layer.rms_tolerance) if compared else None,
+    }
+
+
 def _number(value: float) -> float | None:
     """``value`` as ``report.json`` holds it: to 6 significant digits (6 decimals made a statistics change of
     0.00106272 and its tolerance of 0.0010627 one number), and ``null`` where there is none (NaN) or it is not
@@ -276,14 +292,7 @@ def report_data(
                     "golden_shape": list(layer.golden_shape) if layer.golden_shape is not None else None,
                     "channels": list(layer.channels),
                     "drifted_channels": [layer.channels[i] for i in layer.worst_channels(len(layer.ssim))],
-                    "min_ssim": _number(layer.min_ssim),
-                    "mean_ssim": _number(layer.mean_ssim),
-                    # a layer not compared channel by channel (new, gone, reshaped) was judged by no tolerance
-                    "threshold": _number(layer.threshold) if layer.ssim else None,
-                    "max_stat_delta": _number(layer.max_stat_delta),
-                    "stat_tolerance": _number(layer.stat_tolerance) if layer.ssim else None,
-                    "max_rms_error": _number(layer.max_rms_error),
-                    "rms_tolerance": _number(layer.rms_tolerance) if layer.ssim else None,
+                    **score_fields(layer),
                     # the TF32 noise the tolerances above were fitted to; null: the configured tolerances
                     "noise_floor": (
                         {key: _number(value) for key, value in layer.noise.to_dict().items()}
