@@ -98,7 +98,7 @@ class Layout:
 
     kind: str  # nchw, nhwc, tokens, token-image, map, ncl, features, ncthw
     channels: int
-    grid: tuple[int, ...] | None  # (H, W) or (T, H, W) for spatial layouts, else None
+    grid: tuple[int, ...] | None  # (H, W) or (T, H, W) for spatial layouts and a global pool, else None
     prefix: int = 0
     batch_axis: int = 0  # 1 for a sequence-first (S, B, E) output and an RNN's hidden states; UNBATCHED: no batch
 
@@ -533,13 +533,15 @@ def _plan(shape: tuple[int, ...], found: Hints, facts: InputFacts) -> Layout:
         return Layout("ncl", shape[1], None)
     if len(shape) == 4:
         if (shape[1:3] if last_is_feature else shape[2:]) == (1, 1):
-            return Layout("features", 1, None)  # a global pool's (B, C, 1, 1): one vector, as its flattened (B, C)
+            # a global pool's (B, C, 1, 1): one vector, as its flattened (B, C); its 1 x 1 grid is still a spatial
+            # grid to the default choice (stages.spatial_grid)
+            return Layout("features", 1, (1, 1))
         if last_is_feature:
             return Layout("nhwc", shape[3], (shape[1], shape[2]))
         return Layout("nchw", shape[1], shape[2:])
     if len(shape) == 5:
         if shape[2:] == (1, 1, 1):
-            return Layout("features", 1, None)  # a video model's global pool (B, C, 1, 1, 1): one vector
+            return Layout("features", 1, (1, 1, 1))  # a video model's global pool (B, C, 1, 1, 1): one vector
         return Layout("ncthw", shape[1], shape[2:])
     raise LayoutError(
         f"an output of shape {shape} cannot be rendered as feature maps;"

@@ -183,12 +183,9 @@ def spatial_grid(
     if shape is None:
         return None
     try:
-        layout = plan(shape, module_hints, facts=facts)
+        return plan(shape, module_hints, facts=facts).grid
     except LayoutError:
         return None
-    if layout.kind == "features" and len(shape) >= 4:  # a global pool's (B, C, 1, 1), read as one vector
-        return (1,) * (len(shape) - 2)
-    return layout.grid
 
 
 def default_layers(
