@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from pytest_featviz.channels import ChannelSpec, keep
+from pytest_featviz.channels import ChannelsError, ChannelSpec, keep
 from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, first_tensor, input_facts, pick
 from pytest_featviz.records import FeatvizError
 
@@ -248,11 +248,13 @@ def capture(
     targets: Sequence[Target],
     channels: ChannelSpec | Callable[[str], ChannelSpec],
     calls: dict[str, int] | None = None,
+    channels_from: str = "",
 ) -> list[LayerCapture]:
     """Run ``model`` once and return what was kept of each target call, in the order the calls happened.
 
     ``channels`` is one spec for every layer, or a function from capture name to spec; ``calls``, when given,
-    receives how many times each target's module ran, by target name.
+    receives how many times each target's module ran, by target name; ``channels_from`` names the setting that gave
+    ``channels`` in the error of a selection that does not fit a layer (``"--featviz-channels"``).
     """
     captured: list[LayerCapture] = []
     errors: list[BaseException] = []
@@ -279,7 +281,8 @@ def capture(
                 found = module if target.hints is None else target.hints
                 kept = keep(output, found, target.leaf, spec, facts=facts, layer=layer)
             except ValueError as exc:
-                errors.append(FeatvizError(f"layer {name!r}{_leaf_shape(output, target.leaf)}: {exc}"))
+                origin = f" (set by {channels_from})" if isinstance(exc, ChannelsError) and channels_from else ""
+                errors.append(FeatvizError(f"layer {name!r}{_leaf_shape(output, target.leaf)}: {exc}{origin}"))
                 return
             captured.append(
                 LayerCapture(name, kept.shape, kept.channels, kept.maps, kept.layout, kept.dtype, kept.finite)

@@ -44,6 +44,10 @@ ChannelSpec = Union[int, Sequence[int], Literal["all"], str, "StoredChannels"]  
 TOP_PREFIX = "top:"
 
 
+class ChannelsError(ValueError):
+    """A channel selection that does not fit the layer it is applied to (an index out of range, an empty list)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredChannels:
     """Channels recorded in a golden, reused while they fit the layer and are as many as ``fallback`` (a count or
@@ -81,22 +85,22 @@ def select_channels(spec: ChannelSpec, count: int) -> tuple[int, ...]:
         if spec.startswith(TOP_PREFIX):  # without the activation, a spread is all there is to go on
             return spread(top_count(spec), count)
         if spec != "all":
-            raise ValueError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
+            raise ChannelsError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
         return tuple(range(count))
     if isinstance(spec, bool):
-        raise ValueError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
+        raise ChannelsError(f"channels must be an int, a list of indices, 'all' or 'top:N'; got {spec!r}")
     if isinstance(spec, int):
         if spec < 1:
-            raise ValueError(f"channels must be at least 1; got {spec}")
+            raise ChannelsError(f"channels must be at least 1; got {spec}")
         return spread(spec, count)
     indices = tuple(int(i) for i in spec)
     if not indices:
-        raise ValueError("channels is an empty list: select at least one channel")
+        raise ChannelsError("channels is an empty list: select at least one channel")
     bad = [i for i in indices if not 0 <= i < count]
     if bad:
-        raise ValueError(f"channel indices {bad} are out of range for a layer with {count} channels")
+        raise ChannelsError(f"channel indices {bad} are out of range for a layer with {count} channels")
     if len(set(indices)) != len(indices):
-        raise ValueError(f"channel indices repeat: {list(indices)}")
+        raise ChannelsError(f"channel indices repeat: {list(indices)}")
     return indices
 
 

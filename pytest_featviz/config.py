@@ -68,6 +68,7 @@ class Settings:
     stat_tolerance: float = DEFAULT_STAT_TOLERANCE
     rms_tolerance: float = DEFAULT_RMS_TOLERANCE
     channels: ChannelsSetting = DEFAULT_CHANNELS
+    channels_from: str = ""  # the setting that gave ``channels`` as the user wrote it; "" for the default
     normalize: str = DEFAULT_NORMALIZE
     report_dir: Path = Path(DEFAULT_REPORT_DIR)
     report_all: bool = False
@@ -101,6 +102,8 @@ class Settings:
             tolerances = dict(zip(("threshold", "stat_tolerance", "rms_tolerance"), PRESETS[preset], strict=True))
             changes = {**tolerances, **changes}
         checked = {key: _validate(key, value, names(key)) for key, value in changes.items()}
+        if "channels" in checked:  # an index list that a layer cannot serve is refused only at capture: named then
+            checked["channels_from"] = names("channels")
         return dataclasses.replace(self, **checked)
 
 

@@ -153,7 +153,7 @@ def capture_layers(
             return StoredChannels(held[name], count) if name in held else count
 
     calls: dict[str, int] = {}
-    captures = capture(model, inputs, targets, channels, calls)
+    captures = capture(model, inputs, targets, channels, calls, settings.channels_from)
     seen = {c.name for c in captures}
     missed = [t for t in targets if call_name(t.name, t.call or 0) not in seen]
     silent = [call_name(t.name, t.call or 0) for t in missed]

@@ -158,6 +158,63 @@ def test_a_bad_value_names_the_option_or_the_ini_key(
     assert "featviz CLI" not in result.stderr.str() and "featviz ini" not in result.stderr.str()
 
 
+INDEX_LIST_SUITE = """
+import pytest
+import torch
+from torch import nn
+
+
+def _snapshot(feature_snapshot, **kwargs):
+    torch.manual_seed(0)
+    feature_snapshot(nn.Sequential(nn.Conv2d(1, 4, 1)).eval(), torch.ones(1, 1, 4, 4), layers=["0"], **kwargs)
+
+
+def test_setting(feature_snapshot):
+    _snapshot(feature_snapshot)
+
+
+@pytest.mark.featviz(channels=[0, 7])
+def test_marker(feature_snapshot):
+    _snapshot(feature_snapshot)
+
+
+def test_call(feature_snapshot):
+    _snapshot(feature_snapshot, channels=[0, 9])
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "ini_line", "source"),
+    [
+        (["--featviz-channels=0,5"], "", "--featviz-channels"),
+        (["-o", "featviz_channels=0,5"], "", "-o featviz_channels"),
+        ([], "featviz_channels = 0,5", "tox.ini: featviz_channels"),
+    ],
+    ids=["cli", "o", "ini"],
+)
+def test_an_index_list_a_layer_cannot_serve_names_the_setting_it_came_from(
+    featviz_pytester: pytest.Pytester, args: list[str], ini_line: str, source: str
+) -> None:
+    # the list is refused only when a layer's channel count is known: the error says which of the places that set
+    # channels the list came from, since the test's own code may not mention it
+    featviz_pytester.makepyfile(test_indices=INDEX_LIST_SUITE)
+    featviz_pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\n{ini_line}\n")
+    result = featviz_pytester.runpytest("--featviz-update", *args)
+    result.assert_outcomes(failed=3)
+    out = (
+        "*layer '0' (output shape (1, 4, 4, 4)): channel indices [[]{}[]] are out of range for a layer with 4 channels"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            out.format(5) + f" (set by {source})",
+            out.format(7) + " (set by @pytest.mark.featviz: channels)",
+            out.format(9) + " (set by feature_snapshot(): channels)",
+        ],
+        consecutive=False,
+    )
+    assert not (featviz_pytester.path / "golden").exists()
+
+
 # -- every kind of configuration file -------------------------------------------------------------------------------
 
 KEYS = {

@@ -42,6 +42,8 @@ def test_each_override_wins_over_the_one_before_and_none_keeps_it() -> None:
     call = marker.override({"threshold": 0.8, "normalize": None}, "call")
     assert [s.threshold for s in (base, ini, cli, marker, call)] == [DEFAULT_THRESHOLD, 0.5, 0.6, 0.7, 0.8]
     assert call.channels == 4 and call.normalize == "sigmoid"
+    # the setting that gave the channels is kept to name it where a layer cannot serve them
+    assert [s.channels_from for s in (base, ini, cli, marker, call)] == ["", *["ini: channels"] * 4]
 
 
 @pytest.mark.parametrize("value", [1.0001, -1.5, 2, "1.5", float("nan"), float("inf"), "x", True, None])
