@@ -181,10 +181,16 @@ _RUNNERS: dict[str, Callable[[nn.Module, Any], contextlib.AbstractContextManager
 
 def calibrate(model: nn.Module, inputs: Any, measure: Measure) -> tuple[CalibrationRun, ...]:
     """Score ``model`` on ``inputs`` under each benign perturbation with ``measure``; never changes ``model``."""
+    from pytest_featviz.sidepass import unobserved
+
     runs = []
     for name in PERTURBATIONS:
         try:
-            with _RUNNERS[name](model, inputs) as (perturbed, perturbed_inputs, label):
+            # each perturbation starts from the model and input as the test gave them, whatever the one before did
+            with (
+                unobserved(model, inputs) as copied,
+                _RUNNERS[name](model, copied) as (perturbed, perturbed_inputs, label),
+            ):
                 runs.append(CalibrationRun(label, tuple(measure(perturbed, perturbed_inputs))))
         except Skip as exc:
             runs.append(CalibrationRun(name, (), f"skipped: {exc}"))

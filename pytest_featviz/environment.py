@@ -11,6 +11,7 @@ turns the difference between a golden's provenance and the current one into the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -182,7 +183,8 @@ def cublas_deterministic() -> bool:
 
 
 def input_tensors(value: Any) -> Iterator[torch.Tensor]:
-    """Every tensor in an input: the input itself, or the items of its mappings, lists and tuples, depth first."""
+    """Every tensor in an input: the input itself, or the items of its mappings, lists, tuples and dataclass
+    instances, depth first."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, Mapping):
@@ -191,6 +193,9 @@ def input_tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from input_tensors(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from input_tensors(getattr(value, field.name, None))
 
 
 def device_type(model: nn.Module, inputs: Any) -> str:
@@ -445,7 +450,8 @@ def provenance_sentences(
     elif compared and not input_known:
         lines.append(
             "the model's weights and buffers are unchanged since the golden was made; whether the input changed is"
-            " not known, because part of it has no stable fingerprint (its repr names a memory address): the drift"
+            " not known, because part of it has no stable fingerprint (its repr names a memory address or leaves values"
+            " out): the drift"
             " comes from the input, or from a code or dependency change"
             + (" (or the environment change above)" if environment else "")
         )

@@ -11,6 +11,7 @@ preserves all three sums: the fingerprints explain a verdict, they never make it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -43,7 +44,8 @@ def _digest(value: Any) -> str:
 
 
 # The fingerprint of an input holding an object whose only description is its ``repr`` with a memory address
-# (``<Cfg object at 0x7f...>``): that text differs on every run, so no comparison can say whether the input changed.
+# (``<Cfg object at 0x7f...>``), which differs on every run, or one that leaves values out (``...``: torch and numpy
+# shorten a large array's): no comparison can say whether the input changed.
 UNKNOWN_INPUT = "unknown"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")  # the end of a default repr: <...Config object at 0x7f...>
 
@@ -60,9 +62,11 @@ def _as_array(value: Any) -> np.ndarray[Any, Any] | None:
 
 def input_fingerprint(inputs: Any) -> str:
     """A hash of the input's values: shape, dtype and bytes of every tensor and array (numpy arrays, PIL images and
-    anything else numpy can read as an array), the structure of containers, and the ``repr`` of anything else.
+    anything else numpy can read as an array), the structure of containers and dataclass instances, and the ``repr``
+    of anything else.
 
-    :data:`UNKNOWN_INPUT` when some part can only be told by a ``repr`` that names a memory address.
+    :data:`UNKNOWN_INPUT` when some part can only be told by a ``repr`` that names a memory address or leaves values
+    out (``...``).
     """
     hasher = hashlib.sha256()
     stable = True
@@ -97,6 +101,12 @@ def input_fingerprint(inputs: Any) -> str:
             hasher.update(f"{type(value).__name__}{len(value)};".encode())
             for item in value:
                 feed(item)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):  # a batch object: its fields' values
+            fields = dataclasses.fields(value)
+            hasher.update(f"{type(value).__qualname__}{len(fields)};".encode())
+            for field in fields:
+                hasher.update(f"{field.name};".encode())
+                feed(getattr(value, field.name, None))
         elif (array := _as_array(value)) is not None:
             # The values, not the repr: numpy elides the middle of a large array's repr, and a PIL image's names
             # its address.
@@ -108,7 +118,9 @@ def input_fingerprint(inputs: Any) -> str:
                 hasher.update(np.ascontiguousarray(array).data)  # no copy of an array that is contiguous already
         else:
             text = repr(value)
-            stable = stable and not _ADDRESS.search(text)
+            # an address changes from run to run; "..." is where torch or numpy left the middle of an array out
+            elided = not isinstance(value, (str, bytes)) and "..." in text
+            stable = stable and not _ADDRESS.search(text) and not elided
             hasher.update(f"{text};".encode())
 
     feed(inputs)

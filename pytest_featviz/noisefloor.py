@@ -22,6 +22,7 @@ from pytest_featviz.golden import SnapshotGolden
 from pytest_featviz.layers import LayerSpec
 from pytest_featviz.records import LayerEvidence, LayerResult
 from pytest_featviz.render import max_level, pool_maps
+from pytest_featviz.sidepass import unobserved
 
 
 def fit_noise_floor(
@@ -60,8 +61,8 @@ def fit_noise_floor(
     # nothing: the other run is then the full-precision one. Either way the two runs differ by TF32's effect.
     other = environment.full_precision if environment.reduced_precision(model, inputs) else calibrate.tf32_emulation
     try:
-        with other():
-            noisy, _ = capture_layers(model, inputs, spec, settings, stored)
+        with unobserved(model, inputs) as copied, other():  # the next snapshot finds the model as a check leaves it
+            noisy, _ = capture_layers(model, copied, spec, settings, stored)
     except Exception:  # noqa: BLE001 - any failure of the extra run leaves the configured verdict standing
         return results
     plain = {item.capture.name: item for item in current}

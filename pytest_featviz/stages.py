@@ -22,27 +22,21 @@ is the one its layout (:mod:`pytest_featviz.layout`) gives. The modules of a par
 ``spectral_norm``: ``conv.parametrizations.weight``) run whenever their weight is read and return that weight, no
 feature map: they are never chosen.
 
-The shape-only pass runs on a copy of the input's tensors, with the random number generators' state restored and
-the model's buffers and submodules put back afterwards, so a forward pass that normalizes its input in place, draws
-random numbers or counts its calls computes in the capture what it computes in a check, which runs no such pass.
+The shape-only pass leaves no trace (:func:`pytest_featviz.sidepass.unobserved`), so a forward pass that normalizes
+its input in place, draws random numbers or counts its calls computes in the capture what it computes in a check,
+which runs no such pass.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import is_lazy
 from torch.nn.utils.parametrize import ParametrizationList, type_before_parametrizations
 
 from pytest_featviz.capture import LayerTrace, split_call, trace
-from pytest_featviz.environment import input_tensors
 from pytest_featviz.layers import (
     canonical_name,
     is_wrapper_name,
@@ -52,6 +46,7 @@ from pytest_featviz.layers import (
     refuse_unhookable,
 )
 from pytest_featviz.layout import PASS_THROUGH, Hints, InputFacts, LayoutError, input_facts, plan
+from pytest_featviz.sidepass import unobserved
 
 MAX_DEFAULT_LAYERS = 8
 MAX_SHARED_CALLS = 3  # a chosen module that ran 2 or 3 times with one output shape is taken at every call
@@ -63,114 +58,9 @@ def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
     refuse_unhookable(model)
     refuse_layerless(model)
-    tensors = itertools.chain(model.parameters(), model.buffers(), input_tensors(inputs))
-    devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
-    with torch.random.fork_rng(devices=devices), _buffers_kept(model):  # as if this pass had not run
-        traces = trace(model, _copied(inputs))
+    with unobserved(model, inputs) as copied:  # as if this pass had not run
+        traces = trace(model, copied)
     return default_layers(traces, model, facts=input_facts(inputs))
-
-
-@contextlib.contextmanager
-def _buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Every buffer and submodule of ``model`` as it was before the block: a forward pass that counts its calls,
-    keeps a running state or caches, would otherwise make the golden from its second pass and leave the model one
-    pass ahead.
-
-    Submodules the pass added, replaced or deleted are put back as they were, and so are buffers (``None`` ones and
-    non-persistent ones included), each in place where it changed, so that buffers shared by modules or viewing one
-    another stay so. A buffer the pass moved to another dtype or device (``self.to(...)`` in forward) keeps its new
-    tensor, with the old values, as the parameters moved too. A lazy module's buffer, which had no value yet, keeps
-    the one the pass gave it (the model needs it), and a lazy module that the pass initialized keeps the buffers and
-    submodules it added (a custom ``initialize_parameters`` may register them beside its parameters).
-    """
-    modules = list(model.modules())
-    lazy = {id(m) for m in modules if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()}
-    saved = [
-        (module, dict(module._modules), dict(module._buffers), set(module._non_persistent_buffers_set))
-        for module in modules
-    ]
-    values = {
-        id(buffer): buffer.detach().clone()
-        for _, _, buffers, _ in saved
-        for buffer in buffers.values()
-        if buffer is not None and not is_lazy(buffer)
-    }
-    try:
-        yield
-    finally:
-        unwritten: list[tuple[nn.Module, str, torch.Tensor]] = []
-        for module, children, buffers, transient in saved:
-            now = dict(module._buffers)
-            if id(module) in lazy:  # what its initialization added stays; what it had is put back as for any module
-                children = {**children, **{n: m for n, m in module._modules.items() if n not in children}}
-                added = {name: buffer for name, buffer in now.items() if name not in buffers}
-                transient = transient | (module._non_persistent_buffers_set & added.keys())
-                buffers = {**buffers, **added}
-            module._modules.clear()
-            module._modules.update(children)
-            module._buffers.clear()
-            module._non_persistent_buffers_set.clear()
-            module._non_persistent_buffers_set.update(transient)
-            for name, buffer in buffers.items():
-                module._buffers[name], written = _restored(buffer, now.get(name), values)
-                if not written:
-                    unwritten.append((module, name, values[id(buffer)]))
-        for module, name, value in unwritten:  # views: in place if writing what they view fixed them, else a copy
-            current = module._buffers[name]
-            if current is None or not _same(current, value):
-                module._buffers[name] = value
-
-
-def _same(tensor: torch.Tensor, value: torch.Tensor) -> bool:
-    """Whether ``tensor`` holds ``value`` (NaN equal to NaN); ``False`` where they cannot be compared (meta, sparse)."""
-    try:
-        if tensor.shape != value.shape or tensor.dtype != value.dtype:
-            return False
-        if tensor.is_floating_point() or tensor.is_complex():
-            return bool(torch.allclose(tensor, value, rtol=0.0, atol=0.0, equal_nan=True))
-        return bool(torch.equal(tensor, value))
-    except (RuntimeError, NotImplementedError):
-        return False
-
-
-def _restored(
-    buffer: torch.Tensor | None, now: torch.Tensor | None, values: dict[int, torch.Tensor]
-) -> tuple[torch.Tensor | None, bool]:
-    """The tensor to put back as a buffer that was ``buffer`` and is ``now`` (see :func:`_buffers_kept`), written
-    back where it changed, and ``False`` where that write failed (a view that cannot be written, a meta or sparse
-    tensor)."""
-    if buffer is None:
-        return None, True
-    if id(buffer) not in values:  # lazy: the model keeps what the pass gave it
-        return (buffer if now is None else now), True
-    value = values[id(buffer)]
-    target = buffer
-    if now is not None and now.device.type != "meta" and (now.dtype, now.device) != (buffer.dtype, buffer.device):
-        target = now  # the model moved to another dtype or device in forward: its parameters did too
-    if target is buffer and _same(buffer, value):
-        return buffer, True  # unchanged (and perhaps not writable: an expanded view)
-    try:
-        # made under inference_mode (a model built in such a fixture), it takes writes only there
-        with torch.inference_mode() if target.is_inference() else torch.no_grad():
-            if target.shape != value.shape:
-                target.resize_(value.shape)
-            target.copy_(value)
-    except (RuntimeError, NotImplementedError):
-        return target, False
-    return target, True
-
-
-def _copied(value: Any) -> Any:
-    """``value`` with each tensor in its dicts, lists and tuples replaced by a copy (for a pass that may write it)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, Mapping):
-        return {key: _copied(item) for key, item in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_copied(item) for item in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copied(item) for item in value)
-    return value
 
 
 def spatial_grid(

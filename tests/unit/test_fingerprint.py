@@ -4,6 +4,7 @@ same integers on every path, the same for a float64 copy and a channels-last lay
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -212,6 +213,39 @@ def test_an_input_part_known_only_by_its_address_makes_the_fingerprint_unknown()
     assert input_fingerprint(Config()) == UNKNOWN_INPUT
     assert input_fingerprint({"image": torch.zeros(2), "config": Config()}) == UNKNOWN_INPUT
     assert input_fingerprint({"image": torch.zeros(2), "scale": 0.5}) != UNKNOWN_INPUT
+
+
+@dataclasses.dataclass
+class _Batch:
+    image: torch.Tensor
+    name: str = "batch"
+
+
+class _Graph:
+    """Described by a repr that shows what a tensor holds only in part, as PyTorch Geometric's ``Data`` does."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __repr__(self) -> str:
+        return f"_Graph(x={self.x!r})"
+
+
+def test_a_dataclass_input_is_fingerprinted_by_its_fields_values() -> None:
+    """Its repr leaves the middle of a large tensor out: an edit there read as "the input is unchanged"."""
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    edited = image.clone()
+    edited[..., 20:40, 20:40] = 1.0 - edited[..., 20:40, 20:40]
+    assert repr(_Batch(image)) == repr(_Batch(edited))
+    assert input_fingerprint(_Batch(image)) == input_fingerprint(_Batch(image.clone())) != UNKNOWN_INPUT
+    assert input_fingerprint(_Batch(image)) != input_fingerprint(_Batch(edited))
+    assert input_fingerprint(_Batch(image)) != input_fingerprint(_Batch(image, name="other"))
+
+
+def test_an_input_part_whose_repr_leaves_values_out_makes_the_fingerprint_unknown() -> None:
+    assert input_fingerprint(_Graph(torch.zeros(2, 3))) != UNKNOWN_INPUT  # a small tensor's repr shows it all
+    assert input_fingerprint(_Graph(torch.zeros(100, 100))) == UNKNOWN_INPUT
+    assert input_fingerprint("a string with ...") != UNKNOWN_INPUT
 
 
 def test_a_quantized_model_s_packed_weights_are_fingerprinted() -> None:

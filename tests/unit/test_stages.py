@@ -12,7 +12,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from pytest_featviz.records import FeatvizError
-from pytest_featviz.stages import _buffers_kept, default_selection
+from pytest_featviz.sidepass import _model_kept
+from pytest_featviz.stages import default_selection
 from unit import snapshotter
 
 
@@ -215,7 +216,7 @@ class _Quietly(nn.Module):
 def test_the_default_choice_pass_undoes_writes_no_version_counter_sees_and_module_swaps() -> None:
     model = _Quietly()
     keys = set(model.state_dict())
-    with _buffers_kept(model):
+    with _model_kept(model):
         model(_x())
     assert model.ema.tolist() == [0.0] * 4 and model.base.item() == 0.0
     assert model.wide.data_ptr() == model.base.data_ptr()  # still a view of base, not a copy

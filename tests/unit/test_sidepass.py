@@ -1,0 +1,157 @@
+"""sidepass: a forward pass beside the snapshot's own (the default choice's, the noise floor's, calibration's) leaves
+the model's plain attributes, the random number generators and an input given in a dataclass as the snapshot's
+own pass finds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pytest_featviz.sidepass import unobserved
+from unit import snapshotter
+
+
+def _signal() -> torch.Tensor:
+    return torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(1))
+
+
+class _Streaming(nn.Module):
+    """Keeps its position in a stream in a plain attribute: each pass sees the next stretch of positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 8, 3, padding=1)
+        self.c2 = nn.Conv1d(8, 8, 3, stride=2, padding=1)
+        self.pos = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(self.pos, self.pos + x.shape[-1], dtype=x.dtype)
+        self.pos += x.shape[-1]
+        return self.c2(self.c1(x) + torch.sin(t / 10.0))
+
+
+def test_a_golden_of_the_default_choice_is_made_from_the_model_s_first_pass(tmp_path: Path) -> None:
+    """The default choice's shape-only pass moved ``pos`` on, so the golden was made from the second stretch and a
+    check of the unchanged model, whose first pass saw the first, failed on every channel as "a code change"."""
+    torch.manual_seed(0)
+    model = _Streaming().eval()
+    snapshotter(tmp_path, update=True)(model, _signal())
+    assert model.pos == 64  # one pass: the snapshot's own
+    torch.manual_seed(0)
+    assert snapshotter(tmp_path)(_Streaming().eval(), _signal()).outcome == "matched"
+
+
+class _Stateful(nn.Module):
+    """Every kind of plain attribute a forward pass may change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.cache: list[torch.Tensor] = []
+        self.seen: dict[str, int] = {}
+        self.tags: set[str] = set()
+        self.total = torch.zeros(4)  # a tensor, not a buffer
+        self.generator = torch.Generator().manual_seed(3)
+        self.mode = "first"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cache.append(x)
+        self.seen[f"call{len(self.seen)}"] = 1
+        self.tags.add(f"tag{len(self.tags)}")
+        self.total += 1  # in place
+        self.mode = "later"
+        self.warmed = True  # added by the pass
+        self.training = not self.training
+        noise = torch.rand(1, 4, 1, 1, generator=self.generator)
+        return torch.relu(self.conv(x) + noise + self.total.view(1, 4, 1, 1))
+
+
+def test_plain_attributes_rebound_grown_written_or_added_are_put_back() -> None:
+    model = _Stateful().eval()
+    cache, seen, tags, total, generator = model.cache, model.seen, model.tags, model.total, model.generator
+    state = generator.get_state()
+    with unobserved(model, torch.rand(1, 3, 8, 8)) as copied:
+        model(copied)
+    assert (model.cache, model.seen, model.tags, model.mode) == ([], {}, set(), "first")
+    assert model.cache is cache and model.seen is seen and model.tags is tags  # in place: other holders see it too
+    assert model.total is total and model.total.tolist() == [0.0] * 4
+    assert model.generator is generator and torch.equal(generator.get_state(), state)
+    assert not hasattr(model, "warmed") and not model.training
+
+
+def test_the_random_number_generators_of_python_numpy_and_torch_are_forked() -> None:
+    model, x = nn.Sequential(nn.Conv2d(3, 4, 3)), torch.ones(1, 3, 8, 8)
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    expected = (random.random(), np.random.rand(), torch.rand(()).item())
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    with unobserved(model, x):
+        random.random(), np.random.rand(), torch.rand(())
+    assert (random.random(), np.random.rand(), torch.rand(()).item()) == expected
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    image: torch.Tensor
+    label: int = 0
+
+
+class _Preprocessing(nn.Module):
+    """Scales a dataclass batch's image in place, as a forward pass that preprocesses its input may."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+
+    def forward(self, batch: _Batch) -> torch.Tensor:
+        return self.c2(torch.relu(self.c1(batch.image.div_(255.0).sub_(0.5))))
+
+
+def _image() -> torch.Tensor:
+    return torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 255
+
+
+def test_an_input_in_a_dataclass_is_copied_for_the_default_choice_pass(tmp_path: Path) -> None:
+    """The pass wrote the user's image in place, so the golden was taken of it preprocessed twice."""
+    torch.manual_seed(0)
+    batch = _Batch(_image())
+    snapshotter(tmp_path, update=True)(_Preprocessing().eval(), batch)
+    assert torch.allclose(batch.image, _image() / 255.0 - 0.5)  # once: by the snapshot's own pass
+    torch.manual_seed(0)
+    assert snapshotter(tmp_path)(_Preprocessing().eval(), _Batch(_image())).outcome == "matched"
+
+
+def test_the_noise_floor_s_extra_pass_leaves_the_model_as_a_check_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The noise floor runs only where a layer is not clean (another machine than the golden's): the model was then
+    one pass further on after the call than where it is clean, and the test's next snapshot differed by machine."""
+    from pytest_featviz import calibrate
+
+    torch.manual_seed(0)
+    model = _Streaming().eval()
+    snapshotter(tmp_path, update=True)(model, _signal(), layers=["c2"])
+    runs: list[int] = []
+    emulation = calibrate.tf32_emulation
+
+    def counted() -> object:
+        runs.append(model.pos)
+        return emulation()
+
+    monkeypatch.setattr(calibrate, "tf32_emulation", counted)
+    model.pos = 0
+    with torch.no_grad():
+        model.c1.weight.mul_(1.02)  # a change small enough to score outside the clean band, not to fail
+    snapshotter(tmp_path)(model, _signal(), layers=["c2"])
+    assert runs == [64]  # the noise floor ran, after the check's pass
+    assert model.pos == 64  # and left no trace
