@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def _targets(model: nn.Module, *names: str) -> list[Target]:
 
 def _x(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+_NOTES = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes (add_note) are Python 3.11+")
 
 
 def test_in_place_relu_after_a_hooked_conv_does_not_change_the_capture() -> None:
@@ -621,6 +625,53 @@ def test_a_dict_for_a_forward_that_takes_one_dict_says_how_to_pass_it() -> None:
     if notes is not None:  # Python 3.11 and later
         assert "pass it as a one-item tuple: feature_snapshot(model, (inputs,))" in notes[0]
     torch.testing.assert_close(run_model(TakesBatch(), ({"image": torch.ones(1)},)), torch.full((1,), 2.0))
+
+
+class _Forces(nn.Module):
+    """An energy model: its forward returns the gradient of an energy, computed with autograd inside forward."""
+
+    def __init__(self, inference_mode_off: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.inference_mode_off = inference_mode_off
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inference_mode_off:  # turned off, but the input the hooked conv gives back is an inference tensor
+            x = self.conv(x)
+            with torch.inference_mode(False), torch.enable_grad():
+                weight = torch.ones(1, requires_grad=True)
+                (force,) = torch.autograd.grad((x * weight).sum(), weight)
+            return force
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (force,) = torch.autograd.grad(self.conv(x).sum(), x)
+        return force
+
+
+@_NOTES
+@pytest.mark.parametrize("inference_mode_off", [False, True], ids=["enable_grad", "inference_mode_off"])
+def test_a_forward_that_computes_gradients_fails_saying_that_inference_mode_stops_it(
+    tmp_path: Path, inference_mode_off: bool
+) -> None:
+    model = _Forces(inference_mode_off)
+    model(_x(1, 1, 6, 6))  # outside inference mode it runs
+    torch_says = "Inference tensors cannot be saved" if inference_mode_off else "does not have a grad_fn"
+    with pytest.raises(RuntimeError, match=torch_says) as caught:
+        snapshotter(tmp_path)(model, _x(1, 1, 6, 6), layers=["conv"])
+    assert caught.value.__notes__ == [
+        "feature_snapshot runs the model under torch.inference_mode(), where torch.enable_grad() does not turn"
+        " autograd on, so a forward that computes gradients (torch.autograd.grad, .backward()) cannot be"
+        " snapshot this way; snapshot the part of the model that needs no gradients (the submodules before the"
+        " gradient step, with the inputs they take)"
+    ]
+    assert not model.conv._forward_hooks
+
+
+def test_another_runtime_error_of_forward_gets_no_note_about_gradients() -> None:
+    model = Boom()
+    with pytest.raises(RuntimeError, match="forward exploded on purpose") as caught:
+        capture(model, _x(1, 1, 4, 4), _targets(model, "conv"), 1)
+    assert not getattr(caught.value, "__notes__", None)
 
 
 def test_a_compiled_model_is_captured_through_the_module_it_wraps(tmp_path: Path) -> None:
