@@ -107,7 +107,10 @@ def split_call(name: str) -> tuple[str, int | None]:
 
 def run_model(model: nn.Module, inputs: Any) -> Any:
     """Call ``model`` with ``inputs``: a tuple is unpacked as positional, a mapping (a dict, a Hugging Face
-    ``BatchEncoding``) as keyword arguments, anything else is the one positional argument."""
+    ``BatchEncoding``) as keyword arguments, anything else is the one positional argument.
+
+    A namedtuple is a tuple, unpacked too. A forward that takes the dict or the namedtuple itself fails with a
+    ``TypeError``, which gets a note that says how to pass it."""
     if isinstance(inputs, Mapping):
         try:
             return model(**inputs)
@@ -119,7 +122,17 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
                 )
             raise
     if isinstance(inputs, tuple):
-        return model(*inputs)
+        try:
+            return model(*inputs)
+        except TypeError as error:
+            named = hasattr(inputs, "_fields")  # a namedtuple (typing.NamedTuple too)
+            if hasattr(error, "add_note") and named and "positional argument" in str(error):  # Python 3.11+
+                error.add_note(
+                    f"feature_snapshot passes a tuple input, also a namedtuple ({type(inputs).__name__}), as"
+                    " positional arguments, model(*inputs); for a forward that takes the namedtuple itself, pass it"
+                    " as a one-item tuple: feature_snapshot(model, (inputs,))"
+                )
+            raise
     return model(inputs)
 
 

@@ -627,6 +627,30 @@ def test_a_dict_for_a_forward_that_takes_one_dict_says_how_to_pass_it() -> None:
     torch.testing.assert_close(run_model(TakesBatch(), ({"image": torch.ones(1)},)), torch.full((1,), 2.0))
 
 
+@_NOTES
+def test_a_namedtuple_for_a_forward_that_takes_it_says_how_to_pass_it() -> None:
+    from collections import namedtuple
+
+    Batch = namedtuple("Batch", "image mask")
+
+    class TakesBatch(nn.Module):
+        def forward(self, batch: Batch) -> torch.Tensor:
+            return batch.image * batch.mask
+
+    batch = Batch(_x(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0))
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given") as caught:
+        run_model(TakesBatch(), batch)
+    assert caught.value.__notes__ == [
+        "feature_snapshot passes a tuple input, also a namedtuple (Batch), as positional arguments, model(*inputs);"
+        " for a forward that takes the namedtuple itself, pass it as a one-item tuple: feature_snapshot(model,"
+        " (inputs,))"
+    ]
+    torch.testing.assert_close(run_model(TakesBatch(), (batch,)), batch.image * 2)
+    with pytest.raises(TypeError) as plain:  # a plain tuple is unpacked as the documentation says: no note
+        run_model(TakesBatch(), tuple(batch))
+    assert not getattr(plain.value, "__notes__", None)
+
+
 class _Forces(nn.Module):
     """An energy model: its forward returns the gradient of an energy, computed with autograd inside forward."""
 
