@@ -258,7 +258,10 @@ def _lookup(
     if any(ch in text for ch in "*?["):
         matched = [n for n in names if fnmatchcase(n, text)]
         if not matched:
-            raise FeatvizError(f"layer pattern {item!r} matches no layer; closest names: {_closest(text, names)}")
+            raise FeatvizError(
+                f"layer pattern {item!r} matches no layer; "
+                + (_call_index_last(item, index, names, aliases) or f"closest names: {_closest(text, names)}")
+            )
         return matched
     if text in index:
         return [text]
@@ -267,12 +270,37 @@ def _lookup(
         return [text]
     if tolerate:
         return None
+    reordered = _call_index_last(item, index, names, aliases)
     raise FeatvizError(
-        f"unknown layer {item!r} in {type(model).__name__}; closest names:"
-        f" {_closest(text, [*names, *aliases.names()])}"
-        " (list them all with model.named_modules(), or `featviz layers PACKAGE.MODULE:FACTORY` with a function that"
-        " builds the model)"
+        f"unknown layer {item!r} in {type(model).__name__}; "
+        + (
+            reordered
+            or f"closest names: {_closest(text, [*names, *aliases.names()])}"
+            " (list them all with model.named_modules(), or `featviz layers PACKAGE.MODULE:FACTORY` with a function"
+            " that builds the model)"
+        )
     )
+
+
+_CALL_BEFORE_LEAF = re.compile(r"^(?P<before>.+?)(?P<call>@\d+)(?P<after>\+.+)$")
+
+
+def _call_index_last(item: str, index: dict[str, nn.Module], names: list[str], aliases: _LazyAliases) -> str:
+    """The hint for a name with its call index before its leaf selector (``block@1+logits``), when the name written
+    the other way round (``block+logits@1``) names a module of the model; else ``""``. The call index is read only
+    at the end of a name, so the slip reads as a module called ``block@1``, and the closest names it got listed
+    (``block``, ``block.conv``) hid the fix."""
+    found = _CALL_BEFORE_LEAF.match(item)
+    if found is None:
+        return ""
+    reordered = found["before"] + found["after"] + found["call"]
+    text, _ = split_call(canonical_name(reordered))
+    name, _ = _split_leaf(text, index)
+    if any(ch in name for ch in "*?["):
+        known = any(fnmatchcase(n, name) for n in names)
+    else:
+        known = name in index or name in aliases.names()
+    return f"a call index goes last, after the leaf selector: {reordered!r}" if known else ""
 
 
 class _LazyAliases:

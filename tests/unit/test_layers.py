@@ -73,6 +73,22 @@ def test_unknown_name_lists_the_closest_names() -> None:
         _names([])
 
 
+def test_a_call_index_before_a_leaf_selector_says_it_goes_last() -> None:
+    """``block@1+logits`` read as a module called ``block@1``, and the closest names (``block``, ``block.conv``) hid
+    the fix: the call index goes last."""
+    last = "a call index goes last, after the leaf selector"
+    with pytest.raises(FeatvizError, match=rf"^unknown layer 'layer1@1\+0' in Net; {last}: 'layer1\+0@1'$"):
+        _names("layer1@1+0")
+    with pytest.raises(FeatvizError, match=rf"; {last}: 'module.layer1.0\+out\+1@2'$"):
+        _names("module.layer1.0@2+out+1")  # a wrapper prefix and a nested leaf are kept as written
+    with pytest.raises(FeatvizError, match=rf"^layer pattern 'layer\?@1\+0' matches no layer; {last}: 'layer\?\+0@1'"):
+        _names("layer?@1+0")
+    assert _names("layer1+0@1") == ["layer1+0"]
+    with pytest.raises(FeatvizError, match=r"unknown layer 'layr1@1\+0' in Net; closest names: .*'layer1'") as caught:
+        _names("layr1@1+0")  # no module of that name either way: the closest names, as for any unknown name
+    assert last not in str(caught.value)
+
+
 def test_the_name_inside_a_compiled_submodule_is_the_closest_one() -> None:
     # layer2 = torch.compile(layer2): 'layer2.0.conv1' is 'layer2._orig_mod.0.conv1' now, and the closest names
     # offered were the other stages' blocks
