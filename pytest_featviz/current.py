@@ -169,6 +169,14 @@ def capture_layers(
                 if calls.get(t.name)
             )
             + (
+                # forward hooks fire only through Module.__call__: a layer its parent calls as self.b.forward(x) ran,
+                # but no hook saw it
+                "; a module called as module.forward(x) instead of module(x) runs without hooks and reads as never"
+                " run: call it as module(x)"
+                if not isinstance(model, torch.fx.GraphModule) and any(not calls.get(t.name) for t in missed)
+                else ""
+            )
+            + (
                 f"; {compiled[0]!r} is compiled with torch.compile, whose code can skip hooks added after it was"
                 " compiled: snapshot the module it wraps (its _orig_mod) instead"
                 if compiled

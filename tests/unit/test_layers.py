@@ -115,6 +115,29 @@ def test_a_selected_layer_that_never_runs_fails(tmp_path: Path) -> None:
         snapshotter(tmp_path, update=True)(_net(), _x(), layers=nn.Conv2d)
 
 
+class CallsForward(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+        self.b = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b.forward(self.a(x))  # skips Module.__call__, and with it the hooks
+
+
+def test_a_layer_called_through_its_forward_method_fails_saying_so(tmp_path: Path) -> None:
+    with pytest.raises(FeatvizError, match=r"'b' never ran in the forward pass of CallsForward") as caught:
+        snapshotter(tmp_path, update=True)(CallsForward(), _x(), layers=["a", "b"], channels=2)
+    assert str(caught.value).endswith(
+        "; a module called as module.forward(x) instead of module(x) runs without hooks and reads as never run:"
+        " call it as module(x)"
+    )
+    assert not any(tmp_path.iterdir())
+    # a call index that never ran, of a module that did run: its calls are listed, and nothing of .forward
+    with pytest.raises(FeatvizError, match=r"'a@1' never ran .*; 'a' ran 1 time\(s\): 'a'$"):
+        snapshotter(tmp_path, update=True)(CallsForward(), _x(), layers=["a@1"], channels=2)
+
+
 def test_layers_are_reported_in_forward_order(tmp_path: Path) -> None:
     result = snapshotter(tmp_path, update=True)(_net(), _x(), layers=["layer2.0", "stem", "layer1.0"])
     assert [layer.name for layer in result.layers] == ["stem", "layer1.0", "layer2.0"]
