@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -252,8 +253,28 @@ def run_line(run: Mapping[str, Any]) -> str:
 
 
 def _md(text: str, limit: int = 120) -> str:
+    """``text`` as markdown prose on one line: a backtick would open a code span, a pipe end a table cell."""
     text = " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fence(text: str, least: int = 1) -> str:
+    """Backticks that no run of backticks in ``text`` closes: one more than its longest run, ``least`` at least."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    return "`" * max(least, longest + 1)
+
+
+def _code(text: str, limit: int | None = None, *, cell: bool = False) -> str:
+    """``text`` verbatim as a markdown code span (a test id, a path), shortened to ``limit`` with "…" where one is
+    given; in a table ``cell`` a pipe is escaped, which GitHub reads back there, and only there, even in code."""
+    text = " ".join(str(text).splitlines())  # a code span is one line; spaces inside it stay as they are
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if cell:
+        text = text.replace("|", "\\|")
+    fence = _fence(text)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""  # one space each side is dropped
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | None = None) -> str:
@@ -278,7 +299,7 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         compared = snapshot["outcome"] == DRIFTED  # a missing snapshot has nothing it drifted from
         drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"] if compared else []
         lines.append(
-            f"| `{_md(snapshot['test_id'])}` | {_md(snapshot['snapshot'], 40)} | {_outcome(snapshot)} |"
+            f"| {_code(snapshot['test_id'], 120, cell=True)} | {_md(snapshot['snapshot'], 40)} | {_outcome(snapshot)} |"
             f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted) if compared else '–'} |"
             f" {_md(worst_score(drifted) or '–', 60).replace('<', '&lt;').replace('>', '&gt;')} |"
         )
@@ -288,27 +309,30 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
     if unreadable:  # why each could not be read, and the fix its message gives (git lfs pull, --featviz-update)
         lines += ["", "Goldens that could not be read:", ""]
         lines += [
-            f"- `{_md(s['golden_dir'], 200)}`: {_md('; '.join(s['message'].splitlines()), 1000)}"
+            f"- {_code(s['golden_dir'], 200)}: {_md('; '.join(s['message'].splitlines()), 1000)}"
             for s in unreadable[:UNREADABLE_ROWS]
         ]
         if len(unreadable) > UNREADABLE_ROWS:
             lines.append(f"- … and {len(unreadable) - UNREADABLE_ROWS} more (in the report)")
     unchecked = data.get("unchecked") or []
     if unchecked:
-        listed = ", ".join(f"`{_md(path, 200)}`" for path in unchecked[:UNCHECKED_SHOWN])
+        listed = ", ".join(_code(path, 200) for path in unchecked[:UNCHECKED_SHOWN])
         more = (
             f" and {len(unchecked) - UNCHECKED_SHOWN} more (in the report)" if len(unchecked) > UNCHECKED_SHOWN else ""
         )
         lines += ["", f"{unchecked_sentence(len(unchecked))}: {listed}{more}."]
     if create is not None:
         command, count = create
-        more = f" (and {count} more tests)" if count else ""
-        lines += ["", f"Missing goldens: create them locally with `{_md(command, 400)}`{more}, review and commit them."]
+        more = f" (it names the first tests; {count} more are missing one: see their messages)" if count else ""
+        # the command as the terminal prints it, whole: a fenced block keeps its quotes, backticks and spaces
+        fence = _fence(command, 3)
+        lines += ["", "Missing goldens: create them locally with", "", f"{fence}console", command, fence, ""]
+        lines.append(f"then review and commit them{more}.")
     if data.get("run"):
         lines += ["", _md(run_line(data["run"]), 400) + "."]
     lines += [
         "",
-        f"Diff mosaics and current renders: `{_md(display_path(index), 200)}` (upload the report directory as a build"
+        f"Diff mosaics and current renders: {_code(display_path(index), 200)} (upload the report directory as a build"
         " artifact, for example with `actions/upload-artifact`, to look at them).",
         "",
     ]

@@ -92,9 +92,33 @@ def test_the_outputs_say_what_the_run_was_and_how_to_create_missing_goldens(tmp_
     assert line in outputs.render_index(data)
     command = "pytest --featviz-create -c ci.ini " + " ".join(f"t.py::new{i}" for i in range(10))
     text = outputs.step_summary(data, tmp_path / "index.html", (command, 2))  # as session.create_missing makes it
-    assert f"Missing goldens: create them locally with `{command}` (and 2 more tests), review and commit them." in text
+    assert (
+        f"Missing goldens: create them locally with\n\n```console\n{command}\n```\n\nthen review and commit them"
+        " (it names the first tests; 2 more are missing one: see their messages)." in text
+    )
     assert "Missing goldens" not in outputs.step_summary(data, tmp_path / "index.html")
     assert "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM >= 0.99" in text
+
+
+def test_the_step_summary_gives_commands_and_ids_verbatim(tmp_path: Path) -> None:
+    """The create command was cut at 400 characters (an open quote, tests missing) and changed on the way: a
+    backtick became a quote, two spaces one, and a pipe got a backslash that GitHub shows outside a table."""
+    ids = ["t.py::test_m[a|b]", "t.py::test_m[c`d]", "t.py::test_m[two  spaces]"]
+    ids += [f"t.py::test_backbone_variants[resnet18-imagenet-variant-{i:02d}-channels_last]" for i in range(8)]
+    missing = [snapshot_record(i, MISSING, LayerResult("a", "new", (1, 2), None)) for i in ids]
+    data = report.report_data(missing, tmp_path, Path("/repo"), False)
+    command = "pytest --featviz-create " + " ".join(f"'{i}'" for i in ids)
+    text = outputs.step_summary(data, tmp_path / "index.html", (command, 0))
+    assert f"\n```console\n{command}\n```\n" in text and len(command) > 400
+    rows = [line for line in text.splitlines() if line.startswith("| `") and "test_m" in line]
+    assert rows == [
+        "| `t.py::test_m[a\\|b]` | 0 | missing | – | – | – |",  # escaped in a table cell, where GitHub reads it back
+        "| ``t.py::test_m[c`d]`` | 0 | missing | – | – | – |",
+        "| `t.py::test_m[two  spaces]` | 0 | missing | – | – | – |",
+    ]
+    unreadable = SnapshotResult("t.py::t", "0", "/repo/golden/t/a|b/0", UNREADABLE, message="cannot read")
+    listed = outputs.step_summary(report.report_data([unreadable], tmp_path, Path("/repo"), False), tmp_path)
+    assert "- `golden/t/a|b/0`: cannot read" in listed  # outside a table a backslash would show
 
 
 def test_step_summary_is_bounded_markdown_without_images(tmp_path: Path) -> None:
