@@ -184,7 +184,7 @@ def _note_autograd(error: RuntimeError) -> None:
         error.add_note(  # Python 3.11+
             "feature_snapshot runs the model under torch.inference_mode(), where torch.enable_grad() does not turn"
             " autograd on, so a forward that computes gradients (torch.autograd.grad, .backward()) cannot be"
-            " snapshot this way; snapshot the part of the model that needs no gradients (the submodules before the"
+            " snapshotted this way; snapshot the part of the model that needs no gradients (the submodules before the"
             " gradient step, with the inputs they take)"
         )
 

@@ -685,7 +685,7 @@ def test_a_forward_that_computes_gradients_fails_saying_that_inference_mode_stop
     assert caught.value.__notes__ == [
         "feature_snapshot runs the model under torch.inference_mode(), where torch.enable_grad() does not turn"
         " autograd on, so a forward that computes gradients (torch.autograd.grad, .backward()) cannot be"
-        " snapshot this way; snapshot the part of the model that needs no gradients (the submodules before the"
+        " snapshotted this way; snapshot the part of the model that needs no gradients (the submodules before the"
         " gradient step, with the inputs they take)"
     ]
     assert not model.conv._forward_hooks
