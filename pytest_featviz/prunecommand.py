@@ -41,6 +41,8 @@ _SELECTION: dict[str, tuple[str, object]] = {
     "markexpr": ("-m", ""),
     "deselect": ("--deselect", []),
 }
+# The options of _COLLECTION by which a run leaves tests out (besides its paths and _SELECTION).
+_LEAVING_OUT = frozenset({"ignore", "ignore_glob", "maxfail"})
 COLLECTING_INI = frozenset(
     {
         "python_files",
@@ -75,11 +77,13 @@ _WITHOUT_VALUE: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def prune_command(config: pytest.Config, options: Sequence[str]) -> str:
+def prune_command(config: pytest.Config, options: Sequence[str], every_test: bool = False) -> str:
     """The command that deletes what a run lists, pasted where the run ran: ``pytest --featviz-prune``, the options
     that locate the goldens (``options``), and the options that decided which test files the run collected and which
     of their tests ran, as its command line gave them (:data:`_COLLECTION`; its paths and node ids, ``-k``, ``-m``,
-    ``--deselect``). The ini's addopts and ``PYTEST_ADDOPTS`` apply to the pasted command again by themselves; when
+    ``--deselect``). With ``every_test``, those that leave tests out (:data:`_LEAVING_OUT`: paths, node ids, the
+    selection, ``--ignore``, ``-x``) are not repeated: a prune run that leaves tests out keeps the goldens of deleted
+    test files. The ini's addopts and ``PYTEST_ADDOPTS`` apply to the pasted command again by themselves; when
     the command line replaced the ini's addopts (``-o addopts=...``), the command does too, with ``-o addopts=``.
     Nothing else of the command line is repeated: an ``@file`` or ``-o addopts=`` could hold ``--featviz-update``
     (their options above are repeated one by one), and ``--junitxml`` would overwrite a report."""
@@ -89,15 +93,16 @@ def prune_command(config: pytest.Config, options: Sequence[str]) -> str:
     # what the pasted command applies by itself: addopts, and ``options`` (which may repeat -p or --import-mode)
     again = _given([*(environment if replaced else [*map(str, config.getini("addopts")), *environment]), *options])
     paths = [str(arg) for arg in config.args] if config.args_source == pytest.Config.ArgsSource.ARGS else []
+    collection = {k: v for k, v in _COLLECTION.items() if k not in _LEAVING_OUT} if every_test else _COLLECTION
     return shlex.join(
         [
             "pytest",
             "--featviz-prune",
             *options,
             *(["-o", "addopts="] if replaced else []),
-            *_repeated(config, _COLLECTION, again, _keys(overrides)),
-            *paths,
-            *_repeated(config, _SELECTION, again, []),
+            *_repeated(config, collection, again, _keys(overrides)),
+            *([] if every_test else paths),
+            *([] if every_test else _repeated(config, _SELECTION, again, [])),
         ]
     )
 

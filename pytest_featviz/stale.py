@@ -99,6 +99,7 @@ class StaleGoldens:
         self.kept_moves: list[Path] = []  # stale snapshots prune left in place: a move pairs them with missing ones
         self.created: list[Path] = []  # golden snapshot directories this run created (--featviz-create / -update)
         self.kept_orphans: list[Path] = []  # goldens of deleted test files prune left: this run left tests out
+        self.left_orphans: list[Path] = []  # goldens of deleted test files a prune run like this one would keep
         self.kept_created: list[tuple[Path, Path]] = []  # (stale snapshot prune kept, the one created in its place)
         self.stale: list[Path] = []
         self.pruned: list[Path] = []
@@ -223,8 +224,10 @@ class StaleGoldens:
         # code as it is now and never compared with the old ones; prune keeps what a move pairs with a missing golden
         moves = renames(self.stale, self.missing) if self.stale else []
         self.moves = [move.command for move in moves]
+        moved = {_key(snapshot) for move in moves for snapshot in move.snapshots}
+        # the goldens of deleted test files that a prune run leaving tests out keeps, unless a move pairs them
+        self.left_orphans = [d for d in orphans if _key(d) not in moved] if self.incomplete or self.narrowed() else []
         if self.prune:
-            moved = {_key(snapshot) for move in moves for snapshot in move.snapshots}
             self.kept_moves = [directory for directory in self.stale if _key(directory) in moved]
             # a create or update run made new goldens where a renamed test looked for them, uncompared with the old
             # ones: those are kept too, for the comparison the rename would have given
@@ -420,7 +423,21 @@ class StaleGoldens:
         if not self.prune:
             from pytest_featviz.prunecommand import prune_command
 
+            left = self.left_orphans
+            whole = prune_command(self.config, self.options(), every_test=True)
+            if left and len(left) == len(self.stale):
+                terminalreporter.write_line(f"delete them with:  {whole}")
+                terminalreporter.write_line(
+                    "  (a run of every test: this run left tests out, and a prune run that does keeps the goldens"
+                    " of deleted or renamed test files)"
+                )
+                return
             terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options())}")
+            if left:
+                terminalreporter.write_line(
+                    f"  (it keeps the {len(left)} of deleted or renamed test files, since this run left tests out;"
+                    f" a run of every test deletes them too:  {whole})"
+                )
             if self.moves:
                 terminalreporter.write_line(
                     "  (it keeps the ones the git mv above moves, and deletes the others: move them first, then run"

@@ -269,8 +269,11 @@ def test_prune_keeps_the_goldens_of_a_renamed_test_and_gives_their_move(featviz_
             "some look like the goldens of a renamed or moved test whose goldens are now missing: move them*",
             f"  {move}",
             "delete them with:  pytest --featviz-prune -k one",
+            "  (it keeps the 3 of deleted or renamed test files, since this run left tests out; a run of every test"
+            " deletes them too:  pytest --featviz-prune)",
             "  (it keeps the ones the git mv above moves, and deletes the others: move them first, then run again)",
-        ]
+        ],
+        consecutive=True,
     )
     assert _goldens(path) == old
     # -k left the renamed file's other tests out: their goldens are no less theirs for that, and nothing pairs them
@@ -715,15 +718,22 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
         result = featviz_pytester.runpytest("--featviz-prune", *args)
         assert "stale golden" not in result.stdout.str()
     assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
-    # a run of one file of the rootdir collected from it: the goldens of its deleted neighbour are judged
+    # a run of one file of the rootdir collected from it: the goldens of its deleted neighbour are judged; a prune
+    # run of that file alone would keep them (it leaves tests out), so the command is that of a run of every test
     result = featviz_pytester.runpytest("test_keep.py")
     result.stdout.fnmatch_lines(
         [
             "1 stale golden snapshot(s) that no executed test used*",
             "  golden/test_top/test_o/0",
-            "delete them with:  pytest --featviz-prune test_keep.py",
-        ]
+            "delete them with:  pytest --featviz-prune",
+            "  (a run of every test: this run left tests out, and a prune run that does keeps the goldens of deleted"
+            " or renamed test files)",
+        ],
+        consecutive=True,
     )
+    # that command drops what left tests out (--ignore, -x) and keeps the rest of what decides the collection
+    result = featviz_pytester.runpytest("-x", "--ignore", "sub", "-W", "ignore::DeprecationWarning")
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune -W ignore::DeprecationWarning"])
     # the command it gives keeps the options that locate the goldens
     featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = elsewhere\n")
     result = featviz_pytester.runpytest("--featviz-golden-dir", "golden")
