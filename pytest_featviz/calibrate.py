@@ -186,7 +186,8 @@ def calibrate(model: nn.Module, inputs: Any, measure: Measure) -> tuple[Calibrat
     runs = []
     for name in PERTURBATIONS:
         try:
-            # each perturbation starts from the model and input as the test gave them, whatever the one before did
+            # each perturbation starts from the model and input as the check's own pass left them, whatever the
+            # perturbation before did
             with (
                 unobserved(model, inputs) as copied,
                 _RUNNERS[name](model, copied) as (perturbed, perturbed_inputs, label),

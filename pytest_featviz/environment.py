@@ -182,20 +182,24 @@ def cublas_deterministic() -> bool:
 # -- the environment record --------------------------------------------------------------------------------------
 
 
-def input_tensors(value: Any) -> Iterator[torch.Tensor]:
+def input_tensors(value: Any, _within: frozenset[int] = frozenset()) -> Iterator[torch.Tensor]:
     """Every tensor in an input: the input itself, or the items of its mappings, lists, tuples and dataclass
-    instances, depth first."""
+    instances, depth first; a container met again within itself (a tree's parent link) is not walked again."""
     if isinstance(value, torch.Tensor):
         yield value
-    elif isinstance(value, Mapping):
+        return
+    if id(value) in _within:
+        return
+    within = _within | {id(value)}
+    if isinstance(value, Mapping):
         for key in value:
-            yield from input_tensors(value[key])
+            yield from input_tensors(value[key], within)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from input_tensors(item)
+            yield from input_tensors(item, within)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            yield from input_tensors(getattr(value, field.name, None))
+            yield from input_tensors(getattr(value, field.name, None), within)
 
 
 def device_type(model: nn.Module, inputs: Any) -> str:

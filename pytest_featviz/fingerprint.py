@@ -48,6 +48,9 @@ def _digest(value: Any) -> str:
 # shorten a large array's): no comparison can say whether the input changed.
 UNKNOWN_INPUT = "unknown"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")  # the end of a default repr: <...Config object at 0x7f...>
+# Where torch and numpy leave values out of a large array's repr: "[0., 0.,  ..., 0.]", "[1, ..., 9]", and a row
+# "        ...," of a matrix; not an ellipsis in text ("a photo of a cat...", "/data/.../x.png").
+_ELIDED = re.compile(r"[,\[]\s*\.\.\.,")
 
 
 def _as_array(value: Any) -> np.ndarray[Any, Any] | None:
@@ -70,8 +73,24 @@ def input_fingerprint(inputs: Any) -> str:
     """
     hasher = hashlib.sha256()
     stable = True
+    within: set[int] = set()  # the containers being fed: one met again within itself is a cycle, fed as a mark
 
     def feed(value: Any) -> None:
+        if isinstance(value, (Mapping, list, tuple)) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
+            if id(value) in within:
+                hasher.update(b"cycle;")
+                return
+            within.add(id(value))
+            try:
+                feed_value(value)
+            finally:
+                within.discard(id(value))
+        else:
+            feed_value(value)
+
+    def feed_value(value: Any) -> None:
         nonlocal stable
         if isinstance(value, torch.Tensor):
             tensor = value.detach()
@@ -118,9 +137,8 @@ def input_fingerprint(inputs: Any) -> str:
                 hasher.update(np.ascontiguousarray(array).data)  # no copy of an array that is contiguous already
         else:
             text = repr(value)
-            # an address changes from run to run; "..." is where torch or numpy left the middle of an array out
-            elided = not isinstance(value, (str, bytes)) and "..." in text
-            stable = stable and not _ADDRESS.search(text) and not elided
+            # an address changes from run to run; ", ...," is where torch or numpy left the middle of an array out
+            stable = stable and not _ADDRESS.search(text) and not _ELIDED.search(text)
             hasher.update(f"{text};".encode())
 
     feed(inputs)

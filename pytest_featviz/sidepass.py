@@ -5,10 +5,11 @@ A check runs the model once; each of these passes runs it once more. A model wit
 average, a cache, in-place preprocessing of its input, random noise) would otherwise compute in the snapshot, or in
 the next snapshot of the same test, what its second pass computes, and a check on another machine, where the extra
 pass does not run, would see its first: :func:`unobserved` runs the pass on a copy of the input's tensors, with the
-random number generators (torch's, ``random``'s, numpy's and every ``torch.Generator`` a module holds) forked, and
-puts back every submodule, buffer and plain attribute of every module of the model. What it cannot put back:
-state outside the model's modules (a global, an object a module's attribute points to), parameters changed in
-``forward``, and what the model's own forward hooks do, which run once more.
+random number generators (torch's, ``random``'s, numpy's and each one a module holds) forked, and puts back every
+submodule, buffer and plain attribute of every module of the model. What it does not put back: state outside the
+model's modules (a global, an object a module's attribute points to), the values of a large tensor attribute written
+in place (see ``_KEPT_TENSOR_BYTES``), parameters changed in ``forward``, hooks that ``forward`` registers (a flag
+kept elsewhere may say they are), and what the model's own forward hooks do, which run once more.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import copy
 import dataclasses
 import itertools
 import random
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,8 +31,13 @@ from torch.nn.parameter import is_lazy
 
 from pytest_featviz.environment import input_tensors
 
-# the parts of a module's __dict__ that _model_kept puts back as buffers and submodules, not as plain attributes
-_TORCH_STATE = frozenset({"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"})
+# What nn.Module.__init__ puts in every module's __dict__: its parameters, buffers and submodules, which
+# _registered_kept puts back, and torch's hooks, which stay as the pass left them (a forward that registers a hook
+# once, guarded by a flag kept elsewhere, would lose it for good); of these, ``training`` is the module's own state.
+_TORCH_STATE = frozenset(vars(nn.Module())) - {"training"}
+# A plain tensor attribute up to this size gets its values back where the pass wrote it in place; a larger one (an
+# anchor table, a mask) only its place, since keeping a copy of it would double the memory the model holds there.
+_KEPT_TENSOR_BYTES = 16 * 2**20
 
 
 @contextlib.contextmanager
@@ -109,19 +116,16 @@ def _registered_kept(modules: list[nn.Module], lazy: set[int]) -> Iterator[None]
 @contextlib.contextmanager
 def _attributes_kept(modules: list[nn.Module]) -> Iterator[None]:
     """Every plain attribute of ``modules`` as it was before the block (``self.calls += 1``, ``self.pos = ...``,
-    ``self.training``): put back where the pass rebound it, deleted where the pass added it. A list, dict or set
-    gets its items back in place (a cache the pass appended to), a tensor its values (one it wrote in place), and a
-    ``torch.Generator`` its state; what such an item holds in turn is not looked into. A lazy module that the pass
-    initializes is left out: its initialization removes torch's hooks from it for good."""
+    ``self.training``): put back where the pass rebound it, deleted where the pass added it. A list, dict, set or
+    deque gets its items back in place (a cache the pass appended to), a plain tensor of up to
+    ``_KEPT_TENSOR_BYTES`` its values (one the pass wrote in place), and a random number generator (torch's,
+    ``random.Random``, numpy's) its state; what such an item holds in turn is not looked into. A lazy module that
+    the pass initializes is left out: its initialization removes torch's hooks from it for good."""
     saved = [(module, {k: v for k, v in vars(module).items() if k not in _TORCH_STATE}) for module in modules]
-    found = [value for _, attributes in saved for value in attributes.values()]
-    items: dict[int, Any] = {id(v): copy.copy(v) for v in found if isinstance(v, (list, dict, set))}
-    values = {
-        id(v): v.detach().clone()
-        for v in found
-        if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and not is_lazy(v)
-    }
-    generators = {id(v): v.get_state() for v in found if isinstance(v, torch.Generator)}
+    found = {id(value): value for _, attributes in saved for value in attributes.values()}.values()
+    items: dict[int, Any] = {id(v): copy.copy(v) for v in found if isinstance(v, (list, dict, set, deque))}
+    values = {id(v): v.detach().clone() for v in found if _values_kept(v)}
+    generators = {id(v): put_back for v in found if (put_back := _generator_state(v)) is not None}
     try:
         yield
     finally:
@@ -134,26 +138,54 @@ def _attributes_kept(modules: list[nn.Module]) -> Iterator[None]:
                 if id(value) in values:
                     value, written = _restored(value, now if isinstance(now, torch.Tensor) else None, values)
                     value = value if written else values[id(value)]
-                elif id(value) in generators:
-                    value.set_state(generators[id(value)])
                 elif id(value) in items:
                     _put_back_items(value, items[id(value)])
                 state[name] = value
+        for put_back in generators.values():
+            put_back()
 
 
-def _put_back_items(container: list[Any] | dict[Any, Any] | set[Any], items: Any) -> None:
-    """``container`` holding ``items`` (a shallow copy of it) again, in place, where the pass changed what it holds
-    (compared by identity: a tensor's ``==`` is no answer)."""
-    if isinstance(container, list):
-        if len(container) != len(items) or any(a is not b for a, b in zip(container, items, strict=False)):
-            container[:] = items
-    elif isinstance(container, dict):
+def _values_kept(value: Any) -> bool:
+    """Whether ``value`` is a plain tensor whose values :func:`_attributes_kept` keeps a copy of: a dense torch.Tensor
+    (not a subclass, which compares and copies by its own rules; not a parameter) of real memory, up to
+    ``_KEPT_TENSOR_BYTES``; an expanded view, which cannot be written in place, is left out whatever its size."""
+    if type(value) is not torch.Tensor or value.layout != torch.strided or value.is_nested or value.is_meta:
+        return False
+    expanded = any(stride == 0 and size > 1 for stride, size in zip(value.stride(), value.shape, strict=True))
+    return not expanded and value.numel() * value.element_size() <= _KEPT_TENSOR_BYTES
+
+
+def _generator_state(value: Any) -> Callable[[], object] | None:
+    """What puts a random number generator held as an attribute back to its state now; ``None`` for anything else."""
+    if isinstance(value, torch.Generator):
+        torch_state = value.get_state()
+        return lambda: value.set_state(torch_state)
+    if isinstance(value, random.Random):
+        python_state = value.getstate()
+        return lambda: value.setstate(python_state)
+    if isinstance(value, np.random.Generator):
+        numpy_state = value.bit_generator.state
+        return lambda: setattr(value.bit_generator, "state", numpy_state)
+    if isinstance(value, np.random.RandomState):
+        legacy_state = value.get_state()
+        return lambda: value.set_state(legacy_state)
+    return None
+
+
+def _put_back_items(container: Any, items: Any) -> None:
+    """``container`` (a list, dict, set or deque) holding ``items`` (a shallow copy of it) again, in place, where the
+    pass changed what it holds (compared by identity: a tensor's ``==`` is no answer)."""
+    if isinstance(container, dict):
         if container.keys() != items.keys() or any(container[k] is not items[k] for k in items):
             container.clear()
             container.update(items)
-    elif {id(item) for item in container} != {id(item) for item in items}:
-        container.clear()
-        container.update(items)
+    elif isinstance(container, set):
+        if {id(item) for item in container} != {id(item) for item in items}:
+            container.clear()
+            container.update(items)
+    elif len(container) != len(items) or any(a is not b for a, b in zip(container, items, strict=False)):
+        container.clear()  # a list or a deque
+        container.extend(items)
 
 
 def _same(tensor: torch.Tensor, value: torch.Tensor) -> bool:
@@ -164,7 +196,7 @@ def _same(tensor: torch.Tensor, value: torch.Tensor) -> bool:
         if tensor.is_floating_point() or tensor.is_complex():
             return bool(torch.allclose(tensor, value, rtol=0.0, atol=0.0, equal_nan=True))
         return bool(torch.equal(tensor, value))
-    except (RuntimeError, NotImplementedError):
+    except Exception:  # noqa: BLE001 - any: a tensor subclass may refuse the comparison with any error
         return False
 
 
@@ -195,23 +227,37 @@ def _restored(
     return target, True
 
 
-def _copied(value: Any) -> Any:
+def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
     """``value`` with each tensor in its dicts, lists, tuples and dataclass instances replaced by a copy (for a pass
-    that may write it)."""
+    that may write it); what it holds twice, or within itself (a tree's parent link), it holds so in the copy."""
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        memo[id(value)] = tensor = value.detach().clone()
+        return tensor
+    if isinstance(value, Mapping):  # before dataclasses: a Hugging Face ModelOutput is both, read as its items
+        mapping: dict[Any, Any] = {}
+        memo[id(value)] = mapping
+        mapping.update((key, _copied(item, memo)) for key, item in value.items())
+        return mapping
+    if isinstance(value, list):
+        listed: list[Any] = []
+        memo[id(value)] = listed
+        listed.extend(_copied(item, memo) for item in value)
+        return listed
+    if isinstance(value, tuple):
+        parts = [_copied(item, memo) for item in value]
+        memo[id(value)] = made = type(value)(*parts) if hasattr(value, "_fields") else type(value)(parts)
+        return made
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         try:
-            twin = copy.copy(value)
+            memo[id(value)] = twin = copy.copy(value)
             for field in dataclasses.fields(value):
-                object.__setattr__(twin, field.name, _copied(getattr(value, field.name)))  # a frozen one too
+                if hasattr(value, field.name):  # an init=False field may never have been set
+                    object.__setattr__(twin, field.name, _copied(getattr(value, field.name), memo))  # frozen too
         except Exception:  # noqa: BLE001 - any: a dataclass that refuses to be copied is run on as it is
+            memo[id(value)] = value
             return value
         return twin
-    if isinstance(value, Mapping):
-        return {key: _copied(item) for key, item in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_copied(item) for item in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copied(item) for item in value)
     return value

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -245,7 +247,18 @@ def test_a_dataclass_input_is_fingerprinted_by_its_fields_values() -> None:
 def test_an_input_part_whose_repr_leaves_values_out_makes_the_fingerprint_unknown() -> None:
     assert input_fingerprint(_Graph(torch.zeros(2, 3))) != UNKNOWN_INPUT  # a small tensor's repr shows it all
     assert input_fingerprint(_Graph(torch.zeros(100, 100))) == UNKNOWN_INPUT
-    assert input_fingerprint("a string with ...") != UNKNOWN_INPUT
+    # an ellipsis in text is no left-out value
+    for text in ("a photo of a cat...", SimpleNamespace(text="wait..."), Path("/data/.../x.png"), {"dog..."}):
+        assert input_fingerprint(text) == input_fingerprint(copy.deepcopy(text)) != UNKNOWN_INPUT
+
+
+def test_an_input_that_holds_itself_is_fingerprinted() -> None:
+    root = _Batch(torch.ones(2))
+    tree = {"root": root, "nodes": [root]}
+    tree["nodes"].append(tree)  # type: ignore[attr-defined]
+    assert input_fingerprint(tree) != UNKNOWN_INPUT
+    tree["root"].image[0] = 2.0  # type: ignore[attr-defined]
+    assert input_fingerprint(tree) != input_fingerprint({"root": _Batch(torch.ones(2)), "nodes": []})
 
 
 def test_a_quantized_model_s_packed_weights_are_fingerprinted() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,149 @@ def test_the_noise_floor_s_extra_pass_leaves_the_model_as_a_check_does(
     snapshotter(tmp_path)(model, _signal(), layers=["c2"])
     assert runs == [64]  # the noise floor ran, after the check's pass
     assert model.pos == 64  # and left no trace
+
+
+@dataclasses.dataclass
+class _Node:
+    """A tree node whose child links back to it: an input that holds itself."""
+
+    x: torch.Tensor
+    parent: _Node | None = None
+    children: list[_Node] = dataclasses.field(default_factory=list)
+
+
+class _TreeNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, root: _Node) -> torch.Tensor:
+        return self.conv(root.x + root.children[0].x)
+
+
+@pytest.mark.parametrize("layers", [None, ["conv"]])
+def test_an_input_that_holds_itself_is_snapshotted(tmp_path: Path, layers: list[str] | None) -> None:
+    """A tree with parent links recursed without end (RecursionError) in the copy, the tensor walk and the
+    fingerprint."""
+
+    def tree() -> _Node:
+        root = _Node(torch.ones(1, 3, 8, 8))
+        root.children.append(_Node(torch.full((1, 3, 8, 8), 0.5), parent=root))
+        return root
+
+    torch.manual_seed(0)
+    snapshotter(tmp_path, update=True)(_TreeNet().eval(), tree(), layers=layers)
+    torch.manual_seed(0)
+    assert snapshotter(tmp_path)(_TreeNet().eval(), tree(), layers=layers).outcome == "matched"
+
+
+@dataclasses.dataclass
+class _Output(dict):  # type: ignore[type-arg]
+    """Shaped like a Hugging Face ModelOutput: a dataclass whose fields are also its items."""
+
+    hidden: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self["hidden"] = self.hidden
+
+
+class _Doubling(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, enc: _Output) -> torch.Tensor:
+        return self.act(enc["hidden"].mul_(2))
+
+
+def test_an_input_that_is_a_mapping_and_a_dataclass_is_copied_as_a_mapping(tmp_path: Path) -> None:
+    """Copied as a dataclass, its items still held the test's tensors, which the default choice's pass wrote."""
+    torch.manual_seed(0)
+    given = _Output(torch.ones(1, 3, 8, 8))
+    snapshotter(tmp_path, update=True)(_Doubling().eval(), {"enc": given})
+    assert given["hidden"].max().item() == 2.0  # doubled once: by the snapshot's own pass
+    torch.manual_seed(0)
+    again = snapshotter(tmp_path)(_Doubling().eval(), {"enc": _Output(torch.ones(1, 3, 8, 8))})
+    assert again.outcome == "matched"
+
+
+class _Instrumented(nn.Module):
+    """Registers a hook on its first pass, guarded by a flag kept outside the module."""
+
+    done: set[int] = set()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if id(self) not in self.done:
+            self.done.add(id(self))
+            self.conv.register_forward_hook(lambda module, args, output: output * 2)
+        return self.conv(x)
+
+
+def test_hooks_the_pass_registers_stay_and_torch_s_own_state_is_not_touched() -> None:
+    model = _Instrumented()
+    with unobserved(model, torch.ones(1, 3, 8, 8)) as copied:
+        model(copied)
+    assert len(model.conv._forward_hooks) == 1  # its guard says it is done: without the hook it never would be
+
+
+def test_generators_deques_and_unset_dataclass_fields_are_put_back() -> None:
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.python = random.Random(1)
+            self.numpy = np.random.default_rng(1)
+            self.legacy = np.random.RandomState(1)
+            self.history: deque[int] = deque(maxlen=4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.history.append(1)
+            return x + self.python.random() + self.numpy.random() + self.legacy.rand()
+
+    model = Noisy()
+    before = (model.python.random(), model.numpy.random(), model.legacy.rand())
+    model = Noisy()
+    with unobserved(model, torch.zeros(1)) as copied:
+        model(copied)
+    assert (model.python.random(), model.numpy.random(), model.legacy.rand()) == before
+    assert not model.history
+
+    @dataclasses.dataclass
+    class Later:
+        image: torch.Tensor
+        cached: torch.Tensor = dataclasses.field(init=False)  # never set
+
+    given = Later(torch.ones(2))
+    with unobserved(model, given) as copied:
+        copied.image.mul_(3)
+    assert given.image.tolist() == [1.0, 1.0] and not hasattr(copied, "cached")
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of:UserWarning")  # masked and nested tensors: prototypes
+def test_large_expanded_and_subclassed_tensor_attributes_are_kept_in_place_without_a_copy() -> None:
+    """Each was copied on every extra pass (an expanded 4096 x 4096 view took 455 MiB; a masked tensor's comparison
+    raised, and a nested one came back as a copy)."""
+    from torch.masked import masked_tensor
+
+    class Holding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = torch.zeros(1, 1, 1, 1).expand(1, 4, 4096, 4096)
+            self.table = torch.zeros(5 * 2**20)  # 20 MiB
+            self.valid = masked_tensor(torch.ones(4), torch.tensor([True, False, True, True]))
+            self.ragged = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+            self.small = torch.zeros(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.small += 1
+            return x
+
+    model = Holding()
+    held = dict(vars(model))
+    with unobserved(model, torch.zeros(1)) as copied:
+        model(copied)
+    assert all(getattr(model, name) is held[name] for name in ("bias", "table", "valid", "ragged", "small"))
+    assert model.small.tolist() == [0.0] * 4
