@@ -144,6 +144,11 @@ def holds_only_goldens(directory: Path, skipped: Sequence[str] = ()) -> bool:
     return True
 
 
+def _channels_shown(channels: int | tuple[int, ...] | str) -> str:
+    """A channel setting as ``--featviz-channels`` takes it: ``16``, ``0,3,7``, ``all``, ``top:8``."""
+    return ",".join(map(str, channels)) if isinstance(channels, tuple) else str(channels)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     installed = torch_version()
@@ -153,7 +158,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [
         f"featviz: torch {installed}, mode {mode}, golden dir {settings.golden_dir},"
         f" threshold {settings.threshold:g}, stat tolerance {settings.stat_tolerance:g},"
-        f" rms tolerance {settings.rms_tolerance:g}"
+        f" rms tolerance {settings.rms_tolerance:g}, channels {_channels_shown(settings.channels)},"
+        f" normalize {settings.normalize}, noise floor {'on' if settings.noise_floor else 'off'}"
+        + (", deterministic" if settings.deterministic else "")
     ]
     torch = sys.modules.get("torch")
     if torch is None:

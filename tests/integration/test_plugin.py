@@ -70,7 +70,21 @@ def test_threshold_precedence_call_marker_cli_ini_default(
     monkeypatch.setenv("EXPECT_THRESHOLD", "0.6")
     result = featviz_pytester.runpytest("--featviz-threshold", "0.6")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["featviz: torch *, mode check, golden dir *, threshold 0.6, *"])
+    result.stdout.fnmatch_lines(
+        [
+            "featviz: torch *, mode check, golden dir *, threshold 0.6, stat tolerance 0.03, rms tolerance 0.15,"
+            " channels 16, normalize minmax, noise floor on"
+        ]
+    )
+    # every setting the options give is in the header, as it is in force
+    result = featviz_pytester.runpytest(
+        "--co",
+        "--featviz-channels=0,3",
+        "--featviz-normalize=sigmoid",
+        "--featviz-noise-floor=off",
+        "--featviz-deterministic",
+    )
+    result.stdout.fnmatch_lines(["featviz: torch *, channels 0,3, normalize sigmoid, noise floor off, deterministic"])
     # A wrong expectation fails: the assertion inside the test is live.
     monkeypatch.setenv("EXPECT_THRESHOLD", "0.5")
     featviz_pytester.runpytest("--featviz-threshold", "0.6", "-k", "default").assert_outcomes(failed=1)
