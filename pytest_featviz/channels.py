@@ -222,16 +222,22 @@ def keep(
     if tensor.is_meta:
         raise LayoutError("the output is on the meta device, which holds no values: run the model on a real device")
     found = module if isinstance(module, Hints) else hints(module)
+    layout = leaf_layout(output, tensor, found, leaf, facts)
+    channels = choose_channels(spec, tensor, layout)
+    maps = extract(tensor, layout, channels)
+    return Kept(tuple(tensor.shape), channels, maps, layout.label, tensor.dtype, _finite(tensor))
+
+
+def leaf_layout(output: Any, tensor: torch.Tensor, found: Hints, leaf: str | None, facts: InputFacts) -> Layout:
+    """The layout of ``tensor``, the ``leaf`` of ``output`` of a module with hints ``found``: a recurrent module's
+    later leaves are its hidden states, an attention module's its weights (:func:`layout.plan`)."""
     later = _later_leaf(leaf)
     leading = (found.attention and later) or getattr(tensor, "featviz_leading", False)
     # nn.MultiheadAttention called with one (L, E) sequence returns (L, E), and its weights unbatched too
     unbatched = found.attention and later and (first := first_tensor(output)) is not None and first.dim() == 2
-    layout = plan(
+    return plan(
         tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading, unbatched=unbatched
     )
-    channels = choose_channels(spec, tensor, layout)
-    maps = extract(tensor, layout, channels)
-    return Kept(tuple(tensor.shape), channels, maps, layout.label, tensor.dtype, _finite(tensor))
 
 
 def _finite(tensor: torch.Tensor) -> bool:

@@ -182,8 +182,8 @@ def _run_layers(args: argparse.Namespace, out: TextIO) -> int:
             name = f"{layer.name}@{call}"
             if name in chosen:
                 rows.append(["*", name, "", _format_shape(layer.shapes[call]), layer.layouts[call], ""])
-        for selector, shape in layer.leaves:
-            rows.append(["", f"{layer.name}+{selector}", "(leaf)", _format_shape(shape), "", ""])
+        for selector, shape, layout in layer.leaves:
+            rows.append(["", f"{layer.name}+{selector}", "(leaf)", _format_shape(shape), layout, ""])
     ran = sum(1 for layer in layers if layer.shapes)
     out.write(f"{type(model).__name__} on input {described}: {ran} of {len(layers)} modules ran\n")
     _table(rows, out)

@@ -14,13 +14,13 @@ from typing import Any
 @dataclass
 class SurveyedLayer:
     """A module of the surveyed model: its name and type, per call its output shape and layout, and the leaf
-    selectors of a tuple/dict output with their shapes."""
+    selectors of a tuple/dict output with their shapes and layouts (at its first call)."""
 
     name: str
     kind: str
     shapes: list[tuple[int, ...] | None] = field(default_factory=list)
     layouts: list[str] = field(default_factory=list)
-    leaves: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    leaves: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
 
 
 def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
@@ -52,7 +52,10 @@ def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
             except LayoutError:
                 layer.layouts.append("-")
             if not layer.leaves and leaves and leaves[0][0]:  # a tuple/list/dict output
-                layer.leaves = [(selector, tuple(t.shape)) for selector, t in leaves]
+                layer.leaves = [
+                    (selector, tuple(t.shape), _leaf_label(output, t, found_hints, selector, facts))
+                    for selector, t in leaves
+                ]
 
         return hook
 
@@ -71,3 +74,14 @@ def survey(model: Any, inputs: Any) -> tuple[list[SurveyedLayer], list[str]]:
         for module, flag in training:
             module.training = flag
     return list(found.values()), default_layers(traces, model, facts=facts)
+
+
+def _leaf_label(output: Any, tensor: Any, found: Any, selector: str, facts: Any) -> str:
+    """The layout a snapshot of the leaf ``selector`` gets, as the hook that keeps it reads it; "-" for none."""
+    from pytest_featviz.channels import leaf_layout
+    from pytest_featviz.layout import LayoutError
+
+    try:
+        return leaf_layout(output, tensor, found, selector, facts).label
+    except LayoutError:
+        return "-"

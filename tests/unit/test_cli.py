@@ -148,9 +148,45 @@ def test_layers_shows_leaf_selectors_and_modules_that_never_ran_with_all(
     )
     status, lines, _ = run(["layers", "featviz_cli_wrap:Outer", "--input-shape", "1,3,16,16", "--all"], capsys)
     assert status == 0
-    assert row(lines, "seg+out") == ["seg+out", "(leaf)", "(1,", "4,", "8,", "8)"]
-    assert row(lines, "seg+pooled") == ["seg+pooled", "(leaf)", "(1,", "2)"]
+    # each leaf with the layout a snapshot of it gets
+    assert row(lines, "seg+out") == ["seg+out", "(leaf)", "(1,", "4,", "8,", "8)", "nchw"]
+    assert row(lines, "seg+pooled") == ["seg+pooled", "(leaf)", "(1,", "2)", "features"]
     assert row(lines, "seg.unused") == ["seg.unused", "ReLU", "never", "ran", "0"]
+
+
+def test_the_layout_of_a_leaf_is_the_one_its_snapshot_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recurrent module's hidden state and an attention module's weights are read otherwise than their first leaf:
+    the listing showed no layout for a leaf at all."""
+    import torch
+    from torch import nn
+
+    from pytest_featviz.capture import capture
+    from pytest_featviz.layers import resolve_layers
+
+    (tmp_path / "featviz_cli_seq.py").write_text(
+        "from torch import nn\n\n"
+        "class Seq(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.lstm = nn.LSTM(8, 6, batch_first=True)\n"
+        "        self.attn = nn.MultiheadAttention(6, 2, batch_first=True)\n\n"
+        "    def forward(self, x):\n        h = self.lstm(x)[0]\n        return self.attn(h, h, h)[0]\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        status, lines, _ = run(["layers", "featviz_cli_seq:Seq", "--input-shape", "1,10,8"], capsys)
+        import featviz_cli_seq
+
+        model: nn.Module = featviz_cli_seq.Seq().eval()
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert status == 0
+    names = ["lstm+1+0", "attn+1"]
+    kept = capture(model, torch.randn(1, 10, 8), resolve_layers(model, names), 4)
+    for name, layer in zip(names, kept, strict=True):
+        assert " ".join(row(lines, name)).endswith(layer.layout), (name, layer.layout)
+        assert layer.layout
 
 
 def test_layers_takes_several_inputs_or_an_input_function(factories: str, capsys: pytest.CaptureFixture[str]) -> None:
