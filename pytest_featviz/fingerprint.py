@@ -138,7 +138,8 @@ def input_fingerprint(inputs: Any) -> str:
         else:
             text = repr(value)
             # an address changes from run to run; ", ...," is where torch or numpy left the middle of an array out
-            stable = stable and not _ADDRESS.search(text) and not _ELIDED.search(text)
+            elided = not isinstance(value, (str, bytes)) and _ELIDED.search(text)  # text is what it says
+            stable = stable and not _ADDRESS.search(text) and not elided
             hasher.update(f"{text};".encode())
 
     feed(inputs)

@@ -8,8 +8,8 @@ pass does not run, would see its first: :func:`unobserved` runs the pass on a co
 random number generators (torch's, ``random``'s, numpy's and each one a module holds) forked, and puts back every
 submodule, buffer and plain attribute of every module of the model. What it does not put back: state outside the
 model's modules (a global, an object a module's attribute points to), the values of a large tensor attribute written
-in place (see ``_KEPT_TENSOR_BYTES``), parameters changed in ``forward``, hooks that ``forward`` registers (a flag
-kept elsewhere may say they are), and what the model's own forward hooks do, which run once more.
+in place (see ``_KEPT_TENSOR_BYTES``), parameters changed in ``forward``, what a pass that registers hooks did
+(:func:`_attributes_kept`), and what the model's own forward hooks do, which run once more.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ _TORCH_STATE = frozenset(vars(nn.Module())) - {"training"}
 # A plain tensor attribute up to this size gets its values back where the pass wrote it in place; a larger one (an
 # anchor table, a mask) only its place, since keeping a copy of it would double the memory the model holds there.
 _KEPT_TENSOR_BYTES = 16 * 2**20
+# torch's hook dicts of a module: a pass that adds to one keeps its effects on the attributes (_attributes_kept)
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 @contextlib.contextmanager
@@ -120,29 +122,71 @@ def _attributes_kept(modules: list[nn.Module]) -> Iterator[None]:
     deque gets its items back in place (a cache the pass appended to), a plain tensor of up to
     ``_KEPT_TENSOR_BYTES`` its values (one the pass wrote in place), and a random number generator (torch's,
     ``random.Random``, numpy's) its state; what such an item holds in turn is not looked into. A lazy module that
-    the pass initializes is left out: its initialization removes torch's hooks from it for good."""
+    the pass initializes is left out: its initialization removes torch's hooks from it for good.
+
+    A pass that registers a hook on a module (a model that instruments itself on its first call, guarded by a flag
+    of its own or kept elsewhere) keeps what it did to the attributes, as it keeps its hooks: put back without them,
+    the flag would have the next pass register them twice, and taken away with them, a flag kept elsewhere would
+    have no pass register them again."""
     saved = [(module, {k: v for k, v in vars(module).items() if k not in _TORCH_STATE}) for module in modules]
     found = {id(value): value for _, attributes in saved for value in attributes.values()}.values()
-    items: dict[int, Any] = {id(v): copy.copy(v) for v in found if isinstance(v, (list, dict, set, deque))}
+    items = {id(v): held for v in found if (held := _items(v)) is not None}
     values = {id(v): v.detach().clone() for v in found if _values_kept(v)}
     generators = {id(v): put_back for v in found if (put_back := _generator_state(v)) is not None}
+    hooks = [_hook_ids(module) for module in modules]
     try:
         yield
     finally:
-        for module, attributes in saved:
-            state = vars(module)
-            for name in [n for n in state if n not in attributes and n not in _TORCH_STATE]:
-                del state[name]
-            for name, value in attributes.items():
-                now = state.get(name)
-                if id(value) in values:
-                    value, written = _restored(value, now if isinstance(now, torch.Tensor) else None, values)
-                    value = value if written else values[id(value)]
-                elif id(value) in items:
-                    _put_back_items(value, items[id(value)])
-                state[name] = value
-        for put_back in generators.values():
-            put_back()
+        if all(_hook_ids(module) <= before for module, before in zip(modules, hooks, strict=True)):
+            for module, attributes in saved:
+                state = vars(module)
+                for name in [n for n in state if n not in attributes and n not in _TORCH_STATE]:
+                    del state[name]
+                for name, value in attributes.items():
+                    if id(value) in values:
+                        value = _put_back_values(value, values[id(value)])
+                    elif id(value) in items:
+                        _put_back_items(value, items[id(value)])
+                    state[name] = value
+            for put_back in generators.values():
+                put_back()
+
+
+def _hook_ids(module: nn.Module) -> set[tuple[str, int]]:
+    """The forward and backward hooks registered on ``module``, by kind and id."""
+    return {(kind, key) for kind in _HOOKS for key in getattr(module, kind, {})}
+
+
+def _items(value: Any) -> list[Any] | dict[Any, Any] | set[Any] | None:
+    """What a list, dict, set or deque attribute holds now, to put back (:func:`_put_back_items`); ``None`` for
+    anything else, or one that will not say (a subclass whose iteration fails)."""
+    try:
+        if isinstance(value, dict):
+            return dict(value)
+        if isinstance(value, set):
+            return set(value)
+        if isinstance(value, (list, deque)):
+            return list(value)
+    except Exception:  # noqa: BLE001 - any: a user's container class; its items are then not put back
+        return None
+    return None
+
+
+def _put_back_values(tensor: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``tensor``, a plain tensor attribute, holding ``value`` (its copy from before the pass) again: written in place
+    where the pass wrote it, or the copy itself where it takes no write. Unlike a buffer, whose new tensor of another
+    dtype or device follows the parameters, it never writes into a tensor the pass put in its place (a buffer the
+    attribute was pointed at)."""
+    if _same(tensor, value):
+        return tensor
+    try:
+        with torch.inference_mode() if tensor.is_inference() else torch.no_grad():
+            if tensor.shape != value.shape:
+                tensor.resize_(value.shape)
+            tensor.copy_(value)
+    except Exception:  # noqa: BLE001 - any: a view that cannot be written; the copy takes its place
+        return value
+    return tensor
 
 
 def _values_kept(value: Any) -> bool:
@@ -173,8 +217,8 @@ def _generator_state(value: Any) -> Callable[[], object] | None:
 
 
 def _put_back_items(container: Any, items: Any) -> None:
-    """``container`` (a list, dict, set or deque) holding ``items`` (a shallow copy of it) again, in place, where the
-    pass changed what it holds (compared by identity: a tensor's ``==`` is no answer)."""
+    """``container`` (a list, dict, set or deque) holding ``items`` (:func:`_items`) again, in place, where the pass
+    changed what it holds (compared by identity: a tensor's ``==`` is no answer)."""
     if isinstance(container, dict):
         if container.keys() != items.keys() or any(container[k] is not items[k] for k in items):
             container.clear()
@@ -237,14 +281,14 @@ def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
         memo[id(value)] = tensor = value.detach().clone()
         return tensor
     if isinstance(value, Mapping):  # before dataclasses: a Hugging Face ModelOutput is both, read as its items
-        mapping: dict[Any, Any] = {}
-        memo[id(value)] = mapping
-        mapping.update((key, _copied(item, memo)) for key, item in value.items())
-        return mapping
+        return _copied_mapping(value, memo)
     if isinstance(value, list):
-        listed: list[Any] = []
-        memo[id(value)] = listed
-        listed.extend(_copied(item, memo) for item in value)
+        try:  # of its own class (a list subclass), where it takes its items back
+            memo[id(value)] = listed = copy.copy(value)
+            listed[:] = [_copied(item, memo) for item in value]
+        except Exception:  # noqa: BLE001 - any: a list class that refuses; a plain list holds the same items
+            memo[id(value)] = listed = []
+            listed.extend(_copied(item, memo) for item in value)
         return listed
     if isinstance(value, tuple):
         parts = [_copied(item, memo) for item in value]
@@ -261,3 +305,23 @@ def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
             return value
         return twin
     return value
+
+
+def _copied_mapping(value: Mapping[Any, Any], memo: dict[int, Any]) -> Any:
+    """A copy of ``value`` for :func:`_copied`: of its own class where it takes items (``out.hidden`` of a
+    ``ModelOutput``, ``BatchEncoding`` and ``OrderedDict`` subclasses keep working), its dataclass fields copied too;
+    else a plain dict of the same items."""
+    try:
+        memo[id(value)] = twin = copy.copy(value)
+        for key, item in value.items():
+            twin[key] = _copied(item, memo)  # type: ignore[index]
+        if dataclasses.is_dataclass(value):  # its fields may be held apart from its items
+            for field in dataclasses.fields(value):
+                if hasattr(value, field.name):
+                    object.__setattr__(twin, field.name, _copied(getattr(value, field.name), memo))
+    except Exception:  # noqa: BLE001 - any: a read-only mapping, or a class that refuses to be copied
+        plain: dict[Any, Any] = {}
+        memo[id(value)] = plain
+        plain.update((key, _copied(item, memo)) for key, item in value.items())
+        return plain
+    return twin

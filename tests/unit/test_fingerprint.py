@@ -248,7 +248,8 @@ def test_an_input_part_whose_repr_leaves_values_out_makes_the_fingerprint_unknow
     assert input_fingerprint(_Graph(torch.zeros(2, 3))) != UNKNOWN_INPUT  # a small tensor's repr shows it all
     assert input_fingerprint(_Graph(torch.zeros(100, 100))) == UNKNOWN_INPUT
     # an ellipsis in text is no left-out value
-    for text in ("a photo of a cat...", SimpleNamespace(text="wait..."), Path("/data/.../x.png"), {"dog..."}):
+    texts = ("a photo of a cat...", SimpleNamespace(text="wait..."), Path("/data/.../x.png"), {"dog..."}, ["a, ..., b"])
+    for text in texts:
         assert input_fingerprint(text) == input_fingerprint(copy.deepcopy(text)) != UNKNOWN_INPUT
 
 

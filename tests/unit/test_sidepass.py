@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -302,3 +303,80 @@ def test_large_expanded_and_subclassed_tensor_attributes_are_kept_in_place_witho
         model(copied)
     assert all(getattr(model, name) is held[name] for name in ("bias", "table", "valid", "ragged", "small"))
     assert model.small.tolist() == [0.0] * 4
+
+
+def test_a_pass_that_registers_hooks_keeps_its_flags_so_they_are_registered_once() -> None:
+    """The flag on the module was put back and its hook was not: the next pass registered the hook a second time."""
+
+    class Flagged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.hooked = False
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.hooked:
+                self.conv.register_forward_hook(lambda module, args, output: output + 1.0)
+                self.hooked = True
+            self.calls += 1
+            return self.conv(x)
+
+    model = Flagged()
+    with unobserved(model, torch.ones(1, 3, 8, 8)) as copied:
+        model(copied)
+    model(torch.ones(1, 3, 8, 8))
+    assert len(model.conv._forward_hooks) == 1 and model.hooked
+    assert model.calls == 2  # an instrumenting pass keeps what it did to the attributes, as before
+
+
+class _Output2(OrderedDict):  # type: ignore[type-arg]
+    """An OrderedDict whose items read as attributes, as a Hugging Face ModelOutput's and BatchEncoding's do."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _Listed(list):  # type: ignore[type-arg]
+    pass
+
+
+def test_a_copied_input_keeps_its_mapping_and_list_classes() -> None:
+    """Copied to a plain dict, a head reading ``out.hidden`` failed in the noise floor's and calibration's runs."""
+    given = (_Output2(hidden=torch.ones(2)), _Listed([torch.zeros(1)]))
+    with unobserved(nn.Identity(), given) as copied:
+        out, listed = copied
+        assert type(out) is _Output2 and type(listed) is _Listed
+        out.hidden.mul_(3)
+        listed[0].add_(1)
+    assert given[0].hidden.tolist() == [1.0, 1.0] and given[1][0].item() == 0.0
+
+
+def test_a_tensor_attribute_pointed_at_a_buffer_is_put_back_without_writing_the_buffer() -> None:
+    class Caching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("positions", torch.arange(10))
+            self.cached = torch.zeros(1)
+            self.table: dict[str, int] = _Uncopyable(a=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.cached = self.positions  # another dtype and size: the buffer must not be written
+            self.table["b"] = 2
+            return x
+
+    model = Caching()
+    cached = model.cached
+    with unobserved(model, torch.zeros(1)) as copied:
+        model(copied)
+    assert model.positions.tolist() == list(range(10))
+    assert model.cached is cached and model.cached.dtype == torch.float32
+    assert dict(model.table) == {"a": 1}
+
+
+class _Uncopyable(dict):  # type: ignore[type-arg]
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError("no copy")
