@@ -103,6 +103,13 @@ def prune_command(config: pytest.Config, options: Sequence[str], every_test: boo
             *_repeated(config, collection, again, _keys(overrides)),
             *([] if every_test else paths),
             *([] if every_test else _repeated(config, _SELECTION, again, [])),
+            # a selection that addopts give applies again: an empty one replaces it
+            *(
+                part
+                for dest, flag in (("keyword", "-k"), ("markexpr", "-m"))
+                for part in (flag, "")
+                if every_test and again.get(dest)
+            ),
         ]
     )
 

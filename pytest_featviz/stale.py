@@ -29,6 +29,7 @@ imported only at session end, when a golden directory exists.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -244,10 +245,11 @@ class StaleGoldens:
                     self._delete(directory)
 
     def narrowed(self) -> bool:
-        """Whether this run's command line left test files out: paths or node ids named (not testpaths' or the
-        invocation directory's default), ``--ignore``, ``--ignore-glob`` or ``--deselect``."""
+        """Whether this run's command line left test files out: paths or node ids named other than those pytest
+        takes without any (testpaths', or the invocation directory), ``--ignore``, ``--ignore-glob`` or
+        ``--deselect``."""
         config = self.config
-        if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS:
+        if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS and not _default_paths(config):
             return True
         return any(config.getoption(name, None) for name in ("ignore", "ignore_glob", "deselect"))
 
@@ -428,15 +430,16 @@ class StaleGoldens:
             if left and len(left) == len(self.stale):
                 terminalreporter.write_line(f"delete them with:  {whole}")
                 terminalreporter.write_line(
-                    "  (a run of every test: this run left tests out, and a prune run that does keeps the goldens"
-                    " of deleted or renamed test files)"
+                    "  (a prune run deletes the goldens of deleted or renamed test files only when it runs every"
+                    " test: this run left tests out by paths, -k, -m, --deselect, --ignore or a conftest; leave"
+                    " those out, from addopts too)"
                 )
                 return
             terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options())}")
             if left:
                 terminalreporter.write_line(
-                    f"  (it keeps the {len(left)} of deleted or renamed test files, since this run left tests out;"
-                    f" a run of every test deletes them too:  {whole})"
+                    f"  (it keeps the {len(left)} golden snapshot(s) of deleted or renamed test files, since it"
+                    f" leaves tests out as this run did; a prune run of every test deletes them too:  {whole})"
                 )
             if self.moves:
                 terminalreporter.write_line(
@@ -447,6 +450,21 @@ class StaleGoldens:
     def files_checked_text(self) -> str:
         gone = f" and {self.files_gone} deleted or renamed test file(s)" if self.files_gone else ""
         return f"{self.files_checked} test file(s) with goldens that ran completely{gone}"
+
+
+def _default_paths(config: pytest.Config) -> bool:
+    """Whether the paths the command line gave are those pytest takes when given none (``pytest tests`` where
+    ``testpaths = tests``, ``pytest .``): the run then left no test file out by them."""
+    here = config.invocation_params.dir
+    if any("::" in str(arg) for arg in config.args):
+        return False
+    given = {os.path.realpath(os.path.join(here, str(arg))) for arg in config.args}
+    default = [str(here)]
+    testpaths = [str(path) for path in config.getini("testpaths") or ()]
+    if testpaths and Path(here) == config.rootpath:  # pytest reads testpaths only from the rootdir
+        found = [p for path in testpaths for p in sorted(glob.iglob(path, root_dir=here, recursive=True))]
+        default = [os.path.join(here, path) for path in found] or default
+    return given == {os.path.realpath(path) for path in default}
 
 
 def _write_listed(terminalreporter: Any, lines: Sequence[str]) -> None:

@@ -269,8 +269,8 @@ def test_prune_keeps_the_goldens_of_a_renamed_test_and_gives_their_move(featviz_
             "some look like the goldens of a renamed or moved test whose goldens are now missing: move them*",
             f"  {move}",
             "delete them with:  pytest --featviz-prune -k one",
-            "  (it keeps the 3 of deleted or renamed test files, since this run left tests out; a run of every test"
-            " deletes them too:  pytest --featviz-prune)",
+            "  (it keeps the 3 golden snapshot(s) of deleted or renamed test files, since it leaves tests out as this"
+            " run did; a prune run of every test deletes them too:  pytest --featviz-prune)",
             "  (it keeps the ones the git mv above moves, and deletes the others: move them first, then run again)",
         ],
         consecutive=True,
@@ -726,8 +726,9 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
             "1 stale golden snapshot(s) that no executed test used*",
             "  golden/test_top/test_o/0",
             "delete them with:  pytest --featviz-prune",
-            "  (a run of every test: this run left tests out, and a prune run that does keeps the goldens of deleted"
-            " or renamed test files)",
+            "  (a prune run deletes the goldens of deleted or renamed test files only when it runs every test: this"
+            " run left tests out by paths, -k, -m, --deselect, --ignore or a conftest; leave those out, from addopts"
+            " too)",
         ],
         consecutive=True,
     )
@@ -740,6 +741,40 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
     result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune --featviz-golden-dir=golden"])
     result = featviz_pytester.runpytest("--featviz-prune", "--featviz-golden-dir", "golden")
     result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_top/test_o/0"])
+
+
+def test_the_prune_command_of_every_test_replaces_a_selection_addopts_give_and_testpaths_leave_nothing_out(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    tests = featviz_pytester.mkdir("tests")
+    (tests / "test_gone.py").write_text(OTHER_BEFORE)
+    (tests / "test_keep.py").write_text(
+        "import pytest\n" + OTHER_BEFORE + "\n\n@pytest.mark.slow\ndef test_slow():\n    pass\n"
+    )
+    (tests / "featviz_models.py").write_text(MODELS)
+    featviz_pytester.makeini(
+        "[pytest]\naddopts = -p no:cacheprovider -m 'not slow'\ntestpaths = tests\nmarkers = slow\n"
+    )
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2, deselected=1)
+    (tests / "test_gone.py").unlink()
+    # -m in addopts applies to the pasted command again: the command of every test gives an empty one after it
+    result = featviz_pytester.runpytest()
+    result.stdout.fnmatch_lines(
+        ["  golden/tests/test_gone/test_o/0", "delete them with:  pytest --featviz-prune -m ''"]
+    )
+    featviz_pytester.runpytest("--featviz-prune", "-m", "").stdout.fnmatch_lines(
+        ["1 stale golden snapshot(s) deleted*"]
+    )
+    assert not (featviz_pytester.path / "golden" / "tests" / "test_gone").exists()
+    # the testpaths named on the command line leave nothing out: a prune run of them deletes a deleted file's goldens
+    featviz_pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\ntestpaths = tests\n")
+    (tests / "test_gone.py").write_text(OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    (tests / "test_gone.py").unlink()
+    result = featviz_pytester.runpytest("tests")
+    result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune tests"])
+    assert "leaves tests out" not in result.stdout.str() and "only when it runs every" not in result.stdout.str()
+    featviz_pytester.runpytest("--featviz-prune", "tests").stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*"])
 
 
 def test_the_prune_command_for_a_golden_dir_outside_the_project_runs_as_pasted(
