@@ -19,6 +19,7 @@ import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -126,7 +127,7 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
             return model(*inputs)
         except TypeError as error:
             named = hasattr(inputs, "_fields")  # a namedtuple (typing.NamedTuple too)
-            if hasattr(error, "add_note") and named and "positional argument" in str(error):  # Python 3.11+
+            if hasattr(error, "add_note") and named and "positional argument" in str(error) and _at_call(error):
                 error.add_note(
                     f"feature_snapshot passes a tuple input, also a namedtuple ({type(inputs).__name__}), as"
                     " positional arguments, model(*inputs); for a forward that takes the namedtuple itself, pass it"
@@ -134,6 +135,19 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
                 )
             raise
     return model(inputs)
+
+
+def _at_call(error: BaseException) -> bool:
+    """Whether ``error`` was raised calling a module's forward, where its arguments are bound (torch's ``_call_impl``
+    is the last frame), not inside it: a wrong call of the user's own function there is no sign of how the input
+    was passed."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).parts[-4:] == _MODULE_FILE
+
+
+_MODULE_FILE = ("torch", "nn", "modules", "module.py")
 
 
 def run_in_inference_mode(model: nn.Module, modules: Iterable[nn.Module], inputs: Any) -> None:

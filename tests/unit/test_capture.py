@@ -650,6 +650,17 @@ def test_a_namedtuple_for_a_forward_that_takes_it_says_how_to_pass_it() -> None:
         run_model(TakesBatch(), tuple(batch))
     assert not getattr(plain.value, "__notes__", None)
 
+    class CallsWrongly(nn.Module):  # takes the two fields; its own helper is called wrongly inside forward
+        def helper(self, image: torch.Tensor) -> torch.Tensor:
+            return image
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.helper(image, mask)  # type: ignore[call-arg]
+
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given") as inner:
+        run_model(CallsWrongly(), batch)
+    assert not getattr(inner.value, "__notes__", None)  # no sign of how the input was passed
+
 
 class _Forces(nn.Module):
     """An energy model: its forward returns the gradient of an energy, computed with autograd inside forward."""
