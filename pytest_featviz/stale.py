@@ -226,8 +226,12 @@ class StaleGoldens:
         moves = renames(self.stale, self.missing) if self.stale else []
         self.moves = [move.command for move in moves]
         moved = {_key(snapshot) for move in moves for snapshot in move.snapshots}
-        # the goldens of deleted test files that a prune run leaving tests out keeps, unless a move pairs them
-        self.left_orphans = [d for d in orphans if _key(d) not in moved] if self.incomplete or self.narrowed() else []
+        # the goldens of deleted test files that a prune run leaving tests out keeps, unless a move pairs them: one
+        # that stopped early (-x, --maxfail) left out the tests after the stop, a renamed file's among them
+        maxfail = int(self.config.getoption("maxfail", 0) or 0)
+        stopped = bool(session.shouldstop or session.shouldfail) or 0 < maxfail <= len(self.not_passed)
+        partial = bool(self.incomplete) or self.narrowed() or stopped
+        self.left_orphans = [d for d in orphans if _key(d) not in moved] if partial else []
         if self.prune:
             self.kept_moves = [directory for directory in self.stale if _key(directory) in moved]
             # a create or update run made new goldens where a renamed test looked for them, uncompared with the old
@@ -237,7 +241,7 @@ class StaleGoldens:
             # a deleted test file's goldens may be a renamed one's whose tests this run left out (-k, a node id):
             # nothing pairs them, and deleted they could only be created anew
             kept = moved | set(replaced)
-            if self.incomplete or self.narrowed():
+            if partial:
                 self.kept_orphans = [d for d in orphans if _key(d) not in kept]
                 kept |= {_key(d) for d in self.kept_orphans}
             for directory in self.stale:
@@ -245,11 +249,14 @@ class StaleGoldens:
                     self._delete(directory)
 
     def narrowed(self) -> bool:
-        """Whether this run's command line left test files out: paths or node ids named other than those pytest
-        takes without any (testpaths', or the invocation directory), ``--ignore``, ``--ignore-glob`` or
-        ``--deselect``."""
+        """Whether this run left test files of the project out: paths or node ids named other than those pytest
+        takes without any from the rootdir (testpaths', or the rootdir), a run from a folder below the rootdir (its
+        tests only), ``--ignore``, ``--ignore-glob`` or ``--deselect``."""
         config = self.config
-        if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS and not _default_paths(config):
+        source = getattr(config, "args_source", None)
+        if source == pytest.Config.ArgsSource.ARGS and not _default_paths(config):
+            return True
+        if source == pytest.Config.ArgsSource.INVOCATION_DIR and Path(config.invocation_params.dir) != config.rootpath:
             return True
         return any(config.getoption(name, None) for name in ("ignore", "ignore_glob", "deselect"))
 
@@ -412,8 +419,9 @@ class StaleGoldens:
         if self.kept_orphans:
             terminalreporter.write_line(
                 f"{len(self.kept_orphans)} stale golden snapshot(s) of deleted or renamed test files kept: this run"
-                " left tests out (paths or node ids, -k, -m, --deselect, --ignore), and a renamed test among them"
-                " would lose its goldens; prune in a run of every test (no paths) to delete them"
+                " left tests out (paths or node ids, a folder below the rootdir, -k, -m, --deselect, --ignore, a"
+                " stop at -x), and a renamed test among them would lose its goldens; prune in a run of every test (no"
+                " paths) to delete them"
             )
         if self.kept_created:
             terminalreporter.write_line(
@@ -431,8 +439,8 @@ class StaleGoldens:
                 terminalreporter.write_line(f"delete them with:  {whole}")
                 terminalreporter.write_line(
                     "  (a prune run deletes the goldens of deleted or renamed test files only when it runs every"
-                    " test: this run left tests out by paths, -k, -m, --deselect, --ignore or a conftest; leave"
-                    " those out, from addopts too)"
+                    " test: this run left tests out by paths, a folder below the rootdir, -k, -m, --deselect,"
+                    " --ignore, -x or a conftest; leave those out, from addopts too)"
                 )
                 return
             terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options())}")
@@ -454,14 +462,15 @@ class StaleGoldens:
 
 def _default_paths(config: pytest.Config) -> bool:
     """Whether the paths the command line gave are those pytest takes when given none (``pytest tests`` where
-    ``testpaths = tests``, ``pytest .``): the run then left no test file out by them."""
+    ``testpaths = tests``, ``pytest .``) in a run from the rootdir: it then left no test file out by them. From a
+    folder below the rootdir, pytest takes that folder's tests only, which leaves the others out."""
     here = config.invocation_params.dir
-    if any("::" in str(arg) for arg in config.args):
+    if Path(here) != config.rootpath or any("::" in str(arg) for arg in config.args):
         return False
     given = {os.path.realpath(os.path.join(here, str(arg))) for arg in config.args}
     default = [str(here)]
     testpaths = [str(path) for path in config.getini("testpaths") or ()]
-    if testpaths and Path(here) == config.rootpath:  # pytest reads testpaths only from the rootdir
+    if testpaths:
         found = [p for path in testpaths for p in sorted(glob.iglob(path, root_dir=here, recursive=True))]
         default = [os.path.join(here, path) for path in found] or default
     return given == {os.path.realpath(path) for path in default}

@@ -3,6 +3,7 @@ touched for test files that were deselected in part, stopped early, failed to co
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
@@ -286,8 +287,8 @@ def test_prune_keeps_the_goldens_of_a_renamed_test_and_gives_their_move(featviz_
             " are now missing; move them rather than create new ones, so that they are compared (then run again):",
             f"  {move}",
             "3 stale golden snapshot(s) of deleted or renamed test files kept: this run left tests out (paths or"
-            " node ids, -k, -m, --deselect, --ignore), and a renamed test among them would lose its goldens; prune in"
-            " a run of every test (no paths) to delete them",
+            " node ids, a folder below the rootdir, -k, -m, --deselect, --ignore, a stop at -x), and a renamed test"
+            " among them would lose its goldens; prune in a run of every test (no paths) to delete them",
             "create the missing goldens with:  pytest --featviz-create *",
             "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale section"
             " above), so that they are compared",
@@ -727,8 +728,8 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
             "  golden/test_top/test_o/0",
             "delete them with:  pytest --featviz-prune",
             "  (a prune run deletes the goldens of deleted or renamed test files only when it runs every test: this"
-            " run left tests out by paths, -k, -m, --deselect, --ignore or a conftest; leave those out, from addopts"
-            " too)",
+            " run left tests out by paths, a folder below the rootdir, -k, -m, --deselect, --ignore, -x or a conftest;"
+            " leave those out, from addopts too)",
         ],
         consecutive=True,
     )
@@ -775,6 +776,34 @@ def test_the_prune_command_of_every_test_replaces_a_selection_addopts_give_and_t
     result.stdout.fnmatch_lines(["delete them with:  pytest --featviz-prune tests"])
     assert "leaves tests out" not in result.stdout.str() and "only when it runs every" not in result.stdout.str()
     featviz_pytester.runpytest("--featviz-prune", "tests").stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*"])
+
+
+def test_a_prune_run_from_a_folder_below_the_rootdir_or_stopped_early_keeps_a_moved_file_s_goldens(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    """A test file moved to another folder: a prune run of its old folder alone (``cd tests && pytest .``, or no
+    arguments there), or one that stopped at -x before the moved test ran, deleted its goldens, which nothing paired
+    with the moved test's missing ones."""
+    featviz_pytester.makepyfile(featviz_models=MODELS)
+    tests, unit = featviz_pytester.mkdir("tests"), featviz_pytester.mkdir("unit")
+    for folder, name in ((tests, "test_keep.py"), (tests, "test_old.py"), (unit, "test_u.py")):
+        (folder / name).write_text(OTHER_BEFORE)
+    featviz_pytester.syspathinsert()
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    (tests / "test_old.py").rename(unit / "test_new.py")
+    old = featviz_pytester.path / "golden" / "tests" / "test_old" / "test_o" / "0"
+    with contextlib.chdir(tests):
+        for args in ([], ["."]):
+            result = featviz_pytester.runpytest("--featviz-prune", *args)
+            result.stdout.fnmatch_lines(["1 stale golden snapshot(s) of deleted or renamed test files kept: *"])
+            assert old.is_dir()
+    (tests / "test_fail.py").write_text("def test_f():\n    assert False\n")
+    result = featviz_pytester.runpytest("-x", "--featviz-prune", "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["*stale golden snapshot(s) of deleted or renamed test files kept: *"])
+    assert old.is_dir()
+    (tests / "test_fail.py").unlink()
+    result = featviz_pytester.runpytest()  # the whole run pairs the move
+    result.stdout.fnmatch_lines(["  git mv golden/tests/test_old golden/unit/test_new"])
 
 
 def test_the_prune_command_for_a_golden_dir_outside_the_project_runs_as_pasted(
