@@ -138,16 +138,20 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
 
 
 def _at_call(error: BaseException) -> bool:
-    """Whether ``error`` was raised calling a module's forward, where its arguments are bound (torch's ``_call_impl``
-    is the last frame), not inside it: a wrong call of the user's own function there is no sign of how the input
-    was passed."""
+    """Whether ``error`` was raised calling the model's forward, where its arguments are bound: every frame below
+    :func:`run_model`'s is torch's (its module call, a ``torch.no_grad()`` decorator, a wrapper such as
+    ``DataParallel``), none the user's. A wrong call inside forward (of a submodule, of a function of the user's)
+    is no sign of how the input was passed."""
     frame = error.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame is not None and Path(frame.tb_frame.f_code.co_filename).parts[-4:] == _MODULE_FILE
+    below = frame.tb_next if frame is not None else None
+    while below is not None:
+        if not Path(below.tb_frame.f_code.co_filename).resolve().is_relative_to(_TORCH_DIR):
+            return False
+        below = below.tb_next
+    return frame is not None
 
 
-_MODULE_FILE = ("torch", "nn", "modules", "module.py")
+_TORCH_DIR = Path(torch.__file__).resolve().parent
 
 
 def run_in_inference_mode(model: nn.Module, modules: Iterable[nn.Module], inputs: Any) -> None:

@@ -145,8 +145,11 @@ def holds_only_goldens(directory: Path, skipped: Sequence[str] = ()) -> bool:
 
 
 def _channels_shown(channels: int | tuple[int, ...] | str) -> str:
-    """A channel setting as ``--featviz-channels`` takes it: ``16``, ``0,3,7``, ``all``, ``top:8``."""
-    return ",".join(map(str, channels)) if isinstance(channels, tuple) else str(channels)
+    """A channel setting as ``--featviz-channels`` takes it: ``16``, ``0,3,7``, ``3,`` (one index, not a count),
+    ``all``, ``top:8``."""
+    if isinstance(channels, tuple):
+        return ",".join(map(str, channels)) + ("," if len(channels) == 1 else "")
+    return str(channels)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import itertools
 import random
-from collections import deque
+from collections import UserDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -308,13 +308,16 @@ def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
 
 
 def _copied_mapping(value: Mapping[Any, Any], memo: dict[int, Any]) -> Any:
-    """A copy of ``value`` for :func:`_copied`: of its own class where it takes items (``out.hidden`` of a
-    ``ModelOutput``, ``BatchEncoding`` and ``OrderedDict`` subclasses keep working), its dataclass fields copied too;
-    else a plain dict of the same items."""
+    """A copy of ``value`` for :func:`_copied`: of its own class where a shallow copy of it holds items of its own (a
+    dict subclass, such as a ``ModelOutput`` or an ``OrderedDict``, and a ``UserDict``, such as a ``BatchEncoding``:
+    ``out.hidden`` keeps working), its dataclass fields copied too; else a plain dict of the same items (another
+    mapping class's copy may share its storage with the test's input)."""
     try:
+        if not isinstance(value, (dict, UserDict)):
+            raise TypeError(type(value))
         memo[id(value)] = twin = copy.copy(value)
         for key, item in value.items():
-            twin[key] = _copied(item, memo)  # type: ignore[index]
+            twin[key] = _copied(item, memo)
         if dataclasses.is_dataclass(value):  # its fields may be held apart from its items
             for field in dataclasses.fields(value):
                 if hasattr(value, field.name):

@@ -85,6 +85,8 @@ def test_threshold_precedence_call_marker_cli_ini_default(
         "--featviz-deterministic",
     )
     result.stdout.fnmatch_lines(["featviz: torch *, channels 0,3, normalize sigmoid, noise floor off, deterministic"])
+    result = featviz_pytester.runpytest("--co", "--featviz-channels=[3]")  # one index, not a count of 3
+    result.stdout.fnmatch_lines(["featviz: torch *, channels 3,, normalize minmax, *"])
     # A wrong expectation fails: the assertion inside the test is live.
     monkeypatch.setenv("EXPECT_THRESHOLD", "0.5")
     featviz_pytester.runpytest("--featviz-threshold", "0.6", "-k", "default").assert_outcomes(failed=1)

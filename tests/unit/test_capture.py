@@ -661,6 +661,31 @@ def test_a_namedtuple_for_a_forward_that_takes_it_says_how_to_pass_it() -> None:
         run_model(CallsWrongly(), batch)
     assert not getattr(inner.value, "__notes__", None)  # no sign of how the input was passed
 
+    class Sub(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    class CallsASubmoduleWrongly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sub = Sub()
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.sub(image, mask)
+
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given") as inner:
+        run_model(CallsASubmoduleWrongly(), batch)
+    assert not getattr(inner.value, "__notes__", None)
+
+    class Decorated(nn.Module):  # torch's decorator frame stands between the call and forward
+        @torch.no_grad()
+        def forward(self, batch: Batch) -> torch.Tensor:
+            return batch.image
+
+    with pytest.raises(TypeError) as decorated:
+        run_model(Decorated(), batch)
+    assert len(getattr(decorated.value, "__notes__", [])) == 1
+
 
 class _Forces(nn.Module):
     """An energy model: its forward returns the gradient of an energy, computed with autograd inside forward."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import OrderedDict, deque
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +381,33 @@ def test_a_tensor_attribute_pointed_at_a_buffer_is_put_back_without_writing_the_
 class _Uncopyable(dict):  # type: ignore[type-arg]
     def __reduce_ex__(self, protocol: object) -> Any:
         raise TypeError("no copy")
+
+
+class _Batch2(MutableMapping):  # type: ignore[type-arg]
+    """A mapping class of its own that keeps its items in an attribute: a shallow copy would share them."""
+
+    def __init__(self, **items: Any) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._items[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def test_a_mapping_of_another_class_is_copied_to_a_dict_of_its_own() -> None:
+    given = _Batch2(image=torch.ones(2))
+    with unobserved(nn.Identity(), (given,)) as (copied,):
+        copied["image"] = copied["image"] * 2
+        copied["preprocessed"] = True
+    assert list(given) == ["image"] and given["image"].tolist() == [1.0, 1.0]
