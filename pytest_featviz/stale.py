@@ -229,7 +229,7 @@ class StaleGoldens:
         # the goldens of deleted test files that a prune run leaving tests out keeps, unless a move pairs them: one
         # that stopped early (-x, --maxfail) left out the tests after the stop, a renamed file's among them
         maxfail = int(self.config.getoption("maxfail", 0) or 0)
-        stopped = bool(session.shouldstop or session.shouldfail) or 0 < maxfail <= len(self.not_passed)
+        stopped = bool(session.shouldstop or session.shouldfail) or 0 < maxfail <= session.testsfailed
         partial = bool(self.incomplete) or self.narrowed() or stopped
         self.left_orphans = [d for d in orphans if _key(d) not in moved] if partial else []
         if self.prune:
