@@ -180,10 +180,7 @@ def _put_back_values(tensor: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     if _same(tensor, value):
         return tensor
     try:
-        with torch.inference_mode() if tensor.is_inference() else torch.no_grad():
-            if tensor.shape != value.shape:
-                tensor.resize_(value.shape)
-            tensor.copy_(value)
+        _write(tensor, value)
     except Exception:  # noqa: BLE001 - any: a view that cannot be written; the copy takes its place
         return value
     return tensor
@@ -261,14 +258,19 @@ def _restored(
     if target is buffer and _same(buffer, value):
         return buffer, True  # unchanged (and perhaps not writable: an expanded view)
     try:
-        # made under inference_mode (a model built in such a fixture), it takes writes only there
-        with torch.inference_mode() if target.is_inference() else torch.no_grad():
-            if target.shape != value.shape:
-                target.resize_(value.shape)
-            target.copy_(value)
+        _write(target, value)
     except (RuntimeError, NotImplementedError):
         return target, False
     return target, True
+
+
+def _write(target: torch.Tensor, value: torch.Tensor) -> None:
+    """``value`` written into ``target`` in place, resized to its shape where the pass resized it. A tensor made under
+    inference mode (a model built in such a fixture) takes writes only there."""
+    with torch.inference_mode() if target.is_inference() else torch.no_grad():
+        if target.shape != value.shape:
+            target.resize_(value.shape)
+        target.copy_(value)
 
 
 def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
@@ -297,9 +299,7 @@ def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         try:
             memo[id(value)] = twin = copy.copy(value)
-            for field in dataclasses.fields(value):
-                if hasattr(value, field.name):  # an init=False field may never have been set
-                    object.__setattr__(twin, field.name, _copied(getattr(value, field.name), memo))  # frozen too
+            _copy_fields(value, twin, memo)
         except Exception:  # noqa: BLE001 - any: a dataclass that refuses to be copied is run on as it is
             memo[id(value)] = value
             return value
@@ -319,12 +319,18 @@ def _copied_mapping(value: Mapping[Any, Any], memo: dict[int, Any]) -> Any:
         for key, item in value.items():
             twin[key] = _copied(item, memo)
         if dataclasses.is_dataclass(value):  # its fields may be held apart from its items
-            for field in dataclasses.fields(value):
-                if hasattr(value, field.name):
-                    object.__setattr__(twin, field.name, _copied(getattr(value, field.name), memo))
+            _copy_fields(value, twin, memo)
     except Exception:  # noqa: BLE001 - any: a read-only mapping, or a class that refuses to be copied
         plain: dict[Any, Any] = {}
         memo[id(value)] = plain
         plain.update((key, _copied(item, memo)) for key, item in value.items())
         return plain
     return twin
+
+
+def _copy_fields(value: Any, twin: Any, memo: dict[int, Any]) -> None:
+    """``twin``'s dataclass fields set to copies of ``value``'s (:func:`_copied`), a frozen dataclass's too; an
+    ``init=False`` field that was never set stays unset."""
+    for field in dataclasses.fields(value):
+        if hasattr(value, field.name):
+            object.__setattr__(twin, field.name, _copied(getattr(value, field.name), memo))
