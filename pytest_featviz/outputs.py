@@ -253,9 +253,11 @@ def run_line(run: Mapping[str, Any]) -> str:
 
 
 def _md(text: str, limit: int = 120) -> str:
-    """``text`` as markdown prose on one line: a backtick would open a code span, a pipe end a table cell."""
+    """``text`` as markdown prose on one line: a backtick would open a code span, a pipe end a table cell, and GitHub
+    renders ``<b>`` and ``&amp;`` as HTML (escaped after shortening, so that no entity is cut)."""
     text = " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _fence(text: str, least: int = 1) -> str:
@@ -298,10 +300,11 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
     for snapshot in shown[:STEP_SUMMARY_ROWS]:
         compared = snapshot["outcome"] == DRIFTED  # a missing snapshot has nothing it drifted from
         drifted = [layer for layer in snapshot["layers"] if layer["verdict"] != "match"] if compared else []
+        first = _code(snapshot["first_drifted"], 60, cell=True) if snapshot["first_drifted"] else "–"
         lines.append(
-            f"| {_code(snapshot['test_id'], 120, cell=True)} | {_md(snapshot['snapshot'], 40)} | {_outcome(snapshot)} |"
-            f" {_md(snapshot['first_drifted'] or '–', 60)} | {len(drifted) if compared else '–'} |"
-            f" {_md(worst_score(drifted) or '–', 60).replace('<', '&lt;').replace('>', '&gt;')} |"
+            f"| {_code(snapshot['test_id'], 120, cell=True)} | {_code(snapshot['snapshot'], 40, cell=True)} |"
+            f" {_outcome(snapshot)} | {first} | {len(drifted) if compared else '–'} |"
+            f" {_md(worst_score(drifted) or '–', 60)} |"
         )
     if len(shown) > STEP_SUMMARY_ROWS:
         lines.append(f"| … and {len(shown) - STEP_SUMMARY_ROWS} more | | | | | |")

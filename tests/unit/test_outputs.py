@@ -55,7 +55,7 @@ def test_the_outputs_show_an_unreadable_golden_with_the_error_its_test_failed_wi
         "",
         "| test | snapshot | outcome | first drifted layer | drifted layers | worst score |",
         "|---|---|---|---|---|---|",
-        "| `t.py::t` | 0 | unreadable | – | – | – |",
+        "| `t.py::t` | `0` | unreadable | – | – | – |",
     ]
     # none unreadable: the sentence is as it always was
     assert outputs.checked_line(report.summary_counts([])).endswith("0 missing")
@@ -97,7 +97,7 @@ def test_the_outputs_say_what_the_run_was_and_how_to_create_missing_goldens(tmp_
         " (it names the first tests; 2 more are missing one: see their messages)." in text
     )
     assert "Missing goldens" not in outputs.step_summary(data, tmp_path / "index.html")
-    assert "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM >= 0.99" in text
+    assert "torch 2.14.1, check mode, goldens in golden; configured tolerances: SSIM &gt;= 0.99" in text
 
 
 def test_the_step_summary_gives_commands_and_ids_verbatim(tmp_path: Path) -> None:
@@ -112,13 +112,22 @@ def test_the_step_summary_gives_commands_and_ids_verbatim(tmp_path: Path) -> Non
     assert f"\n```console\n{command}\n```\n" in text and len(command) > 400
     rows = [line for line in text.splitlines() if line.startswith("| `") and "test_m" in line]
     assert rows == [
-        "| `t.py::test_m[a\\|b]` | 0 | missing | – | – | – |",  # escaped in a table cell, where GitHub reads it back
-        "| ``t.py::test_m[c`d]`` | 0 | missing | – | – | – |",
-        "| `t.py::test_m[two  spaces]` | 0 | missing | – | – | – |",
+        "| `t.py::test_m[a\\|b]` | `0` | missing | – | – | – |",  # escaped in a table cell, where GitHub reads it back
+        "| ``t.py::test_m[c`d]`` | `0` | missing | – | – | – |",
+        "| `t.py::test_m[two  spaces]` | `0` | missing | – | – | – |",
     ]
     unreadable = SnapshotResult("t.py::t", "0", "/repo/golden/t/a|b/0", UNREADABLE, message="cannot read")
     listed = outputs.step_summary(report.report_data([unreadable], tmp_path, Path("/repo"), False), tmp_path)
     assert "- `golden/t/a|b/0`: cannot read" in listed  # outside a table a backslash would show
+
+
+def test_the_step_summary_shows_snapshot_and_layer_names_as_they_are(tmp_path: Path) -> None:
+    """The snapshot and first drifted layer cells were prose: GitHub rendered ``<b>`` as bold and ``&amp;`` as ``&``,
+    and a backtick became a quote."""
+    record = snapshot_record("t.py::t", DRIFTED, layer_record("<b>l`1</b>&amp;", (0.1,)), name="we|rd`name <b>&amp;")
+    text = outputs.step_summary(report.report_data([record], tmp_path, Path("/"), False), tmp_path / "index.html")
+    row = next(line for line in text.splitlines() if line.startswith("| `t.py::t`"))
+    assert row.split(" | ")[1:4] == ["``we\\|rd`name <b>&amp;``", "drifted", "``<b>l`1</b>&amp;``"]
 
 
 def test_step_summary_is_bounded_markdown_without_images(tmp_path: Path) -> None:
