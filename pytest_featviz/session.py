@@ -448,7 +448,7 @@ class SessionTracker:
         from pytest_featviz.report import summary_counts
 
         counts = summary_counts(self.results)
-        terminalreporter.section("featviz")
+        terminalreporter.write_sep("=", "featviz")
         if self.settings.update:  # nothing drifts or goes missing: it is rewritten or created
             recreated = [r for r in self.results if r.recreated]
             drifted = [r for r in self.results if r.outcome == UPDATED and not r.recreated]
@@ -544,6 +544,6 @@ class SessionTracker:
         if self.settings.calibrate:
             from pytest_featviz.calibrate import summary_lines  # imports nothing heavy: the controller has no torch
 
-            terminalreporter.section("featviz calibrate")
+            terminalreporter.write_sep("=", "featviz calibrate")
             for line in summary_lines(self.results):
                 terminalreporter.write_line(line)

@@ -386,7 +386,7 @@ class StaleGoldens:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.worker_output is not None or not (self.stale or self.prune_errors):
             return
-        terminalreporter.section("featviz stale goldens")
+        terminalreporter.write_sep("=", "featviz stale goldens")
         shown = self.pruned if self.prune else self.stale
         if self.prune:
             terminalreporter.write_line(

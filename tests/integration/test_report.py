@@ -52,6 +52,14 @@ def drifted(featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) 
     return featviz_pytester
 
 
+def test_the_featviz_section_starts_under_its_separator(drifted: pytest.Pytester) -> None:
+    """With --tb=no the progress line is the last thing written before the section; its pending newline came after
+    the section's separator, as a blank line."""
+    lines = drifted.runpytest("--tb=no").stdout.lines
+    at = next(i for i, line in enumerate(lines) if line.startswith("=") and " featviz " in line)
+    assert lines[at + 1].startswith("3 snapshot(s) checked:")
+
+
 def test_drift_writes_mosaics_current_render_and_report(drifted: pytest.Pytester) -> None:
     result = drifted.runpytest()
     result.assert_outcomes(passed=1, failed=2)
