@@ -264,10 +264,11 @@ def _cell(value: tuple[float, str], limit: float, digits: int) -> str:
 
 def summary_lines(results: Sequence[SnapshotResult]) -> list[str]:
     """The ``featviz calibrate`` section: per snapshot and layer, the worst scores next to the thresholds."""
-    calibrated = [r for r in results if r.calibration]
+    calibrated = [r for r in results if r.calibration]  # listed, with why where no perturbation ran
+    measured = sum(1 for r in calibrated if any(not run.note for run in r.calibration))
     uncalibrated = [r for r in results if not r.calibration]
     lines = [
-        f"noise floor of {len(calibrated)} snapshot(s) under benign perturbations ({', '.join(PERTURBATIONS)});"
+        f"noise floor of {measured} snapshot(s) under benign perturbations ({', '.join(PERTURBATIONS)});"
         " worst value seen (threshold) and the perturbation that caused it; no golden was written"
     ]
     header = ("layer", "lowest SSIM", "largest picture change", "largest statistics change")

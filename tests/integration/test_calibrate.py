@@ -148,6 +148,7 @@ def test_a_drifted_snapshot_is_not_calibrated(subject: pytest.Pytester) -> None:
     result = subject.runpytest("--featviz-calibrate", "-k", "test_conv")
     result.assert_outcomes(failed=1)  # the drift fails as in a check
     section = _section(result)
+    assert section[0].startswith("noise floor of 0 snapshot(s) under benign perturbations")  # it counted this one
     start = next(i for i, line in enumerate(section) if line.startswith("test_subject.py::test_conv"))
     # no table that would credit the drift to the perturbations, and no advice to loosen a tolerance
     assert section[start + 1].startswith("  all: not calibrated: this snapshot drifted from its golden")
