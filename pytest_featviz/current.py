@@ -136,6 +136,7 @@ def capture_layers(
 
     ``modules``, when given, receives the selected modules by name (for the weight fingerprints).
     """
+    __tracebackhide__ = True
     gone: list[str] = []
     from_golden = spec is not None and stored is not None and [layer.name for layer in stored.layers] == spec
     targets = resolve_layers(model, spec, gone if from_golden else None)

@@ -155,6 +155,7 @@ LAYERS_NAMED = 5  # of the other drifted layers a damaged golden's error names
 
 
 def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: SnapshotGolden | None) -> LayerSpec:
+    __tracebackhide__ = True
     if layers is not None:
         return layers
     if stored is not None:

@@ -56,6 +56,7 @@ STAGE_DEPTH_WINDOW = 2
 
 def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
+    __tracebackhide__ = True
     refuse_unhookable(model)
     refuse_layerless(model)
     with unobserved(model, inputs) as copied:  # as if this pass had not run

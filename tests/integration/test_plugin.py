@@ -279,7 +279,8 @@ def test_a_suite_without_snapshots_imports_nothing_heavy(
     assert ("stale" in modules) == (args == ())
 
 
-def test_an_exception_in_forward_reaches_the_user_unchanged(featviz_pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("layers", ['"conv"', "None"])  # the check's pass; the default choice's pass
+def test_an_exception_in_forward_reaches_the_user_unchanged(featviz_pytester: pytest.Pytester, layers: str) -> None:
     featviz_pytester.makepyfile(
         test_boom="""
         import torch
@@ -297,14 +298,18 @@ def test_an_exception_in_forward_reaches_the_user_unchanged(featviz_pytester: py
         def test_it(feature_snapshot):
             model = Boom().train()
             try:
-                feature_snapshot(model, torch.ones(1, 1, 2, 2), layers="conv")
+                feature_snapshot(model, torch.ones(1, 1, 2, 2), layers=LAYERS)
             finally:
                 assert model.training and not model.conv._forward_hooks
-        """
+        """.replace("LAYERS", layers)
     )
     result = featviz_pytester.runpytest("--featviz-update")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["E*RuntimeError: forward exploded on purpose"])
+    result.stdout.fnmatch_lines(
+        ["test_boom.py:*", "    def forward(self, x):", "E*RuntimeError: forward exploded on purpose"]
+    )
+    # the test's frame, then the model's: none of the plugin's between them
+    assert "pytest_featviz/" not in result.stdout.str()
     assert not (featviz_pytester.path / "golden").exists()
 
 
