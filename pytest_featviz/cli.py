@@ -328,6 +328,8 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_promote(args: argparse.Namespace, out: TextIO) -> int:
     from pytest_featviz import promote, report
 
+    if args.select == "":  # a usage error (an unset shell variable), before the report is read
+        raise CommandError("-k is empty: give a test id or a part of one (an empty one would select every snapshot)")
     if args.report_dir is not None:
         report_dir = Path(args.report_dir)
     else:  # the one pytest run from here writes, relative to here as the messages below show it

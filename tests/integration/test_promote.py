@@ -857,8 +857,8 @@ def test_a_report_that_cannot_be_used_is_refused_whole_and_writes_nothing(
         assert sorted(p.name for p in root.parent.iterdir()) == around
     (report_dir / "report.json").write_bytes(saved)
     # an empty -k (an unset shell variable) would select every snapshot: refused too
-    assert _promote("featviz-report", "-k", "")[0] == 1
-    assert "cannot promote from featviz-report: -k is empty" in capsys.readouterr().err
+    assert _promote("featviz-report", "-k", "")[0] == 2  # a usage error, as argparse's own
+    assert "featviz promote: error: -k is empty: give a test id" in capsys.readouterr().err
     assert _files(root / "golden") == before
 
 
