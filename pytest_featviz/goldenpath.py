@@ -34,7 +34,8 @@ def sanitize_name(name: str, max_length: int = MAX_NAME_LENGTH) -> str:
 
     Characters outside ``A-Z a-z 0-9 . _ - [ ] + = , @`` become ``_``; a leading dot, trailing dots and Windows'
     reserved device names are defused; when anything was changed or the name is longer than ``max_length``, a
-    short hash of the original is appended so two different names never share a file.
+    short hash of the name (in Unicode's composed form, NFC) is appended so two different names never share a
+    file.
     """
     normalized = unicodedata.normalize("NFC", name)
     safe = UNSAFE.sub("_", normalized)
@@ -45,8 +46,9 @@ def sanitize_name(name: str, max_length: int = MAX_NAME_LENGTH) -> str:
         safe = "_"
     if safe.split(".")[0].upper() in _WINDOWS_RESERVED:
         safe = "_" + safe
-    if safe != name or len(safe) > max_length:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
+    if safe != normalized or len(safe) > max_length:
+        # of the normalized name: a file name decomposed (NFD: macOS, a name committed from a Mac) is the same name
+        digest = hashlib.sha256(normalized.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
         safe = f"{safe[: max_length - len(digest) - 1]}-{digest}"
     return safe
 

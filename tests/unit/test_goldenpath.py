@@ -4,6 +4,7 @@ twins, environment-keyed directories."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,15 @@ def test_plain_names_are_kept_and_different_names_stay_different() -> None:
     assert len({sanitize_name(v) for v in variants}) == len(variants)
     long_names = ["x" * 200 + "1", "x" * 200 + "2"]
     assert len({sanitize_name(v) for v in long_names}) == 2
+
+
+def test_a_name_in_either_unicode_form_gets_one_file_name() -> None:
+    """A test file checked out with its name decomposed (NFD: macOS, a name committed from a Mac) looked for its
+    goldens elsewhere, and --featviz-create wrote a second tree: the hash was of the name as given."""
+    composed = "test_\u00fc"  # ü
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    assert sanitize_name(decomposed) == sanitize_name(composed) == "test__-12e88243da"  # as goldens have it
 
 
 @pytest.mark.parametrize(
