@@ -30,12 +30,14 @@ def _png_size(head: bytes, path: Path) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk; refuses a file that is not a PNG or claims too many pixels."""
     found = png.size(head)
     if found is None and head.startswith(_TEXT_CONVERTED):
-        # LF for the signature's CR LF: converted on commit, so the commit holds it; CR LF for its lone LF: on checkout
+        # LF for the signature's CR LF: converted on commit, so the commit holds it; CR LF for its lone LF: on checkout,
+        # where the commit may hold it converted too (LF made CR LF again on the way out): the two look the same
         fix = (
             "re-create it with --featviz-update once pictures are marked binary: the commit holds the converted file"
             if head.startswith(_TEXT_CONVERTED[0])
             else "then check the pictures out again (a fresh clone, or git rm -r --cached and git checkout HEAD on"
-            " the golden directory)"
+            " the golden directory); if it still reads so, the commit holds it converted too (converted on commit"
+            " and on checkout): re-create it with --featviz-update"
         )
         raise GoldenError(
             f"golden picture {path} had its line endings converted by Git as if it were text (its PNG signature"
