@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_featviz.fingerprint import UNKNOWN_INPUT, ParameterFingerprints, input_fingerprint
+from pytest_featviz.fingerprint import SCHEMES, UNKNOWN_INPUT, WEIGHT_SCHEME, ParameterFingerprints, input_fingerprint
 from pytest_featviz.layout import LEAF_SEPARATOR
 from pytest_featviz.records import environment_words, tf32_in_effect
 
@@ -305,14 +305,16 @@ class Provenance:
     layers: dict[str, str]
     # the model's parameters and buffers without their names ("" in goldens written before it was recorded)
     values: str = ""
+    scheme: int = 1  # how the weight fingerprints were made (fingerprint.WEIGHT_SCHEME; 1 where a sidecar has none)
 
     def to_sidecar(self) -> dict[str, Any]:
         """The sidecar's ``environment`` and ``fingerprints`` entries."""
-        prints = {"input": self.input, "model": self.model, "layers": dict(self.layers)}
-        return {
-            "environment": self.environment.to_dict(),
-            "fingerprints": {**prints, "values": self.values} if self.values else prints,
-        }
+        prints: dict[str, Any] = {"input": self.input, "model": self.model, "layers": dict(self.layers)}
+        if self.values:
+            prints["values"] = self.values
+        if self.scheme != 1:
+            prints["scheme"] = self.scheme
+        return {"environment": self.environment.to_dict(), "fingerprints": prints}
 
     @classmethod
     def from_sidecar(cls, data: Mapping[str, Any] | None) -> Provenance | None:
@@ -327,20 +329,25 @@ class Provenance:
                 model=str(prints["model"]),
                 layers={str(k): str(v) for k, v in prints["layers"].items()},
                 values=str(prints.get("values", "")),
+                scheme=int(prints.get("scheme", 1)),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
 
-def provenance(model: nn.Module, inputs: Any, layers: Mapping[str, nn.Module]) -> Provenance:
-    """The provenance of a snapshot of ``model`` on ``inputs`` whose selected layers are ``layers``."""
-    prints = ParameterFingerprints(model)
+def provenance(
+    model: nn.Module, inputs: Any, layers: Mapping[str, nn.Module], scheme: int = WEIGHT_SCHEME
+) -> Provenance:
+    """The provenance of a snapshot of ``model`` on ``inputs`` whose selected layers are ``layers``, its weight
+    fingerprints made by ``scheme`` (a golden's, to compare with it; the newest, to write)."""
+    prints = ParameterFingerprints(model, scheme)
     return Provenance(
         environment=current_environment(model, inputs),
         input=input_fingerprint(inputs),
         model=prints.of(model),
         layers=prints.layers(layers),
         values=prints.values_of(model),
+        scheme=scheme,
     )
 
 
@@ -410,6 +417,12 @@ def provenance_sentences(
             f"the input changed since the golden was made (input fingerprint {golden.input} -> {current.input}):"
             " the drift may come from the input (data, preprocessing, seed) rather than the model"
         )
+    if golden.scheme != current.scheme:  # a golden of a newer version, whose fingerprints this one cannot make
+        lines.append(
+            f"whether the model's weights changed is not known: the golden's weight fingerprints were made by a newer"
+            f" pytest-featviz (scheme {golden.scheme}; this one makes {', '.join(map(str, SCHEMES))})"
+        )
+        return lines
     # the selected layers whose weights differ from those of the golden's layer of that name, in forward order
     known = [name for name in current.layers if name in golden.layers]
     changed = [name for name in known if golden.layers[name] != current.layers[name]]

@@ -5,13 +5,22 @@ Parameter fingerprints must cost a fraction of a forward pass and be the same on
 hashes of the bytes: each tensor's bits are read as int32 words and reduced with wrapping integer sums (the sum of
 the words, and the per-row and per-column sums weighted by position, which catch permuted output channels and
 permuted weights within a row). Wrapping integer addition is exact and associative, so CPU and CUDA give the same
-numbers whatever the reduction order; only the few reduced numbers are hashed. They can miss a change that
-preserves all three sums: the fingerprints explain a verdict, they never make it.
+numbers whatever the reduction order; only the few reduced numbers are hashed, with (scheme 2) eight of the words
+themselves. They can miss a change that preserves all of these: the fingerprints explain a verdict, they never make
+it.
+
+A sidecar records the scheme its fingerprints were made by (``fingerprints.scheme``; 1 where absent), and a drift is
+explained by fingerprints of the current weights made by the same scheme, so that goldens written before scheme 2
+keep their meaning. Scheme 1 is the three sums alone. Scaling a tensor by a power of two adds the same number to
+every word (``k * 2**23``), as a sign flip does (``2**31``), and that cancels in wrapping int32 sums whose lengths are
+multiples of 512 (``Conv2d(512, 512, 3)`` doubled), or of 2 for a sign flip: scheme 1 called such a tensor
+unchanged. Scheme 2 adds :data:`SAMPLED_WORDS` words spread from the first to the last, read at no measurable cost.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -25,6 +34,10 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 FINGERPRINT_LENGTH = 16  # hex digits kept of a sha256: enough to tell versions apart, short in a sidecar
+WEIGHT_SCHEME = 2  # the scheme this version writes (see the module doc)
+SCHEMES = (1, 2)  # the schemes it can compute, to explain a drift against a golden written by an older version
+SAMPLED_WORDS = 8  # words of each tensor hashed as they are by scheme 2
+_SUMS = 3  # the integers of scheme 1: the total, and the position-weighted row and column sums
 
 
 def _as_compared(tensor: torch.Tensor) -> torch.Tensor:
@@ -166,11 +179,19 @@ def _word_rows(tensor: torch.Tensor) -> torch.Tensor | None:
     return flat.view(torch.int32 if data.element_size() >= 4 else _NARROW_INTEGERS[data.element_size()])
 
 
+@functools.lru_cache(maxsize=1024)  # a model's tensors come in few sizes
+def _sampled(count: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The positions of the :data:`SAMPLED_WORDS` words scheme 2 reads of ``count`` words: spread evenly from the
+    first to the last (repeated where there are fewer)."""
+    return np.arange(SAMPLED_WORDS, dtype=np.int64) * (count - 1) // (SAMPLED_WORDS - 1)
+
+
 def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
-    """Three integers that change when any bit of ``tensor`` changes (except in a compensated way)."""
+    """The integers of ``tensor``: three sums that change when any bit of ``tensor`` changes (except in a
+    compensated way), then :data:`SAMPLED_WORDS` of its words."""
     words = _word_rows(tensor)
     if words is None:
-        return torch.zeros(3, dtype=torch.int64, device=tensor.device)
+        return torch.zeros(_SUMS + SAMPLED_WORDS, dtype=torch.int64, device=tensor.device)
     bits = words.to(torch.int32)
     # Wrapping int32 sums: exact modulo 2**32, so the same whatever order a device reduces in, and as fast as a float
     # sum (an int64 accumulation of int32 values is ten times slower on CPU).
@@ -181,7 +202,10 @@ def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
     # weighted by position: a permutation of rows (output channels) or of columns changes these
     row_weights = torch.arange(1, per_row.numel() + 1, dtype=torch.int64, device=bits.device)
     column_weights = torch.arange(1, per_column.numel() + 1, dtype=torch.int64, device=bits.device)
-    return torch.stack([total, (per_row * row_weights).sum(), (per_column * column_weights).sum()])
+    flat = bits.reshape(-1)
+    positions = torch.from_numpy(_sampled(flat.numel())).to(bits.device)
+    sums = torch.stack([total, (per_row * row_weights).sum(), (per_column * column_weights).sum()])
+    return torch.cat([sums, flat[positions].to(torch.int64)])
 
 
 def _combine(per_row: np.ndarray[Any, Any], per_column: np.ndarray[Any, Any]) -> list[int]:
@@ -197,16 +221,18 @@ def _combine(per_row: np.ndarray[Any, Any], per_column: np.ndarray[Any, Any]) ->
 
 
 def _word_sums(words: torch.Tensor | None) -> list[int]:
-    """:func:`_tensor_sums` of a CPU tensor, from its :func:`_word_rows`: the same three integers (both wrap the same
+    """:func:`_tensor_sums` of a CPU tensor, from its :func:`_word_rows`: the same integers (both wrap the same
     way), with the two passes over the data in torch (every core) for a large tensor and in numpy for a small one,
     where torch's per-call cost would dominate, and the few reduced numbers combined in numpy."""
     if words is None:
-        return [0, 0, 0]
+        return [0] * (_SUMS + SAMPLED_WORDS)
+    sampled: list[int] = words.numpy().reshape(-1)[_sampled(words.numel())].tolist()
     if words.numel() >= _TORCH_SUMS_FROM:
         bits = words.to(torch.int32)
-        return _combine(bits.sum(dim=1, dtype=torch.int32).numpy(), bits.sum(dim=0, dtype=torch.int32).numpy())
+        sums = _combine(bits.sum(dim=1, dtype=torch.int32).numpy(), bits.sum(dim=0, dtype=torch.int32).numpy())
+        return sums + sampled
     array = words.numpy().astype(np.int32, copy=False)
-    return _combine(array.sum(axis=1, dtype=np.int32), array.sum(axis=0, dtype=np.int32))
+    return _combine(array.sum(axis=1, dtype=np.int32), array.sum(axis=0, dtype=np.int32)) + sampled
 
 
 def _one_row_sums(rows: list[np.ndarray[Any, Any]]) -> list[list[int]]:
@@ -222,7 +248,10 @@ def _one_row_sums(rows: list[np.ndarray[Any, Any]]) -> list[list[int]]:
     wrapped = (totals + 2**31) % 2**32 - 2**31  # the int32 sum's wrap-around
     positions = np.arange(1, words.size + 1, dtype=np.int64) - np.repeat(starts, lengths)
     weighted = np.add.reduceat(words * positions, starts)  # wraps modulo 2**64 like the per-tensor int64 sum
-    return [[int(t), int(t), int(w)] for t, w in zip(wrapped, weighted, strict=True)]
+    return [
+        [int(t), int(t), int(w), *row[_sampled(row.size)].tolist()]
+        for t, w, row in zip(wrapped, weighted, rows, strict=True)
+    ]
 
 
 def _cpu_sums(tensors: list[torch.Tensor]) -> list[list[int]]:
@@ -264,9 +293,11 @@ def _packed(module: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
 
 @dataclass
 class ParameterFingerprints:
-    """Fingerprints of modules' parameters and buffers; each tensor is reduced once, however many modules share it."""
+    """Fingerprints of modules' parameters and buffers, made by ``scheme`` (one of :data:`SCHEMES`); each tensor is
+    reduced once, however many modules share it."""
 
     model: nn.Module
+    scheme: int = WEIGHT_SCHEME
     _sums: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
     _walked: dict[int, list[tuple[str, torch.Tensor]]] = field(default_factory=dict)
     _quantized: bool | None = None  # whether the model holds packed weights (looked for once)
@@ -303,17 +334,22 @@ class ParameterFingerprints:
                     label = f"{tuple(tensor.shape)}{_dtype_label(tensor.dtype)}"
                     self._sums[key] = (label, [int(v) for v in sums])
 
+    def _integers(self, tensor: torch.Tensor) -> list[Any]:
+        """The label and integers of ``tensor`` that its scheme hashes."""
+        label, values = self._sums[id(tensor)]
+        return [label, values[:_SUMS] if self.scheme == 1 else values]
+
     def of(self, module: nn.Module) -> str:
         """The fingerprint of ``module``'s parameters and buffers (its submodules' included)."""
         self._reduce([module])
-        return _digest([[name, *self._sums[id(tensor)]] for name, tensor in self._entries(module)])
+        return _digest([[name, *self._integers(tensor)] for name, tensor in self._entries(module)])
 
     def values_of(self, module: nn.Module) -> str:
         """The fingerprint of ``module``'s parameters and buffers without their names, in their order: the same
         for a model whose modules were renamed or wrapped (``DataParallel``, ``nn.Sequential(model)``) and whose
         weights were not, where :meth:`of` differs."""
         self._reduce([module])
-        return _digest([list(self._sums[id(tensor)]) for _, tensor in self._entries(module)])
+        return _digest([self._integers(tensor) for _, tensor in self._entries(module)])
 
     def layers(self, modules: Mapping[str, nn.Module]) -> dict[str, str]:
         """The fingerprint of each named module."""

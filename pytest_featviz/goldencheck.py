@@ -282,7 +282,13 @@ _PROVENANCE_FIELDS: dict[str, dict[str, tuple[bool, type]]] = {
         "deterministic": (True, bool),
         "autocast": (False, str),
     },
-    "fingerprints": {"input": (True, str), "model": (True, str), "layers": (True, dict), "values": (False, str)},
+    "fingerprints": {
+        "input": (True, str),
+        "model": (True, str),
+        "layers": (True, dict),
+        "values": (False, str),
+        "scheme": (False, int),
+    },
 }
 
 
@@ -310,4 +316,4 @@ def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
     return found or None
 
 
-_KIND_WORDS = {str: "string", bool: "boolean (true or false)", dict: "JSON object"}
+_KIND_WORDS = {str: "string", bool: "boolean (true or false)", dict: "JSON object", int: "whole number"}

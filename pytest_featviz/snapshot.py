@@ -32,6 +32,7 @@ from pytest_featviz.current import (
     compare_with_golden,
 )
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
+from pytest_featviz.fingerprint import SCHEMES, WEIGHT_SCHEME
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec, module_index, under_another_parent
 from pytest_featviz.messages import drift_message
@@ -239,13 +240,14 @@ def _check(
     spec = _selection(model, inputs, layers, stored)
     modules: dict[str, nn.Module] = {}
     current, gone = capture_layers(model, inputs, spec, settings, stored, modules)
-    made: list[Provenance] = []
+    made: dict[int, Provenance] = {}
 
-    def now() -> Provenance:
-        """This run's provenance, computed once and only when written or explained (never on a match)."""
-        if not made:
-            made.append(environment.provenance(model, inputs, modules))
-        return made[0]
+    def now(scheme: int = WEIGHT_SCHEME) -> Provenance:
+        """This run's provenance, its weight fingerprints made by ``scheme``, computed once and only when written or
+        explained (never on a match)."""
+        if scheme not in made:
+            made[scheme] = environment.provenance(model, inputs, modules, scheme)
+        return made[scheme]
 
     calibration: tuple[CalibrationRun, ...] = ()  # measured below, once the snapshot is known to match
 
@@ -429,13 +431,17 @@ def _check(
     layout_only = all(r.reason.startswith(LAYOUT_CHANGED) for r in results if r.drifted)
     settings_only = layout_only or all(r.reason.startswith(SETTING_CHANGES) for r in results if r.drifted)
     golden_provenance = Provenance.from_sidecar(stored.provenance)
+    # the weights fingerprinted as the golden's were (by an older version's scheme), unless it is of a newer one
+    scheme = golden_provenance.scheme if golden_provenance and golden_provenance.scheme in SCHEMES else WEIGHT_SCHEME
+    current_provenance = now(scheme)
     # a golden's layer gone from the model: its names changed, and a name that still selects may select another one
     explanation = provenance_sentences(
-        golden_provenance, now(), not settings_only, [r.name for r in results], bool(gone)
+        golden_provenance, current_provenance, not settings_only, [r.name for r in results], bool(gone)
     )
     # made where it runs now: a layer's movement below its tolerances is no float noise of another machine
     same_place = (
-        golden_provenance is not None and golden_provenance.environment.describe() == now().environment.describe()
+        golden_provenance is not None
+        and golden_provenance.environment.describe() == current_provenance.environment.describe()
     )
     if layout_only:
         explanation.insert(

@@ -164,7 +164,8 @@ def test_the_sidecar_records_environment_and_fingerprints(subject: pytest.Pytest
         "deterministic": True,
     }
     prints = data["fingerprints"]
-    assert set(prints) == {"input", "model", "layers", "values"} and set(prints["layers"]) == {"1", "3"}
+    assert set(prints) == {"input", "model", "layers", "values", "scheme"} and set(prints["layers"]) == {"1", "3"}
+    assert prints["scheme"] == fingerprint.WEIGHT_SCHEME == 2
     assert all(len(prints[key]) == fingerprint.FINGERPRINT_LENGTH for key in ("input", "model", "values"))
 
 
@@ -177,6 +178,47 @@ def test_a_code_change_is_named_as_such(subject: pytest.Pytester, monkeypatch: p
         " moved: a code or dependency change (the environment is the same too)"
     ) in message
     assert "input changed" not in message and "environment differs" not in message
+
+
+def _recorded_by(pytester: pytest.Pytester, scheme: int) -> None:
+    """Rewrites the golden's weight fingerprints as a version that makes them by ``scheme`` would have written them."""
+    namespace: dict[str, object] = {}
+    exec(MODELS, namespace)
+    model = namespace["make_model"]()  # type: ignore[operator]
+    made = environment.provenance(model, namespace["make_input"](), {"1": model[1], "3": model[3]}, scheme)  # type: ignore[operator]
+    data = json.loads((pytester.path / SIDECAR).read_text(encoding="utf-8"))
+    data["fingerprints"] = made.to_sidecar()["fingerprints"]
+    (pytester.path / SIDECAR).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def test_a_golden_of_the_first_fingerprint_scheme_is_explained_by_it(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Goldens written before scheme 2 record scheme 1's fingerprints: compared with scheme 2's, every drift of
+    theirs would have called the weights changed."""
+    _update(subject)
+    _recorded_by(subject, 1)
+    assert "scheme" not in json.loads((subject.path / SIDECAR).read_text(encoding="utf-8"))["fingerprints"]
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    assert "the input and the model's weights and buffers are unchanged since the golden was made" in _message(subject)
+    monkeypatch.setenv("FEATVIZ_TEST_WEIGHTS", "3")
+    assert "the model's weights or buffers changed since the golden was made" in _message(subject)
+
+
+def test_a_golden_of_a_newer_fingerprint_scheme_says_the_weights_are_not_compared(
+    subject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _update(subject)
+    data = json.loads((subject.path / SIDECAR).read_text(encoding="utf-8"))
+    data["fingerprints"]["scheme"] = 99
+    (subject.path / SIDECAR).write_text(json.dumps(data, indent=1), encoding="utf-8")
+    monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
+    message = _message(subject)
+    assert (
+        "whether the model's weights changed is not known: the golden's weight fingerprints were made by a newer"
+        " pytest-featviz (scheme 99; this one makes 1, 2)"
+    ) in message
+    assert "unchanged" not in message and "weights or buffers changed" not in message
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_featviz.fingerprint import UNKNOWN_INPUT, ParameterFingerprints, input_fingerprint
+from pytest_featviz.fingerprint import UNKNOWN_INPUT, WEIGHT_SCHEME, ParameterFingerprints, input_fingerprint
 
 
 def _net(seed: int = 0) -> nn.Sequential:
@@ -22,8 +22,8 @@ def _net(seed: int = 0) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 1))
 
 
-def _print(model: nn.Module) -> str:
-    return ParameterFingerprints(model).of(model)
+def _print(model: nn.Module, scheme: int = WEIGHT_SCHEME) -> str:
+    return ParameterFingerprints(model, scheme).of(model)
 
 
 def test_same_weights_in_another_object_give_the_same_fingerprint() -> None:
@@ -158,6 +158,23 @@ def test_cpu_tensors_reduced_together_give_each_tensor_s_own_integers() -> None:
     expected = [_tensor_sums(tensor).tolist() for tensor in tensors]
     assert _cpu_sums(tensors) == expected
     assert expected[2][:2] == expected[-1][:2] and expected[2][2] != expected[-1][2]
+
+
+@pytest.mark.parametrize("change", ["x2", "x0.5", "x4", "x1/8", "negated"])
+@pytest.mark.parametrize("layer", ["Conv2d(512, 512, 3)", "Linear(1024, 1024)", "Linear(768, 768)"])
+def test_scaling_by_a_power_of_two_or_a_sign_flip_changes_the_fingerprint(layer: str, change: str) -> None:
+    """Found by QA: either adds the same number to every int32 word of the tensor (k * 2**23, 2**31), which cancels
+    in wrapping sums over rows and columns of such lengths; scheme 1 called the weights unchanged, and a drift
+    message blamed a code change for a folded-in attention scale applied twice."""
+    torch.manual_seed(0)
+    module = eval(f"nn.{layer}")  # noqa: S307  (a literal of this test)
+    before = {scheme: _print(module, scheme) for scheme in (1, 2)}
+    with torch.no_grad():
+        module.weight.copy_(-module.weight if change == "negated" else module.weight * eval(change[1:]))  # noqa: S307
+    after = {scheme: _print(module, scheme) for scheme in (1, 2)}
+    assert after[2] != before[2]
+    # what scheme 1 missed: every one where rows and columns are multiples of 512 words; of 768, those of 2**2 and -1
+    assert (after[1] == before[1]) == (layer != "Linear(768, 768)" or change in ("x4", "negated"))
 
 
 def test_fingerprints_are_the_same_for_contiguous_and_channels_last_weights() -> None:
@@ -360,8 +377,8 @@ def _pinned_shared() -> nn.Module:
     return model
 
 
-_EMPTY = "4f53cda18c2baa0c"  # the fingerprint of a module without parameters or buffers
-_PINNED = {
+_EMPTY = "4f53cda18c2baa0c"  # the fingerprint of a module without parameters or buffers (either scheme)
+_PINNED_1 = {  # scheme 1: the goldens written before scheme 2 record these
     "net": (
         _pinned_net,
         {
@@ -395,16 +412,46 @@ _PINNED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(_PINNED))
-def test_fingerprints_keep_the_values_goldens_recorded(case: str) -> None:
+_PINNED_2 = {
+    "net": {
+        "": "5110970a334bde9e",
+        "0": "8f515e4c022e9daf",
+        "1": "2f7b5a0c8f1d8fab",
+        "2": _EMPTY,
+        "3": "129d1dc8b422a665",
+        "3.0": "5ecb7328829819f5",
+        "3.1": "e27ecc7393f981f6",
+        "3.2": _EMPTY,
+        "4": _EMPTY,
+        "5": "9af1d8d222d48913",
+        "6": "fb66ebff9dfc9d8e",
+    },
+    "shared": {
+        "": "b2d01f2cdfcae22f",
+        "embed": "7698f0b9349712ce",
+        "head": "7698f0b9349712ce",
+        "shared": "c4092c6d18a5acd2",
+        "blocks": "784ec4fc0645c72e",
+        "blocks.1": "cbc9b63d13bee08f",
+        "norm": "781b588f27683960",
+        "plain": "d4b1a42f1a48ef66",
+        "holder": "c2d6dc4458c9504e",
+    },
+}
+
+
+@pytest.mark.parametrize("scheme", [1, 2])
+@pytest.mark.parametrize("case", sorted(_PINNED_1))
+def test_fingerprints_keep_the_values_goldens_recorded(case: str, scheme: int) -> None:
     """Committed goldens record these strings: a faster fingerprint that changed one would call every golden's
-    weights changed. The values were made by the fingerprint code as it stood when this test was written."""
-    build, expected = _PINNED[case]
+    weights changed. The values were made by the fingerprint code of each scheme as it stood when it was pinned;
+    scheme 1's are still made, to explain a drift against a golden written before scheme 2."""
+    build, expected = _PINNED_1[case][0], _PINNED_1[case][1] if scheme == 1 else _PINNED_2[case]
     model = build()
-    prints = ParameterFingerprints(model)  # as provenance calls it: the model, then its selected layers
+    prints = ParameterFingerprints(model, scheme)  # as provenance calls it: the model, then its selected layers
     assert prints.of(model) == expected[""]
     assert prints.layers(dict(model.named_modules())) == expected
-    assert {name: _print(module) for name, module in model.named_modules()} == expected  # each on its own
+    assert {name: _print(module, scheme) for name, module in model.named_modules()} == expected  # each on its own
 
 
 def _reference_print(module: nn.Module) -> str:
