@@ -162,6 +162,9 @@ def test_damaged_golden_fails_only_its_test(project: pytest.Pytester, case: str)
     # the message says it all: no frames from inside the plugin, no chained traceback
     assert "pytest_featviz/" not in result.stdout.str()
     assert "The above exception was the direct cause" not in result.stdout.str()
+    # the golden's files named as every other line names paths, relative to where pytest ran (not the runner's root)
+    shown = [line for line in result.stdout.lines if line.startswith(("E ", "  golden/"))]
+    assert shown and not [line for line in shown if str(project.path) in line]
     recreate = "*re-create it with:  pytest --featviz-update test_two.py::test_target"
     if case in NOT_RECREATED:
         assert "re-create it with:  pytest" not in result.stdout.str()
@@ -347,7 +350,7 @@ def test_an_unreadable_golden_is_counted_reported_and_its_test_s_later_goldens_l
     assert "<code>golden/test_pair/test_pair/first/</code> could not be read:" in page
     assert "holds Git merge-conflict markers" in page
     summary = (featviz_pytester.path / "summary.md").read_text()
-    assert "| `test_pair.py::test_pair` | first | unreadable | – | – | – |" in summary
+    assert "| `test_pair.py::test_pair` | `first` | unreadable | – | – | – |" in summary
     # with its error and the fix: the table alone said "unreadable"
     assert "\nGoldens that could not be read:\n\n- `golden/test_pair/test_pair/first`: golden sidecar " in summary
     assert fnmatch.fnmatch(

@@ -696,7 +696,7 @@ def test_github_step_summary(drifted: pytest.Pytester, monkeypatch: pytest.Monke
     drifted.runpytest().assert_outcomes(passed=1, failed=2)
     text = summary.read_text()
     assert text.startswith("earlier step\n### featviz")
-    assert "| `test_models.py::test_net[plain]` | 0 | drifted | 2 | 1 |" in text
+    assert "| `test_models.py::test_net[plain]` | `0` | drifted | `2` | 1 |" in text
     assert "featviz-report/index.html" in text and "![" not in text
 
 

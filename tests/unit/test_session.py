@@ -23,7 +23,7 @@ def _report(
 def _summary(tracker: SessionTracker) -> list[str]:
     """The lines of the tracker's ``featviz`` terminal section."""
     lines: list[str] = []
-    terminal = SimpleNamespace(section=lambda *args, **kwargs: None, write_line=lambda line, **_: lines.append(line))
+    terminal = SimpleNamespace(write_sep=lambda *args, **kwargs: None, write_line=lambda line, **_: lines.append(line))
     tracker.pytest_terminal_summary(terminal)
     return lines
 
@@ -80,7 +80,7 @@ def test_an_update_that_rewrote_goldens_of_failed_or_xfail_tests_says_how_to_put
     lines: list[str] = []
     config = SimpleNamespace(invocation_params=SimpleNamespace(dir=Path.cwd()))
     terminal = SimpleNamespace(
-        section=lambda *a, **k: None, write_line=lambda line, **_: lines.append(line), config=config
+        write_sep=lambda *a, **k: None, write_line=lambda line, **_: lines.append(line), config=config
     )
     tracker.pytest_terminal_summary(terminal)
     assert lines[2:] == [
@@ -103,7 +103,7 @@ def test_the_way_back_names_goldens_an_earlier_run_of_a_failed_test_rewrote() ->
     lines: list[str] = []
     config = SimpleNamespace(invocation_params=SimpleNamespace(dir=Path.cwd()))
     terminal = SimpleNamespace(
-        section=lambda *a, **k: None, write_line=lambda line, **_: lines.append(line), config=config
+        write_sep=lambda *a, **k: None, write_line=lambda line, **_: lines.append(line), config=config
     )
     tracker.pytest_terminal_summary(terminal)
     assert lines[-1].endswith("put it back: git checkout -- golden/caught")
