@@ -73,8 +73,8 @@ def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list
         lines.append(
             f"    judged by tolerances fitted to this layer's noise floor: TF32 rounding alone moves it to SSIM"
             f" {noise.ssim:.4f}, picture change {noise.rms_error:.4f}, statistics change {noise.stat_delta:.4f};"
-            f" held to SSIM >= {layer.threshold:g}, picture change <= {layer.rms_tolerance:g}, statistics change"
-            f" <= {layer.stat_tolerance:g} ({compare.NOISE_FACTOR:g}x the floor, between"
+            f" held to SSIM >= {layer.threshold:.4g}, picture change <= {layer.rms_tolerance:.4g}, statistics change"
+            f" <= {layer.stat_tolerance:.4g} ({compare.NOISE_FACTOR:g}x the floor, between"
             f" {compare.NOISE_TIGHTEST:g}x and 1x the configured tolerances; --featviz-noise-floor=off judges by the"
             " configured ones)"
         )
@@ -139,7 +139,7 @@ def drift_message(
     drifted = [r for r in results if r.drifted]
     lines = [
         f"feature drift in snapshot {snapshot_name!r} of {identity.node_id}:"
-        f" {len(drifted)} of {len(results)} layer(s) drifted",
+        f" {len(drifted)} of {len(results)} layer(s) drifted (first: {drifted[0].name!r})",  # all -r and --tb=no show
         f"drift starts at layer {drifted[0].name!r} (first drifted layer in forward order)",
     ]
     moved = moved_before(results) if same_place else ""

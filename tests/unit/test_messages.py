@@ -26,6 +26,18 @@ def test_a_layer_whose_tf32_noise_reaches_the_configured_tolerances_points_at_go
     assert hint not in summary(NoiseFloor(ssim=0.9999, rms_error=0.01, stat_delta=0.002))
 
 
+def test_fitted_tolerances_are_shown_to_four_significant_digits() -> None:
+    """Found by QA: "statistics change up to 0.017 > 0.014" above "held to ... statistics change <= 0.0143454"."""
+    layer = LayerResult(
+        "trunk", DRIFT, (1, 2, 4, 4), (1, 2, 4, 4), (0, 1), (0.999, 0.999), (0.01, 0.0), (0.017, 0.01),
+        threshold=0.99612345, stat_tolerance=0.0143454, rms_tolerance=0.0612345,
+        noise=NoiseFloor(ssim=0.999, rms_error=0.0153, stat_delta=0.0035864),
+    )  # fmt: skip
+    assert "held to SSIM >= 0.9961, picture change <= 0.06123, statistics change <= 0.01435 (" in "\n".join(
+        layer_summary(layer)
+    )
+
+
 def test_a_score_just_beyond_its_tolerance_is_shown_with_the_digits_that_tell_them_apart() -> None:
     # a noise-floor tolerance of 0.012 broken by 0.012118 read "statistics change up to 0.012 > 0.012"
     layer = LayerResult(
@@ -74,6 +86,8 @@ def test_a_layer_before_the_first_drift_that_moved_within_its_tolerances_is_name
         " (<= 0.03); the change may start there"
     )
     message = drift_message(IDENTITY, "0", Path("golden/t/test_a/0"), results, same_place=True)
+    # the first line names the first drifted layer: all that -r summaries, --tb=no and IDE panels show
+    assert message.splitlines()[0].endswith(": 1 of 4 layer(s) drifted (first: 'layer2')")
     assert message.splitlines()[1:3] == [
         "drift starts at layer 'layer2' (first drifted layer in forward order)",
         moved_before(results),
