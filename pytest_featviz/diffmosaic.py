@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 MAX_ROWS = 8  # drifted channels drawn per diff mosaic; the rest are counted in its last line
-MIN_PANEL = 64  # small maps are upscaled (nearest) until their longer side reaches this many pixels
-MAX_SCALE = 16
+MIN_PANEL = 64  # small maps are upscaled (nearest) until their longer side reaches this many pixels (a 1x1 map too)
 LABEL_WIDTH = 110
 GAP = 4
 LINE = 14
@@ -46,7 +45,7 @@ def encode_rgb(image: npt.NDArray[np.uint8]) -> bytes:
 
 def panel_scale(tile_shape: tuple[int, int]) -> int:
     """The nearest-neighbour upscale factor of a tile in a diff mosaic: small maps grow to about ``MIN_PANEL``."""
-    return max(1, min(MAX_SCALE, math.ceil(MIN_PANEL / max(tile_shape))))
+    return max(1, math.ceil(MIN_PANEL / max(tile_shape)))
 
 
 def channel_label(layer: LayerResult, position: int) -> str:

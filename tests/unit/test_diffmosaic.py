@@ -28,6 +28,14 @@ def test_diff_mosaic_upscales_a_7x7_map_and_draws_golden_current_difference() ->
     assert (heat == np.array(_VIRIDIS[0], dtype=np.uint8)).all()
 
 
+def test_the_smallest_maps_grow_to_the_panel_size_too() -> None:
+    """A pooled 2x2 map was drawn 32 pixels wide (the factor stopped at 16), and its column headers were cut to
+    "gold…", "curre…", "differ…"."""
+    assert [panel_scale((size, size)) for size in (1, 2, 3, 7, 64, 65)] == [64, 32, 22, 10, 1, 1]
+    image = diff_mosaic("pool", np.zeros((1, 2, 2), np.uint8), np.ones((1, 2, 2), np.uint8), [(0, 0, "x", True)])
+    assert image.shape[1] == LABEL_WIDTH + 3 * 64 + 4 * GAP
+
+
 def test_diff_mosaic_caps_rows_and_counts_the_rest() -> None:
     tiles = np.zeros((12, 32, 32), dtype=np.uint16)
     rows = [(i, i, "SSIM 0.5000", True) for i in range(12)]
