@@ -122,7 +122,7 @@ def input_fingerprint(inputs: Any) -> str:
             hasher.update(f"tensor{tuple(tensor.shape)}{tensor.dtype};".encode())
             if tensor.numel():
                 # the bytes, as on the CPU, of a contiguous copy: the same values give the same hash on any device
-                flat = tensor.to("cpu").contiguous().reshape(-1)
+                flat = _dense(tensor.to("cpu").contiguous().reshape(-1))
                 hasher.update(flat.view(torch.uint8).numpy().tobytes())
         elif isinstance(value, Mapping):
             hasher.update(f"dict{len(value)};".encode())
@@ -159,6 +159,15 @@ def input_fingerprint(inputs: Any) -> str:
     return hasher.hexdigest()[:FINGERPRINT_LENGTH] if stable else UNKNOWN_INPUT
 
 
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``tensor`` whose last stride is 1, as viewing it as another dtype needs: torch calls a tensor
+    whose odd strides belong to dimensions of size 1 contiguous (``t[::50][:1]``, ``arange(5)[None].T``), and
+    ``.contiguous()`` returned it as it was; viewing it as bytes or int32 words then raised."""
+    if tensor.dim() == 0 or tensor.stride(-1) == 1:
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
 _NARROW_INTEGERS = {1: torch.int8, 2: torch.int16}
 _TORCH_SUMS_FROM = 1 << 16  # elements: below, a CPU tensor's sums are cheaper in numpy; above, torch uses every core
 
@@ -175,7 +184,7 @@ def _word_rows(tensor: torch.Tensor) -> torch.Tensor | None:
     if data.dtype == torch.bool:
         data = data.view(torch.uint8)
     rows = data.shape[0] if data.dim() > 1 else 1
-    flat = data.contiguous().reshape(rows, -1)
+    flat = _dense(data.contiguous().reshape(rows, -1))
     return flat.view(torch.int32 if data.element_size() >= 4 else _NARROW_INTEGERS[data.element_size()])
 
 

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,6 +176,32 @@ def test_scaling_by_a_power_of_two_or_a_sign_flip_changes_the_fingerprint(layer:
     assert after[2] != before[2]
     # what scheme 1 missed: every one where rows and columns are multiples of 512 words; of 768, those of 2**2 and -1
     assert (after[1] == before[1]) == (layer != "Linear(768, 768)" or change in ("x4", "negated"))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.linspace(1.0, 0.0, 1000)[::50][:1],  # one step of a strided schedule: stride 50, size 1
+        lambda: torch.arange(5)[None].T,  # (5, 1) with strides (1, 5): 8-byte words viewed as int32
+        lambda: torch.arange(10)[::5][:1],
+    ],
+    ids=["float-step", "long-column", "long-step"],
+)
+def test_a_tensor_torch_calls_contiguous_with_an_odd_last_stride_is_fingerprinted(make: Any) -> None:
+    """Found by QA: creating a golden raised "self.stride(-1) must be 1 to view Float as Byte" for a diffusion
+    model's one timestep sliced from a schedule, and "view Long as Int" for a transposed id buffer: torch calls
+    such tensors contiguous, so .contiguous() left them as they were."""
+    from pytest_featviz.fingerprint import _cpu_sums, _tensor_sums
+
+    odd = make()
+    assert odd.is_contiguous() and odd.stride(-1) != 1
+    fresh = odd.clone(memory_format=torch.contiguous_format)
+    assert input_fingerprint((torch.ones(1), odd)) == input_fingerprint((torch.ones(1), fresh))
+    holder, twin = nn.Module(), nn.Module()
+    holder.register_buffer("odd", odd)
+    twin.register_buffer("odd", fresh)
+    assert _print(holder) == _print(twin)
+    assert _cpu_sums([odd]) == [_tensor_sums(odd).tolist()] == [_tensor_sums(fresh).tolist()]
 
 
 def test_fingerprints_are_the_same_for_contiguous_and_channels_last_weights() -> None:
