@@ -386,6 +386,14 @@ def _converted(golden: str, current: str) -> str:
     )
 
 
+# What a drift message adds where the fingerprints of a golden written before scheme 2 call weights unchanged.
+SCHEME_1_BLIND = (
+    "(the golden's weight fingerprints are of scheme 1, written before pytest-featviz recorded a scheme: they miss a"
+    " weight tensor scaled by a power of two or negated as a whole, which reads as unchanged here; a golden written"
+    " now, by --featviz-update, records scheme 2, which sees it)"
+)
+
+
 def provenance_sentences(
     golden: Provenance | None,
     current: Provenance,
@@ -420,7 +428,8 @@ def provenance_sentences(
     if golden.scheme != current.scheme:  # a golden of a newer version, whose fingerprints this one cannot make
         lines.append(
             f"whether the model's weights changed is not known: the golden's weight fingerprints were made by a newer"
-            f" pytest-featviz (scheme {golden.scheme}; this one makes {', '.join(map(str, SCHEMES))})"
+            f" pytest-featviz (scheme {golden.scheme}; this one makes {', '.join(map(str, SCHEMES))}): upgrade"
+            " pytest-featviz to compare them"
         )
         return lines
     # the selected layers whose weights differ from those of the golden's layer of that name, in forward order
@@ -442,6 +451,7 @@ def provenance_sentences(
             )
         )
         compared = compared and not changed  # nothing can be said of activations compared with another module's
+    said = len(lines)
     if golden.model != current.model and not renamed:
         if changed and names_moved:
             where = (
@@ -480,4 +490,8 @@ def provenance_sentences(
         )
     elif input_changed and not renamed:  # said, so that "unchanged" is not read as "not checked"
         lines.append("the model's weights and buffers are unchanged since the golden was made")
+    # weights (all, or the selected layers') called unchanged by the fingerprints of a golden written before scheme 2
+    unchanged = golden.model == current.model or renamed or (not changed and bool(known))
+    if golden.scheme == 1 and unchanged and (renamed or len(lines) > said):
+        lines.append(SCHEME_1_BLIND)
     return lines

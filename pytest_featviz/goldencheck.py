@@ -312,6 +312,9 @@ def _provenance(data: dict[str, Any]) -> dict[str, Any] | None:
     layers = data.get("fingerprints", {}).get("layers", {})
     if not all(type(value) is str for value in layers.values()):
         raise _Malformed(f"fingerprints layers {_shown(layers)} holds a fingerprint that is not a string")
+    scheme = data.get("fingerprints", {}).get("scheme", 1)
+    if scheme < 1:  # schemes count from 1 (a sidecar without one); a newer one than this version makes is not damage
+        raise _Malformed(f"fingerprints scheme {_shown(scheme)} is not a scheme (1 or more)")
     found = {key: data[key] for key in PROVENANCE_KEYS if isinstance(data.get(key), dict)}
     return found or None
 

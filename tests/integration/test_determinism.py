@@ -200,7 +200,9 @@ def test_a_golden_of_the_first_fingerprint_scheme_is_explained_by_it(
     _recorded_by(subject, 1)
     assert "scheme" not in json.loads((subject.path / SIDECAR).read_text(encoding="utf-8"))["fingerprints"]
     monkeypatch.setenv("FEATVIZ_TEST_CODE", "1")
-    assert "the input and the model's weights and buffers are unchanged since the golden was made" in _message(subject)
+    message = _message(subject)
+    assert "the input and the model's weights and buffers are unchanged since the golden was made" in message
+    assert environment.SCHEME_1_BLIND in message  # what that "unchanged" cannot see
     monkeypatch.setenv("FEATVIZ_TEST_WEIGHTS", "3")
     assert "the model's weights or buffers changed since the golden was made" in _message(subject)
 
@@ -216,7 +218,7 @@ def test_a_golden_of_a_newer_fingerprint_scheme_says_the_weights_are_not_compare
     message = _message(subject)
     assert (
         "whether the model's weights changed is not known: the golden's weight fingerprints were made by a newer"
-        " pytest-featviz (scheme 99; this one makes 1, 2)"
+        " pytest-featviz (scheme 99; this one makes 1, 2): upgrade pytest-featviz to compare them"
     ) in message
     assert "unchanged" not in message and "weights or buffers changed" not in message
 

@@ -3,6 +3,7 @@ sentences, and the sidecar fields they travel in."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -244,7 +245,23 @@ def test_environment_sentence_says_where_the_golden_was_made_and_where_it_runs()
 
 
 def _provenance(env: Environment = CPU, input: str = "i1", model: str = "m1", **layers: str) -> Provenance:
-    return Provenance(env, input, model, layers or {"0": "a", "2": "b"})
+    return Provenance(env, input, model, layers or {"0": "a", "2": "b"}, scheme=2)
+
+
+def test_weights_called_unchanged_by_scheme_1_fingerprints_say_what_those_miss() -> None:
+    """Found by QA: a golden written before scheme 2 still called a doubled or negated tensor unchanged and blamed a
+    code change; the message says so where it calls weights unchanged, and only there."""
+    old = dataclasses.replace(_provenance(), scheme=1)
+    blind = "they miss a weight tensor scaled by a power of two or negated as a whole"
+    code = provenance_sentences(old, dataclasses.replace(_provenance(), scheme=1))
+    assert len(code) == 2 and "code or dependency change" in code[0] and blind in code[1]
+    other = provenance_sentences(old, dataclasses.replace(_provenance(model="m2"), scheme=1))  # other layers
+    assert "selected layers' own weights are unchanged" in other[0] and blind in other[1]
+    named = provenance_sentences(old, dataclasses.replace(_provenance(model="m2", **{"0": "x", "2": "b"}), scheme=1))
+    assert len(named) == 1 and "with changed weights: '0'" in named[0]  # no claim of unchanged weights
+    assert not any(blind in line for line in provenance_sentences(_provenance(), _provenance()))  # scheme 2
+    settings_only = provenance_sentences(old, dataclasses.replace(_provenance(), scheme=1), compared=False)
+    assert settings_only == []  # nothing said of the weights, nothing to qualify
 
 
 def test_sentence_when_only_activations_moved_points_at_code_or_dependencies() -> None:

@@ -1011,6 +1011,11 @@ _FINGERPRINTS = '"fingerprints": {"input": "a1", "model": "b2", "layers": {"conv
         (_FINGERPRINTS.replace('"c3"', "3"), "fingerprints layers {'conv': 3} holds a fingerprint that is not a"),
         (_FINGERPRINTS.replace('"a1"', "null"), "fingerprints input None is not a string"),
         ('"fingerprints": []', "fingerprints \\[\\] is not an object"),
+        # schemes count from 1 (a sidecar without one); 0 read as "made by a newer pytest-featviz"
+        (_FINGERPRINTS.replace("}}", '}, "scheme": 0}'), "fingerprints scheme 0 is not a scheme \\(1 or more\\)"),
+        (_FINGERPRINTS.replace("}}", '}, "scheme": -1}'), "fingerprints scheme -1 is not a scheme"),
+        (_FINGERPRINTS.replace("}}", '}, "scheme": "2"}'), "fingerprints scheme '2' is not a whole number"),
+        (_FINGERPRINTS.replace("}}", '}, "scheme": 2.0}'), "fingerprints scheme 2.0 is not a whole number"),
     ],
 )
 def test_a_damaged_provenance_is_malformed(snap: Path, provenance: str, message: str) -> None:
@@ -1025,6 +1030,13 @@ def test_a_provenance_as_the_writer_writes_it_reads_and_a_damaged_test_record_is
     assert read is not None and read.provenance is not None
     assert read.provenance["environment"]["device"] == "cpu"  # and the test record, never judged, is left out
     assert read.provenance["fingerprints"]["layers"] == {"conv": "c3"} and "test" not in read.provenance
+    for scheme in (1, 2, 3):  # 3: of a newer version, not damage (its drift message says to upgrade)
+        _write(snap, seed=0)
+        fingerprints = _FINGERPRINTS.replace("}}", '}, "scheme": ' + str(scheme) + "}")
+        _edited(snap, '"format": 1,', f'"format": 1, {fingerprints},')
+        read = golden.read_sidecar(snap)
+        assert read is not None and read.provenance is not None
+        assert read.provenance["fingerprints"]["scheme"] == scheme
 
 
 def _maps_of_every_kind() -> list[np.ndarray]:
