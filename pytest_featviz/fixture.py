@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,9 +82,12 @@ class FeatureSnapshot:
         folder = goldenpath.sanitize_name(name)
         other = self._folders.setdefault(folder, name)
         if other != name:  # name="x_y-bd3c9047d6" after name="x/y": two goldens in one folder, rewritten in turn
+            alike = unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", other)
             raise FeatvizError(
                 f"snapshot name {name!r} in {self._identity.node_id} has the golden folder of the snapshot named"
-                f" {other!r} ({folder}); give this call another name="
+                f" {other!r} ({folder})"
+                + (" (the two differ only in Unicode form, which golden paths read as one name)" if alike else "")
+                + "; give this call another name="
             )
         self._names.add(name)
         return name

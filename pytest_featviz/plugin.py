@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 TRACKER_KEY = pytest.StashKey[SessionTracker]()
+# The golden folder of each test that took a snapshot in this process -> its node id: two tests whose names differ only
+# in Unicode form (a composed and a decomposed accent) are one name to the golden path, and would share a folder.
+FOLDERS_KEY = pytest.StashKey[dict[Path, tuple[str, str, str]]]()
 MARKER_HELP = (
     "featviz(preset=, threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=, deterministic=,"
     " noise_floor=): feature snapshot settings for this test; a keyword of the feature_snapshot() call wins over"
@@ -311,6 +314,17 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
             raise error.with_traceback(None) from None  # the message names the setting and the value
     settings = marked[0] if marked else settings  # the closest marker counts, as a whole
     test_file, test_name = _test_location(item)
+    from pytest_featviz import goldenpath
+
+    folder = goldenpath.snapshot_dir(settings.golden_dir, test_file, test_name, "_").parent
+    claimed = request.config.stash.setdefault(FOLDERS_KEY, {}).setdefault(folder, (test_file, test_name, item.nodeid))
+    if claimed[:2] != (test_file, test_name):  # not a repeated run of the same test (pytest-repeat's ids differ)
+        shared = folder.relative_to(settings.golden_dir).as_posix()
+        raise FeatvizError(
+            f"{item.nodeid} has the golden folder of {claimed[2]} ({shared}): their names differ only in Unicode form"
+            " (an accent composed in one, decomposed in the other), which golden paths read as one name; rename one"
+            " of them"
+        )
     command = update_command(
         _node_id_from(item, request.config.invocation_params.dir), _golden_options(request.config, check_settings=True)
     )

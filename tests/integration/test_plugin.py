@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import unicodedata
 from importlib import metadata
 
 import pytest
@@ -311,6 +312,26 @@ def test_an_exception_in_forward_reaches_the_user_unchanged(featviz_pytester: py
     # the test's frame, then the model's: none of the plugin's between them
     assert "pytest_featviz/" not in result.stdout.str()
     assert not (featviz_pytester.path / "golden").exists()
+
+
+def test_two_tests_whose_names_differ_only_in_unicode_form_do_not_share_a_golden(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    """Golden paths read a name in its composed form (an NFD-named file finds its goldens), so two test files named
+    alike but for the form of an accent would write one golden in turn, each failing against the other's."""
+    for form, seed in (("NFC", 0), ("NFD", 1)):
+        (featviz_pytester.path / unicodedata.normalize(form, "test_caf\u00e9.py")).write_text(
+            SMALL.replace("manual_seed(0)", f"manual_seed({seed})"), encoding="utf-8"
+        )
+    result = featviz_pytester.runpytest("--featviz-create", "--import-mode=importlib")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *FeatvizError: test_caf*.py::test_it has the golden folder of test_caf*.py::test_it"
+            " (test_caf_-*/test_it): their names differ only in Unicode form*"
+        ]
+    )
+    assert len(list((featviz_pytester.path / "golden").iterdir())) == 1
 
 
 SMALL = """

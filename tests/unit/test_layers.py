@@ -3,6 +3,7 @@ snapshots in one test."""
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,11 @@ def test_two_names_with_one_golden_folder_are_a_clear_error(tmp_path: Path) -> N
     test_dir = next(tmp_path.rglob("test_features"))
     assert [p.name for p in test_dir.iterdir()] == [folder]
     assert snap(_net(), _x(), layers="stem", name="x_y").name == "x_y"  # a name of its own folder is fine
+    # the same name in its two Unicode forms: one folder (golden paths read the composed form), and two names that
+    # look alike in the message, which says how they differ
+    snap(_net(), _x(), layers="stem", name="caf\u00e9")
+    with pytest.raises(FeatvizError, match="the two differ only in Unicode form, which golden paths read as one name"):
+        snap(_net(), _x(), layers="stem", name=unicodedata.normalize("NFD", "caf\u00e9"))
 
 
 def test_snapshots_of_one_test_are_checked_separately(tmp_path: Path) -> None:
