@@ -29,6 +29,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from pytest_featviz.channels import ChannelsError, ChannelSpec, keep
 from pytest_featviz.layout import LEAF_SEPARATOR, Hints, LayoutError, first_tensor, input_facts, pick
+from pytest_featviz.outcomes import raised_outside
 from pytest_featviz.records import FeatvizError
 
 
@@ -112,7 +113,7 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
 
     A namedtuple is a tuple, unpacked too. A forward that takes the dict or the namedtuple itself fails with a
     ``TypeError``, which gets a note that says how to pass it."""
-    __tracebackhide__ = True  # an error of the model's shows the test's frame, then the model's
+    __tracebackhide__ = raised_outside  # an error of the model's shows the test's frame, then the model's
     if isinstance(inputs, Mapping):
         try:
             return model(**inputs)
@@ -165,7 +166,7 @@ def run_in_inference_mode(model: nn.Module, modules: Iterable[nn.Module], inputs
     takes it there, as it always did; nothing else in the pass changes, so a forward pass that writes inference
     tensors in place (a cache, a counter, an input) runs as it always did. A forward that computes gradients cannot
     run there (``torch.enable_grad()`` does not turn autograd on): torch's error gets a note that says so."""
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
     swapped: list[tuple[nn.Module, int, Callable[..., Any]]] = []  # module, hook id, torch's hook
     for module in modules:
         if not isinstance(module, LazyModuleMixin) or not module.has_uninitialized_params() or _made_there(module):
@@ -223,6 +224,7 @@ def _outside_inference_mode(step: Callable[..., Any]) -> Callable[..., Any]:
     """A lazy module's first step (torch's ``_infer_parameters`` pre-hook) run with inference mode off."""
 
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
+        __tracebackhide__ = raised_outside
         with torch.inference_mode(False), torch.no_grad():
             return step(module, args, kwargs)
 
@@ -298,7 +300,7 @@ class _Hooked:
                     module.training = training
 
     def run(self, inputs: Any) -> None:
-        __tracebackhide__ = True
+        __tracebackhide__ = raised_outside
         run_in_inference_mode(self._model, self._modules, inputs)
 
 
@@ -316,7 +318,7 @@ def capture(
     receives how many times each target's module ran, by target name; ``channels_from`` names the setting that gave
     ``channels`` in the error of a selection that does not fit a layer (``"--featviz-channels"``).
     """
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
     captured: list[LayerCapture] = []
     errors: list[BaseException] = []
     facts = input_facts(inputs)
@@ -370,7 +372,7 @@ def _leaf_shape(output: Any, leaf: str | None) -> str:
 
 def trace(model: nn.Module, inputs: Any) -> list[LayerTrace]:
     """Run ``model`` once with shape-only hooks on every submodule; one record per call, in call order."""
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
     records: list[LayerTrace] = []
 
     def make_hook(name: str) -> Callable[..., None]:

@@ -27,6 +27,7 @@ from pytest_featviz.config import Settings
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec, module_index, resolve_layers
 from pytest_featviz.layout import UNBATCHED, Layout
+from pytest_featviz.outcomes import raised_outside
 from pytest_featviz.records import DRIFT, FeatvizError, LayerEvidence, LayerResult
 from pytest_featviz.render import (
     TileArray,
@@ -136,7 +137,7 @@ def capture_layers(
 
     ``modules``, when given, receives the selected modules by name (for the weight fingerprints).
     """
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
     gone: list[str] = []
     from_golden = spec is not None and stored is not None and [layer.name for layer in stored.layers] == spec
     targets = resolve_layers(model, spec, gone if from_golden else None)

@@ -106,6 +106,19 @@ def environment_words(environment: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def raised_outside(excinfo: Any) -> bool:
+    """The ``__tracebackhide__`` of the functions through which the plugin runs the model: their frames are hidden
+    from an error the model or torch raised (the test's frame, then the model's, tell it), and shown with one raised
+    in the plugin's own code, a bug to report with them."""
+    frame = excinfo.tb
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return not os.path.abspath(frame.tb_frame.f_code.co_filename).startswith(_PACKAGE)
+
+
 class FeatvizError(Exception):
     """A snapshot call that cannot be carried out as written (bad layer name, bad option, damaged golden)."""
 

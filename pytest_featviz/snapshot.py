@@ -37,6 +37,7 @@ from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec, module_index, under_another_parent
 from pytest_featviz.messages import drift_message
 from pytest_featviz.noisefloor import fit_noise_floor, measure_against_golden
+from pytest_featviz.outcomes import raised_outside
 from pytest_featviz.records import (
     CREATED,
     DRIFT,
@@ -156,7 +157,7 @@ LAYERS_NAMED = 5  # of the other drifted layers a damaged golden's error names
 
 
 def _selection(model: nn.Module, inputs: Any, layers: LayerSpec, stored: SnapshotGolden | None) -> LayerSpec:
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
     if layers is not None:
         return layers
     if stored is not None:
@@ -188,7 +189,7 @@ def check_snapshot(
     noise (:func:`noisefloor.fit_noise_floor`); ``measure_noise`` measures the noise of every compared layer
     (benchmarks).
     """
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
     with deterministic_mode(settings.deterministic):
         return _check(model, inputs, layers, settings, directory, identity, snapshot_name, measure_noise)
 
@@ -209,7 +210,7 @@ def _check(
     against that golden, once (``again``): the outcome a serial run gives, where the later repeat sees the golden
     the earlier one wrote. So does a check whose golden another process switched in after its sidecar was read (a
     picture that does not match that sidecar is then no damage)."""
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
 
     def recheck() -> Evidence:
         return _check(model, inputs, layers, settings, original, identity, snapshot_name, measure_noise, again=False)

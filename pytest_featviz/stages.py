@@ -46,6 +46,7 @@ from pytest_featviz.layers import (
     refuse_unhookable,
 )
 from pytest_featviz.layout import PASS_THROUGH, Hints, InputFacts, LayoutError, input_facts, plan
+from pytest_featviz.outcomes import raised_outside
 from pytest_featviz.sidepass import unobserved
 
 MAX_DEFAULT_LAYERS = 8
@@ -56,7 +57,7 @@ STAGE_DEPTH_WINDOW = 2
 
 def default_selection(model: nn.Module, inputs: Any) -> list[str]:
     """The default choice for ``model`` on ``inputs`` (one shape-only forward pass; see the module doc)."""
-    __tracebackhide__ = True
+    __tracebackhide__ = raised_outside
     refuse_unhookable(model)
     refuse_layerless(model)
     with unobserved(model, inputs) as copied:  # as if this pass had not run

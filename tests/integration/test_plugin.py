@@ -334,6 +334,33 @@ def test_two_tests_whose_names_differ_only_in_unicode_form_do_not_share_a_golden
     assert len(list((featviz_pytester.path / "golden").iterdir())) == 1
 
 
+def test_a_bug_of_the_plugin_shows_its_frames_and_a_lazy_module_s_error_does_not(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    """The frames through which the plugin runs the model are hidden from the model's and torch's errors only: a
+    bug raised in the plugin's own code read as raised at the test's line, with nothing to report."""
+    featviz_pytester.makepyfile(
+        test_frames="""
+        import torch
+        from torch import nn
+        import pytest_featviz.capture
+
+        def test_plugin_bug(feature_snapshot, monkeypatch):
+            monkeypatch.setattr(pytest_featviz.capture, "LazyModuleMixin", 5)  # isinstance() raises inside the plugin
+            feature_snapshot(nn.Sequential(nn.Conv2d(3, 2, 1)), torch.ones(1, 3, 4, 4), layers=["0"])
+
+        def test_lazy_module(feature_snapshot):
+            feature_snapshot(nn.Sequential(nn.LazyConv2d(2, 1)), torch.ones(3, 4), layers=["0"])
+        """
+    )
+    result = featviz_pytester.runpytest("--featviz-update", "--tb=short")
+    result.assert_outcomes(failed=2)
+    text = result.stdout.str()
+    plugin_bug, lazy = text.split("_ test_lazy_module _")
+    assert "pytest_featviz/capture.py" in plugin_bug and "TypeError: isinstance() arg 2" in plugin_bug
+    assert "pytest_featviz/" not in lazy and "torch/nn/modules/" in lazy
+
+
 SMALL = """
 import torch
 from torch import nn
