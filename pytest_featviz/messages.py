@@ -73,7 +73,7 @@ def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list
         lines.append(
             f"    judged by tolerances fitted to this layer's noise floor: TF32 rounding alone moves it to SSIM"
             f" {noise.ssim:.4f}, picture change {noise.rms_error:.4f}, statistics change {noise.stat_delta:.4f};"
-            f" held to SSIM >= {layer.threshold:.4g}, picture change <= {layer.rms_tolerance:.4g}, statistics change"
+            f" held to SSIM >= {layer.threshold:g}, picture change <= {layer.rms_tolerance:.4g}, statistics change"
             f" <= {layer.stat_tolerance:.4g} ({compare.NOISE_FACTOR:g}x the floor, between"
             f" {compare.NOISE_TIGHTEST:g}x and 1x the configured tolerances; --featviz-noise-floor=off judges by the"
             " configured ones)"

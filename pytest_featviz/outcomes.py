@@ -63,9 +63,10 @@ def score_beyond(value: float, limit: float, digits: int) -> tuple[str, str]:
     shown = f"{limit:g}"
     exact = float(shown) == limit
     for places in range(digits, 18):
-        score = f"{value:.{places}f}"
-        if score != f"{limit:.{places}f}":
-            return score, shown if exact else (f"{limit:.{places}f}".rstrip("0").rstrip(".") or "0")
+        score, rounded = f"{value:.{places}f}", f"{limit:.{places}f}"
+        # a limit rounded by less than half its distance to the score: 0.99996 read "1" beside 0.9999 (< 1)
+        if score != rounded and (exact or abs(float(rounded) - limit) * 2 <= abs(value - limit)):
+            return score, shown if exact else (rounded.rstrip("0").rstrip(".") or "0")
     return repr(value), repr(limit)
 
 

@@ -26,16 +26,24 @@ def test_a_layer_whose_tf32_noise_reaches_the_configured_tolerances_points_at_go
     assert hint not in summary(NoiseFloor(ssim=0.9999, rms_error=0.01, stat_delta=0.002))
 
 
-def test_fitted_tolerances_are_shown_to_four_significant_digits() -> None:
+def test_fitted_tolerances_are_shown_without_noise_digits_and_never_as_1() -> None:
     """Found by QA: "statistics change up to 0.017 > 0.014" above "held to ... statistics change <= 0.0143454"."""
     layer = LayerResult(
         "trunk", DRIFT, (1, 2, 4, 4), (1, 2, 4, 4), (0, 1), (0.999, 0.999), (0.01, 0.0), (0.017, 0.01),
         threshold=0.99612345, stat_tolerance=0.0143454, rms_tolerance=0.0612345,
         noise=NoiseFloor(ssim=0.999, rms_error=0.0153, stat_delta=0.0035864),
     )  # fmt: skip
-    assert "held to SSIM >= 0.9961, picture change <= 0.06123, statistics change <= 0.01435 (" in "\n".join(
+    assert "held to SSIM >= 0.996123, picture change <= 0.06123, statistics change <= 0.01435 (" in "\n".join(
         layer_summary(layer)
     )
+    # a threshold fitted close to 1 stays below it (it read "SSIM >= 1", and "min SSIM 0.9999 < 1" above it)
+    near = LayerResult(
+        "trunk", DRIFT, (1, 2, 4, 4), (1, 2, 4, 4), (0,), (0.99993699,), (0.001,), (0.001,),
+        threshold=0.9999597498683506, stat_tolerance=1.0, rms_tolerance=1.0,
+        noise=NoiseFloor(ssim=0.99999, rms_error=0.0001, stat_delta=0.0001),
+    )  # fmt: skip
+    lines = layer_summary(near)
+    assert "min SSIM 0.99994 < 0.99996," in lines[0] and "held to SSIM >= 0.99996," in "\n".join(lines)
 
 
 def test_a_score_just_beyond_its_tolerance_is_shown_with_the_digits_that_tell_them_apart() -> None:
