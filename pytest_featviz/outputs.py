@@ -252,12 +252,17 @@ def run_line(run: Mapping[str, Any]) -> str:
 # -------------------------------------------------------------------------- job summary, JUnit, pytest-html
 
 
+_MARKDOWN = re.compile(r"([\\*_~\[\]|])")  # what markdown reads as emphasis, a link or a table cell's end
+
+
 def _md(text: str, limit: int = 120) -> str:
-    """``text`` as markdown prose on one line: a backtick would open a code span, a pipe end a table cell, and GitHub
-    renders ``<b>`` and ``&amp;`` as HTML (escaped after shortening, so that no entity is cut)."""
-    text = " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
+    """``text`` as markdown prose on one line, reading as written: a backtick would open a code span (it becomes a
+    quote), ``*``, ``_`` and ``~`` emphasis (``test_x[__dunder__]`` read as bold), brackets a link and a pipe end a
+    table cell (each is escaped with a backslash), and GitHub renders ``<b>`` and ``&amp;`` as HTML (escaped after
+    shortening, so that no entity or escape is cut)."""
+    text = " ".join(str(text).split()).replace("`", "'")
     text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN.sub(r"\\\1", text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _fence(text: str, least: int = 1) -> str:

@@ -130,6 +130,19 @@ def test_the_step_summary_shows_snapshot_and_layer_names_as_they_are(tmp_path: P
     assert row.split(" | ")[1:4] == ["``we\\|rd`name <b>&amp;``", "drifted", "``<b>l`1</b>&amp;``"]
 
 
+def test_the_step_summary_s_prose_reads_as_written() -> None:
+    """Found by QA: a damaged golden's message in the job summary rendered test_x[__dunder__] as bold "dunder", and
+    the re-create command copied from the page named another test."""
+    text = (
+        "golden/t/test_x[__dunder__]/0/a*b.png: re-create it with:  pytest --featviz-update 't.py::test_x[__dunder__]'"
+    )
+    assert outputs._md(text, 1000) == (
+        "golden/t/test\\_x\\[\\_\\_dunder\\_\\_\\]/0/a\\*b.png: re-create it with: pytest --featviz-update"
+        " 't.py::test\\_x\\[\\_\\_dunder\\_\\_\\]'"
+    )
+    assert outputs._md("a|b ~c~ \\d <e>&f", 1000) == "a\\|b \\~c\\~ \\\\d &lt;e&gt;&amp;f"
+
+
 def test_step_summary_is_bounded_markdown_without_images(tmp_path: Path) -> None:
     results = [snapshot_record(f"t.py::test_{i}|x", DRIFTED, layer_record("a", (0.5,))) for i in range(400)]
     data = report.report_data(results, tmp_path, Path("/"), False)
