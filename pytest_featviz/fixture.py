@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -215,7 +216,9 @@ def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings)
     # the golden's files as every other line shows paths: relative to where pytest ran (not the CI runner's root)
     root = os.fspath(settings.golden_dir)
     shown = display_path(settings.golden_dir, identity.invocation_dir)
-    if shown != root and root + os.sep in str(error):
+    # the root itself, or a path below it: not a longer name that starts alike (golden2)
+    text = re.sub(re.escape(root) + r"(?=[\\/\s'\"),:;]|$)", lambda _: shown, str(error)) if shown != root else ""
+    if text and text != str(error):
         error = copy.copy(error)
-        error.args = (str(error).replace(root + os.sep, shown + os.sep),)
+        error.args = (text,)
     return error.with_traceback(None)

@@ -37,7 +37,7 @@ def _png_size(head: bytes, path: Path) -> tuple[int, int]:
             if head.startswith(_TEXT_CONVERTED[0])
             else "then check the pictures out again (a fresh clone, or git rm -r --cached and git checkout HEAD on"
             " the golden directory); if it still reads so, the commit holds it converted too (converted on commit"
-            " and on checkout): re-create it with --featviz-update"
+            " and on checkout); re-create it with --featviz-update"
         )
         raise GoldenError(
             f"golden picture {path} had its line endings converted by Git as if it were text (its PNG signature"
