@@ -53,15 +53,23 @@ def sanitize_name(name: str, max_length: int = MAX_NAME_LENGTH) -> str:
     return safe
 
 
-def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_name: str) -> Path:
-    """The golden directory of one snapshot; never outside ``golden_root``.
+def folders_of(test_file: str, test_name: str) -> list[str]:
+    """The folders of a test's goldens below the golden directory, as names only (nothing on disk is read).
 
     ``test_file`` is the test module's path relative to the rootdir, with ``/`` separators (as in a node id).
     """
     parts = [p for p in test_file.replace("\\", "/").split("/") if p not in ("", ".")]
     if parts and parts[-1].endswith(".py"):
         parts[-1] = parts[-1][: -len(".py")]
-    segments = [sanitize_name(p) for p in parts] + [sanitize_name(test_name), sanitize_name(snapshot_name)]
+    return [sanitize_name(p) for p in parts] + [sanitize_name(test_name)]
+
+
+def snapshot_dir(golden_root: Path, test_file: str, test_name: str, snapshot_name: str) -> Path:
+    """The golden directory of one snapshot; never outside ``golden_root``.
+
+    ``test_file`` is the test module's path relative to the rootdir, with ``/`` separators (as in a node id).
+    """
+    segments = [*folders_of(test_file, test_name), sanitize_name(snapshot_name)]
     path = golden_root.joinpath(*segments)
     root = golden_root.resolve()
     for depth in range(1, len(segments) + 1):  # a folder of the path that is a symbolic link

@@ -316,7 +316,7 @@ def feature_snapshot(request: pytest.FixtureRequest) -> FeatureSnapshot:
     test_file, test_name = _test_location(item)
     from pytest_featviz import goldenpath
 
-    folder = goldenpath.snapshot_dir(settings.golden_dir, test_file, test_name, "_").parent
+    folder = settings.golden_dir.joinpath(*goldenpath.folders_of(test_file, test_name))  # the names only
     claimed = request.config.stash.setdefault(FOLDERS_KEY, {}).setdefault(folder, (test_file, test_name, item.nodeid))
     if claimed[:2] != (test_file, test_name):  # not a repeated run of the same test (pytest-repeat's ids differ)
         shared = folder.relative_to(settings.golden_dir).as_posix()
