@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 TRACKER_KEY = pytest.StashKey[SessionTracker]()
-# The golden folder of each test that took a snapshot in this process -> its node id: two tests whose names differ only
-# in Unicode form (a composed and a decomposed accent) are one name to the golden path, and would share a folder.
+# The golden folder of each test that took a snapshot in this process -> its test file, test name and node id: two tests
+# whose names differ only in Unicode form (a composed and a decomposed accent) are one name to the golden path.
 FOLDERS_KEY = pytest.StashKey[dict[Path, tuple[str, str, str]]]()
 MARKER_HELP = (
     "featviz(preset=, threshold=, stat_tolerance=, rms_tolerance=, channels=, normalize=, deterministic=,"
