@@ -163,7 +163,12 @@ def input_fingerprint(inputs: Any) -> str:
 def _dense(tensor: torch.Tensor) -> torch.Tensor:
     """A contiguous ``tensor`` whose last stride is 1, as viewing it as another dtype needs: torch calls a tensor
     whose odd strides belong to dimensions of size 1 contiguous (``t[::50][:1]``, ``arange(5)[None].T``), and
-    ``.contiguous()`` returned it as it was; viewing it as bytes or int32 words then raised."""
+    ``.contiguous()`` returned it as it was; viewing it as bytes or int32 words then raised. A lazy conjugate or
+    negation (``z.conj()``) is made real first: torch refuses to view one as another dtype."""
+    if tensor.is_conj():
+        tensor = tensor.resolve_conj()
+    if tensor.is_neg():
+        tensor = tensor.resolve_neg()
     if tensor.dim() == 0 or tensor.stride(-1) == 1:
         return tensor
     return tensor.clone(memory_format=torch.contiguous_format)

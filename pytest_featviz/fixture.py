@@ -216,8 +216,9 @@ def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings)
     # the golden's files as every other line shows paths: relative to where pytest ran (not the CI runner's root)
     root = os.fspath(settings.golden_dir)
     shown = display_path(settings.golden_dir, identity.invocation_dir)
-    # the root itself, or a path below it: not a longer name that starts alike (golden2)
-    text = re.sub(re.escape(root) + r"(?=[\\/\s'\"),:;]|$)", lambda _: shown, str(error)) if shown != root else ""
+    # the root itself, or a path below it: not a longer name that starts or ends alike (golden2, /backup/<root>)
+    found = r"(?<![^\s'\"(=:])" + re.escape(root) + r"(?=[\\/\s'\"),:;]|$)"
+    text = re.sub(found, lambda _: shown, str(error)) if shown != root else ""
     if text and text != str(error):
         error = copy.copy(error)
         error.args = (text,)

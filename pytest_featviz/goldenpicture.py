@@ -33,7 +33,7 @@ def _png_size(head: bytes, path: Path) -> tuple[int, int]:
         # LF for the signature's CR LF: converted on commit, so the commit holds it; CR LF for its lone LF: on checkout,
         # where the commit may hold it converted too (LF made CR LF again on the way out): the two look the same
         fix = (
-            "re-create it with --featviz-update once pictures are marked binary: the commit holds the converted file"
+            "then re-create it: the commit holds the converted file; re-create it with --featviz-update"
             if head.startswith(_TEXT_CONVERTED[0])
             else "then check the pictures out again (a fresh clone, or git rm -r --cached and git checkout HEAD on"
             " the golden directory); if it still reads so, the commit holds it converted too (converted on commit"

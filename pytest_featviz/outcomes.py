@@ -65,7 +65,8 @@ def score_beyond(value: float, limit: float, digits: int) -> tuple[str, str]:
     for places in range(digits, 18):
         score, rounded = f"{value:.{places}f}", f"{limit:.{places}f}"
         # a limit rounded by less than half its distance to the score: 0.99996 read "1" beside 0.9999 (< 1)
-        if score != rounded and (exact or abs(float(rounded) - limit) * 2 <= abs(value - limit)):
+        # compared as numbers: "-0.0000" is no other value than "0.0000" (a score just below a limit of 0)
+        if float(score) != float(rounded) and (exact or abs(float(rounded) - limit) * 2 <= abs(value - limit)):
             return score, shown if exact else (rounded.rstrip("0").rstrip(".") or "0")
     return repr(value), repr(limit)
 

@@ -184,8 +184,9 @@ def test_scaling_by_a_power_of_two_or_a_sign_flip_changes_the_fingerprint(layer:
         lambda: torch.linspace(1.0, 0.0, 1000)[::50][:1],  # one step of a strided schedule: stride 50, size 1
         lambda: torch.arange(5)[None].T,  # (5, 1) with strides (1, 5): 8-byte words viewed as int32
         lambda: torch.arange(10)[::5][:1],
+        lambda: torch.randn(3, 1, dtype=torch.cfloat, generator=torch.Generator().manual_seed(0)).conj(),
     ],
-    ids=["float-step", "long-column", "long-step"],
+    ids=["float-step", "long-column", "long-step", "lazy-conjugate"],
 )
 def test_a_tensor_torch_calls_contiguous_with_an_odd_last_stride_is_fingerprinted(make: Any) -> None:
     """Found by QA: creating a golden raised "self.stride(-1) must be 1 to view Float as Byte" for a diffusion
@@ -194,8 +195,8 @@ def test_a_tensor_torch_calls_contiguous_with_an_odd_last_stride_is_fingerprinte
     from pytest_featviz.fingerprint import _cpu_sums, _tensor_sums
 
     odd = make()
-    assert odd.is_contiguous() and odd.stride(-1) != 1
-    fresh = odd.clone(memory_format=torch.contiguous_format)
+    assert odd.is_conj() or (odd.is_contiguous() and odd.stride(-1) != 1)
+    fresh = odd.resolve_conj().clone(memory_format=torch.contiguous_format)
     assert input_fingerprint((torch.ones(1), odd)) == input_fingerprint((torch.ones(1), fresh))
     holder, twin = nn.Module(), nn.Module()
     holder.register_buffer("odd", odd)

@@ -125,8 +125,8 @@ def test_a_png_git_converted_as_text_says_so(snap: Path, converted: str) -> None
     # (or the commit holds it converted too, and looks the same: "both")
     message = str(info.value)
     assert ("check the pictures out again" in message) == (converted != "commit")
-    assert message.endswith("re-create it with --featviz-update") == (converted != "commit")
-    assert "re-create it with --featviz-update" in message
+    # the hint the failing test replaces with the exact command (it was said twice for a commit-side conversion)
+    assert message.endswith("; re-create it with --featviz-update")
 
 
 @pytest.mark.parametrize("saved", ["optimize", "compress_level=1", "text chunk"])
@@ -1064,3 +1064,26 @@ def test_the_statistics_the_writer_writes_are_never_malformed() -> None:
     for maps in _maps_of_every_kind():
         for mean, std, smallest, largest in channel_statistics(maps).tolist():
             assert _consistent(mean, std, smallest, largest), (maps.dtype, mean, std, smallest, largest)
+
+
+def test_a_damaged_golden_s_message_names_the_golden_directory_as_pytest_ran_and_nothing_else(tmp_path: Path) -> None:
+    """Paths in the golden directory are shown relative to where pytest ran, the CI runner's root left out; a path
+    elsewhere that only contains the golden directory's (a link into a backup of it) stays as it is on disk."""
+    from types import SimpleNamespace
+
+    from pytest_featviz.fixture import _user_error
+
+    root = tmp_path / "golden"
+    settings = SimpleNamespace(update=False, create=False, golden_dir=root)
+    identity = SimpleNamespace(update_command="pytest --featviz-update t.py::t", invocation_dir=tmp_path)
+    backup = f"/backup{root}/t/0"
+    error = GoldenError(
+        f"golden path {root}/t/0 is a symbolic link that leads to {backup}, outside the golden directory {root}:"
+        f" remove it; see {root}2/x",
+        recreatable=False,
+    )
+    shown = str(_user_error(error, identity, settings))  # type: ignore[arg-type]
+    assert shown == (
+        f"golden path golden/t/0 is a symbolic link that leads to {backup}, outside the golden directory golden:"
+        f" remove it; see {root}2/x"
+    )

@@ -64,6 +64,14 @@ def test_a_score_just_beyond_its_tolerance_is_shown_with_the_digits_that_tell_th
     )
 
 
+def test_a_score_just_below_a_limit_of_0_is_not_shown_as_minus_0() -> None:
+    """Found by QA: threshold=0 and an SSIM of -0.00004 read "-0.0000 < 0"."""
+    from pytest_featviz.outcomes import broken_score
+
+    assert broken_score(-0.00004, 0.0, 4, above=False) == "-0.00004 < 0"
+    assert broken_score(-1e-12, 0.0, 4, above=False) == "-0.000000000001 < 0"
+
+
 def test_a_huge_statistics_change_is_shown_in_three_significant_digits() -> None:
     # a channel that was constant in the golden and came alive: its change in units of a std of about 0 read
     # "statistics change 17970105000.000 > 0.03"
