@@ -336,11 +336,16 @@ class Provenance:
 
 
 def provenance(
-    model: nn.Module, inputs: Any, layers: Mapping[str, nn.Module], scheme: int = WEIGHT_SCHEME
+    model: nn.Module,
+    inputs: Any,
+    layers: Mapping[str, nn.Module],
+    scheme: int = WEIGHT_SCHEME,
+    reduced: ParameterFingerprints | None = None,
 ) -> Provenance:
     """The provenance of a snapshot of ``model`` on ``inputs`` whose selected layers are ``layers``, its weight
-    fingerprints made by ``scheme`` (a golden's, to compare with it; the newest, to write)."""
-    prints = ParameterFingerprints(model, scheme)
+    fingerprints made by ``scheme`` (a golden's, to compare with it; the newest, to write), from the tensors
+    ``reduced`` holds reduced already where it is given (the same run's provenance by another scheme)."""
+    prints = reduced.by_scheme(scheme) if reduced is not None else ParameterFingerprints(model, scheme)
     return Provenance(
         environment=current_environment(model, inputs),
         input=input_fingerprint(inputs),

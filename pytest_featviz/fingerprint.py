@@ -349,6 +349,11 @@ class ParameterFingerprints:
                     label = f"{tuple(tensor.shape)}{_dtype_label(tensor.dtype)}"
                     self._sums[key] = (label, [int(v) for v in sums])
 
+    def by_scheme(self, scheme: int) -> ParameterFingerprints:
+        """These fingerprints made by ``scheme``, sharing what is reduced: both schemes hash the integers of one
+        reduction, so a tensor reduced for one is not reduced again for the other."""
+        return dataclasses.replace(self, scheme=scheme)
+
     def _integers(self, tensor: torch.Tensor) -> list[Any]:
         """The label and integers of ``tensor`` that its scheme hashes."""
         label, values = self._sums[id(tensor)]

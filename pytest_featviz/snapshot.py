@@ -32,7 +32,7 @@ from pytest_featviz.current import (
     compare_with_golden,
 )
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
-from pytest_featviz.fingerprint import SCHEMES, WEIGHT_SCHEME
+from pytest_featviz.fingerprint import SCHEMES, WEIGHT_SCHEME, ParameterFingerprints
 from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec, module_index, under_another_parent
 from pytest_featviz.messages import drift_message
@@ -242,12 +242,14 @@ def _check(
     modules: dict[str, nn.Module] = {}
     current, gone = capture_layers(model, inputs, spec, settings, stored, modules)
     made: dict[int, Provenance] = {}
+    reduced = ParameterFingerprints(model)  # nothing is reduced before a provenance is asked for
 
     def now(scheme: int = WEIGHT_SCHEME) -> Provenance:
         """This run's provenance, its weight fingerprints made by ``scheme``, computed once and only when written or
-        explained (never on a match)."""
+        explained (never on a match); by two schemes (a drift against an older golden, whose current render records
+        the newest), each tensor is reduced once."""
         if scheme not in made:
-            made[scheme] = environment.provenance(model, inputs, modules, scheme)
+            made[scheme] = environment.provenance(model, inputs, modules, scheme, reduced)
         return made[scheme]
 
     calibration: tuple[CalibrationRun, ...] = ()  # measured below, once the snapshot is known to match

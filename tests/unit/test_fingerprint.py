@@ -468,6 +468,23 @@ _PINNED_2 = {
 }
 
 
+def test_fingerprints_by_another_scheme_reuse_the_reduction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drift against a scheme-1 golden needs scheme 1's fingerprints for its message and scheme 2's for its current
+    render: the tensors are reduced once for both."""
+    from pytest_featviz import fingerprint
+
+    model = _net()
+    newest = ParameterFingerprints(model)
+    layers = {"0": model[0], "3": model[3]}
+    expected = (newest.of(model), newest.values_of(model), newest.layers(layers))
+    alone = ParameterFingerprints(model, 1)
+    expected_1 = (alone.of(model), alone.values_of(model), alone.layers(layers))
+    monkeypatch.setattr(fingerprint, "_cpu_sums", lambda tensors: pytest.fail("reduced again"))
+    older = newest.by_scheme(1)
+    assert (older.of(model), older.values_of(model), older.layers(layers)) == expected_1 != expected
+    assert (newest.of(model), newest.values_of(model), newest.layers(layers)) == expected
+
+
 @pytest.mark.parametrize("scheme", [1, 2])
 @pytest.mark.parametrize("case", sorted(_PINNED_1))
 def test_fingerprints_keep_the_values_goldens_recorded(case: str, scheme: int) -> None:
