@@ -15,7 +15,9 @@ side in one run (interleaved):
 
 On a busy machine the difference of two noisy wall times can even come out negative, so a third estimate is printed:
 ``direct`` = the plugin's own work (a check with the forward pass taken out, in thread CPU time) divided by the
-fastest bare forward pass.
+fastest bare forward pass. The last line says where an update's extra time goes: the same work of a check, of an
+update, and of an update that reuses its first call's provenance (the weight, input and environment fingerprints
+a sidecar records), in process CPU time.
 
 Usage: ``python benchmarks/overhead.py [--repeats N] [--model 18|50]``. Targets (issue #6): overhead <= 0.25
 (ResNet-18) and <= 0.15 (ResNet-50); update no slower than check.
@@ -151,6 +153,7 @@ def measure(depth: int, repeats: int) -> tuple[dict[str, float], dict[str, float
     timings[0]["bare (fastest run)"] = fastest_forward(model, inputs, repeats)
     timings[1]["plugin work (CPU)"] = plugin_work(model, inputs, layers, golden_dir, repeats)
     timings[1]["plugin work, TF32 golden (CPU)"] = plugin_work(model, inputs, layers, noisy_dir, repeats)
+    timings[1].update(update_work(model, inputs, layers, golden_dir, scratch, repeats))
     shutil.rmtree(root, ignore_errors=True)
     return timings
 
@@ -194,6 +197,50 @@ def plugin_work(model: nn.Module, inputs: torch.Tensor, layers: list[str], golde
     return statistics.median(samples[2:])
 
 
+def update_work(
+    model: nn.Module, inputs: torch.Tensor, layers: list[str], golden_dir: Path, scratch: Path, repeats: int
+) -> dict[str, float]:
+    """Where an update's extra time goes: median process CPU seconds (all threads: the weight fingerprints reduce
+    large tensors on every core) of a check, an update writing a fresh golden, and that update with the provenance
+    (weight, input and environment fingerprints) of its first call reused, all with the forward pass taken out and
+    interleaved."""
+    import statistics
+    import time
+
+    from pytest_featviz import current, environment
+    from pytest_featviz.layers import resolve_layers
+
+    recorded = current.capture(model, inputs, resolve_layers(model, layers), 16)
+    capture, provenance = current.capture, environment.provenance
+    made: list[Any] = []
+
+    def reused(*args: Any, **kwargs: Any) -> Any:
+        if not made:
+            made.append(provenance(*args, **kwargs))
+        return made[0]
+
+    runs = iter(range(1_000_000))
+    cases = {
+        "plugin work, check (all threads)": (False, provenance),
+        "plugin work, update (all threads)": (True, provenance),
+        "plugin work, update without fingerprints (all threads)": (True, reused),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    current.capture = lambda *args, **kwargs: recorded  # type: ignore[assignment]
+    try:
+        for _ in range(repeats + 2):
+            for name, (update, provenance_of) in cases.items():
+                environment.provenance = provenance_of  # type: ignore[assignment]
+                directory = scratch / f"work{next(runs)}" / "snapshot" if update else golden_dir
+                start = time.process_time()
+                outcome = common.snapshot_call(model, inputs, layers, directory, update=update)
+                samples[name].append(time.process_time() - start)
+                assert outcome == ("created" if update else "matched")
+    finally:
+        current.capture, environment.provenance = capture, provenance  # type: ignore[assignment]
+    return {name: statistics.median(values[2:]) for name, values in samples.items()}
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -232,6 +279,13 @@ def report(depth: int, timings: tuple[dict[str, float], dict[str, float]]) -> st
             f"direct{case}: plugin work {work * 1000:.1f} ms CPU / fastest bare forward {fastest * 1000:.1f} ms ="
             f" {work / fastest:.3f} (target <= {target}: {_verdict(work / fastest <= target)})"
         )
+    check, update = cpu["plugin work, check (all threads)"], cpu["plugin work, update (all threads)"]
+    bare = cpu["plugin work, update without fingerprints (all threads)"]
+    lines.append(
+        f"update's extra work: check {check * 1000:.1f} ms, update {update * 1000:.1f} ms, update with the provenance"
+        f" (weight, input, environment fingerprints) reused {bare * 1000:.1f} ms (CPU, all threads, forward pass"
+        f" taken out): the fingerprints are {(update - bare) / max(update - check, 1e-9):.0%} of what an update adds"
+    )
     return "\n".join(lines)
 
 
