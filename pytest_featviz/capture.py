@@ -129,11 +129,14 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
             return model(*inputs)
         except TypeError as error:
             named = hasattr(inputs, "_fields")  # a namedtuple (typing.NamedTuple too)
-            if hasattr(error, "add_note") and named and "positional argument" in str(error) and _at_call(error):
+            # a plain tuple: only where it held more arguments than forward takes (``forward(pair)`` given the pair)
+            told = "positional argument" in str(error) if named else "were given" in str(error)
+            if hasattr(error, "add_note") and told and _at_call(error):
+                what = f", also a namedtuple ({type(inputs).__name__})," if named else ""
                 error.add_note(
-                    f"feature_snapshot passes a tuple input, also a namedtuple ({type(inputs).__name__}), as"
-                    " positional arguments, model(*inputs); for a forward that takes the namedtuple itself, pass it"
-                    " as a one-item tuple: feature_snapshot(model, (inputs,))"
+                    f"feature_snapshot passes a tuple input{what} as positional arguments, model(*inputs), here"
+                    f" {len(inputs)} of them; for a forward that takes the {'namedtuple' if named else 'tuple'}"
+                    " itself, pass it as a one-item tuple: feature_snapshot(model, (inputs,))"
                 )
             raise
     return model(inputs)
@@ -322,6 +325,17 @@ def capture(
     captured: list[LayerCapture] = []
     errors: list[BaseException] = []
     facts = input_facts(inputs)
+    unbatched: list[tuple[nn.modules.conv._ConvNd, tuple[int, ...]]] = []  # a convolution that ran on one sample
+
+    def watch(module: nn.Module, args: Any) -> None:
+        first = args[0] if args else None
+        if (
+            not unbatched
+            and isinstance(module, nn.modules.conv._ConvNd)
+            and isinstance(first, torch.Tensor)
+            and first.dim() == len(module.kernel_size) + 1
+        ):
+            unbatched.append((module, tuple(first.shape)))
 
     def make_hook(target: Target) -> Callable[..., None]:
         count = 0
@@ -340,6 +354,9 @@ def capture(
                 errors.append(FeatvizError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
                 return
             try:
+                watch(module, args)
+                if unbatched:
+                    _refuse_unbatched(model, *unbatched[0], pick(output, target.leaf, layer))
                 spec = channels(name) if callable(channels) else channels
                 found = module if target.hints is None else target.hints
                 kept = keep(output, found, target.leaf, spec, facts=facts, layer=layer)
@@ -353,11 +370,37 @@ def capture(
 
         return hook
 
+    # the model's first convolution (usually the one its input meets first) says whether it ran on one sample
+    stem = next((module for module in model.modules() if isinstance(module, nn.modules.conv._ConvNd)), None)
     with _Hooked(model, [(t.module, make_hook(t)) for t in targets]) as hooked:
-        hooked.run(inputs)
+        watching = stem.register_forward_pre_hook(watch) if stem is not None else None
+        try:
+            hooked.run(inputs)
+        finally:
+            if watching is not None:
+                watching.remove()
     if errors:
         raise errors[0]
     return captured
+
+
+def _refuse_unbatched(
+    model: nn.Module, conv: nn.modules.conv._ConvNd, shape: tuple[int, ...], output: torch.Tensor
+) -> None:
+    """Refuse an ``output`` of the rank a convolution gives when it runs on one sample, as ``conv`` did (on an input
+    of ``shape``): torch's convolutions take ``(C, H, W)`` (``(C, L)``, ``(C, T, H, W)``) without a batch, and
+    dimension 0, read as the batch, is then the channels: batch item 0 was channel 0 alone, and a change of every
+    other channel passed. An output of another rank (a per-sample loop's stacked ``(B, C, H, W)``) is left alone."""
+    if output.dim() != len(conv.kernel_size) + 1:
+        return
+    name = next((name for name, module in model.named_modules() if module is conv), "")
+    kind = {1: "(C, L)", 2: "(C, H, W)", 3: "(C, T, H, W)"}[len(conv.kernel_size)]
+    raise LayoutError(
+        f"the model ran on one sample without a batch dimension: its convolution {name or type(conv).__name__!r} took"
+        f" an input of shape {shape}, which torch reads as {kind}; feature_snapshot reads dimension 0 of an output"
+        " as the batch and keeps item 0, which here would be channel 0 alone. Pass the input with a batch"
+        " dimension: x.unsqueeze(0) (or x[None])"
+    )
 
 
 def _leaf_shape(output: Any, leaf: str | None) -> str:

@@ -902,3 +902,44 @@ def test_parallel_update_and_check_match_a_serial_run(featviz_pytester: pytest.P
     result.assert_outcomes(passed=8)
     result.stdout.fnmatch_lines(["16 snapshot(s) checked: 16 matched, 0 drifted*"])
     assert {p: p.stat().st_mtime_ns for p in (featviz_pytester.path / "golden").rglob("*")} == stamps
+
+
+UNBATCHED_TESTS = """
+import pytest
+import torch
+from torch import nn
+
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3)).eval()
+
+
+@pytest.mark.parametrize("layers", [None, ["2"]])
+def test_one_sample(feature_snapshot, layers):
+    feature_snapshot(model(), torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1)), layers=layers)
+
+
+def test_batched(feature_snapshot):
+    feature_snapshot(model(), torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+"""
+
+
+def test_a_conv_net_given_one_sample_without_a_batch_fails_its_test_and_writes_nothing(
+    featviz_pytester: pytest.Pytester,
+) -> None:
+    # dimension 0 of its outputs is the channels: a golden of "batch item 0" held channel 0 alone, and a change of
+    # every other filter passed
+    featviz_pytester.makepyfile(test_unbatched=UNBATCHED_TESTS)
+    result = featviz_pytester.runpytest("--featviz-update")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *FeatvizError: layer '*' (output shape (8, *)): the model ran on one sample without a batch"
+            " dimension: its convolution '0' took an input of shape (3, 32, 32), which torch reads as (C, H, W);*"
+        ]
+        * 2
+    )
+    assert "Pass the input with a batch dimension: x.unsqueeze(0) (or x[None])" in result.stdout.str()
+    golden = featviz_pytester.path / "golden" / "test_unbatched"
+    assert sorted(p.name for p in golden.iterdir()) == ["test_batched"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -641,14 +642,25 @@ def test_a_namedtuple_for_a_forward_that_takes_it_says_how_to_pass_it() -> None:
     with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given") as caught:
         run_model(TakesBatch(), batch)
     assert caught.value.__notes__ == [
-        "feature_snapshot passes a tuple input, also a namedtuple (Batch), as positional arguments, model(*inputs);"
-        " for a forward that takes the namedtuple itself, pass it as a one-item tuple: feature_snapshot(model,"
-        " (inputs,))"
+        "feature_snapshot passes a tuple input, also a namedtuple (Batch), as positional arguments, model(*inputs),"
+        " here 2 of them; for a forward that takes the namedtuple itself, pass it as a one-item tuple:"
+        " feature_snapshot(model, (inputs,))"
     ]
     torch.testing.assert_close(run_model(TakesBatch(), (batch,)), batch.image * 2)
-    with pytest.raises(TypeError) as plain:  # a plain tuple is unpacked as the documentation says: no note
+    with pytest.raises(TypeError) as plain:  # a plain tuple for forward(pair): the same mistake, the same way out
         run_model(TakesBatch(), tuple(batch))
-    assert not getattr(plain.value, "__notes__", None)
+    assert plain.value.__notes__ == [
+        "feature_snapshot passes a tuple input as positional arguments, model(*inputs), here 2 of them; for a forward"
+        " that takes the tuple itself, pass it as a one-item tuple: feature_snapshot(model, (inputs,))"
+    ]
+
+    class TakesThree(nn.Module):
+        def forward(self, image: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            return image * mask * scale
+
+    with pytest.raises(TypeError, match="missing 1 required positional argument") as short:
+        run_model(TakesThree(), tuple(batch))  # fewer arguments than forward takes: no tuple to wrap
+    assert not getattr(short.value, "__notes__", None)
 
     class CallsWrongly(nn.Module):  # takes the two fields; its own helper is called wrongly inside forward
         def helper(self, image: torch.Tensor) -> torch.Tensor:
@@ -839,3 +851,54 @@ def test_a_leafs_error_shows_that_leafs_shape_and_a_misspelled_leaf_no_shape() -
     assert str(error.value) == "layer '0+map': the output has no leaf '+map'; its tensor leaves: '0+scores', '0+maps'"
     with pytest.raises(FeatvizError, match=r"^layer '0\+maps' \(output shape \(1, 4, 8, 8\)\): channel indices \[7\]"):
         capture(model, x, [Target("0+maps", model[0], leaf="maps")], [7])
+
+
+@pytest.mark.parametrize(
+    ("conv", "sample", "kind"),
+    [
+        (nn.Conv2d(3, 8, 3), (3, 12, 12), "(C, H, W)"),
+        (nn.Conv1d(1, 8, 5), (1, 40), "(C, L)"),  # a mono waveform, as audio code passes it
+        (nn.Conv3d(3, 8, 3), (3, 4, 8, 8), "(C, T, H, W)"),
+        (nn.ConvTranspose2d(3, 8, 3), (3, 6, 6), "(C, H, W)"),
+    ],
+)
+def test_a_conv_net_run_on_one_sample_without_a_batch_is_refused(
+    conv: nn.Module, sample: tuple[int, ...], kind: str
+) -> None:
+    # torch's convolutions take one sample without a batch; dimension 0 of every output is then the channels, and
+    # keeping batch item 0 kept channel 0 alone: doubling the other filters passed
+    torch.manual_seed(0)
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    message = (
+        rf"layer '1' \(output shape \(8, .*\)\): the model ran on one sample without a batch dimension: its"
+        rf" convolution '0' took an input of shape {re.escape(str(sample))}, which torch reads as {re.escape(kind)};"
+        r" .* keeps item 0, which here would be channel 0 alone. Pass the input with a batch dimension:"
+        r" x.unsqueeze\(0\) \(or x\[None\]\)"
+    )
+    with pytest.raises(FeatvizError, match=message):
+        capture(model, torch.rand(sample), _targets(model, "1"), 4)
+    with pytest.raises(FeatvizError, match="convolution '0' took"):
+        capture(model, torch.rand(sample), _targets(model, "0"), 4)  # the convolution itself
+    batched = capture(model, torch.rand(1, *sample), _targets(model, "0", "1"), 4)
+    assert [c.channels for c in batched] == [(0, 2, 4, 6)] * 2  # with the batch: every channel to choose from
+    assert not model[0]._forward_pre_hooks  # the watch on the first convolution is removed
+
+
+def test_a_loop_over_samples_keeps_its_stacked_batch() -> None:
+    class PerSample(nn.Module):  # images of several sizes, each run alone, then pooled and stacked
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.pool = nn.AdaptiveAvgPool2d(4)
+            self.stack = nn.Identity()
+
+        def forward(self, images: list[torch.Tensor]) -> torch.Tensor:
+            return self.stack(torch.stack([self.pool(self.conv(image)) for image in images]))
+
+    torch.manual_seed(0)
+    model = PerSample().eval()
+    images = [torch.rand(3, 12, 12), torch.rand(3, 10, 14)]
+    (stacked,) = capture(model, (images,), _targets(model, "stack"), 8)
+    assert stacked.shape == (2, 8, 4, 4) and stacked.layout == "nchw" and len(stacked.channels) == 8
+    with pytest.raises(FeatvizError, match="layer 'pool' .* its convolution 'conv' took an input of shape"):
+        capture(model, (images,), _targets(model, "pool"), 8)  # one sample's maps: channel 0 alone
