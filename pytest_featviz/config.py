@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -135,8 +136,12 @@ def _validate(key: str, value: Any, name: str) -> Any:
 
 
 def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
+    """An on/off setting: a bool (numpy's too), the integer 0 or 1, or one of the words of :data:`_TRUE` and
+    :data:`_FALSE` (what an ini file or the command line gives)."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+        return bool(value)
+    if not isinstance(value, str) and hasattr(value, "__index__") and operator.index(value) in (0, 1):
+        return bool(operator.index(value))  # 1 and 0 as Python or numpy integers, as the error offers them
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise FeatvizError(f"{name} must be true or false (or yes/no, on/off, 1/0); got {value!r}")

@@ -534,7 +534,7 @@ class SessionTracker:
                 f"{unchecked_sentence(len(unreached))}: {_listed([display_path(path) for path in unreached])}"
             )
         if self.index is not None:
-            terminalreporter.write_line(f"report: {os.path.relpath(self.index)}")
+            terminalreporter.write_line(f"report: {display_path(self.index)}")
             if not self.settings.update:
                 accept = self._accept_line(terminalreporter.config)
                 if accept:

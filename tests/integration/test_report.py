@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -182,6 +184,17 @@ def test_report_all_covers_the_snapshots_a_create_run_created_with_their_current
     page = (root / "index.html").read_text()
     assert f'<img src="{folder}/0.png" alt="current render: layer 0">' in page
     assert "created by this run: golden <code>golden/test_models/test_net[plain]/0/</code>" in page
+
+
+def test_a_report_far_up_the_tree_is_named_by_its_absolute_path(drifted: pytest.Pytester) -> None:
+    # a report directory in the home folder (``featviz_report_dir = ~/reports``) read "../../../../root/reports/..."
+    far = Path(tempfile.mkdtemp(prefix="fvrep", dir="/tmp"))
+    try:
+        result = drifted.runpytest(f"--featviz-report-dir={far}")
+        result.assert_outcomes(passed=1, failed=2)
+        result.stdout.fnmatch_lines([f"report: {far}/index.html"])
+    finally:
+        shutil.rmtree(far)
 
 
 def test_stale_report_is_removed_and_foreign_files_kept(

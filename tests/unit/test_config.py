@@ -305,3 +305,22 @@ def test_a_preset_on_the_call_sets_the_three_tolerances(tmp_path: Path) -> None:
     checked = snapshotter(tmp_path)(model, torch.ones(1, 1, 4, 4), layers="0", preset="strict")
     layer = checked.layers[0]
     assert (layer.threshold, layer.stat_tolerance, layer.rms_tolerance) == (0.995, 0.012, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1, True), (0, False), ("1", True), ("off", False), (True, True)],
+)
+def test_an_on_off_setting_takes_what_its_error_offers(value: object, expected: bool) -> None:
+    import numpy as np
+
+    settings = Settings(golden_dir=Path("g"))
+    assert settings.override({"deterministic": value}, "call").deterministic is expected
+    assert settings.override({"noise_floor": np.bool_(expected)}, "marker").noise_floor is expected
+    assert settings.override({"noise_floor": np.int64(int(expected))}, "marker").noise_floor is expected
+
+
+@pytest.mark.parametrize("value", [2, -1, 1.0, 0.0, "2", "maybe", [1]])
+def test_an_on_off_setting_refuses_other_numbers_and_words(value: object) -> None:
+    with pytest.raises(FeatvizError, match=r"noise_floor must be true or false \(or yes/no, on/off, 1/0\); got"):
+        Settings(golden_dir=Path("g")).override({"noise_floor": value}, "call")
