@@ -5,8 +5,6 @@ resolves its settings (call over marker over CLI over ini) and golden directory,
 from __future__ import annotations
 
 import copy
-import os
-import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +16,7 @@ from pytest_featviz.config import Settings
 from pytest_featviz.current import eager
 from pytest_featviz.golden import RECREATE_HINT, GoldenError
 from pytest_featviz.layers import LayerSpec
-from pytest_featviz.outcomes import display_path
+from pytest_featviz.outcomes import shown_below
 from pytest_featviz.records import (
     DRIFTED,
     MISSING,
@@ -213,13 +211,8 @@ def _user_error(error: FeatvizError, identity: TestIdentity, settings: Settings)
         # the error's own hint, where it ends in one, gives way to the exact command
         text = str(error).removesuffix(RECREATE_HINT)
         error = type(error)(f"{text}\n{why}re-create it with:  {identity.update_command}")
-    # the golden's files as every other line shows paths: relative to where pytest ran (not the CI runner's root)
-    root = os.fspath(settings.golden_dir)
-    shown = display_path(settings.golden_dir, identity.invocation_dir)
-    # the root itself, or a path below it: not a longer name that starts or ends alike (golden2, /backup/<root>)
-    found = r"(?<![^\s'\"(=:])" + re.escape(root) + r"(?=[\\/\s'\"),:;]|$)"
-    text = re.sub(found, lambda _: shown, str(error)) if shown != root else ""
-    if text and text != str(error):
+    text = shown_below(str(error), settings.golden_dir, identity.invocation_dir)
+    if text != str(error):
         error = copy.copy(error)
         error.args = (text,)
     return error.with_traceback(None)

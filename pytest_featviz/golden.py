@@ -55,6 +55,11 @@ class GoldenError(FeatvizError):
         self.unread: Path | None = None
 
 
+class GoldenWriteError(GoldenError):
+    """A golden that could not be written (a read-only or full disk, a file in the way); the golden there, if any,
+    was left as it was. Its snapshot keeps the verdict of its check (drifted, missing), recorded as not written."""
+
+
 class GoldenNotFetched(GoldenError):
     """A golden file that is a Git LFS pointer: the golden exists, this checkout did not fetch it.
 

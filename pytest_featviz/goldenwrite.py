@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pytest_featviz import durable
-from pytest_featviz.golden import LFS_POINTER_MARK, SIDECAR, GoldenError, file_in_the_way, not_fetched
+from pytest_featviz.golden import LFS_POINTER_MARK, SIDECAR, GoldenWriteError, file_in_the_way, not_fetched
 
 
 def remove_created(directory: Path, top: Path) -> None:
@@ -55,7 +55,7 @@ def write_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> li
     with its mtime). Pictures of layers the sidecar no longer lists are dropped; files that are not PNGs stay. The
     new snapshot is built in a hidden sibling directory and renamed into place, so a run killed at any moment leaves
     the old snapshot or the new one, plus at most a hidden leftover that the next write removes. Nothing is written
-    when no byte would change. Returns the files whose bytes changed; raises :class:`GoldenError` naming the path
+    when no byte would change. Returns the files whose bytes changed; raises :class:`GoldenWriteError` naming the path
     when the golden cannot be written, with the old golden left as it was.
     """
     directory = _linked(directory)
@@ -81,7 +81,7 @@ def create_files(directory: Path, sidecar: str, pictures: dict[str, bytes]) -> b
     """Write the golden of a snapshot that has none, as :func:`write_files` does, unless another process created one
     since it was found missing (an xdist worker running a repeat of the same test): that golden is left as it is
     and ``False`` returned, so the caller checks against it. Files someone else put in a directory without a golden
-    (notes) stay, moved with the new snapshot. Raises :class:`GoldenError` when the golden cannot be written."""
+    (notes) stay, moved with the new snapshot. Raises :class:`GoldenWriteError` when the golden cannot be written."""
     directory = _linked(directory)
     files = {**pictures, SIDECAR: sidecar.encode("utf-8")}
     try:
@@ -136,8 +136,8 @@ def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kep
     return changed
 
 
-def _write_error(directory: Path, exc: OSError) -> GoldenError:
-    return GoldenError(
+def _write_error(directory: Path, exc: OSError) -> GoldenWriteError:
+    return GoldenWriteError(
         f"cannot write golden snapshot {directory}: {exc}{file_in_the_way(directory)}; the golden there was left as"
         " it was",
         recreatable=False,

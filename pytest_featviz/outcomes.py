@@ -7,6 +7,7 @@ to create, is imported when a snapshot is taken or a report read.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,18 @@ def display_path(path: str | os.PathLike[str], start: str | os.PathLike[str] | N
     except ValueError:
         return absolute
     return relative if len(relative) <= len(absolute) else absolute
+
+
+def shown_below(text: str, root: str | os.PathLike[str], start: str | os.PathLike[str] | None) -> str:
+    """``text`` with the directory ``root``, and each path below it, as :func:`display_path` shows it from ``start``
+    (where pytest ran): the golden's files in an error as every other line shows paths, not the CI runner's root."""
+    whole = os.fspath(root)
+    shown = display_path(root, start)
+    if shown == whole:
+        return text
+    # the root itself, or a path below it: not a longer name that starts or ends alike (golden2, /backup/<root>)
+    found = r"(?<![^\s'\"(=:])" + re.escape(whole) + r"(?=[\\/\s'\"),:;]|$)"
+    return re.sub(found, lambda _: shown, text)
 
 
 def tf32_in_effect(environment: Mapping[str, Any]) -> bool:

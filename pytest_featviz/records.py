@@ -206,7 +206,9 @@ class SnapshotResult:
     it (a missing golden). ``recreated``: an ``updated`` snapshot whose golden was damaged and was written anew.
     ``replaces``: for a ``drifted`` or ``missing`` snapshot, the :func:`~pytest_featviz.golden.sidecar_digest` of
     the golden that accepting it would write over, as this run read it (``""``: there was none), so that
-    ``featviz promote`` can refuse a golden that changed since (a pull, a checkout, another update).
+    ``featviz promote`` can refuse a golden that changed since (a pull, a checkout, another update). ``unwritten``: a
+    ``drifted`` or ``missing`` snapshot of an update or create run whose golden could not be written (a read-only or
+    full disk; its ``message`` starts with why), so it keeps the verdict of its check.
     """
 
     test_id: str
@@ -223,6 +225,7 @@ class SnapshotResult:
     device: str | None = None
     recreated: bool = False
     replaces: str | None = None
+    unwritten: bool = False
 
     @property
     def expected(self) -> bool:
@@ -265,6 +268,7 @@ class SnapshotResult:
             **({"device": self.device} if self.device is not None else {}),
             **({"recreated": True} if self.recreated else {}),
             **({"replaces": self.replaces} if self.replaces is not None else {}),
+            **({"unwritten": True} if self.unwritten else {}),
         }
 
     @classmethod
@@ -284,6 +288,7 @@ class SnapshotResult:
             device=str(data["device"]) if data.get("device") is not None else None,
             recreated=data.get("recreated") is True,
             replaces=str(data["replaces"]) if data.get("replaces") is not None else None,
+            unwritten=data.get("unwritten") is True,
         )
 
 

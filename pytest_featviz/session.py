@@ -441,6 +441,10 @@ class SessionTracker:
             results.append(record)
         self.runs[item] = (run, results)
 
+    def _unwritten(self) -> list[str]:
+        """The golden snapshots an update or create run could not write, each once."""
+        return list(dict.fromkeys(r.golden_dir for r in self.results if r.unwritten))
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results and not self.report_errors:
             return
@@ -458,6 +462,7 @@ class SessionTracker:
                 + (f", {len(recreated)} damaged (re-created)" if recreated else "")
                 + f", {counts[CREATED]} without a golden (created)"
                 + (f", {counts[UNREADABLE]} unreadable" if counts[UNREADABLE] else "")
+                + (f", {sum(r.unwritten for r in self.results)} not written" if self._unwritten() else "")
             )
         elif self.settings.create:  # nothing goes missing: it is created; a drift fails as in a check
             terminalreporter.write_line(
@@ -469,7 +474,7 @@ class SessionTracker:
         if self.settings.update:
             terminalreporter.write_line(
                 f"goldens: {fates[CREATED]} created, {fates[UPDATED]} updated, {fates[MATCHED]} unchanged"
-                f" (in {self.settings.golden_dir})"
+                f" (in {display_path(self.settings.golden_dir)})"
             )
             written = [*self.written, *self.results]
             damaged = {r.golden_dir for r in written if r.recreated}
@@ -516,7 +521,9 @@ class SessionTracker:
                 one = counts[DRIFTED] == 1
                 which = "a drifted one is left as it was" if one else "drifted ones are left as they were"
                 kept = f"; {which} (accept a drift with --featviz-update)"
-            terminalreporter.write_line(f"goldens: {fates[CREATED]} created (in {self.settings.golden_dir}){kept}")
+            terminalreporter.write_line(
+                f"goldens: {fates[CREATED]} created (in {display_path(self.settings.golden_dir)}){kept}"
+            )
         elif counts[MISSING]:
             terminalreporter.write_line(_create_missing([r for r in self.results if r.outcome == MISSING]))
             stale = terminalreporter.config.pluginmanager.get_plugin("featviz-stale")
@@ -525,6 +532,12 @@ class SessionTracker:
                     "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale"
                     " section above), so that they are compared"
                 )
+        unwritten = self._unwritten()
+        if unwritten:  # the drift or missing golden stays: its test failed with the OS's reason
+            terminalreporter.write_line(
+                f"{len(unwritten)} golden snapshot(s) could not be written and were left as they were (each test's"
+                f" error says why): {_listed(sorted(map(display_path, unwritten)))}"
+            )
         if counts[UNREADABLE]:
             for line in _unreadable([r for r in self.results if r.outcome == UNREADABLE]):
                 terminalreporter.write_line(line)

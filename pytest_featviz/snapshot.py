@@ -33,11 +33,11 @@ from pytest_featviz.current import (
 )
 from pytest_featviz.environment import Provenance, deterministic_mode, provenance_sentences
 from pytest_featviz.fingerprint import SCHEMES, WEIGHT_SCHEME, ParameterFingerprints
-from pytest_featviz.golden import GoldenError, LayerGolden, SnapshotGolden
+from pytest_featviz.golden import GoldenError, GoldenWriteError, LayerGolden, SnapshotGolden
 from pytest_featviz.layers import LayerSpec, module_index, under_another_parent
 from pytest_featviz.messages import drift_message
 from pytest_featviz.noisefloor import fit_noise_floor, measure_against_golden
-from pytest_featviz.outcomes import raised_outside
+from pytest_featviz.outcomes import raised_outside, shown_below
 from pytest_featviz.records import (
     CREATED,
     DRIFT,
@@ -286,6 +286,7 @@ def _check(
         pictures: Sequence[LayerEvidence],
         message: str = "",
         render: Callable[[], tuple[str, dict[str, bytes]]] = fresh,
+        unwritten: bool = False,
     ) -> Evidence:
         result = SnapshotResult(
             identity.node_id,
@@ -300,25 +301,34 @@ def _check(
             recreated=damaged and outcome == UPDATED,
             # what accepting it writes over: the golden compared with, or nothing (none yet; the device's own)
             replaces=(stored.digest if stored and keyed is None else "") if outcome in (DRIFTED, MISSING) else None,
+            unwritten=unwritten,
         )
         return Evidence(result, tuple(pictures), stored.bit_depth if stored else BIT_DEPTH, render)
 
     if stored is None:
         results = [LayerResult(i.capture.name, NEW, i.capture.shape, None, i.capture.channels) for i in current]
         pictures = [LayerEvidence(i.capture.name, None, None) for i in current]
+        unwritten: GoldenWriteError | None = None
         if settings.update or settings.create:
             sidecar, files = fresh()
-            if damaged:
-                with durable.locked(directory.parent):  # as a rewrite below
-                    replaced = again and durable.stamp(directory) != stamps[directory]
-                    if not replaced:
-                        goldenwrite.write_files(directory, sidecar, files)
-                if replaced:
-                    return recheck()  # another process re-created it since it was read
-            elif not again:
-                goldenwrite.write_files(directory, sidecar, files)
-            elif not goldenwrite.create_files(directory, sidecar, files):
-                return recheck()  # another process created it since it was found missing
+            try:
+                if damaged:
+                    with durable.locked(directory.parent):  # as a rewrite below
+                        replaced = again and durable.stamp(directory) != stamps[directory]
+                        if not replaced:
+                            goldenwrite.write_files(directory, sidecar, files)
+                    if replaced:
+                        return recheck()  # another process re-created it since it was read
+                elif not again:
+                    goldenwrite.write_files(directory, sidecar, files)
+                elif not goldenwrite.create_files(directory, sidecar, files):
+                    return recheck()  # another process created it since it was found missing
+            except GoldenWriteError as exc:
+                if damaged:  # still the damaged golden it could not read: counted as unreadable, as in a check
+                    exc.unread = directory
+                    raise
+                unwritten = exc  # still missing: counted and reported as missing, the reason first
+        if unwritten is None and (settings.update or settings.create):
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
             # would pass their update and fail every later check. Looking again after writing, the one that sees
             # the twin takes its own golden back and fails, as the second of the two does in a serial run. The
@@ -339,7 +349,9 @@ def _check(
             f" (looked for {display_path(directory / golden.SIDECAR, identity.invocation_dir)})\n"
             f"{outside}{CREATE_WITH}{identity.create_command}"
         )
-        return evidence(MISSING, results, pictures, message)
+        if unwritten is not None:
+            message = f"{shown_below(str(unwritten), settings.golden_dir, identity.invocation_dir)}\n{message}"
+        return evidence(MISSING, results, pictures, message, unwritten=unwritten is not None)
 
     results = []
     pictures = []
@@ -409,26 +421,31 @@ def _check(
         if settings.update:  # nothing to write; a killed run's hidden copy beside it would otherwise stay for good
             durable.remove_leftovers(directory)
         return evidence(MATCHED, results, pictures)
+    not_written: GoldenWriteError | None = None  # an update that could not write: the drift is kept, reason first
     if settings.update:
         provenance = recorded()  # the fingerprints, before the lock
         render = fresh
-        # Writers of this test's goldens in other processes wait, so the one that finds the golden rewritten since
-        # it was read by another checks again rather than rewriting it a second time.
-        with durable.locked(directory.parent):
-            target = keyed or directory
-            if again and _replaced_meanwhile(target, None if keyed else stored, stamps[target]):
-                replaced = True
-            elif keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
-                sidecar, files = fresh()
-                goldenwrite.write_files(keyed, sidecar, files)
-                replaced = False  # the result names the shared golden it compared, and the device's as update_dir
-                render = lambda: (sidecar, files)  # noqa: E731  (what it wrote, for --featviz-report-all)
-            else:  # the drifted layers; those that still match keep their picture
-                sidecar, files, kept = _rewritten(stored, current, results, settings, provenance)
-                goldenwrite.write_files(directory, sidecar, files)
-                replaced = False
-                render = lambda: whole(sidecar, files, kept)  # noqa: E731
-        return recheck() if replaced else evidence(UPDATED, results, pictures, render=render)
+        try:
+            # Writers of this test's goldens in other processes wait, so the one that finds the golden rewritten
+            # since it was read by another checks again rather than rewriting it a second time.
+            with durable.locked(directory.parent):
+                target = keyed or directory
+                if again and _replaced_meanwhile(target, None if keyed else stored, stamps[target]):
+                    replaced = True
+                elif keyed is not None:  # the shared golden drifted on this device: write the device's own, whole
+                    sidecar, files = fresh()
+                    goldenwrite.write_files(keyed, sidecar, files)
+                    replaced = False  # the result names the shared golden it compared, and the device's as update_dir
+                    render = lambda: (sidecar, files)  # noqa: E731  (what it wrote, for --featviz-report-all)
+                else:  # the drifted layers; those that still match keep their picture
+                    sidecar, files, kept = _rewritten(stored, current, results, settings, provenance)
+                    goldenwrite.write_files(directory, sidecar, files)
+                    replaced = False
+                    render = lambda: whole(sidecar, files, kept)  # noqa: E731
+        except GoldenWriteError as exc:
+            not_written = exc
+        else:
+            return recheck() if replaced else evidence(UPDATED, results, pictures, render=render)
     # a layout changed with its output's shape: the model's module types changed, or the plugin reads such outputs
     # another way now; either way no activation was compared, and none can be said to have moved
     layout_only = all(r.reason.startswith(LAYOUT_CHANGED) for r in results if r.drifted)
@@ -467,7 +484,9 @@ def _check(
             " shared one alone)"
         )
     message = drift_message(identity, snapshot_name, directory, results, explanation, same_place)
-    return evidence(DRIFTED, results, pictures, message, accepted(results))
+    if not_written is not None:
+        message = f"{shown_below(str(not_written), settings.golden_dir, identity.invocation_dir)}\n{message}"
+    return evidence(DRIFTED, results, pictures, message, accepted(results), unwritten=not_written is not None)
 
 
 def _test_entry(identity: TestIdentity, directory: Path) -> dict[str, Any]:

@@ -858,10 +858,14 @@ def test_failed_write_names_the_path_and_leaves_no_partial_files(
     (project.path / "golden" / "test_two" / "test_sound").rename(project.path / "sound-aside")
     result = project.runpytest("--featviz-update")
     result.assert_outcomes(failed=2)  # the missing golden cannot be created, the drifted one not rewritten
+    # each keeps the verdict of its check, the reason it was not written first
     result.stdout.fnmatch_lines(
-        [f"*GoldenError: cannot write golden snapshot *{TARGET.as_posix()}: {message}; the golden there was left as*"]
+        [
+            f"*FeatureDriftError: cannot write golden snapshot {TARGET.as_posix()}: {message}; the golden there was"
+            " left as*"
+        ]
     )
-    result.stdout.fnmatch_lines([f"*GoldenError: cannot write golden snapshot */test_sound/0: {message}*"])
+    result.stdout.fnmatch_lines([f"*GoldenMissingError: cannot write golden snapshot */test_sound/0: {message}*"])
     left = _files(project.path / "golden")
     assert left == {k: v for k, v in old.items() if "test_sound" not in k}  # no partial file, old golden intact
     monkeypatch.setenv("FEATVIZ_TEST_SEED", "0")
@@ -943,3 +947,117 @@ def test_a_conv_net_given_one_sample_without_a_batch_fails_its_test_and_writes_n
     assert "Pass the input with a batch dimension: x.unsqueeze(0) (or x[None])" in result.stdout.str()
     golden = featviz_pytester.path / "golden" / "test_unbatched"
     assert sorted(p.name for p in golden.iterdir()) == ["test_batched"]
+
+
+READ_ONLY_CONFTEST = """
+import errno
+import os
+
+import pytest
+
+from pytest_featviz import durable
+
+
+@pytest.fixture(autouse=True)
+def read_only_goldens(monkeypatch):
+    if os.environ.get("FEATVIZ_TEST_READ_ONLY"):
+        def refuse(directory, *args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(directory))
+
+        monkeypatch.setattr(durable, "switch_directory", refuse)
+"""
+
+READ_ONLY_TESTS = """
+import os
+
+import torch
+from torch import nn
+
+
+def snap(feature_snapshot, seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    feature_snapshot(model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)), layers=["2"])
+
+
+def test_changed(feature_snapshot):
+    snap(feature_snapshot, 5 if os.environ.get("FEATVIZ_TEST_DRIFT") else 0)
+
+
+def test_same(feature_snapshot):
+    snap(feature_snapshot, 1)
+
+
+def test_new(feature_snapshot):
+    if os.environ.get("FEATVIZ_TEST_DRIFT"):
+        snap(feature_snapshot, 2)
+"""
+
+
+@pytest.mark.parametrize("mode", ["--featviz-update", "--featviz-create"])
+def test_goldens_that_cannot_be_written_keep_their_verdict_in_the_summary_and_the_report(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # a read-only golden directory: the tests failed with the OS error, and the summary and the report knew nothing
+    # of them (no count, no report: the drift's mosaics and current render were lost)
+    featviz_pytester.makeconftest(READ_ONLY_CONFTEST)
+    featviz_pytester.makepyfile(test_ro=READ_ONLY_TESTS)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    golden = featviz_pytester.path / "golden" / "test_ro"
+    before = {p: p.read_bytes() for p in golden.rglob("*") if p.is_file()}
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    monkeypatch.setenv("FEATVIZ_TEST_READ_ONLY", "1")
+    result = featviz_pytester.runpytest(mode)
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *cannot write golden snapshot *golden/test_ro/test_new/0: [[]Errno 30[]] Read-only file system*",
+            "E   *no golden for snapshot '0' of test_ro.py::test_new (looked for golden/test_ro/test_new/0/*",
+        ],
+        consecutive=False,
+    )
+    if mode == "--featviz-update":  # a create run leaves a drift alone: it fails as in a check
+        result.stdout.fnmatch_lines(
+            [
+                "E   *cannot write golden snapshot *golden/test_ro/test_changed/0: [[]Errno 30[]] Read-only file*",
+                "E   *feature drift in snapshot '0' of test_ro.py::test_changed: 1 of 1 layer(s) drifted*",
+                "3 snapshot(s) compared: 1 matched, 0 drifted, 0 without a golden (created), 2 not written",
+                "goldens: 0 created, 0 updated, 1 unchanged (in golden)",
+                "2 golden snapshot(s) could not be written and were left as they were (each test's error says why):"
+                " golden/test_ro/test_changed/0, golden/test_ro/test_new/0",
+            ]
+        )
+    else:
+        result.stdout.fnmatch_lines(
+            [
+                "3 snapshot(s) checked: 1 matched, 1 drifted (1 test(s), 1 layer(s)), 1 missing, 0 without a golden*",
+                "goldens: 0 created (in golden)*",
+                "1 golden snapshot(s) could not be written and were left as they were (each test's error says why):"
+                " golden/test_ro/test_new/0",
+            ]
+        )
+    data = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())
+    outcomes = {s["test_id"]: s["outcome"] for s in data["snapshots"]}
+    assert outcomes == {"test_ro.py::test_changed": "drifted", "test_ro.py::test_new": "missing"}
+    assert {p: p.read_bytes() for p in golden.rglob("*") if p.is_file()} == before
+
+
+def test_a_damaged_golden_that_cannot_be_rewritten_stays_unreadable(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makeconftest(READ_ONLY_CONFTEST)
+    featviz_pytester.makepyfile(test_ro=READ_ONLY_TESTS)
+    featviz_pytester.runpytest("--featviz-update", "-k", "same").assert_outcomes(passed=1, deselected=2)
+    sidecar = featviz_pytester.path / "golden" / "test_ro" / "test_same" / "0" / "snapshot.json"
+    sidecar.write_text(sidecar.read_text()[:40])
+    monkeypatch.setenv("FEATVIZ_TEST_READ_ONLY", "1")
+    result = featviz_pytester.runpytest("--featviz-update", "-k", "same")
+    result.assert_outcomes(failed=1, deselected=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *GoldenWriteError: cannot write golden snapshot golden/test_ro/test_same/0: [[]Errno 30[]]*",
+            "1 snapshot(s) compared: 0 matched, 0 drifted, 0 without a golden (created), 1 unreadable",
+            "*golden/test_ro/test_same/0*",
+        ]
+    )
+    assert sidecar.read_text().startswith("{") and len(sidecar.read_text()) == 40  # left as it was
