@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from pytest_featviz.orphans import covers, key as _key
-from pytest_featviz.outcomes import display_path
+from pytest_featviz.outcomes import display_path, shown_below
 from pytest_featviz.ownership import Owners, empty_parameters, left_out, link_targets
 
 WORKER_OUTPUT_KEY = "featviz_collection"
@@ -107,6 +107,7 @@ class StaleGoldens:
         self.prune_errors: list[str] = []
         self.kept_files: list[str] = []  # pruned snapshot directories left in place for files that are not ours
         self.files_checked = 0
+        self.judged = False  # whether the session's end judged the goldens (a golden directory, not interrupted)
         self.files_gone = 0  # test files that no longer exist, whose goldens are all stale
         self.link_targets: list[str] | None = None  # where the links in the golden directory lead, once looked for
 
@@ -219,6 +220,7 @@ class StaleGoldens:
             return
         if not self.golden_root.is_dir() or exitstatus == pytest.ExitCode.INTERRUPTED:
             return
+        self.judged = True
         orphans = self.find_orphans()
         self.stale = self.find_stale() + orphans
         # before anything is deleted: a renamed test's goldens, created anew and pruned, would be re-made from the
@@ -247,6 +249,8 @@ class StaleGoldens:
             for directory in self.stale:
                 if _key(directory) not in kept:
                     self._delete(directory)
+            if self.prune_errors and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a prune job in CI must not pass having failed
 
     def narrowed(self) -> bool:
         """Whether this run left test files of the project out: paths or node ids named other than those pytest
@@ -384,7 +388,17 @@ class StaleGoldens:
             parent = parent.parent
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.worker_output is not None or not (self.stale or self.prune_errors):
+        if self.worker_output is not None:
+            return
+        if not (self.stale or self.prune_errors):
+            if self.prune and self.judged and not (self.files_checked or self.files_gone):
+                # asked to prune, it could judge nothing: silence would read as "nothing stale"
+                terminalreporter.write_sep("=", "featviz stale goldens")
+                terminalreporter.write_line(
+                    "--featviz-prune judged no golden: no test file with goldens ran completely (-k, -m, --lf,"
+                    " node ids or a stop at -x leave tests of a file out, and an unused golden may be theirs); prune"
+                    " in a run of every test"
+                )
             return
         terminalreporter.write_sep("=", "featviz stale goldens")
         shown = self.pruned if self.prune else self.stale
@@ -400,9 +414,16 @@ class StaleGoldens:
             )
         _write_listed(terminalreporter, [display_path(directory) for directory in shown])
         for error in self.prune_errors:
-            terminalreporter.write_line(f"could not delete {error}")
+            terminalreporter.write_line(f"could not delete {shown_below(error, self.golden_root, None)}")
+        if self.prune_errors:
+            terminalreporter.write_line(
+                "  (the run fails for it: a prune that deleted less than it found must not pass)"
+            )
         for kept in self.kept_files:
-            terminalreporter.write_line(f"left the directory for files pytest-featviz did not write: {kept}")
+            terminalreporter.write_line(
+                "left the directory for files pytest-featviz did not write:"
+                f" {shown_below(kept, self.golden_root, None)}"
+            )
         if self.moves:  # created anew, the goldens of a renamed test would never be compared with its old ones
             if self.prune:
                 terminalreporter.write_line(

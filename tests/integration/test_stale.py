@@ -87,6 +87,14 @@ STALE = ["golden/test_st/test_a/drop", "golden/test_st/test_b/0"]
 OTHER_STALE = "golden/test_other/test_o/0"
 
 
+def _judged_nothing(result: pytest.RunResult) -> None:
+    """A prune run that could judge no golden (no test file with goldens ran completely) deletes nothing, lists
+    nothing as stale, and says it judged nothing: silent, it read as a prune that found nothing stale."""
+    output = result.stdout.str()
+    assert "stale golden snapshot" not in output
+    assert "--featviz-prune judged no golden: no test file with goldens ran completely" in output
+
+
 def _snapshots(root: Path) -> list[str]:
     return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob("snapshot.json"))
 
@@ -106,6 +114,47 @@ def project(featviz_pytester: pytest.Pytester) -> pytest.Pytester:
 
 ALL = ["golden/test_other/test_o/0", "golden/test_st/test_a/drop", "golden/test_st/test_a/keep"]
 ALL += ["golden/test_st/test_b/0", "golden/test_st/test_c/0"]
+
+
+UNDELETABLE = """
+import errno
+import os
+from pathlib import Path
+
+_unlink = Path.unlink
+
+
+def pytest_configure(config):
+    def refuse(self, *args, **kwargs):
+        if "golden" in self.parts:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return _unlink(self, *args, **kwargs)
+
+    Path.unlink = refuse
+
+
+def pytest_unconfigure(config):
+    Path.unlink = _unlink
+"""
+
+
+def test_a_prune_that_cannot_delete_fails_the_run(project: pytest.Pytester) -> None:
+    # a read-only golden directory: "could not delete" was printed, with the absolute path, and the run passed
+    project.makeconftest(UNDELETABLE)
+    result = project.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=3)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "0 stale golden snapshot(s) deleted*",
+            "could not delete golden/test_other/test_o/0: [[]Errno 30[]] Read-only file system:"
+            " 'golden/test_other/test_o/0/*.png'",
+            "could not delete golden/test_st/test_a/drop: *",
+            "could not delete golden/test_st/test_b/0: *",
+            "  (the run fails for it: a prune that deleted less than it found must not pass)",
+        ]
+    )
+    assert _snapshots(project.path) == ALL
 
 
 def test_stale_goldens_are_reported_then_pruned(project: pytest.Pytester) -> None:
@@ -368,7 +417,7 @@ def test_partial_selection(project: pytest.Pytester, args: list[str]) -> None:
         return
     # --deselect of one test in each file, or tests named by node id (the others were never collected)
     result.assert_outcomes(passed=3 if args[0] == "test_st.py::test_a" else 1)
-    assert "stale golden" not in result.stdout.str()
+    _judged_nothing(result)
     assert _snapshots(project.path) == ALL
 
 
@@ -392,7 +441,7 @@ def test_stopped_early_and_collection_errors_are_not_complete(project: pytest.Py
     project.makepyfile(test_aaa="def test_first():\n    assert False\n")
     result = project.runpytest("--featviz-prune", "-x")
     result.assert_outcomes(failed=1)
-    assert "stale golden" not in result.stdout.str()
+    _judged_nothing(result)
     assert OTHER_STALE in _snapshots(project.path)
 
 
@@ -699,7 +748,7 @@ def test_goldens_whose_directory_is_not_on_disk_are_never_judged(featviz_pyteste
     featviz_pytester.runpytest("--featviz-update", "project").assert_outcomes(passed=1)
     result = featviz_pytester.runpytest("--featviz-prune", "--rootdir", "project/tests", "project/tests")
     result.assert_outcomes(failed=1)  # its golden is looked for as tests/golden/test_a
-    assert "stale golden" not in result.stdout.str()
+    _judged_nothing(result)
     assert (project / "tests" / "golden" / "tests" / "test_a" / "test_o" / "0" / "snapshot.json").is_file()
 
 
@@ -882,7 +931,7 @@ def test_a_directory_differing_in_case_from_a_golden_s_is_not_taken_for_it(featv
     assert snapshots == ["golden/tests/test_low/test_o/0"]
     result = featviz_pytester.runpytest("--featviz-prune", "Tests")
     result.assert_outcomes(passed=1)
-    assert "stale golden" not in result.stdout.str()
+    _judged_nothing(result)
     assert _snapshots(featviz_pytester.path) == snapshots
 
 
@@ -1452,7 +1501,7 @@ def test_a_test_class_pytest_cannot_collect_keeps_its_goldens_with_its_warning_f
     featviz_pytester.makepyfile(test_cls=body.format(init="def __init__(self):\n                pass\n"))
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1)
-    assert "stale golden" not in result.stdout.str()
+    _judged_nothing(result)
     assert "golden/test_cls/TestC.test_b/0" in _snapshots(featviz_pytester.path)
 
 
@@ -1515,7 +1564,7 @@ def test_a_test_function_pytest_cannot_collect_keeps_its_goldens(featviz_pyteste
     featviz_pytester.makepyfile(test_m=body.format(imports="from helpers import retry", decorator="@retry"))
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1)
-    assert "stale golden" not in result.stdout.str()
+    _judged_nothing(result)
     assert _snapshots(featviz_pytester.path) == ["golden/test_m/test_f/0"]
 
 
