@@ -236,7 +236,13 @@ def leaf_layout(output: Any, tensor: torch.Tensor, found: Hints, leaf: str | Non
     # nn.MultiheadAttention called with one (L, E) sequence returns (L, E), and its weights unbatched too
     unbatched = found.attention and later and (first := first_tensor(output)) is not None and first.dim() == 2
     return plan(
-        tuple(tensor.shape), found, facts=facts, hidden=found.recurrent and later, leading=leading, unbatched=unbatched
+        tuple(tensor.shape),
+        found,
+        facts=facts,
+        hidden=found.recurrent and later,
+        leading=leading,
+        unbatched=unbatched,
+        weights=found.attention and later,
     )
 
 

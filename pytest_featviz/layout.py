@@ -464,12 +464,15 @@ def plan(
     hidden: bool = False,
     leading: bool = False,
     unbatched: bool = False,
+    weights: bool = False,
 ) -> Layout:
     """The layout of an output of ``shape`` from a module with ``module_hints`` (see the module doc).
 
     ``facts``: what the model's input tells (:func:`input_facts`); ``hidden``: the output is an RNN's hidden state,
     batch on axis 1; ``leading``: the batch is known to lead (attention weights, a padded packed sequence);
-    ``unbatched``: the module was called without a batch (an attention's per-head weights ``(heads, L, S)``).
+    ``unbatched``: the module was called without a batch (an attention's per-head weights ``(heads, L, S)``);
+    ``weights``: the output is an attention's weights, ``(B, L, S)`` one map of L x S an item, as the unbatched
+    ``(L, S)`` is (their rows read as channels kept 16 of L, in strips).
     """
     shape = tuple(int(s) for s in shape)
     found = module_hints or Hints()
@@ -477,6 +480,8 @@ def plan(
         return Layout("token-image", 1, None, batch_axis=UNBATCHED)
     if len(shape) == 3 and unbatched:  # every head a map of L x S: the heads were read as the batch, head 0 kept
         return Layout("nchw", shape[0], shape[1:], batch_axis=UNBATCHED)
+    if len(shape) == 3 and weights and 0 not in shape:  # (B, L, S): batch item 0's L x S, every query
+        return Layout("token-image", 1, None)
     if len(shape) == 3 and not leading:
         batch = facts.batch
         if hidden:

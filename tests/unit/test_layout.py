@@ -502,8 +502,8 @@ def test_attention_weights_are_batch_first_whatever_the_attention_says() -> None
         output = attn(x, x, x)
     values = keep(output, hints(attn), None, "all")
     assert values.layout == "token-image (batch axis 1)" and torch.equal(values.maps[0], output[0][:, 0])
-    weights = keep(output, hints(attn), "1", "all")  # (B, L, S)
-    assert weights.layout == "ncl" and torch.equal(weights.maps[:, 0], output[1][0])
+    weights = keep(output, hints(attn), "1", "all")  # (B, L, S): batch item 0, one map of L x S
+    assert weights.layout == "token-image" and torch.equal(weights.maps[0], output[1][0])
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -610,6 +610,19 @@ def test_the_per_head_weights_of_an_unbatched_attention_are_every_head() -> None
     assert keep(batched, attention, "1", "all").layout == "nchw"  # (B, heads, L, S): batch item 0, every head
     averaged = attention(*[torch.randn(10, 16)] * 3, need_weights=True)
     assert keep(averaged, attention, "1", 16).layout == "token-image (unbatched)"  # (L, S)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_the_averaged_weights_of_a_batched_attention_are_one_map_of_every_query(batch_first: bool) -> None:
+    # (B, L, S) was read as L channels of strips: 16 of 20 queries kept, the others never compared
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    sequence = torch.randn(3, 20, 16) if batch_first else torch.randn(20, 3, 16)
+    with torch.no_grad():
+        output = attention(*[sequence] * 3, need_weights=True)
+    kept = keep(output, attention, "1", 16)
+    assert kept.layout == "token-image" and kept.channels == (0,)
+    assert torch.equal(kept.maps[0], output[1][0])  # batch item 0's 20 x 20, whatever batch_first says
 
 
 def test_a_packed_rnn_output_is_read_padded_batch_first() -> None:
