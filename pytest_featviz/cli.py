@@ -264,7 +264,7 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
                     layer.layout or "-",
                     f"{layer.tile_shape[0]}x{layer.tile_shape[1]}",
                     f"{len(layer.channels)}: {_channel_ranges(layer.channels)}",
-                    f"{width}x{height}",
+                    f"{height}x{width}",  # as the tile: height x width
                     str(picture.stat().st_size) if picture.is_file() else "missing",
                     state,
                 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_featviz.cli import COMMANDS, SIGPIPE_STATUS, main
+from pytest_featviz.render import mosaic_size
 
 FACTORIES = """
 import pytest
@@ -270,6 +271,9 @@ def test_show_prints_what_a_golden_holds(tmp_path: Path, capsys: pytest.CaptureF
     assert status == 0 and lines[0] == "first" and "second" in lines and lines[-1].startswith("2 snapshots, ")
     head = next(line.split() for line in lines if line.split()[:1] == ["3"])
     assert head[:7] == ["3", "(1,", "3)", "features", "1x3", "1:", "0"]
+    # the mosaic's size in the tile's order, height x width: a 1 x 3 strip gives a picture wider than high
+    height, width = mosaic_size(1, (1, 3))
+    assert width > height and head[7] == f"{height}x{width}"
 
 
 def test_show_says_which_goldens_are_damaged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
