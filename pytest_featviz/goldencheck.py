@@ -39,8 +39,21 @@ class _Malformed(ValueError):
     """A sidecar value no snapshot writes; the message names the field and shows the value."""
 
 
+class _AsInTheFile(reprlib.Repr):
+    """A few items of a list, the ends of a long string (:mod:`reprlib`), with JSON's ``true``, ``false`` and
+    ``null`` where the sidecar holds them: the message quotes the file, not Python's reading of it."""
+
+    def repr1(self, x: Any, level: int) -> str:
+        if x is None or isinstance(x, bool):
+            return {None: "null", True: "true", False: "false"}[x]
+        return super().repr1(x, level)
+
+
+_AS_IN_THE_FILE = _AsInTheFile()
+
+
 def _shown(value: Any) -> str:
-    return reprlib.repr(value)  # a few items of a list, the ends of a long string
+    return _AS_IN_THE_FILE.repr(value)
 
 
 def _text(entry: dict[str, Any], key: str, where: str, default: str | None = None) -> str:

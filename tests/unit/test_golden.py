@@ -190,7 +190,7 @@ def _sidecar_edit(old: str, new: str) -> Callable[[bytes], bytes]:
         (lambda data: data.decode().encode("utf-16"), "is not UTF-8: it is UTF-16"),
         (lambda data: data.replace(b'"cpu"', b'"cpu\xe9"'), r"is not UTF-8: byte 0xe9 at offset \d+ \(Latin-1"),
         (_sidecar_edit('"bit_depth": 8', '"bit_depth": "8"'), r"is malformed \(bit depth '8', not 8 or 16\)"),
-        (_sidecar_edit('"index": 1', '"index": true'), "channel index True is not a whole number"),
+        (_sidecar_edit('"index": 1', '"index": true'), "channel index true is not a whole number"),
         (_sidecar_edit('"index": 4', '"index": ' + str(10**30)), "channel index 1000000000000000000000000000000, out"),
         (_sidecar_edit('"shape": [1, 5, 10, 10]', f'"shape": [1, {10**50}, 10, 10]'), r"shape \[1, 1000"),
         (_sidecar_edit('"layout": "nchw"', '"layout": "zzz"'), r"layout 'zzz', which no snapshot gives an output of"),

@@ -727,7 +727,7 @@ def test_a_sidecar_nested_too_deep_is_a_malformed_golden(tmp_path: Path) -> None
         ('"range": [0.0, 1.0]', '"range": [0.0, 5e-324]', "channel 0: range \\[0.0, 5e-324\\]"),
         ('"range": [0.0, 1.0]', '"range": [1e39, 2e39]', "channel 0: range \\[1e\\+39, 2e\\+39\\]"),
         ('"format": 1', '"format": 0', "format 0"),
-        ('"format": 1', '"format": true', "format True"),
+        ('"format": 1', '"format": true', "format true"),
         # valid JSON that crashed the parser: a float too large for an integer field, a number Python will not read
         ('"shape": [1, ', '"shape": [1e400, ', r"layer 'conv': shape \[inf, 3, 4, 5\]"),
         ('"tile": [4, 5]', '"tile": [Infinity, 5]', r"layer 'conv': tile \[inf, 5\]"),
@@ -746,7 +746,7 @@ def test_a_sidecar_nested_too_deep_is_a_malformed_golden(tmp_path: Path) -> None
         ('"bit_depth": 8', '"bit_depth": 8.9', "bit depth 8.9, not 8 or 16"),
         ('"bit_depth": 8', '"bit_depth": "8"', "bit depth '8', not 8 or 16"),
         ('"normalize": "minmax"', '"normalize": ["minmax"]', r"unknown normalization \['minmax'\]"),
-        ('"index": 1', '"index": true', "channel index True is not a whole number"),
+        ('"index": 1', '"index": true', "channel index true is not a whole number"),
         ('"shape": [1, 3, 4, 5]', '"shape": [1, 3, 4.7, 5]', r"layer 'conv': shape \[1, 3, 4.7, 5\]"),
         ('"channels": [', '"pool": "11", "channels": [', "layer 'conv': pool '11'"),
         ('"tile": [4, 5]', '"tile": "45"', "layer 'conv': tile '45'"),
@@ -1009,7 +1009,7 @@ _FINGERPRINTS = '"fingerprints": {"input": "a1", "model": "b2", "layers": {"conv
         ),
         (_ENVIRONMENT.replace('"device": "cpu", ', ""), "environment has no device"),
         (_FINGERPRINTS.replace('"c3"', "3"), "fingerprints layers {'conv': 3} holds a fingerprint that is not a"),
-        (_FINGERPRINTS.replace('"a1"', "null"), "fingerprints input None is not a string"),
+        (_FINGERPRINTS.replace('"a1"', "null"), "fingerprints input null is not a string"),
         ('"fingerprints": []', "fingerprints \\[\\] is not an object"),
         # schemes count from 1 (a sidecar without one); 0 read as "made by a newer pytest-featviz"
         (_FINGERPRINTS.replace("}}", '}, "scheme": 0}'), "fingerprints scheme 0 is not a scheme \\(1 or more\\)"),
