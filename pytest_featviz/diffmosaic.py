@@ -24,6 +24,7 @@ MIN_PANEL = 64  # small maps are upscaled (nearest) until their longer side reac
 LABEL_WIDTH = 110
 GAP = 4
 LINE = 14
+TITLE_WIDTH = 50  # the widest column title ("difference") in Pillow's default font, 49 px
 BACKGROUND = (30, 30, 30)
 # Viridis at nine stops: perceptually uniform and readable for the colour-blind.
 _VIRIDIS = (
@@ -83,7 +84,9 @@ def diff_mosaic(
     # a strip (the 1 x L tile of a 1-D layer, a feature vector) is stretched to the height of its row's two label
     # lines, which the row takes anyway: drawn at its scale it was a line one or two pixels high
     tall = max(scale, math.ceil(2 * LINE / height))
-    panel_h, panel_w = height * tall, width * scale
+    # a column (an N x 1 map) is widened to its title likewise: drawn at its scale it was a sliver without titles
+    wide = max(scale, math.ceil(TITLE_WIDTH / width))
+    panel_h, panel_w = height * tall, width * wide
     row_h = max(panel_h, 2 * LINE)
     shown, more = list(rows[:max_rows]), max(0, len(rows) - max_rows)
     canvas_w = LABEL_WIDTH + 3 * panel_w + 4 * GAP
@@ -108,7 +111,7 @@ def diff_mosaic(
         colour = (255, 110, 110) if failed else (150, 220, 150)
         draw.text((GAP, top + LINE), label, fill=colour, font=font)
         for column, panel in enumerate(panels):
-            big = np.repeat(np.repeat(panel, tall, axis=0), scale, axis=1)
+            big = np.repeat(np.repeat(panel, tall, axis=0), wide, axis=1)
             canvas.paste(Image.fromarray(big, mode="RGB"), (LABEL_WIDTH + GAP + column * (panel_w + GAP), top))
     if more:
         text = f"... and {more} more channel(s) not shown"

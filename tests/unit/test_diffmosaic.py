@@ -56,3 +56,19 @@ def test_a_strip_of_a_1d_layer_is_drawn_as_tall_as_its_row() -> None:
     assert image.shape == (top + 2 * LINE + GAP + GAP, LABEL_WIDTH + 3 * 124 + 4 * GAP, 3)
     golden_panel = image[top : top + 2 * LINE, left : left + 124, 0]
     assert np.array_equal(golden_panel, np.kron(golden[0], np.ones((2 * LINE, 2), dtype=np.uint8)))
+
+
+def test_a_column_map_is_drawn_as_wide_as_its_title() -> None:
+    """A 62 x 1 map (a (B, C, H, 1) output) was drawn 2 pixels wide: a sliver, its column titles cut to nothing."""
+    from pytest_featviz.diffmosaic import TITLE_WIDTH
+
+    golden = np.arange(3 * 62, dtype=np.uint8).reshape(3, 62, 1)
+    current = golden[::-1].copy()
+    image = diff_mosaic("conv1", golden, current, [(0, 0, "SSIM 0.1000", True)])
+    assert panel_scale((62, 1)) == 2
+    top, left = 2 * LINE + GAP, LABEL_WIDTH + GAP
+    assert image.shape == (top + 124 + 2 * GAP, LABEL_WIDTH + 3 * TITLE_WIDTH + 4 * GAP, 3)
+    golden_panel = image[top : top + 124, left : left + TITLE_WIDTH, 0]
+    assert np.array_equal(golden_panel, np.kron(golden[0], np.ones((2, TITLE_WIDTH), dtype=np.uint8)))
+    titles = image[LINE : 2 * LINE, left : left + 3 * TITLE_WIDTH + 2 * GAP]
+    assert (titles != np.array(BACKGROUND, dtype=np.uint8)).any(axis=2).sum() > 100  # golden, current, difference
