@@ -40,18 +40,15 @@ def find_orphans(
     collect_errors: Iterable[str],
     used: Callable[[Path], bool],
     file_dir: Callable[[str], Path | None],
-    traversed: Iterable[Path] = (),
 ) -> list[Path]:
     """Golden snapshot directories whose test file no longer exists.
 
     ``seen_files`` are the test files this run collected (rootdir-relative, as the golden paths name them), and
-    ``file_dir`` gives the golden directory of one; ``traversed`` are the directories the run's paths named, whose
-    whole tree it collected. The directory reading (:func:`_gone`) must find the file missing from a directory that
-    this run collected a test file from or went through, or find that directory gone from one the run went through
-    (a test folder renamed or deleted whole); the record (:func:`recorded`) must name that same file, which tells a
-    deleted file's goldens from a copy of the golden directory and from goldens written under another rootdir.
-    Snapshots ``used`` in this run, goldens without the record (written before it was), a missing name that
-    ``sanitize_name`` changed, and everything when the golden root lies outside the rootdir are never orphaned.
+    ``file_dir`` gives the golden directory of one. The directory reading (:func:`_gone`) must find the file missing
+    from a directory that is on disk, from which this run collected a test file; the record (:func:`recorded`) must
+    name that same file. Snapshots ``used`` in this run, goldens without the record (written before it was), a
+    missing name that ``sanitize_name`` changed, and everything when the golden root lies outside the rootdir are
+    never orphaned.
     """
     from pytest_featviz.golden import SIDECAR
 
@@ -61,7 +58,6 @@ def find_orphans(
     errors = list(collect_errors)
     owned = {key(d) for d in map(file_dir, seen) if d is not None}
     collected_from = {key((rootdir / test_file).parent) for test_file in seen}
-    through = [key(directory) for directory in traversed]
     found: dict[Path, set[str]] = {}  # golden file directory -> the paths of the missing test file it names
     orphans: list[Path] = []
     for sidecar in sorted(golden_root.rglob(SIDECAR)):
@@ -71,48 +67,30 @@ def find_orphans(
             continue  # not file/test/snapshot, or inside a killed write's hidden copy
         directory = snapshot.parent.parent
         if directory not in found:
-            gone = _gone(rootdir, parts[:-2], collected_from, errors, through)
-            found[directory] = set() if key(directory) in owned else gone
+            found[directory] = set() if key(directory) in owned else _gone(rootdir, parts[:-2], collected_from, errors)
         if found[directory] and not used(snapshot) and recorded(sidecar) in found[directory]:
             orphans.append(snapshot)
     return orphans
 
 
-def _gone(
-    rootdir: Path, segments: tuple[str, ...], collected_from: set[str], errors: list[str], through: list[str]
-) -> set[str]:
+def _gone(rootdir: Path, segments: tuple[str, ...], collected_from: set[str], errors: list[str]) -> set[str]:
     """The paths (:func:`key`) the missing test file whose goldens lie at ``segments`` below the golden root had, in
-    a directory this run collected a test file from or went through (``through``: the directories its paths named),
-    or below one it went through whose folders are gone; empty when it is there, or cannot be judged."""
+    a directory this run collected a test file from; empty when it is there, or cannot be judged."""
     from pytest_featviz.goldenpath import sanitize_name
 
     directories = [rootdir]  # every directory the segments may name: on Linux, tests/ and Tests/ are two
-    rest: tuple[str, ...] = ()  # the folders that are gone, below the last of the segments that is on disk
-    for position, segment in enumerate(segments[:-1]):
-        below = [d / entry for d in directories for entry in _names(d) if sanitize_name(entry) == segment]
-        if not below:
-            rest = segments[position:-1]
-            break
-        directories = below
+    for segment in segments[:-1]:
+        directories = [d / entry for d in directories for entry in _names(d) if sanitize_name(entry) == segment]
     stem = segments[-1]
-    if any(HASHED.search(name) is not None for name in (*rest, stem)):
-        return set()  # a name sanitize_name changed: the file's own name is not known
-    if not rest:
-        for directory in directories:
-            if any(
-                sanitize_name(entry[:-3] if entry.endswith(".py") else entry) == stem for entry in _names(directory)
-            ):
-                return set()
-    relative = [os.path.relpath(d.joinpath(*rest, stem), rootdir).replace(os.sep, "/") for d in directories]
+    if not directories or HASHED.search(stem) is not None:
+        return set()
+    for directory in directories:
+        if any(sanitize_name(entry[:-3] if entry.endswith(".py") else entry) == stem for entry in _names(directory)):
+            return set()
+    relative = [os.path.relpath(d / stem, rootdir).replace(os.sep, "/") for d in directories]
     if any(covers(error, path) for error in errors for path in relative):
         return set()
-
-    def judged(directory: Path) -> bool:
-        place = key(directory)
-        went = any(place == top or place.startswith(top + os.sep) for top in through)
-        return went or (not rest and place in collected_from)
-
-    return {key(d.joinpath(*rest, name)) for d in directories if judged(d) for name in (f"{stem}.py", stem)}
+    return {key(d / name) for d in directories if key(d) in collected_from for name in (f"{stem}.py", stem)}
 
 
 def recorded(sidecar: Path) -> str | None:

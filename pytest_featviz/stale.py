@@ -310,23 +310,10 @@ class StaleGoldens:
         from pytest_featviz.orphans import find_orphans
 
         found = find_orphans(
-            self.golden_root,
-            self.rootdir,
-            self.seen_files,
-            self.collect_errors,
-            self._kept,
-            self._file_dir,
-            self.traversed(),
+            self.golden_root, self.rootdir, self.seen_files, self.collect_errors, self._kept, self._file_dir
         )
         self.files_gone = len({snapshot.parent.parent for snapshot in found})
         return found
-
-    def traversed(self) -> list[Path]:
-        """The directories this run's paths named (testpaths', or the rootdir, in a run given none), whose whole tree
-        it collected: a test file missing there is gone, also where no test file of its folder is left."""
-        here = Path(self.config.invocation_params.dir)
-        named = [here / str(arg) for arg in self.config.args if "::" not in str(arg)]
-        return [path for path in named if path.is_dir()]
 
     def _kept(self, snapshot: Path) -> bool:
         """Whether ``snapshot`` is out of judgement: a record of this run names it (or its keyed twin), directly or
@@ -558,30 +545,21 @@ def renames(stale: Sequence[Path], missing: Sequence[Path]) -> list[Move]:
     """The moves of stale goldens to where a renamed or moved test now looks for its missing ones.
 
     A missing snapshot and a stale one match when their snapshot names agree and so do their tests' names (the test
-    file was renamed or moved) or their test files (the test was renamed). A missing test's folder that one stale
-    test folder alone matches is moved there (``git mv``); into a test folder that exists already, its snapshots one
-    by one; a renamed test file's folder whole, when every test folder in it moves to one new file folder that no
-    other file's tests move into (two files merged into one move test by test). Where several stale test folders
-    match, the one with the same parameter ids, then the one of a file of the same name (a folder renamed). Most
-    snapshots first."""
+    file was renamed or moved) or their test files (the test was renamed); where several match, the one with the
+    same parameter ids (a renamed parametrized test). A missing test's folder that one stale test folder alone
+    matches is moved there (``git mv``); into a test folder that exists already, its snapshots one by one; a renamed
+    test file's folder whole, when every test folder in it moves to one new file folder that no other file's tests
+    move into (two files merged into one move test by test). Most snapshots first."""
     found = {_key(path): path for path in stale}
     pairs: dict[str, set[str]] = {}  # missing test folder -> stale test folders that match it
     for wanted in missing:
         for old in found.values():
             if _same_snapshot(old, wanted):
                 pairs.setdefault(_key(wanted.parent), set()).add(_key(old.parent))
-    for folder, olds in pairs.items():
-        # where several match, the one with the same parameter ids (a renamed parametrized test: each parameter
-        # set's folder to its own), then with the same file name too (a file moved to another folder: a folder
-        # renamed moves each of its files, whose tests may share names)
-        def likeness(old: str, folder: str = folder) -> tuple[bool, bool]:
-            same_file = os.path.basename(os.path.dirname(old)) == os.path.basename(os.path.dirname(folder))
-            return _parameters(old) == _parameters(folder), same_file
-
-        best = max(map(likeness, olds))
-        closest = {old for old in olds if likeness(old) == best}
-        if len(olds) > 1 and len(closest) == 1:
-            pairs[folder] = closest
+    for folder, olds in pairs.items():  # a renamed parametrized test: each parameter set's folder to its own
+        same_id = {old for old in olds if _parameters(old) == _parameters(folder)}
+        if len(olds) > 1 and len(same_id) == 1:
+            pairs[folder] = same_id
     claimed = [old for olds in pairs.values() for old in olds]
     moves = {  # old test folder -> new one, where the rename reads one way only
         Path(next(iter(olds))): Path(new) for new, olds in pairs.items() if len(olds) == 1 and claimed.count(*olds) == 1

@@ -720,10 +720,10 @@ def test_goldens_of_a_deleted_or_renamed_test_file_are_stale(project: pytest.Pyt
     assert not (project.path / "golden" / "test_other").exists()
 
 
-def test_a_test_folder_deleted_whole_is_judged_and_copies_of_goldens_are_not(featviz_pytester: pytest.Pytester) -> None:
-    # A test directory deleted whole is judged where the run went through its parent: its goldens record that very
-    # file. A second golden directory kept inside this one and a copy of it, and goldens written under another
-    # rootdir, have no directories on disk either, but their records name other files: none is judged.
+def test_goldens_whose_directory_is_not_on_disk_are_never_judged(featviz_pytester: pytest.Pytester) -> None:
+    # A test directory deleted whole, a second golden directory kept inside this one and a copy of it, goldens
+    # written under another rootdir: a golden path whose directories are not on disk cannot be told apart from one
+    # another, so none is judged.
     featviz_pytester.makepyfile(featviz_models=MODELS)
     old = featviz_pytester.mkpydir("old")
     (old / "test_gone.py").write_text(OTHER_BEFORE)
@@ -736,14 +736,8 @@ def test_a_test_folder_deleted_whole_is_judged_and_copies_of_goldens_are_not(fea
     assert "golden/old/test_gone/test_o/0" in snapshots and "golden/gpu/test_here/test_o/0" in snapshots
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "1 stale golden snapshot(s) deleted, no executed test used them (1 test file(s) with goldens that ran"
-            " completely and 1 deleted or renamed test file(s) checked):",
-            "  golden/old/test_gone/test_o/0",
-        ]
-    )
-    assert _snapshots(featviz_pytester.path) == [s for s in snapshots if not s.startswith("golden/old/")]
+    assert "stale golden" not in result.stdout.str()
+    assert _snapshots(featviz_pytester.path) == snapshots
     # goldens written under the rootdir above (tests/test_a.py) seen from a run whose rootdir is tests/
     project = featviz_pytester.mkdir("project")
     (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\nfeatviz_golden_dir = tests/golden\n")
@@ -1596,48 +1590,3 @@ def test_an_empty_parameter_list_keeps_the_goldens_of_a_long_test_name_s_paramet
     result.assert_outcomes(skipped=1)
     assert "stale golden" not in result.stdout.str()
     assert _snapshots(featviz_pytester.path) == snapshots
-
-
-@pytest.mark.parametrize("move", ["file out of its folder", "folder renamed"])
-def test_a_test_file_moved_out_of_a_folder_or_a_renamed_folder_gets_its_move(
-    featviz_pytester: pytest.Pytester, move: str
-) -> None:
-    # the old folder held no collected test file any more (only a subfolder's), or was gone: its goldens were never
-    # judged, no move was given, and the missing goldens' create command made them anew, uncompared
-    featviz_pytester.makepyfile(featviz_models=MODELS)
-    featviz_pytester.syspathinsert()
-    tests = featviz_pytester.path / "tests"
-    (tests / "sub" / "deep").mkdir(parents=True)
-    (tests / "other").mkdir()
-    (tests / "sub" / "test_classy.py").write_text(OTHER_BEFORE)
-    (tests / "sub" / "deep" / "test_deep.py").write_text(OTHER_BEFORE)
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
-    if move == "file out of its folder":
-        (tests / "sub" / "test_classy.py").rename(tests / "other" / "test_klass.py")
-        old, new = "golden/tests/sub/test_classy", "golden/tests/other/test_klass"
-        command = f"mkdir -p golden/tests/other && git mv {old} {new}"
-        # a run of the subfolder alone did not go through the old folder: nothing there is judged
-        narrow = featviz_pytester.runpytest("tests/sub/deep")
-        narrow.assert_outcomes(passed=1)
-        assert "stale golden" not in narrow.stdout.str()
-    else:
-        (tests / "sub").rename(tests / "suite")
-        old = "golden/tests/sub"
-        # each file of the folder to its own: both hold a test_o
-        command = (
-            "mkdir -p golden/tests/suite && git mv golden/tests/sub/test_classy golden/tests/suite/test_classy\n"
-            "mkdir -p golden/tests/suite/deep && git mv golden/tests/sub/deep/test_deep"
-            " golden/tests/suite/deep/test_deep"
-        )
-    result = featviz_pytester.runpytest()
-    moved_file = move == "file out of its folder"
-    result.assert_outcomes(passed=1 if moved_file else 0, failed=1 if moved_file else 2)
-    result.stdout.fnmatch_lines(
-        ["*stale golden snapshot(s) that no executed test used*", f"  {old}/*", "*move them*"]
-        + [f"  {line}" for line in command.splitlines()]
-    )
-    result = featviz_pytester.runpytest("--featviz-prune")
-    result.stdout.fnmatch_lines(["*stale golden snapshot(s) kept: they look like the goldens of a renamed*"])
-    assert any(s.startswith(old) for s in _snapshots(featviz_pytester.path))  # kept for the move
-    subprocess.run(command.replace("git mv", "mv"), shell=True, cwd=featviz_pytester.path, check=True)  # noqa: S602
-    featviz_pytester.runpytest().assert_outcomes(passed=2)  # the old goldens, compared
