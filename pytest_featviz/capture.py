@@ -326,9 +326,16 @@ def capture(
     errors: list[BaseException] = []
     facts = input_facts(inputs)
     unbatched: list[tuple[nn.modules.conv._ConvNd, tuple[int, ...]]] = []  # a convolution that ran on one sample
+    # the convolutions that could run on the model's input as one sample: its tensor, as given, has their rank
+    sample = _given_tensor(inputs)
+    watched = [
+        module
+        for module in (model.modules() if sample is not None else ())
+        if isinstance(module, nn.modules.conv._ConvNd) and len(module.kernel_size) + 1 == sample.dim()  # type: ignore[union-attr]
+    ]
 
-    def watch(module: nn.Module, args: Any) -> None:
-        first = args[0] if args else None
+    def watch(module: nn.Module, args: Any, kwargs: dict[str, Any] | None = None) -> None:
+        first = args[0] if args else (kwargs or {}).get("input")
         if (
             not unbatched
             and isinstance(module, nn.modules.conv._ConvNd)
@@ -354,7 +361,6 @@ def capture(
                 errors.append(FeatvizError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
                 return
             try:
-                watch(module, args)
                 if unbatched:
                     _refuse_unbatched(model, *unbatched[0], pick(output, target.leaf, layer))
                 spec = channels(name) if callable(channels) else channels
@@ -370,27 +376,36 @@ def capture(
 
         return hook
 
-    # the model's first convolution (usually the one its input meets first) says whether it ran on one sample
-    stem = next((module for module in model.modules() if isinstance(module, nn.modules.conv._ConvNd)), None)
     with _Hooked(model, [(t.module, make_hook(t)) for t in targets]) as hooked:
-        watching = stem.register_forward_pre_hook(watch) if stem is not None else None
+        watching = [module.register_forward_pre_hook(watch, with_kwargs=True) for module in watched]
         try:
             hooked.run(inputs)
         finally:
-            if watching is not None:
-                watching.remove()
+            for handle in watching:
+                handle.remove()
     if errors:
         raise errors[0]
     return captured
 
 
+def _given_tensor(inputs: Any) -> torch.Tensor | None:
+    """The model's input tensor as given: the input itself, or the first item of a tuple or mapping input (not one
+    inside a list: a list of samples of several sizes is a model's to run one by one and stack)."""
+    if isinstance(inputs, Mapping):
+        inputs = next(iter(inputs.values()), None)
+    elif isinstance(inputs, tuple):
+        inputs = inputs[0] if inputs else None
+    return inputs if isinstance(inputs, torch.Tensor) else None
+
+
 def _refuse_unbatched(
     model: nn.Module, conv: nn.modules.conv._ConvNd, shape: tuple[int, ...], output: torch.Tensor
 ) -> None:
-    """Refuse an ``output`` of the rank a convolution gives when it runs on one sample, as ``conv`` did (on an input
-    of ``shape``): torch's convolutions take ``(C, H, W)`` (``(C, L)``, ``(C, T, H, W)``) without a batch, and
-    dimension 0, read as the batch, is then the channels: batch item 0 was channel 0 alone, and a change of every
-    other channel passed. An output of another rank (a per-sample loop's stacked ``(B, C, H, W)``) is left alone."""
+    """Refuse an ``output`` of the rank a convolution gives when it runs on one sample, as ``conv`` did on the
+    model's input as given (of that rank, ``shape`` at the convolution): torch's convolutions take ``(C, H, W)``
+    (``(C, L)``, ``(C, T, H, W)``) without a batch, and dimension 0, read as the batch, is then the channels: batch
+    item 0 was channel 0 alone, and a change of every other channel passed. A model that takes a list of samples and
+    runs them one by one is not refused: its stacked outputs carry the batch."""
     if output.dim() != len(conv.kernel_size) + 1:
         return
     name = next((name for name, module in model.named_modules() if module is conv), "")

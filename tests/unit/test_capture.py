@@ -884,21 +884,52 @@ def test_a_conv_net_run_on_one_sample_without_a_batch_is_refused(
     assert not model[0]._forward_pre_hooks  # the watch on the first convolution is removed
 
 
-def test_a_loop_over_samples_keeps_its_stacked_batch() -> None:
-    class PerSample(nn.Module):  # images of several sizes, each run alone, then pooled and stacked
+def test_a_loop_over_samples_of_a_list_is_not_refused() -> None:
+    # a list of images of several sizes, each run alone, then stacked: its stacked outputs carry the batch, and so
+    # do outputs of the conv's rank that are no maps (tokens (B, L, D), embeddings (B, D))
+    class PerSample(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv = nn.Conv2d(3, 8, 3)
             self.pool = nn.AdaptiveAvgPool2d(4)
             self.stack = nn.Identity()
+            self.tokens = nn.Identity()
+            self.audio = nn.Conv1d(1, 8, 5)
+            self.embed = nn.Identity()
 
-        def forward(self, images: list[torch.Tensor]) -> torch.Tensor:
-            return self.stack(torch.stack([self.pool(self.conv(image)) for image in images]))
+        def forward(self, images: list[torch.Tensor], waves: list[torch.Tensor]) -> torch.Tensor:
+            maps = self.stack(torch.stack([self.pool(self.conv(image)) for image in images]))
+            self.tokens(maps.flatten(2).transpose(1, 2))  # (B, 16, 8)
+            self.embed(torch.stack([self.audio(wave).mean(-1) for wave in waves]))  # (B, 8)
+            return maps
 
     torch.manual_seed(0)
     model = PerSample().eval()
     images = [torch.rand(3, 12, 12), torch.rand(3, 10, 14)]
-    (stacked,) = capture(model, (images,), _targets(model, "stack"), 8)
-    assert stacked.shape == (2, 8, 4, 4) and stacked.layout == "nchw" and len(stacked.channels) == 8
-    with pytest.raises(FeatvizError, match="layer 'pool' .* its convolution 'conv' took an input of shape"):
-        capture(model, (images,), _targets(model, "pool"), 8)  # one sample's maps: channel 0 alone
+    waves = [torch.rand(1, 40), torch.rand(1, 30)]
+    kept = capture(model, (images, waves), _targets(model, "stack", "tokens", "embed"), 8)
+    assert [c.shape for c in kept] == [(2, 8, 4, 4), (2, 16, 8), (2, 8)]
+
+
+@pytest.mark.parametrize("case", ["unused first conv", "head defined first", "keyword call"])
+def test_one_sample_is_refused_whichever_convolution_meets_it_first(case: str) -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Conv2d(8, 4, 1)  # defined first, run last; or never run
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if case == "keyword call":
+                return self.head(input=self.body[1](self.body[0](input=x)))  # body itself never runs
+            features = self.body(x)
+            return features if case == "unused first conv" else self.head(features)
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    refused = r"layer 'body.1' .* its convolution 'body.0' took an input of shape \(3, 16, 16\)"
+    with pytest.raises(FeatvizError, match=refused):
+        capture(model, torch.rand(3, 16, 16), _targets(model, "body.1"), 4)
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    (kept,) = capture(model, torch.rand(1, 3, 16, 16), _targets(model, "body.1"), 4)
+    assert kept.shape == (1, 8, 14, 14)
