@@ -607,11 +607,16 @@ def test_a_failing_variant_of_a_test_function_keeps_the_functions_goldens(featvi
     featviz_pytester.makepyfile(test_rep=REPEATED)
     result = featviz_pytester.runpytest("--featviz-prune", "test_rep.py")
     result.assert_outcomes(failed=3)  # no golden for test_a[1-2], test_a[2-2] and TestC.test_q[u-1-2]
-    result.stdout.fnmatch_lines(["2 stale golden snapshot(s) deleted*"])  # test_x and test_c: no such function now
+    # test_x and test_c: no such function now, but a test of their file misses its goldens, which may be theirs
+    result.stdout.fnmatch_lines(
+        ["0 stale golden snapshot(s) deleted*", "2 stale golden snapshot(s) kept: a renamed or moved test may*"]
+    )
     assert _snapshots(featviz_pytester.path / "golden") == [
         "test_rep/TestC.test_q[u]/0",
         "test_rep/test_a/drop",
         "test_rep/test_a/keep",
+        "test_rep/test_c/0",
+        "test_rep/test_x/0",
     ]
 
 
@@ -1590,3 +1595,102 @@ def test_an_empty_parameter_list_keeps_the_goldens_of_a_long_test_name_s_paramet
     result.assert_outcomes(skipped=1)
     assert "stale golden" not in result.stdout.str()
     assert _snapshots(featviz_pytester.path) == snapshots
+
+
+TWO_NETS = """
+from featviz_models import make_input, make_model
+
+
+def test_net(feature_snapshot):
+    feature_snapshot(make_model({seed}), make_input(), layers=["0"])
+"""
+
+
+def test_goldens_that_two_renamed_files_may_need_are_kept_not_pruned(featviz_pytester: pytest.Pytester) -> None:
+    # test_a.py and test_b.py renamed at once, both holding a test_net: no one move pairs the old goldens with the
+    # new tests, and prune deleted both, which could then only be made anew, never compared
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_keep=OTHER_BEFORE)
+    featviz_pytester.makepyfile(test_a=TWO_NETS.format(seed=1), test_b=TWO_NETS.format(seed=2))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    path = featviz_pytester.path
+    (path / "test_a.py").rename(path / "test_a2.py")
+    (path / "test_b.py").rename(path / "test_b2.py")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "0 stale golden snapshot(s) deleted*",
+            "2 stale golden snapshot(s) kept: a renamed or moved test may still need them*",
+            "  golden/test_a/test_net/0",
+            "  golden/test_b/test_net/0",
+        ]
+    )
+    assert "golden/test_a/test_net/0" in _snapshots(path) and "golden/test_b/test_net/0" in _snapshots(path)
+
+
+SKIPPED_HERE = """
+import os
+
+import pytest
+from featviz_models import make_input, make_model
+
+
+@pytest.mark.skipif(not os.environ.get("FEATVIZ_HAVE_GPU"), reason="needs the GPU")
+def test_big(feature_snapshot):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+
+
+def test_a_renamed_file_whose_test_is_skipped_keeps_its_old_goldens(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # skipped, the renamed test reached no snapshot call to miss its goldens: nothing paired the old ones, and
+    # prune deleted them, so the machine that runs it found none
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_keep=OTHER_BEFORE, test_gpu=SKIPPED_HERE)
+    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    (featviz_pytester.path / "test_gpu.py").rename(featviz_pytester.path / "test_gpu_big.py")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*1 stale golden snapshot(s) kept: a renamed or moved test may*", "  golden/test_gpu/test_big/0"]
+    )
+    assert "golden/test_gpu/test_big/0" in _snapshots(featviz_pytester.path)
+    (featviz_pytester.path / "test_gpu_big.py").unlink()  # gone for good: its goldens are pruned
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_gpu/test_big/0"])
+
+
+DOCTESTED = '''
+def render_demo():
+    """
+    >>> import torch
+    >>> from featviz_models import make_input, make_model
+    >>> _ = getfixture("feature_snapshot")(make_model(), make_input(), layers=["0"])
+    """
+
+
+def test_o(feature_snapshot):
+    from featviz_models import make_input, make_model
+
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+'''
+
+
+def test_a_doctest_s_goldens_stay_in_a_run_that_collects_no_doctest(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_d=DOCTESTED)
+    featviz_pytester.runpytest("--featviz-update", "--doctest-modules").assert_outcomes(passed=2)
+    assert "golden/test_d/test_d.render_demo/0" in _snapshots(featviz_pytester.path)
+    result = featviz_pytester.runpytest("--featviz-prune")  # without --doctest-modules: test_o only
+    result.assert_outcomes(passed=1)
+    assert "stale golden" not in result.stdout.str()
+    assert "golden/test_d/test_d.render_demo/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_full_prune_run_with_nothing_to_judge_says_nothing(featviz_pytester: pytest.Pytester) -> None:
+    (featviz_pytester.path / "golden").mkdir()
+    featviz_pytester.makepyfile(test_plain="def test_it():\n    pass\n")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1)
+    assert "featviz" not in result.stdout.str().split("collected", 1)[1]  # "judged no golden" was said of a full run
