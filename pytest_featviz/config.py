@@ -140,8 +140,13 @@ def _flag(value: Any, name: str) -> bool:
     :data:`_FALSE` (what an ini file or the command line gives)."""
     if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return bool(value)
-    if not isinstance(value, str) and hasattr(value, "__index__") and operator.index(value) in (0, 1):
-        return bool(operator.index(value))  # 1 and 0 as Python or numpy integers, as the error offers them
+    if not isinstance(value, str) and hasattr(value, "__index__"):
+        try:
+            whole = operator.index(value)  # 1 and 0 as Python or numpy integers, as the error offers them
+        except TypeError:  # a float tensor or an array of one item: the error below names the setting
+            whole = None
+        if whole in (0, 1):
+            return bool(whole)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise FeatvizError(f"{name} must be true or false (or yes/no, on/off, 1/0); got {value!r}")

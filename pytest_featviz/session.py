@@ -57,6 +57,13 @@ MISSING_LISTED = 10  # node ids in the summary's command that creates missing go
 UNREACHED_LISTED = 5
 
 
+def _not_written(results: Iterable[SnapshotResult]) -> str:
+    """``2 not written (1 drifted, 1 missing)``: the snapshots an update run could not write, by their verdict."""
+    unwritten = [r for r in results if r.unwritten]
+    verdicts = Counter(r.outcome for r in unwritten)
+    return f"{len(unwritten)} not written ({', '.join(f'{n} {outcome}' for outcome, n in sorted(verdicts.items()))})"
+
+
 def _listed(paths: list[str]) -> str:
     """The first ``UNREACHED_LISTED`` of ``paths``, comma-separated, with how many more there are."""
     shown = ", ".join(paths[:UNREACHED_LISTED])
@@ -443,7 +450,7 @@ class SessionTracker:
 
     def _unwritten(self) -> list[str]:
         """The golden snapshots an update or create run could not write, each once."""
-        return list(dict.fromkeys(r.golden_dir for r in self.results if r.unwritten))
+        return list(dict.fromkeys(r.update_dir or r.golden_dir for r in self.results if r.unwritten))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results and not self.report_errors:
@@ -462,7 +469,7 @@ class SessionTracker:
                 + (f", {len(recreated)} damaged (re-created)" if recreated else "")
                 + f", {counts[CREATED]} without a golden (created)"
                 + (f", {counts[UNREADABLE]} unreadable" if counts[UNREADABLE] else "")
-                + (f", {sum(r.unwritten for r in self.results)} not written" if self._unwritten() else "")
+                + (f", {_not_written(self.results)}" if self._unwritten() else "")
             )
         elif self.settings.create:  # nothing goes missing: it is created; a drift fails as in a check
             terminalreporter.write_line(

@@ -228,6 +228,7 @@ def _check(
     damaged = False  # a damaged golden that update mode re-creates: counted as updated, not created
     # taken before the golden is read: a switch by another process after the read shows when this one would write
     stamps = {path: durable.stamp(path) for path in (directory, keyed) if path is not None}
+    unread: GoldenError | None = None  # update mode: the damage of a sidecar it re-creates
     try:
         stored = golden.read_sidecar(directory)
     except GoldenError as exc:
@@ -235,7 +236,7 @@ def _check(
         if not settings.update or not exc.recreatable:
             exc.unread = directory  # the session counts it as unreadable
             raise
-        stored, damaged = None, True
+        stored, damaged, unread = None, True, exc
     if stored is None:
         keyed = None  # a missing golden creates the shared one
     spec = _selection(model, inputs, layers, stored)
@@ -324,9 +325,10 @@ def _check(
                 elif not goldenwrite.create_files(directory, sidecar, files):
                     return recheck()  # another process created it since it was found missing
             except GoldenWriteError as exc:
-                if damaged:  # still the damaged golden it could not read: counted as unreadable, as in a check
-                    exc.unread = directory
-                    raise
+                if unread is not None:  # still the damaged golden it could not read: unreadable, as in a check
+                    failed = GoldenError(f"{unread}\n--featviz-update could not re-create it: {exc}", recreatable=False)
+                    failed.unread = directory
+                    raise failed from exc
                 unwritten = exc  # still missing: counted and reported as missing, the reason first
         if unwritten is None and (settings.update or settings.create):
             # Another process (an xdist worker) may have created a case-only twin since the check above: both

@@ -1021,7 +1021,8 @@ def test_goldens_that_cannot_be_written_keep_their_verdict_in_the_summary_and_th
             [
                 "E   *cannot write golden snapshot *golden/test_ro/test_changed/0: [[]Errno 30[]] Read-only file*",
                 "E   *feature drift in snapshot '0' of test_ro.py::test_changed: 1 of 1 layer(s) drifted*",
-                "3 snapshot(s) compared: 1 matched, 0 drifted, 0 without a golden (created), 2 not written",
+                "3 snapshot(s) compared: 1 matched, 0 drifted, 0 without a golden (created), 2 not written (1 drifted,"
+                " 1 missing)",
                 "goldens: 0 created, 0 updated, 1 unchanged (in golden)",
                 "2 golden snapshot(s) could not be written and were left as they were (each test's error says why):"
                 " golden/test_ro/test_changed/0, golden/test_ro/test_new/0",
@@ -1055,9 +1056,32 @@ def test_a_damaged_golden_that_cannot_be_rewritten_stays_unreadable(
     result.assert_outcomes(failed=1, deselected=2)
     result.stdout.fnmatch_lines(
         [
-            "E   *GoldenWriteError: cannot write golden snapshot golden/test_ro/test_same/0: [[]Errno 30[]]*",
+            "E   *GoldenError: golden sidecar golden/test_ro/test_same/0/snapshot.json *",
+            "E   *--featviz-update could not re-create it: cannot write golden snapshot golden/test_ro/test_same/0:"
+            " [[]Errno 30[]]*",
             "1 snapshot(s) compared: 0 matched, 0 drifted, 0 without a golden (created), 1 unreadable",
             "*golden/test_ro/test_same/0*",
         ]
     )
     assert sidecar.read_text().startswith("{") and len(sidecar.read_text()) == 40  # left as it was
+
+
+def test_a_device_golden_that_cannot_be_written_is_the_one_named(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with goldens keyed by device, a drift from the shared golden writes the device's own: that one could not be
+    # written, and the summary named the shared one, which was never to be written
+    featviz_pytester.makeconftest(READ_ONLY_CONFTEST)
+    featviz_pytester.makepyfile(test_ro=READ_ONLY_TESTS)
+    featviz_pytester.runpytest("--featviz-update", "-k", "changed").assert_outcomes(passed=1, deselected=2)
+    monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
+    monkeypatch.setenv("FEATVIZ_TEST_READ_ONLY", "1")
+    result = featviz_pytester.runpytest("--featviz-update", "-k", "changed", "-o", "featviz_golden_key=device")
+    result.assert_outcomes(failed=1, deselected=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *cannot write golden snapshot golden/test_ro/test_changed/0@cpu: [[]Errno 30[]]*",
+            "1 golden snapshot(s) could not be written and were left as they were (each test's error says why):"
+            " golden/test_ro/test_changed/0@cpu",
+        ]
+    )

@@ -320,7 +320,14 @@ def test_an_on_off_setting_takes_what_its_error_offers(value: object, expected: 
     assert settings.override({"noise_floor": np.int64(int(expected))}, "marker").noise_floor is expected
 
 
-@pytest.mark.parametrize("value", [2, -1, 1.0, 0.0, "2", "maybe", [1]])
+@pytest.mark.parametrize("value", [2, -1, 1.0, 0.0, "2", "maybe", [1], "tensor 1.0", "array [1]"])
 def test_an_on_off_setting_refuses_other_numbers_and_words(value: object) -> None:
+    import numpy as np
+    import torch
+
+    if value == "tensor 1.0":
+        value = torch.tensor(1.0)  # has __index__, which raises for a float tensor
+    elif value == "array [1]":
+        value = np.array([1])
     with pytest.raises(FeatvizError, match=r"noise_floor must be true or false \(or yes/no, on/off, 1/0\); got"):
         Settings(golden_dir=Path("g")).override({"noise_floor": value}, "call")
