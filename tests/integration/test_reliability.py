@@ -994,15 +994,21 @@ def test_new(feature_snapshot):
 """
 
 
+def _read_only_project(pytester: pytest.Pytester, *selection: str) -> None:
+    """The project of READ_ONLY_TESTS with the goldens of the ``selection`` written; once FEATVIZ_TEST_READ_ONLY is
+    set, no golden can be written (a read-only golden directory, as root would not see one)."""
+    pytester.makeconftest(READ_ONLY_CONFTEST)
+    pytester.makepyfile(test_ro=READ_ONLY_TESTS)
+    assert pytester.runpytest("--featviz-update", *selection).ret == pytest.ExitCode.OK
+
+
 @pytest.mark.parametrize("mode", ["--featviz-update", "--featviz-create"])
 def test_goldens_that_cannot_be_written_keep_their_verdict_in_the_summary_and_the_report(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     # a read-only golden directory: the tests failed with the OS error, and the summary and the report knew nothing
     # of them (no count, no report: the drift's mosaics and current render were lost)
-    featviz_pytester.makeconftest(READ_ONLY_CONFTEST)
-    featviz_pytester.makepyfile(test_ro=READ_ONLY_TESTS)
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    _read_only_project(featviz_pytester)
     golden = featviz_pytester.path / "golden" / "test_ro"
     before = {p: p.read_bytes() for p in golden.rglob("*") if p.is_file()}
     monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
@@ -1046,9 +1052,7 @@ def test_goldens_that_cannot_be_written_keep_their_verdict_in_the_summary_and_th
 def test_a_damaged_golden_that_cannot_be_rewritten_stays_unreadable(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    featviz_pytester.makeconftest(READ_ONLY_CONFTEST)
-    featviz_pytester.makepyfile(test_ro=READ_ONLY_TESTS)
-    featviz_pytester.runpytest("--featviz-update", "-k", "same").assert_outcomes(passed=1, deselected=2)
+    _read_only_project(featviz_pytester, "-k", "same")
     sidecar = featviz_pytester.path / "golden" / "test_ro" / "test_same" / "0" / "snapshot.json"
     sidecar.write_text(sidecar.read_text()[:40])
     monkeypatch.setenv("FEATVIZ_TEST_READ_ONLY", "1")
@@ -1071,9 +1075,7 @@ def test_a_device_golden_that_cannot_be_written_is_the_one_named(
 ) -> None:
     # with goldens keyed by device, a drift from the shared golden writes the device's own: that one could not be
     # written, and the summary named the shared one, which was never to be written
-    featviz_pytester.makeconftest(READ_ONLY_CONFTEST)
-    featviz_pytester.makepyfile(test_ro=READ_ONLY_TESTS)
-    featviz_pytester.runpytest("--featviz-update", "-k", "changed").assert_outcomes(passed=1, deselected=2)
+    _read_only_project(featviz_pytester, "-k", "changed")
     monkeypatch.setenv("FEATVIZ_TEST_DRIFT", "1")
     monkeypatch.setenv("FEATVIZ_TEST_READ_ONLY", "1")
     result = featviz_pytester.runpytest("--featviz-update", "-k", "changed", "-o", "featviz_golden_key=device")
