@@ -296,10 +296,19 @@ def switch_directory(
     process put one there first. Returns ``True`` when the new directory is in place.
     """
     parent = directory.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(directory)
-    owner = _owner()
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.featviz-new-{owner}-", dir=parent))
+    made = []  # the folders made for it, deepest first: a write that fails takes them back (a test folder of a new
+    folder = parent  # golden left empty on a full disk)
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(directory)
+        owner = _owner()
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.featviz-new-{owner}-", dir=parent))
+    except BaseException:
+        _remove_empty(made)
+        raise
     try:
         _write_together(staging, files)
         # Each copy is best effort when another writer replaced the directory meanwhile (the bytes are in place).
@@ -334,9 +343,19 @@ def switch_directory(
             _put_in_place(staging, directory, owner)
     except BaseException:
         _remove_tree(staging)  # also a read-only folder copied in from the old directory, and the files in it
+        _remove_empty(made)
         raise
     _fsync_directory(parent)
     return True
+
+
+def _remove_empty(folders: Iterable[Path]) -> None:
+    """Remove ``folders``, deepest first, as long as each is empty (another writer's files keep theirs)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _put_in_place(staging: Path, directory: Path, owner: str) -> None:

@@ -868,6 +868,7 @@ def test_failed_write_names_the_path_and_leaves_no_partial_files(
     result.stdout.fnmatch_lines([f"*GoldenMissingError: cannot write golden snapshot */test_sound/0: {message}*"])
     left = _files(project.path / "golden")
     assert left == {k: v for k, v in old.items() if "test_sound" not in k}  # no partial file, old golden intact
+    assert not (project.path / "golden" / "test_two" / "test_sound").exists()  # nor the new golden's empty folder
     monkeypatch.setenv("FEATVIZ_TEST_SEED", "0")
     (project.path / "conftest.py").unlink()
     result = project.runpytest("-rf")
