@@ -94,6 +94,7 @@ class StaleGoldens:
         self.ran: set[str] = set()  # node ids whose body ran, or whose setup failed or skipped
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
+        self.reached: set[str] = set()  # node ids with a snapshot record: they reached a snapshot call
         self.used: set[str] = set()  # golden snapshot directories a record names
         self.missing: list[Path] = []  # golden snapshot directories of missing goldens: where a renamed test looks
         self.moves: list[str] = []  # the git mv commands the stale section gives (renames), once stale was judged
@@ -108,6 +109,7 @@ class StaleGoldens:
         self.kept_files: list[str] = []  # pruned snapshot directories left in place for files that are not ours
         self.files_checked = 0
         self.unpaired: list[Path] = []  # stale snapshots a renamed test may still need, that no move pairs
+        self.moved: set[str] = set()  # the stale snapshots a move pairs (keys)
         self.partial = False  # whether the run left tests out (then a deleted file's goldens are kept)
         self.judged = False  # whether the session's end judged the goldens (a golden directory, not interrupted)
         self.files_gone = 0  # test files that no longer exist, whose goldens are all stale
@@ -194,6 +196,8 @@ class StaleGoldens:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed or report.skipped:
             self.not_passed.add(report.nodeid)
+        if getattr(report, "featviz", None):
+            self.reached.add(report.nodeid)  # it reached a snapshot call
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
             # as named and as it really is: a golden directory used through a link is used behind it too
             self.used.update(shared_key(path, self.keyed) for path in _named_and_real(record["golden_dir"]))
@@ -229,42 +233,20 @@ class StaleGoldens:
         # code as it is now and never compared with the old ones; prune keeps what a move pairs with a missing golden
         moves = renames(self.stale, self.missing) if self.stale else []
         self.moves = [move.command for move in moves]
-        moved = {_key(snapshot) for move in moves for snapshot in move.snapshots}
-        # what a renamed test may still need, where no move pairs it: a stale golden that a missing one, or one this
-        # run created, could be (two renamed files whose tests share a name: no one move), and a deleted file's
-        # golden whose test of the same name this run skipped or failed (the renamed file's, which reached no
-        # snapshot call to miss it)
-        unfinished: dict[str, list[str]] = {}
-        for node_id in self.not_passed:
-            if node_id in self.tests:
-                unfinished.setdefault(self.tests[node_id][1], []).append(node_id)
-        waiting = Owners(unfinished)
-        # not a test file renamed in letter case only: its old goldens are what its test fails on, and prunes
-        twins = {str(d).casefold() for d in map(self._file_dir, self.seen_files) if d is not None}
-        self.unpaired = [
-            directory
-            for directory in self.stale
-            if _key(directory) not in moved
-            and (
-                any(_same_snapshot(directory, wanted) for wanted in [*self.missing, *self.created])
-                or (
-                    directory in orphans
-                    and bool(waiting.of(directory.parent.name))
-                    and str(directory.parent.parent).casefold() not in twins
-                )
-            )
-        ]
+        moved = self.moved = {_key(snapshot) for move in moves for snapshot in move.snapshots}
+        # a create or update run made new goldens where a renamed test looked for them, uncompared with the old
+        # ones: those are kept too (prune), for the comparison the rename would have given
+        replaced = {_key(old): new for old, new in matching(self.stale, self.created).items()}
+        self.unpaired = self._unpaired(orphans, moved | set(replaced))
         # the goldens of deleted test files that a prune run leaving tests out keeps, unless a move pairs them: one
         # that stopped early (-x, --maxfail) left out the tests after the stop, a renamed file's among them
         maxfail = int(self.config.getoption("maxfail", 0) or 0)
         stopped = bool(session.shouldstop or session.shouldfail) or 0 < maxfail <= session.testsfailed
-        partial = self.partial = bool(self.incomplete) or self.narrowed() or stopped
+        # a module skipped or failing at import (importorskip) may be a renamed test file's: its tests are left out
+        partial = self.partial = bool(self.incomplete or self.collect_errors) or self.narrowed() or stopped
         self.left_orphans = [d for d in orphans if _key(d) not in moved] if partial else []
         if self.prune:
             self.kept_moves = [directory for directory in self.stale if _key(directory) in moved]
-            # a create or update run made new goldens where a renamed test looked for them, uncompared with the old
-            # ones: those are kept too, for the comparison the rename would have given
-            replaced = {_key(old): new for old, new in matching(self.stale, self.created).items()}
             self.kept_created = [(d, replaced[_key(d)]) for d in self.stale if _key(d) in replaced]
             # a deleted test file's goldens may be a renamed one's whose tests this run left out (-k, a node id):
             # nothing pairs them, and deleted they could only be created anew
@@ -277,6 +259,42 @@ class StaleGoldens:
                     self._delete(directory)
             if self.prune_errors and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a prune job in CI must not pass having failed
+
+    def _unpaired(self, orphans: list[Path], paired: set[str]) -> list[Path]:
+        """The stale snapshots a renamed test may still need where no move (nor a golden this run created) pairs
+        them: one that a missing golden, or one this run created, could be (two renamed files whose tests share a
+        name: no one move), and one that a test which skipped or failed before any snapshot call, and has no goldens
+        of its own, could own: a test of the same name (a renamed file's) or any test of its file (a test renamed
+        in it). Not a test file renamed in letter case only: its old goldens are what its test fails on."""
+        unreached: dict[str, dict[str, list[str]]] = {}  # test file -> test name -> node ids
+        for node_id in self.not_passed - self.reached:
+            if node_id in self.tests:
+                test_file, test_name = self.tests[node_id]
+                unreached.setdefault(test_file, {}).setdefault(test_name, []).append(node_id)
+        waiting: dict[str, list[str]] = {}  # test name -> node ids of the tests that may own stale goldens
+        files: set[str] = set()  # the golden folders of their files
+        for test_file, tests in unreached.items():
+            folder = self._file_dir(test_file)
+            if folder is None:
+                continue
+            owners = Owners(tests)
+            own = {node_id for d in subdirectories(folder) for node_id in owners.of(d.name)}
+            for test_name, ids in tests.items():
+                if not own & set(ids):  # with goldens of its own it is no renamed test waiting for them
+                    waiting.setdefault(test_name, []).extend(ids)
+                    files.add(_key(folder))
+        named = Owners(waiting)
+        twins = {str(d).casefold() for d in map(self._file_dir, self.seen_files) if d is not None}
+        candidates = [*self.missing, *self.created]
+
+        def may_need(directory: Path) -> bool:
+            if any(_same_snapshot(directory, wanted) for wanted in candidates):
+                return True
+            if directory in orphans and named.of(directory.parent.name):
+                return str(directory.parent.parent).casefold() not in twins
+            return _key(directory.parent.parent) in files
+
+        return [directory for directory in self.stale if _key(directory) not in paired and may_need(directory)]
 
     def narrowed(self) -> bool:
         """Whether this run left test files of the project out: paths or node ids named other than those pytest
@@ -343,6 +361,8 @@ class StaleGoldens:
         found = find_orphans(
             self.golden_root, self.rootdir, self.seen_files, self.collect_errors, self._kept, self._file_dir
         )
+        if not self.config.getoption("doctestmodules", False):  # a doctest's goldens: a run of no doctest
+            found = [snapshot for snapshot in found if _test_name(snapshot.parent) == snapshot.parent.name]
         self.files_gone = len({snapshot.parent.parent for snapshot in found})
         return found
 
@@ -481,20 +501,24 @@ class StaleGoldens:
             terminalreporter.write_line(
                 f"{len(self.kept_orphans)} stale golden snapshot(s) of deleted or renamed test files kept: this run"
                 " left tests out (paths or node ids, a folder below the rootdir, -k, -m, --deselect, --ignore, a"
-                " stop at -x), and a renamed test among them would lose its goldens; prune in a run of every test (no"
-                " paths) to delete them"
+                " stop at -x, a module skipped or failing at import), and a renamed test among them would lose its"
+                " goldens; prune in a run of every test (no paths) to delete them"
             )
         if self.kept_created:
             terminalreporter.write_line(
                 f"{len(self.kept_created)} stale golden snapshot(s) kept: they look like the goldens of a renamed or"
                 " moved test, for which this run created new goldens without comparing them with these; to compare,"
-                " put each in place of the new one (then run again without --featviz-update):"
+                " put each in place of the new one (then run again without creating goldens):"
             )
             _write_listed(terminalreporter, [_replace(old, new) for old, new in self.kept_created])
         if not self.prune:
             from pytest_featviz.prunecommand import prune_command
 
             left = self.left_orphans
+            keeps = self.moved | {_key(d) for d in self.unpaired}
+            if all(_key(d) in keeps for d in self.stale):  # its command would delete none of them
+                terminalreporter.write_line("a prune deletes none of them now: each is kept for the reason above")
+                return
             whole = prune_command(self.config, self.options(), every_test=True)
             if left and len(left) == len(self.stale):
                 terminalreporter.write_line(f"delete them with:  {whole}")
@@ -557,8 +581,17 @@ def _same_snapshot(old: Path, wanted: Path) -> bool:
     """Whether the stale snapshot ``old`` may be the one a renamed or moved test looks for at ``wanted``: the same
     snapshot name, and the same test name (the test file was renamed or moved) or test file (the test was renamed),
     in another test folder."""
-    same_test = old.parent.name == wanted.parent.name or _key(old.parent.parent) == _key(wanted.parent.parent)
+    same_test = _test_name(old.parent) == _test_name(wanted.parent) or _key(old.parent.parent) == _key(
+        wanted.parent.parent
+    )
     return old.name == wanted.name and same_test and _key(old.parent) != _key(wanted.parent)
+
+
+def _test_name(folder: Path) -> str:
+    """A test folder's test name as a renamed file keeps it: a doctest's without its module (``test_m.helper`` of
+    the file folder ``test_m`` is ``helper``, which a renamed file's doctest shares)."""
+    module = folder.parent.name + "."
+    return folder.name[len(module) :] if folder.name.startswith(module) else folder.name
 
 
 def matching(stale: Sequence[Path], created: Sequence[Path]) -> dict[Path, Path]:

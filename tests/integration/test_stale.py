@@ -265,7 +265,7 @@ def test_the_goldens_of_a_renamed_test_are_offered_as_a_move_not_a_new_golden(
             "some look like the goldens of a renamed or moved test whose goldens are now missing: move them rather"
             " than create new ones, so that they are compared (then run again):",
             *(f"  {move}" for move in moves),
-            "delete them with:  pytest --featviz-prune*",
+            "a prune deletes none of them now: each is kept for the reason above",  # its command would delete none
             "create the missing goldens with:  pytest --featviz-create *",  # said below, but pointing up
             "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale section"
             " above), so that they are compared",
@@ -336,8 +336,9 @@ def test_prune_keeps_the_goldens_of_a_renamed_test_and_gives_their_move(featviz_
             " are now missing; move them rather than create new ones, so that they are compared (then run again):",
             f"  {move}",
             "3 stale golden snapshot(s) of deleted or renamed test files kept: this run left tests out (paths or"
-            " node ids, a folder below the rootdir, -k, -m, --deselect, --ignore, a stop at -x), and a renamed test"
-            " among them would lose its goldens; prune in a run of every test (no paths) to delete them",
+            " node ids, a folder below the rootdir, -k, -m, --deselect, --ignore, a stop at -x, a module skipped or"
+            " failing at import), and a renamed test among them would lose its goldens; prune in a run of every test"
+            " (no paths) to delete them",
             "create the missing goldens with:  pytest --featviz-create *",
             "  but where a test was renamed or moved, move its goldens instead (the git mv in the stale section"
             " above), so that they are compared",
@@ -370,7 +371,7 @@ def test_a_create_run_that_prunes_keeps_the_goldens_it_made_anew_for_a_renamed_t
             "0 stale golden snapshot(s) deleted*",
             "4 stale golden snapshot(s) kept: they look like the goldens of a renamed or moved test, for which this"
             " run created new goldens without comparing them with these; to compare, put each in place of the new"
-            " one (then run again without --featviz-update):",
+            " one (then run again without creating goldens):",
             "  rm -rf golden/test_c_renamed/test_one/0 && git mv golden/test_c/test_one/0"
             " golden/test_c_renamed/test_one/0",
         ]
@@ -1694,3 +1695,71 @@ def test_a_full_prune_run_with_nothing_to_judge_says_nothing(featviz_pytester: p
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1)
     assert "featviz" not in result.stdout.str().split("collected", 1)[1]  # "judged no golden" was said of a full run
+
+
+def test_a_test_renamed_in_its_file_and_skipped_keeps_its_old_goldens(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_gpu=SKIPPED_HERE + OTHER_BEFORE.split("\n", 2)[2])
+    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    path = featviz_pytester.path / "test_gpu.py"
+    path.write_text(path.read_text().replace("def test_big(", "def test_large("))
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*1 stale golden snapshot(s) kept: a renamed or moved test may*", "  golden/test_gpu/test_big/0"]
+    )
+    assert "golden/test_gpu/test_big/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_renamed_file_skipped_at_import_keeps_its_old_goldens(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_keep=OTHER_BEFORE, test_gpu=OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    (featviz_pytester.path / "test_gpu.py").unlink()
+    featviz_pytester.makepyfile(
+        test_gpu_big='import pytest\npytest.importorskip("no_such_module_here")\n' + OTHER_BEFORE
+    )
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*1 stale golden snapshot(s) of deleted or renamed test files kept: this run left*"])
+    assert "golden/test_gpu/test_o/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_renamed_file_s_doctest_goldens_stay_in_a_run_of_no_doctest(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_d=DOCTESTED, test_keep=OTHER_BEFORE)
+    featviz_pytester.runpytest("--featviz-update", "--doctest-modules").assert_outcomes(passed=3)
+    (featviz_pytester.path / "test_d.py").rename(featviz_pytester.path / "test_d2.py")
+    featviz_pytester.runpytest("--featviz-prune")
+    assert "golden/test_d/test_d.render_demo/0" in _snapshots(featviz_pytester.path)
+    # with doctests, the renamed file's doctest is offered its golden like any test
+    result = featviz_pytester.runpytest("--doctest-modules")
+    result.stdout.fnmatch_lines(["*git mv golden/test_d golden/test_d2*"])
+
+
+def test_a_skipped_test_with_goldens_of_its_own_keeps_no_deleted_file_s_goldens(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a test_forward skipped for good kept every deleted file's test_forward goldens: it waits for none
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_a=TWO_NETS.format(seed=1), test_b=TWO_NETS.format(seed=2))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    path = featviz_pytester.path / "test_b.py"
+    path.write_text("import pytest\n" + path.read_text().replace("def test_net(", "@pytest.mark.skip\ndef test_net("))
+    (featviz_pytester.path / "test_a.py").unlink()
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["1 stale golden snapshot(s) deleted*", "  golden/test_a/test_net/0"])
+
+
+def test_a_create_and_prune_run_lists_a_kept_golden_once(featviz_pytester: pytest.Pytester) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_keep=OTHER_BEFORE)
+    featviz_pytester.makepyfile(test_a=TWO_NETS.format(seed=1), test_b=TWO_NETS.format(seed=2))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=3)
+    (featviz_pytester.path / "test_a.py").rename(featviz_pytester.path / "test_a2.py")
+    result = featviz_pytester.runpytest("--featviz-create", "--featviz-prune")
+    assert (
+        result.stdout.str().count("  golden/test_a/test_net/0")
+        + result.stdout.str().count("git mv golden/test_a/test_net/0")
+        == 1
+    )
