@@ -338,9 +338,11 @@ def capture(
         first = args[0] if args else (kwargs or {}).get("input")
         if (
             not unbatched
+            and sample is not None
             and isinstance(module, nn.modules.conv._ConvNd)
             and isinstance(first, torch.Tensor)
             and first.dim() == len(module.kernel_size) + 1
+            and first.shape == sample.shape  # the model's input itself, or as shaped (a normalization before it)
         ):
             unbatched.append((module, tuple(first.shape)))
 
@@ -361,8 +363,6 @@ def capture(
                 errors.append(FeatvizError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor"))
                 return
             try:
-                if unbatched:
-                    _refuse_unbatched(model, *unbatched[0], pick(output, target.leaf, layer))
                 spec = channels(name) if callable(channels) else channels
                 found = module if target.hints is None else target.hints
                 kept = keep(output, found, target.leaf, spec, facts=facts, layer=layer)
@@ -383,6 +383,8 @@ def capture(
         finally:
             for handle in watching:
                 handle.remove()
+    if unbatched:  # also the layers that ran before the convolution (a normalization of the input)
+        _refuse_unbatched(model, *unbatched[0], captured)
     if errors:
         raise errors[0]
     return captured
@@ -399,22 +401,23 @@ def _given_tensor(inputs: Any) -> torch.Tensor | None:
 
 
 def _refuse_unbatched(
-    model: nn.Module, conv: nn.modules.conv._ConvNd, shape: tuple[int, ...], output: torch.Tensor
+    model: nn.Module, conv: nn.modules.conv._ConvNd, shape: tuple[int, ...], captured: Sequence[LayerCapture]
 ) -> None:
-    """Refuse an ``output`` of the rank a convolution gives when it runs on one sample, as ``conv`` did on the
-    model's input as given (of that rank, ``shape`` at the convolution): torch's convolutions take ``(C, H, W)``
-    (``(C, L)``, ``(C, T, H, W)``) without a batch, and dimension 0, read as the batch, is then the channels: batch
-    item 0 was channel 0 alone, and a change of every other channel passed. A model that takes a list of samples and
-    runs them one by one is not refused: its stacked outputs carry the batch."""
-    if output.dim() != len(conv.kernel_size) + 1:
+    """Refuse the ``captured`` outputs of the rank a convolution gives when it runs on one sample, as ``conv`` did on
+    the model's input as given (of ``shape``): torch's convolutions take ``(C, H, W)`` (``(C, L)``, ``(C, T, H, W)``)
+    without a batch, and dimension 0, read as the batch, is then the channels: batch item 0 was channel 0 alone, and
+    a change of every other channel passed. A convolution run on one sample of another shape (a slice of a batch in
+    a per-sample loop, a learned grid) tells nothing of the model's input: a model given a batch is never refused."""
+    refused = next((item for item in captured if len(item.shape) == len(conv.kernel_size) + 1), None)
+    if refused is None:
         return
     name = next((name for name, module in model.named_modules() if module is conv), "")
     kind = {1: "(C, L)", 2: "(C, H, W)", 3: "(C, T, H, W)"}[len(conv.kernel_size)]
-    raise LayoutError(
-        f"the model ran on one sample without a batch dimension: its convolution {name or type(conv).__name__!r} took"
-        f" an input of shape {shape}, which torch reads as {kind}; feature_snapshot reads dimension 0 of an output"
-        " as the batch and keeps item 0, which here would be channel 0 alone. Pass the input with a batch"
-        " dimension: x.unsqueeze(0) (or x[None])"
+    raise FeatvizError(
+        f"layer {refused.name!r} (output shape {refused.shape}): the model ran on one sample without a batch"
+        f" dimension: its convolution {name or type(conv).__name__!r} took the input, of shape {shape}, which torch"
+        f" reads as {kind}; feature_snapshot reads dimension 0 of an output as the batch and keeps item 0, which here"
+        " would be channel 0 alone. Pass the input with a batch dimension: x.unsqueeze(0) (or x[None])"
     )
 
 

@@ -445,6 +445,10 @@ def _check(
                     replaced = False
                     render = lambda: whole(sidecar, files, kept)  # noqa: E731
         except GoldenWriteError as exc:
+            if damage is not None:  # a damaged picture it could not re-create: unreadable, as in a check
+                failed = GoldenError(f"{damage}\n--featviz-update could not re-create it: {exc}", recreatable=False)
+                failed.unread = directory
+                raise failed from exc
             not_written = exc
         else:
             return recheck() if replaced else evidence(UPDATED, results, pictures, render=render)

@@ -941,7 +941,7 @@ def test_a_conv_net_given_one_sample_without_a_batch_fails_its_test_and_writes_n
     result.stdout.fnmatch_lines(
         [
             "E   *FeatvizError: layer '*' (output shape (8, *)): the model ran on one sample without a batch"
-            " dimension: its convolution '0' took an input of shape (3, 32, 32), which torch reads as (C, H, W);*"
+            " dimension: its convolution '0' took the input, of shape (3, 32, 32), which torch reads as (C, H, W);*"
         ]
         * 2
     )
@@ -1088,3 +1088,23 @@ def test_a_device_golden_that_cannot_be_written_is_the_one_named(
             " golden/test_ro/test_changed/0@cpu",
         ]
     )
+
+
+def test_a_damaged_picture_that_cannot_be_rewritten_stays_unreadable(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it read as a drift, explained as "a code or dependency change"
+    _read_only_project(featviz_pytester, "-k", "same")
+    picture = next((featviz_pytester.path / "golden" / "test_ro" / "test_same" / "0").glob("*.png"))
+    picture.write_bytes(b"garbage")
+    monkeypatch.setenv("FEATVIZ_TEST_READ_ONLY", "1")
+    result = featviz_pytester.runpytest("--featviz-update", "-k", "same")
+    result.assert_outcomes(failed=1, deselected=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *GoldenError: golden picture golden/test_ro/test_same/0/*.png *",
+            "E   *--featviz-update could not re-create it: cannot write golden snapshot golden/test_ro/test_same/0:*",
+            "1 snapshot(s) compared: 0 matched, 0 drifted, 0 without a golden (created), 1 unreadable",
+        ]
+    )
+    assert "code or dependency change" not in result.stdout.str()

@@ -871,7 +871,7 @@ def test_a_conv_net_run_on_one_sample_without_a_batch_is_refused(
     model = nn.Sequential(conv, nn.ReLU()).eval()
     message = (
         rf"layer '1' \(output shape \(8, .*\)\): the model ran on one sample without a batch dimension: its"
-        rf" convolution '0' took an input of shape {re.escape(str(sample))}, which torch reads as {re.escape(kind)};"
+        rf" convolution '0' took the input, of shape {re.escape(str(sample))}, which torch reads as {re.escape(kind)};"
         r" .* keeps item 0, which here would be channel 0 alone. Pass the input with a batch dimension:"
         r" x.unsqueeze\(0\) \(or x\[None\]\)"
     )
@@ -927,9 +927,49 @@ def test_one_sample_is_refused_whichever_convolution_meets_it_first(case: str) -
 
     torch.manual_seed(0)
     model = Net().eval()
-    refused = r"layer 'body.1' .* its convolution 'body.0' took an input of shape \(3, 16, 16\)"
+    refused = r"layer 'body.1' .* its convolution 'body.0' took the input, of shape \(3, 16, 16\)"
     with pytest.raises(FeatvizError, match=refused):
         capture(model, torch.rand(3, 16, 16), _targets(model, "body.1"), 4)
     assert all(not m._forward_pre_hooks for m in model.modules())
     (kept,) = capture(model, torch.rand(1, 3, 16, 16), _targets(model, "body.1"), 4)
     assert kept.shape == (1, 8, 14, 14)
+
+
+def test_a_batched_model_running_a_convolution_on_one_sample_inside_is_not_refused() -> None:
+    # a (B, L) signal whose Conv1d runs per sample, and (B, L, E) tokens beside a Conv2d over a learned (C, H, W) grid:
+    # a convolution saw one sample, but not the model's input, which carries its batch
+    class PerSampleSignal(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(1, 4, 5)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, signals: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.stack([self.conv(signal[None]).mean(-1) for signal in signals]))
+
+    class TokensAndGrid(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.grid = nn.Parameter(torch.randn(8, 4, 4))
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+            self.block = nn.Linear(8, 8)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.block(tokens + self.conv(self.grid).flatten(1).T)
+
+    torch.manual_seed(0)
+    signal_model, token_model = PerSampleSignal().eval(), TokensAndGrid().eval()
+    (head,) = capture(signal_model, torch.rand(2, 64), _targets(signal_model, "head"), 4)
+    (block,) = capture(token_model, torch.rand(2, 16, 8), _targets(token_model, "block"), 4)
+    assert head.shape == (2, 3) and block.shape == (2, 16, 8)
+
+
+def test_a_layer_before_the_convolution_is_refused_too() -> None:
+    class Normalize(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x - 0.5) / 0.25
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Normalize(), nn.Conv2d(3, 4, 3)).eval()
+    with pytest.raises(FeatvizError, match=r"layer '0' \(output shape \(3, 16, 16\)\): the model ran on one sample"):
+        capture(model, torch.rand(3, 16, 16), _targets(model, "0"), 4)  # its golden held "batch item 0": channel 0
