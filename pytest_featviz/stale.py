@@ -285,6 +285,10 @@ class StaleGoldens:
                     files.add(_key(folder))
         named = Owners(waiting)
         twins = {str(d).casefold() for d in map(self._file_dir, self.seen_files) if d is not None}
+        # a test folder that differs in letter case only from a waiting test's: the one its test fails on
+        from pytest_featviz.goldenpath import sanitize_name
+
+        twin_tests = {sanitize_name(name).casefold() for name in waiting}
         candidates = [*self.missing, *self.created]
 
         def may_need(directory: Path) -> bool:
@@ -292,7 +296,7 @@ class StaleGoldens:
                 return True
             if directory in orphans and named.of(directory.parent.name):
                 return str(directory.parent.parent).casefold() not in twins
-            return _key(directory.parent.parent) in files
+            return _key(directory.parent.parent) in files and directory.parent.name.casefold() not in twin_tests
 
         return [directory for directory in self.stale if _key(directory) not in paired and may_need(directory)]
 
