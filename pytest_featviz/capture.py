@@ -407,7 +407,8 @@ def _refuse_unbatched(
     the model's input as given (of ``shape``): torch's convolutions take ``(C, H, W)`` (``(C, L)``, ``(C, T, H, W)``)
     without a batch, and dimension 0, read as the batch, is then the channels: batch item 0 was channel 0 alone, and
     a change of every other channel passed. A convolution run on one sample of another shape (a slice of a batch in
-    a per-sample loop, a learned grid) tells nothing of the model's input: a model given a batch is never refused."""
+    a per-sample loop, a learned grid) tells nothing of the model's input, and refuses nothing (a batch of one
+    whose slices a loop runs one by one has slices of its own shape: that alone is refused)."""
     refused = next((item for item in captured if len(item.shape) == len(conv.kernel_size) + 1), None)
     if refused is None:
         return

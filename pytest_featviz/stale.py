@@ -496,9 +496,9 @@ class StaleGoldens:
             kept = "kept" if self.prune else "that a prune keeps"
             terminalreporter.write_line(
                 f"{len(self.unpaired)} stale golden snapshot(s) {kept}: a renamed or moved test may still need them (a"
-                " test whose goldens are missing could take more than one of them, or a test of the same name was"
-                " skipped or failed before its snapshot call); move the right ones by hand, or prune again once those"
-                " tests have their goldens:"
+                " test whose goldens are missing could take more than one of them, or a test of the same name, or of"
+                " their file, was skipped or failed before its snapshot call); move the right ones by hand, or prune"
+                " again once those tests have their goldens:"
             )
             _write_listed(terminalreporter, [display_path(directory) for directory in self.unpaired])
         if self.kept_orphans:
@@ -529,7 +529,7 @@ class StaleGoldens:
                 terminalreporter.write_line(
                     "  (a prune run deletes the goldens of deleted or renamed test files only when it runs every"
                     " test: this run left tests out by paths, a folder below the rootdir, -k, -m, --deselect,"
-                    " --ignore, -x or a conftest; leave those out, from addopts too)"
+                    " --ignore, -x, a conftest or a module skipped at import; leave those out, from addopts too)"
                 )
                 return
             terminalreporter.write_line(f"delete them with:  {prune_command(self.config, self.options())}")

@@ -783,8 +783,8 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
             "  golden/test_top/test_o/0",
             "delete them with:  pytest --featviz-prune",
             "  (a prune run deletes the goldens of deleted or renamed test files only when it runs every test: this"
-            " run left tests out by paths, a folder below the rootdir, -k, -m, --deselect, --ignore, -x or a conftest;"
-            " leave those out, from addopts too)",
+            " run left tests out by paths, a folder below the rootdir, -k, -m, --deselect, --ignore, -x, a conftest or"
+            " a module skipped at import; leave those out, from addopts too)",
         ],
         consecutive=True,
     )
