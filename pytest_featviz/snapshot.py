@@ -326,9 +326,7 @@ def _check(
                     return recheck()  # another process created it since it was found missing
             except GoldenWriteError as exc:
                 if unread is not None:  # still the damaged golden it could not read: unreadable, as in a check
-                    failed = GoldenError(f"{unread}\n--featviz-update could not re-create it: {exc}", recreatable=False)
-                    failed.unread = directory
-                    raise failed from exc
+                    raise _not_recreated(unread, exc, directory) from exc
                 unwritten = exc  # still missing: counted and reported as missing, the reason first
         if unwritten is None and (settings.update or settings.create):
             # Another process (an xdist worker) may have created a case-only twin since the check above: both
@@ -446,9 +444,7 @@ def _check(
                     render = lambda: whole(sidecar, files, kept)  # noqa: E731
         except GoldenWriteError as exc:
             if damage is not None:  # a damaged picture it could not re-create: unreadable, as in a check
-                failed = GoldenError(f"{damage}\n--featviz-update could not re-create it: {exc}", recreatable=False)
-                failed.unread = directory
-                raise failed from exc
+                raise _not_recreated(damage, exc, directory) from exc
             not_written = exc
         else:
             return recheck() if replaced else evidence(UPDATED, results, pictures, render=render)
@@ -519,6 +515,14 @@ def _portable(made: Sequence[tuple[LayerGolden, bytes | None]]) -> tuple[list[La
     ]
     pictures = {file: png for (_, png), file in zip(made, files, strict=True) if png is not None}
     return layers, pictures
+
+
+def _not_recreated(damage: GoldenError, error: GoldenWriteError, directory: Path) -> GoldenError:
+    """The error of a damaged golden that ``--featviz-update`` could not re-create: the damage, then why it could not
+    write, counted as unreadable (``unread``), as a check counts it."""
+    failed = GoldenError(f"{damage}\n--featviz-update could not re-create it: {error}", recreatable=False)
+    failed.unread = directory
+    return failed
 
 
 def _replaced_meanwhile(directory: Path, stored: SnapshotGolden | None, before: tuple[int, int] | None) -> bool:
