@@ -321,6 +321,8 @@ def report_data(
                 **({"update_dir": _relative(result.update_dir, root)} if result.update_dir else {}),
                 # the digest of the golden that promoting it writes over, as the run read it ("": none)
                 **({"replaces": result.replaces} if result.replaces is not None else {}),
+                # an update or create run could not write its golden (its message says why): the verdict stays
+                **({"unwritten": True} if result.unwritten else {}),
                 "current": _relative(str(Path(current_dir).parent), report_dir) if current_dir else None,
                 "layers": layers,
                 "message": result.message,

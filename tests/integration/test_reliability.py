@@ -1047,6 +1047,8 @@ def test_goldens_that_cannot_be_written_keep_their_verdict_in_the_summary_and_th
     data = json.loads((featviz_pytester.path / "featviz-report" / "report.json").read_text())
     outcomes = {s["test_id"]: s["outcome"] for s in data["snapshots"]}
     assert outcomes == {"test_ro.py::test_changed": "drifted", "test_ro.py::test_new": "missing"}
+    unwritten = {s["test_id"] for s in data["snapshots"] if s.get("unwritten") is True}
+    assert unwritten == ({"test_ro.py::test_new"} if mode == "--featviz-create" else set(outcomes))
     assert {p: p.read_bytes() for p in golden.rglob("*") if p.is_file()} == before
 
 
