@@ -95,6 +95,7 @@ class StaleGoldens:
         self.finished: set[str] = set()  # node ids that ran and whose teardown reported
         self.not_passed: set[str] = set()  # node ids with a failed or skipped phase
         self.reached: set[str] = set()  # node ids with a snapshot record: they reached a snapshot call
+        self.failed: set[str] = set()  # node ids with a failed phase
         self.used: set[str] = set()  # golden snapshot directories a record names
         self.missing: list[Path] = []  # golden snapshot directories of missing goldens: where a renamed test looks
         self.moves: list[str] = []  # the git mv commands the stale section gives (renames), once stale was judged
@@ -196,6 +197,8 @@ class StaleGoldens:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed or report.skipped:
             self.not_passed.add(report.nodeid)
+        if report.failed:
+            self.failed.add(report.nodeid)
         if getattr(report, "featviz", None):
             self.reached.add(report.nodeid)  # it reached a snapshot call
         for record in getattr(report, "featviz", None) or ():  # any phase: a fixture may snapshot in its teardown
@@ -265,7 +268,10 @@ class StaleGoldens:
         them: one that a missing golden, or one this run created, could be (two renamed files whose tests share a
         name: no one move), and one that a test which skipped or failed before any snapshot call, and has no goldens
         of its own, could own: a test of the same name (a renamed file's) or any test of its file (a test renamed
-        in it). Not a test file renamed in letter case only: its old goldens are what its test fails on."""
+        in it). Not the folder of a test or test file renamed in letter case only whose test failed: its old goldens
+        are what the case-collision failure is about, and it asks to prune them (a skipped one keeps them)."""
+        from pytest_featviz.goldenpath import sanitize_name
+
         unreached: dict[str, dict[str, list[str]]] = {}  # test file -> test name -> node ids
         for node_id in self.not_passed - self.reached:
             if node_id in self.tests:
@@ -273,6 +279,7 @@ class StaleGoldens:
                 unreached.setdefault(test_file, {}).setdefault(test_name, []).append(node_id)
         waiting: dict[str, list[str]] = {}  # test name -> node ids of the tests that may own stale goldens
         files: set[str] = set()  # the golden folders of their files
+        collided: set[str] = set()  # casefolded: the file folders and test folders of those that failed
         for test_file, tests in unreached.items():
             folder = self._file_dir(test_file)
             if folder is None:
@@ -283,20 +290,22 @@ class StaleGoldens:
                 if not own & set(ids):  # with goldens of its own it is no renamed test waiting for them
                     waiting.setdefault(test_name, []).extend(ids)
                     files.add(_key(folder))
+                    if any(node_id in self.failed for node_id in ids):
+                        collided |= {str(folder).casefold(), str(folder / sanitize_name(test_name)).casefold()}
         named = Owners(waiting)
-        twins = {str(d).casefold() for d in map(self._file_dir, self.seen_files) if d is not None}
-        # a test folder that differs in letter case only from a waiting test's: the one its test fails on
-        from pytest_featviz.goldenpath import sanitize_name
-
-        twin_tests = {sanitize_name(name).casefold() for name in waiting}
         candidates = [*self.missing, *self.created]
+
+        def twin(path: Path) -> bool:
+            """Whether ``path`` differs in letter case only from a failed waiting test's file or test folder (not
+            its own: a waiting test has none, and a deleted file's folder is no existing file's)."""
+            return str(path).casefold() in collided
 
         def may_need(directory: Path) -> bool:
             if any(_same_snapshot(directory, wanted) for wanted in candidates):
                 return True
             if directory in orphans and named.of(directory.parent.name):
-                return str(directory.parent.parent).casefold() not in twins
-            return _key(directory.parent.parent) in files and directory.parent.name.casefold() not in twin_tests
+                return not twin(directory.parent.parent)
+            return _key(directory.parent.parent) in files and not twin(directory.parent)
 
         return [directory for directory in self.stale if _key(directory) not in paired and may_need(directory)]
 

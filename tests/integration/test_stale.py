@@ -1763,3 +1763,32 @@ def test_a_create_and_prune_run_lists_a_kept_golden_once(featviz_pytester: pytes
         + result.stdout.str().count("git mv golden/test_a/test_net/0")
         == 1
     )
+
+
+def test_a_skipped_test_of_another_file_with_the_old_name_does_not_undo_the_keep(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_b=SKIPPED_HERE)
+    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
+    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    path = featviz_pytester.path / "test_b.py"
+    path.write_text(path.read_text().replace("def test_big(", "def test_large("))
+    featviz_pytester.makepyfile(test_a=SKIPPED_HERE)  # skipped too, no goldens of its own, named like the old test
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(skipped=2)
+    assert "golden/test_b/test_big/0" in _snapshots(featviz_pytester.path)
+
+
+def test_a_file_renamed_in_letter_case_whose_test_is_skipped_keeps_its_goldens(
+    featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # its test never ran into the case-collision failure, which asks to prune: prune deleted them unasked
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_keep=OTHER_BEFORE, test_GPU=SKIPPED_HERE)
+    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
+    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    (featviz_pytester.path / "test_GPU.py").rename(featviz_pytester.path / "test_gpu.py")
+    result = featviz_pytester.runpytest("--featviz-prune")
+    result.assert_outcomes(passed=1, skipped=1)
+    assert "golden/test_GPU/test_big/0" in _snapshots(featviz_pytester.path)
