@@ -1642,15 +1642,23 @@ def test_big(feature_snapshot):
 """
 
 
+def _made_on_the_gpu_machine(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, passed: int, **files: str
+) -> None:
+    """The goldens of ``files`` (SKIPPED_HERE's test among them) made where that test runs, ``passed`` tests passing;
+    later runs skip it."""
+    pytester.makepyfile(featviz_models=MODELS, **files)
+    with monkeypatch.context() as gpu:
+        gpu.setenv("FEATVIZ_HAVE_GPU", "1")
+        pytester.runpytest("--featviz-update").assert_outcomes(passed=passed)
+
+
 def test_a_renamed_file_whose_test_is_skipped_keeps_its_old_goldens(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # skipped, the renamed test reached no snapshot call to miss its goldens: nothing paired the old ones, and
     # prune deleted them, so the machine that runs it found none
-    featviz_pytester.makepyfile(featviz_models=MODELS, test_keep=OTHER_BEFORE, test_gpu=SKIPPED_HERE)
-    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
-    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    _made_on_the_gpu_machine(featviz_pytester, monkeypatch, 2, test_keep=OTHER_BEFORE, test_gpu=SKIPPED_HERE)
     (featviz_pytester.path / "test_gpu.py").rename(featviz_pytester.path / "test_gpu_big.py")
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1, skipped=1)
@@ -1700,10 +1708,7 @@ def test_a_full_prune_run_with_nothing_to_judge_says_nothing(featviz_pytester: p
 def test_a_test_renamed_in_its_file_and_skipped_keeps_its_old_goldens(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    featviz_pytester.makepyfile(featviz_models=MODELS, test_gpu=SKIPPED_HERE + OTHER_BEFORE.split("\n", 2)[2])
-    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
-    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    _made_on_the_gpu_machine(featviz_pytester, monkeypatch, 2, test_gpu=SKIPPED_HERE + OTHER_BEFORE.split("\n", 2)[2])
     path = featviz_pytester.path / "test_gpu.py"
     path.write_text(path.read_text().replace("def test_big(", "def test_large("))
     result = featviz_pytester.runpytest("--featviz-prune")
@@ -1768,10 +1773,7 @@ def test_a_create_and_prune_run_lists_a_kept_golden_once(featviz_pytester: pytes
 def test_a_skipped_test_of_another_file_with_the_old_name_does_not_undo_the_keep(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    featviz_pytester.makepyfile(featviz_models=MODELS, test_b=SKIPPED_HERE)
-    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=1)
-    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    _made_on_the_gpu_machine(featviz_pytester, monkeypatch, 1, test_b=SKIPPED_HERE)
     path = featviz_pytester.path / "test_b.py"
     path.write_text(path.read_text().replace("def test_big(", "def test_large("))
     featviz_pytester.makepyfile(test_a=SKIPPED_HERE)  # skipped too, no goldens of its own, named like the old test
@@ -1784,10 +1786,7 @@ def test_a_file_renamed_in_letter_case_whose_test_is_skipped_keeps_its_goldens(
     featviz_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # its test never ran into the case-collision failure, which asks to prune: prune deleted them unasked
-    featviz_pytester.makepyfile(featviz_models=MODELS, test_keep=OTHER_BEFORE, test_GPU=SKIPPED_HERE)
-    monkeypatch.setenv("FEATVIZ_HAVE_GPU", "1")
-    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=2)
-    monkeypatch.delenv("FEATVIZ_HAVE_GPU")
+    _made_on_the_gpu_machine(featviz_pytester, monkeypatch, 2, test_keep=OTHER_BEFORE, test_GPU=SKIPPED_HERE)
     (featviz_pytester.path / "test_GPU.py").rename(featviz_pytester.path / "test_gpu.py")
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1, skipped=1)
