@@ -350,7 +350,7 @@ def _check(
             f"{outside}{CREATE_WITH}{identity.create_command}"
         )
         if unwritten is not None:
-            message = f"{shown_below(str(unwritten), settings.golden_dir, identity.invocation_dir)}\n{message}"
+            message = _with_write_error(message, unwritten, settings, identity)
         return evidence(MISSING, results, pictures, message, unwritten=unwritten is not None)
 
     results = []
@@ -487,7 +487,7 @@ def _check(
         )
     message = drift_message(identity, snapshot_name, directory, results, explanation, same_place)
     if not_written is not None:
-        message = f"{shown_below(str(not_written), settings.golden_dir, identity.invocation_dir)}\n{message}"
+        message = _with_write_error(message, not_written, settings, identity)
     return evidence(DRIFTED, results, pictures, message, accepted(results), unwritten=not_written is not None)
 
 
@@ -515,6 +515,14 @@ def _portable(made: Sequence[tuple[LayerGolden, bytes | None]]) -> tuple[list[La
     ]
     pictures = {file: png for (_, png), file in zip(made, files, strict=True) if png is not None}
     return layers, pictures
+
+
+def _with_write_error(message: str, error: GoldenWriteError, settings: Settings, identity: TestIdentity) -> str:
+    """The message of a check whose golden an update or create run could not write: the OS's reason first, then the
+    check's message, whose closing command is the one just run, so it is said to write the golden once the reason
+    is dealt with (run again as it is, it meets the same error)."""
+    reason = shown_below(str(error), settings.golden_dir, identity.invocation_dir)
+    return f"{reason}\n(once that is fixed, the command at the end of this message writes it)\n{message}"
 
 
 def _not_recreated(damage: GoldenError, error: GoldenWriteError, directory: Path) -> GoldenError:
