@@ -284,12 +284,16 @@ def _code(text: str, limit: int | None = None, *, cell: bool = False) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | None = None) -> str:
+def step_summary(
+    data: dict[str, Any], index: Path | None, create: tuple[str, int] | None = None, unwritten: str | None = None
+) -> str:
     """A compact markdown table of the drifted, missing and unreadable snapshots for ``GITHUB_STEP_SUMMARY``: no images
     (GitHub strips data URIs), at most ``STEP_SUMMARY_ROWS`` rows and ``STEP_SUMMARY_LIMIT`` bytes.
 
     ``create``: the command that creates the missing goldens, and how many more tests are missing one, as the
-    terminal summary says them (``session.create_missing``: the run's golden options, no drift accepted)."""
+    terminal summary says them (``session.create_missing``: the run's golden options, no drift accepted).
+    ``index``: the report's page, named at the end; ``None`` where it could not be written, and ``unwritten`` says
+    why."""
     counts = data["summary"]
     lines = [
         "### featviz: feature-map drift",
@@ -338,12 +342,14 @@ def step_summary(data: dict[str, Any], index: Path, create: tuple[str, int] | No
         lines.append(f"then review and commit them{more}.")
     if data.get("run"):
         lines += ["", _md(run_line(data["run"]), 400) + "."]
-    lines += [
-        "",
-        f"Diff mosaics and current renders: {_code(display_path(index), 200)} (upload the report directory as a build"
-        " artifact, for example with `actions/upload-artifact`, to look at them).",
-        "",
-    ]
+    if index is not None:
+        where = (
+            f"Diff mosaics and current renders: {_code(display_path(index), 200)} (upload the report directory as a"
+            " build artifact, for example with `actions/upload-artifact`, to look at them)."
+        )
+    else:  # the table needs nothing from the report directory; the pictures do
+        where = f"No diff mosaics: featviz {_md(unwritten or 'could not write the report', 600)}."
+    lines += ["", where, ""]
     text = printable("\n".join(lines))  # a test id's lone surrogates
     encoded = text.encode("utf-8")
     return text if len(encoded) <= STEP_SUMMARY_LIMIT else encoded[:STEP_SUMMARY_LIMIT].decode("utf-8", "ignore")

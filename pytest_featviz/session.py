@@ -345,23 +345,27 @@ class SessionTracker:
         run = _run_facts(self.settings)
         root = session.config.rootpath
         unchecked = self.unreached()
+        unwritten: str | None = None  # why the report could not be written
         try:
             self.index = report.write_session_report(
                 self.results, self.settings.report_dir, root, self.settings.report_all, run, unchecked
             )
         except OSError as exc:
-            self.report_errors.append(f"could not write the report in {display_path(self.settings.report_dir)}: {exc}")
-            return
-        if self.index is None:  # a report whose every file went (a rerun passed) leaves no folder behind
-            manifest.tidy(self.settings.report_dir)
+            unwritten = f"could not write the report in {display_path(self.settings.report_dir)}: {exc}"
+            self.report_errors.append(unwritten)
+        else:
+            if self.index is None:  # a report whose every file went (a rerun passed) leaves no folder behind
+                manifest.tidy(self.settings.report_dir)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary and self.index is not None:
+        # the job summary needs nothing from the report directory: it is written where the report could not be
+        if summary and (self.index is not None or unwritten is not None):
             data = report.report_data(
                 self.results, self.settings.report_dir, root, self.settings.report_all, run, unchecked
             )
             missing = create_missing([r for r in self.results if r.outcome == MISSING])
+            text = outputs.step_summary(data, self.index, missing, unwritten)
             try:
-                outputs.append_step_summary(Path(summary), outputs.step_summary(data, self.index, missing))
+                outputs.append_step_summary(Path(summary), text)
             except OSError as exc:
                 self.report_errors.append(f"could not append to the GitHub step summary {summary}: {exc}")
 

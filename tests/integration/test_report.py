@@ -689,6 +689,23 @@ def test_a_step_summary_that_cannot_be_written_is_said(
     assert (drifted.path / "featviz-report/index.html").is_file()
 
 
+def test_the_step_summary_is_written_where_the_report_cannot_be(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another tool's page where the report goes: the report is refused, the job summary's table needs none of it
+    (drifted.path / "featviz-report").mkdir()
+    (drifted.path / "featviz-report" / "index.html").write_text("<html>coverage</html>")
+    summary = drifted.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = drifted.runpytest()
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["featviz: could not write the report in featviz-report: *"])
+    text = summary.read_text()
+    assert "| `test_models.py::test_net[plain]` | `0` | drifted | `2` | 1 |" in text
+    assert "No diff mosaics: featviz could not write the report in featviz-report: " in text
+    assert "index.html" not in text.split("No diff mosaics")[0]  # no page named that was not written
+
+
 def test_junitxml_properties_and_attachments(drifted: pytest.Pytester) -> None:
     drifted.runpytest("--junitxml=junit.xml", "-o", "junit_logging=system-out", "-k", "plain")
     case = ET.parse(drifted.path / "junit.xml").find(".//testcase[@name='test_net[plain]']")
