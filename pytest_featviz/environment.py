@@ -428,7 +428,9 @@ def provenance_sentences(
     if input_changed:
         lines.append(
             f"the input changed since the golden was made (input fingerprint {golden.input} -> {current.input}):"
-            " the drift may come from the input (data, preprocessing, seed) rather than the model"
+            " the drift may come from the input (data, preprocessing, seed) rather than the model; an input meant to"
+            " be the same differs too where its float preprocessing rounds otherwise here (the fingerprint is of its"
+            " exact bits, which another thread count, device or library version can move)"
         )
     if golden.scheme != current.scheme:  # a golden of a newer version, whose fingerprints this one cannot make
         lines.append(
