@@ -260,6 +260,11 @@ def compare_with_golden(
         reason = f"channel picture size changed from {layer.tile_shape[0]}x{layer.tile_shape[1]} to {tile}"
     elif item.capture.channels != layer.channels:
         reason = f"{CHANNELS_CHANGED} from {list(layer.channels)} to {list(item.capture.channels)}"
+        if sorted(layer.channels) == sorted(item.capture.channels):
+            reason += (
+                " (the same channels in another order: a golden's pictures and scores follow the order the test gives,"
+                " so give the golden's order again, or re-make it)"
+            )
     elif settings.normalize != stored.normalize:
         reason = f"{NORMALIZE_CHANGED} from {stored.normalize!r} to {settings.normalize!r}"
     if reason:

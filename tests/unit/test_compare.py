@@ -286,6 +286,18 @@ def test_a_new_selection_of_channels_is_drift_from_to(tmp_path: Path) -> None:
         snapshotter(tmp_path)(_model(), _input(), layers=["0"], channels=[0, 2])
 
 
+def test_a_reordered_channel_list_is_named_as_the_same_channels_in_another_order(tmp_path: Path) -> None:
+    snapshotter(tmp_path, update=True)(_model(), _input(), layers=["0"], channels=[0, 1, 2])
+    with pytest.raises(FeatureDriftError) as raised:
+        snapshotter(tmp_path)(_model(), _input(), layers=["0"], channels=[2, 0, 1])
+    assert "channel selection changed from [0, 1, 2] to [2, 0, 1] (the same channels in another order:" in str(
+        raised.value
+    )
+    with pytest.raises(FeatureDriftError) as raised:  # a selection of other channels is not said to be reordered
+        snapshotter(tmp_path)(_model(), _input(), layers=["0"], channels=[0, 1, 3])
+    assert "another order" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("before", "after", "expected"),
     [
