@@ -229,8 +229,8 @@ def _run_show(args: argparse.Namespace, out: TextIO) -> int:
         raise CommandError(f"no {golden.SIDECAR} under {root}: not a golden directory")
     total, damaged = 0, 0
     for count, directory in enumerate(snapshots):
-        label = directory.relative_to(root).as_posix() if directory != root else str(directory)
-        out.write(("\n" if count else "") + f"{label}\n")
+        # the path as given (from where the command runs), as the damage lines name files: it can be pasted back
+        out.write(("\n" if count else "") + f"{directory.as_posix()}\n")
         try:
             stored = golden.read_sidecar(directory)
         except golden.GoldenError as exc:  # one damaged snapshot: said, and the others still shown

@@ -268,7 +268,9 @@ def test_show_prints_what_a_golden_holds(tmp_path: Path, capsys: pytest.CaptureF
     assert relu[:9] == ["1", "(1,", "5,", "6,", "6)", "nchw", "6x6", "4:", "0-2,4"] and relu[10:] == [str(size), "ok"]
     assert run(["show", str(tmp_path / "first" / "snapshot.json")], capsys)[1] == lines  # the sidecar names it too
     status, lines, _ = run(["show", str(tmp_path)], capsys)
-    assert status == 0 and lines[0] == "first" and "second" in lines and lines[-1].startswith("2 snapshots, ")
+    # each snapshot named by its path from where the command runs, as the damage lines name files
+    first, second = (tmp_path / "first").as_posix(), (tmp_path / "second").as_posix()
+    assert status == 0 and lines[0] == first and second in lines and lines[-1].startswith("2 snapshots, ")
     head = next(line.split() for line in lines if line.split()[:1] == ["3"])
     assert head[:7] == ["3", "(1,", "3)", "features", "1x3", "1:", "0"]
     # the mosaic's size in the tile's order, height x width: a 1 x 3 strip gives a picture wider than high
@@ -298,13 +300,13 @@ def test_show_says_which_goldens_are_damaged(tmp_path: Path, capsys: pytest.Capt
     relu = next(line.split() for line in lines if line.split()[:1] == ["1"])
     assert relu[-1] == "damaged"
     assert any(line.startswith("  1: golden picture ") and "is not a PNG" in line for line in lines)
-    assert lines[lines.index("b") + 1].startswith("  damaged: golden sidecar ") and "is not valid JSON" in "".join(
-        lines
-    )
-    assert lines[lines.index("lost") + 1].startswith("  damaged: golden snapshot ") and "but no sidecar" in "".join(
-        lines
-    )
-    assert "c" in lines and lines[-1].endswith("; 3 damaged")
+    assert lines[lines.index((tmp_path / "b").as_posix()) + 1].startswith(
+        "  damaged: golden sidecar "
+    ) and "is not valid JSON" in "".join(lines)
+    assert lines[lines.index((tmp_path / "lost").as_posix()) + 1].startswith(
+        "  damaged: golden snapshot "
+    ) and "but no sidecar" in "".join(lines)
+    assert (tmp_path / "c").as_posix() in lines and lines[-1].endswith("; 3 damaged")
 
 
 def test_show_refuses_a_directory_without_goldens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
