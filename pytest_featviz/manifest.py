@@ -110,8 +110,8 @@ def refuse_foreign(report_dir: Path, *paths: Path) -> None:
         if entry not in listed or not _ours(path, listed[entry]):
             raise FileExistsError(
                 errno.EEXIST,
-                "a file pytest-featviz did not write is in the way (it never overwrites one); choose another"
-                " --featviz-report-dir",
+                "a file pytest-featviz did not write is in the way (it never overwrites one, nor one of its own"
+                " changed since it wrote it): move it away or delete it, or choose another --featviz-report-dir",
                 str(path),
             )
 

@@ -34,8 +34,10 @@ def test_a_file_put_in_place_of_one_the_report_wrote_is_neither_removed_nor_over
     manifest.write_recorded(tmp_path, diff, b"first")
     manifest.write_ours(tmp_path, diff, b"second")  # rewritten by the report itself: still its own
     index.write_text("<html>my docs</html>")
-    with pytest.raises(FileExistsError, match="a file pytest-featviz did not write is in the way"):
+    with pytest.raises(FileExistsError, match="a file pytest-featviz did not write is in the way") as refused:
         manifest.write_ours(tmp_path, index, b"<html>report</html>")
+    # the way out is named: the report's own page edited since is refused too, and moving it away clears it
+    assert "nor one of its own changed since it wrote it): move it away or delete it, or choose" in str(refused.value)
     assert manifest.remove_stale(tmp_path) == [diff.resolve()]
     assert index.read_text() == "<html>my docs</html>"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]  # the manifest goes: nothing of ours is left
