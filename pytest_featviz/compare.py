@@ -318,6 +318,16 @@ def needs_noise_floor(layer: LayerResult) -> bool:
     )
 
 
+def drifted_by_scores(layer: LayerResult) -> bool:
+    """Whether a layer drifted by its scores (not by a changed selection or layout, which compares no picture).
+
+    Its noise floor is measured too (``noisefloor.fit_noise_floor``), so that its message can say whether TF32
+    rounding alone moves it that far: against a golden made with other float arithmetic, such a drift may be that
+    noise. Its verdict stands: fitted tolerances are never looser than the configured ones it failed.
+    """
+    return layer.verdict == DRIFT and bool(layer.ssim) and not layer.reason
+
+
 def noise_floor(
     golden_tiles: TileArray,
     current_tiles: TileArray,

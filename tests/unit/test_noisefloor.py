@@ -148,3 +148,26 @@ def test_a_noise_floor_run_that_takes_another_path_keeps_the_configured_toleranc
     layer = result.layers[0]
     assert layer.shape == (1, 20, 32) and layer.noise is None and layer.stat_tolerance == 0.03
     assert compare.needs_noise_floor(layer)  # it did run the second pass, and kept the configured verdict
+
+
+def test_a_drift_that_tf32_rounding_alone_makes_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A golden made with TF32 (a GPU), checked in full float32: a layer whose own TF32 noise exceeds its tolerances
+    failed with "a code or dependency change" alone, since only a layer that passed was measured."""
+    from pytest_featviz.calibrate import tf32_emulation
+
+    runs = _count_noise_runs(monkeypatch)
+    model = nn.Sequential(nn.Conv2d(2, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False))
+    with torch.no_grad():  # the difference of two nearly equal channels: TF32 keeps 10 bits of each
+        model[0].weight.copy_(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
+        model[1].weight.fill_(1.0)
+    pattern = torch.from_numpy(data.camera()[::16, ::16].copy()).float() / 255.0
+    inputs = torch.stack([1.0 + 0.004 * pattern, torch.ones_like(pattern)]).unsqueeze(0)
+    with tf32_emulation():
+        snapshotter(tmp_path, update=True)(model, inputs, layers=["0", "1"])
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, inputs, layers=["0", "1"])
+    assert runs == [1]  # the noise floor's run, once for both layers
+    message = str(caught.value)
+    assert message.count("TF32 rounding alone takes this layer near its tolerances") == 2
+    result = caught.value.result
+    assert result is not None and all(layer.noise is not None and layer.drifted for layer in result.layers)
