@@ -399,6 +399,23 @@ SCHEME_1_BLIND = (
 )
 
 
+def _changed_layers(golden: Provenance, current: Provenance) -> list[str]:
+    """The selected layers (by name, without a call index) whose weights differ from those of the golden's layer of
+    that name."""
+    return [name for name in current.layers if name in golden.layers and golden.layers[name] != current.layers[name]]
+
+
+def layers_with_new_weights(golden: Provenance | None, current: Provenance) -> set[str]:
+    """The selected layers whose own weights changed since the golden was made, where the fingerprints can tell: none
+    for a golden without provenance or of another scheme, or where the model's values are the golden's under other
+    names (a module renamed or wrapped: a name may select another module now)."""
+    if golden is None or golden.scheme != current.scheme:
+        return set()
+    if golden.model != current.model and bool(golden.values) and golden.values == current.values:
+        return set()
+    return set(_changed_layers(golden, current))
+
+
 def provenance_sentences(
     golden: Provenance | None,
     current: Provenance,
@@ -441,7 +458,7 @@ def provenance_sentences(
         return lines
     # the selected layers whose weights differ from those of the golden's layer of that name, in forward order
     known = [name for name in current.layers if name in golden.layers]
-    changed = [name for name in known if golden.layers[name] != current.layers[name]]
+    changed = _changed_layers(golden, current)
     position = {name.split("@")[0]: i for i, name in reversed(list(enumerate(order)))}
     changed.sort(key=lambda name: position.get(name, len(position)))  # stable: the rest keep their order
     # the same values under other names: a module renamed, moved or wrapped, no weight changed

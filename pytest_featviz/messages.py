@@ -9,7 +9,7 @@ this module only words it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,17 +104,31 @@ def moved_before(results: Sequence[LayerResult]) -> str:
         # (share of the way from "unchanged" to the limit, score, its value, the limit as written)
         shares = [
             (_share(layer.max_stat_delta, layer.stat_tolerance), "statistics change", layer.max_stat_delta,
-             f"<= {layer.stat_tolerance:g}"),
+             f"<= {layer.stat_tolerance:.4g}"),
             (_share(layer.max_rms_error, layer.rms_tolerance), "picture change", layer.max_rms_error,
-             f"<= {layer.rms_tolerance:g}"),
+             f"<= {layer.rms_tolerance:.4g}"),
             (_share(1.0 - layer.min_ssim, 1.0 - layer.threshold), "min SSIM", layer.min_ssim,
-             f">= {layer.threshold:g}"),
+             f">= {layer.threshold:.4g}"),
         ]  # fmt: skip
         share, what, value, limit = max(shares, key=lambda entry: entry[0])
         if share >= MOVED_SHARE:
             return (
                 f"before it, layer {layer.name!r} matched but moved: {what} {value:.4f}, {share:.0%} of the way to its"
                 f" limit ({limit}); the change may start there"
+            )
+    return ""
+
+
+def new_weights_before(results: Sequence[LayerResult], new_weights: Collection[str]) -> str:
+    """A line naming the first layer before the first drifted one that matched although its own weights changed
+    (``new_weights``: environment.layers_with_new_weights): the change starts there, within that layer's
+    tolerances, and shows first in a later layer. ``""`` when there is none."""
+    first = next(i for i, result in enumerate(results) if result.drifted)
+    for layer in results[:first]:
+        if layer.verdict == MATCH and layer.name.split("@")[0] in new_weights:  # without a call index
+            return (
+                f"before it, layer {layer.name!r} matched, but its own weights changed since the golden was made: the"
+                " change starts there, within that layer's tolerances"
             )
     return ""
 
@@ -131,6 +145,7 @@ def drift_message(
     results: Sequence[LayerResult],
     explanation: Sequence[str] = (),
     same_place: bool = False,
+    new_weights: Collection[str] = (),
 ) -> str:
     """The failure message of a drifted snapshot: drifted layers in forward order, the first named as the start,
     then the ``explanation`` (environment, input, weights: environment.provenance_sentences). ``same_place``: the
@@ -142,8 +157,11 @@ def drift_message(
         f" {len(drifted)} of {len(results)} layer(s) drifted (first: {drifted[0].name!r})",  # all -r and --tb=no show
         f"drift starts at layer {drifted[0].name!r} (first drifted layer in forward order)",
     ]
+    new = new_weights_before(results, new_weights)
+    if new:
+        lines.append(new)
     moved = moved_before(results) if same_place else ""
-    if moved:
+    if moved and not new:  # the layer whose weights changed is where it starts, whatever moved after it
         lines.append(moved)
     for position, layer in enumerate(drifted[:LAYERS_SHOWN]):
         lines.extend(layer_summary(layer, WORST_CHANNELS_SHOWN if position == 0 else LATER_CHANNELS_SHOWN))

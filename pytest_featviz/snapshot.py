@@ -485,7 +485,9 @@ def _check(
             f" (--featviz-update would write {display_path(keyed, identity.invocation_dir)} and leave the"
             " shared one alone)"
         )
-    message = drift_message(identity, snapshot_name, directory, results, explanation, same_place)
+    # a layer before the first drift whose own weights changed is where the change starts (not where names moved)
+    new_weights = set() if gone else environment.layers_with_new_weights(golden_provenance, current_provenance)
+    message = drift_message(identity, snapshot_name, directory, results, explanation, same_place, new_weights)
     if not_written is not None:
         message = _with_write_error(message, not_written, settings, identity)
     return evidence(DRIFTED, results, pictures, message, accepted(results), unwritten=not_written is not None)

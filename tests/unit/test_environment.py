@@ -22,6 +22,7 @@ from pytest_featviz.environment import (
     deterministic_mode,
     device_type,
     environment_sentence,
+    layers_with_new_weights,
     provenance,
     provenance_sentences,
 )
@@ -458,3 +459,14 @@ def test_a_model_and_input_converted_to_float64_keep_their_fingerprints() -> Non
     with torch.no_grad():
         model[0].weight[0, 0, 0, 0] += 1e-3  # a real change in float64 still shows
     assert provenance(model, x.double(), layers).model != single.model
+
+
+def test_the_layers_with_new_weights_are_those_the_fingerprints_can_tell() -> None:
+    golden = _provenance()
+    assert layers_with_new_weights(golden, _provenance(model="m2", **{"0": "x", "2": "b"})) == {"0"}
+    assert layers_with_new_weights(None, _provenance()) == set()  # a golden without provenance
+    older = dataclasses.replace(golden, scheme=1)  # other schemes' fingerprints differ whatever the weights
+    assert layers_with_new_weights(older, _provenance(model="m2", **{"0": "x", "2": "b"})) == set()
+    # the golden's values under other names (a module renamed or wrapped): a name may select another module now
+    renamed = dataclasses.replace(_provenance(model="m2", **{"0": "x", "2": "b"}), values="v")
+    assert layers_with_new_weights(dataclasses.replace(golden, values="v"), renamed) == set()

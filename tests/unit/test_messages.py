@@ -122,6 +122,38 @@ def test_a_layer_before_the_first_drift_that_moved_within_its_tolerances_is_name
     )
 
 
+def test_a_layer_before_the_first_drift_whose_own_weights_changed_is_where_the_drift_starts() -> None:
+    # 0.8% noise on layer2.0's conv moved it within its tolerances (float64, or 17% of its limit); layer3 drifted,
+    # and the message said the drift starts at layer3 while its weights sentence named layer2.0
+    results = [
+        _layer("layer1", MATCH, 1.0, 0.0, 0.0),
+        _layer("layer2.0", MATCH, 0.9999, 0.005, 0.02),
+        _layer("layer2.1@1", MATCH, 0.9999, 0.0115, 0.02),  # a later call of a module: moved more, but after it
+        _layer("layer3", DRIFT, 0.999, 0.0133, 0.03, stat_tolerance=0.012),
+    ]
+    message = drift_message(
+        IDENTITY, "0", Path("golden/t/test_a/0"), results, same_place=True, new_weights={"layer2.0", "layer3"}
+    )
+    assert message.splitlines()[1:3] == [
+        "drift starts at layer 'layer3' (first drifted layer in forward order)",
+        "before it, layer 'layer2.0' matched, but its own weights changed since the golden was made: the change"
+        " starts there, within that layer's tolerances",
+    ]
+    assert "matched but moved" not in message  # the layer whose weights changed is where it starts
+    # a layer called again is known by its module's name; none before the drift with new weights: nothing said
+    assert "'layer2.1@1' matched, but its own weights" in drift_message(
+        IDENTITY, "0", Path("golden/t/test_a/0"), results, new_weights={"layer2.1"}
+    )
+    assert "its own weights" not in drift_message(
+        IDENTITY, "0", Path("golden/t/test_a/0"), results, new_weights={"layer3"}
+    )
+
+
+def test_a_fitted_limit_is_named_in_four_digits_where_a_layer_moved_before_the_drift() -> None:
+    moved = _layer("s", MATCH, 1.0, 0.0136, 0.0, stat_tolerance=0.0140422)
+    assert "97% of the way to its limit (<= 0.01404)" in moved_before([moved, _layer("d", DRIFT, 0.5, 0.5, 0.5)])
+
+
 def test_the_score_legend_comes_with_scores_only() -> None:
     compared = [_layer("conv", DRIFT, 0.5, 0.2, 0.3)]
     assert "scores per channel: SSIM of its picture" in drift_message(
