@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_featviz.golden import GoldenError, sidecar_string
+from pytest_featviz.golden import SIDECAR, GoldenError, sidecar_string
 from pytest_featviz.records import FeatvizError
 
 KEY_SEPARATOR = "@"  # environment-keyed goldens live beside the shared one: <snapshot>@<device type>
@@ -153,14 +153,22 @@ def case_message(ours: Path, theirs: Path, directory: Path) -> str:
         f"golden path {ours} differs only in letter case from {theirs}, which already exists: on case-insensitive"
         f" file systems (macOS, Windows) the two are one directory and the snapshots would overwrite each other's"
         f" goldens; rename {rename} so that the two differ in more than case; if one is left over from a test renamed"
-        " in case only, delete it and run again (pytest --featviz-prune deletes the goldens of tests that no longer"
-        " exist)"
+        " in case only, move its goldens to the new name (git mv, through a temporary name on macOS and Windows) or"
+        " delete it, and run again (pytest --featviz-prune deletes the goldens of a test file that no longer exists"
+        " where its folder still holds a test file that runs)"
     )
+
+
+def _holds_goldens(path: Path) -> bool:
+    """Whether ``path`` is a folder with a golden's file (a sidecar or a picture) somewhere below it: a stray empty
+    folder, or one holding only a ``.gitkeep`` or a README, merges no golden with a case-only twin."""
+    # os.walk of a file, or of a folder that cannot be read, yields nothing
+    return any(name == SIDECAR or name.lower().endswith(".png") for _, _, files in os.walk(path) for name in files)
 
 
 def case_twin(golden_root: Path, directory: Path) -> tuple[Path, Path] | None:
     """The first segment of ``directory`` below ``golden_root`` with a sibling on disk that differs from it only in
-    letter case, and that sibling; ``None`` when there is none (see :func:`case_collision`)."""
+    letter case and holds goldens, and that sibling; ``None`` when there is none (see :func:`case_collision`)."""
     try:
         segments = directory.relative_to(golden_root).parts
     except ValueError:
@@ -172,7 +180,9 @@ def case_twin(golden_root: Path, directory: Path) -> tuple[Path, Path] | None:
         except OSError:  # not created yet: nothing below it can collide
             return None
         folded = segment.casefold()
-        others = sorted(name for name in siblings if name != segment and name.casefold() == folded)
+        others = sorted(
+            name for name in siblings if name != segment and name.casefold() == folded and _holds_goldens(parent / name)
+        )
         if others:
             return parent / segment, parent / others[0]
         parent = parent / segment

@@ -83,6 +83,8 @@ def test_a_path_that_differs_only_in_case_from_one_on_disk_is_named(
     tmp_path: Path, existing: str, clash: str, rename: str
 ) -> None:
     (tmp_path / existing).mkdir(parents=True)
+    assert goldenpath.case_collision(tmp_path, tmp_path / clash) is None  # empty folders merge no golden
+    (tmp_path / existing / "snapshot.json").write_text("{}")
     reason = goldenpath.case_collision(tmp_path, tmp_path / clash)
     assert reason is not None and "differs only in letter case" in reason
     assert f"goldens; rename {rename} so that the two differ in more than case;" in reason  # what to rename
@@ -92,6 +94,21 @@ def test_a_path_that_differs_only_in_case_from_one_on_disk_is_named(
     assert goldenpath.case_collision(tmp_path, tmp_path / existing) is None
     assert goldenpath.case_collision(tmp_path, tmp_path / existing.replace("test_a", "test_z")) is None
     assert goldenpath.case_collision(tmp_path / "absent", tmp_path / "absent" / clash) is None
+
+
+def test_a_case_only_twin_without_goldens_is_no_collision(tmp_path: Path) -> None:
+    # a stray golden/Tests with a .gitkeep beside golden/tests failed every test below it, each of which matched
+    (tmp_path / "Tests").mkdir()
+    (tmp_path / "Tests" / ".gitkeep").write_text("")
+    (tmp_path / "tests" / "test_m" / "TEST_A").parent.mkdir(parents=True)
+    (tmp_path / "tests" / "test_m" / "TEST_A").write_text("a file, not a golden")
+    assert goldenpath.case_collision(tmp_path, tmp_path / "tests" / "test_m" / "test_a" / "0") is None
+    # a picture alone (its sidecar lost) is a golden's: two such folders would merge on macOS and Windows
+    (tmp_path / "Tests" / "test_m" / "test_a" / "0").mkdir(parents=True)
+    (tmp_path / "Tests" / "test_m" / "test_a" / "0" / "stem.png").write_bytes(b"")
+    reason = goldenpath.case_collision(tmp_path, tmp_path / "tests" / "test_m" / "test_a" / "0")
+    assert reason is not None and f"from {tmp_path / 'Tests'}," in reason
+    assert "move its goldens to the new name (git mv, through a temporary name on macOS and Windows)" in reason
 
 
 def test_snapshot_dir_layout_and_containment(tmp_path: Path) -> None:
