@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -50,6 +50,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(tracker, "featviz-session")
     config.pluginmanager.register(XdistClearing(tracker, config), "featviz-xdist")
     if not judges_stale(config):  # nor imported: its bookkeeping of every item was most of a --collect-only's cost
+        if config.getoption("featviz_prune", False) and not hasattr(config, "workerinput"):
+            config.pluginmanager.register(PruneNotJudged(config), "featviz-stale")
         return
     from pytest_featviz.stale import StaleGoldens
 
@@ -66,12 +68,40 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+_UNSEEN = "leaves tests out unseen, and an unused golden may be theirs"
+# the options under which a run does not judge stale goldens: (option name, flag, why, as the prune note says it)
+NOT_JUDGING = (
+    ("collectonly", "--collect-only", "runs no test body"),
+    ("setupplan", "--setup-plan", "runs no test body"),  # before --setup-only, which it sets too
+    ("setuponly", "--setup-only", "runs no test body"),
+    ("lf", "--lf", _UNSEEN),
+    ("stepwise", "--sw", _UNSEEN),
+    ("stepwise_skip", "--sw-skip", _UNSEEN),
+    ("stepwise_reset", "--sw-reset", _UNSEEN),
+)
+
+
 def judges_stale(config: pytest.Config) -> bool:
     """Whether this run can tell stale goldens (:mod:`pytest_featviz.stale`): not one that runs no test body
     (``--collect-only``, ``--setup-only``, ``--setup-plan``), nor ``--lf``, which leaves tests out unseen, nor
     ``--sw``, whose tests depend on the last run's failure (no printed command could repeat its selection)."""
-    skipping = ("collectonly", "setuponly", "setupplan", "lf", "stepwise", "stepwise_skip", "stepwise_reset")
-    return not any(config.getoption(name, False) for name in skipping)
+    return not any(config.getoption(name, False) for name, _, _ in NOT_JUDGING)
+
+
+class PruneNotJudged:
+    """Says why a ``--featviz-prune`` run that cannot judge stale goldens (:func:`judges_stale`) deleted none: silence
+    would read as "nothing stale"."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.line = next(
+            f"--featviz-prune judged no golden: {flag} {why}; prune in a run of every test"
+            for name, flag, why in NOT_JUDGING
+            if config.getoption(name, False)
+        )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.write_sep("=", "featviz stale goldens")
+        terminalreporter.write_line(self.line)
 
 
 def html_phase(config: pytest.Config) -> str | None:

@@ -446,12 +446,16 @@ def test_stopped_early_and_collection_errors_are_not_complete(project: pytest.Py
     assert OTHER_STALE in _snapshots(project.path)
 
 
-@pytest.mark.parametrize("mode", ["--setup-only", "--setup-plan"])
+@pytest.mark.parametrize("mode", ["--setup-only", "--setup-plan", "--collect-only", "--lf", "--sw"])
 def test_setup_only_runs_no_test_body_and_judges_nothing_stale(project: pytest.Pytester, mode: str) -> None:
     result = project.runpytest("--featviz-prune", mode)
     assert result.ret == 0
-    assert "stale golden" not in result.stdout.str()
+    assert "stale golden snapshot" not in result.stdout.str()
     assert _snapshots(project.path) == ALL
+    # asked to prune, it says why it judged nothing: silent, --lf or --sw read as a prune that found nothing stale
+    why = "leaves tests out unseen, and an unused golden may be theirs" if mode in ("--lf", "--sw") else "runs no test"
+    result.stdout.fnmatch_lines([f"--featviz-prune judged no golden: {mode} {why}*; prune in a run of every test"])
+    assert "judged no golden" not in project.runpytest(mode).stdout.str()  # said only where a prune was asked for
 
 
 @pytest.mark.parametrize("outcome", ["fail", "skip"])
