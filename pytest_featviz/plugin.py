@@ -40,7 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    config.stash[SETTINGS_KEY] = from_pytest(config)
+    try:
+        config.stash[SETTINGS_KEY] = from_pytest(config)
+    except pytest.UsageError:
+        if config.getoption("help", False) or config.getoption("markers", False):
+            return  # reading about the options and the marker: a bad value of one must not hide what it accepts
+        raise
     tracker = SessionTracker(
         config.stash[SETTINGS_KEY],
         html=html_phase(config) if config.getoption("htmlpath", None) else None,

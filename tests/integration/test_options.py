@@ -156,6 +156,11 @@ def test_a_bad_value_names_the_option_or_the_ini_key(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
     assert "featviz CLI" not in result.stderr.str() and "featviz ini" not in result.stderr.str()
+    # the help of the options and the marker still shows: it says what the bad value should be
+    shown = featviz_pytester.runpytest(*args, "--help")
+    assert shown.ret == pytest.ExitCode.OK and "--featviz-threshold" in shown.stdout.str()
+    markers = featviz_pytester.runpytest(*args, "--markers")
+    assert markers.ret == pytest.ExitCode.OK and "@pytest.mark.featviz" in markers.stdout.str()
 
 
 INDEX_LIST_SUITE = """
