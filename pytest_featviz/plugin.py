@@ -56,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(XdistClearing(tracker, config), "featviz-xdist")
     if not judges_stale(config):  # nor imported: its bookkeeping of every item was most of a --collect-only's cost
         if config.getoption("featviz_prune", False) and not hasattr(config, "workerinput"):
-            config.pluginmanager.register(PruneNotJudged(config), "featviz-stale")
+            config.pluginmanager.register(PruneNotJudged(config), "featviz-prune-not-judged")
         return
     from pytest_featviz.stale import StaleGoldens
 
