@@ -48,11 +48,16 @@ def fit_noise_floor(
     (whose reduced precision TF32 rounding does not model); a model that fails in the second run keeps its
     configured tolerances, since the check itself has already run.
     """
+    # a drifted layer is measured for its message: not in an update, which rewrites it whatever its noise
+    explained = not settings.update
     positions = [
         i
         for i, result in enumerate(results)
         if (every_layer and result.ssim)
-        or (settings.noise_floor and (compare.needs_noise_floor(result) or compare.drifted_by_scores(result)))
+        or (
+            settings.noise_floor
+            and (compare.needs_noise_floor(result) or (explained and compare.drifted_by_scores(result)))
+        )
     ]
     if not positions or not calibrate.has_float32(model, inputs):
         return results

@@ -171,3 +171,5 @@ def test_a_drift_that_tf32_rounding_alone_makes_says_so(tmp_path: Path, monkeypa
     assert message.count("TF32 rounding alone takes this layer near its tolerances") == 2
     result = caught.value.result
     assert result is not None and all(layer.noise is not None and layer.drifted for layer in result.layers)
+    assert snapshotter(tmp_path, update=True)(model, inputs, layers=["0", "1"]).outcome == "updated"
+    assert runs == [1]  # an update rewrites a drifted layer whatever its noise: no run to measure it
