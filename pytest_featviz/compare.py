@@ -321,11 +321,21 @@ def needs_noise_floor(layer: LayerResult) -> bool:
 def drifted_by_scores(layer: LayerResult) -> bool:
     """Whether a layer drifted by its scores (not by a changed selection or layout, which compares no picture).
 
-    Its noise floor is measured too (``noisefloor.fit_noise_floor``), so that its message can say whether TF32
-    rounding alone moves it that far: against a golden made with other float arithmetic, such a drift may be that
-    noise. Its verdict stands: fitted tolerances are never looser than the configured ones it failed.
+    Against a golden made with other float arithmetic its noise floor is measured too (``noisefloor.fit_noise_floor``),
+    so that its message can say whether TF32 rounding alone moves it that far. Its verdict stands: fitted tolerances
+    are never looser than the configured ones it failed.
     """
     return layer.verdict == DRIFT and bool(layer.ssim) and not layer.reason
+
+
+def within_noise(layer: LayerResult, noise: NoiseFloor) -> bool:
+    """Whether every score of ``layer`` stays within ``NOISE_FACTOR`` times how far TF32 rounding alone moves it: a
+    drift that size may be that noise; a larger one is not (a 30% weight change beside a noise of 0.01)."""
+    return (
+        1.0 - layer.min_ssim <= NOISE_FACTOR * (1.0 - noise.ssim)
+        and layer.max_rms_error <= NOISE_FACTOR * noise.rms_error
+        and layer.max_stat_delta <= NOISE_FACTOR * noise.stat_delta
+    )
 
 
 def noise_floor(

@@ -1,8 +1,9 @@
 """The noise floor of a check: how far float rounding alone moves a layer, measured by running the model again.
 
 A layer that scored outside its clean band is judged again by tolerances fitted to its own noise
-(:func:`fit_noise_floor`; a drifted one too where that noise alone reaches its tolerances: it stays drifted, and its
-message says the drift may be that noise): the model runs once more with every convolution and matrix product
+(:func:`fit_noise_floor`; a drifted one too, against a golden made with other float arithmetic, where that noise
+alone reaches its tolerances and the drift is no larger than it: it stays drifted, and its message says the drift
+may be that noise): the model runs once more with every convolution and matrix product
 rounded to TF32 (:func:`calibrate.tf32_emulation`), or in full float32 when the check itself ran in reduced
 precision, and that run is compared with the check's in the golden's frames. :func:`measure_against_golden` is how
 ``--featviz-calibrate`` scores a perturbed model. Both call the parts of :mod:`pytest_featviz.current`; neither
@@ -48,8 +49,11 @@ def fit_noise_floor(
     (whose reduced precision TF32 rounding does not model); a model that fails in the second run keeps its
     configured tolerances, since the check itself has already run.
     """
-    # a drifted layer is measured for its message: not in an update, which rewrites it whatever its noise
-    explained = not settings.update
+    # A drifted layer is measured for its message, where the golden was made with other float arithmetic (another
+    # device, TF32, dtype or torch): made here, its drift is no float noise of another machine, and a second run of a
+    # model with random ops or a call counter would measure another draw as "noise". Not in an update, which
+    # rewrites it whatever its noise.
+    explained = not settings.update and _made_elsewhere(stored, model, inputs)
     positions = [
         i
         for i, result in enumerate(results)
@@ -98,15 +102,26 @@ def fit_noise_floor(
             features=None if features is None else (*features, rounded[name].feature_stats(layer.features)),
         )
         if settings.noise_floor:
-            # A drifted layer is judged again only where its own TF32 noise reaches the tolerances it failed: its
-            # message then says that this drift may be that noise (against a golden made on other float
-            # arithmetic). A drift well beyond that noise keeps the configured tolerances, and its message as it was.
+            # A drifted layer is judged again only where its own TF32 noise reaches the tolerances it failed and the
+            # drift stays within NOISE_FACTOR times that noise: its message then says that this drift may be that
+            # noise. A larger drift keeps the configured tolerances, and its message as it was.
             measured = dataclasses.replace(results[i], noise=floor)
-            if not compare.drifted_by_scores(results[i]) or compare.noise_reaches_tolerances(measured):
+            if not compare.drifted_by_scores(results[i]) or (
+                compare.noise_reaches_tolerances(measured) and compare.within_noise(results[i], floor)
+            ):
                 fitted[i] = compare.fitted(results[i], floor)
         else:
             fitted[i] = dataclasses.replace(results[i], noise=floor)
     return fitted
+
+
+def _made_elsewhere(stored: SnapshotGolden, model: nn.Module, inputs: Any) -> bool:
+    """Whether ``stored`` records an environment other than this run's, in what can move activations (device type,
+    torch version, dtype, TF32, deterministic algorithms, autocast); ``False`` for a golden that records none."""
+    made = environment.Provenance.from_sidecar(stored.provenance)
+    if made is None:
+        return False
+    return made.environment.describe() != environment.current_environment(model, inputs).describe()
 
 
 def measure_against_golden(

@@ -150,20 +150,39 @@ def test_a_noise_floor_run_that_takes_another_path_keeps_the_configured_toleranc
     assert compare.needs_noise_floor(layer)  # it did run the second pass, and kept the configured verdict
 
 
+def _as_made_on_a_gpu(root: Path) -> None:
+    """The golden under ``root`` recorded as made on a GPU with TF32 on (what a GPU run's sidecar records)."""
+    import json
+
+    (sidecar,) = root.rglob("snapshot.json")
+    data = json.loads(sidecar.read_text())
+    data["environment"].update(device="cuda", matmul_tf32=True, cudnn_tf32=True)
+    sidecar.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _cancelling_model() -> tuple[nn.Sequential, torch.Tensor]:
+    """A difference of two nearly equal channels, whose TF32 rounding (10 bits of each) is far beyond tolerances."""
+    model = nn.Sequential(nn.Conv2d(2, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
+        model[1].weight.fill_(1.0)
+    pattern = torch.from_numpy(data.camera()[::16, ::16].copy()).float() / 255.0
+    return model, torch.stack([1.0 + 0.004 * pattern, torch.ones_like(pattern)]).unsqueeze(0)
+
+
 def test_a_drift_that_tf32_rounding_alone_makes_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A golden made with TF32 (a GPU), checked in full float32: a layer whose own TF32 noise exceeds its tolerances
     failed with "a code or dependency change" alone, since only a layer that passed was measured."""
     from pytest_featviz.calibrate import tf32_emulation
 
-    runs = _count_noise_runs(monkeypatch)
-    model = nn.Sequential(nn.Conv2d(2, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False))
-    with torch.no_grad():  # the difference of two nearly equal channels: TF32 keeps 10 bits of each
-        model[0].weight.copy_(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
-        model[1].weight.fill_(1.0)
-    pattern = torch.from_numpy(data.camera()[::16, ::16].copy()).float() / 255.0
-    inputs = torch.stack([1.0 + 0.004 * pattern, torch.ones_like(pattern)]).unsqueeze(0)
+    model, inputs = _cancelling_model()
     with tf32_emulation():
         snapshotter(tmp_path, update=True)(model, inputs, layers=["0", "1"])
+    runs = _count_noise_runs(monkeypatch)
+    with pytest.raises(FeatureDriftError) as caught:  # a golden made here: its drift is no other machine's noise
+        snapshotter(tmp_path)(model, inputs, layers=["0", "1"])
+    assert runs == [] and "TF32 rounding alone" not in str(caught.value)
+    _as_made_on_a_gpu(tmp_path)
     with pytest.raises(FeatureDriftError) as caught:
         snapshotter(tmp_path)(model, inputs, layers=["0", "1"])
     assert runs == [1]  # the noise floor's run, once for both layers
@@ -173,3 +192,21 @@ def test_a_drift_that_tf32_rounding_alone_makes_says_so(tmp_path: Path, monkeypa
     assert result is not None and all(layer.noise is not None and layer.drifted for layer in result.layers)
     assert snapshotter(tmp_path, update=True)(model, inputs, layers=["0", "1"]).outcome == "updated"
     assert runs == [1]  # an update rewrites a drifted layer whatever its noise: no run to measure it
+
+
+def test_a_drift_far_beyond_the_tf32_noise_is_not_called_that_noise(tmp_path: Path) -> None:
+    # a 30% weight change against a GPU's golden was told "this drift may be that noise" (its noise: 0.01), since
+    # only the noise was held against the tolerances, never the drift against the noise
+    from pytest_featviz.calibrate import tf32_emulation
+
+    model, inputs = _cancelling_model()
+    with tf32_emulation():
+        snapshotter(tmp_path, update=True)(model, inputs, layers=["1"])
+    _as_made_on_a_gpu(tmp_path)
+    with torch.no_grad():
+        model[1].weight.fill_(3.0)  # the output tripled: far beyond what TF32 rounding does to it
+    with pytest.raises(FeatureDriftError) as caught:
+        snapshotter(tmp_path)(model, inputs, layers=["1"])
+    assert "TF32 rounding alone" not in str(caught.value)
+    layer = caught.value.result.layer("1") if caught.value.result else None
+    assert layer is not None and layer.noise is None and layer.threshold == 0.99  # the configured tolerances
