@@ -120,15 +120,17 @@ def moved_before(results: Sequence[LayerResult]) -> str:
 
 
 def new_weights_before(results: Sequence[LayerResult], new_weights: Collection[str]) -> str:
-    """A line naming the first layer before the first drifted one that matched although its own weights changed
-    (``new_weights``: environment.layers_with_new_weights): the change starts there, within that layer's
-    tolerances, and shows first in a later layer. ``""`` when there is none."""
+    """A line naming the first layer before the first drifted one that matched but moved, its own weights or buffers
+    changed (``new_weights``: environment.layers_with_new_weights): the change starts there, within that layer's
+    tolerances, and shows first in a later layer. Not a layer that did not move at all (a BatchNorm's call counter
+    changed, which eval mode does not read). ``""`` when there is none."""
     first = next(i for i, result in enumerate(results) if result.drifted)
     for layer in results[:first]:
-        if layer.verdict == MATCH and layer.name.split("@")[0] in new_weights:  # without a call index
+        moved = layer.min_ssim < 1.0 or layer.max_stat_delta > 0.0 or layer.max_rms_error > 0.0
+        if layer.verdict == MATCH and layer.ssim and moved and layer.name.split("@")[0] in new_weights:
             return (
-                f"before it, layer {layer.name!r} matched, but its own weights changed since the golden was made: the"
-                " change starts there, within that layer's tolerances"
+                f"before it, layer {layer.name!r} matched but moved, and its own weights or buffers changed since the"
+                " golden was made: the change starts there, within that layer's tolerances"
             )
     return ""
 

@@ -136,17 +136,20 @@ def test_a_layer_before_the_first_drift_whose_own_weights_changed_is_where_the_d
     )
     assert message.splitlines()[1:3] == [
         "drift starts at layer 'layer3' (first drifted layer in forward order)",
-        "before it, layer 'layer2.0' matched, but its own weights changed since the golden was made: the change"
-        " starts there, within that layer's tolerances",
+        "before it, layer 'layer2.0' matched but moved, and its own weights or buffers changed since the golden was"
+        " made: the change starts there, within that layer's tolerances",
     ]
-    assert "matched but moved" not in message  # the layer whose weights changed is where it starts
+    assert "matched but moved:" not in message  # the layer whose weights changed is where it starts
     # a layer called again is known by its module's name; none before the drift with new weights: nothing said
-    assert "'layer2.1@1' matched, but its own weights" in drift_message(
+    assert "'layer2.1@1' matched but moved, and its own weights" in drift_message(
         IDENTITY, "0", Path("golden/t/test_a/0"), results, new_weights={"layer2.1"}
     )
     assert "its own weights" not in drift_message(
         IDENTITY, "0", Path("golden/t/test_a/0"), results, new_weights={"layer3"}
     )
+    # a layer that did not move at all (only a BatchNorm's call counter changed, which eval mode does not read)
+    still = [_layer("stem", MATCH, 1.0, 0.0, 0.0), results[3]]
+    assert "its own weights" not in drift_message(IDENTITY, "0", Path("golden/t/test_a/0"), still, new_weights={"stem"})
 
 
 def test_a_fitted_limit_is_named_in_four_digits_where_a_layer_moved_before_the_drift() -> None:
