@@ -153,17 +153,20 @@ def case_message(ours: Path, theirs: Path, directory: Path) -> str:
         f"golden path {ours} differs only in letter case from {theirs}, which already exists: on case-insensitive"
         f" file systems (macOS, Windows) the two are one directory and the snapshots would overwrite each other's"
         f" goldens; rename {rename} so that the two differ in more than case; if one is left over from a test renamed"
-        " in case only, move its goldens to the new name (git mv, through a temporary name on macOS and Windows) or"
-        " delete it, and run again (pytest --featviz-prune deletes the goldens of a test file that no longer exists"
-        " where its folder still holds a test file that runs)"
+        " in case only, move its goldens to the new name to keep them (git mv, through a temporary name on macOS and"
+        " Windows), or delete it (pytest --featviz-prune deletes the goldens of a test that no longer exists) and"
+        " run again"
     )
 
 
 def _holds_goldens(path: Path) -> bool:
     """Whether ``path`` is a folder with a golden's file (a sidecar or a picture) somewhere below it: a stray empty
     folder, or one holding only a ``.gitkeep`` or a README, merges no golden with a case-only twin."""
-    # os.walk of a file, or of a folder that cannot be read, yields nothing
-    return any(name == SIDECAR or name.lower().endswith(".png") for _, _, files in os.walk(path) for name in files)
+    for _, folders, files in os.walk(path):  # of a file, or of a folder that cannot be read: nothing
+        if any(name == SIDECAR or name.lower().endswith(".png") for name in files):
+            return True
+        folders[:] = [name for name in folders if not name.startswith(".")]  # a killed write's hidden staging
+    return False
 
 
 def case_twin(golden_root: Path, directory: Path) -> tuple[Path, Path] | None:

@@ -103,12 +103,15 @@ def test_a_case_only_twin_without_goldens_is_no_collision(tmp_path: Path) -> Non
     (tmp_path / "tests" / "test_m" / "TEST_A").parent.mkdir(parents=True)
     (tmp_path / "tests" / "test_m" / "TEST_A").write_text("a file, not a golden")
     assert goldenpath.case_collision(tmp_path, tmp_path / "tests" / "test_m" / "test_a" / "0") is None
+    (tmp_path / "Tests" / ".0.featviz-new-1a2b").mkdir()  # what a killed write left hidden: no golden of a test
+    (tmp_path / "Tests" / ".0.featviz-new-1a2b" / "snapshot.json").write_text("{}")
+    assert goldenpath.case_collision(tmp_path, tmp_path / "tests" / "test_m" / "test_a" / "0") is None
     # a picture alone (its sidecar lost) is a golden's: two such folders would merge on macOS and Windows
     (tmp_path / "Tests" / "test_m" / "test_a" / "0").mkdir(parents=True)
     (tmp_path / "Tests" / "test_m" / "test_a" / "0" / "stem.png").write_bytes(b"")
     reason = goldenpath.case_collision(tmp_path, tmp_path / "tests" / "test_m" / "test_a" / "0")
     assert reason is not None and f"from {tmp_path / 'Tests'}," in reason
-    assert "move its goldens to the new name (git mv, through a temporary name on macOS and Windows)" in reason
+    assert "move its goldens to the new name to keep them (git mv, through a temporary name on macOS" in reason
 
 
 def test_snapshot_dir_layout_and_containment(tmp_path: Path) -> None:
