@@ -137,10 +137,10 @@ def _write_once(directory: Path, payload: bytes, pictures: dict[str, bytes], kep
 
 
 def _write_error(directory: Path, exc: OSError) -> GoldenWriteError:
+    """The error of a golden that could not be written: the OS's, and what is left there (the old golden, or none)."""
+    left = "the golden there was left as it was" if (directory / SIDECAR).is_file() else "nothing was written"
     return GoldenWriteError(
-        f"cannot write golden snapshot {directory}: {exc}{file_in_the_way(directory)}; the golden there was left as"
-        " it was",
-        recreatable=False,
+        f"cannot write golden snapshot {directory}: {exc}{file_in_the_way(directory)}; {left}", recreatable=False
     )
 
 

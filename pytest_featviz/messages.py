@@ -82,7 +82,8 @@ def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list
             lines.append(
                 "    TF32 rounding alone takes this layer near its tolerances: against a golden made with other float"
                 " arithmetic (CPU vs a GPU with TF32) this drift may be that noise; keep one golden per device type"
-                " (ini featviz_golden_key = device) or take the snapshot with deterministic=True (TF32 off)"
+                " (ini featviz_golden_key = device) or take the snapshot with deterministic=True (TF32 off) and re-make"
+                " its golden with it"
             )
     lines.extend(_channel_line(layer, i) for i in worst)
     if failing > len(worst):

@@ -521,10 +521,10 @@ def _portable(made: Sequence[tuple[LayerGolden, bytes | None]]) -> tuple[list[La
 
 def _with_write_error(message: str, error: GoldenWriteError, settings: Settings, identity: TestIdentity) -> str:
     """The message of a check whose golden an update or create run could not write: the OS's reason first, then the
-    check's message, whose closing command is the one just run, so it is said to write the golden once the reason
-    is dealt with (run again as it is, it meets the same error)."""
+    check's message, whose command is the one just run: run again as it is, it meets the same error until the
+    reason is dealt with."""
     reason = shown_below(str(error), settings.golden_dir, identity.invocation_dir)
-    return f"{reason}\n(once that is fixed, the command at the end of this message writes it)\n{message}"
+    return f"{reason}\n(once that is fixed, the same run writes it)\n{message}"
 
 
 def _not_recreated(damage: GoldenError, error: GoldenWriteError, directory: Path) -> GoldenError:
