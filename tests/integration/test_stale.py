@@ -547,7 +547,8 @@ def test_a_stepwise_run_judges_nothing(project: pytest.Pytester, flag: str) -> N
     project.makeini("[pytest]\n")  # with the cache provider, which --sw needs
     result = project.runpytest(flag, "--featviz-prune")
     result.assert_outcomes(passed=3)
-    assert "stale golden" not in result.stdout.str()
+    assert "stale golden snapshot" not in result.stdout.str()
+    result.stdout.fnmatch_lines([f"--featviz-prune judged no golden: {flag} leaves tests out unseen*"])
     assert _snapshots(project.path) == ALL
     project.runpytest().stdout.fnmatch_lines(["* stale golden snapshot(s)*"])  # the same run without it judges
 
@@ -562,7 +563,8 @@ def test_last_failed_and_a_conftest_filter_leave_files_incomplete(
     monkeypatch.delenv("FEATVIZ_C")
     result = project.runpytest("--lf", "--featviz-prune")
     result.assert_outcomes(passed=1)
-    assert "stale golden" not in result.stdout.str()
+    assert "stale golden snapshot" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["--featviz-prune judged no golden: --lf leaves tests out unseen*"])
     assert _snapshots(project.path) == ALL
     # a conftest that filters the items itself, without pytest_deselected, in a wrapper around every other hook
     project.makeconftest(
@@ -776,7 +778,8 @@ def test_a_deleted_test_file_is_judged_only_where_the_run_collected(featviz_pyte
     # nor by runs that execute no test body
     for args in (["--collect-only"], ["--setup-plan"]):
         result = featviz_pytester.runpytest("--featviz-prune", *args)
-        assert "stale golden" not in result.stdout.str()
+        assert "stale golden snapshot" not in result.stdout.str()
+        result.stdout.fnmatch_lines([f"--featviz-prune judged no golden: {args[0]} runs no test body*"])
     assert "golden/test_top/test_o/0" in _snapshots(featviz_pytester.path)
     # a run of one file of the rootdir collected from it: the goldens of its deleted neighbour are judged; a prune
     # run of that file alone would keep them (it leaves tests out), so the command is that of a run of every test
