@@ -285,13 +285,13 @@ def _code(text: str, limit: int | None = None, *, cell: bool = False) -> str:
 
 
 def step_summary(
-    data: dict[str, Any], index: Path | None, create: tuple[str, int] | None = None, unwritten: str | None = None
+    data: dict[str, Any], index: Path | None, create: str | None = None, unwritten: str | None = None
 ) -> str:
     """A compact markdown table of the drifted, missing and unreadable snapshots for ``GITHUB_STEP_SUMMARY``: no images
     (GitHub strips data URIs), at most ``STEP_SUMMARY_ROWS`` rows and ``STEP_SUMMARY_LIMIT`` bytes.
 
-    ``create``: the command that creates the missing goldens, and how many more tests are missing one, as the
-    terminal summary says them (``session.create_missing``: the run's golden options, no drift accepted).
+    ``create``: the command that creates the missing goldens, as the terminal summary says it
+    (``session.create_missing``: the run's golden options, no drift accepted).
     ``index``: the report's page, named at the end; ``None`` where it could not be written, and ``unwritten`` says
     why."""
     counts = data["summary"]
@@ -334,12 +334,10 @@ def step_summary(
         )
         lines += ["", f"{unchecked_sentence(len(unchecked))}: {listed}{more}."]
     if create is not None:
-        command, count = create
-        more = f" (it names the first tests; {count} more are missing one: see their messages)" if count else ""
         # the command as the terminal prints it, whole: a fenced block keeps its quotes, backticks and spaces
-        fence = _fence(command, 3)
-        lines += ["", "Missing goldens: create them locally with", "", f"{fence}console", command, fence, ""]
-        lines.append(f"then review and commit them{more}.")
+        fence = _fence(create, 3)
+        lines += ["", "Missing goldens: create them locally with", "", f"{fence}console", create, fence, ""]
+        lines.append("then review and commit them.")
     if data.get("run"):
         lines += ["", _md(run_line(data["run"]), 400) + "."]
     if index is not None:

@@ -51,7 +51,7 @@ def _run_facts(settings: Settings) -> dict[str, Any]:
     }
 
 
-MISSING_LISTED = 10  # node ids in the summary's command that creates missing goldens
+MISSING_LISTED = 10  # node ids, else test files, in the summary's command that creates missing goldens
 
 
 UNREACHED_LISTED = 5
@@ -110,12 +110,14 @@ def _rewritten(results: Iterable[SnapshotResult]) -> str:
     return beside if keyed == len(updated) else f"{len(updated) - keyed} rewritten; {keyed} {beside}"
 
 
-def create_missing(missing: list[SnapshotResult]) -> tuple[str, int] | None:
-    """The command that creates the goldens of the ``missing`` snapshots, with how many more tests than it names
-    (``MISSING_LISTED``) are missing one; ``None`` when no message holds a command. Built from each missing snapshot's
-    own command (its options, its node id relative to where pytest ran). It runs ``--featviz-create``, which
-    rewrites no golden: a test that also drifted, or drifts in a snapshot after its missing one, fails on that drift
-    and shows it, where ``--featviz-update`` would have accepted it unseen."""
+def create_missing(missing: list[SnapshotResult]) -> str | None:
+    """The command that creates the goldens of all the ``missing`` snapshots; ``None`` when no message holds a
+    command. Built from each missing snapshot's own command (its options, its node id relative to where pytest ran):
+    the node ids, or where there are more than ``MISSING_LISTED`` of them their test files, or where there are more
+    than that many files too the folder that holds them all. It runs ``--featviz-create``, which rewrites no golden,
+    so running more tests than are missing one is safe: a test that also drifted, or drifts in a snapshot after its
+    missing one, fails on that drift and shows it, where ``--featviz-update`` would have accepted it unseen."""
+    import os
     import shlex
 
     from pytest_featviz.snapshot import CREATE_WITH
@@ -127,18 +129,20 @@ def create_missing(missing: list[SnapshotResult]) -> tuple[str, int] | None:
             commands.append(shlex.split(line[len(CREATE_WITH) :]))
     if not commands:
         return None
-    ids = list(dict.fromkeys(command[-1] for command in commands))
-    return shlex.join([*commands[0][:-1], *ids[:MISSING_LISTED]]), max(0, len(ids) - MISSING_LISTED)
+    targets = list(dict.fromkeys(command[-1] for command in commands))
+    if len(targets) > MISSING_LISTED:
+        targets = list(dict.fromkeys(target.split("::", 1)[0] for target in targets))
+    if len(targets) > MISSING_LISTED:
+        targets = [os.path.commonpath(targets) or "."]
+    return shlex.join([*commands[0][:-1], *targets])
 
 
 def _create_missing(missing: list[SnapshotResult]) -> str:
     """The summary's line with :func:`create_missing`'s command."""
-    found = create_missing(missing)
-    if found is None:
+    command = create_missing(missing)
+    if command is None:
         return "create the missing goldens with --featviz-create and the node ids of the failing tests"
-    command, more = found
-    rest = f" (and {more} more tests: see their messages)" if more else ""
-    return f"create the missing goldens with:  {command}{rest}"
+    return f"create the missing goldens with:  {command}"
 
 
 def _unreadable(results: list[SnapshotResult]) -> list[str]:

@@ -188,7 +188,7 @@ def test_the_command_for_missing_goldens_creates_them_with_each_test_s_own_optio
     drift and shows it (the --featviz-update of before had to leave such a test out)."""
 
     def missing(node: str) -> SnapshotResult:
-        message = f"no golden ...\ncreate it with:  pytest --featviz-create -c ci.ini {node}"
+        message = f"no golden ...\ncreate it with:  pytest --featviz-create -c ci.ini {shlex.quote(node)}"
         return SnapshotResult(node, "new", "golden/x", MISSING, message=message)
 
     records = [missing("t.py::a"), missing("t.py::b"), missing("t.py::a")]
@@ -196,12 +196,13 @@ def test_the_command_for_missing_goldens_creates_them_with_each_test_s_own_optio
         _create_missing(records)
         == "create the missing goldens with:  pytest --featviz-create -c ci.ini t.py::a t.py::b"
     )
-    many = [missing(f"t.py::t{i}") for i in range(13)]
-    assert create_missing(many) == (
-        shlex.join(["pytest", "--featviz-create", "-c", "ci.ini", *(f"t.py::t{i}" for i in range(10))]),
-        3,
-    )
-    assert _create_missing(many).endswith("t.py::t9 (and 3 more tests: see their messages)")
+    # every missing test is covered (150 missing got a command naming 10): by its file where more than 10 are
+    # missing, by the folder holding them all where more than 10 files are (create rewrites no golden)
+    many = [missing(f"t.py::t{i}") for i in range(13)] + [missing("sub/u.py::u")]
+    assert create_missing(many) == shlex.join(["pytest", "--featviz-create", "-c", "ci.ini", "t.py", "sub/u.py"])
+    files = [missing(f"tests/models/test_{i}.py::t") for i in range(11)] + [missing("tests/test_z.py::t[a b]")]
+    assert create_missing(files) == "pytest --featviz-create -c ci.ini tests"
+    assert create_missing([*files, missing("other.py::t")]) == "pytest --featviz-create -c ci.ini ."
     assert create_missing([SnapshotResult("t.py::c", "new", "golden/x", MISSING, message="no golden")]) is None
 
 
