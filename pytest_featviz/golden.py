@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import stat
 import time
 from dataclasses import dataclass, field, replace
@@ -390,9 +391,18 @@ def _missing_sidecar(directory: Path) -> bytes | None:
     # a write another process started since is no leftover: the golden is missing until it ends, and then there
     leftovers = durable.leftovers(directory)
     if leftovers:  # the first holds the previous golden when there is one
+        previous = leftovers[0]
+        how = "re-run with --featviz-update"
+        if ".featviz-old-" in previous.name and (previous / SIDECAR).is_file():
+            # the golden it was replacing, whole: put back, the next check compares against it
+            how = (
+                f"it holds the golden that update was replacing: put it back with"
+                f"  mv {shlex.quote(str(previous))} {shlex.quote(str(directory))}  to check against it, or {how}"
+                " to write it anew, unchecked"
+            )
         raise GoldenError(
             f"golden snapshot {directory} is missing but an interrupted --featviz-update left"
-            f" {leftovers[0].name} beside it; re-run with --featviz-update"
+            f" {previous.name} beside it; {how}"
         )
     if directory.is_dir() and any(p.suffix.lower() == ".png" for p in directory.iterdir()):
         raise GoldenError(

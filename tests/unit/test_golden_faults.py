@@ -470,8 +470,14 @@ def test_interrupted_between_renames_is_named_and_healed(snap: Path) -> None:
     # moved in.
     os.replace(snap, snap.parent / ".0.featviz-old-ab12cd34")
     (snap.parent / ".0.featviz-new-aa11bb22").mkdir()  # the new render, fully written: not the one to name
-    with pytest.raises(GoldenError, match=r"an interrupted --featviz-update left \.0\.featviz-old-ab12cd34"):
+    with pytest.raises(GoldenError, match=r"an interrupted --featviz-update left \.0\.featviz-old-ab12cd34") as info:
         golden.read_sidecar(snap)
+    # the golden it was replacing is whole: the message says how to put it back, so that the next check compares
+    old = snap.parent / ".0.featviz-old-ab12cd34"
+    assert f"put it back with  mv {old} {snap}  to check against it, or re-run with --featviz-update" in str(info.value)
+    os.replace(old, snap)
+    assert golden.read_sidecar(snap) is not None
+    os.replace(snap, old)
     stored = _write(snap, seed=1)
     assert golden.read_sidecar(snap) == stored
     assert sorted(p.name for p in snap.parent.iterdir()) == ["0"]
