@@ -575,11 +575,13 @@ def _default_paths(config: pytest.Config) -> bool:
 
 
 def _write_listed(terminalreporter: Any, lines: Sequence[str]) -> None:
-    """The first ``LISTED`` of ``lines``, indented, and how many more there are."""
-    for line in lines[:LISTED]:
+    """``lines``, indented: the first ``LISTED`` of them and how many more there are, or all under ``-v`` (a prune
+    that deleted 70 goldens named 20 of them however verbose the run)."""
+    shown = len(lines) if terminalreporter.config.get_verbosity() > 0 else LISTED
+    for line in lines[:shown]:
         terminalreporter.write_line(f"  {line}")
-    if len(lines) > LISTED:
-        terminalreporter.write_line(f"  ... and {len(lines) - LISTED} more")
+    if len(lines) > shown:
+        terminalreporter.write_line(f"  ... and {len(lines) - shown} more (-v lists them all)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1798,3 +1798,27 @@ def test_a_file_renamed_in_letter_case_whose_test_is_skipped_keeps_its_goldens(
     result = featviz_pytester.runpytest("--featviz-prune")
     result.assert_outcomes(passed=1, skipped=1)
     assert "golden/test_GPU/test_big/0" in _snapshots(featviz_pytester.path)
+
+
+MANY = """
+import pytest
+from featviz_models import make_input, make_model
+
+
+@pytest.mark.parametrize("case", range(int("{count}")))
+def test_many(feature_snapshot, case):
+    feature_snapshot(make_model(), make_input(), layers=["0"])
+"""
+
+
+def test_a_long_stale_list_is_cut_at_twenty_unless_verbose(featviz_pytester: pytest.Pytester) -> None:
+    # a prune that deleted 70 goldens named 20 of them, with -vv too
+    featviz_pytester.makepyfile(featviz_models=MODELS, test_many=MANY.replace("{count}", "23"))
+    featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=23)
+    featviz_pytester.makepyfile(test_many=MANY.replace("{count}", "1"))
+    result = featviz_pytester.runpytest()
+    result.stdout.fnmatch_lines(["22 stale golden snapshot(s)*", "  ... and 2 more (-v lists them all)"])
+    result = featviz_pytester.runpytest("--featviz-prune", "-v")
+    result.stdout.fnmatch_lines(["22 stale golden snapshot(s) deleted*", "  golden/test_many/test_many[9]/0"])
+    result.stdout.no_fnmatch_line("*... and * more*")
+    assert _snapshots(featviz_pytester.path) == ["golden/test_many/test_many[0]/0"]
