@@ -241,11 +241,14 @@ def checked_line(counts: Mapping[str, int], creating: bool = False) -> str:
 
 
 def run_line(run: Mapping[str, Any]) -> str:
-    """``torch 2.14.1, check mode, goldens in golden; configured tolerances ...``: what the run was, in words."""
+    """``torch 2.14.1, check mode, goldens in golden; configured tolerances ...``: what the run was, in words; first
+    that it stopped before its end, where it did (the report holds only the tests it reached)."""
+    stopped = "the run stopped before its end (Ctrl-C, a cancelled job, -x): tests after that did not run; "
     return (
-        f"torch {run['torch']}, {run['mode']} mode, goldens in {run['golden_dir']}; configured tolerances: SSIM >="
-        f" {run['threshold']:g}, statistics change <= {run['stat_tolerance']:g}, picture change <="
-        f" {run['rms_tolerance']:g} (a marker or call may set others; each layer shows the ones it was judged by)"
+        f"{stopped if run.get('stopped') else ''}torch {run['torch']}, {run['mode']} mode, goldens in"
+        f" {run['golden_dir']}; configured tolerances: SSIM >= {run['threshold']:g}, statistics change <="
+        f" {run['stat_tolerance']:g}, picture change <= {run['rms_tolerance']:g}"
+        " (a marker or call may set others; each layer shows the ones it was judged by)"
     )
 
 

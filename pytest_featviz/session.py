@@ -37,9 +37,10 @@ def torch_version() -> str:
         return "not installed"
 
 
-def _run_facts(settings: Settings) -> dict[str, Any]:
+def _run_facts(settings: Settings, stopped: bool = False) -> dict[str, Any]:
     """What ``report.json`` and the report page say about the run: torch, mode, configured tolerances, goldens (the
-    report gives the golden directory relative to the rootdir, as it does every golden path)."""
+    report gives the golden directory relative to the rootdir, as it does every golden path), and ``stopped`` where
+    the run ended before its last test (Ctrl-C, a cancelled CI job, ``-x``): a report of the tests it reached."""
     return {
         "torch": torch_version(),
         "mode": settings.mode,
@@ -48,6 +49,7 @@ def _run_facts(settings: Settings) -> dict[str, Any]:
         "rms_tolerance": settings.rms_tolerance,
         "normalize": settings.normalize,
         "golden_dir": str(settings.golden_dir),
+        **({"stopped": True} if stopped else {}),
     }
 
 
@@ -336,7 +338,7 @@ class SessionTracker:
         if call.when == "teardown":  # made already: a snapshot in a fixture's teardown
             report.user_properties.extend(properties)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int | pytest.ExitCode) -> None:
         if hasattr(session.config, "workerinput"):
             return
         if not self.results:  # no report to write (a suite without snapshots, --collect-only): not even imported
@@ -346,7 +348,8 @@ class SessionTracker:
             return
         from pytest_featviz import manifest, outputs, report
 
-        run = _run_facts(self.settings)
+        stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
+        run = _run_facts(self.settings, stopped)
         root = session.config.rootpath
         unchecked = self.unreached()
         unwritten: str | None = None  # why the report could not be written

@@ -706,6 +706,21 @@ def test_the_step_summary_is_written_where_the_report_cannot_be(
     assert "index.html" not in text.split("No diff mosaics")[0]  # no page named that was not written
 
 
+def test_a_report_of_a_run_that_stopped_early_says_so(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # after Ctrl-C (a cancelled CI job) or -x the report read as complete: "2 checked, 2 drifted", 55 never ran
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(drifted.path / "summary.md"))
+    drifted.runpytest("-x").assert_outcomes(failed=1)
+    data = json.loads((drifted.path / "featviz-report" / "report.json").read_text())
+    assert data["run"]["stopped"] is True
+    said = "the run stopped before its end (Ctrl-C, a cancelled job, -x): tests after that did not run; torch "
+    assert said in (drifted.path / "featviz-report" / "index.html").read_text()
+    assert said in (drifted.path / "summary.md").read_text()
+    drifted.runpytest().assert_outcomes(passed=1, failed=2)
+    assert "stopped" not in json.loads((drifted.path / "featviz-report" / "report.json").read_text())["run"]
+
+
 def test_junitxml_properties_and_attachments(drifted: pytest.Pytester) -> None:
     drifted.runpytest("--junitxml=junit.xml", "-o", "junit_logging=system-out", "-k", "plain")
     case = ET.parse(drifted.path / "junit.xml").find(".//testcase[@name='test_net[plain]']")
