@@ -135,7 +135,10 @@ def create_missing(missing: list[SnapshotResult]) -> str | None:
     if len(targets) > MISSING_LISTED:
         targets = list(dict.fromkeys(target.split("::", 1)[0] for target in targets))
     if len(targets) > MISSING_LISTED:
-        targets = [os.path.commonpath(targets) or "."]
+        try:
+            targets = [os.path.commonpath(targets) or "."]
+        except ValueError:  # absolute and relative paths, or paths on two drives: the run's own selection
+            targets = []
     return shlex.join([*commands[0][:-1], *targets])
 
 

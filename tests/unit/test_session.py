@@ -203,6 +203,8 @@ def test_the_command_for_missing_goldens_creates_them_with_each_test_s_own_optio
     files = [missing(f"tests/models/test_{i}.py::t") for i in range(11)] + [missing("tests/test_z.py::t[a b]")]
     assert create_missing(files) == "pytest --featviz-create -c ci.ini tests"
     assert create_missing([*files, missing("other.py::t")]) == "pytest --featviz-create -c ci.ini ."
+    # files named from two roots (one outside where pytest ran, absolute): the run's own selection, not a crash
+    assert create_missing([*files, missing("/elsewhere/test_o.py::t")]) == "pytest --featviz-create -c ci.ini"
     assert create_missing([SnapshotResult("t.py::c", "new", "golden/x", MISSING, message="no golden")]) is None
 
 
