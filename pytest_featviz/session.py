@@ -53,9 +53,6 @@ def _run_facts(settings: Settings, stopped: bool = False) -> dict[str, Any]:
     }
 
 
-MISSING_LISTED = 10  # node ids, else test files, in the summary's command that creates missing goldens
-
-
 UNREACHED_LISTED = 5
 
 
@@ -113,13 +110,12 @@ def _rewritten(results: Iterable[SnapshotResult]) -> str:
 
 
 def create_missing(missing: list[SnapshotResult]) -> str | None:
-    """The command that creates the goldens of all the ``missing`` snapshots; ``None`` when no message holds a
-    command. Built from each missing snapshot's own command (its options, its node id relative to where pytest ran):
-    the node ids, or where there are more than ``MISSING_LISTED`` of them their test files, or where there are more
-    than that many files too the folder that holds them all. It runs ``--featviz-create``, which rewrites no golden,
-    so running more tests than are missing one is safe: a test that also drifted, or drifts in a snapshot after its
-    missing one, fails on that drift and shows it, where ``--featviz-update`` would have accepted it unseen."""
-    import os
+    """The command that creates the goldens of all the ``missing`` snapshots, by their node ids (every one of them:
+    test files or a folder would also create the goldens of tests the run deselected, a GPU-only test's on a CPU);
+    ``None`` when no message holds a command. Built from each missing snapshot's own command (its options, its node
+    id relative to where pytest ran). It runs ``--featviz-create``, which rewrites no golden: a test that also
+    drifted, or drifts in a snapshot after its missing one, fails on that drift and shows it, where
+    ``--featviz-update`` would have accepted it unseen."""
     import shlex
 
     from pytest_featviz.snapshot import CREATE_WITH
@@ -131,15 +127,7 @@ def create_missing(missing: list[SnapshotResult]) -> str | None:
             commands.append(shlex.split(line[len(CREATE_WITH) :]))
     if not commands:
         return None
-    targets = list(dict.fromkeys(command[-1] for command in commands))
-    if len(targets) > MISSING_LISTED:
-        targets = list(dict.fromkeys(target.split("::", 1)[0] for target in targets))
-    if len(targets) > MISSING_LISTED:
-        try:
-            targets = [os.path.commonpath(targets) or "."]
-        except ValueError:  # absolute and relative paths, or paths on two drives: the run's own selection
-            targets = []
-    return shlex.join([*commands[0][:-1], *targets])
+    return shlex.join([*commands[0][:-1], *dict.fromkeys(command[-1] for command in commands)])
 
 
 def _create_missing(missing: list[SnapshotResult]) -> str:

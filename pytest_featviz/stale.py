@@ -476,7 +476,8 @@ class StaleGoldens:
                 f"{len(self.stale)} stale golden snapshot(s) that no executed test used"
                 f" ({self.files_checked_text()} checked):"
             )
-        _write_listed(terminalreporter, [display_path(directory) for directory in shown])
+        # what a prune deleted is named whole: once deleted, no run can list it again
+        _write_listed(terminalreporter, [display_path(directory) for directory in shown], every=self.prune)
         for error in self.prune_errors:
             terminalreporter.write_line(f"could not delete {shown_below(error, self.golden_root, None)}")
         if self.prune_errors:
@@ -574,14 +575,14 @@ def _default_paths(config: pytest.Config) -> bool:
     return given == {os.path.realpath(path) for path in default}
 
 
-def _write_listed(terminalreporter: Any, lines: Sequence[str]) -> None:
-    """``lines``, indented: the first ``LISTED`` of them and how many more there are, or all under ``-v`` (a prune
-    that deleted 70 goldens named 20 of them however verbose the run)."""
-    shown = len(lines) if terminalreporter.config.get_verbosity() > 0 else LISTED
+def _write_listed(terminalreporter: Any, lines: Sequence[str], every: bool = False) -> None:
+    """``lines``, indented: the first ``LISTED`` of them and how many more there are, or all of them under ``-v`` or
+    with ``every`` (a prune that deleted 70 goldens named 20 of them, however verbose the run)."""
+    shown = len(lines) if every or terminalreporter.config.get_verbosity() > 0 else LISTED
     for line in lines[:shown]:
         terminalreporter.write_line(f"  {line}")
     if len(lines) > shown:
-        terminalreporter.write_line(f"  ... and {len(lines) - shown} more (-v lists them all)")
+        terminalreporter.write_line(f"  ... and {len(lines) - shown} more (a more verbose run, -v, lists them all)")
 
 
 @dataclass(frozen=True, slots=True)

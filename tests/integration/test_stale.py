@@ -1811,14 +1811,19 @@ def test_many(feature_snapshot, case):
 """
 
 
-def test_a_long_stale_list_is_cut_at_twenty_unless_verbose(featviz_pytester: pytest.Pytester) -> None:
+def test_a_long_stale_list_is_cut_at_twenty_unless_verbose_and_a_prune_names_all(
+    featviz_pytester: pytest.Pytester,
+) -> None:
     # a prune that deleted 70 goldens named 20 of them, with -vv too
     featviz_pytester.makepyfile(featviz_models=MODELS, test_many=MANY.replace("{count}", "23"))
     featviz_pytester.runpytest("--featviz-update").assert_outcomes(passed=23)
     featviz_pytester.makepyfile(test_many=MANY.replace("{count}", "1"))
     result = featviz_pytester.runpytest()
-    result.stdout.fnmatch_lines(["22 stale golden snapshot(s)*", "  ... and 2 more (-v lists them all)"])
-    result = featviz_pytester.runpytest("--featviz-prune", "-v")
+    result.stdout.fnmatch_lines(["22 stale golden snapshot(s)*", "  ... and 2 more (a more verbose run, -v, *)"])
+    result = featviz_pytester.runpytest("-v")
+    result.stdout.fnmatch_lines(["22 stale golden snapshot(s)*", "  golden/test_many/test_many[9]/0"])
+    result.stdout.no_fnmatch_line("*... and * more*")
+    result = featviz_pytester.runpytest("--featviz-prune")  # what it deletes, whole: no run can list it again
     result.stdout.fnmatch_lines(["22 stale golden snapshot(s) deleted*", "  golden/test_many/test_many[9]/0"])
     result.stdout.no_fnmatch_line("*... and * more*")
     assert _snapshots(featviz_pytester.path) == ["golden/test_many/test_many[0]/0"]
