@@ -393,8 +393,9 @@ def _missing_sidecar(directory: Path) -> bytes | None:
     if leftovers:  # the first holds the previous golden when there is one
         previous = leftovers[0]
         how = "re-run with --featviz-update"
-        if ".featviz-old-" in previous.name and (previous / SIDECAR).is_file():
-            # the golden it was replacing, whole: put back, the next check compares against it
+        if ".featviz-old-" in previous.name and (previous / SIDECAR).is_file() and not os.path.lexists(directory):
+            # the golden it was replacing, whole: put back, the next check compares against it (not where the
+            # folder still stands without its sidecar: an mv would move the old golden into it)
             how = (
                 f"it holds the golden that update was replacing: put it back with"
                 f"  mv {shlex.quote(str(previous))} {shlex.quote(str(directory))}  to check against it, or {how}"

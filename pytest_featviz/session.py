@@ -238,6 +238,7 @@ class SessionTracker:
         self.report_errors: list[str] = []
         self.running: pytest.Item | None = None  # the item whose protocol started last (for an interrupted run)
         self.cleared = False  # whether the last report was removed (once per session)
+        self.finished: set[str] = set()  # the tests whose teardown was reported: a run that ended early ran fewer
 
     # The last report is removed just before the first test runs, not at session start: a run of none
     # (--collect-only, --fixtures, --setup-plan, a -k that selects nothing, a collection error) leaves it be. The
@@ -339,7 +340,9 @@ class SessionTracker:
             return
         from pytest_featviz import manifest, outputs, report
 
-        stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
+        # -x and --maxfail set shouldfail at the failure that reaches the limit, also at the last test
+        early = bool(session.shouldstop or session.shouldfail) and len(self.finished) < session.testscollected
+        stopped = exitstatus == pytest.ExitCode.INTERRUPTED or early
         run = _run_facts(self.settings, stopped)
         root = session.config.rootpath
         unchecked = self.unreached()
@@ -426,6 +429,8 @@ class SessionTracker:
             self.runs[key] = (run, [*results, *records[sent:]])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown":
+            self.finished.add(report.nodeid)
         records = getattr(report, "featviz", None)
         outcome = str(report.outcome)
         if self.settings.update and outcome != "rerun" and (outcome == "failed" or hasattr(report, "wasxfail")):

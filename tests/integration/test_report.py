@@ -719,6 +719,9 @@ def test_a_report_of_a_run_that_stopped_early_says_so(
     assert said in (drifted.path / "summary.md").read_text()
     drifted.runpytest().assert_outcomes(passed=1, failed=2)
     assert "stopped" not in json.loads((drifted.path / "featviz-report" / "report.json").read_text())["run"]
+    # -x whose failure is the last test's: every test ran, and -x had set pytest's stop flag all the same
+    drifted.runpytest("-x", "-k", "plain").assert_outcomes(failed=1, deselected=2)
+    assert "stopped" not in json.loads((drifted.path / "featviz-report" / "report.json").read_text())["run"]
 
 
 def test_junitxml_properties_and_attachments(drifted: pytest.Pytester) -> None:

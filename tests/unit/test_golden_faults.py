@@ -475,6 +475,11 @@ def test_interrupted_between_renames_is_named_and_healed(snap: Path) -> None:
     # the golden it was replacing is whole: the message says how to put it back, so that the next check compares
     old = snap.parent / ".0.featviz-old-ab12cd34"
     assert f"put it back with  mv {old} {snap}  to check against it, or re-run with --featviz-update" in str(info.value)
+    snap.mkdir()  # the folder standing without its sidecar: an mv would move the old golden into it
+    with pytest.raises(GoldenError) as info:
+        golden.read_sidecar(snap)
+    assert "mv " not in str(info.value) and str(info.value).endswith("beside it; re-run with --featviz-update")
+    snap.rmdir()
     os.replace(old, snap)
     assert golden.read_sidecar(snap) is not None
     os.replace(snap, old)

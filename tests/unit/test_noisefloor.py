@@ -150,13 +150,14 @@ def test_a_noise_floor_run_that_takes_another_path_keeps_the_configured_toleranc
     assert compare.needs_noise_floor(layer)  # it did run the second pass, and kept the configured verdict
 
 
-def _as_made_on_a_gpu(root: Path) -> None:
-    """The golden under ``root`` recorded as made on a GPU with TF32 on (what a GPU run's sidecar records)."""
+def _as_made_on_a_gpu(root: Path, **environment: object) -> None:
+    """The golden under ``root`` recorded as made on a GPU with TF32 on (what a GPU run's sidecar records), or in
+    the ``environment`` given."""
     import json
 
     (sidecar,) = root.rglob("snapshot.json")
     data = json.loads(sidecar.read_text())
-    data["environment"].update(device="cuda", matmul_tf32=True, cudnn_tf32=True)
+    data["environment"].update(environment or {"device": "cuda", "matmul_tf32": True, "cudnn_tf32": True})
     sidecar.write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -180,6 +181,10 @@ def test_a_drift_that_tf32_rounding_alone_makes_says_so(tmp_path: Path, monkeypa
         snapshotter(tmp_path, update=True)(model, inputs, layers=["0", "1"])
     runs = _count_noise_runs(monkeypatch)
     with pytest.raises(FeatureDriftError) as caught:  # a golden made here: its drift is no other machine's noise
+        snapshotter(tmp_path)(model, inputs, layers=["0", "1"])
+    assert runs == [] and "TF32 rounding alone" not in str(caught.value)
+    _as_made_on_a_gpu(tmp_path, torch="2.13.0")  # another torch on the CPU: no TF32 noise between the two
+    with pytest.raises(FeatureDriftError) as caught:
         snapshotter(tmp_path)(model, inputs, layers=["0", "1"])
     assert runs == [] and "TF32 rounding alone" not in str(caught.value)
     _as_made_on_a_gpu(tmp_path)
