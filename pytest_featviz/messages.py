@@ -94,14 +94,18 @@ def layer_summary(layer: LayerResult, shown: int = WORST_CHANNELS_SHOWN) -> list
 MOVED_SHARE = 0.25  # a layer before the first drift that used this share of a tolerance is named beside it
 
 
+def _matched_before_first_drift(results: Sequence[LayerResult]) -> list[LayerResult]:
+    """The layers before the first drifted one (in forward order) that were compared picture by picture and
+    matched: where a change that shows first in a later layer may start."""
+    first = next(i for i, result in enumerate(results) if result.drifted)
+    return [layer for layer in results[:first] if layer.verdict == MATCH and layer.ssim]
+
+
 def moved_before(results: Sequence[LayerResult]) -> str:
     """A line naming the first layer before the first drifted one that matched but used at least
     :data:`MOVED_SHARE` of a tolerance: a change that starts there stays within its tolerances, and a layer after
     it, judged by tighter tolerances fitted to its noise floor, is the first to break them. ``""`` when none did."""
-    first = next(i for i, result in enumerate(results) if result.drifted)
-    for layer in results[:first]:
-        if layer.verdict != MATCH or not layer.ssim:
-            continue
+    for layer in _matched_before_first_drift(results):
         # (share of the way from "unchanged" to the limit, score, its value, the limit as written)
         shares = [
             (_share(layer.max_stat_delta, layer.stat_tolerance), "statistics change", layer.max_stat_delta,
@@ -125,10 +129,9 @@ def new_weights_before(results: Sequence[LayerResult], new_weights: Collection[s
     changed (``new_weights``: environment.layers_with_new_weights): the change starts there, within that layer's
     tolerances, and shows first in a later layer. Not a layer that did not move at all (a BatchNorm's call counter
     changed, which eval mode does not read). ``""`` when there is none."""
-    first = next(i for i, result in enumerate(results) if result.drifted)
-    for layer in results[:first]:
+    for layer in _matched_before_first_drift(results):
         moved = layer.min_ssim < 1.0 or layer.max_stat_delta > 0.0 or layer.max_rms_error > 0.0
-        if layer.verdict == MATCH and layer.ssim and moved and layer.name.split("@")[0] in new_weights:
+        if moved and layer.name.split("@")[0] in new_weights:
             return (
                 f"before it, layer {layer.name!r} matched but moved, and its own weights or buffers changed since the"
                 " golden was made: the change starts there, within that layer's tolerances"
