@@ -405,15 +405,19 @@ def _changed_layers(golden: Provenance, current: Provenance) -> list[str]:
     return [name for name in current.layers if name in golden.layers and golden.layers[name] != current.layers[name]]
 
 
+def _renamed(golden: Provenance, current: Provenance) -> bool:
+    """Whether the model's weights and buffers hold the golden's values under other names: a module renamed, moved
+    or wrapped, no weight changed (a golden written before ``values`` was recorded cannot tell)."""
+    return golden.model != current.model and bool(golden.values) and golden.values == current.values
+
+
 def layers_with_new_weights(golden: Provenance | None, current: Provenance) -> set[str]:
     """The selected layers whose own weights changed since the golden was made, where the fingerprints can tell: none
     for a golden without provenance or of another scheme, or where the model's values are the golden's under other
     names (a module renamed or wrapped: a name may select another module now)."""
     if golden is None or golden.scheme != current.scheme:
         return set()
-    if golden.model != current.model and bool(golden.values) and golden.values == current.values:
-        return set()
-    return set(_changed_layers(golden, current))
+    return set() if _renamed(golden, current) else set(_changed_layers(golden, current))
 
 
 def provenance_sentences(
@@ -461,8 +465,7 @@ def provenance_sentences(
     changed = _changed_layers(golden, current)
     position = {name.split("@")[0]: i for i, name in reversed(list(enumerate(order)))}
     changed.sort(key=lambda name: position.get(name, len(position)))  # stable: the rest keep their order
-    # the same values under other names: a module renamed, moved or wrapped, no weight changed
-    renamed = golden.model != current.model and bool(golden.values) and golden.values == current.values
+    renamed = _renamed(golden, current)
     if renamed:
         lines.append(
             "the model's weights and buffers hold the values they held when the golden was made, under other names"
